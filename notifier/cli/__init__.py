@@ -1,0 +1,14 @@
+"""The `notifier` command: a thin click layer over the library.
+
+Each command group lives in its own module here (roster, ledger, campaign, send, bounces,
+...); commands parse options, call library functions and print. A NotifierError becomes
+one clean line on stderr and its exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+# Importing a command module registers its commands on the root group.
+from notifier.cli import ledger as _ledger  # noqa: F401
+from notifier.cli.app import cli, main
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,86 @@
+"""The root command group, shared options, and the error boundary."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from notifier import __version__
+from notifier.config import Settings, load_settings
+from notifier.errors import NotifierError
+from notifier.ledger import Ledger
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class NotifierGroup(click.Group):
+    """Turns a NotifierError anywhere below into one line on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NotifierError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+class AppContext:
+    """What every command needs: settings, and a way to open the ledger."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def open_ledger(self, *, create: bool = False) -> Ledger:
+        return Ledger(self.settings.ledger, create=create)
+
+
+pass_app = click.make_pass_decorator(AppContext)
+
+
+@click.group(cls=NotifierGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="notifier")
+@click.option(
+    "--ledger",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The ledger file (default ./notifier.db, or $NOTIFIER_LEDGER).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Settings file (default ./notifier.toml if present, or $NOTIFIER_CONFIG).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens, for diagnosis.")
+@click.pass_context
+def cli(ctx: click.Context, ledger: Path | None, config_path: Path | None, verbose: bool) -> None:
+    """notifier: tell the people affected by a data breach, in their language, and prove it.
+
+    \b
+    A typical run:
+      notifier roster import volunteers.csv     # see every bad row
+      notifier check 2020-03-breach             # does it render for everyone?
+      notifier preview 2020-03-breach --volunteer someone@example.org
+      notifier send 2020-03-breach              # dry run; add --yes to send
+      notifier status 2020-03-breach
+    """
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = load_settings(config_path, ledger=ledger)
+    except NotifierError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        ctx.exit(exc.exit_code)
+    ctx.obj = AppContext(settings)
+
+
+def main() -> None:
+    cli(prog_name="notifier")

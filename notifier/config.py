@@ -1,0 +1,106 @@
+"""Settings, with one precedence order: command-line flag > environment > notifier.toml > default.
+
+`notifier.toml` (in the working directory, or named by --config / NOTIFIER_CONFIG) lets an
+organisation set its own sender, reply addresses and SMTP target without editing the
+shipped campaign files:
+
+    ledger = "notifier.db"
+
+    [smtp]
+    url = "smtp://127.0.0.1:8025"
+    rate = 50            # messages per second; 0 = no limit
+
+    [sender]
+    from = "Data Protection Officer <dpo@example.org>"
+    reply_to.en = "volunteers@example.org"
+    reply_to.ja = "volunteers-ja@example.org"
+
+SMTP credentials never live here: they come from NOTIFIER_SMTP_USER / NOTIFIER_SMTP_PASSWORD.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from notifier.errors import ConfigError
+
+CONFIG_FILE = "notifier.toml"
+DEFAULT_SMTP_URL = "smtp://127.0.0.1:8025"
+
+
+@dataclass(frozen=True)
+class Settings:
+    ledger: Path = Path("notifier.db")
+    smtp_url: str = DEFAULT_SMTP_URL
+    rate: float = 0.0
+    sender_from: str | None = None
+    reply_to: Mapping[str, str] = field(default_factory=dict)
+    secret_file: Path | None = None
+    dkim_selector: str | None = None
+    dkim_key_file: Path | None = None
+    source: Path | None = None  # the config file these came from, if any
+
+
+def load_settings(
+    config_path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    ledger: str | Path | None = None,
+) -> Settings:
+    """Read settings from the config file and environment; `ledger` is the flag value."""
+    env = os.environ if env is None else env
+    path = Path(config_path or env.get("NOTIFIER_CONFIG") or CONFIG_FILE)
+    explicit = config_path is not None or "NOTIFIER_CONFIG" in env
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"not valid TOML: {exc}",
+                file=path,
+                hint="fix the syntax, or remove the file to use the defaults",
+            ) from exc
+    elif explicit:
+        raise ConfigError("config file not found", file=path)
+
+    smtp = _table(data, "smtp", path)
+    sender = _table(data, "sender", path)
+    dkim = _table(data, "dkim", path)
+    reply_to = sender.get("reply_to", {})
+    if not isinstance(reply_to, dict):
+        raise ConfigError(
+            "expected a table of locale = address", file=path, field="sender.reply_to"
+        )
+
+    ledger_path = ledger or env.get("NOTIFIER_LEDGER") or data.get("ledger") or "notifier.db"
+    rate = env.get("NOTIFIER_RATE", smtp.get("rate", 0))
+    try:
+        rate_value = float(rate)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"expected a number, got {rate!r}", file=path, field="smtp.rate") from exc
+    secret = env.get("NOTIFIER_SECRET_FILE") or data.get("secret_file")
+    key_file = dkim.get("key_file")
+    return Settings(
+        ledger=Path(ledger_path),
+        smtp_url=str(env.get("NOTIFIER_SMTP_URL") or smtp.get("url") or DEFAULT_SMTP_URL),
+        rate=rate_value,
+        sender_from=sender.get("from"),
+        reply_to={str(k): str(v) for k, v in reply_to.items()},
+        secret_file=Path(secret) if secret else None,
+        dkim_selector=dkim.get("selector"),
+        dkim_key_file=Path(key_file) if key_file else None,
+        source=path if path.exists() else None,
+    )
+
+
+def _table(data: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"expected a [{key}] table", file=path, field=key)
+    return value

@@ -1,0 +1,89 @@
+"""One error hierarchy for everything a user can get wrong.
+
+Every error carries where the problem is (file, row, field) and a hint of what to
+do next, so the CLI can print one clean line instead of a traceback. Callers branch
+on the type and its fields, never on the message text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Exit codes with fixed meanings, used by the CLI and documented in the README.
+EXIT_OK = 0
+EXIT_PROBLEMS = 1  # the job ran, but found problems (bad rows under --strict, a failed check)
+EXIT_UNUSABLE = 2  # the input could not be used at all
+
+
+class NotifierError(Exception):
+    """Base class: a problem the user can act on."""
+
+    exit_code: int = EXIT_UNUSABLE
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | Path | None = None,
+        row: int | None = None,
+        field: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.file = str(file) if file is not None else None
+        self.row = row
+        self.field = field
+        self.hint = hint
+
+    def location(self) -> str:
+        """`file:row: field` prefix, with whatever parts are known."""
+        parts = []
+        if self.file:
+            parts.append(self.file if self.row is None else f"{self.file}:{self.row}")
+        elif self.row is not None:
+            parts.append(f"row {self.row}")
+        if self.field:
+            parts.append(f'column "{self.field}"' if self.row is not None else self.field)
+        return ": ".join(parts)
+
+    def __str__(self) -> str:
+        where = self.location()
+        text = f"{where}: {self.message}" if where else self.message
+        return f"{text}\nhint: {self.hint}" if self.hint else text
+
+
+class RosterError(NotifierError):
+    """A roster file that cannot be used at all (encoding, no email column, empty)."""
+
+
+class MappingError(NotifierError):
+    """A malformed --mapping file."""
+
+
+class ConfigError(NotifierError):
+    """A malformed notifier.toml or environment setting."""
+
+
+class LedgerError(NotifierError):
+    """The ledger file cannot be opened, is of a newer schema, or is corrupt."""
+
+
+class CampaignError(NotifierError):
+    """A campaign file that is missing, malformed or names unknown things."""
+
+
+class RenderError(NotifierError):
+    """A template failed to render (missing variable, syntax error)."""
+
+
+class VolunteerNotFound(NotifierError):
+    """No volunteer with that id or address in the ledger."""
+
+
+class DeliveryError(NotifierError):
+    """The SMTP target cannot be used (bad URL, refused, TLS required but absent)."""
+
+
+class BounceError(NotifierError):
+    """A bounce source that cannot be read."""

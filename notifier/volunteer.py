@@ -1,0 +1,92 @@
+"""The volunteer: a person on the roster, and the fixed vocabularies that describe them.
+
+This module is the one home of the category lists (locales, exposure categories,
+kinds of data held); every other module imports them from here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+LOCALES: tuple[str, ...] = ("en", "ja")
+
+# What happened to this person's data (see the breach notice of 2020):
+#   published      records published by the criminals, 21-23 March
+#   screened       attended a screening visit: copies of records may have been stolen
+#   database_only  only in the volunteer database: after 29 April confirmed not stolen
+EXPOSURES: tuple[str, ...] = ("published", "screened", "database_only")
+
+# What the organisation held on the person; the notice mentions only what applies.
+DATA_HELD: tuple[str, ...] = (
+    "id_documents",
+    "photo",
+    "health_questionnaire",
+    "consent_form",
+    "gp_information",
+    "test_results",
+    "bank_details",
+)
+
+# Canonical roster fields, in the order they are shown and exported.
+FIELDS: tuple[str, ...] = (
+    "volunteer_id",
+    "email",
+    "family_name",
+    "given_name",
+    "locale",
+    "exposure",
+    "data_held",
+    "postal_address",
+)
+REQUIRED_FIELDS: tuple[str, ...] = ("email", "family_name", "exposure")
+
+
+def derive_volunteer_id(normalised_email: str) -> str:
+    """A stable id for rosters without one: the same address always gives the same id."""
+    digest = hashlib.sha256(normalised_email.casefold().encode("utf-8")).hexdigest()
+    return f"v-{digest[:12]}"
+
+
+def display_name(family_name: str, given_name: str, locale: str) -> str:
+    """The name as the person's own convention writes it.
+
+    Japanese puts the family name first (鈴木 一郎); English the given name first.
+    """
+    parts = [family_name, given_name] if locale == "ja" else [given_name, family_name]
+    return " ".join(p for p in parts if p)
+
+
+@dataclass(frozen=True)
+class Volunteer:
+    volunteer_id: str
+    email: str  # normalised, Unicode form
+    email_ascii: str  # A-label domain form, for servers without SMTPUTF8
+    family_name: str
+    given_name: str
+    locale: str
+    exposure: str
+    data_held: tuple[str, ...] = ()
+    postal_address: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def display_name(self) -> str:
+        return display_name(self.family_name, self.given_name, self.locale)
+
+    def as_record(self) -> dict[str, Any]:
+        """The canonical fields plus `display_name` and `email_ascii`, as shown to users."""
+        return {
+            "volunteer_id": self.volunteer_id,
+            "email": self.email,
+            "family_name": self.family_name,
+            "given_name": self.given_name,
+            "locale": self.locale,
+            "exposure": self.exposure,
+            "data_held": ";".join(self.data_held),
+            "postal_address": self.postal_address,
+            "display_name": self.display_name,
+            "email_ascii": self.email_ascii,
+        }

@@ -1,0 +1,47 @@
+"""Shared fixtures: a fresh ledger file per test, and a CLI runner bound to it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from notifier.cli import cli
+from notifier.ledger import Ledger
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def ledger_path(tmp_path: Path) -> Path:
+    return tmp_path / "notifier.db"
+
+
+@pytest.fixture
+def ledger(ledger_path: Path) -> Iterator[Ledger]:
+    with Ledger(ledger_path) as led:
+        yield led
+
+
+class Notifier:
+    """Runs `notifier --ledger <tmp> ...` in-process and returns click's Result."""
+
+    def __init__(self, ledger_path: Path, cwd: Path) -> None:
+        self.ledger_path = ledger_path
+        self.cwd = cwd
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, input: str | None = None) -> Result:
+        return self.runner.invoke(
+            cli, ["--ledger", str(self.ledger_path), *args], input=input, catch_exceptions=False
+        )
+
+
+@pytest.fixture
+def notifier(ledger_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Notifier:
+    monkeypatch.chdir(tmp_path)
+    for var in ("NOTIFIER_LEDGER", "NOTIFIER_CONFIG", "NOTIFIER_SMTP_URL", "NOTIFIER_RATE"):
+        monkeypatch.delenv(var, raising=False)
+    return Notifier(ledger_path, tmp_path)
