@@ -50,6 +50,17 @@ MESSAGE_STATES: tuple[str, ...] = (
 )
 
 
+# Event kinds. For events about one message, the kind is also the state it moves the
+# message to (EventDraft.state), so "what happened" and "where it stands" never disagree.
+#   roster:    roster_imported, volunteer_added, volunteer_updated, row_rejected
+#   campaign:  campaign_registered
+#   message:   queued (-> pending), sending, sent, deferred, failed_temporary,
+#              failed_permanent, uncertain, suppressed (skipped: address suppressed),
+#              resend_requested
+#   bounces:   bounced_hard, bounced_soft, delayed, delivered, bounce_forged,
+#              bounce_unmatched, address_suppressed
+
+
 def utc_now() -> str:
     """Event time: timezone-aware UTC, ISO 8601 with microseconds."""
     return datetime.now(UTC).isoformat(timespec="microseconds")

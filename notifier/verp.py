@@ -1,0 +1,91 @@
+"""VERP return paths with an authenticated token: `bounces+TOKEN@sender-domain`.
+
+A bounce comes back to the envelope sender, so giving every message its own return
+path tells us which message bounced without trusting anything in the bounce body. The
+token is a lookup part (derived from the Message-ID) plus an HMAC of it under a key kept
+outside the ledger, so a forged bounce (someone guessing addresses to get people
+suppressed) can be recognised and refused.
+
+Tokens use only lowercase letters and digits: some MTAs change the case of local parts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from notifier.errors import ConfigError
+
+VERP_PREFIX = "bounces"
+LOOKUP_CHARS = 16
+MAC_CHARS = 16
+KEY_BYTES = 32
+
+
+def _b32(data: bytes) -> str:
+    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
+
+
+def _mac(key: bytes, lookup: str) -> str:
+    return _b32(hmac.new(key, lookup.encode("ascii"), hashlib.sha256).digest())[:MAC_CHARS]
+
+
+def make_token(key: bytes, message_id: str) -> str:
+    """The token for one message: stable for the same key and Message-ID."""
+    lookup = _b32(hashlib.sha256(message_id.encode("utf-8")).digest())[:LOOKUP_CHARS]
+    return lookup + _mac(key, lookup)
+
+
+def token_is_authentic(key: bytes, token: str) -> bool:
+    """True when the token's HMAC part was made with this key."""
+    token = token.lower()
+    if len(token) != LOOKUP_CHARS + MAC_CHARS or not token.isalnum():
+        return False
+    lookup, mac = token[:LOOKUP_CHARS], token[LOOKUP_CHARS:]
+    return hmac.compare_digest(mac, _mac(key, lookup))
+
+
+def verp_address(token: str, domain: str) -> str:
+    return f"{VERP_PREFIX}+{token}@{domain}"
+
+
+def token_from_address(address: str) -> str | None:
+    """The token in a `bounces+TOKEN@domain` address, or None if it is not one of ours."""
+    address = address.strip().strip("<>").strip()
+    local, _, _domain = address.rpartition("@")
+    prefix, plus, token = local.partition("+")
+    if not plus or prefix.lower() != VERP_PREFIX or not token:
+        return None
+    return token.lower()
+
+
+def key_path_for(ledger_path: Path) -> Path:
+    """Default key file: beside the ledger, never inside it."""
+    return ledger_path.with_name(ledger_path.name + ".key")
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """Read the VERP key, creating it (mode 0600) on first use."""
+    if path.exists():
+        data = path.read_bytes().strip()
+        try:
+            key = bytes.fromhex(data.decode("ascii"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ConfigError(
+                "the VERP key file is not hex",
+                file=path,
+                hint="restore it from backup; without it, bounces cannot be authenticated",
+            ) from exc
+        if len(key) < 16:
+            raise ConfigError("the VERP key is too short (under 16 bytes)", file=path)
+        return key
+    key = secrets.token_bytes(KEY_BYTES)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(key.hex() + "\n")
+    return key
