@@ -1,11 +1,73 @@
-"""Campaigns: one notice to one audience, defined by a TOML file in notifier/campaigns/."""
+"""Campaigns: one notice to one audience, defined by a TOML file in notifier/campaigns/.
+
+A campaign file looks like this (every key but `follows`, `allow_links`, `dates`,
+`templates_dir` and `locale_dir` is required):
+
+    id = "2020-04-29-update"
+    title = "Update of 29 April 2020: the volunteer database was not accessed"
+    template = "breach_update"        # templates/<locale>/breach_update.txt and .html
+    date = 2020-04-29                 # the date of the notice, shown in it
+    from = "HMR Data Protection <dpo@example.org>"
+    follows = "2020-03-breach"        # a follow-up: threaded under, and sent after, that one
+    allow_links = false               # `notifier check` refuses links and URLs unless true
+
+    [reply_to]                        # one per locale the audience can have
+    en = "HMR Volunteers <volunteers@example.org>"
+    ja = "HMR Volunteers (Japanese) <volunteers@example.jp>"
+
+    [subject]
+    en = "..."
+    ja = "..."
+
+    [dates]                           # named dates the templates show, through Babel
+    attack = 2020-03-14
+
+    [audience]                        # empty or absent: no filter on that attribute
+    exposures = ["screened", "database_only"]
+    locales = ["en", "ja"]
+    follows_states = ["sent", "delivered"]   # a follow-up: outcomes of the earlier notice
+
+`templates_dir` and `locale_dir` (paths relative to the campaign file) point a campaign
+at another set of templates or Babel catalogs than the shipped ones: for trying out a
+new wording, and for tests. From and Reply-To can be overridden without editing the
+file, in notifier.toml ([sender] from, reply_to.<locale>): see `apply_overrides`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+import datetime as dt
+import re
+import tomllib
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
+
+from notifier.catalogs import LOCALE_DIR
+from notifier.config import Settings
+from notifier.errors import CampaignError
+from notifier.ledger import MESSAGE_STATES, Ledger, volunteer_from_row
+from notifier.volunteer import EXPOSURES, LOCALES, Volunteer
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+CAMPAIGN_DIR = PACKAGE_DIR / "campaigns"
+TEMPLATES_DIR = PACKAGE_DIR / "templates"
+
+# A follow-up with no `follows_states` goes to people whose earlier notice was sent or
+# delivered: a hard bounce or a failure means the person never read it.
+DEFAULT_FOLLOWS_STATES: tuple[str, ...] = ("sent", "delivered")
+
+_REQUIRED_KEYS = ("id", "title", "template", "date", "from", "reply_to", "subject")
+_OPTIONAL_KEYS = ("follows", "allow_links", "dates", "audience", "templates_dir", "locale_dir")
+_AUDIENCE_KEYS = ("exposures", "locales", "follows_states")
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_VOLUNTEER_COLUMNS = (
+    "volunteer_id, email, email_ascii, family_name, given_name, locale, exposure, "
+    "data_held, postal_address, extra"
+)
 
 
 @dataclass(frozen=True)
@@ -31,3 +93,370 @@ class Campaign:
     follows: str | None = None
     allow_links: bool = False
     path: Path | None = None
+    # Named dates the templates show (the attack, the publication), formatted by Babel.
+    dates: Mapping[str, date] = field(default_factory=dict)
+    templates_dir: Path = TEMPLATES_DIR  # holds <locale>/<template>.txt and .html
+    locale_dir: Path = LOCALE_DIR  # holds <locale>/LC_MESSAGES/messages.po
+
+    @property
+    def locales(self) -> tuple[str, ...]:
+        """The locales this campaign can be sent in."""
+        return self.audience.locales or LOCALES
+
+
+# --- loading ------------------------------------------------------------------------
+
+
+def load_campaign(id_or_path: str | Path) -> Campaign:
+    """The campaign with this id (in CAMPAIGN_DIR), or the one in this file."""
+    path = _campaign_path(id_or_path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CampaignError(f"cannot read the campaign file ({exc.strerror})", file=path) from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise CampaignError(
+            f"not valid TOML: {exc}", file=path, hint="fix the syntax; see notifier/campaign.py"
+        ) from exc
+    return _parse_campaign(data, path)
+
+
+def list_campaigns(directory: Path = CAMPAIGN_DIR) -> list[Campaign]:
+    """Every campaign in `directory`, oldest notice first."""
+    campaigns = [load_campaign(p) for p in sorted(directory.glob("*.toml"))]
+    return sorted(campaigns, key=lambda c: (c.notice_date, c.campaign_id))
+
+
+def apply_overrides(campaign: Campaign, settings: Settings) -> Campaign:
+    """The campaign with From and Reply-To taken from notifier.toml where it sets them."""
+    reply_to = {**campaign.reply_to, **settings.reply_to}
+    return dataclasses.replace(
+        campaign, sender=settings.sender_from or campaign.sender, reply_to=reply_to
+    )
+
+
+def _campaign_path(id_or_path: str | Path) -> Path:
+    text = str(id_or_path)
+    looks_like_path = (
+        isinstance(id_or_path, Path) or text.endswith(".toml") or "/" in text or "\\" in text
+    )
+    if looks_like_path:
+        path = Path(id_or_path)
+        if not path.is_file():
+            raise CampaignError("campaign file not found", file=path)
+        return path
+    found = _find_campaign_file(text, (CAMPAIGN_DIR,))
+    if found is None:
+        raise CampaignError(
+            f"no campaign with id {text!r}",
+            file=CAMPAIGN_DIR,
+            hint="list them with: notifier campaign list (or give the path of a .toml file)",
+        )
+    return found
+
+
+def _find_campaign_file(campaign_id: str, directories: tuple[Path, ...]) -> Path | None:
+    """The file defining `campaign_id`: `<id>.toml`, or any file whose `id` says so."""
+    for directory in directories:
+        candidate = directory / f"{campaign_id}.toml"
+        if candidate.is_file():
+            return candidate
+    for directory in directories:
+        for candidate in sorted(directory.glob("*.toml")):
+            try:
+                data = tomllib.loads(candidate.read_text(encoding="utf-8"))
+            except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+                continue  # a broken neighbour is reported when it is itself loaded
+            if data.get("id") == campaign_id:
+                return candidate
+    return None
+
+
+# --- validation ---------------------------------------------------------------------
+
+
+def _parse_campaign(data: dict[str, Any], path: Path) -> Campaign:
+    unknown = sorted(set(data) - set(_REQUIRED_KEYS) - set(_OPTIONAL_KEYS))
+    if "attachments" in unknown:
+        raise CampaignError(
+            "attachments are not supported: a breach notice carries none",
+            file=path,
+            field="attachments",
+            hint="remove the key; say in the text where people can ask for documents",
+        )
+    if unknown:
+        raise CampaignError(
+            f"unknown key {unknown[0]!r}",
+            file=path,
+            field=unknown[0],
+            hint=f"a campaign file has: {', '.join(_REQUIRED_KEYS + _OPTIONAL_KEYS)}",
+        )
+    for key in _REQUIRED_KEYS:
+        if key not in data:
+            raise CampaignError(
+                "missing key", file=path, field=key, hint=_EXPECTED.get(key, "see campaign.py")
+            )
+    campaign_id = _string(data, "id", path)
+    if not _ID_PATTERN.fullmatch(campaign_id):
+        raise CampaignError(
+            f"expected an id of letters, digits, '.', '_' and '-', got {campaign_id!r}",
+            file=path,
+            field="id",
+        )
+    audience = _parse_audience(data.get("audience", {}), path)
+    follows = _optional_string(data, "follows", path)
+    if audience.follows_states and not follows:
+        raise CampaignError(
+            "follows_states needs a campaign to follow",
+            file=path,
+            field="audience.follows_states",
+            hint='add follows = "<campaign id>", or remove follows_states',
+        )
+    if follows:
+        _check_follows(follows, campaign_id, path)
+        if not audience.follows_states:
+            audience = dataclasses.replace(audience, follows_states=DEFAULT_FOLLOWS_STATES)
+    locales = audience.locales or LOCALES
+    allow_links = data.get("allow_links", False)
+    if not isinstance(allow_links, bool):
+        raise CampaignError(
+            f"expected true or false, got {allow_links!r}", file=path, field="allow_links"
+        )
+    campaign = Campaign(
+        campaign_id=campaign_id,
+        title=_string(data, "title", path),
+        template=_string(data, "template", path),
+        notice_date=_date(data["date"], path, "date"),
+        sender=_string(data, "from", path),
+        reply_to=_per_locale(data, "reply_to", locales, path),
+        subject=_per_locale(data, "subject", locales, path),
+        audience=audience,
+        follows=follows,
+        allow_links=allow_links,
+        path=path,
+        dates=_dates(data.get("dates", {}), path),
+        templates_dir=_directory(data, "templates_dir", TEMPLATES_DIR, path),
+        locale_dir=_directory(data, "locale_dir", LOCALE_DIR, path),
+    )
+    _check_templates(campaign, path)
+    return campaign
+
+
+_EXPECTED = {
+    "id": 'a short name, e.g. id = "2020-03-breach"',
+    "title": "a one-line description for people choosing a campaign",
+    "template": 'the template base name, e.g. template = "breach" (templates/<locale>/breach.txt)',
+    "date": "the date of the notice, e.g. date = 2020-03-24",
+    "from": 'the sender, e.g. from = "HMR Data Protection <dpo@example.org>"',
+    "reply_to": "a [reply_to] table with one address per locale (en = ..., ja = ...)",
+    "subject": "a [subject] table with one subject line per locale (en = ..., ja = ...)",
+}
+
+
+def _string(data: Mapping[str, Any], key: str, path: Path, prefix: str = "") -> str:
+    value = data[key]
+    if not isinstance(value, str) or not value.strip():
+        raise CampaignError(
+            f"expected a non-empty string, got {value!r}",
+            file=path,
+            field=prefix + key,
+            hint=_EXPECTED.get(key),
+        )
+    return value.strip()
+
+
+def _optional_string(data: Mapping[str, Any], key: str, path: Path) -> str | None:
+    return _string(data, key, path) if key in data else None
+
+
+def _table(value: Any, path: Path, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise CampaignError(
+            f"expected a table [{key}], got {value!r}",
+            file=path,
+            field=key,
+            hint=_EXPECTED.get(key),
+        )
+    return value
+
+
+def _date(value: Any, path: Path, key: str) -> date:
+    if isinstance(value, str):
+        try:
+            value = date.fromisoformat(value)
+        except ValueError:
+            pass
+    # A TOML datetime is also a date in Python: refuse it, a notice has a day, not a time.
+    if isinstance(value, dt.datetime) or not isinstance(value, date):
+        raise CampaignError(
+            f"expected a date like 2020-03-24, got {value!r}",
+            file=path,
+            field=key,
+            hint=_EXPECTED.get(key, "write dates as YYYY-MM-DD, without quotes"),
+        )
+    return value
+
+
+def _dates(value: Any, path: Path) -> dict[str, date]:
+    table = _table(value, path, "dates")
+    return {str(name): _date(v, path, f"dates.{name}") for name, v in table.items()}
+
+
+def _directory(data: Mapping[str, Any], key: str, default: Path, path: Path) -> Path:
+    if key not in data:
+        return default
+    directory = (path.parent / _string(data, key, path)).resolve()
+    if not directory.is_dir():
+        raise CampaignError(f"no such directory: {directory}", file=path, field=key)
+    return directory
+
+
+def _string_list(
+    table: Mapping[str, Any], key: str, allowed: tuple[str, ...], path: Path
+) -> tuple[str, ...]:
+    value = table.get(key, [])
+    where = f"audience.{key}"
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise CampaignError(f"expected a list of strings, got {value!r}", file=path, field=where)
+    for item in value:
+        if item not in allowed:
+            raise CampaignError(
+                f"unknown value {item!r}",
+                file=path,
+                field=where,
+                hint=f"expected one of: {', '.join(allowed)}",
+            )
+    return tuple(dict.fromkeys(value))
+
+
+def _parse_audience(value: Any, path: Path) -> Audience:
+    table = _table(value, path, "audience")
+    unknown = sorted(set(table) - set(_AUDIENCE_KEYS))
+    if unknown:
+        raise CampaignError(
+            f"unknown key {unknown[0]!r}",
+            file=path,
+            field=f"audience.{unknown[0]}",
+            hint=f"[audience] has: {', '.join(_AUDIENCE_KEYS)}",
+        )
+    return Audience(
+        exposures=_string_list(table, "exposures", EXPOSURES, path),
+        locales=_string_list(table, "locales", LOCALES, path),
+        follows_states=_string_list(table, "follows_states", MESSAGE_STATES, path),
+    )
+
+
+def _per_locale(
+    data: Mapping[str, Any], key: str, locales: tuple[str, ...], path: Path
+) -> dict[str, str]:
+    table = _table(data[key], path, key)
+    result: dict[str, str] = {}
+    for locale in table:
+        if locale not in LOCALES:
+            raise CampaignError(
+                f"unknown locale {locale!r}",
+                file=path,
+                field=f"{key}.{locale}",
+                hint=f"expected one of: {', '.join(LOCALES)}",
+            )
+        result[locale] = _string(table, locale, path, prefix=f"{key}.")
+    for locale in locales:
+        if locale not in result:
+            raise CampaignError(
+                "missing key",
+                file=path,
+                field=f"{key}.{locale}",
+                hint=f"the audience includes {locale!r} readers: {_EXPECTED[key]}",
+            )
+    return result
+
+
+def _check_follows(follows: str, campaign_id: str, path: Path) -> None:
+    if follows == campaign_id:
+        raise CampaignError("a campaign cannot follow itself", file=path, field="follows")
+    directories = tuple(dict.fromkeys((path.parent.resolve(), CAMPAIGN_DIR)))
+    if _find_campaign_file(follows, directories) is None:
+        raise CampaignError(
+            f"follows an unknown campaign {follows!r}",
+            file=path,
+            field="follows",
+            hint="give the id of a campaign beside this file or in notifier/campaigns",
+        )
+
+
+def _check_templates(campaign: Campaign, path: Path) -> None:
+    for locale in campaign.locales:
+        for suffix in (".txt", ".html"):
+            template = campaign.templates_dir / locale / f"{campaign.template}{suffix}"
+            if not template.is_file():
+                raise CampaignError(
+                    f"unknown template {campaign.template!r}: {template} does not exist",
+                    file=path,
+                    field="template",
+                    hint="name a template that exists for every locale, as a .txt and a .html",
+                )
+
+
+# --- audience -----------------------------------------------------------------------
+
+
+def _audience_where(campaign: Campaign, history: bool) -> tuple[str, list[str]]:
+    """The WHERE clause selecting the audience. Only placeholders take values."""
+    clauses: list[str] = []
+    params: list[str] = []
+    audience = campaign.audience
+    for column, values in (("exposure", audience.exposures), ("locale", audience.locales)):
+        if values:
+            clauses.append(f"{column} IN ({', '.join('?' for _ in values)})")
+            params.extend(values)
+    if campaign.follows and history:
+        states = audience.follows_states or DEFAULT_FOLLOWS_STATES
+        marks = ", ".join("?" for _ in states)
+        subquery = f"SELECT volunteer_id FROM messages WHERE campaign_id = ? AND state IN ({marks})"  # noqa: S608 (placeholders only)
+        clauses.append(f"volunteer_id IN ({subquery})")
+        params.append(campaign.follows)
+        params.extend(states)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def select_audience(
+    ledger: Ledger, campaign: Campaign, history: bool = True
+) -> Iterator[Volunteer]:
+    """The volunteers a campaign goes to, in volunteer_id order.
+
+    The attribute filters (exposures, locales) always apply; for a follow-up, `history`
+    also keeps only people whose message in the followed campaign is in one of
+    `audience.follows_states`. Suppressed addresses are included: delivery skips them
+    and records why, so the ledger shows they were meant to be told.
+    """
+    where, params = _audience_where(campaign, history)
+    sql = f"SELECT {_VOLUNTEER_COLUMNS} FROM volunteers{where} ORDER BY volunteer_id"  # noqa: S608
+    cursor = ledger.conn.execute(sql, params)
+    names = [d[0] for d in cursor.description]
+    for row in cursor:
+        yield volunteer_from_row(dict(zip(names, row, strict=True)))
+
+
+def count_audience(
+    ledger: Ledger, campaign: Campaign, history: bool = True
+) -> Counter[tuple[str, str]]:
+    """How many volunteers the campaign goes to, by (locale, exposure)."""
+    where, params = _audience_where(campaign, history)
+    sql = (
+        f"SELECT locale, exposure, count(*) FROM volunteers{where} "  # noqa: S608
+        "GROUP BY locale, exposure"
+    )
+    return Counter({(row[0], row[1]): int(row[2]) for row in ledger.conn.execute(sql, params)})
+
+
+def has_messages(ledger: Ledger, campaign_id: str) -> bool:
+    """True when the ledger holds any message of this campaign (it has been sent)."""
+    row = ledger.conn.execute(
+        "SELECT 1 FROM messages WHERE campaign_id = ? LIMIT 1", (campaign_id,)
+    ).fetchone()
+    return row is not None
+
+
+def history_applies(ledger: Ledger, campaign: Campaign) -> bool:
+    """Whether a follow-up can be narrowed by the followed campaign's outcomes yet."""
+    return campaign.follows is not None and has_messages(ledger, campaign.follows)

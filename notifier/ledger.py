@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,6 +27,8 @@ from typing import Any
 import sqlite_utils
 
 from notifier.errors import LedgerError, VolunteerNotFound
+from notifier.message import DeliveryOutcome, MessageRow, NewMessage
+from notifier.roster import RosterResult, RowProblem
 from notifier.volunteer import Volunteer
 
 DEFAULT_LEDGER = "notifier.db"
@@ -102,6 +105,40 @@ class VerifyResult:
     head: str  # hash of the last good event: worth writing down outside the ledger
     first_bad_seq: int | None = None
     reason: str = ""
+
+
+# -- roster imports: what record_import() returns and latest_import() reads back
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    import_id: int  # the import just recorded, or the earlier one when already_imported
+    added: int
+    updated: int
+    unchanged: int
+    rejected: int  # rows with at least one problem
+    changes: tuple[tuple[str, str, str, str], ...]  # (volunteer_id, field, old, new)
+    already_imported: bool
+    # Every problem recorded: the roster's own, plus rows the ledger refused (an address
+    # that already belongs to another volunteer_id).
+    problems: tuple[RowProblem, ...] = ()
+    refused: bool = False  # --strict and some row was bad: no volunteer was written
+
+
+@dataclass(frozen=True)
+class ImportRecord:
+    import_id: int
+    file_name: str
+    sha256: str
+    mapping_sha256: str
+    encoding: str
+    imported_at: str
+    rows_total: int
+    rows_valid: int
+    rows_rejected: int
+    added: int
+    updated: int
+    unchanged: int
 
 
 def event_hash(prev_hash: str, seq: int, at: str, draft_fields: dict[str, Any]) -> str:
@@ -532,6 +569,466 @@ class Ledger:
     def count(self, table: str) -> int:
         return int(self.conn.execute(f"SELECT count(*) FROM [{table}]").fetchone()[0])  # noqa: S608
 
+    # -- roster imports
+
+    def record_import(
+        self, result: RosterResult, *, mapping_sha256: str = "", strict: bool = False
+    ) -> ImportSummary:
+        """Record one roster import: the import, its rejected rows, volunteer changes, events.
+
+        All in one transaction. An import adds and updates volunteers; it never deletes one
+        (a person missing from a later roster was still told, or still needs telling).
+        Re-importing the file last imported, when that would change no volunteer, writes
+        nothing and says so (already_imported).
+        """
+        with self.transaction():
+            existing = self._volunteer_rows()
+            accepted, conflicts = _ledger_conflicts(result, existing)
+            problems = tuple(sorted((*result.problems, *conflicts), key=lambda p: p.row))
+            rejected = len({p.row for p in problems})
+            refused = strict and bool(problems)
+            added: list[_Added] = []
+            updated: list[_Updated] = []
+            unchanged = 0
+            for row, volunteer in accepted:
+                old = existing.get(volunteer.volunteer_id)
+                if old is None:
+                    added.append((row, volunteer))
+                    continue
+                values = volunteer_to_row(volunteer)
+                diff = _volunteer_diff(old, values)
+                if diff:
+                    updated.append((row, volunteer, values, diff))
+                else:
+                    unchanged += 1
+            if refused:
+                added, updated, unchanged = [], [], 0
+
+            latest = self.latest_import()
+            if (
+                latest is not None
+                and latest.sha256 == result.sha256
+                and latest.mapping_sha256 == mapping_sha256
+                and not added
+                and not updated
+            ):
+                return ImportSummary(
+                    import_id=latest.import_id,
+                    added=0,
+                    updated=0,
+                    unchanged=unchanged,
+                    rejected=rejected,
+                    changes=(),
+                    already_imported=True,
+                    problems=problems,
+                    refused=refused,
+                )
+
+            now = utc_now()
+            counts = {
+                "rows_total": result.rows_total,
+                "rows_valid": result.rows_total - rejected,
+                "rows_rejected": rejected,
+                "added": len(added),
+                "updated": len(updated),
+                "unchanged": unchanged,
+            }
+            cursor = self.conn.execute(
+                "INSERT INTO imports(file_name, sha256, mapping_sha256, encoding, imported_at,"
+                " rows_total, rows_valid, rows_rejected, added, updated, unchanged)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    str(result.file),
+                    result.sha256,
+                    mapping_sha256,
+                    result.encoding,
+                    now,
+                    *counts.values(),
+                ),
+            )
+            import_id = int(cursor.lastrowid or 0)
+            self.conn.executemany(
+                "INSERT INTO rejected_rows(import_id, [row], [column], value, reason)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(import_id, p.row, p.column, p.value, p.reason) for p in problems],
+            )
+            self._write_volunteers(import_id, now, added, updated)
+
+            drafts = [
+                EventDraft(
+                    "roster_imported",
+                    data={
+                        "import_id": import_id,
+                        "file": result.file.name,
+                        "sha256": result.sha256,
+                        "mapping_sha256": mapping_sha256,
+                        "encoding": result.encoding,
+                        "strict": strict,
+                        "applied": not refused,
+                        **counts,
+                    },
+                )
+            ]
+            drafts.extend(
+                EventDraft(
+                    "volunteer_added",
+                    volunteer_id=v.volunteer_id,
+                    # The address as imported, under the chain's protection; the rest of
+                    # the person's record is in the volunteers table.
+                    data={"import_id": import_id, "row": row, "email": v.email},
+                )
+                for row, v in added
+            )
+            drafts.extend(
+                EventDraft(
+                    "volunteer_updated",
+                    volunteer_id=v.volunteer_id,
+                    data={
+                        "import_id": import_id,
+                        "row": row,
+                        "changes": {f: {"old": o, "new": n} for f, (o, n) in diff.items()},
+                    },
+                )
+                for row, v, _, diff in updated
+            )
+            drafts.extend(
+                EventDraft(
+                    "row_rejected",
+                    data={
+                        "import_id": import_id,
+                        "row": p.row,
+                        "column": p.column,
+                        "value": p.value,
+                        "reason": p.reason,
+                    },
+                )
+                for p in problems
+            )
+            self.append_events(drafts, at=now)
+        changes = tuple(
+            (v.volunteer_id, f, o, n) for _, v, _, diff in updated for f, (o, n) in diff.items()
+        )
+        return ImportSummary(
+            import_id=import_id,
+            added=len(added),
+            updated=len(updated),
+            unchanged=unchanged,
+            rejected=rejected,
+            changes=changes,
+            already_imported=False,
+            problems=problems,
+            refused=refused,
+        )
+
+    def _volunteer_rows(self) -> dict[str, tuple[Any, ...]]:
+        """volunteer_id -> the _COMPARED_FIELDS values, for every volunteer in the ledger."""
+        cursor = self.conn.execute(
+            f"SELECT volunteer_id, {', '.join(_COMPARED_FIELDS)} FROM volunteers"  # noqa: S608
+        )
+        return {row[0]: row[1:] for row in cursor}
+
+    def _write_volunteers(
+        self, import_id: int, now: str, added: Sequence[_Added], updated: Sequence[_Updated]
+    ) -> None:
+        # Only fixed column names are joined into the SQL; values go in as parameters.
+        columns = ("volunteer_id", *_COMPARED_FIELDS, "import_id", "source_row")
+        placeholders = ", ".join("?" for _ in columns)
+        self.conn.executemany(
+            f"INSERT INTO volunteers({', '.join(columns)}, created_at, updated_at)"  # noqa: S608
+            f" VALUES ({placeholders}, ?, ?)",
+            # A generator: rows are made as SQLite takes them, never all held at once.
+            (_insert_params(v, import_id, row, now) for row, v in added),
+        )
+        # Two volunteers may swap addresses in one import; park the changing addresses
+        # first so the unique index on email never sees a transient clash.
+        self.conn.executemany(
+            "UPDATE volunteers SET email = ? WHERE volunteer_id = ?",
+            [
+                (f"\x00moving:{v.volunteer_id}", v.volunteer_id)
+                for _, v, _, diff in updated
+                if "email" in diff
+            ],
+        )
+        # Set only the changed columns (grouped by which changed): rewriting an unchanged
+        # indexed column would still cost an index update.
+        groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for row, v, values, diff in updated:
+            changed = tuple(c for c in _COMPARED_FIELDS if c in diff)
+            groups.setdefault(changed, []).append(
+                (*(values[c] for c in changed), import_id, row, now, v.volunteer_id)
+            )
+        for changed, params in groups.items():
+            assignments = ", ".join(f"{c} = ?" for c in changed)
+            self.conn.executemany(
+                f"UPDATE volunteers SET {assignments}, import_id = ?, source_row = ?,"  # noqa: S608
+                " updated_at = ? WHERE volunteer_id = ?",
+                params,
+            )
+
+    def latest_import(self) -> ImportRecord | None:
+        """The most recent roster import recorded, if any."""
+        row = self.conn.execute(
+            "SELECT id, file_name, sha256, mapping_sha256, encoding, imported_at, rows_total,"
+            " rows_valid, rows_rejected, added, updated, unchanged"
+            " FROM imports ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else ImportRecord(*row)
+
+    def rejected_rows(self, import_id: int | None = None) -> list[RowProblem]:
+        """The problems recorded for one import (default: the latest), in row order."""
+        if import_id is None:
+            latest = self.latest_import()
+            if latest is None:
+                return []
+            import_id = latest.import_id
+        cursor = self.conn.execute(
+            "SELECT [row], [column], value, reason FROM rejected_rows"
+            " WHERE import_id = ? ORDER BY [row], id",
+            (import_id,),
+        )
+        return [RowProblem(*row) for row in cursor]
+
+    # -- end of roster imports
+
+    # -- messages and delivery
+    #
+    # Write-ahead intent: a message is committed as `sending` (claim_for_sending) before
+    # its bytes go to the server, and as sent/deferred/failed (record_outcomes) after. A
+    # message found in `sending` by a later run was in flight when a run died: nobody
+    # knows whether the server took it, so mark_uncertain() says so instead of guessing.
+
+    def register_campaign(
+        self,
+        campaign_id: str,
+        *,
+        title: str,
+        follows: str | None,
+        definition: dict[str, Any],
+        templates_sha256: str,
+    ) -> bool:
+        """Record a campaign the first time it is sent; True if it was new."""
+        with self.transaction():
+            row = self.conn.execute(
+                "SELECT templates_sha256 FROM campaigns WHERE campaign_id = ?", (campaign_id,)
+            ).fetchone()
+            if row is not None:
+                if row[0] != templates_sha256:
+                    logging.getLogger(__name__).warning(
+                        "campaign %s: templates changed since it was first sent "
+                        "(sha256 %s, now %s)",
+                        campaign_id,
+                        row[0],
+                        templates_sha256,
+                    )
+                return False
+            now = utc_now()
+            self.conn.execute(
+                "INSERT INTO campaigns(campaign_id, title, follows, definition, templates_sha256,"
+                " registered_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (campaign_id, title, follows, canonical_json(definition), templates_sha256, now),
+            )
+            self.append_events(
+                [
+                    EventDraft(
+                        "campaign_registered",
+                        campaign_id=campaign_id,
+                        data={"title": title, "templates_sha256": templates_sha256},
+                    )
+                ],
+                at=now,
+            )
+        return True
+
+    def ensure_messages(self, campaign_id: str, messages: Iterable[NewMessage]) -> int:
+        """Register each message as pending (a `queued` event) unless it exists; count new."""
+        with self.transaction():
+            known = {
+                row[0]
+                for row in self.conn.execute(
+                    "SELECT message_id FROM messages WHERE campaign_id = ?", (campaign_id,)
+                )
+            }
+            new = [m for m in messages if m.message_id not in known]
+            if not new:
+                return 0
+            now = utc_now()
+            self.conn.executemany(
+                "INSERT INTO messages(message_id, campaign_id, volunteer_id, verp_token, state,"
+                " attempts, updated_at) VALUES (?, ?, ?, ?, 'pending', 0, ?)",
+                [(m.message_id, campaign_id, m.volunteer_id, m.verp_token, now) for m in new],
+            )
+            self.append_events(
+                (
+                    EventDraft(
+                        "queued",
+                        campaign_id=campaign_id,
+                        volunteer_id=m.volunteer_id,
+                        message_id=m.message_id,
+                        state="pending",
+                    )
+                    for m in new
+                ),
+                at=now,
+            )
+        return len(new)
+
+    def claim_for_sending(self, message_ids: Sequence[str]) -> dict[str, int]:
+        """Mark messages `sending` in one committed transaction; returns each one's attempt.
+
+        Call it before the bytes go out: a crash after this leaves the messages `sending`,
+        which the next run reports as uncertain rather than sending them twice.
+        """
+        if not message_ids:
+            return {}
+        attempts: dict[str, int] = {}
+        with self.transaction():
+            drafts = []
+            # SQLite limits the number of parameters in one statement.
+            for start in range(0, len(message_ids), 500):
+                chunk = list(message_ids[start : start + 500])
+                marks = ", ".join("?" for _ in chunk)
+                rows = self.conn.execute(
+                    "SELECT message_id, campaign_id, volunteer_id, attempts FROM messages"  # noqa: S608
+                    f" WHERE message_id IN ({marks})",
+                    chunk,
+                ).fetchall()
+                for message_id, campaign_id, volunteer_id, done in rows:
+                    attempt = int(done or 0) + 1
+                    attempts[message_id] = attempt
+                    drafts.append(
+                        EventDraft(
+                            "sending",
+                            campaign_id=campaign_id,
+                            volunteer_id=volunteer_id,
+                            message_id=message_id,
+                            data={"attempt": attempt},
+                            state="sending",
+                        )
+                    )
+            missing = set(message_ids) - attempts.keys()
+            if missing:
+                raise LedgerError(f"no such message in the ledger: {sorted(missing)[0]}")
+            self.conn.executemany(
+                "UPDATE messages SET attempts = ? WHERE message_id = ?",
+                [(attempt, message_id) for message_id, attempt in attempts.items()],
+            )
+            self.append_events(drafts)
+        return attempts
+
+    def record_outcomes(self, outcomes: Iterable[DeliveryOutcome]) -> int:
+        """Append one event per outcome (kind = new state) and keep the server's reply."""
+        outcomes = list(outcomes)
+        if not outcomes:
+            return 0
+        with self.transaction():
+            self.append_events(
+                EventDraft(
+                    o.state,
+                    campaign_id=o.campaign_id,
+                    volunteer_id=o.volunteer_id,
+                    message_id=o.message_id,
+                    data=o.event_data(),
+                    state=o.state,
+                )
+                for o in outcomes
+            )
+            self.conn.executemany(
+                "UPDATE messages SET smtp_reply = ?, queue_id = ? WHERE message_id = ?",
+                [
+                    (o.reply or o.reason, o.queue_id, o.message_id)
+                    for o in outcomes
+                    if o.reply or o.reason
+                ],
+            )
+        return len(outcomes)
+
+    def mark_uncertain(self, campaign_id: str) -> list[MessageRow]:
+        """Messages left `sending` by a run that died: move them to `uncertain`, with an event."""
+        with self.transaction():
+            stuck = self.campaign_messages(campaign_id, states=("sending",))
+            if stuck:
+                self.append_events(
+                    EventDraft(
+                        "uncertain",
+                        campaign_id=campaign_id,
+                        volunteer_id=m.volunteer_id,
+                        message_id=m.message_id,
+                        data={
+                            "attempt": m.attempts,
+                            "reason": "a send stopped while this message was in flight: "
+                            "the server may or may not have it",
+                        },
+                        state="uncertain",
+                    )
+                    for m in stuck
+                )
+        return stuck
+
+    def campaign_messages(
+        self, campaign_id: str, *, states: Sequence[str] | None = None
+    ) -> list[MessageRow]:
+        """A campaign's messages with their recipients, in volunteer order."""
+        sql = (
+            "SELECT m.message_id, m.campaign_id, m.volunteer_id, m.verp_token, m.state,"
+            " m.attempts, v.email, m.smtp_reply, m.queue_id"
+            " FROM messages m JOIN volunteers v ON v.volunteer_id = m.volunteer_id"
+            " WHERE m.campaign_id = ?"
+        )
+        params: list[Any] = [campaign_id]
+        if states is not None:
+            # Only placeholders are joined into the SQL; the states go in as parameters.
+            sql += f" AND m.state IN ({', '.join('?' for _ in states)})"
+            params.extend(states)
+        sql += " ORDER BY m.volunteer_id"
+        return [
+            MessageRow(
+                message_id=row[0],
+                campaign_id=row[1],
+                volunteer_id=row[2],
+                verp_token=row[3] or "",
+                state=row[4],
+                attempts=int(row[5] or 0),
+                email=row[6],
+                smtp_reply=row[7] or "",
+                queue_id=row[8] or "",
+            )
+            for row in self.conn.execute(sql, params)
+        ]
+
+    def uncertain_messages(self, campaign_id: str) -> list[MessageRow]:
+        """Messages whose outcome is unknown after a crash (still to be decided on)."""
+        return self.campaign_messages(campaign_id, states=("uncertain", "sending"))
+
+    def state_counts(self, campaign_id: str) -> dict[str, int]:
+        """Number of the campaign's messages in each state (states with none are left out)."""
+        return {
+            state: int(n)
+            for state, n in self.conn.execute(
+                "SELECT state, count(*) FROM messages WHERE campaign_id = ? GROUP BY state"
+                " ORDER BY state",
+                (campaign_id,),
+            )
+        }
+
+    def campaign_is_registered(self, campaign_id: str) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM campaigns WHERE campaign_id = ?", (campaign_id,)
+        ).fetchone()
+        return row is not None
+
+    def suppressed(self, email: str) -> bool:
+        """True when the address is on the suppression list (hard bounce), any case."""
+        row = self.conn.execute(
+            "SELECT 1 FROM suppressions WHERE lower(email) = lower(?)", (email,)
+        ).fetchone()
+        return row is not None
+
+    def suppressed_addresses(self) -> set[str]:
+        """The whole suppression list, lowercased, for checking many addresses at once."""
+        return {str(row[0]).lower() for row in self.conn.execute("SELECT email FROM suppressions")}
+
+    # -- end of messages and delivery
+
 
 def volunteer_from_row(row: dict[str, Any]) -> Volunteer:
     return Volunteer(
@@ -561,6 +1058,76 @@ def volunteer_to_row(v: Volunteer) -> dict[str, Any]:
         "postal_address": v.postal_address,
         "extra": canonical_json(dict(v.extra)),
     }
+
+
+# -- roster imports: comparing and checking against what the ledger holds
+
+# The volunteer columns an import writes and compares, in volunteer_to_row() order.
+_COMPARED_FIELDS: tuple[str, ...] = (
+    "email",
+    "email_ascii",
+    "family_name",
+    "given_name",
+    "locale",
+    "exposure",
+    "data_held",
+    "postal_address",
+    "extra",
+)
+
+
+# (spreadsheet row, volunteer); an update adds its volunteer_to_row() values and the diff.
+_Added = tuple[int, Volunteer]
+_Updated = tuple[int, Volunteer, dict[str, Any], dict[str, tuple[str, str]]]
+
+
+def _insert_params(v: Volunteer, import_id: int, row: int, now: str) -> tuple[Any, ...]:
+    values = volunteer_to_row(v)
+    return (v.volunteer_id, *(values[c] for c in _COMPARED_FIELDS), import_id, row, now, now)
+
+
+def _volunteer_diff(old: tuple[Any, ...], new: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """field -> (old, new) for each field that differs; NULL reads as empty."""
+    diff: dict[str, tuple[str, str]] = {}
+    for name, stored in zip(_COMPARED_FIELDS, old, strict=True):
+        before = stored or ("{}" if name == "extra" else "")
+        if before != new[name]:
+            diff[name] = (str(before), str(new[name]))
+    return diff
+
+
+def _ledger_conflicts(
+    result: RosterResult, existing: dict[str, tuple[Any, ...]]
+) -> tuple[list[tuple[int, Volunteer]], list[RowProblem]]:
+    """Accepted rows the ledger can take, and problems for those whose address belongs to
+    another volunteer_id already in the ledger (e.g. a roster that now carries its own ids)."""
+    # The email is the first of the _COMPARED_FIELDS values.
+    owner = {str(row[0]).casefold(): vid for vid, row in existing.items() if row[0]}
+    if not owner:  # a first import: the roster already refused duplicates within the file
+        return [(a.row, a.volunteer) for a in result.accepted], []
+    # Addresses of volunteers updated by this import are about to move, so free them first.
+    for accepted in result.accepted:
+        old = existing.get(accepted.volunteer.volunteer_id)
+        if old is not None and old[0]:
+            owner.pop(str(old[0]).casefold(), None)
+    ok: list[tuple[int, Volunteer]] = []
+    problems: list[RowProblem] = []
+    for accepted in result.accepted:
+        v = accepted.volunteer
+        key = v.email.casefold()
+        holder = owner.setdefault(key, v.volunteer_id)
+        if holder != v.volunteer_id:
+            problems.append(
+                RowProblem(
+                    accepted.row,
+                    result.headers.get("email", "email"),
+                    v.email,
+                    f"already in the ledger as volunteer {holder}: one address, one volunteer",
+                )
+            )
+        else:
+            ok.append((accepted.row, v))
+    return ok, problems
 
 
 def _create_private_file(path: Path) -> None:

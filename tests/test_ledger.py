@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import stat
@@ -71,7 +72,7 @@ def test_events_chain_and_read_back_in_order(ledger_path: Path) -> None:
         events = list(led.events())
         assert [e.seq for e in events] == [1, 2, 3, 4]
         assert [e.data["i"] for e in events] == [1, 2, 3, 4]
-        assert all(b.prev_hash == a.hash for a, b in zip(events, events[1:], strict=False))
+        assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(events))
         assert [e.seq for e in led.events(volunteer_id="v3")] == [3]
         result = led.verify()
     assert result.ok and result.events == 4 and result.head == events[-1].hash
@@ -85,8 +86,9 @@ def test_event_with_state_moves_its_message(ledger: Ledger) -> None:
         {"message_id": "<m1@example.org>", "campaign_id": "c1", "volunteer_id": "v1"}
     )
     ledger.append_event(
-        EventDraft("sent", campaign_id="c1", volunteer_id="v1", message_id="<m1@example.org>",
-                   state="sent")
+        EventDraft(
+            "sent", campaign_id="c1", volunteer_id="v1", message_id="<m1@example.org>", state="sent"
+        )
     )
     row = ledger.db.table("messages").get("<m1@example.org>")
     assert row["state"] == "sent"
@@ -145,8 +147,16 @@ def test_verify_catches_swapped_events(ledger_path: Path) -> None:
 
 def test_get_volunteer_by_id_or_address(ledger: Ledger) -> None:
     volunteer = Volunteer(
-        "v-1", "Jo.Doe@example.org", "Jo.Doe@example.org", "Doe", "Jo", "en", "published",
-        ("photo", "bank_details"), "1 Example Road", {"note": "x"},
+        "v-1",
+        "Jo.Doe@example.org",
+        "Jo.Doe@example.org",
+        "Doe",
+        "Jo",
+        "en",
+        "published",
+        ("photo", "bank_details"),
+        "1 Example Road",
+        {"note": "x"},
     )
     ledger.db.table("volunteers").insert(volunteer_to_row(volunteer))
     assert ledger.get_volunteer("v-1") == volunteer

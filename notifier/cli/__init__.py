@@ -8,7 +8,13 @@ one clean line on stderr and its exit code, never a traceback.
 from __future__ import annotations
 
 # Importing a command module registers its commands on the root group.
+from notifier.cli import bounces as _bounces  # noqa: F401
+from notifier.cli import campaign as _campaign  # noqa: F401
 from notifier.cli import ledger as _ledger  # noqa: F401
+from notifier.cli import preview as _preview  # noqa: F401
+from notifier.cli import report as _report  # noqa: F401
+from notifier.cli import roster as _roster  # noqa: F401
+from notifier.cli import send as _send  # noqa: F401
 from notifier.cli.app import cli, main
 
 __all__ = ["cli", "main"]

@@ -1,0 +1,870 @@
+"""Bounces: read delivery reports, classify each recipient, tie them to the message sent.
+
+A report comes in as raw bytes (from a Maildir, an mbox, `.eml` files or an IMAP folder).
+RFC 3464 delivery status notifications are parsed here, including SMTPUTF8 ones
+(`message/global-delivery-status`, RFC 6533), which Python's `email` parser leaves as one
+opaque payload. Reports that are not DSNs (old Postfix, qmail, Exim, Yahoo, ...) go to
+flufl.bounce, a maintained collection of detectors, rather than heuristics of our own.
+
+Correlation, in order of trust:
+  1. the VERP token in the address the report was delivered to (`bounces+TOKEN@domain`);
+     its HMAC is checked, and a report whose token is not authentic is refused as forged,
+     because a forged bounce would otherwise get a person suppressed;
+  2. `Original-Envelope-Id` (the sender passes the token as ENVID);
+  3. the `Message-ID` of the returned message or headers.
+
+State rule: a report never moves a message to a better state than one it already holds
+(`STATE_RANK`). A `delivered` DSN that arrives after a hard bounce is recorded as an
+event, but the message stays `bounced_hard`; a hard bounce after a `delivered` DSN (a
+relay that accepted, then failed) does move it. `Action: delayed` is recorded as
+`bounced_soft`, the state `notifier resend --status bounced_soft` selects.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email
+import email.policy
+import hashlib
+import imaplib
+import json
+import logging
+import mailbox
+import os
+import quopri
+import re
+import ssl
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from flufl.bounce import all_failures
+
+from notifier import verp
+from notifier.errors import BounceError
+from notifier.ledger import EventDraft, Ledger, utc_now
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["hard", "soft", "delivered", "unknown"]
+
+# The JSON keys of `notifier bounces parse --format json`, in order (a contract).
+RECORD_KEYS: tuple[str, ...] = (
+    "file",
+    "action",
+    "status",
+    "recipient",
+    "kind",
+    "original_message_id",
+    "envelope_id",
+    "verp_token",
+    "diagnostic",
+)
+
+# Headers of the report that carry the address it was delivered to; the ones the
+# receiving MTA writes itself (Delivered-To, X-Original-To, Envelope-to) come first.
+VERP_HEADERS: tuple[str, ...] = (
+    "delivered-to",
+    "x-original-to",
+    "envelope-to",  # Exim's Delivered-To
+    "to",
+    "return-path",
+)
+
+DSN_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
+RETURNED_TYPES = frozenset(
+    {
+        "message/rfc822",
+        "message/global",
+        "text/rfc822-headers",
+        "message/global-headers",
+        "message/rfc822-headers",  # not registered, but written by some MTAs
+    }
+)
+
+# The message state each kind of report moves a message to, and the event kind.
+EVENT_FOR_KIND: dict[str, str] = {
+    "hard": "bounced_hard",
+    "soft": "bounced_soft",
+    "delivered": "delivered",
+}
+# Higher is worse news and wins: a report never moves a message to a lower rank.
+STATE_RANK: dict[str, int] = {"bounced_soft": 1, "delayed": 1, "delivered": 2, "bounced_hard": 3}
+# States set before any report that a report must not overwrite: the message was refused
+# outright (5xx at SMTP time) or never sent (address already suppressed).
+STATES_KEPT = frozenset({"failed_permanent", "suppressed"})
+
+IMAP_PASSWORD_ENV = "NOTIFIER_IMAP_PASSWORD"  # noqa: S105 (the name, not a password)
+MAX_IMAP_MESSAGES = 100_000
+
+
+@dataclass(frozen=True)
+class BounceRecord:
+    """What one report says about one recipient."""
+
+    file: str
+    action: str | None
+    status: str | None
+    recipient: str | None
+    kind: Kind
+    original_message_id: str | None
+    envelope_id: str | None
+    verp_token: str | None
+    diagnostic: str | None
+
+    def to_json(self) -> dict[str, str | None]:
+        return {key: getattr(self, key) for key in RECORD_KEYS}
+
+
+@dataclass(frozen=True)
+class ParsedReport:
+    """A whole report: the per-report facts used for correlation, and its records."""
+
+    source: str
+    envelope_id: str | None
+    verp_token: str | None
+    original_message_id: str | None
+    is_dsn: bool
+    records: tuple[BounceRecord, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    reports: int = 0  # read from the sources
+    duplicates: int = 0  # already in the ledger: not recorded again
+    matched: int = 0
+    unmatched: int = 0  # no message found, or no delivery status found in it
+    forged: int = 0  # VERP token present but not authentic: refused
+    hard: int = 0
+    soft: int = 0
+    delivered: int = 0
+    unknown: int = 0
+    suppressed: int = 0  # addresses newly suppressed
+
+
+@dataclass(frozen=True)
+class UnmatchedReport:
+    sha256: str
+    source: str
+    received_at: str
+    reason: str
+    recipients: tuple[str, ...]
+
+
+# --- classification -------------------------------------------------------------------
+
+
+def classify(action: str | None, status: str | None) -> Kind:
+    """The one rule from a DSN's Action (and Status) to the kind of outcome.
+
+    `failed` (or the non-standard `failure`) is a hard bounce whatever the status says:
+    when a queue lifetime runs out, Postfix reports `Action: failed` with the last
+    temporary status (e.g. 4.4.1), and the message will not be retried. So the status
+    never softens a failure, and without an Action there is no telling what happened.
+    """
+    del status  # accepted so callers pass both; see the docstring for why it is not used
+    word = (action or "").strip().lower()
+    if word in ("failed", "failure"):
+        return "hard"
+    if word == "delayed":
+        return "soft"
+    if word in ("delivered", "relayed", "expanded"):
+        return "delivered"
+    return "unknown"
+
+
+# --- parsing --------------------------------------------------------------------------
+
+_FOLD = re.compile(r"\s*\r?\n[ \t]*")
+_STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+_XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
+_UTF8_ADDR_ESCAPE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
+_ADDR_TYPE = re.compile(r"^\s*([A-Za-z0-9-]+)\s*;\s*(.*)$", re.DOTALL)
+_ANGLE = re.compile(r"<([^<>\s]+)>")
+
+
+def parse_report(data: bytes, *, source: str) -> list[BounceRecord]:
+    """The per-recipient records in one report (empty if it holds no delivery status)."""
+    return list(parse_full_report(data, source=source).records)
+
+
+def parse_full_report(data: bytes, *, source: str) -> ParsedReport:
+    """Parse a report, keeping the per-report facts even when no recipient is found."""
+    # compat32 never raises on malformed headers; it records defects and moves on, which
+    # is what a reader of mail from arbitrary servers needs.
+    msg = email.message_from_bytes(data, policy=email.policy.compat32)
+    envelope_id: str | None = None
+    message_id: str | None = None
+    blocks: list[list[tuple[str, str]]] = []
+    is_dsn = False
+    for part in msg.walk():
+        ctype = part.get_content_type()
+        if ctype in DSN_TYPES and not is_dsn:
+            is_dsn = True
+            blocks = _status_blocks(part)
+        elif ctype in RETURNED_TYPES and message_id is None:
+            message_id = _returned_message_id(part)
+    recipient_blocks = []
+    for block in blocks:
+        fields = dict(block)
+        if envelope_id is None and "original-envelope-id" in fields:
+            envelope_id = _xtext_decode(fields["original-envelope-id"]) or None
+        if "final-recipient" in fields or "original-recipient" in fields or "action" in fields:
+            recipient_blocks.append(fields)
+    token = _verp_token(msg)
+    records = [
+        _record_from_block(fields, source, envelope_id, message_id, token)
+        for fields in recipient_blocks
+    ]
+    if not records:
+        records = _records_from_library(msg, source, envelope_id, message_id, token)
+    return ParsedReport(
+        source=source,
+        envelope_id=envelope_id,
+        verp_token=token,
+        original_message_id=message_id,
+        is_dsn=is_dsn,
+        records=tuple(records),
+    )
+
+
+def _text(value: object) -> str:
+    """A header value as text: raw 8-bit bytes (SMTPUTF8) read as UTF-8, folds undone."""
+    raw = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return _FOLD.sub(" ", raw).strip()
+
+
+def _raw_headers(msg: Message, name: str) -> list[str]:
+    return [_text(v) for k, v in msg.raw_items() if k.lower() == name]
+
+
+def _status_blocks(part: Message) -> list[list[tuple[str, str]]]:
+    """The header blocks of a delivery-status part, as (lowercase name, unfolded value)."""
+    payload = part.get_payload()
+    if part.get_content_type() == "message/delivery-status" and isinstance(payload, list):
+        # The email package splits message/delivery-status into its blocks itself.
+        return [
+            [(k.lower(), _text(v)) for k, v in block.raw_items()]
+            for block in payload
+            if isinstance(block, Message)
+        ]
+    # message/global-delivery-status: the email package reads it as one message whose
+    # headers are the first block and whose body is the rest; put the text back together.
+    body = _part_bytes(part)
+    if body is None:
+        return []
+    return parse_header_blocks(body.decode("utf-8", "replace"))
+
+
+def _part_bytes(part: Message) -> bytes | None:
+    """The decoded body of a part, also for message/* parts the parser split."""
+    payload = part.get_payload()
+    if not isinstance(payload, list):
+        body = part.get_payload(decode=True)
+        return body if isinstance(body, bytes) else None
+    raw = b"\n\n".join(_message_source(m) for m in payload if isinstance(m, Message))
+    encoding = str(part.get("content-transfer-encoding", "")).strip().lower()
+    try:
+        if encoding == "base64":
+            return base64.b64decode(raw)
+        if encoding == "quoted-printable":
+            return quopri.decodestring(raw)
+    except (ValueError, binascii.Error):
+        return None
+    return raw
+
+
+def _message_source(msg: Message) -> bytes:
+    """Headers as received (folds kept) and the body, as bytes, as the parser stored them."""
+    head = "".join(f"{name}: {value}\n" for name, value in msg.raw_items())
+    # get_payload(decode=True) gives back the original 8-bit bytes; without decode the
+    # email package would replace every non-ASCII byte with U+FFFD.
+    body = msg.get_payload(decode=True)
+    tail = b"\n" + body if isinstance(body, bytes) else b""
+    return head.encode("utf-8", "surrogateescape") + tail
+
+
+def parse_header_blocks(text: str) -> list[list[tuple[str, str]]]:
+    """Header blocks separated by blank lines, as RFC 3464 and RFC 6533 lay them out."""
+    blocks: list[list[tuple[str, str]]] = []
+    current: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        if not line.strip():
+            if current:
+                blocks.append(current)
+                current = []
+        elif line[0] in " \t":
+            if current:  # a continuation of the previous field
+                name, value = current[-1]
+                current[-1] = (name, f"{value} {line.strip()}".strip())
+        elif ":" in line:
+            name, _, value = line.partition(":")
+            current.append((name.strip().lower(), value.strip()))
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def _xtext_decode(value: str) -> str:
+    """RFC 3461 xtext (`+2B` for `+`), as ENVID is written."""
+    return _XTEXT.sub(lambda m: chr(int(m.group(1), 16)), value.strip())
+
+
+def _address(value: str | None) -> str | None:
+    """The address in `rfc822; someone@example.org` (or `utf-8; ...`), else None."""
+    if not value:
+        return None
+    match = _ADDR_TYPE.match(value)
+    kind, addr = (match.group(1).lower(), match.group(2)) if match else ("rfc822", value)
+    if kind not in ("rfc822", "utf-8", "utf8"):
+        return None  # e.g. x400: not an Internet address
+    addr = _UTF8_ADDR_ESCAPE.sub(_unescape_codepoint, addr).strip().strip("<>").strip()
+    return addr if "@" in addr else None
+
+
+def _unescape_codepoint(match: re.Match[str]) -> str:
+    codepoint = int(match.group(1), 16)
+    return chr(codepoint) if codepoint <= 0x10FFFF else match.group(0)
+
+
+def _recipient(fields: dict[str, str]) -> str | None:
+    """Final-Recipient when it is an address, else Original-Recipient (x400 and others)."""
+    final = _address(fields.get("final-recipient"))
+    if final:
+        return final
+    original = _address(fields.get("original-recipient"))
+    if original:
+        return original
+    raw = fields.get("final-recipient") or fields.get("original-recipient")
+    return raw or None
+
+
+def _diagnostic(value: str | None) -> str | None:
+    """The server's words, without the `smtp;` type label."""
+    if not value:
+        return None
+    match = _ADDR_TYPE.match(value)
+    text = match.group(2) if match else value
+    return " ".join(text.split()) or None
+
+
+def _record_from_block(
+    fields: dict[str, str],
+    source: str,
+    envelope_id: str | None,
+    message_id: str | None,
+    token: str | None,
+) -> BounceRecord:
+    action_words = fields.get("action", "").split()
+    action = action_words[0].lower() if action_words else None
+    status_match = _STATUS.search(fields.get("status", ""))
+    status = status_match.group(1) if status_match else None
+    return BounceRecord(
+        file=source,
+        action=action,
+        status=status,
+        recipient=_recipient(fields),
+        kind=classify(action, status),
+        original_message_id=message_id,
+        envelope_id=envelope_id,
+        verp_token=token,
+        diagnostic=_diagnostic(fields.get("diagnostic-code")),
+    )
+
+
+def _returned_message_id(part: Message) -> str | None:
+    """The Message-ID of a returned message or returned headers part."""
+    payload = part.get_payload()
+    headers: Message | None = None
+    if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+        headers = payload[0]  # message/rfc822, already parsed
+    else:
+        # text/rfc822-headers, message/global(-headers): parse the bytes ourselves.
+        body = part.get_payload(decode=True)
+        if isinstance(body, bytes):
+            headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(body)
+    if headers is None:
+        return None
+    values = _raw_headers(headers, "message-id")
+    if not values or not values[0]:
+        return None
+    match = _ANGLE.search(values[0])
+    return f"<{match.group(1)}>" if match else values[0].split()[0]
+
+
+def _verp_token(msg: Message) -> str | None:
+    for name in VERP_HEADERS:
+        values = _raw_headers(msg, name)
+        for _display, address in getaddresses(values):
+            token = verp.token_from_address(address)
+            if token:
+                return token
+    return None
+
+
+def _records_from_library(
+    msg: Message,
+    source: str,
+    envelope_id: str | None,
+    message_id: str | None,
+    token: str | None,
+) -> list[BounceRecord]:
+    """Non-DSN bounces: ask flufl.bounce which recipients failed, and how."""
+    try:
+        temporary, permanent = all_failures(msg)
+    except Exception:  # a detector tripping over odd input must not stop an ingest
+        log.warning("%s: flufl.bounce could not scan this report", source, exc_info=True)
+        return []
+    records = []
+    for action, addresses in (("failed", permanent), ("delayed", temporary)):
+        for raw in sorted(addresses):
+            recipient = raw.decode("ascii", "replace").strip().strip("<>")
+            records.append(
+                BounceRecord(
+                    file=source,
+                    action=action,
+                    status=None,
+                    recipient=recipient or None,
+                    kind=classify(action, None),
+                    original_message_id=message_id,
+                    envelope_id=envelope_id,
+                    verp_token=token,
+                    diagnostic=None,
+                )
+            )
+    return records
+
+
+# --- sources --------------------------------------------------------------------------
+
+
+def read_sources(paths: Sequence[Path]) -> Iterator[tuple[str, bytes]]:
+    """(source label, raw bytes) for every report in Maildirs, mboxes, .eml files, folders.
+
+    Every path is checked before any is read, so a typo fails the run before it starts.
+    """
+    for path in paths:
+        if not path.exists():
+            raise BounceError(
+                "no such file or folder",
+                file=path,
+                hint="give a Maildir, an mbox file, .eml files or a folder of them",
+            )
+        if not os.access(path, os.R_OK):
+            raise BounceError("cannot read this (permission denied)", file=path)
+    return _iter_sources(paths)
+
+
+def _iter_sources(paths: Sequence[Path]) -> Iterator[tuple[str, bytes]]:
+    for path in paths:
+        if path.is_dir():
+            if (path / "cur").is_dir() or (path / "new").is_dir():
+                files = [f for sub in ("cur", "new") for f in _files_in(path / sub)]
+            else:
+                files = [f for f in _files_in(path) if f.suffix.lower() == ".eml"]
+            for file in files:
+                yield str(file), _read(file)
+        elif _is_mbox(path):
+            yield from _read_mbox(path)
+        else:
+            yield str(path), _read(path)
+
+
+def _files_in(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    # Maildir readers skip dot files (Dovecot's index files, editors' droppings).
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise BounceError(f"cannot read this ({exc.strerror or exc})", file=path) from exc
+
+
+def _is_mbox(path: Path) -> bool:
+    if path.suffix.lower() == ".eml":
+        return False
+    try:
+        with path.open("rb") as handle:
+            return handle.read(5) == b"From "
+    except OSError as exc:
+        raise BounceError(f"cannot read this ({exc.strerror or exc})", file=path) from exc
+
+
+def _read_mbox(path: Path) -> Iterator[tuple[str, bytes]]:
+    box = mailbox.mbox(path, create=False)
+    try:
+        for number, key in enumerate(box.keys(), start=1):
+            yield f"{path}#{number}", box.get_bytes(key)
+    except OSError as exc:
+        raise BounceError(f"cannot read this mbox ({exc})", file=path) from exc
+    finally:
+        box.close()
+
+
+def read_imap(url: str, password: str | None = None) -> Iterator[tuple[str, bytes]]:
+    """Reports in an IMAP folder: `imaps://user@host[:port]/FOLDER` (or imap:// + STARTTLS).
+
+    The password comes from NOTIFIER_IMAP_PASSWORD, never from the URL (it would land in
+    shell history and process lists). Messages are fetched read-only with BODY.PEEK, so
+    nothing is marked as read or deleted.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("imap", "imaps") or not parts.hostname or not parts.username:
+        raise BounceError(
+            "expected an IMAP URL like imaps://user@mail.example.org/INBOX",
+            field="--imap",
+        )
+    password = password if password is not None else os.environ.get(IMAP_PASSWORD_ENV)
+    if not password:
+        raise BounceError(
+            f"no IMAP password: set {IMAP_PASSWORD_ENV}",
+            field="--imap",
+            hint="the password is read from the environment, never from the URL",
+        )
+    folder = unquote(parts.path.lstrip("/")) or "INBOX"
+    user = unquote(parts.username)
+    label = f"{parts.scheme}://{parts.username}@{parts.hostname}/{folder}"
+    return _iter_imap(parts.scheme, parts.hostname, parts.port, user, password, folder, label)
+
+
+def _iter_imap(
+    scheme: str,
+    host: str,
+    port: int | None,
+    user: str,
+    password: str,
+    folder: str,
+    label: str,
+) -> Iterator[tuple[str, bytes]]:
+    context = ssl.create_default_context()
+    try:
+        client: imaplib.IMAP4
+        if scheme == "imaps":
+            client = imaplib.IMAP4_SSL(host, port or 993, ssl_context=context, timeout=60)
+        else:
+            client = imaplib.IMAP4(host, port or 143, timeout=60)
+            client.starttls(ssl_context=context)  # no password over a plain connection
+        client.login(user, password)
+    except (OSError, imaplib.IMAP4.error) as exc:
+        raise BounceError(f"cannot log in to IMAP: {exc}", file=label) from exc
+    try:
+        status, _ = client.select(_imap_quote(folder), readonly=True)
+        if status != "OK":
+            raise BounceError("no such IMAP folder", file=label)
+        status, found = client.uid("SEARCH", "ALL")
+        uids = found[0].split() if status == "OK" and found and found[0] else []
+        for uid in uids[:MAX_IMAP_MESSAGES]:
+            status, fetched = client.uid("FETCH", uid, "(BODY.PEEK[])")
+            raw = next((item[1] for item in fetched if isinstance(item, tuple)), None)
+            if status != "OK" or not isinstance(raw, bytes):
+                raise BounceError(f"IMAP fetch of UID {uid.decode()} failed", file=label)
+            yield f"{label};UID={uid.decode()}", raw
+    except (OSError, imaplib.IMAP4.error) as exc:
+        raise BounceError(f"IMAP error: {exc}", file=label) from exc
+    finally:
+        try:
+            client.logout()
+        except (OSError, imaplib.IMAP4.error):
+            log.info("IMAP logout failed; the connection is closed anyway")
+
+
+def _imap_quote(folder: str) -> str:
+    escaped = folder.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+# --- ingest ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MatchedMessage:
+    message_id: str
+    campaign_id: str
+    volunteer_id: str
+    state: str
+    email: str | None  # the roster address: what a hard bounce suppresses
+    email_ascii: str | None
+
+    def is_addressed_to(self, recipient: str | None) -> bool:
+        if not recipient:
+            return False
+        wanted = recipient.casefold()
+        return any(a and a.casefold() == wanted for a in (self.email, self.email_ascii))
+
+
+@dataclass(frozen=True)
+class Correlation:
+    outcome: Literal["matched", "unmatched", "forged", "unrecognised"]
+    message: MatchedMessage | None = None
+    by: str | None = None
+
+
+def ingest(ledger: Ledger, sources: Iterable[tuple[str, bytes]], *, key: bytes) -> IngestSummary:
+    """Record every report in the ledger, once; one transaction per report."""
+    counts = {f.name: 0 for f in fields(IngestSummary)}
+    for source, data in sources:
+        counts["reports"] += 1
+        digest = hashlib.sha256(data).hexdigest()
+        report = parse_full_report(data, source=source)
+        with ledger.transaction():
+            if _already_recorded(ledger, digest):
+                counts["duplicates"] += 1
+                continue
+            correlation = correlate(ledger, report, key=key)
+            counts[_COUNTER[correlation.outcome]] += 1
+            if correlation.outcome == "matched":
+                for name, value in _record_matched(ledger, report, correlation, digest).items():
+                    counts[name] += value
+            else:
+                _record_unmatched(ledger, report, correlation, digest, data)
+    return IngestSummary(**counts)
+
+
+_COUNTER = {
+    "matched": "matched",
+    "unmatched": "unmatched",
+    "unrecognised": "unmatched",
+    "forged": "forged",
+}
+
+
+def correlate(ledger: Ledger, report: ParsedReport, *, key: bytes) -> Correlation:
+    """Which message a report is about: VERP token, then ENVID, then Message-ID.
+
+    A report with no delivery status in it (an auto-reply, say) is "unrecognised" even
+    when it can be tied to a message: there is nothing to record about the message.
+    """
+    found = _find_message(ledger, report, key=key)
+    if found.outcome == "matched" and not report.records:
+        return Correlation("unrecognised", found.message, found.by)
+    return found
+
+
+def _find_message(ledger: Ledger, report: ParsedReport, *, key: bytes) -> Correlation:
+    if report.verp_token is not None:
+        if not verp.token_is_authentic(key, report.verp_token):
+            return Correlation("forged")
+        found = _message_by_token(ledger, report.verp_token)
+        if found:
+            return Correlation("matched", found, "verp_token")
+    if report.envelope_id:
+        envid = report.envelope_id.strip()
+        found = _message_by_token(ledger, envid.lower()) or _message_by_id(ledger, envid)
+        if found:
+            return Correlation("matched", found, "envelope_id")
+    if report.original_message_id:
+        found = _message_by_id(ledger, report.original_message_id)
+        if found:
+            return Correlation("matched", found, "message_id")
+    return Correlation("unmatched" if report.records else "unrecognised")
+
+
+_SELECT_BY_VERP = (
+    "SELECT m.message_id, m.campaign_id, m.volunteer_id, m.state, v.email, v.email_ascii"
+    " FROM messages m LEFT JOIN volunteers v ON v.volunteer_id = m.volunteer_id"
+    " WHERE m.verp_token = ? LIMIT 1"
+)
+_SELECT_MESSAGE_BY_ID = (
+    "SELECT m.message_id, m.campaign_id, m.volunteer_id, m.state, v.email, v.email_ascii"
+    " FROM messages m LEFT JOIN volunteers v ON v.volunteer_id = m.volunteer_id"
+    " WHERE m.message_id IN (?, ?) LIMIT 1"
+)
+
+
+def _message_by_token(ledger: Ledger, token: str) -> MatchedMessage | None:
+    row = ledger.conn.execute(_SELECT_BY_VERP, (token,)).fetchone()
+    return None if row is None else MatchedMessage(*row)
+
+
+def _message_by_id(ledger: Ledger, message_id: str) -> MatchedMessage | None:
+    # Message-IDs are compared with and without their angle brackets: MTAs differ.
+    bare = message_id.strip().strip("<>")
+    row = ledger.conn.execute(_SELECT_MESSAGE_BY_ID, (bare, f"<{bare}>")).fetchone()
+    return None if row is None else MatchedMessage(*row)
+
+
+def _already_recorded(ledger: Ledger, digest: str) -> bool:
+    row = ledger.conn.execute("SELECT 1 FROM bounce_reports WHERE sha256 = ?", (digest,))
+    return row.fetchone() is not None
+
+
+def next_state(current: str, proposed: str) -> str | None:
+    """The state a report moves a message to, or None to leave it (never regress)."""
+    if current in STATES_KEPT or current == proposed:
+        return None
+    if STATE_RANK.get(current, 0) > STATE_RANK[proposed]:
+        return None
+    return proposed
+
+
+def _record_matched(
+    ledger: Ledger, report: ParsedReport, correlation: Correlation, digest: str
+) -> dict[str, int]:
+    message = correlation.message
+    assert message is not None
+    counts = {"hard": 0, "soft": 0, "delivered": 0, "unknown": 0, "suppressed": 0}
+    state = message.state
+    # One message goes to one person, but a report may list others (a message that was
+    # expanded, or someone else's report): keep to the blocks about this person when
+    # there are any; otherwise (forwarding, aliases) every block is about this message.
+    records = [r for r in report.records if message.is_addressed_to(r.recipient)]
+    for record in records or report.records:
+        counts[record.kind] += 1
+        event_kind = EVENT_FOR_KIND.get(record.kind)
+        if event_kind is None:
+            continue  # no Action we understand: kept in bounce_reports.detail only
+        moved = next_state(state, event_kind)
+        state = moved or state
+        data = {
+            "status": record.status,
+            "action": record.action,
+            "diagnostic": record.diagnostic,
+            "recipient": record.recipient,
+            "source": report.source,
+            "report_sha256": digest,
+            "correlated_by": correlation.by,
+        }
+        (bounce_event,) = ledger.append_events(
+            [
+                EventDraft(
+                    event_kind,
+                    campaign_id=message.campaign_id,
+                    volunteer_id=message.volunteer_id,
+                    message_id=message.message_id,
+                    data=data,
+                    state=moved,
+                )
+            ]
+        )
+        if record.kind == "hard":
+            counts["suppressed"] += _suppress(ledger, message, record, bounce_event.seq)
+    _insert_report(ledger, report, correlation, digest, matched=True, message=message)
+    return counts
+
+
+def _suppress(
+    ledger: Ledger, message: MatchedMessage, record: BounceRecord, bounce_seq: int
+) -> int:
+    """Suppress the address on the roster (what later campaigns send to); 1 if new."""
+    address = message.email or record.recipient
+    if not address:
+        return 0
+    known = ledger.conn.execute(
+        "SELECT 1 FROM suppressions WHERE lower(email) = lower(?)", (address,)
+    )
+    if known.fetchone() is not None:
+        return 0
+    reason = f"bounced_hard {record.status or ''}".strip()
+    ledger.append_events(
+        [
+            EventDraft(
+                "address_suppressed",
+                campaign_id=message.campaign_id,
+                volunteer_id=message.volunteer_id,
+                message_id=message.message_id,
+                data={"email": address, "reason": reason, "bounce_seq": bounce_seq},
+            )
+        ]
+    )
+    ledger.conn.execute(
+        "INSERT INTO suppressions(email, reason, at, event_seq) VALUES (?, ?, ?, ?)",
+        (address, reason, utc_now(), bounce_seq),
+    )
+    return 1
+
+
+def _record_unmatched(
+    ledger: Ledger, report: ParsedReport, correlation: Correlation, digest: str, data: bytes
+) -> None:
+    kind = "bounce_forged" if correlation.outcome == "forged" else "bounce_unmatched"
+    message = correlation.message
+    ledger.append_events(
+        [
+            EventDraft(
+                kind,
+                campaign_id=message.campaign_id if message else None,
+                volunteer_id=message.volunteer_id if message else None,
+                message_id=message.message_id if message else None,
+                data={
+                    "source": report.source,
+                    "report_sha256": digest,
+                    "reason": _REASONS[correlation.outcome],
+                    "verp_token": report.verp_token,
+                    "envelope_id": report.envelope_id,
+                    "original_message_id": report.original_message_id,
+                    "recipients": [r.recipient for r in report.records],
+                },
+            )
+        ]
+    )
+    # The raw report is kept so a person can read it, or it can be matched by hand later.
+    raw = data.decode("utf-8", "replace")
+    _insert_report(ledger, report, correlation, digest, matched=False, message=message, raw=raw)
+
+
+_REASONS = {
+    "matched": "matched",
+    "unmatched": "no message in the ledger has this token, envelope id or Message-ID",
+    "forged": "VERP token is not authentic (HMAC does not match): refused as forged",
+    "unrecognised": "no delivery status found in it (not a bounce?)",
+}
+
+
+def _insert_report(
+    ledger: Ledger,
+    report: ParsedReport,
+    correlation: Correlation,
+    digest: str,
+    *,
+    matched: bool,
+    message: MatchedMessage | None = None,
+    raw: str | None = None,
+) -> None:
+    detail: dict[str, Any] = {
+        "outcome": correlation.outcome,
+        "correlated_by": correlation.by,
+        "reason": _REASONS[correlation.outcome],
+        "records": [asdict(r) for r in report.records],
+    }
+    if raw is not None:
+        detail["raw"] = raw
+    ledger.conn.execute(
+        "INSERT INTO bounce_reports(sha256, source, received_at, matched, message_id, detail)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            digest,
+            report.source,
+            utc_now(),
+            int(matched),
+            message.message_id if message else None,
+            json.dumps(detail, ensure_ascii=False, sort_keys=True),
+        ),
+    )
+
+
+def unmatched_reports(ledger: Ledger) -> list[UnmatchedReport]:
+    """Reports not tied to any message (forged ones included), oldest first."""
+    rows = ledger.conn.execute(
+        "SELECT sha256, source, received_at, detail FROM bounce_reports"
+        " WHERE matched = 0 ORDER BY received_at, sha256"
+    )
+    found = []
+    for digest, source, received_at, detail_text in rows:
+        detail = json.loads(detail_text or "{}")
+        recipients = tuple(
+            str(r.get("recipient")) for r in detail.get("records", []) if r.get("recipient")
+        )
+        found.append(
+            UnmatchedReport(digest, source, received_at, str(detail.get("reason", "")), recipients)
+        )
+    return found

@@ -1,0 +1,369 @@
+"""The whole-campaign check: render every message of a campaign without sending, and
+report each problem once, with the number of volunteers it affects.
+
+What counts as a problem:
+- a render error (a missing variable, a syntax error), with template file and line;
+- a catalog entry the templates use that is untranslated, fuzzy or absent (in every
+  locale but the source language, English);
+- en and ja templates out of step: a template file or a block in one locale only;
+- a required element of a breach notice missing from a rendered part: the content that
+  a UK GDPR Art. 34 notice and a Japanese APPI 本人通知 must carry (REQUIRED_ELEMENTS);
+- a link, URL, remote resource or attachment, unless the campaign sets allow_links;
+- an empty audience.
+
+Each volunteer is rendered once, through the same Renderer a send uses. The structural
+checks (required elements, links in the templates) run once per shape of message
+(Renderer.shape_key: locale, exposure, data_held, which name parts are present); the
+names, the only other thing in a message, are checked for links per person.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+from jinja2 import nodes
+
+from notifier.campaign import Campaign, history_applies, select_audience
+from notifier.catalogs import CatalogError, catalog_problems
+from notifier.errors import RenderError
+from notifier.ledger import Ledger
+from notifier.render import FORMATS, RenderedMessage, Renderer, TemplateRenderError, environment
+from notifier.volunteer import Volunteer
+
+log = logging.getLogger(__name__)
+
+# Block name -> what it must tell the reader.
+REQUIRED_ELEMENTS: Mapping[str, str] = {
+    "what_happened": "what happened",
+    "data_involved": "what data were involved",
+    "consequences": "the likely consequences",
+    "our_actions": "what we are doing about it",
+    "your_actions": "what the person can do",
+    "contact": "how to contact us",
+}
+
+# Links, URLs, and anything that fetches or carries content from elsewhere.
+_REST = r"[^\s<>\"']*"
+LINK_PATTERN = re.compile(
+    rf"https?://{_REST}|\bwww\.{_REST}|mailto:{_REST}|cid:{_REST}|<a\b[^>]*>"
+    r"|<(?:img|link|iframe|object|embed|form|script|base)\b[^>]*>"
+    r"|\b(?:src|href|action)\s*=",
+    re.IGNORECASE,
+)
+_TAG = re.compile(r"<[^>]*>")
+_WHITESPACE = re.compile(r"\s+")
+_PART_NAMES = {"txt": "text", "html": "HTML"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # render_error | catalog | out_of_step | missing_element | link | audience
+    message: str
+    volunteers: int  # how many volunteers of the audience it affects
+
+    def __str__(self) -> str:
+        noun = "volunteer" if self.volunteers == 1 else "volunteers"
+        return f"{self.message} [{self.volunteers} {noun}]"
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    campaign_id: str
+    volunteers: int
+    by_locale: Mapping[str, int]
+    history_applied: bool  # a follow-up narrowed by the outcomes of the campaign it follows
+    note: str | None = None
+    problems: tuple[Problem, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class _Tally:
+    """Problems in the order first seen, each with the volunteers it affects."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def add(self, kind: str, message: str, volunteers: int = 1) -> None:
+        key = (kind, message)
+        self.counts[key] = self.counts.get(key, 0) + volunteers
+
+    def problems(self) -> tuple[Problem, ...]:
+        return tuple(Problem(k, m, n) for (k, m), n in self.counts.items())
+
+
+def check_campaign(
+    ledger: Ledger,
+    campaign: Campaign,
+    *,
+    progress: Callable[[], None] | None = None,
+) -> CheckReport:
+    """Render the campaign for its whole audience and report every problem."""
+    history = history_applies(ledger, campaign)
+    note = None
+    if campaign.follows and not history:
+        note = (
+            f"{campaign.follows} has no messages in the ledger yet: checked everyone "
+            "matching the attribute filters"
+        )
+    renderer = Renderer(campaign)
+    tally = _Tally()
+    by_locale: Counter[str] = Counter()
+    shapes: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
+    failed_locales: set[str] = set()
+    for volunteer in select_audience(ledger, campaign, history=history):
+        by_locale[volunteer.locale] += 1
+        if progress is not None:
+            progress()
+        if volunteer.locale in failed_locales:
+            continue
+        _check_volunteer(renderer, volunteer, shapes, tally, failed_locales)
+    for locale, problem in _template_problems(campaign, failed_locales):
+        tally.add(problem[0], problem[1], by_locale[locale])
+    total = sum(by_locale.values())
+    if total == 0:
+        tally.add("audience", "nobody in the audience: check the roster and the filters", 0)
+    return CheckReport(
+        campaign_id=campaign.campaign_id,
+        volunteers=total,
+        by_locale=dict(sorted(by_locale.items())),
+        history_applied=history,
+        note=note,
+        problems=tally.problems(),
+    )
+
+
+def _check_volunteer(
+    renderer: Renderer,
+    volunteer: Volunteer,
+    shapes: dict[tuple[Any, ...], list[tuple[str, str]]],
+    tally: _Tally,
+    failed_locales: set[str],
+) -> None:
+    try:
+        renderer.render(volunteer)
+    except TemplateRenderError as exc:
+        tally.add("render_error", f"{exc.location()}: {exc.detail}")
+        return
+    except RenderError as exc:
+        # The templates of this locale cannot be loaded at all: say so once.
+        tally.add("render_error", str(exc).splitlines()[0])
+        failed_locales.add(volunteer.locale)
+        return
+    # A message is its shape with the person's names put in (see Renderer), so the
+    # shape is checked once and each person's names on their own: scanning every whole
+    # message for links would cost more than rendering it.
+    key = renderer.shape_key(volunteer)
+    found_problems = shapes.get(key)
+    if found_problems is None:
+        found_problems = _shape_problems(renderer, volunteer)
+        shapes[key] = found_problems
+    for kind, text in found_problems:
+        tally.add(kind, text)
+    if not renderer.campaign.allow_links:
+        for name in renderer.names(volunteer):
+            for match in LINK_PATTERN.finditer(name):
+                tally.add(
+                    "link",
+                    f"link or URL {match.group(0)[:60]!r} in a volunteer's name: "
+                    "correct the roster",
+                )
+
+
+def _link_problems(message: RenderedMessage) -> list[tuple[str, str]]:
+    found: dict[str, list[str]] = {}
+    for part, content in (
+        ("subject", message.subject),
+        ("text", message.text),
+        ("HTML", message.html),
+    ):
+        for match in LINK_PATTERN.finditer(content):
+            parts = found.setdefault(match.group(0)[:60], [])
+            if part not in parts:
+                parts.append(part)
+    return [
+        (
+            "link",
+            f"link, URL or attachment {link!r} in the {' and '.join(parts)} "
+            f"part{'s' if len(parts) > 1 else ''}: a breach notice carries none "
+            "(set allow_links = true in the campaign to allow)",
+        )
+        for link, parts in found.items()
+    ]
+
+
+def _shape_problems(renderer: Renderer, volunteer: Volunteer) -> list[tuple[str, str]]:
+    """Links, and required elements missing, in one shape of message."""
+    problems: list[tuple[str, str]] = []
+    if not renderer.campaign.allow_links:
+        # The shape with neutral names: links from names are counted per person.
+        neutral = dataclasses.replace(
+            volunteer,
+            family_name="X" if volunteer.family_name.strip() else "",
+            given_name="X" if volunteer.given_name.strip() else "",
+        )
+        problems.extend(_link_problems(renderer.render(neutral)))
+    missing: dict[str, list[str]] = {}
+    for fmt in FORMATS:
+        try:
+            whole, blocks = renderer.render_blocks(volunteer, fmt)
+        except RenderError:
+            return []  # already reported by the full render
+        compact_whole = _compact(whole)
+        for element in REQUIRED_ELEMENTS:
+            output = blocks.get(element)
+            if output is None:
+                reason = "no block"
+            elif not _visible(output):
+                reason = "empty"
+            elif _compact(output) not in compact_whole:
+                reason = "not placed in the layout"
+            else:
+                continue
+            missing.setdefault(f"{element}: {reason}", []).append(_PART_NAMES[fmt])
+    where = f"{volunteer.locale} × {volunteer.exposure}"
+    for what, parts in missing.items():
+        element, reason = what.split(": ", 1)
+        problems.append(
+            (
+                "missing_element",
+                f"required element {element!r} ({REQUIRED_ELEMENTS[element]}) missing from "
+                f"the {' and '.join(parts)} part for {where} ({reason}; template "
+                f"{renderer.template_name('txt' if parts[0] == 'text' else 'html')})",
+            )
+        )
+    return problems
+
+
+def _visible(output: str) -> str:
+    return _WHITESPACE.sub("", _TAG.sub("", output))
+
+
+def _compact(output: str) -> str:
+    return _WHITESPACE.sub("", output)
+
+
+# --- templates and catalogs -----------------------------------------------------------
+
+
+def _template_problems(
+    campaign: Campaign, failed_locales: set[str]
+) -> list[tuple[str, tuple[str, str]]]:
+    """(locale affected, (kind, message)) for out-of-step templates and bad catalog entries."""
+    problems: list[tuple[str, tuple[str, str]]] = []
+    blocks_by_locale: dict[str, dict[str, set[str]]] = {}
+    for locale in campaign.locales:
+        try:
+            files = template_blocks(campaign, locale)
+        except jinja2.TemplateError as exc:
+            if locale not in failed_locales:  # else already reported by the render
+                problems.append((locale, ("render_error", _describe(exc))))
+            continue
+        blocks_by_locale[locale] = files
+        try:
+            used = used_msgids(campaign, locale, files)
+            entries = catalog_problems(locale, used, campaign.locale_dir)
+        except (CatalogError, jinja2.TemplateError) as exc:
+            problems.append((locale, ("catalog", str(exc).splitlines()[0])))
+            continue
+        for entry in entries:
+            where = f"{entry.file}:{entry.line}" if entry.line else str(entry.file)
+            problems.append((locale, ("catalog", f"{where}: {entry.reason} entry {entry.msgid!r}")))
+    problems.extend(_out_of_step(blocks_by_locale))
+    return problems
+
+
+def _describe(exc: jinja2.TemplateError) -> str:
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return f"{exc.filename or exc.name}:{exc.lineno}: template syntax error: {exc.message}"
+    if isinstance(exc, jinja2.TemplateNotFound):
+        return f"template not found: {exc.name}"
+    return f"{type(exc).__name__}: {exc.message}"
+
+
+def _out_of_step(
+    blocks_by_locale: Mapping[str, Mapping[str, set[str]]],
+) -> list[tuple[str, tuple[str, str]]]:
+    problems: list[tuple[str, tuple[str, str]]] = []
+    for locale, files in blocks_by_locale.items():
+        for other, other_files in blocks_by_locale.items():
+            if other == locale:
+                continue
+            for name, blocks in sorted(other_files.items()):
+                if name not in files:
+                    message = f"template {other}/{name} has no counterpart {locale}/{name}"
+                    problems.append((locale, ("out_of_step", message)))
+                    continue
+                for block in sorted(blocks - files[name]):
+                    message = f"block {block!r} is in {other}/{name} but not in {locale}/{name}"
+                    problems.append((locale, ("out_of_step", message)))
+    return problems
+
+
+def template_blocks(campaign: Campaign, locale: str) -> dict[str, set[str]]:
+    """Every template file the campaign uses in `locale` (both formats) -> its block names."""
+    result: dict[str, set[str]] = {}
+    for fmt in FORMATS:
+        env = environment(campaign, locale, fmt)
+        pending = [f"{campaign.template}.{fmt}"]
+        while pending:
+            name = pending.pop()
+            if name in result:
+                continue
+            tree = _parse(env, name)
+            result[name] = {block.name for block in tree.find_all(nodes.Block)}
+            pending.extend(_references(tree, fmt))
+    return result
+
+
+def used_msgids(campaign: Campaign, locale: str, files: Iterable[str]) -> set[str]:
+    """The msgids that `_()` / gettext calls in these templates look up."""
+    env = environment(campaign, locale, FORMATS[0])
+    used: set[str] = set()
+    for name in files:
+        source = _source(env, name)
+        for _line, _function, message in env.extract_translations(source):  # type: ignore[attr-defined]
+            strings = message if isinstance(message, tuple) else (message,)
+            used.update(s for s in strings[:1] if isinstance(s, str))
+    return used
+
+
+def _source(env: jinja2.Environment, name: str) -> str:
+    assert env.loader is not None
+    source, _filename, _uptodate = env.loader.get_source(env, name)
+    return source
+
+
+def _parse(env: jinja2.Environment, name: str) -> nodes.Template:
+    return env.parse(_source(env, name), name=name)
+
+
+def _references(tree: nodes.Template, fmt: str) -> list[str]:
+    """Templates this one extends, includes or imports; `format` is known per part."""
+    names: list[str] = []
+    for node in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+        expr = getattr(node, "template", None)
+        name = _static_name(expr, fmt) if isinstance(expr, nodes.Expr) else None
+        if name is not None:
+            names.append(name)
+    return names
+
+
+def _static_name(expr: nodes.Expr, fmt: str) -> str | None:
+    if isinstance(expr, nodes.Const) and isinstance(expr.value, str):
+        return expr.value
+    if isinstance(expr, nodes.Name) and expr.name == "format":
+        return fmt
+    if isinstance(expr, nodes.Concat):
+        parts = [_static_name(part, fmt) for part in expr.nodes]
+        return None if None in parts else "".join(p for p in parts if p is not None)
+    return None

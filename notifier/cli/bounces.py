@@ -1,0 +1,159 @@
+"""`notifier bounces ...`: read delivery reports, record them, list the ones not matched."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from itertools import chain
+from pathlib import Path
+
+import click
+
+from notifier import verp
+from notifier.bounces import (
+    BounceRecord,
+    IngestSummary,
+    ingest,
+    parse_report,
+    read_imap,
+    read_sources,
+    unmatched_reports,
+)
+from notifier.cli.app import AppContext, cli, pass_app
+from notifier.errors import ConfigError
+
+
+@cli.group()
+def bounces() -> None:
+    """Read bounces and delivery reports, and tie them to the notices sent."""
+
+
+@bounces.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="json: one array, one object per (file, recipient).",
+)
+def parse(files: tuple[Path, ...], fmt: str) -> None:
+    """Show what each report says, per recipient, without touching the ledger.
+
+    FILES may be .eml files, mbox files, Maildir folders or folders of .eml files.
+    """
+    records = [
+        record
+        for source, data in read_sources(list(files))
+        for record in parse_report(data, source=source)
+    ]
+    if fmt == "json":
+        click.echo(json.dumps([r.to_json() for r in records], ensure_ascii=False, indent=2))
+        return
+    for line in _table(records):
+        click.echo(line)
+
+
+def _table(records: list[BounceRecord]) -> Iterator[str]:
+    columns = ("file", "recipient", "action", "status", "kind", "diagnostic")
+    rows = [[_cell(getattr(r, c)) for c in columns] for r in records]
+    widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(columns)]
+    widths[-1] = len(columns[-1])  # the last column is not padded
+    yield "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()
+    for row in rows:
+        yield "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+    if not rows:
+        yield "(no delivery reports found)"
+
+
+def _cell(value: str | None, limit: int = 80) -> str:
+    text = "-" if value is None else value
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@bounces.command(name="ingest")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--imap",
+    "imap_url",
+    metavar="URL",
+    default=None,
+    help="Also read an IMAP folder, e.g. imaps://bounces@mail.example.org/INBOX "
+    "(password from $NOTIFIER_IMAP_PASSWORD).",
+)
+@pass_app
+def ingest_command(app: AppContext, paths: tuple[Path, ...], imap_url: str | None) -> None:
+    """Record bounces and delivery reports in the ledger, each once.
+
+    PATHS may be Maildir folders, mbox files, .eml files or folders of .eml files.
+    Hard bounces suppress the address for later campaigns; reports that cannot be tied
+    to a notice are kept and listed by `notifier bounces unmatched`.
+    """
+    if not paths and not imap_url:
+        raise click.UsageError("give at least one PATH, or --imap URL")
+    key = _verp_key(app)
+    sources = read_sources(list(paths))
+    if imap_url:
+        sources = chain(sources, read_imap(imap_url))
+    with app.open_ledger() as led:
+        summary = ingest(led, sources, key=key)
+    click.echo(_summary_line(summary))
+    if summary.unmatched or summary.forged:
+        click.echo("see the reports not matched with: notifier bounces unmatched")
+
+
+def _verp_key(app: AppContext) -> bytes:
+    """The key the VERP tokens were made with; never created here (it would match nothing)."""
+    path = app.settings.secret_file or verp.key_path_for(app.settings.ledger)
+    if not path.exists():
+        raise ConfigError(
+            "no VERP key: without it no bounce can be authenticated",
+            file=path,
+            hint="the key is created when the first notice is sent; restore it from "
+            "backup, or point NOTIFIER_SECRET_FILE at it",
+        )
+    return verp.load_or_create_key(path)
+
+
+def _summary_line(s: IngestSummary) -> str:
+    return (
+        f"{s.reports} reports read ({s.duplicates} already recorded): {s.matched} matched, "
+        f"{s.unmatched} unmatched, {s.forged} refused as forged; "
+        f"{s.hard} hard, {s.soft} soft, {s.delivered} delivered, {s.unknown} unclear; "
+        f"{s.suppressed} addresses suppressed"
+    )
+
+
+@bounces.command()
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+)
+@pass_app
+def unmatched(app: AppContext, fmt: str) -> None:
+    """List the reports that could not be tied to a notice (forged ones included)."""
+    with app.open_ledger() as led:
+        reports = unmatched_reports(led)
+    if fmt == "json":
+        payload = [
+            {
+                "sha256": r.sha256,
+                "source": r.source,
+                "received_at": r.received_at,
+                "reason": r.reason,
+                "recipients": list(r.recipients),
+            }
+            for r in reports
+        ]
+        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+        return
+    if not reports:
+        click.echo("no unmatched reports")
+        return
+    for r in reports:
+        recipients = ", ".join(r.recipients) or "-"
+        click.echo(f"{r.received_at}  {r.source}  {recipients}  ({r.reason})")

@@ -1,0 +1,162 @@
+"""`notifier campaign list|show` and `notifier check`: what a campaign says, who it goes
+to, and whether it renders correctly for every one of them."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from notifier.campaign import (
+    Campaign,
+    apply_overrides,
+    count_audience,
+    history_applies,
+    list_campaigns,
+    load_campaign,
+)
+from notifier.check import check_campaign
+from notifier.cli.app import AppContext, cli, console, err_console, pass_app
+from notifier.errors import EXIT_PROBLEMS
+from notifier.ledger import Ledger
+from notifier.render import long_date
+from notifier.volunteer import EXPOSURES, LOCALES
+
+
+@cli.group()
+def campaign() -> None:
+    """The notices that can be sent: what each says, and who it goes to."""
+
+
+@campaign.command("list")
+def list_command() -> None:
+    """List the campaigns shipped in notifier/campaigns, oldest notice first."""
+    table = Table("id", "date", "title", "follows", box=None, pad_edge=False)
+    for item in list_campaigns():
+        table.add_row(
+            item.campaign_id, item.notice_date.isoformat(), item.title, item.follows or ""
+        )
+    console.print(table)
+
+
+@campaign.command("show")
+@click.argument("campaign_id", metavar="ID")
+@pass_app
+def show_command(app: AppContext, campaign_id: str) -> None:
+    """What campaign ID says and who it goes to (counts by locale and exposure).
+
+    ID is a campaign id from `notifier campaign list`, or the path of a campaign file.
+    From and Reply-To are shown as they will be sent, after notifier.toml's [sender].
+    """
+    item = apply_overrides(load_campaign(campaign_id), app.settings)
+    _print_definition(item, app)
+    if not app.settings.ledger.exists():
+        console.print(
+            f"\nNo ledger at {app.settings.ledger}: import a roster to see who it goes to."
+        )
+        return
+    with app.open_ledger() as led:
+        _print_audience(led, item)
+
+
+def _print_definition(item: Campaign, app: AppContext) -> None:
+    overridden = " (from notifier.toml)"
+    rows: list[tuple[str, str]] = [
+        ("id", item.campaign_id),
+        ("title", item.title),
+        ("date", f"{item.notice_date.isoformat()} ({long_date(item.notice_date, 'en')})"),
+        ("file", str(item.path)),
+        ("templates", f"{item.templates_dir}/<locale>/{item.template}.txt, .html"),
+        ("from", item.sender + (overridden if app.settings.sender_from else "")),
+    ]
+    for locale in item.locales:
+        note = overridden if locale in app.settings.reply_to else ""
+        rows.append((f"reply-to ({locale})", item.reply_to.get(locale, "") + note))
+    for locale in item.locales:
+        rows.append((f"subject ({locale})", item.subject.get(locale, "")))
+    audience = item.audience
+    rows.append(("exposures", ", ".join(audience.exposures or EXPOSURES)))
+    rows.append(("locales", ", ".join(item.locales)))
+    if item.follows:
+        states = ", ".join(audience.follows_states)
+        rows.append(("follows", f"{item.follows} (people whose message there is: {states})"))
+    rows.append(("links allowed", "yes" if item.allow_links else "no"))
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+def _print_audience(led: Ledger, item: Campaign) -> None:
+    history = history_applies(led, item)
+    counts = count_audience(led, item, history=history)
+    if item.follows and not history:
+        console.print(
+            f"\n{item.follows} has no messages in the ledger yet: counting everyone who "
+            "matches the exposure and locale filters."
+        )
+    console.print(f"\nWho it goes to ({sum(counts.values())} volunteers):")
+    console.print(audience_table(counts))
+
+
+def audience_table(counts: Counter[tuple[str, str]]) -> Table:
+    """Counts by locale (rows) and exposure (columns), with totals."""
+    table = Table("locale", *EXPOSURES, "total", box=None, pad_edge=False)
+    for column in table.columns[1:]:
+        column.justify = "right"
+    locales = [loc for loc in LOCALES if any(counts[(loc, e)] for e in EXPOSURES)]
+    for locale in locales:
+        row = [counts[(locale, e)] for e in EXPOSURES]
+        table.add_row(locale, *map(str, row), str(sum(row)))
+    totals = [sum(counts[(loc, e)] for loc in LOCALES) for e in EXPOSURES]
+    table.add_row("total", *map(str, totals), str(sum(totals)), style="bold")
+    return table
+
+
+@cli.command("check")
+@click.argument("campaign_id", metavar="ID")
+@pass_app
+def check_command(app: AppContext, campaign_id: str) -> None:
+    """Render campaign ID for its whole audience, without sending, and report problems.
+
+    \b
+    Problems: render errors (missing variable, with template and line), untranslated
+    or fuzzy catalog entries, en and ja templates out of step, a required element of
+    a breach notice missing, and any link, URL or attachment.
+    Exit 0 with a summary line if all is well; exit 1 listing each problem once, with
+    the number of volunteers it affects.
+
+    For a follow-up whose earlier campaign has not been sent yet, everyone matching its
+    exposure and locale filters is checked, so a correction can be checked in advance.
+    """
+    item = apply_overrides(load_campaign(campaign_id), app.settings)
+    with app.open_ledger() as led:
+        total = sum(count_audience(led, item, history=history_applies(led, item)).values())
+        with Progress(
+            TextColumn("checking {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(item.campaign_id, total=total)
+            report = check_campaign(led, item, progress=lambda: bar.advance(task))
+    if report.note:
+        click.echo(f"note: {report.note}", err=True)
+    by_locale = ", ".join(f"{loc} {n}" for loc, n in report.by_locale.items())
+    rendered = f"{report.volunteers} messages rendered ({by_locale or 'none'})"
+    if report.ok:
+        click.echo(f"{item.campaign_id}: {rendered}; no problems")
+        return
+    for problem in report.problems:
+        click.echo(f"problem: {problem}")
+    count = len(report.problems)
+    click.echo(
+        f"{item.campaign_id}: {rendered}; {count} problem{'s' if count != 1 else ''}", err=True
+    )
+    raise SystemExit(EXIT_PROBLEMS)

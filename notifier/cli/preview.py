@@ -1,0 +1,199 @@
+"""`notifier preview`: exactly what a person will receive, built by the code that sends it."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from urllib.parse import quote
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from notifier.campaign import (
+    Campaign,
+    apply_overrides,
+    count_audience,
+    history_applies,
+    load_campaign,
+    select_audience,
+)
+from notifier.cli.app import AppContext, cli, err_console, pass_app
+from notifier.compose import ComposedMessage, DkimKey, build_message, load_dkim_key
+from notifier.errors import NotifierError
+from notifier.ledger import Ledger
+from notifier.render import Renderer
+from notifier.volunteer import Volunteer
+
+FORMATS = ("text", "html", "eml")
+# The headers a reader sees above the text, in the order mail clients show them.
+SHOWN_HEADERS = ("From", "To", "Reply-To", "Subject", "Date")
+_SAFE_FILE_NAME = re.compile(r"[A-Za-z0-9_@+-][A-Za-z0-9._@+-]*")
+
+
+@cli.command()
+@click.argument("campaign_id", metavar="ID")
+@click.option(
+    "--volunteer",
+    "volunteer_key",
+    metavar="VOLUNTEER_ID_OR_EMAIL",
+    help="The person whose message to show.",
+)
+@click.option(
+    "--all",
+    "everyone",
+    is_flag=True,
+    help="Write one <volunteer_id>.eml per recipient into the directory given by --out.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="text: the plain-text part under the headers a reader sees (the default); "
+    "html: the HTML part; eml: the whole message as it goes to the server.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write to this file (with --all: this directory) instead of the screen.",
+)
+@pass_app
+def preview(
+    app: AppContext,
+    campaign_id: str,
+    volunteer_key: str | None,
+    everyone: bool,
+    output_format: str | None,
+    out: Path | None,
+) -> None:
+    """Show exactly what a campaign sends, without sending anything.
+
+    \b
+    One person, as they will read it:
+      notifier preview 2020-03-breach --volunteer someone@example.org
+      notifier preview 2020-03-breach --volunteer HMR-0042 --format eml --out msg.eml
+    Everyone in the campaign's audience, one .eml file each:
+      notifier preview 2020-03-breach --all --out previews/
+
+    The message is built by the same code as `notifier send`, so these are the bytes
+    the mail server would receive (only the Date differs: it is the time of the preview).
+    Someone outside the campaign's audience still gets a preview, with a warning.
+    """
+    if everyone == (volunteer_key is not None):
+        raise click.UsageError("give either --volunteer VOLUNTEER_ID_OR_EMAIL or --all")
+    campaign = apply_overrides(load_campaign(campaign_id), app.settings)
+    dkim = load_dkim_key(app.settings)
+    with app.open_ledger() as led:
+        if everyone:
+            if out is None:
+                raise click.UsageError("--all needs --out DIR, the directory for the .eml files")
+            if output_format not in (None, "eml"):
+                raise click.UsageError("--all writes .eml files; leave out --format")
+            _preview_all(led, campaign, out, dkim)
+        else:
+            assert volunteer_key is not None
+            _preview_one(led, campaign, volunteer_key, output_format or "text", out, dkim)
+
+
+def _preview_one(
+    led: Ledger,
+    campaign: Campaign,
+    key: str,
+    output_format: str,
+    out: Path | None,
+    dkim: DkimKey | None,
+) -> None:
+    volunteer = led.get_volunteer(key)
+    if not _in_audience(led, campaign, volunteer):
+        click.echo(
+            f"warning: {volunteer.volunteer_id} is not in the audience of "
+            f"{campaign.campaign_id}; this is what they would receive if they were",
+            err=True,
+        )
+    composed = build_message(
+        Renderer(campaign), campaign, volunteer, date=datetime.now(UTC), dkim=dkim
+    )
+    data = composed.data if output_format == "eml" else _readable(composed, output_format)
+    if out is None:
+        click.echo(data, nl=False)
+        return
+    out.write_bytes(data)
+    click.echo(f"wrote {out}", err=True)
+
+
+def _in_audience(led: Ledger, campaign: Campaign, volunteer: Volunteer) -> bool:
+    history = history_applies(led, campaign)
+    return any(
+        v.volunteer_id == volunteer.volunteer_id for v in select_audience(led, campaign, history)
+    )
+
+
+def _readable(composed: ComposedMessage, output_format: str) -> bytes:
+    """The decoded text (under the headers a reader sees) or HTML part, as UTF-8."""
+    # Bodies are 7-bit clean, so decoding first only matters for SMTPUTF8 addresses.
+    message = email.message_from_string(composed.data.decode("utf-8"), policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    part = message.get_body(preferencelist=("plain",) if output_format == "text" else ("html",))
+    assert part is not None, "compose always writes both parts"
+    body = str(part.get_content()).replace("\r\n", "\n")
+    if output_format == "html":
+        return body.encode("utf-8")
+    head = "".join(f"{name}: {message[name]}\n" for name in SHOWN_HEADERS if name in message)
+    return f"{head}\n{body}".encode()
+
+
+def _preview_all(led: Ledger, campaign: Campaign, directory: Path, dkim: DkimKey | None) -> None:
+    history = history_applies(led, campaign)
+    if campaign.follows and not history:
+        click.echo(
+            f"{campaign.follows} has not been sent yet: previewing everyone matching "
+            f"{campaign.campaign_id}'s attribute filters",
+            err=True,
+        )
+    total = sum(count_audience(led, campaign, history).values())
+    directory.mkdir(parents=True, exist_ok=True)
+    renderer = Renderer(campaign)
+    when = datetime.now(UTC)
+    written = 0
+    columns = (
+        TextColumn("[bold]previews"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("preview", total=total)
+        for volunteer in select_audience(led, campaign, history):
+            composed = _build(renderer, campaign, volunteer, when, dkim)
+            (directory / f"{_file_name(volunteer.volunteer_id)}.eml").write_bytes(composed.data)
+            written += 1
+            progress.advance(task)
+    click.echo(f"wrote {written} messages to {directory}")
+
+
+def _build(
+    renderer: Renderer,
+    campaign: Campaign,
+    volunteer: Volunteer,
+    when: datetime,
+    dkim: DkimKey | None,
+) -> ComposedMessage:
+    try:
+        return build_message(renderer, campaign, volunteer, date=when, dkim=dkim)
+    except NotifierError as exc:
+        # Name the person: the error itself knows the field, not whose message failed.
+        exc.message = f"{volunteer.volunteer_id}: {exc.message}"
+        exc.hint = exc.hint or f"run `notifier check {campaign.campaign_id}` to see every problem"
+        raise
+
+
+def _file_name(volunteer_id: str) -> str:
+    """The volunteer id as a file name; ids that could escape the directory are %-quoted."""
+    if _SAFE_FILE_NAME.fullmatch(volunteer_id):
+        return volunteer_id
+    return quote(volunteer_id, safe="").replace(".", "%2E")

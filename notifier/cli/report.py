@@ -1,0 +1,236 @@
+"""`notifier history`, `notifier report`, `notifier export unreachable`: proof of notification."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from notifier.cli.app import AppContext, cli, console, pass_app
+from notifier.errors import EXIT_PROBLEMS
+from notifier.ledger import Event
+from notifier.report import (
+    NOT_RECORDED,
+    CampaignReport,
+    campaign_report,
+    history_as_dicts,
+    report_as_csv,
+    report_as_html,
+    report_as_json,
+    timeline_kinds,
+    unreachable,
+    unreachable_as_csv,
+    unreachable_as_json,
+    volunteer_history,
+)
+
+
+@cli.command()
+@click.argument("volunteer")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table for reading, json (one array of events) for keeping.",
+)
+@pass_app
+def history(app: AppContext, volunteer: str, fmt: str) -> None:
+    """Every event for one person, in time order.
+
+    VOLUNTEER is a volunteer id or an email address. Each event carries its hash, so the
+    history can be checked against `notifier ledger verify`.
+    """
+    with app.open_ledger() as led:
+        events = volunteer_history(led, volunteer)
+    if fmt == "json":
+        click.echo(_json(history_as_dicts(events)))
+        return
+    console.print(_history_table(volunteer, events))
+
+
+@cli.command()
+@click.argument("campaign_id", metavar="ID")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "html"]),
+    default="table",
+    show_default=True,
+    help="table: a summary on the terminal; csv: one row per recipient; json: everything; "
+    "html: one self-contained file to attach to a regulator's file.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Write the report to this file instead of the terminal.",
+)
+@pass_app
+def report(app: AppContext, campaign_id: str, fmt: str, out: Path | None) -> None:
+    """Who was told what, when, and what happened to each message of campaign ID.
+
+    Counts by state, per language and exposure, a timeline, and each recipient's final
+    state with times and server replies, together with the ledger's verification result
+    and the sha256 of the ledger and of the templates used. Exits 1 (after writing the
+    report) when the ledger fails verification.
+
+    \b
+      notifier report 2020-03-breach
+      notifier report 2020-03-breach --format html --out 2020-03-breach-report.html
+    """
+    with app.open_ledger() as led:
+        result = campaign_report(led, campaign_id)
+    if fmt == "table":
+        if out is None:
+            _print_summary(console, result)
+        else:
+            with out.open("w", encoding="utf-8") as fh:
+                _print_summary(Console(file=fh, width=120, highlight=False), result)
+    else:
+        text = {"csv": report_as_csv, "json": report_as_json, "html": report_as_html}[fmt](result)
+        if out is None:
+            click.echo(text, nl=False)
+        else:
+            out.write_text(text, encoding="utf-8", newline="")
+    if out is not None:
+        click.echo(f"wrote {out}", err=True)
+    if not result.verification.ok:
+        click.echo(
+            f"Warning: the ledger fails verification: {result.verification.reason}", err=True
+        )
+        raise SystemExit(EXIT_PROBLEMS)
+
+
+@cli.group()
+def export() -> None:
+    """Export lists for work outside notifier (letters by post)."""
+
+
+@export.command("unreachable")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json"]),
+    default="csv",
+    show_default=True,
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Write to this file instead of the terminal.",
+)
+@pass_app
+def export_unreachable(app: AppContext, fmt: str, out: Path | None) -> None:
+    """Everyone no notice reached, with their postal address where known.
+
+    Lists hard bounces, suppressed addresses, permanent failures, temporary failures
+    that ran out of retries, and addresses rejected at the latest import; a person is
+    left out once a later message reached them. Send these people a letter.
+    """
+    with app.open_ledger() as led:
+        people = unreachable(led)
+    text = unreachable_as_csv(people) if fmt == "csv" else unreachable_as_json(people)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8", newline="")
+        click.echo(f"wrote {len(people)} people to {out}", err=True)
+
+
+# --- terminal views ---------------------------------------------------------------------
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2)
+
+
+def _history_table(volunteer: str, events: list[Event]) -> Table:
+    table = Table(title=f"History of {volunteer}", title_justify="left")
+    for column in ("seq", "at (UTC)", "event", "campaign"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("details", overflow="fold")
+    for event in events:
+        details = ", ".join(
+            f"{k}={v}" for k, v in sorted(event.data.items()) if v not in ("", None)
+        )
+        # Text(), not str: ledger data is shown as it is, never read as rich markup.
+        table.add_row(
+            str(event.seq),
+            _short_time(event.at),
+            event.kind,
+            Text(event.campaign_id or ""),
+            Text(details),
+        )
+    return table
+
+
+def _short_time(at: str) -> str:
+    """`2020-04-01 10:04:00` for a terminal; the exact time is in --format json."""
+    return at[:19].replace("T", " ")
+
+
+def _print_summary(out: Console, r: CampaignReport) -> None:
+    out.print(Text(f"Campaign {r.campaign_id}  {r.title}", style="bold"))
+    out.print(f"generated at {r.generated_at} (UTC); {r.total} recipients", markup=False)
+    if r.verification.ok:
+        out.print(
+            f"ledger verification: passed, {r.verification.events} events, "
+            f"head {r.verification.head}",
+            markup=False,
+        )
+    else:
+        out.print(f"ledger verification: FAILED: {r.verification.reason}", markup=False)
+    out.print(f"ledger sha256:    {r.ledger.sha256}  ({r.ledger_file})", markup=False)
+    if r.ledger.note:
+        out.print(f"  note: {r.ledger.note}", markup=False)
+    out.print(f"templates sha256: {r.templates.recorded or NOT_RECORDED}", markup=False)
+    if r.state_mismatches:
+        out.print(
+            f"{len(r.state_mismatches)} message(s) have a state no event backs: "
+            + ", ".join(r.state_mismatches),
+            markup=False,
+        )
+    out.print(
+        f"first send attempt {r.timeline.first_send_at or 'none'}, "
+        f"last {r.timeline.last_send_at or 'none'}",
+        markup=False,
+    )
+    # States down, groups across: a few narrow columns fit any terminal.
+    for title, groups in (
+        ("by language", r.counts_by_locale),
+        ("by exposure", r.counts_by_exposure),
+    ):
+        table = Table(title=f"Recipients {title}", title_justify="left")
+        table.add_column("state")
+        table.add_column("all", justify="right")
+        for key in groups:
+            table.add_column(Text(key), justify="right")
+        for state in r.states:
+            table.add_row(
+                Text(state), str(r.counts[state]), *(str(c[state]) for c in groups.values())
+            )
+        table.add_row(
+            "total", str(r.total), *(str(sum(c.values())) for c in groups.values()), style="bold"
+        )
+        out.print(table)
+    timeline = Table(title="Events per hour (UTC)", title_justify="left")
+    timeline.add_column("hour")
+    timeline.add_column("events", justify="right")
+    timeline.add_column("of which")
+    kinds = timeline_kinds(r.timeline)
+    for bucket in r.timeline.hours:
+        detail = ", ".join(f"{k} {bucket.counts[k]}" for k in kinds if k in bucket.counts)
+        timeline.add_row(bucket.hour, str(sum(bucket.counts.values())), Text(detail))
+    out.print(timeline)
+    out.print(
+        f"Each recipient's outcome: notifier report {r.campaign_id} --format csv (or html, json)",
+        markup=False,
+    )

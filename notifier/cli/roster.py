@@ -1,0 +1,262 @@
+"""`notifier roster ...`: import a roster, list the volunteers, show the rejected rows."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from notifier.cli.app import AppContext, cli, console, err_console, pass_app
+from notifier.errors import EXIT_PROBLEMS
+from notifier.ledger import ImportSummary
+from notifier.roster import ENCODING_CHOICES, RosterResult, RowProblem, load_mapping, read_roster
+from notifier.volunteer import EXPOSURES, FIELDS, LOCALES
+
+REJECTS_HEADER: tuple[str, ...] = ("row", "column", "value", "reason")
+# A terminal is no place for thousands of problems: beyond this many, point to the CSV.
+MAX_TABLE_ROWS = 200
+MAX_CHANGES_SHOWN = 50
+TABLE_COLUMNS: tuple[str, ...] = (
+    "volunteer_id",
+    "display_name",
+    "email",
+    "locale",
+    "exposure",
+    "data_held",
+)
+
+
+@cli.group()
+def roster() -> None:
+    """Import the roster of affected volunteers, and look at what was imported."""
+
+
+@roster.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--mapping",
+    "mapping_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML file mapping the file's headers and values to the canonical ones.",
+)
+@click.option(
+    "--encoding",
+    default="auto",
+    show_default=True,
+    metavar="|".join(ENCODING_CHOICES) + "|...",
+    help="The file's encoding; auto tells UTF-8, UTF-8 with BOM and cp932 apart.",
+)
+@click.option(
+    "--default-locale",
+    type=click.Choice(LOCALES),
+    default="en",
+    show_default=True,
+    help="Language for everyone, when the file has no locale column.",
+)
+@click.option(
+    "--rejects",
+    "rejects_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the rejected rows to this CSV file (row,column,value,reason).",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Import nothing if any row is bad (exit 1), instead of skipping it.",
+)
+@pass_app
+def import_(
+    app: AppContext,
+    file: Path,
+    mapping_path: Path | None,
+    encoding: str,
+    default_locale: str,
+    rejects_path: Path | None,
+    strict: bool,
+) -> None:
+    """Import volunteers from FILE, a CSV file saved from a spreadsheet.
+
+    \b
+    Every bad row is shown with its spreadsheet row number, column, value and reason;
+    good rows are imported anyway (exit 0) unless --strict. Importing the same file
+    again changes nothing; importing an edited file updates the changed volunteers.
+    Example, for a Japanese partner's Excel export:
+      notifier roster import partner-ja.csv --mapping partner-ja-mapping.toml
+    """
+    mapping = load_mapping(mapping_path) if mapping_path else None
+    # A spinner on stderr for big rosters (silent when stderr is not a terminal).
+    with err_console.status(f"Reading {file} ..."):
+        result = read_roster(
+            file, mapping=mapping, encoding=encoding, default_locale=default_locale
+        )
+    with (
+        err_console.status(f"Recording {len(result.accepted)} volunteers in the ledger ..."),
+        app.open_ledger(create=True) as led,
+    ):
+        summary = led.record_import(
+            result, mapping_sha256=mapping.sha256 if mapping else "", strict=strict
+        )
+    _print_read(result, summary)
+    if summary.problems:
+        console.print(problems_table(summary.problems, limit=MAX_TABLE_ROWS))
+        if len(summary.problems) > MAX_TABLE_ROWS:
+            click.echo(
+                f"... and {len(summary.problems) - MAX_TABLE_ROWS} more problems; "
+                "see them all with: notifier roster rejects --format csv"
+            )
+    if rejects_path is not None:
+        write_rejects_csv(rejects_path, summary.problems)
+        click.echo(f"Rejected rows written to {rejects_path}")
+    _print_outcome(summary, strict)
+    if summary.refused:
+        raise SystemExit(EXIT_PROBLEMS)
+
+
+def _print_read(result: RosterResult, summary: ImportSummary) -> None:
+    click.echo(
+        f"Read {result.file} ({result.encoding}): {result.rows_total} rows, "
+        f"{result.rows_total - summary.rejected} valid, {summary.rejected} rejected"
+        + (f" ({_count(len(summary.problems), 'problem')})" if summary.problems else "")
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _print_outcome(summary: ImportSummary, strict: bool) -> None:
+    if summary.refused:
+        click.echo(
+            f"--strict: nothing imported, because {_count(summary.rejected, 'row')} "
+            f"{'has' if summary.rejected == 1 else 'have'} problems. "
+            "Fix them, or import without --strict to skip them."
+        )
+        return
+    if summary.already_imported:
+        click.echo(
+            f"Nothing changed: this file was already imported (import {summary.import_id}) "
+            "and the ledger already holds its volunteers as they are in it; nothing written."
+        )
+        return
+    click.echo(
+        f"Import {summary.import_id}: {summary.added} added, {summary.updated} updated, "
+        f"{summary.unchanged} unchanged."
+    )
+    if not summary.added and not summary.updated:
+        click.echo("Nothing changed in the ledger's volunteers.")
+    for vid, name, old, new in summary.changes[:MAX_CHANGES_SHOWN]:
+        click.echo(f"  {vid}: {name}: {old!r} -> {new!r}")
+    if len(summary.changes) > MAX_CHANGES_SHOWN:
+        click.echo(f"  ... and {len(summary.changes) - MAX_CHANGES_SHOWN} more changes")
+
+
+def problems_table(problems: Sequence[RowProblem], *, limit: int | None = None) -> Table:
+    table = Table(title="Rejected rows", title_justify="left")
+    table.add_column("row", justify="right")
+    table.add_column("column")
+    table.add_column("value")
+    table.add_column("reason")
+    for p in problems[:limit]:
+        # Text(), not markup: a value such as "[b]" must show as typed.
+        table.add_row(str(p.row), Text(p.column), Text(_visible(p.value)), Text(p.reason))
+    return table
+
+
+def _visible(value: str) -> str:
+    """Line breaks and tabs drawn as symbols, so a value stays on its table line."""
+    return value.replace("\r\n", "⏎").replace("\n", "⏎").replace("\r", "⏎").replace("\t", "⇥")
+
+
+def rejects_csv_text(problems: Iterable[RowProblem]) -> str:
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(REJECTS_HEADER)
+    writer.writerows((p.row, p.column, p.value, p.reason) for p in problems)
+    return buffer.getvalue()
+
+
+def write_rejects_csv(path: Path, problems: Iterable[RowProblem]) -> None:
+    # Plain UTF-8 so the header is exactly `row,column,value,reason`; the roster importer
+    # reads such a file back whatever its origin.
+    path.write_text(rejects_csv_text(problems), encoding="utf-8", newline="")
+
+
+@roster.command("list")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(("table", "csv", "json")),
+    default="table",
+    show_default=True,
+    help="json: one array of objects keyed by the canonical field names.",
+)
+@click.option("--exposure", type=click.Choice(EXPOSURES), default=None, help="Only this exposure.")
+@click.option("--locale", type=click.Choice(LOCALES), default=None, help="Only this locale.")
+@pass_app
+def list_(app: AppContext, fmt: str, exposure: str | None, locale: str | None) -> None:
+    """List the volunteers in the ledger."""
+    with app.open_ledger() as led:
+        records = [v.as_record() for v in led.volunteers(exposure=exposure, locale=locale)]
+    if fmt == "json":
+        click.echo(json.dumps(records, ensure_ascii=False, indent=2))
+    elif fmt == "csv":
+        click.echo(_records_csv(records), nl=False)
+    else:
+        console.print(_volunteers_table(records))
+        click.echo(f"{len(records)} volunteers")
+
+
+def _records_csv(records: Sequence[dict[str, Any]]) -> str:
+    buffer = io.StringIO(newline="")
+    columns = [*FIELDS, "display_name", "email_ascii"]
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(records)
+    return buffer.getvalue()
+
+
+def _volunteers_table(records: Sequence[dict[str, Any]]) -> Table:
+    table = Table()
+    for column in TABLE_COLUMNS:
+        table.add_column(column)
+    for r in records:
+        table.add_row(*(Text(str(r[c])) for c in TABLE_COLUMNS))
+    return table
+
+
+@roster.command("rejects")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(("table", "csv")),
+    default="table",
+    show_default=True,
+    help="csv: row,column,value,reason, as --rejects writes it.",
+)
+@pass_app
+def rejects(app: AppContext, fmt: str) -> None:
+    """Show the rejected rows of the latest import."""
+    with app.open_ledger() as led:
+        latest = led.latest_import()
+        problems = led.rejected_rows()
+    if fmt == "csv":
+        click.echo(rejects_csv_text(problems), nl=False)
+        return
+    if latest is None:
+        click.echo("No roster has been imported yet.")
+        return
+    click.echo(
+        f"Import {latest.import_id} of {latest.file_name} at {latest.imported_at}: "
+        f"{latest.rows_rejected} of {latest.rows_total} rows rejected"
+    )
+    if problems:
+        console.print(problems_table(problems))

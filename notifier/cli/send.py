@@ -1,0 +1,426 @@
+"""`notifier send`, `notifier status` and `notifier sink`: delivering a campaign and watching it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from notifier.campaign import (
+    Campaign,
+    apply_overrides,
+    history_applies,
+    load_campaign,
+    select_audience,
+)
+from notifier.cli.app import AppContext, cli, console, err_console, pass_app
+from notifier.deliver import SendOptions, ServerInfo
+from notifier.ledger import Ledger
+from notifier.message import DeliveryOutcome
+from notifier.send import SendPlan, SendSummary, plan_send, send_campaign
+from notifier.sink import ReceivedMessage, Sink, SinkHandler
+from notifier.volunteer import Volunteer
+
+EXIT_INTERRUPTED = 130  # the shell's code for "stopped by Ctrl-C"
+FAILED_STATES = ("failed_permanent", "failed_temporary")
+
+
+def campaign_audience(ledger: Ledger, campaign: Campaign) -> list[Volunteer]:
+    """The volunteers `notifier send` considers: the campaign's own audience."""
+    return list(select_audience(ledger, campaign, history_applies(ledger, campaign)))
+
+
+# --- notifier send --------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("campaign_id", metavar="ID")
+@click.option("--yes", is_flag=True, help="Really send. Without it: show what would be sent.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, help="Send at most N messages this run."
+)
+@click.option(
+    "--smtp",
+    "smtp_url",
+    metavar="URL",
+    default=None,
+    help="smtp://host:port (STARTTLS when offered) or smtps://host:port. "
+    "Default: [smtp] url in notifier.toml, else smtp://127.0.0.1:8025.",
+)
+@click.option("--require-tls", is_flag=True, help="Refuse to send without TLS.")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Messages per second (token bucket); 0 = no limit. Default: [smtp] rate, else 0.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 200),
+    default=4,
+    show_default=True,
+    help="SMTP connections.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Pause after every N messages (0: no batches).",
+)
+@click.option(
+    "--batch-pause",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    metavar="SECONDS",
+    help="How long to pause between batches.",
+)
+@click.option(
+    "--per-domain",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    metavar="N",
+    help="At most N messages per second to any one recipient domain (0: no cap). "
+    "Other domains are not held up while one waits.",
+)
+@click.option(
+    "--resend-uncertain",
+    is_flag=True,
+    help="Also send the messages whose outcome a crash left unknown (they may arrive twice).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="For connecting and for each server reply.",
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Tries per message (4xx, network errors) before it is failed_temporary.",
+)
+@click.option(
+    "--backoff",
+    type=click.FloatRange(min=0),
+    default=2.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait before the first retry; doubles each time.",
+)
+@pass_app
+def send(
+    app: AppContext,
+    campaign_id: str,
+    yes: bool,
+    limit: int | None,
+    smtp_url: str | None,
+    require_tls: bool,
+    rate: float | None,
+    concurrency: int,
+    batch_size: int,
+    batch_pause: float,
+    per_domain: float,
+    resend_uncertain: bool,
+    timeout: float,
+    max_attempts: int,
+    backoff: float,
+) -> None:
+    """Send a campaign: a dry run unless --yes.
+
+    \b
+    Safe by default: without --yes this shows how many messages would go, by
+    locale and exposure, where to and how fast, and sends nothing.
+      notifier send 2020-03-breach                    # what would happen
+      notifier send 2020-03-breach --yes --limit 1    # one message (try yourself)
+      notifier send 2020-03-breach --yes --rate 20    # everyone, 20 a second
+
+    Every outcome is written to the ledger. Ctrl-C stops cleanly; run the same
+    command again to resume. Nobody is sent the notice twice: if the process was
+    killed, the few messages that were in flight are reported as uncertain and
+    re-sent only with --resend-uncertain.
+
+    SMTP credentials come from NOTIFIER_SMTP_USER and NOTIFIER_SMTP_PASSWORD.
+    """
+    settings = app.settings
+    options = SendOptions(
+        rate=settings.rate if rate is None else rate,
+        concurrency=concurrency,
+        batch_size=batch_size,
+        batch_pause=batch_pause,
+        per_domain=per_domain,
+        timeout=timeout,
+        max_attempts=max_attempts,
+        backoff=backoff,
+        require_tls=require_tls,
+        resend_uncertain=resend_uncertain,
+        limit=limit,
+    )
+    campaign = apply_overrides(load_campaign(campaign_id), settings)
+    with app.open_ledger() as led:
+        volunteers = campaign_audience(led, campaign)
+        if not yes:
+            plan = plan_send(led, campaign, volunteers, options, settings, smtp_url=smtp_url)
+            _print_plan(campaign, plan, options)
+            return
+        display = ProgressDisplay()
+        try:
+            summary = send_campaign(
+                led, campaign, volunteers, options, settings, smtp_url=smtp_url, observer=display
+            )
+        finally:
+            display.close()
+    _print_summary(summary)
+    if summary.stopped:
+        raise SystemExit(EXIT_INTERRUPTED)
+
+
+def _rate_text(rate: float) -> str:
+    return "no limit" if rate == 0 else f"{rate:g} messages/s"
+
+
+def _print_plan(campaign: Campaign, plan: SendPlan, options: SendOptions) -> None:
+    console.print(f"Campaign {plan.campaign_id}: {campaign.title}")
+    if plan.states:
+        console.print("Already in the ledger: " + _counts_text(plan.states))
+    if plan.to_send == 0:
+        console.print("Nothing to send: every message of this campaign already has an outcome.")
+    else:
+        table = Table("locale", "exposure", "messages", box=None, pad_edge=False)
+        for (locale, exposure), count in plan.by_group.items():
+            table.add_row(locale, exposure, str(count))
+        table.add_row("", "total", str(plan.to_send), style="bold")
+        console.print(
+            f"Would send {plan.to_send} of {plan.audience} message(s) to {plan.target}, "
+            f"rate {_rate_text(plan.rate)}, {options.concurrency} connection(s):"
+        )
+        console.print(table)
+    if plan.suppressed:
+        console.print(f"{plan.suppressed} suppressed address(es) would be skipped (hard bounces).")
+    if plan.uncertain and not options.resend_uncertain:
+        console.print(
+            f"{plan.uncertain} message(s) have an unknown outcome after a crash; "
+            "they are not sent again unless you add --resend-uncertain."
+        )
+    console.print(
+        f"Nothing was sent. To send: notifier send {plan.campaign_id} --yes "
+        "(try --limit 1 first, to yourself)."
+    )
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{state} {n}" for state, n in counts.items()) or "none"
+
+
+def _print_summary(summary: SendSummary) -> None:
+    cid = summary.campaign_id
+    if summary.newly_uncertain:
+        err_console.print(
+            f"{summary.newly_uncertain} message(s) were in flight when an earlier send of {cid} "
+            "stopped: marked uncertain."
+        )
+    if summary.nothing_to_send:
+        console.print(f"Nothing to send for {cid}: every message already has an outcome.")
+    else:
+        console.print(
+            f"{cid}: {_counts_text(summary.counts)} in {summary.elapsed:.1f} s "
+            f"({summary.rate:.0f} messages/s) via {summary.target}"
+        )
+    if summary.suppressed:
+        console.print(f"Skipped {summary.suppressed} suppressed address(es).")
+    console.print(f"Ledger: {_counts_text(summary.states)}")
+    if summary.uncertain:
+        shown = ", ".join(m.email for m in summary.uncertain[:5])
+        more = f" and {len(summary.uncertain) - 5} more" if len(summary.uncertain) > 5 else ""
+        console.print(
+            f"{len(summary.uncertain)} message(s) have an unknown outcome (the server may or may "
+            f"not have them): {shown}{more}. See: notifier status {cid}. "
+            f"To send them again: notifier send {cid} --yes --resend-uncertain"
+        )
+    if summary.stopped:
+        console.print(f"Stopped. To resume: notifier send {cid} --yes")
+
+
+class ProgressDisplay:
+    """A live progress bar on stderr: sent / deferred / failed and the current rate."""
+
+    WINDOW = 5.0  # seconds over which the current rate is measured
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.deferrals = 0
+        self._recent: deque[float] = deque()
+        self._progress: Progress | None = None
+        self._task: Any = None
+
+    def started(self, total: int, server: ServerInfo) -> None:
+        self._progress = Progress(
+            TextColumn("sending"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=False,
+        )
+        self._task = self._progress.add_task("send", total=total, detail="")
+        self._progress.start()
+
+    def outcome(self, outcome: DeliveryOutcome) -> None:
+        if outcome.state == "deferred":
+            self.deferrals += 1
+        else:
+            self.counts[outcome.state] = self.counts.get(outcome.state, 0) + 1
+        now = time.monotonic()
+        self._recent.append(now)
+        while self._recent and self._recent[0] < now - self.WINDOW:
+            self._recent.popleft()
+        if self._progress is None:
+            return
+        failed = sum(self.counts.get(s, 0) for s in FAILED_STATES)
+        span = max(now - self._recent[0], 1e-3) if len(self._recent) > 1 else self.WINDOW
+        detail = (
+            f"sent {self.counts.get('sent', 0)} · deferred {self.deferrals} · "
+            f"failed {failed} · {len(self._recent) / span:.0f}/s"
+        )
+        done = sum(self.counts.values())
+        self._progress.update(self._task, completed=done, detail=detail)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+# --- notifier status ------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("campaign_id", metavar="ID")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+)
+@pass_app
+def status(app: AppContext, campaign_id: str, output_format: str) -> None:
+    """How far a campaign has got: messages by state, at any time.
+
+    Works while a send is running in another process. JSON output is one object
+    with `campaign`, `counts` (state -> number), `total` and `uncertain` (the
+    addresses whose outcome is unknown after a crash).
+    """
+    with app.open_ledger() as led:
+        counts = led.state_counts(campaign_id)
+        uncertain = led.uncertain_messages(campaign_id)
+        registered = led.campaign_is_registered(campaign_id)
+    if output_format == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "campaign": campaign_id,
+                    "registered": registered,
+                    "total": sum(counts.values()),
+                    "counts": counts,
+                    "uncertain": [m.email for m in uncertain],
+                    "uncertain_messages": [
+                        {
+                            "volunteer_id": m.volunteer_id,
+                            "email": m.email,
+                            "message_id": m.message_id,
+                            "state": m.state,
+                            "attempts": m.attempts,
+                        }
+                        for m in uncertain
+                    ],
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+        return
+    if not registered:
+        console.print(f"Campaign {campaign_id} has not been sent yet (no messages in the ledger).")
+        return
+    table = Table("state", "messages", box=None, pad_edge=False)
+    for state, n in counts.items():
+        table.add_row(state, str(n))
+    table.add_row("total", str(sum(counts.values())), style="bold")
+    console.print(f"Campaign {campaign_id}")
+    console.print(table)
+    if uncertain:
+        console.print(
+            f"{len(uncertain)} message(s) with an unknown outcome "
+            f"(re-send with: notifier send {campaign_id} --yes --resend-uncertain):"
+        )
+        for m in uncertain:
+            console.print(f"  {m.email}  ({m.volunteer_id}, {m.state})")
+
+
+# --- notifier sink --------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8025, show_default=True)
+@click.option(
+    "--maildir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also store each message in this Maildir.",
+)
+@click.option("--defer", multiple=True, metavar="ADDR", help="Answer 451 for this address.")
+@click.option("--reject", multiple=True, metavar="ADDR", help="Answer 550 for this address.")
+@click.option("--no-dsn", is_flag=True, help="Do not advertise DSN.")
+def sink(
+    host: str,
+    port: int,
+    maildir: Path | None,
+    defer: tuple[str, ...],
+    reject: tuple[str, ...],
+    no_dsn: bool,
+) -> None:
+    """Run a local SMTP server that keeps what it receives, until Ctrl-C.
+
+    \b
+    For trying a campaign end to end without a real mail server:
+      notifier sink --maildir sent-mail &
+      notifier send 2020-03-breach --yes --smtp smtp://127.0.0.1:8025
+    """
+
+    def show(message: ReceivedMessage) -> None:
+        click.echo(
+            f"{message.received_at:%H:%M:%S} {message.queue_id} from <{message.mail_from}> "
+            f"to {', '.join(message.rcpt_tos)} ({len(message.data)} bytes)"
+        )
+
+    handler = SinkHandler(
+        maildir=maildir, defer=defer, reject=reject, dsn=not no_dsn, keep=False, listener=show
+    )
+    done = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        with Sink(host, port, handler=handler) as server:
+            where = f" (Maildir {maildir})" if maildir else ""
+            click.echo(f"SMTP sink listening on {server.url}{where}; Ctrl-C to stop.")
+            try:
+                while not done.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                pass
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    click.echo(f"Stopped; {handler.count} message(s) received.")

@@ -1,0 +1,521 @@
+"""Composition: rendered parts -> the RFC 5322 bytes a person receives.
+
+The message is built by hand rather than with `email.message.EmailMessage`: a whole
+campaign is composed before sending, and `as_bytes()` costs about 2 ms a message where
+this costs a small fraction of that. What makes hand-building safe is that every piece
+of text that reaches a header goes through one of three writers here:
+
+- `_phrase()` for display names: control characters become spaces, then the name is
+  written as an atom, a quoted-string with `\\` and `"` escaped, or RFC 2047 encoded
+  words; a name can never end the header, open a new one or change the address;
+- `_checked_address()` for addresses: anything that could break out of `<...>` is refused;
+- `_unstructured()` for the Subject: cleaned the same way, then folded or encoded.
+
+tests/test_compose.py parses the output back with the stdlib `email` package and compares
+it with a message built by `EmailMessage`, so the two paths cannot silently drift apart.
+
+Bodies are always 7-bit clean (7bit, quoted-printable or base64), so the same bytes go to
+any server, with or without 8BITMIME; only the `To` address depends on SMTPUTF8.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import format_datetime, parseaddr
+from typing import Protocol
+
+import idna
+
+from notifier.campaign import Campaign
+from notifier.config import Settings
+from notifier.errors import CampaignError, ConfigError, NotifierError
+from notifier.render import RenderedMessage
+from notifier.volunteer import Volunteer
+
+CRLF = "\r\n"
+# RFC 5322: lines SHOULD be at most 78 characters (and MUST be at most 998).
+MAX_LINE = 78
+# Encoded words of at most 68 characters (RFC 2047 allows 75): 12 of syntax and 56 of
+# base64, which carry 42 bytes of UTF-8. "Reply-To: " plus one word is then 78 characters,
+# so the first word always fits on the header's own line.
+_WORD_BYTES = 42
+_LONG_WORD = 60
+
+# Headers a DKIM signature covers. Absent ones (In-Reply-To on a first notice) are still
+# listed, which signs their absence: nobody can add them in transit.
+DKIM_HEADERS: tuple[str, ...] = (
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "MIME-Version",
+    "Content-Type",
+    "Reply-To",
+    "In-Reply-To",
+    "References",
+)
+
+
+class ComposeError(NotifierError):
+    """A message cannot be written as valid mail (an address that cannot go in a header)."""
+
+
+class SMTPUTF8Required(ComposeError):
+    """The address has a non-ASCII local part, which only an SMTPUTF8 server can carry."""
+
+
+@dataclass(frozen=True)
+class ComposedMessage:
+    """One campaign's message to one volunteer, ready for the wire."""
+
+    message_id: str  # with angle brackets, as in the header
+    volunteer_id: str
+    campaign_id: str
+    recipient: str  # the normalised (Unicode) address
+    recipient_ascii: str  # A-label domain form, for servers without SMTPUTF8
+    data: bytes  # the whole message, CRLF line endings
+
+
+@dataclass(frozen=True)
+class DkimKey:
+    """A DKIM signing key; `domain` defaults to the sender's domain."""
+
+    selector: str
+    private_key: bytes  # PEM
+    domain: str | None = None
+
+
+def load_dkim_key(settings: Settings) -> DkimKey | None:
+    """The DKIM key configured in notifier.toml ([dkim] selector, key_file), if any."""
+    if settings.dkim_selector is None and settings.dkim_key_file is None:
+        return None
+    if settings.dkim_selector is None or settings.dkim_key_file is None:
+        raise ConfigError(
+            "DKIM needs both a selector and a key_file",
+            file=settings.source,
+            field="dkim",
+            hint='set [dkim] selector = "..." and key_file = "path/to/key.pem", or neither',
+        )
+    try:
+        key = settings.dkim_key_file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the DKIM key ({exc.strerror})",
+            file=settings.dkim_key_file,
+            field="dkim.key_file",
+        ) from exc
+    return DkimKey(selector=settings.dkim_selector, private_key=key)
+
+
+class MessageRenderer(Protocol):
+    """What build_message needs from a renderer (notifier.render.Renderer)."""
+
+    def render(self, volunteer: Volunteer) -> RenderedMessage: ...
+
+
+# --- identifiers ---------------------------------------------------------------------
+
+
+def _b32(data: bytes) -> str:
+    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
+
+
+def message_id_for(campaign_id: str, volunteer_id: str, domain: str) -> str:
+    """The Message-ID of `campaign_id`'s message to `volunteer_id`, e.g. `<abc...@example.org>`.
+
+    Deterministic, so a follow-up computes the Message-ID of the earlier notice without a
+    lookup, and a re-run produces the same message. The local part is a hash: no personal
+    data in a header that mail systems log everywhere.
+    """
+    digest = hashlib.sha256(f"notifier\0{campaign_id}\0{volunteer_id}".encode()).digest()
+    return f"<{_b32(digest)[:26]}@{_ascii_domain(domain)}>"
+
+
+def _ascii_domain(domain: str) -> str:
+    """A domain in lowercase A-label form (IDNA 2008 with UTS #46 mapping)."""
+    domain = domain.strip().rstrip(".")
+    if domain.isascii():
+        return domain.lower()
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ComposeError(
+            f"not a valid internationalised domain: {domain!r} ({exc})",
+            hint="check the address for typing errors",
+        ) from exc
+
+
+def sender_domain(campaign: Campaign) -> str:
+    """The domain of the campaign's From address, in A-label form."""
+    _name, address = _parse_mailbox(campaign.sender, campaign, "from")
+    return _ascii_domain(address.rpartition("@")[2])
+
+
+# --- header writers ------------------------------------------------------------------
+
+# Every C0/C1 control, DEL and the Unicode line/paragraph separators become spaces: none of
+# them belongs in a name or subject, and CR/LF would end the header.
+_CONTROLS = {c: " " for c in [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]}
+# Runs of white space collapse to one space; a single other space (the ideographic space
+# in 鈴木　一郎) stays as written.
+_SPACES = re.compile(r"\s{2,}")
+# RFC 5322 atext plus space: a phrase of these needs no quoting.
+_ATOM_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~ ]+")
+# Characters that can never appear in an address we write into a header.
+_ADDRESS_BREAKERS = re.compile(r"[\x00-\x20\x7f<>()\[\],;:\"\\]")
+
+
+def clean_header_text(text: str) -> str:
+    """Text made safe for one header line: controls to spaces, runs of spaces collapsed."""
+    return _SPACES.sub(" ", text.translate(_CONTROLS)).strip()
+
+
+def _encoded_words(text: str) -> list[str]:
+    """RFC 2047 base64 encoded words of at most 68 characters, never splitting a character.
+
+    Most names fit in one word. A longer text is cut after a space where it can be: the
+    space stays inside the earlier word, because a reader drops the whitespace between two
+    encoded words (RFC 2047 6.2).
+    """
+    data = text.encode("utf-8")
+    if len(data) <= _WORD_BYTES:
+        return [_encoded_word(data)]
+    words: list[str] = []
+    chunk = ""
+    size = 0
+    for char in text:
+        width = len(char.encode("utf-8"))
+        if size + width > _WORD_BYTES:
+            cut = chunk.rfind(" ") + 1
+            if cut <= 0:
+                cut = len(chunk)
+            words.append(_encoded_word(chunk[:cut].encode("utf-8")))
+            chunk = chunk[cut:]
+            size = len(chunk.encode("utf-8"))
+        chunk += char
+        size += width
+    words.append(_encoded_word(chunk.encode("utf-8")))
+    return words
+
+
+def _encoded_word(data: bytes) -> str:
+    return f"=?utf-8?b?{base64.b64encode(data).decode('ascii')}?="
+
+
+def _needs_encoding(text: str) -> bool:
+    # "=?" in plain text would be mistaken for an encoded word by the reader's client, and
+    # a word too long to fold within MAX_LINE folds as encoded words.
+    return not text.isascii() or "=?" in text or max(map(len, text.split(" "))) > _LONG_WORD
+
+
+def _phrase(name: str) -> list[str]:
+    """A display name as tokens to be joined by folding white space.
+
+    Plain atoms, a quoted-string with `\\` and `"` escaped (cut at its spaces, which
+    folding keeps), or encoded words.
+    """
+    name = clean_header_text(name)
+    if not name:
+        return []
+    if _needs_encoding(name):
+        return _encoded_words(name)
+    if not _ATOM_PHRASE.fullmatch(name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return name.split(" ")
+
+
+def _fold(name: str, tokens: list[str]) -> str:
+    """`Name: tokens`, joined by spaces or by CRLF + space so lines stay within MAX_LINE.
+
+    Every join is folding white space, which unfolds to the space it replaced.
+    """
+    lines: list[str] = []
+    line = f"{name}:"
+    for token in tokens:
+        # Never fold before the first token: parsers keep that break as a leading space.
+        if len(line) + 1 + len(token) > MAX_LINE and line != f"{name}:":
+            lines.append(line)
+            line = ""
+        line += f" {token}"
+    lines.append(line)
+    return CRLF.join(lines) + CRLF
+
+
+def _address_header(name: str, display: str, address: str) -> str:
+    """`Name: display <address>`: a header with exactly one mailbox, whatever `display` is."""
+    tokens = _phrase(display)
+    return _fold(name, [*tokens, f"<{address}>"] if tokens else [address])
+
+
+def _unstructured(name: str, text: str) -> str:
+    """An unstructured header (Subject): plain and folded at spaces, or encoded words."""
+    text = clean_header_text(text)
+    return _fold(name, _encoded_words(text) if _needs_encoding(text) else text.split(" "))
+
+
+def _checked_address(address: str, *, smtputf8: bool, where: str) -> str:
+    """The address as it may appear inside `<...>`, or an error saying why it may not."""
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain or _ADDRESS_BREAKERS.search(address):
+        raise ComposeError(
+            f"{address!r} cannot be written into a mail header",
+            field=where,
+            hint="correct the address in the roster or campaign and import it again",
+        )
+    if not smtputf8:
+        if not local.isascii():
+            raise SMTPUTF8Required(
+                f"{address!r} has a non-ASCII local part and needs a server with SMTPUTF8",
+                field=where,
+                hint="send through a server that offers SMTPUTF8, or reach this person by post",
+            )
+        return f"{local}@{_ascii_domain(domain)}"
+    return address
+
+
+def _parse_mailbox(value: str, campaign: Campaign, field: str) -> tuple[str, str]:
+    name, address = parseaddr(value)
+    if "@" not in address:
+        raise CampaignError(
+            f"{value!r} is not an address like 'Name <someone@example.org>'",
+            file=campaign.path,
+            field=field,
+        )
+    return name, address
+
+
+# --- bodies --------------------------------------------------------------------------
+
+
+def _base64_lines(data: bytes) -> str:
+    """Base64 in lines of 76 characters (RFC 2045), CRLF-terminated.
+
+    Three times faster than base64.encodebytes, which works 57 bytes at a time in Python.
+    """
+    encoded = binascii.b2a_base64(data, newline=False).decode("ascii")
+    return CRLF.join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + CRLF
+
+
+def _body_part(content_type: str, text: str, boundary: str) -> str:
+    """One MIME part: headers, blank line, body, in the lightest 7-bit-clean encoding."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.endswith("\n"):
+        text += "\n"
+    lines = text.split("\n")
+    if text.isascii() and max(map(len, lines)) <= MAX_LINE and boundary not in text:
+        cte, body = "7bit", CRLF.join(lines)
+    else:
+        raw = text.encode("utf-8")
+        non_ascii = len(raw) - len(text.encode("ascii", "ignore"))
+        # Quoted-printable triples every non-ASCII byte, base64 grows everything by a
+        # third: mostly-English text stays readable as QP, Japanese is smaller as base64.
+        if non_ascii * 6 < len(raw):
+            cte = "quoted-printable"
+            body = binascii.b2a_qp(raw.replace(b"\n", b"\r\n"), istext=True).decode("ascii")
+        else:
+            cte = "base64"
+            body = _base64_lines(raw)
+    if not body.endswith(CRLF):
+        body += CRLF
+    # The CRLF before a boundary belongs to the boundary (RFC 2046 5.1.1): one more keeps
+    # the text's own final line break.
+    body += CRLF
+    return (
+        f'Content-Type: {content_type}; charset="utf-8"{CRLF}'
+        f"Content-Transfer-Encoding: {cte}{CRLF}{CRLF}{body}"
+    )
+
+
+# --- the composer --------------------------------------------------------------------
+
+
+class Composer:
+    """Header pieces that are the same for every message of one campaign, worked out once."""
+
+    def __init__(self, campaign: Campaign) -> None:
+        self.campaign = campaign
+        self.domain = sender_domain(campaign)
+        # Sender addresses are written with an A-label domain whatever the transport.
+        self._from = self._mailbox_header("From", campaign.sender, "from")
+        self._from_is_ascii = self._from.isascii()
+        self._reply_to = {
+            locale: self._mailbox_header("Reply-To", value, f"reply_to.{locale}")
+            for locale, value in campaign.reply_to.items()
+        }
+        self._subjects: dict[str, str] = {}
+
+    def _mailbox_header(self, name: str, value: str, field: str) -> str:
+        display, address = _parse_mailbox(value, self.campaign, field)
+        local, _, domain = address.rpartition("@")
+        address = _checked_address(f"{local}@{_ascii_domain(domain)}", smtputf8=True, where=field)
+        return _address_header(name, display, address)
+
+    def _subject(self, subject: str) -> str:
+        header = self._subjects.get(subject)
+        if header is None:
+            header = _unstructured("Subject", subject)
+            if len(self._subjects) < 64:  # a campaign has a handful of subjects
+                self._subjects[subject] = header
+        return header
+
+    def compose(
+        self,
+        rendered: RenderedMessage,
+        volunteer: Volunteer,
+        *,
+        date: datetime,
+        smtputf8: bool = True,
+    ) -> bytes:
+        """The whole message as bytes with CRLF line endings."""
+        if date.tzinfo is None or date.utcoffset() is None:
+            raise ValueError("compose needs a timezone-aware date")
+        campaign = self.campaign
+        if not smtputf8 and not self._from_is_ascii:
+            raise SMTPUTF8Required(
+                f"the From address {campaign.sender!r} has a non-ASCII local part",
+                file=campaign.path,
+                field="from",
+                hint="use an ASCII From address, or a server that offers SMTPUTF8",
+            )
+        reply_to = self._reply_to.get(rendered.locale)
+        if reply_to is None:
+            raise CampaignError(
+                f"no Reply-To address for locale {rendered.locale!r}",
+                file=campaign.path,
+                field=f"reply_to.{rendered.locale}",
+                hint="add it to the campaign file or to [sender] reply_to in notifier.toml",
+            )
+        if not smtputf8 and not reply_to.isascii():
+            raise SMTPUTF8Required(
+                f"the Reply-To address for {rendered.locale!r} has a non-ASCII local part",
+                file=campaign.path,
+                field=f"reply_to.{rendered.locale}",
+                hint="use an ASCII Reply-To address, or a server that offers SMTPUTF8",
+            )
+        recipient = volunteer.email if smtputf8 else volunteer.email_ascii
+        to_address = _checked_address(recipient, smtputf8=smtputf8, where="email")
+        message_id = message_id_for(campaign.campaign_id, volunteer.volunteer_id, self.domain)
+        boundary = f"=_{message_id[1:27]}"
+        headers = [
+            self._from,
+            _address_header("To", volunteer.display_name, to_address),
+            reply_to,
+            self._subject(rendered.subject),
+            f"Date: {format_datetime(date)}{CRLF}",
+            f"Message-ID: {message_id}{CRLF}",
+        ]
+        if campaign.follows:
+            earlier = message_id_for(campaign.follows, volunteer.volunteer_id, self.domain)
+            headers.append(f"In-Reply-To: {earlier}{CRLF}References: {earlier}{CRLF}")
+        headers.append(
+            f"MIME-Version: 1.0{CRLF}"
+            f"Content-Language: {clean_header_text(rendered.locale)}{CRLF}"
+            f'Content-Type: multipart/alternative; boundary="{boundary}"{CRLF}{CRLF}'
+        )
+        delimiter = f"--{boundary}{CRLF}"
+        message = "".join(
+            [
+                *headers,
+                delimiter,
+                _body_part("text/plain", rendered.text, boundary),
+                delimiter,
+                _body_part("text/html", rendered.html, boundary),
+                f"--{boundary}--{CRLF}",
+            ]
+        )
+        # utf-8, not ascii: with SMTPUTF8 the To address may be non-ASCII (RFC 6532).
+        return message.encode("utf-8")
+
+
+# One campaign is composed thousands of times in a row: keep its Composer.
+_cache: tuple[Campaign, Composer] | None = None
+
+
+def composer_for(campaign: Campaign) -> Composer:
+    """The Composer for this campaign object, reused while the same campaign comes back."""
+    global _cache
+    cached = _cache
+    if cached is not None and cached[0] is campaign:
+        return cached[1]
+    composer = Composer(campaign)
+    _cache = (campaign, composer)
+    return composer
+
+
+def compose_message(
+    rendered: RenderedMessage,
+    campaign: Campaign,
+    volunteer: Volunteer,
+    *,
+    date: datetime,
+    smtputf8: bool = True,
+) -> bytes:
+    """The RFC 5322 bytes of `rendered` from `campaign` to `volunteer`.
+
+    multipart/alternative (text/plain, then text/html), UTF-8, RFC 2047 headers,
+    Content-Language, a deterministic Message-ID, and In-Reply-To/References for a
+    follow-up. With `smtputf8=False` the To address is in A-label form, and an address
+    whose local part is not ASCII raises SMTPUTF8Required.
+    """
+    return composer_for(campaign).compose(rendered, volunteer, date=date, smtputf8=smtputf8)
+
+
+def build_message(
+    renderer: MessageRenderer,
+    campaign: Campaign,
+    volunteer: Volunteer,
+    *,
+    date: datetime,
+    smtputf8: bool = True,
+    dkim: DkimKey | None = None,
+) -> ComposedMessage:
+    """Render, compose and (with a key) DKIM-sign one message.
+
+    The one code path behind preview, check and send, so a preview shows the bytes a
+    send produces.
+    """
+    rendered = renderer.render(volunteer)
+    composer = composer_for(campaign)
+    data = composer.compose(rendered, volunteer, date=date, smtputf8=smtputf8)
+    if dkim is not None:
+        data = sign_dkim(
+            data,
+            selector=dkim.selector,
+            domain=dkim.domain or composer.domain,
+            private_key=dkim.private_key,
+        )
+    return ComposedMessage(
+        message_id=message_id_for(campaign.campaign_id, volunteer.volunteer_id, composer.domain),
+        volunteer_id=volunteer.volunteer_id,
+        campaign_id=campaign.campaign_id,
+        recipient=volunteer.email,
+        recipient_ascii=volunteer.email_ascii,
+        data=data,
+    )
+
+
+def sign_dkim(data: bytes, *, selector: str, domain: str, private_key: bytes) -> bytes:
+    """`data` with a DKIM-Signature header (relaxed/simple, rsa-sha256) prepended."""
+    import dkim  # imported here: only campaigns with a DKIM key pay for it
+
+    try:
+        signature = dkim.sign(
+            data,
+            selector.encode("ascii"),
+            _ascii_domain(domain).encode("ascii"),
+            private_key,
+            include_headers=[h.encode("ascii") for h in DKIM_HEADERS],
+        )
+    except dkim.DKIMException as exc:
+        raise ComposeError(
+            f"DKIM signing failed: {exc}",
+            field="dkim",
+            hint="check the key file (a PEM RSA private key) and the selector",
+        ) from exc
+    return bytes(signature) + data

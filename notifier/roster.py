@@ -1,0 +1,752 @@
+"""Roster import: a CSV file saved from a spreadsheet -> volunteers, plus every row's problems.
+
+A roster comes from whatever system the organisation (or a partner) keeps, usually via
+Excel. So this module:
+
+- works out the encoding (UTF-8, UTF-8 with BOM as Excel's "CSV UTF-8" writes it, or
+  cp932 as Excel on Japanese Windows writes it) from the bytes themselves;
+- maps the file's own headers and values onto the canonical fields with a small TOML
+  mapping file (`load_mapping`);
+- checks every row and reports each problem with its spreadsheet row number (header =
+  row 1), the column as the file names it, the offending value and the reason, the way a
+  person fixing the spreadsheet needs it.
+
+A file that cannot be used at all raises RosterError; a bad row never does: it becomes
+RowProblems and the good rows still count. This module knows nothing of the ledger.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import functools
+import hashlib
+import io
+import logging
+import re
+import tomllib
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+
+from notifier.errors import MappingError, RosterError
+from notifier.volunteer import (
+    DATA_HELD,
+    EXPOSURES,
+    FIELDS,
+    LOCALES,
+    REQUIRED_FIELDS,
+    Volunteer,
+    derive_volunteer_id,
+)
+
+log = logging.getLogger(__name__)
+
+ENCODING_CHOICES: tuple[str, ...] = ("auto", "utf-8", "utf-8-sig", "cp932")
+
+# Fields whose values come from a fixed vocabulary, and so may be mapped in [values.*].
+VOCABULARIES: Mapping[str, tuple[str, ...]] = {
+    "locale": LOCALES,
+    "exposure": EXPOSURES,
+    "data_held": DATA_HELD,
+}
+NAME_FIELDS: tuple[str, ...] = ("family_name", "given_name")
+
+_SAVE_HINT = (
+    "in Excel use File > Save As > 'CSV UTF-8 (comma delimited)', "
+    "or name the file's encoding with --encoding"
+)
+
+
+@dataclass(frozen=True)
+class RosterMapping:
+    """How one kind of roster file names the canonical fields and values."""
+
+    columns: Mapping[str, str] = field(default_factory=dict)  # canonical field -> header
+    values: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # field -> {v: canon}
+    source: Path | None = None
+    sha256: str = ""  # of the mapping file's bytes, recorded with each import
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    row: int  # spreadsheet row: header = 1, first record = 2
+    column: str  # the header as the file spells it
+    value: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class AcceptedRow:
+    row: int
+    volunteer: Volunteer
+
+
+@dataclass(frozen=True)
+class RosterResult:
+    file: Path
+    sha256: str  # of the raw bytes, so the ledger can tell a re-import
+    encoding: str  # as detected (or as given)
+    rows_total: int  # data records, blank ones not counted
+    accepted: tuple[AcceptedRow, ...]
+    problems: tuple[RowProblem, ...]
+    headers: Mapping[str, str] = field(default_factory=dict)  # canonical field -> file header
+
+    @property
+    def rejected_rows(self) -> tuple[int, ...]:
+        """Distinct spreadsheet rows with at least one problem, in order."""
+        return tuple(sorted({p.row for p in self.problems}))
+
+
+# --- mapping file ------------------------------------------------------------------------
+
+
+def load_mapping(path: Path) -> RosterMapping:
+    """Read a `--mapping` TOML file: [columns] field = "header", [values.field] "v" = "canon"."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise MappingError(
+            f"cannot read the mapping file ({exc.strerror})",
+            file=path,
+            hint="check the path given to --mapping",
+        ) from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8-sig"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise MappingError(
+            f"not valid TOML: {exc}",
+            file=path,
+            hint='see the format in the README: [columns] email = "Header in the file"',
+        ) from exc
+    for key in data:
+        if key not in ("columns", "values"):
+            raise MappingError(
+                f"unknown section {key!r}",
+                file=path,
+                field=key,
+                hint="a mapping has only [columns] and [values.<field>] tables",
+            )
+    columns = _mapping_columns(data.get("columns", {}), path)
+    values = _mapping_values(data.get("values", {}), path)
+    return RosterMapping(
+        columns=columns, values=values, source=path, sha256=hashlib.sha256(raw).hexdigest()
+    )
+
+
+def _mapping_columns(table: Any, path: Path) -> dict[str, str]:
+    if not isinstance(table, dict):
+        raise MappingError("[columns] must be a table", file=path, field="columns")
+    columns: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for canonical, header in table.items():
+        where = f"columns.{canonical}"
+        if canonical not in FIELDS:
+            raise MappingError(
+                f"unknown canonical field {canonical!r}",
+                file=path,
+                field=where,
+                hint=f"canonical fields are: {', '.join(FIELDS)}",
+            )
+        if not isinstance(header, str) or not header.strip():
+            raise MappingError(
+                "expected the file's column header as a non-empty string",
+                file=path,
+                field=where,
+            )
+        key = header_key(header)
+        if key in seen:
+            raise MappingError(
+                f"header {header!r} is mapped to both {seen[key]} and {canonical}",
+                file=path,
+                field=where,
+            )
+        seen[key] = canonical
+        columns[canonical] = header
+    return columns
+
+
+def _mapping_values(table: Any, path: Path) -> dict[str, dict[str, str]]:
+    if not isinstance(table, dict):
+        raise MappingError("[values] must hold tables", file=path, field="values")
+    values: dict[str, dict[str, str]] = {}
+    for canonical, pairs in table.items():
+        where = f"values.{canonical}"
+        if canonical not in VOCABULARIES:
+            raise MappingError(
+                f"values can be mapped only for {', '.join(VOCABULARIES)}, not {canonical!r}",
+                file=path,
+                field=where,
+            )
+        if not isinstance(pairs, dict):
+            raise MappingError(
+                f'expected a table [{where}] of "value in the file" = "canonical value"',
+                file=path,
+                field=where,
+            )
+        vocabulary = VOCABULARIES[canonical]
+        for file_value, target in pairs.items():
+            if not isinstance(target, str) or target not in vocabulary:
+                raise MappingError(
+                    f"{file_value!r} maps to {target!r}, which is not a {canonical} value",
+                    file=path,
+                    field=f"{where}.{file_value}",
+                    hint=f"{canonical} values are: {', '.join(vocabulary)}",
+                )
+        values[canonical] = dict(pairs)
+    return values
+
+
+# --- text normalisation -------------------------------------------------------------------
+
+
+def header_key(header: str) -> str:
+    """How headers are compared: 氏名（姓） in the file matches 氏名(姓) in a mapping."""
+    return unicodedata.normalize("NFKC", header).strip().casefold()
+
+
+def value_key(value: str) -> str:
+    """How vocabulary values are compared: ＥＮ, En and en are the same locale."""
+    return unicodedata.normalize("NFKC", value).strip().casefold()
+
+
+def normalise_name(value: str) -> str:
+    """NFKC (half-width ﾔﾏﾓﾄ -> ヤマモト, full-width Ａ -> A), then trimmed (U+3000 too)."""
+    return unicodedata.normalize("NFKC", value).strip()
+
+
+# Cc (CR, LF, TAB, NUL, ...) and the Unicode line and paragraph separators (Zl, Zp).
+_BREAKS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# The same, plus whitespace of any kind (U+3000 and NO-BREAK SPACE included).
+_SPACE_OR_BREAK = re.compile("[\\s\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+# A Latin letter run together with kana or kanji: what UTF-8 or cp1252 text read as cp932
+# looks like (Müller -> Mﾃｼller, Seán -> Se瘢), and no real name does.
+_LATIN = "A-Za-z\u00c0-\u024f"
+_JAPANESE = "\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uff66-\uff9f"
+_GARBLED = re.compile(f"[{_LATIN}][{_JAPANESE}]|[{_JAPANESE}][{_LATIN}]")
+
+
+# --- decoding ---------------------------------------------------------------------------
+
+
+def decode_roster(raw: bytes, encoding: str, path: Path) -> tuple[str, str]:
+    """The file's text and the encoding it was read with.
+
+    `auto`: a UTF-8 BOM means utf-8-sig; otherwise UTF-8, then cp932. UTF-8 first: a cp932
+    file with any Japanese in it is almost never valid UTF-8, while nearly any bytes
+    decode as cp932. cp932, not shift_jis: Excel writes IBM-extension kanji (髙 = FB FC,
+    﨑 = FA B1) that a shift_jis decoder rejects.
+    """
+    if encoding.lower() != "auto":
+        try:
+            codecs.lookup(encoding)
+        except LookupError as exc:
+            raise RosterError(
+                f"unknown encoding {encoding!r}",
+                file=path,
+                hint=f"use one of {', '.join(ENCODING_CHOICES)} (or any Python codec name)",
+            ) from exc
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError as exc:
+            raise _undecodable(raw, [(encoding, exc.start)], path) from exc
+        # Told "utf-8" for an Excel "CSV UTF-8" file: the BOM is not part of the first header.
+        return text.removeprefix("\ufeff"), encoding
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise RosterError(
+            "this is a UTF-16 file (Excel's 'Unicode Text'), not a CSV file",
+            file=path,
+            hint=_SAVE_HINT,
+        )
+    if raw.startswith(codecs.BOM_UTF8):
+        # The BOM says UTF-8: a decoding failure is a damaged file, not a cp932 one.
+        try:
+            return raw.decode("utf-8-sig"), "utf-8-sig"
+        except UnicodeDecodeError as exc:
+            raise _undecodable(raw, [("utf-8-sig", exc.start)], path) from exc
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError as exc:
+        utf8_failure = exc.start
+    # Nearly any bytes decode as cp932, so a damaged UTF-8 file or a cp1252 one (English
+    # Excel's plain "CSV") may come out as cp932 mojibake: names catch that row by row
+    # (_GARBLED), since no real name runs Latin and Japanese letters together.
+    cp932_failure = _cp932_failure(raw)
+    if cp932_failure is None:
+        return raw.decode("cp932"), "cp932"
+    raise _undecodable(raw, [("utf-8", utf8_failure), ("cp932", cp932_failure)], path)
+
+
+# Bytes cp932 decodes but no spreadsheet writes for real text: 0x80, 0xA0 and 0xFD-0xFF
+# (mapped to U+0080 and private-use characters) and the user-defined area F040-F9FC.
+_NOT_TEXT = re.compile("[\x80-\x9f\ue000-\uf8ff]")
+
+
+def _cp932_failure(raw: bytes) -> int | None:
+    """Byte offset at which `raw` stops being plausible cp932 text, or None if it is."""
+    try:
+        text = raw.decode("cp932")
+    except UnicodeDecodeError as exc:
+        return exc.start
+    bad = _NOT_TEXT.search(text)
+    if bad is None:
+        return None
+    return len(text[: bad.start()].encode("cp932"))
+
+
+def _undecodable(raw: bytes, failures: Sequence[tuple[str, int]], path: Path) -> RosterError:
+    # The encoding that read furthest is most likely the one the file was meant to be in,
+    # so its failure is the one worth showing.
+    encoding, offset = max(failures, key=lambda f: f[1])
+    row = _row_at_offset(raw, offset, encoding)
+    tried = " or ".join(name for name, _ in failures)
+    hint = _SAVE_HINT
+    if encoding.startswith("utf-8") and len(failures) == 1:
+        hint += " (for a file from Excel on Japanese Windows: --encoding cp932)"
+    return RosterError(
+        f"cannot be read as {tried}: byte 0x{raw[offset]:02X} at byte offset {offset} "
+        f"(row {row}) is not valid {encoding}",
+        file=path,
+        row=row,
+        hint=hint,
+    )
+
+
+def _row_at_offset(raw: bytes, offset: int, encoding: str) -> int:
+    """The spreadsheet row holding the byte at `offset`: records, not lines, are counted."""
+    prefix = raw[:offset].decode(encoding, errors="replace").removeprefix("\ufeff")
+    # A sentinel stands in for the bad byte, so the last record counted is the one holding it.
+    return sum(1 for _ in csv.reader(io.StringIO(prefix + "x", newline="")))
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Where each canonical field is in this file, and how its values are mapped."""
+
+    index: Mapping[str, int]  # canonical field -> cell index
+    header: Mapping[str, str]  # canonical field -> header as in the file
+    extras: tuple[tuple[int, str], ...]  # unmapped columns: (cell index, header)
+    lookups: Mapping[str, Mapping[str, str]]  # field -> {value_key(file value): canonical}
+    width: int
+    default_locale: str
+
+
+def read_roster(
+    path: Path,
+    *,
+    mapping: RosterMapping | None = None,
+    encoding: str = "auto",
+    default_locale: str = "en",
+) -> RosterResult:
+    """Read and check a roster file; every bad row becomes RowProblems, good rows volunteers."""
+    mapping = mapping or RosterMapping()
+    if default_locale not in LOCALES:
+        raise RosterError(
+            f"unknown default locale {default_locale!r}",
+            hint=f"use one of {', '.join(LOCALES)}",
+        )
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise RosterError(
+            f"cannot read the roster ({exc.strerror})", file=path, hint="check the path"
+        ) from exc
+    if not raw.removeprefix(codecs.BOM_UTF8).strip():
+        raise RosterError(
+            "the file is empty",
+            file=path,
+            hint="export the roster again: it needs a header row and one row per volunteer",
+        )
+    text, detected = decode_roster(raw, encoding, path)
+    # strict: an unclosed quote or text after a closing quote is a damaged file, and
+    # guessing would shift every later cell into the wrong column.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    records = enumerate(reader, start=1)
+    try:
+        _, header = next(records)
+    except StopIteration:  # pragma: no cover - an all-blank file was refused above
+        header = []
+    except csv.Error as exc:
+        raise _damaged(path, 1, exc) from exc
+    plan = _plan(header, mapping, default_locale, path)
+
+    checker = _RowChecker(plan)
+    rows_total = 0
+    row = 1
+    try:
+        for row, cells in records:
+            if not any(cell.strip() for cell in cells):
+                continue  # blank rows (Excel leaves ",,,,," lines) still count in numbering
+            rows_total += 1
+            checker.check(row, cells)
+    except csv.Error as exc:
+        raise _damaged(path, row + 1, exc) from exc
+    if rows_total == 0:
+        raise RosterError(
+            "the file has a header row but no volunteers",
+            file=path,
+            hint="check that you exported the right sheet",
+        )
+    result = RosterResult(
+        file=path,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        encoding=detected,
+        rows_total=rows_total,
+        accepted=tuple(checker.accepted),
+        problems=tuple(checker.problems),
+        headers=dict(plan.header),
+    )
+    log.info(
+        "%s (%s): %d rows, %d accepted, %d rows rejected",
+        path,
+        detected,
+        rows_total,
+        len(result.accepted),
+        len(result.rejected_rows),
+    )
+    return result
+
+
+def _damaged(path: Path, row: int, exc: csv.Error) -> RosterError:
+    return RosterError(
+        f"the CSV structure is damaged near row {row} ({exc}): a quoted cell is not "
+        "closed, or has text after its closing quote",
+        file=path,
+        row=row,
+        hint="open the file in a spreadsheet, check that row, and save it as CSV again",
+    )
+
+
+def _plan(header: Sequence[str], mapping: RosterMapping, default_locale: str, path: Path) -> _Plan:
+    headers = [h.removeprefix("\ufeff").strip() for h in header]
+    if not any(headers):
+        raise RosterError(
+            "the first row is blank: expected column headers",
+            file=path,
+            row=1,
+            hint="the first row must name the columns, e.g. email,family_name,exposure",
+        )
+    positions: dict[str, int] = {}
+    repeated: set[str] = set()
+    for i, h in enumerate(headers):
+        key = header_key(h)
+        if key in positions:
+            repeated.add(key)
+        elif key:
+            positions[key] = i
+    index: dict[str, int] = {}
+    for canonical in FIELDS:
+        wanted = mapping.columns.get(canonical, canonical)
+        at = positions.get(header_key(wanted))
+        if at is not None and header_key(wanted) in repeated:
+            raise RosterError(
+                f'column "{headers[at]}" appears twice in the header',
+                file=path,
+                row=1,
+                hint="rename one of them so every column has its own header",
+            )
+        if at is not None:
+            index[canonical] = at
+        elif canonical in mapping.columns:
+            raise RosterError(
+                f'the mapping names column "{wanted}" for {canonical}, '
+                "but the file has no such column",
+                file=path,
+                row=1,
+                hint=f"the file's columns are: {', '.join(h for h in headers if h)}",
+            )
+    missing = [f for f in REQUIRED_FIELDS if f not in index]
+    if missing:
+        raise RosterError(
+            f"no {' / '.join(missing)} column",
+            file=path,
+            row=1,
+            hint=_missing_hint(headers, missing),
+        )
+    used = set(index.values())
+    # Unmapped columns are kept with the volunteer under their own header; a header that
+    # is blank or repeated gets its column number so no cell overwrites another.
+    extras = tuple(
+        (i, h if h and positions.get(header_key(h)) == i else f"{h or 'column'} ({i + 1})")
+        for i, h in enumerate(headers)
+        if i not in used
+    )
+    lookups = {
+        f: {value_key(v): canonical for v, canonical in mapping.values.get(f, {}).items()}
+        for f in VOCABULARIES
+    }
+    return _Plan(
+        index=index,
+        header={f: headers[i] for f, i in index.items()},
+        extras=extras,
+        lookups=lookups,
+        width=len(headers),
+        default_locale=default_locale,
+    )
+
+
+def _missing_hint(headers: Sequence[str], missing: Iterable[str]) -> str:
+    found = [h for h in headers if h]
+    if len(found) == 1 and (";" in found[0] or "\t" in found[0]):
+        return "the file seems to use ';' or tabs between cells: save it as comma-separated CSV"
+    pairs = ", ".join(f'{f} = "..."' for f in missing)
+    return (
+        f"the file's columns are: {', '.join(found)}; "
+        f"name the right ones in a mapping file ([columns] {pairs}) and pass --mapping"
+    )
+
+
+# --- checking rows ----------------------------------------------------------------------
+
+# Records one problem of the row being checked: (canonical field, value, reason).
+_Problem = Callable[[str, str, str], None]
+
+
+class _RowChecker:
+    """Checks rows one by one, remembering addresses and ids to find duplicates.
+
+    Written for speed (100,000 rows in a few seconds): vocabulary cells repeat, so their
+    verdicts are cached by the cell's exact text.
+    """
+
+    def __init__(self, plan: _Plan) -> None:
+        self.plan = plan
+        self.accepted: list[AcceptedRow] = []
+        self.problems: list[RowProblem] = []
+        self.first_row_of_email: dict[str, int] = {}
+        self.first_row_of_id: dict[str, int] = {}
+        # Cell position of each canonical field; -1 when the file has no such column.
+        self.at = {f: plan.index.get(f, -1) for f in FIELDS}
+        self.vocabulary_verdicts: dict[tuple[str, str], tuple[str, str]] = {}
+        self.data_held_verdicts: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+
+    def check(self, row: int, cells: Sequence[str]) -> None:
+        plan, at, width = self.plan, self.at, self.plan.width
+        count = len(cells)
+        problems: list[RowProblem] = []
+
+        def cell(fld: str) -> str:
+            i = at[fld]
+            return cells[i] if 0 <= i < count else ""
+
+        def problem(fld: str, value: str, reason: str) -> None:
+            problems.append(RowProblem(row, plan.header.get(fld, fld), value, reason))
+
+        if count > width and any(c.strip() for c in cells[width:]):
+            problems.append(
+                RowProblem(
+                    row,
+                    f"(cells after column {width})",
+                    ",".join(cells[width:]),
+                    f"the row has {count} cells but the header only {width}: "
+                    "a comma inside an unquoted cell?",
+                )
+            )
+
+        email, email_ascii = "", ""
+        raw_email = cell("email")
+        if not raw_email.strip():
+            problem("email", raw_email, "required, but empty")
+        else:
+            checked = check_email(raw_email)
+            if isinstance(checked, str):
+                problem("email", raw_email, checked)
+            else:
+                email, email_ascii = checked
+                earlier = self.first_row_of_email.setdefault(email.casefold(), row)
+                if earlier != row:
+                    problem(
+                        "email",
+                        raw_email,
+                        f"duplicate of row {earlier} (the same address, ignoring case)",
+                    )
+
+        family_name = self._name(cell("family_name"), "family_name", problem)
+        given_name = self._name(cell("given_name"), "given_name", problem)
+        exposure = self._vocabulary("exposure", cell("exposure"), problem)
+        if at["locale"] >= 0:
+            locale = self._vocabulary("locale", cell("locale"), problem)
+        else:
+            locale = plan.default_locale
+        data_held = self._data_held(cell("data_held"), problem)
+
+        raw_id = cell("volunteer_id")
+        volunteer_id = normalise_name(raw_id)
+        if volunteer_id:
+            earlier = self.first_row_of_id.setdefault(volunteer_id, row)
+            if earlier != row:
+                problem("volunteer_id", raw_id, f"duplicate of row {earlier}")
+        elif email:
+            volunteer_id = derive_volunteer_id(email)
+
+        if problems:
+            self.problems.extend(problems)
+            return
+        extra = {h: v for i, h in plan.extras if i < count and (v := cells[i].strip())}
+        self.accepted.append(
+            AcceptedRow(
+                row,
+                Volunteer(
+                    volunteer_id=volunteer_id,
+                    email=email,
+                    email_ascii=email_ascii,
+                    family_name=family_name,
+                    given_name=given_name,
+                    locale=locale,
+                    exposure=exposure,
+                    data_held=data_held,
+                    postal_address=cell("postal_address").strip().replace("\r\n", "\n"),
+                    extra=extra,
+                ),
+            )
+        )
+
+    def _name(self, raw: str, fld: str, problem: _Problem) -> str:
+        name = normalise_name(raw)
+        if not name and fld in REQUIRED_FIELDS:
+            problem(fld, raw, "required, but empty")
+        elif _BREAKS.search(name):
+            # A line break (Alt+Enter) or control character inside a name is always a
+            # spreadsheet accident: no one's name contains one, and sent as-is it would
+            # break the salutation. (HTML-like text is allowed: templates escape it.)
+            problem(fld, raw, "contains a line break or control character")
+        elif _GARBLED.search(name):
+            problem(
+                fld,
+                raw,
+                "looks garbled (Latin and Japanese letters run together): "
+                "is the file's encoding right? name it with --encoding",
+            )
+        return name
+
+    def _vocabulary(self, fld: str, raw: str, problem: _Problem) -> str:
+        """The canonical value, or "" after reporting why the cell is refused."""
+        verdict = self.vocabulary_verdicts.get((fld, raw))
+        if verdict is None:
+            verdict = self.vocabulary_verdicts[fld, raw] = self._vocabulary_verdict(fld, raw)
+        value, reason = verdict
+        if reason:
+            problem(fld, raw, reason)
+        return value
+
+    def _vocabulary_verdict(self, fld: str, raw: str) -> tuple[str, str]:
+        key = value_key(raw)
+        vocabulary = VOCABULARIES[fld]
+        value = self.plan.lookups[fld].get(key, key)
+        if value in vocabulary:
+            return value, ""
+        expected = ", ".join(vocabulary)
+        if key:
+            return "", f"unknown {fld}; expected one of {expected} (or map it in [values.{fld}])"
+        if fld == "locale":
+            return "", (
+                f"empty; expected one of {expected} "
+                "(or leave out the column to use --default-locale)"
+            )
+        return "", "required, but empty"
+
+    def _data_held(self, raw: str, problem: _Problem) -> tuple[str, ...]:
+        verdict = self.data_held_verdicts.get(raw)
+        if verdict is None:
+            verdict = self.data_held_verdicts[raw] = self._data_held_verdict(raw)
+        held, unknown = verdict
+        for item in unknown:
+            problem(
+                "data_held",
+                item,
+                f"unknown data_held item; expected ';'-separated items from {', '.join(DATA_HELD)}",
+            )
+        return held
+
+    def _data_held_verdict(self, raw: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        held: set[str] = set()
+        unknown: list[str] = []
+        lookup = self.plan.lookups["data_held"]
+        for item in unicodedata.normalize("NFKC", raw).split(";"):
+            key = item.strip().casefold()
+            value = lookup.get(key, key)
+            if value in DATA_HELD:
+                held.add(value)
+            elif key:
+                unknown.append(item.strip())
+        # Vocabulary order, so a re-exported roster listing the same items differently is
+        # the same volunteer, not a change.
+        return tuple(d for d in DATA_HELD if d in held), tuple(unknown)
+
+
+def check_email(value: str) -> tuple[str, str] | str:
+    """(normalised address, A-label form), or the reason it is refused.
+
+    Whitespace anywhere is refused, never trimmed: a stray space or tab usually means the
+    cell holds something else too (two addresses, a note), and guessing would mail the
+    wrong person.
+    """
+    space = _SPACE_OR_BREAK.search(value)
+    if space:
+        at, char = space.start(), space.group()
+        where = (
+            "at the start or end"
+            if at == 0 or _SPACE_OR_BREAK.search(value[-1])
+            else f"inside it (position {at + 1})"
+        )
+        return (
+            f"contains whitespace {where} (U+{ord(char):04X} "
+            f"{unicodedata.name(char, 'control character')}); never trimmed, fix the cell"
+        )
+    fast = _check_plain_address(value)
+    if fast is not None:
+        return fast
+    return _check_email_fully(value)
+
+
+def _check_email_fully(value: str) -> tuple[str, str] | str:
+    try:
+        checked = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return f"not a valid address: {exc}"
+    ascii_form = checked.ascii_email or f"{checked.local_part}@{checked.ascii_domain}"
+    return checked.normalized, ascii_form
+
+
+# The dot-atom local part of RFC 5322 (as email-validator checks it), lower case only:
+# email-validator lower-cases some role mailboxes (Postmaster, ...), which the full check
+# is left to do.
+_PLAIN_LOCAL = re.compile(r"[a-z0-9_!#$%&'*+\-/=?^`{|}~]+(?:\.[a-z0-9_!#$%&'*+\-/=?^`{|}~]+)*\Z")
+
+
+def _check_plain_address(value: str) -> tuple[str, str] | None:
+    """The common case (lower-case ASCII before a single @) without re-checking its domain.
+
+    email-validator spends most of its time on the domain, and a roster has few distinct
+    domains, so each domain is checked once. None means "not plain: do the full check",
+    which also gives the exact reason for a bad address. A property test holds this to
+    the same answers as the full check.
+    """
+    local, sep, domain = value.partition("@")
+    if not sep or "@" in domain or len(value) > 200 or not _PLAIN_LOCAL.match(local):
+        return None
+    checked = _check_domain(domain)
+    if checked is None:
+        return None
+    unicode_domain, ascii_domain = checked
+    if len(local) + len(ascii_domain) > 200:
+        return None
+    return f"{local}@{unicode_domain}", f"{local}@{ascii_domain}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _check_domain(domain: str) -> tuple[str, str] | None:
+    """(normalised domain, A-label domain) if `domain` is a valid one, else None."""
+    checked = _check_email_fully(f"x@{domain}")
+    if isinstance(checked, str):
+        return None
+    return checked[0].partition("@")[2], checked[1].partition("@")[2]

@@ -1,0 +1,115 @@
+"""Shared by the delivery tests: volunteers in a real ledger, and SMTP servers that misbehave.
+
+The servers are the real aiosmtpd (through notifier.sink) on 127.0.0.1, port 0; the
+misbehaviour is scripted per recipient address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from aiosmtpd.smtp import SMTP, Envelope
+
+from notifier.ledger import Ledger, volunteer_to_row
+from notifier.sink import ReceivedMessage, SinkHandler
+from notifier.volunteer import Volunteer
+
+EXPOSURES = ("published", "screened", "database_only")
+
+
+def make_volunteers(count: int, *, start: int = 0) -> list[Volunteer]:
+    people = []
+    for i in range(start, start + count):
+        ja = i % 2 == 1
+        people.append(
+            Volunteer(
+                volunteer_id=f"HMR-{i:05d}",
+                email=f"person{i}@example.{'jp' if ja else 'com'}",
+                email_ascii=f"person{i}@example.{'jp' if ja else 'com'}",
+                family_name="鈴木" if ja else "Doe",
+                given_name="一郎" if ja else "Jane",
+                locale="ja" if ja else "en",
+                exposure=EXPOSURES[i % 3],
+                data_held=("id_documents", "photo"),
+            )
+        )
+    return people
+
+
+def add_volunteers(ledger: Ledger, volunteers: Iterable[Volunteer]) -> None:
+    ledger.db.table("volunteers").insert_all([volunteer_to_row(v) for v in volunteers])
+
+
+def recipients(messages: Iterable[ReceivedMessage]) -> Counter[str]:
+    """How many copies each address received."""
+    return Counter(r for m in messages for r in m.rcpt_tos)
+
+
+class ScriptedHandler(SinkHandler):
+    """A sink whose answers are scripted per recipient.
+
+    `script[address]` is a list of actions, one used per delivery attempt to that address
+    (the last one repeats): "ok", "421", "451", "550" (at RCPT), "drop" (close the
+    connection in the middle of DATA), "stall" (answer DATA only after the client has
+    given up), "data451" / "data554" (refuse at the end of DATA), "hold" (store the
+    message, then wait for `release` before answering).
+    """
+
+    def __init__(self, script: dict[str, list[str]] | None = None, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.script = {k.casefold(): v for k, v in (script or {}).items()}
+        self.tries: Counter[str] = Counter()
+        self.release = threading.Event()
+        self.holding = threading.Event()
+        self.stall_seconds = 5.0
+
+    def action(self, address: str, *, advance: bool) -> str:
+        steps = self.script.get(address.casefold())
+        if not steps:
+            return "ok"
+        n = self.tries[address.casefold()]
+        if advance:
+            self.tries[address.casefold()] += 1
+        return steps[min(n, len(steps) - 1)]
+
+    def rcpt_reply(self, address: str) -> str | None:
+        act = self.action(address, advance=False)
+        if act in ("421", "451", "550"):
+            self.tries[address.casefold()] += 1
+            return {
+                "421": "421 4.3.2 Service shutting down, try later",
+                "451": f"451 4.7.1 <{address}>: greylisted, try again later",
+                "550": f"550 5.1.1 <{address}>: no such user",
+            }[act]
+        return super().rcpt_reply(address)
+
+    async def data_reply(self, server: SMTP, envelope: Envelope) -> str | None:
+        address = envelope.rcpt_tos[0]
+        act = self.action(address, advance=True)
+        if act == "drop":
+            server.transport.close()
+            return "451 never seen"
+        if act == "stall":
+            await asyncio.sleep(self.stall_seconds)
+            return "451 4.4.2 too late"
+        if act == "data451":
+            return "451 4.3.0 temporary failure, try again"
+        if act == "data554":
+            return "554 5.7.1 message refused"
+        if act == "hold":
+            message = ReceivedMessage(
+                mail_from=envelope.mail_from or "",
+                rcpt_tos=tuple(envelope.rcpt_tos),
+                data=envelope.original_content or b"",
+                received_at=datetime.now(UTC),
+                queue_id="HELD",
+            )
+            self.store(message)
+            self.holding.set()
+            await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 30)
+            return "250 2.0.0 Ok: queued as HELD"
+        return None

@@ -1,0 +1,281 @@
+"""`notifier check`: passes on the shipped campaigns against a realistic roster, and fails
+with a clear message, once per problem, on deliberately broken campaigns."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import Notifier
+
+from notifier.campaign import TEMPLATES_DIR, load_campaign
+from notifier.catalogs import LOCALE_DIR
+from notifier.check import REQUIRED_ELEMENTS, CheckReport, check_campaign
+from notifier.ledger import Ledger, volunteer_to_row
+from notifier.volunteer import DATA_HELD, EXPOSURES, LOCALES, Volunteer
+
+FAMILY = {"en": ["Smith", "O'Neill", "Dąbrowski", "Nguyen"], "ja": ["鈴木", "田中", "佐藤"]}
+GIVEN = {"en": ["Jo", "Mary-Ann", "", "Sam"], "ja": ["一郎", "花子", "健"]}
+KINDS: list[tuple[str, ...]] = [
+    (),
+    ("id_documents", "photo"),
+    ("id_documents", "photo", "health_questionnaire", "consent_form", "test_results"),
+    DATA_HELD,
+    ("consent_form", "gp_information"),
+]
+
+
+def roster(size: int = 120) -> list[Volunteer]:
+    """Every locale × exposure × kind of data held, with a variety of names."""
+    people = []
+    for n in range(size):
+        locale = LOCALES[n % 2]
+        exposure = EXPOSURES[(n // 2) % 3]
+        email = f"volunteer{n}@example.com"
+        people.append(
+            Volunteer(
+                volunteer_id=f"HMR-{n:04d}",
+                email=email,
+                email_ascii=email,
+                family_name=FAMILY[locale][n % len(FAMILY[locale])],
+                given_name=GIVEN[locale][n % len(GIVEN[locale])],
+                locale=locale,
+                exposure=exposure,
+                data_held=() if exposure == "database_only" else KINDS[n % len(KINDS)],
+            )
+        )
+    return people
+
+
+@pytest.fixture
+def filled(ledger: Ledger) -> Ledger:
+    ledger.db.table("volunteers").insert_all([volunteer_to_row(v) for v in roster()])
+    return ledger
+
+
+def test_check_passes_on_first_notice(filled: Ledger) -> None:
+    report = check_campaign(filled, load_campaign("2020-03-breach"))
+    assert report.ok, [str(p) for p in report.problems]
+    assert report.volunteers == 120
+    assert report.by_locale == {"en": 60, "ja": 60}
+    assert report.note is None
+
+
+def test_check_update_before_first_notice_is_sent_checks_attribute_audience(
+    filled: Ledger,
+) -> None:
+    ticks: list[int] = []
+    report = check_campaign(
+        filled, load_campaign("2020-04-29-update"), progress=lambda: ticks.append(1)
+    )
+    assert report.ok, [str(p) for p in report.problems]
+    assert not report.history_applied
+    assert report.note is not None and "2020-03-breach has no messages" in report.note
+    assert report.volunteers == 80 == len(ticks)  # screened + database_only
+
+
+def test_check_update_after_first_notice_uses_outcomes(filled: Ledger) -> None:
+    filled.db.table("campaigns").insert({"campaign_id": "2020-03-breach", "title": "first"})
+    filled.db.table("messages").insert_all(
+        {
+            "message_id": f"<m{n}@example.org>",
+            "campaign_id": "2020-03-breach",
+            "volunteer_id": f"HMR-{n:04d}",
+            "verp_token": f"t{n}",
+            "state": "bounced_hard" if n % 4 == 0 else "delivered",
+        }
+        for n in range(120)
+    )
+    report = check_campaign(filled, load_campaign("2020-04-29-update"))
+    assert report.ok and report.history_applied and report.note is None
+    assert report.volunteers == 60  # the 80 screened/database-only, less hard bounces
+
+
+def test_check_empty_audience_is_a_problem(ledger: Ledger) -> None:
+    report = check_campaign(ledger, load_campaign("2020-03-breach"))
+    assert [p.kind for p in report.problems] == ["audience"]
+
+
+# --- broken campaigns -------------------------------------------------------------------
+
+
+def broken(
+    tmp_path: Path, edit: Callable[[Path, Path], None], campaign: str = "2020-03-breach"
+) -> Path:
+    """A copy of a shipped campaign with its own templates and catalogs, edited."""
+    templates, catalogs = tmp_path / "templates", tmp_path / "locale"
+    shutil.copytree(TEMPLATES_DIR, templates)
+    shutil.copytree(LOCALE_DIR, catalogs, ignore=shutil.ignore_patterns("*.mo"))
+    edit(templates, catalogs)
+    source = load_campaign(campaign).path
+    assert source is not None
+    text = source.read_text(encoding="utf-8").replace(
+        "\nallow_links = false",
+        '\nallow_links = false\ntemplates_dir = "templates"\nlocale_dir = "locale"',
+    )
+    text = text.replace('follows = "2020-03-breach"', "")
+    text = text.replace('follows_states = ["sent", "delivered"]', "")
+    path = tmp_path / f"{campaign}.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def replace_in(path: Path, old: str, new: str) -> None:
+    source = path.read_text(encoding="utf-8")
+    assert old in source, old
+    path.write_text(source.replace(old, new, 1), encoding="utf-8")
+
+
+def run_check(ledger: Ledger, path: Path) -> CheckReport:
+    report = check_campaign(ledger, load_campaign(path))
+    assert not report.ok
+    return report
+
+
+def test_check_reports_missing_variable_once_with_file_line_and_count(
+    filled: Ledger, tmp_path: Path
+) -> None:
+    def edit(templates: Path, _catalogs: Path) -> None:
+        replace_in(
+            templates / "ja" / "_breach.j2",
+            "{% block what_happened %}\n",
+            "{% block what_happened %}\n{{ dates.reopened|long_date }}\n",
+        )
+
+    report = run_check(filled, broken(tmp_path, edit))
+    errors = [p for p in report.problems if p.kind == "render_error"]
+    assert len(errors) == 1
+    assert "ja/_breach.j2:" in errors[0].message and "reopened" in errors[0].message
+    assert errors[0].volunteers == 60  # every Japanese reader, and only them
+
+
+def test_check_refuses_links(filled: Ledger, tmp_path: Path) -> None:
+    def edit(templates: Path, _catalogs: Path) -> None:
+        replace_in(
+            templates / "en" / "_common.j2",
+            "Our notices contain no links.",
+            "See https://help.example.org/attack for more.",
+        )
+
+    report = run_check(filled, broken(tmp_path, edit))
+    links = [p for p in report.problems if p.kind == "link"]
+    assert links and all("https://help.example.org/attack" in p.message for p in links)
+    assert [p.volunteers for p in links] == [60]
+    assert "in the text and HTML parts" in links[0].message
+
+
+def test_check_reports_link_in_a_name(ledger: Ledger) -> None:
+    people = roster(12)
+    people[3] = dataclasses.replace(people[3], given_name="see www.evil.example now")
+    ledger.db.table("volunteers").insert_all([volunteer_to_row(v) for v in people])
+    report = check_campaign(ledger, load_campaign("2020-03-breach"))
+    assert [(p.kind, p.message, p.volunteers) for p in report.problems] == [
+        ("link", "link or URL 'www.evil.example' in a volunteer's name: correct the roster", 1)
+    ]
+
+
+def test_check_reports_block_missing_in_one_locale(filled: Ledger, tmp_path: Path) -> None:
+    def edit(templates: Path, _catalogs: Path) -> None:
+        path = templates / "ja" / "_breach.j2"
+        source = path.read_text(encoding="utf-8")
+        start = source.index("{% block closing %}")
+        path.write_text(source[:start], encoding="utf-8")
+
+    report = run_check(filled, broken(tmp_path, edit))
+    assert [p.kind for p in report.problems] == ["out_of_step"]
+    problem = report.problems[0]
+    assert problem.message == "block 'closing' is in en/_breach.j2 but not in ja/_breach.j2"
+    assert problem.volunteers == 60
+
+
+def test_check_reports_required_element_missing(filled: Ledger, tmp_path: Path) -> None:
+    def edit(templates: Path, _catalogs: Path) -> None:
+        replace_in(
+            templates / "en" / "_breach.j2",
+            '{% block contact %}\n{% if exposure == "published" %}',
+            '{% block contact %}\n{% if exposure == "nobody" %}',
+        )
+        replace_in(
+            templates / "en" / "_breach.j2",
+            '{{ common.contact("If you have any questions or concerns,", reply_address) }}',
+            "",
+        )
+
+    report = run_check(filled, broken(tmp_path, edit))
+    missing = [p for p in report.problems if p.kind == "missing_element"]
+    assert {p.message.split(" for ")[1].split(" (")[0] for p in missing} == {
+        f"en × {exposure}" for exposure in EXPOSURES
+    }
+    assert all("'contact' (how to contact us)" in p.message for p in missing)
+    assert all("text and HTML part" in p.message for p in missing)
+    assert sum(p.volunteers for p in missing) == 60
+    assert set(REQUIRED_ELEMENTS) >= {"contact", "what_happened"}
+
+
+def test_check_reports_fuzzy_and_untranslated_japanese(filled: Ledger, tmp_path: Path) -> None:
+    def edit(_templates: Path, catalogs: Path) -> None:
+        po = catalogs / "ja" / "LC_MESSAGES" / "messages.po"
+        replace_in(po, 'msgid "What happened"', '#, fuzzy\nmsgid "What happened"')
+        replace_in(po, 'msgstr "お問い合わせ先"', 'msgstr ""')
+
+    report = run_check(filled, broken(tmp_path, edit))
+    messages = {p.message.split(": ", 1)[1]: p.volunteers for p in report.problems}
+    assert messages == {
+        "fuzzy entry 'What happened'": 60,
+        "untranslated entry 'How to contact us'": 60,
+    }
+    assert all(
+        p.kind == "catalog" and "ja/LC_MESSAGES/messages.po:" in p.message for p in report.problems
+    )
+
+
+def test_check_cli_passes_and_fails(filled: Ledger, tmp_path: Path, notifier: Notifier) -> None:
+    filled.close()
+    result = notifier("check", "2020-03-breach")
+    assert result.exit_code == 0, result.output
+    assert (
+        result.stdout.strip() == "2020-03-breach: 120 messages rendered (en 60, ja 60); no problems"
+    )
+
+    def edit(templates: Path, _catalogs: Path) -> None:
+        replace_in(
+            templates / "en" / "_common.j2", "Bank Safe Online", "www.banksafeonline.example"
+        )
+
+    result = notifier("check", str(broken(tmp_path / "b", edit)))
+    assert result.exit_code == 1
+    problems = [line for line in result.stdout.splitlines() if line.startswith("problem:")]
+    assert problems == [
+        "problem: link, URL or attachment 'www.banksafeonline.example' in the text and HTML "
+        "parts: a breach notice carries none (set allow_links = true in the campaign to allow) "
+        "[60 volunteers]"
+    ]
+
+
+def test_check_cli_malformed_campaign_is_one_line(notifier: Notifier, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('id = "bad"\ntitle = "no template"\n', encoding="utf-8")
+    result = notifier("check", str(bad))
+    assert result.exit_code == 2
+    assert "bad.toml: template: missing key" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_campaign_cli_list_and_show(filled: Ledger, notifier: Notifier) -> None:
+    filled.close()
+    listed = notifier("campaign", "list")
+    assert listed.exit_code == 0
+    assert "2020-03-breach" in listed.stdout and "2020-04-29-update" in listed.stdout
+    shown = notifier("campaign", "show", "2020-04-29-update")
+    assert shown.exit_code == 0, shown.output
+    out = shown.stdout
+    assert "Update on the cyber attack on HMR" in out and "【続報】" in out
+    assert "follows" in out and "2020-03-breach" in out
+    assert "has no messages in the ledger yet" in out
+    assert "Who it goes to (80 volunteers)" in out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
+    assert rows["en"] == ["0", "20", "20", "40"]
+    assert rows["total"] == ["0", "40", "40", "80"]

@@ -1,0 +1,181 @@
+"""`notifier bounces parse | ingest | unmatched`, run in-process against real files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import Notifier
+from test_bounces import (
+    EXPECTED,
+    FIXTURE_KEY,
+    FIXTURES,
+    HAND_WRITTEN,
+    PEOPLE,
+    mid,
+    seed_ledger,
+    token,
+)
+
+from notifier import verp
+from notifier.bounces import RECORD_KEYS
+from notifier.ledger import Ledger
+
+
+@pytest.fixture(autouse=True)
+def _no_outside_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("NOTIFIER_SECRET_FILE", "NOTIFIER_IMAP_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def write_key(ledger_path: Path) -> None:
+    """The VERP key beside the ledger: the one the fixtures' tokens were made with."""
+    verp.key_path_for(ledger_path).write_text(FIXTURE_KEY.hex() + "\n", encoding="ascii")
+
+
+def maildir_of(tmp_path: Path, names: list[str]) -> Path:
+    box = tmp_path / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (box / sub).mkdir(parents=True)
+    for number, name in enumerate(names):
+        shutil.copy(FIXTURES / name, box / "new" / f"1585563{number:03d}.M{number}P1.mx")
+    return box
+
+
+def test_parse_json_is_one_array_with_exact_keys(notifier: Notifier) -> None:
+    names = sorted(EXPECTED)
+    result = notifier("bounces", "parse", *(str(FIXTURES / n) for n in names), "--format", "json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert isinstance(rows, list)
+    assert len(rows) == sum(len(v) for v in EXPECTED.values())
+    for row in rows:
+        assert list(row) == list(RECORD_KEYS)
+        assert row["kind"] in ("hard", "soft", "delivered", "unknown")
+    by_file: dict[str, list[dict[str, object]]] = {}
+    for row in rows:
+        by_file.setdefault(Path(str(row["file"])).name, []).append(row)
+    for name in names:
+        got = [{k: v for k, v in r.items() if k != "file"} for r in by_file[name]]
+        assert got == EXPECTED[name], name
+
+
+def test_parse_json_exact_object_with_nulls(notifier: Notifier) -> None:
+    path = FIXTURES / "x400-recipient.eml"
+    result = notifier("bounces", "parse", str(path), "--format", "json")
+    assert json.loads(result.stdout) == [
+        {
+            "file": str(path),
+            "action": "failed",
+            "status": "5.1.1",
+            "recipient": "tanaka@example.jp",
+            "kind": "hard",
+            "original_message_id": mid(13),
+            "envelope_id": None,
+            "verp_token": token(13),
+            "diagnostic": None,
+        }
+    ]
+    assert '"envelope_id": null' in result.stdout
+
+
+def test_parse_never_touches_the_ledger(notifier: Notifier) -> None:
+    result = notifier("bounces", "parse", str(FIXTURES / "qmail.eml"))
+    assert result.exit_code == 0
+    assert not notifier.ledger_path.exists()
+
+
+def test_parse_table_shows_each_recipient(notifier: Notifier) -> None:
+    result = notifier("bounces", "parse", str(FIXTURES / "exchange-multi.eml"))
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["file", "recipient", "action", "status", "kind", "diagnostic"]
+    assert [line.split()[1] for line in lines[1:]] == [
+        "frank@example.com",
+        "grace@example.com",
+        "heidi@example.jp",
+    ]
+    assert all(line.split()[4] == "hard" for line in lines[1:])
+
+
+def test_parse_missing_file_is_one_clean_error(notifier: Notifier) -> None:
+    result = notifier("bounces", "parse", "nowhere.eml")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: nowhere.eml: no such file or folder")
+    assert "Traceback" not in result.output
+
+
+def test_ingest_maildir_then_again_records_once(notifier: Notifier, tmp_path: Path) -> None:
+    with Ledger(notifier.ledger_path) as led:
+        seed_ledger(led)
+    write_key(notifier.ledger_path)
+    box = maildir_of(tmp_path, HAND_WRITTEN)
+    first = notifier("bounces", "ingest", str(box))
+    assert first.exit_code == 0, first.output
+    assert first.stdout.startswith("16 reports read (0 already recorded): 16 matched, 0 unmatched")
+    assert "12 hard, 2 soft, 2 delivered" in first.stdout
+    second = notifier("bounces", "ingest", str(box))
+    assert second.stdout.startswith("16 reports read (16 already recorded): 0 matched")
+    with Ledger(notifier.ledger_path) as led:
+        assert led.count("bounce_reports") == 16
+        assert led.count("suppressions") == 12
+        assert led.verify().ok
+    assert notifier("bounces", "unmatched").stdout.strip() == "no unmatched reports"
+
+
+def test_unmatched_lists_what_ingest_could_not_tie(notifier: Notifier, tmp_path: Path) -> None:
+    with Ledger(notifier.ledger_path) as led:
+        seed_ledger(led, [1, 2])
+    write_key(notifier.ledger_path)
+    forged = (
+        (FIXTURES / "postfix-delayed.eml")
+        .read_bytes()
+        .replace(token(3).encode(), verp.make_token(b"x" * 32, mid(3)).encode())
+    )
+    (tmp_path / "forged.eml").write_bytes(forged)
+    result = notifier(
+        "bounces",
+        "ingest",
+        str(FIXTURES / "postfix-hard-511.eml"),
+        str(FIXTURES / "gmail-folded.eml"),
+        str(tmp_path / "forged.eml"),
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 matched, 1 unmatched, 1 refused as forged" in result.stdout
+    assert "notifier bounces unmatched" in result.stdout
+
+    listing = notifier("bounces", "unmatched")
+    assert listing.exit_code == 0
+    lines = listing.stdout.splitlines()
+    assert len(lines) == 2
+    assert any("gmail-folded.eml" in ln and "erin@example.com" in ln for ln in lines)
+    assert any("forged.eml" in ln and "forged" in ln and PEOPLE[3] in ln for ln in lines)
+
+    as_json = json.loads(notifier("bounces", "unmatched", "--format", "json").stdout)
+    assert sorted(Path(r["source"]).name for r in as_json) == ["forged.eml", "gmail-folded.eml"]
+    assert all(len(r["sha256"]) == 64 for r in as_json)
+
+
+def test_ingest_without_the_key_refuses(notifier: Notifier) -> None:
+    Ledger(notifier.ledger_path).close()
+    result = notifier("bounces", "ingest", str(FIXTURES / "qmail.eml"))
+    assert result.exit_code == 2
+    assert "no VERP key" in result.stderr
+    assert not verp.key_path_for(notifier.ledger_path).exists()  # not invented here
+
+
+def test_ingest_needs_a_path_or_imap(notifier: Notifier) -> None:
+    result = notifier("bounces", "ingest")
+    assert result.exit_code == 2
+    assert "give at least one PATH" in result.stderr
+
+
+def test_ingest_imap_without_password_is_one_clean_error(notifier: Notifier) -> None:
+    Ledger(notifier.ledger_path).close()
+    write_key(notifier.ledger_path)
+    result = notifier("bounces", "ingest", "--imap", "imaps://bounces@mail.example.org/INBOX")
+    assert result.exit_code == 2
+    assert "NOTIFIER_IMAP_PASSWORD" in result.stderr
+    assert "Traceback" not in result.output

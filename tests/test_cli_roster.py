@@ -1,0 +1,231 @@
+"""`notifier roster import | list | rejects`, run in-process against real files and ledgers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from conftest import Notifier
+from test_roster import (
+    ISSUE_MAPPING,
+    PARTNER_HEADER,
+    PARTNER_RECORDS,
+    crlf,
+    excel_cp932,
+)
+
+from notifier.ledger import Ledger
+from notifier.volunteer import FIELDS
+
+HEADER = "email,family_name,given_name,locale,exposure,data_held,postal_address"
+GOOD = [
+    "ann@example.org,Smith,Ann,en,published,photo;id_documents,",
+    'bob@example.org,O\'Brien,Bob,en,screened,,"10 Example Street\nLondon"',
+    "taro@example.jp,鈴木,太郎,ja,database_only,,",
+]
+BAD = [
+    "ann.example.org,Jones,Cy,en,published,,",  # row 5: no @
+    "ANN@example.org,Smith,Annie,en,leaked,,",  # row 6: duplicate of row 2, unknown exposure
+]
+
+
+def write_roster(tmp_path: Path, rows: list[str], name: str = "roster.csv") -> Path:
+    path = tmp_path / name
+    path.write_bytes(crlf(HEADER, rows).encode("utf-8"))
+    return path
+
+
+def test_cli_roster_import_shows_rejects_and_exits_0(tmp_path: Path, notifier: Notifier) -> None:
+    path = write_roster(tmp_path, GOOD + BAD)
+    result = notifier("roster", "import", str(path))
+    assert result.exit_code == 0, result.output
+    assert "5 rows, 3 valid, 2 rejected (3 problems)" in result.output
+    assert "3 added, 0 updated, 0 unchanged" in result.output
+    assert "Rejected rows" in result.output
+    assert "leaked" in result.output and "ann.example.org" in result.output
+    assert "duplicate of row 2" in result.output
+
+
+def test_cli_roster_rejects_csv(tmp_path: Path, notifier: Notifier) -> None:
+    path = write_roster(tmp_path, GOOD + BAD)
+    out = tmp_path / "rejects.csv"
+    assert notifier("roster", "import", str(path), "--rejects", str(out)).exit_code == 0
+    text = out.read_bytes().decode("utf-8")
+    assert text.startswith("row,column,value,reason\r\n")
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert [r[:3] for r in rows[1:]] == [
+        ["5", "email", "ann.example.org"],
+        ["6", "email", "ANN@example.org"],
+        ["6", "exposure", "leaked"],
+    ]
+    assert "row 2" in rows[2][3]
+    # The same report, read back from the ledger.
+    again = notifier("roster", "rejects", "--format", "csv")
+    assert again.output == text.replace("\r\n", "\n") or again.output == text
+
+
+def test_cli_roster_strict_imports_nothing(tmp_path: Path, notifier: Notifier) -> None:
+    path = write_roster(tmp_path, GOOD + BAD)
+    result = notifier("roster", "import", str(path), "--strict")
+    assert result.exit_code == 1
+    assert "nothing imported" in result.output
+    listed = notifier("roster", "list", "--format", "json")
+    assert json.loads(listed.output) == []
+    assert "leaked" in notifier("roster", "rejects").output
+    # Without bad rows --strict imports as usual.
+    good = write_roster(tmp_path, GOOD, "good.csv")
+    assert notifier("roster", "import", str(good), "--strict").exit_code == 0
+    assert len(json.loads(notifier("roster", "list", "--format", "json").output)) == 3
+
+
+def test_cli_roster_reimport_says_nothing_changed(
+    tmp_path: Path, notifier: Notifier, ledger_path: Path
+) -> None:
+    path = write_roster(tmp_path, GOOD + BAD)
+    notifier("roster", "import", str(path))
+    with Ledger(ledger_path) as led:
+        events = led.count("events")
+    result = notifier("roster", "import", str(path))
+    assert result.exit_code == 0
+    assert "Nothing changed" in result.output and "already imported" in result.output
+    with Ledger(ledger_path) as led:
+        assert led.count("events") == events
+
+
+def test_cli_roster_edited_import_lists_changes(
+    tmp_path: Path, notifier: Notifier, ledger_path: Path
+) -> None:
+    notifier("roster", "import", str(write_roster(tmp_path, GOOD)))
+    edited = [GOOD[0].replace("published", "screened"), *GOOD[1:]]
+    result = notifier("roster", "import", str(write_roster(tmp_path, edited, "edited.csv")))
+    assert result.exit_code == 0
+    assert "0 added, 1 updated, 2 unchanged" in result.output
+    assert "exposure: 'published' -> 'screened'" in result.output
+    with Ledger(ledger_path) as led:
+        (event,) = led.events(kinds=["volunteer_updated"])
+        assert event.data["changes"] == {"exposure": {"old": "published", "new": "screened"}}
+
+
+def test_cli_roster_list_json_shape_and_filters(tmp_path: Path, notifier: Notifier) -> None:
+    notifier("roster", "import", str(write_roster(tmp_path, GOOD)))
+    result = notifier("roster", "list", "--format", "json")
+    records = json.loads(result.output)
+    assert isinstance(records, list) and len(records) == 3
+    for record in records:
+        assert list(record) == [*FIELDS, "display_name", "email_ascii"]
+    bob = next(r for r in records if r["email"] == "bob@example.org")
+    assert bob["display_name"] == "Bob O'Brien"
+    assert bob["postal_address"] == "10 Example Street\nLondon"
+    taro = next(r for r in records if r["locale"] == "ja")
+    assert taro["display_name"] == "鈴木 太郎"
+
+    ja = json.loads(notifier("roster", "list", "--format", "json", "--locale", "ja").output)
+    assert [r["email"] for r in ja] == ["taro@example.jp"]
+    screened = json.loads(
+        notifier("roster", "list", "--format", "json", "--exposure", "screened").output
+    )
+    assert [r["email"] for r in screened] == ["bob@example.org"]
+
+    as_csv = list(csv.DictReader(io.StringIO(notifier("roster", "list", "--format", "csv").output)))
+    assert [r["email"] for r in as_csv] == [r["email"] for r in records]
+    table = notifier("roster", "list").output
+    assert "3 volunteers" in table and "鈴木 太郎" in table
+
+
+def test_cli_roster_done_when_cp932_and_utf8_bom_agree(
+    tmp_path: Path, notifier: Notifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same roster, two encodings, one mapping: identical volunteers and rejected rows."""
+    text = crlf(PARTNER_HEADER, PARTNER_RECORDS)
+    sjis = tmp_path / "partner-cp932.csv"
+    sjis.write_bytes(excel_cp932(text))
+    bom = tmp_path / "partner-utf8.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_bytes(ISSUE_MAPPING.encode("utf-8"))
+
+    outputs = []
+    for i, path in enumerate((sjis, bom)):
+        run = Notifier(tmp_path / f"ledger{i}.db", tmp_path)
+        imported = run("roster", "import", str(path), "--mapping", str(mapping))
+        assert imported.exit_code == 0, imported.output
+        outputs.append(
+            (
+                run("roster", "list", "--format", "json").output,
+                run("roster", "rejects", "--format", "csv").output,
+            )
+        )
+    assert outputs[0] == outputs[1]
+    volunteers = json.loads(outputs[0][0])
+    assert {v["display_name"] for v in volunteers} >= {"髙橋 一郎", "山﨑 花子", "ヤマモト タロウ"}
+    assert "非会員" in outputs[0][1]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (HEADER.encode() + b"\r\n", "no volunteers"),
+        (
+            b"email,family_name,exposure\r\na@example.org,Ta\xffylor,published\r\n",
+            "byte 0xFF at byte offset 44 (row 2)",
+        ),
+    ],
+)
+def test_cli_roster_unusable_file_exits_2_with_one_line(
+    tmp_path: Path, notifier: Notifier, data: bytes, message: str
+) -> None:
+    path = tmp_path / "r.csv"
+    path.write_bytes(data)
+    result = notifier("roster", "import", str(path))
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert result.output.startswith("Error: ")
+    assert "hint:" in result.output
+
+
+def test_cli_roster_no_email_column_after_mapping_exits_2(
+    tmp_path: Path, notifier: Notifier
+) -> None:
+    path = tmp_path / "r.csv"
+    path.write_bytes(excel_cp932(crlf("氏名(姓),メール,区分", ["髙橋,a@example.jp,会員"])))
+    mapping = tmp_path / "m.toml"
+    mapping.write_bytes(ISSUE_MAPPING.encode())
+    result = notifier("roster", "import", str(path), "--mapping", str(mapping))
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert "メールアドレス" in result.output  # the column the mapping asked for
+
+    plain = tmp_path / "plain.csv"
+    plain.write_bytes(b"name,mail,exposure\r\nAnn,a@example.org,published\r\n")
+    result = notifier("roster", "import", str(plain))
+    assert result.exit_code == 2
+    assert "no email" in result.output
+
+
+def test_cli_roster_bad_mapping_exits_2(tmp_path: Path, notifier: Notifier) -> None:
+    mapping = tmp_path / "m.toml"
+    mapping.write_bytes(b'[columns]\nsurname = "x"\n')
+    result = notifier(
+        "roster", "import", str(write_roster(tmp_path, GOOD)), "--mapping", str(mapping)
+    )
+    assert result.exit_code == 2
+    assert "columns.surname" in result.output
+
+
+def test_cli_roster_list_without_a_ledger_exits_2(notifier: Notifier) -> None:
+    result = notifier("roster", "list")
+    assert result.exit_code == 2
+    assert "roster import" in result.output
+
+
+def test_cli_roster_default_locale(tmp_path: Path, notifier: Notifier) -> None:
+    path = tmp_path / "r.csv"
+    path.write_bytes(b"email,family_name,exposure\r\na@example.jp,Suzuki,published\r\n")
+    assert notifier("roster", "import", str(path), "--default-locale", "ja").exit_code == 0
+    (record,) = json.loads(notifier("roster", "list", "--format", "json").output)
+    assert record["locale"] == "ja"

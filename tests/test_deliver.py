@@ -1,0 +1,463 @@
+"""Delivery against real SMTP servers (aiosmtpd on 127.0.0.1, port 0) that misbehave on purpose.
+
+Each test sends the shipped 2020-03-breach campaign to a few volunteers in a real ledger
+file, then checks what the server received and what the ledger recorded.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.smtp import AuthResult
+
+from notifier.campaign import Campaign, load_campaign
+from notifier.config import Settings
+from notifier.deliver import (
+    SendOptions,
+    classify_smtp_outcome,
+    parse_queue_id,
+    parse_smtp_url,
+    xtext,
+)
+from notifier.errors import DeliveryError
+from notifier.ledger import Event, Ledger
+from notifier.send import SendSummary, send_campaign
+from notifier.sink import Sink
+from notifier.verp import key_path_for, load_or_create_key, make_token, token_is_authentic
+from notifier.volunteer import Volunteer
+from smtp_helpers import ScriptedHandler, add_volunteers, make_volunteers, recipients
+
+
+@pytest.fixture(scope="module")
+def campaign() -> Campaign:
+    return load_campaign("2020-03-breach")
+
+
+@pytest.fixture
+def people(ledger: Ledger) -> list[Volunteer]:
+    volunteers = make_volunteers(8)
+    add_volunteers(ledger, volunteers)
+    return volunteers
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    with Sink(handler=ScriptedHandler()) as server:
+        yield server
+
+
+def send(
+    ledger: Ledger,
+    campaign: Campaign,
+    volunteers: Sequence[Volunteer],
+    url: str,
+    **options: Any,
+) -> SendSummary:
+    opts: dict[str, Any] = {"backoff": 0.01, "backoff_max": 0.05, "timeout": 5.0, **options}
+    settings = Settings(ledger=ledger.path, smtp_url=url)
+    return send_campaign(
+        ledger, campaign, volunteers, SendOptions(**opts), settings, handle_signals=False
+    )
+
+
+def message_events(ledger: Ledger, volunteer: Volunteer) -> list[Event]:
+    return [e for e in ledger.events(volunteer_id=volunteer.volunteer_id) if e.message_id]
+
+
+def kinds(events: Sequence[Event]) -> list[str]:
+    return [e.kind for e in events]
+
+
+def script(sink: Sink, address: str, *steps: str) -> None:
+    handler = sink.handler
+    assert isinstance(handler, ScriptedHandler)
+    handler.script[address.casefold()] = list(steps)
+
+
+def tries(sink: Sink, address: str) -> int:
+    handler = sink.handler
+    assert isinstance(handler, ScriptedHandler)
+    return handler.tries[address.casefold()]
+
+
+# --- the rules, on their own ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "state"),
+    [
+        (250, "sent"),
+        (251, "sent"),
+        (421, "deferred"),
+        (450, "deferred"),
+        (451, "deferred"),
+        (452, "deferred"),
+        (None, "deferred"),  # refused, reset, timeout, dropped mid-DATA
+        (354, "deferred"),  # unexpected: try again rather than give up
+        (550, "failed_permanent"),
+        (552, "failed_permanent"),
+        (554, "failed_permanent"),
+    ],
+)
+def test_deliver_classify_smtp_outcome(code: int | None, state: str) -> None:
+    assert classify_smtp_outcome(code, "") == state
+
+
+@pytest.mark.parametrize(
+    ("reply", "queue_id"),
+    [
+        ("2.0.0 Ok: queued as 4F3A2B", "4F3A2B"),
+        ("OK id=1jK2Lm-0003Ab-Cd", "1jK2Lm-0003Ab-Cd"),
+        ("2.0.0 Ok", None),
+    ],
+)
+def test_deliver_parse_queue_id(reply: str, queue_id: str | None) -> None:
+    assert parse_queue_id(reply) == queue_id
+
+
+def test_deliver_parse_smtp_url() -> None:
+    assert str(parse_smtp_url("smtp://127.0.0.1:8025")) == "smtp://127.0.0.1:8025"
+    target = parse_smtp_url("smtps://mail.example.org")
+    assert (target.port, target.implicit_tls) == (465, True)
+    assert parse_smtp_url("smtp://mail.example.org").port == 25
+    for bad in ("http://x", "smtp://", "smtp://user:secret@mail.example.org"):
+        with pytest.raises(DeliveryError):
+            parse_smtp_url(bad)
+
+
+def test_deliver_xtext_encodes_plus_and_equals() -> None:
+    assert xtext("a+b=c d") == "a+2Bb+3Dc+20d"
+
+
+# --- sending ---------------------------------------------------------------------------
+
+
+def test_deliver_sends_each_message_once_with_verp_dsn_and_queue_id(
+    ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
+) -> None:
+    summary = send(ledger, campaign, people, sink.url, concurrency=2)
+
+    assert summary.counts == {"sent": 8}
+    assert ledger.state_counts(campaign.campaign_id) == {"sent": 8}
+    assert recipients(sink.messages) == {v.email: 1 for v in people}
+    key = load_or_create_key(key_path_for(ledger.path))
+    by_recipient = {m.rcpt_tos[0]: m for m in sink.messages}
+    for volunteer in people:
+        received = by_recipient[volunteer.email]
+        parsed = email.message_from_bytes(received.data, policy=email.policy.default)
+        message_id = str(parsed["Message-ID"])
+        token = make_token(key, message_id)
+        # VERP return path with an authentic token, and the DSN parameters (sink offers DSN)
+        assert received.mail_from == f"bounces+{token}@example.org"
+        assert token_is_authentic(key, token)
+        assert f"ENVID={token}" in received.mail_options
+        assert "RET=HDRS" in received.mail_options
+        assert "NOTIFY=FAILURE,DELAY" in received.rcpt_options
+        events = message_events(ledger, volunteer)
+        # write-ahead: `sending` is committed before `sent`
+        assert kinds(events) == ["queued", "sending", "sent"]
+        assert events[-1].data["queue_id"] == received.queue_id
+        assert events[-1].data["code"] == 250
+        assert events[-1].message_id == message_id
+    # many messages per connection, with RSET between them
+    assert sink.handler.rsets >= 8 - 2
+    assert ledger.verify().ok
+
+
+def test_deliver_refused_recipient_fails_permanently_and_others_go(
+    ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
+) -> None:
+    refused = people[3]
+    script(sink, refused.email, "550")
+
+    summary = send(ledger, campaign, people, sink.url)
+
+    assert summary.counts == {"sent": 7, "failed_permanent": 1}
+    assert tries(sink, refused.email) == 1  # 5xx: no retry
+    assert refused.email not in recipients(sink.messages)
+    events = message_events(ledger, refused)
+    assert kinds(events) == ["queued", "sending", "failed_permanent"]
+    assert events[-1].data["code"] == 550
+    assert "no such user" in events[-1].data["reply"]
+
+
+def test_deliver_greylisted_recipient_is_retried_then_sent(
+    ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
+) -> None:
+    greylisted = people[0]
+    script(sink, greylisted.email, "451", "ok")
+
+    summary = send(ledger, campaign, people, sink.url)
+
+    assert summary.counts == {"sent": 8}
+    events = message_events(ledger, greylisted)
+    assert kinds(events) == ["queued", "sending", "deferred", "sending", "sent"]
+    assert [e.data.get("attempt") for e in events[1:]] == [1, 1, 2, 2]
+    assert events[2].data["code"] == 451
+    row = ledger.campaign_messages(campaign.campaign_id, states=("sent",))[0]
+    assert row.attempts >= 1
+    attempts = {m.volunteer_id: m.attempts for m in ledger.campaign_messages("2020-03-breach")}
+    assert attempts[greylisted.volunteer_id] == 2
+    assert recipients(sink.messages)[greylisted.email] == 1
+
+
+def test_deliver_gives_up_after_max_attempts(
+    ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
+) -> None:
+    stuck = people[1]
+    script(sink, stuck.email, "451")
+
+    summary = send(ledger, campaign, people, sink.url, max_attempts=3)
+
+    assert summary.counts == {"sent": 7, "failed_temporary": 1}
+    assert tries(sink, stuck.email) == 3
+    assert kinds(message_events(ledger, stuck)) == [
+        "queued",
+        *["sending", "deferred"] * 2,
+        "sending",
+        "failed_temporary",
+    ]
+
+
+@pytest.mark.parametrize("failure", ["421", "drop", "data451"])
+def test_deliver_transient_failure_is_deferred_and_retried(
+    ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink, failure: str
+) -> None:
+    unlucky = people[2]
+    script(sink, unlucky.email, failure, "ok")
+
+    summary = send(ledger, campaign, people, sink.url, concurrency=1)
+
+    assert summary.counts == {"sent": 8}
+    assert recipients(sink.messages) == {v.email: 1 for v in people}
+    events = message_events(ledger, unlucky)
+    assert kinds(events) == ["queued", "sending", "deferred", "sending", "sent"]
+    if failure == "drop":
+        assert events[2].data["code"] is None  # no reply at all: the connection went away
+
+
+def test_deliver_stalled_server_times_out_and_retries(
+    ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
+) -> None:
+    slow = people[4]
+    script(sink, slow.email, "stall", "ok")
+
+    summary = send(ledger, campaign, people, sink.url, timeout=0.5)
+
+    assert summary.counts == {"sent": 8}
+    events = message_events(ledger, slow)
+    assert kinds(events) == ["queued", "sending", "deferred", "sending", "sent"]
+    assert events[2].data["code"] is None
+    assert "imed out" in events[2].data["reply"]
+
+
+def test_deliver_refusal_at_end_of_data_is_permanent(
+    ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
+) -> None:
+    script(sink, people[5].email, "data554")
+    summary = send(ledger, campaign, people, sink.url)
+    assert summary.counts == {"sent": 7, "failed_permanent": 1}
+    assert tries(sink, people[5].email) == 1
+
+
+def test_deliver_no_dsn_parameters_when_server_does_not_offer_dsn(
+    ledger: Ledger, people: list[Volunteer], campaign: Campaign
+) -> None:
+    with Sink(dsn=False) as plain:
+        summary = send(ledger, campaign, people, plain.url)
+        messages = plain.messages
+    assert summary.counts == {"sent": 8}
+    for received in messages:
+        assert received.mail_from.startswith("bounces+")
+        assert not any(o.startswith(("ENVID=", "RET=")) for o in received.mail_options)
+        assert received.rcpt_options == ()
+
+
+INTERNATIONAL = [
+    Volunteer(
+        volunteer_id="HMR-UTF8-1",
+        email="すずき@例え.jp",
+        email_ascii="すずき@xn--r8jz45g.jp",
+        family_name="鈴木",
+        given_name="花子",
+        locale="ja",
+        exposure="screened",
+    ),
+    Volunteer(
+        volunteer_id="HMR-UTF8-2",
+        email="jane@bücher.example",
+        email_ascii="jane@xn--bcher-kva.example",
+        family_name="Doe",
+        given_name="Jane",
+        locale="en",
+        exposure="published",
+    ),
+]
+
+
+def test_deliver_non_ascii_addresses_go_with_smtputf8_when_offered(
+    ledger: Ledger, campaign: Campaign
+) -> None:
+    add_volunteers(ledger, INTERNATIONAL)
+    with Sink(smtputf8=True) as server:
+        summary = send(ledger, campaign, INTERNATIONAL, server.url)
+        messages = server.messages
+    assert summary.counts == {"sent": 2}
+    by_rcpt = {m.rcpt_tos[0]: m for m in messages}
+    assert set(by_rcpt) == {"すずき@例え.jp", "jane@bücher.example"}
+    assert all(m.smtputf8 for m in messages)
+    # RFC 6532: the header is raw UTF-8, which the bytes parser would not decode.
+    raw = by_rcpt["すずき@例え.jp"].data.decode("utf-8")
+    parsed = email.message_from_string(raw, policy=email.policy.default)
+    assert parsed["To"].addresses[0].addr_spec == "すずき@例え.jp"
+
+
+def test_deliver_without_smtputf8_uses_a_labels_or_fails_that_recipient(
+    ledger: Ledger, campaign: Campaign
+) -> None:
+    add_volunteers(ledger, INTERNATIONAL)
+    with Sink(smtputf8=False) as server:
+        summary = send(ledger, campaign, INTERNATIONAL, server.url)
+        messages = server.messages
+    assert summary.counts == {"sent": 1, "failed_permanent": 1}
+    assert [m.rcpt_tos for m in messages] == [("jane@xn--bcher-kva.example",)]
+    assert not messages[0].smtputf8
+    failed = message_events(ledger, INTERNATIONAL[0])[-1]
+    assert failed.kind == "failed_permanent"
+    assert "SMTPUTF8" in failed.data["reason"]
+
+
+def test_deliver_skips_suppressed_addresses_with_an_event(
+    ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
+) -> None:
+    bounced = people[6]
+    ledger.db.table("suppressions").insert(
+        {"email": bounced.email.upper(), "reason": "hard bounce", "at": "2020-03-25T00:00:00Z"}
+    )
+    summary = send(ledger, campaign, people, sink.url)
+    assert summary.counts == {"sent": 7}
+    assert summary.suppressed == 1
+    assert bounced.email not in recipients(sink.messages)
+    assert kinds(message_events(ledger, bounced)) == ["queued", "suppressed"]
+
+
+def test_deliver_finished_campaign_sends_nothing_again(
+    ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
+) -> None:
+    send(ledger, campaign, people, sink.url)
+    again = send(ledger, campaign, people, sink.url)
+    assert again.nothing_to_send
+    assert again.counts == {}
+    assert len(sink.messages) == 8
+
+
+def test_deliver_limit_sends_only_n_then_resumes(
+    ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
+) -> None:
+    first = send(ledger, campaign, people, sink.url, limit=3)
+    assert first.counts == {"sent": 3}
+    assert ledger.state_counts(campaign.campaign_id) == {"pending": 5, "sent": 3}
+    send(ledger, campaign, people, sink.url)
+    assert recipients(sink.messages) == {v.email: 1 for v in people}
+
+
+def test_deliver_require_tls_refuses_a_server_without_starttls(
+    ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
+) -> None:
+    with pytest.raises(DeliveryError, match="STARTTLS"):
+        send(ledger, campaign, people, sink.url, require_tls=True)
+    assert sink.messages == []
+    assert ledger.state_counts(campaign.campaign_id) == {"pending": 8}  # nothing claimed
+
+
+def test_deliver_unreachable_server_fails_before_claiming(
+    ledger: Ledger, people: list[Volunteer], campaign: Campaign
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens here
+    with pytest.raises(DeliveryError, match="notifier sink"):
+        send(ledger, campaign, people, f"smtp://127.0.0.1:{port}", timeout=2.0)
+    assert ledger.state_counts(campaign.campaign_id) == {"pending": 8}
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_deliver_authenticates_with_credentials_from_the_environment(
+    ledger: Ledger,
+    people: list[Volunteer],
+    campaign: Campaign,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    logins: list[tuple[bytes, bytes]] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        logins.append((data.login, data.password))
+        return AuthResult(success=data.password == b"s3cret")
+
+    monkeypatch.setenv("NOTIFIER_SMTP_USER", "notifier")
+    monkeypatch.setenv("NOTIFIER_SMTP_PASSWORD", "s3cret")
+    options = {"authenticator": authenticator, "auth_required": True, "auth_require_tls": False}
+    with Sink(smtp_options=options) as server:
+        summary = send(ledger, campaign, people, server.url, concurrency=2)
+    assert summary.counts == {"sent": 8}
+    assert logins and set(logins) == {(b"notifier", b"s3cret")}
+
+
+def test_deliver_rate_limit_spaces_messages(
+    ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
+) -> None:
+    # 8 messages at 20/s with a burst of 2: at least 6 waits of 1/20 s.
+    summary = send(ledger, campaign, people, sink.url, rate=20.0)
+    times = sorted(m.received_at for m in sink.messages)
+    assert summary.counts == {"sent": 8}
+    assert (times[-1] - times[0]).total_seconds() >= 6 / 20 * 0.8
+
+
+def test_deliver_batches_pause_between_them(
+    ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
+) -> None:
+    send(ledger, campaign, people, sink.url, batch_size=4, batch_pause=0.4)
+    times = sorted(m.received_at for m in sink.messages)
+    gap = (times[4] - times[3]).total_seconds()
+    assert gap >= 0.4 * 0.9
+
+
+def test_deliver_composes_in_worker_processes(
+    ledger: Ledger, campaign: Campaign, sink: Sink
+) -> None:
+    volunteers = make_volunteers(300)
+    add_volunteers(ledger, volunteers)
+    settings = Settings(ledger=ledger.path, smtp_url=sink.url)
+    summary = send_campaign(
+        ledger,
+        campaign,
+        volunteers,
+        SendOptions(),
+        settings,
+        compose_workers=2,
+        handle_signals=False,
+    )
+    assert summary.counts == {"sent": 300}
+    assert recipients(sink.messages) == {v.email: 1 for v in volunteers}
+    assert ledger.verify().ok
+
+
+def test_deliver_status_is_readable_by_another_connection(
+    ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink, ledger_path: Path
+) -> None:
+    send(ledger, campaign, people, sink.url, limit=2)
+    other = sqlite3.connect(ledger_path)
+    try:
+        rows = other.execute(
+            "SELECT state, count(*) FROM messages GROUP BY state ORDER BY state"
+        ).fetchall()
+    finally:
+        other.close()
+    assert rows == [("pending", 6), ("sent", 2)]

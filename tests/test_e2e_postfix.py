@@ -1,0 +1,235 @@
+"""End to end through a real MTA: send via Postfix, read its real DSNs back, check the ledger.
+
+notifier sends the 2020-03-breach notice to a private Postfix on 127.0.0.1. Postfix
+relays to a scripted remote that refuses some recipients (550 unknown user, 552 mailbox
+full, 450 try later) and writes its delivery status notifications to each message's VERP
+return path, bounces+TOKEN@example.org, which it delivers into a local Maildir.
+`notifier bounces ingest` reads that Maildir, and every recipient's final state is
+checked in the ledger.
+
+Skipped, saying why, only where Postfix is not installed or we are not root
+(`.ci/run` installs it).
+"""
+
+from __future__ import annotations
+
+import csv
+import email
+import email.policy
+import io
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import Notifier
+from mta import (
+    MAILBOX_FULL,
+    TRY_LATER,
+    USER_UNKNOWN,
+    PostfixInstance,
+    Reply,
+    ScriptedRemote,
+    skip_reason,
+)
+
+from notifier.ledger import Ledger
+
+CAMPAIGN = "2020-03-breach"
+DSN_TIMEOUT = 60.0  # seconds; Postfix returns these within a few seconds here
+
+pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
+
+
+# Ten volunteers, English and Japanese, every exposure. Two have internationalised
+# addresses (sent with SMTPUTF8 through Postfix); 田中's DSN is an SMTPUTF8 one
+# (message/global-delivery-status).
+ROSTER_CSV = """\
+volunteer_id,email,family_name,given_name,locale,exposure,data_held
+V001,alice@example.com,Smith,Alice,en,published,id_documents;photo
+V002,sato@example.jp,佐藤,花子,ja,published,id_documents
+V003,bob@example.net,Jones,Bob,en,screened,health_questionnaire
+V004,suzuki@example.jp,鈴木,一郎,ja,screened,consent_form
+V005,山田@example.jp,山田,太郎,ja,database_only,
+V006,nobody@example.com,Brown,Carol,en,published,photo
+V007,田中@example.jp,田中,次郎,ja,screened,gp_information
+V008,full@example.net,Green,Dan,en,database_only,
+V009,busy@example.jp,高橋,三郎,ja,published,test_results
+V010,later@example.com,White,Eve,en,screened,bank_details
+"""
+# What the remote answers each address; everyone else gets 250.
+SCRIPT: dict[str, Reply] = {
+    "nobody@example.com": USER_UNKNOWN,
+    "田中@example.jp": USER_UNKNOWN,
+    "full@example.net": MAILBOX_FULL,
+    "busy@example.jp": TRY_LATER,
+    "later@example.com": TRY_LATER,
+}
+HARD_REPLIES = (USER_UNKNOWN, MAILBOX_FULL)
+
+
+@dataclass(frozen=True)
+class Person:
+    volunteer_id: str
+    email: str
+    reply: Reply | None  # what the remote answers; None: 250
+
+
+ROSTER = tuple(
+    Person(row["volunteer_id"], row["email"], SCRIPT.get(row["email"]))
+    for row in csv.DictReader(io.StringIO(ROSTER_CSV))
+)
+
+
+def final_states(ledger_path: Path) -> dict[str, str]:
+    with Ledger(ledger_path, create=False) as led:
+        return {m.volunteer_id: m.state for m in led.campaign_messages(CAMPAIGN)}
+
+
+def ledger_snapshot(ledger_path: Path) -> tuple[dict[str, str], set[str], int, int]:
+    """States, suppressed addresses, number of events, number of reports: all that ingest moves."""
+    with Ledger(ledger_path, create=False) as led:
+        states = {m.volunteer_id: m.state for m in led.campaign_messages(CAMPAIGN)}
+        return (
+            states,
+            led.suppressed_addresses(),
+            led.count("events"),
+            led.count("bounce_reports"),
+        )
+
+
+@pytest.fixture
+def cli(notifier: Notifier, monkeypatch: pytest.MonkeyPatch) -> Notifier:
+    # The VERP key must be the one `send` creates beside the ledger.
+    monkeypatch.delenv("NOTIFIER_SECRET_FILE", raising=False)
+    return notifier
+
+
+@pytest.fixture
+def remote() -> Iterator[ScriptedRemote]:
+    with ScriptedRemote(SCRIPT) as server:
+        yield server
+
+
+def send_and_collect_dsns(
+    cli: Notifier, postfix: PostfixInstance, tmp_path: Path, expected_dsns: int
+) -> list[Path]:
+    """Import the roster, send the campaign through Postfix, wait for the DSNs."""
+    roster = tmp_path / "roster.csv"
+    roster.write_text(ROSTER_CSV, encoding="utf-8")
+    imported = cli("roster", "import", str(roster))
+    assert imported.exit_code == 0, imported.output
+    assert "10 valid, 0 rejected" in imported.output
+
+    sent = cli("send", CAMPAIGN, "--yes", "--smtp", f"smtp://127.0.0.1:{postfix.port}")
+    assert sent.exit_code == 0, sent.output
+    # Postfix took every message: the refusals come later, as DSNs.
+    assert set(final_states(cli.ledger_path).values()) == {"sent"}, sent.output
+    assert len(final_states(cli.ledger_path)) == len(ROSTER)
+
+    return postfix.wait_for_maildir(expected_dsns, timeout=DSN_TIMEOUT)
+
+
+def dsn_actions(files: list[Path]) -> Counter[str]:
+    """The Action of every recipient block in the Maildir, read with the stdlib parser."""
+    actions: Counter[str] = Counter()
+    for path in files:
+        msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.compat32)
+        assert msg.get_content_type() == "multipart/report", path
+        assert msg["Delivered-To"].startswith("bounces+"), msg["Delivered-To"]
+        for part in msg.walk():
+            if part.get_content_type() in (
+                "message/delivery-status",
+                "message/global-delivery-status",
+            ):
+                body = part.as_bytes().decode("utf-8", "replace")
+                for line in body.splitlines():
+                    if line.lower().startswith("action:"):
+                        actions[line.split(":", 1)[1].strip().lower()] += 1
+    return actions
+
+
+def ingest_twice_changes_nothing(cli: Notifier, maildir: Path) -> str:
+    first = cli("bounces", "ingest", str(maildir))
+    assert first.exit_code == 0, first.output
+    before = ledger_snapshot(cli.ledger_path)
+    again = cli("bounces", "ingest", str(maildir))
+    assert again.exit_code == 0, again.output
+    assert ledger_snapshot(cli.ledger_path) == before
+    assert "0 matched" in again.output, again.output
+    return first.output
+
+
+def assert_ledger_verifies(cli: Notifier) -> None:
+    verified = cli("ledger", "verify")
+    assert verified.exit_code == 0, verified.output
+
+
+def test_dsns_from_postfix_after_expiry_are_hard_bounces(
+    cli: Notifier, remote: ScriptedRemote, tmp_path: Path
+) -> None:
+    """One try only (maximal_queue_lifetime=0): a 450 comes back as Action: failed, 4.x.x."""
+    refused = [p for p in ROSTER if p.reply is not None]
+    with PostfixInstance(remote.port, {"maximal_queue_lifetime": "0"}) as postfix:
+        send_and_collect_dsns(cli, postfix, tmp_path, expected_dsns=len(refused))
+        # Nothing left to retry, so no more reports will come: count them exactly.
+        postfix.wait_for_empty_queue(timeout=DSN_TIMEOUT)
+        files = postfix.maildir_files()
+        assert len(files) == len(refused)
+        assert dsn_actions(files) == Counter({"failed": len(refused)})
+        summary = ingest_twice_changes_nothing(cli, postfix.maildir)
+
+    assert f"{len(refused)} matched, 0 unmatched, 0 refused as forged" in summary, summary
+    expected = {p.volunteer_id: "sent" if p.reply is None else "bounced_hard" for p in ROSTER}
+    assert final_states(cli.ledger_path) == expected
+
+    with Ledger(cli.ledger_path, create=False) as led:
+        assert led.suppressed_addresses() == {p.email for p in refused}
+        bounced = list(led.events(campaign_id=CAMPAIGN, kinds=("bounced_hard",)))
+    # The 450s kept their temporary status: the failure is final because the queue
+    # lifetime ran out, not because the remote said so.
+    statuses = {e.volunteer_id: e.data["status"] for e in bounced}
+    assert statuses == {p.volunteer_id: p.reply.status for p in refused if p.reply is not None}
+    # Tied to the message by the VERP address Postfix delivered each report to.
+    assert {e.data["correlated_by"] for e in bounced} == {"verp_token"}
+    # Each message was accepted by the remote once, and the refused never.
+    delivered = Counter(r for rcpts, _ in remote.record.accepted for r in rcpts)
+    assert delivered == Counter({p.email: 1 for p in ROSTER if p.reply is None})
+    assert_ledger_verifies(cli)
+
+
+def test_delay_warning_from_postfix_is_a_soft_bounce(
+    cli: Notifier, remote: ScriptedRemote, tmp_path: Path
+) -> None:
+    """Queue lifetime of an hour, warnings after a second: a 450 gives Action: delayed."""
+    refused = [p for p in ROSTER if p.reply is not None]
+    hard = [p for p in refused if p.reply in HARD_REPLIES]
+    settings = {"maximal_queue_lifetime": "1h", "delay_warning_time": "1s"}
+    with PostfixInstance(remote.port, settings) as postfix:
+        files = send_and_collect_dsns(cli, postfix, tmp_path, expected_dsns=len(refused))
+        assert len(files) == len(refused)
+        assert dsn_actions(files) == Counter(
+            {"failed": len(hard), "delayed": len(refused) - len(hard)}
+        )
+        # The deferred ones are still queued, still being retried.
+        queued = {r["address"] for m in postfix.queue() for r in m["recipients"]}
+        assert queued == {p.email for p in refused if p.reply is TRY_LATER}
+        summary = ingest_twice_changes_nothing(cli, postfix.maildir)
+
+    assert f"{len(refused)} matched, 0 unmatched, 0 refused as forged" in summary, summary
+    expected = {
+        p.volunteer_id: (
+            "sent"
+            if p.reply is None
+            else "bounced_hard"
+            if p.reply in HARD_REPLIES
+            else "bounced_soft"
+        )
+        for p in ROSTER
+    }
+    assert final_states(cli.ledger_path) == expected
+    with Ledger(cli.ledger_path, create=False) as led:
+        # A delay is no reason to stop writing to someone.
+        assert led.suppressed_addresses() == {p.email for p in hard}
+    assert_ledger_verifies(cli)

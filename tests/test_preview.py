@@ -1,0 +1,317 @@
+"""`notifier preview`: the bytes a send would produce, for one person or for everyone."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from conftest import Notifier
+
+from notifier.campaign import apply_overrides, load_campaign
+from notifier.compose import build_message, message_id_for
+from notifier.config import Settings
+from notifier.ledger import EventDraft, Ledger, volunteer_to_row
+from notifier.render import Renderer
+from notifier.volunteer import Volunteer
+
+FIRST = "2020-03-breach"
+UPDATE = "2020-04-29-update"
+
+
+def person(
+    volunteer_id: str,
+    locale: str = "en",
+    exposure: str = "screened",
+    *,
+    given_name: str | None = None,
+    email_address: str | None = None,
+) -> Volunteer:
+    address = email_address or f"{volunteer_id.lower()}@example.com"
+    return Volunteer(
+        volunteer_id=volunteer_id,
+        email=address,
+        email_ascii=address,
+        family_name="鈴木" if locale == "ja" else "Doe",
+        given_name=given_name if given_name is not None else ("一郎" if locale == "ja" else "Jane"),
+        locale=locale,
+        exposure=exposure,
+        data_held=("id_documents", "photo", "health_questionnaire"),
+    )
+
+
+PEOPLE = [
+    person("HMR-0001", "en", "published"),
+    person("HMR-0002", "en", "screened", given_name='<b>Eve</b> "E", Jr.\r\nBcc: x@evil.example'),
+    person("HMR-0003", "en", "database_only"),
+    person("HMR-0004", "ja", "published"),
+    person("HMR-0005", "ja", "screened"),
+    person("HMR-0006", "ja", "database_only"),
+]
+
+
+def add_people(ledger_path: Path, people: list[Volunteer]) -> None:
+    with Ledger(ledger_path) as led, led.transaction():
+        led.db.table("volunteers").insert_all([volunteer_to_row(v) for v in people])
+
+
+def mark_sent(ledger_path: Path, campaign_id: str, volunteer_ids: list[str]) -> None:
+    """Record `campaign_id` as sent to these people, as delivery would."""
+    with Ledger(ledger_path) as led, led.transaction():
+        led.db.table("campaigns").insert(
+            {"campaign_id": campaign_id, "title": campaign_id, "registered_at": "2020-03-25"},
+            ignore=True,
+        )
+        for vid in volunteer_ids:
+            mid = message_id_for(campaign_id, vid, "example.org")
+            led.db.table("messages").insert(
+                {"message_id": mid, "campaign_id": campaign_id, "volunteer_id": vid}
+            )
+            led.append_event(
+                EventDraft("sent", campaign_id, vid, mid, {"reply": "250 ok"}, state="sent")
+            )
+
+
+def parse(data: bytes) -> EmailMessage:
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def part_text(message: EmailMessage, subtype: str) -> str:
+    part = message.get_body(preferencelist=(subtype,))
+    assert part is not None
+    return str(part.get_content()).replace("\r\n", "\n")
+
+
+@pytest.fixture
+def people(ledger_path: Path) -> list[Volunteer]:
+    add_people(ledger_path, PEOPLE)
+    return PEOPLE
+
+
+def without_date(data: bytes) -> bytes:
+    return re.sub(rb"\r\nDate: [^\r]*\r\n", b"\r\n", data)
+
+
+# --- one person ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("volunteer", PEOPLE, ids=lambda v: v.volunteer_id)
+def test_eml_is_exactly_what_build_message_produces(
+    notifier: Notifier, people: list[Volunteer], volunteer: Volunteer
+) -> None:
+    result = notifier("preview", FIRST, "--volunteer", volunteer.volunteer_id, "--format", "eml")
+    assert result.exit_code == 0, result.output
+    data = result.stdout_bytes
+    campaign = apply_overrides(load_campaign(FIRST), Settings())
+    expected = build_message(Renderer(campaign), campaign, volunteer, date=datetime.now(UTC)).data
+    assert without_date(data) == without_date(expected)
+
+    message = parse(data)
+    assert message["Message-ID"] == message_id_for(FIRST, volunteer.volunteer_id, "example.org")
+    assert message["Content-Language"] == volunteer.locale
+    assert message["Subject"] == Renderer(campaign).render(volunteer).subject
+    assert abs((message["Date"].datetime - datetime.now(UTC)).total_seconds()) < 300
+    to = message["To"].addresses
+    assert len(to) == 1 and to[0].addr_spec == volunteer.email
+    assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
+
+
+def test_text_shows_the_headers_a_reader_sees_above_the_text(
+    notifier: Notifier, people: list[Volunteer]
+) -> None:
+    eml = parse(
+        notifier(
+            "preview", FIRST, "--volunteer", "hmr-0005@example.com", "--format", "eml"
+        ).stdout_bytes
+    )
+    result = notifier("preview", FIRST, "--volunteer", "hmr-0005@example.com")
+    assert result.exit_code == 0, result.output
+    head, _, body = result.stdout.partition("\n\n")
+    shown = dict(line.split(": ", 1) for line in head.splitlines())
+    assert list(shown) == ["From", "To", "Reply-To", "Subject", "Date"]
+    assert shown["Subject"] == eml["Subject"]
+    assert re.search(r"[\u3040-\u30ff]", shown["Subject"]), "a Japanese subject, decoded"
+    assert shown["To"] == "鈴木 一郎 <hmr-0005@example.com>"
+    assert shown["Reply-To"] == str(eml["Reply-To"])
+    assert body == part_text(eml, "plain")
+    assert "鈴木" in body
+
+
+def test_html_is_the_decoded_html_part_with_the_name_escaped(
+    notifier: Notifier, people: list[Volunteer], tmp_path: Path
+) -> None:
+    out = tmp_path / "eve.html"
+    result = notifier(
+        "preview", FIRST, "--volunteer", "HMR-0002", "--format", "html", "--out", str(out)
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    html = out.read_text(encoding="utf-8")
+    assert "&lt;b&gt;Eve&lt;/b&gt;" in html
+    assert "<b>Eve" not in html
+    eml = parse(
+        notifier("preview", FIRST, "--volunteer", "HMR-0002", "--format", "eml").stdout_bytes
+    )
+    assert html == part_text(eml, "html")
+    assert "Bcc" not in eml and len(eml["To"].addresses) == 1
+
+
+def test_out_writes_the_eml_file(
+    notifier: Notifier, people: list[Volunteer], tmp_path: Path
+) -> None:
+    out = tmp_path / "one.eml"
+    result = notifier(
+        "preview", FIRST, "--volunteer", "HMR-0004", "--format", "eml", "--out", str(out)
+    )
+    assert result.exit_code == 0, result.output
+    assert str(out) in result.stderr
+    message = parse(out.read_bytes())
+    assert message["Content-Language"] == "ja"
+    assert b"\r\n" in out.read_bytes() and b"\n" not in out.read_bytes().replace(b"\r\n", b"")
+
+
+def test_someone_outside_the_audience_gets_a_preview_and_a_warning(
+    notifier: Notifier, people: list[Volunteer]
+) -> None:
+    # The first notice went to HMR-0005 only, so the follow-up goes to nobody else.
+    mark_sent(notifier.ledger_path, FIRST, ["HMR-0005"])
+    inside = notifier("preview", UPDATE, "--volunteer", "HMR-0005")
+    assert inside.exit_code == 0, inside.output
+    assert "not in the audience" not in inside.stderr
+
+    outside = notifier("preview", UPDATE, "--volunteer", "HMR-0006", "--format", "eml")
+    assert outside.exit_code == 0, outside.output
+    assert "HMR-0006 is not in the audience of 2020-04-29-update" in outside.stderr
+    message = parse(outside.stdout_bytes)
+    assert message["In-Reply-To"] == message_id_for(FIRST, "HMR-0006", "example.org")
+    assert message["References"] == message["In-Reply-To"]
+
+
+def test_unknown_volunteer_is_one_line_and_exit_2(
+    notifier: Notifier, people: list[Volunteer]
+) -> None:
+    result = notifier("preview", FIRST, "--volunteer", "nobody@example.com")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("Error: ")
+    assert "nobody@example.com" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--volunteer", "HMR-0001", "--all", "--out", "x"],
+        ["--all"],
+        ["--all", "--out", "x", "--format", "text"],
+    ],
+)
+def test_usage_errors(notifier: Notifier, people: list[Volunteer], args: list[str]) -> None:
+    result = notifier("preview", FIRST, *args)
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+
+
+def test_sender_override_from_the_config_file(
+    notifier: Notifier, people: list[Volunteer], tmp_path: Path
+) -> None:
+    (tmp_path / "notifier.toml").write_text(
+        '[sender]\nfrom = "Data Protection <privacy@example.net>"\n'
+        'reply_to.en = "help@example.net"\n',
+        encoding="utf-8",
+    )
+    message = parse(
+        notifier("preview", FIRST, "--volunteer", "HMR-0001", "--format", "eml").stdout_bytes
+    )
+    assert message["From"].addresses[0].addr_spec == "privacy@example.net"
+    assert message["Reply-To"].addresses[0].addr_spec == "help@example.net"
+    assert message["Message-ID"] == message_id_for(FIRST, "HMR-0001", "example.net")
+
+
+def test_a_configured_dkim_key_is_used_by_the_preview(
+    notifier: Notifier, people: list[Volunteer], tmp_path: Path
+) -> None:
+    (tmp_path / "notifier.toml").write_text(
+        '[dkim]\nselector = "sel"\nkey_file = "missing.pem"\n', encoding="utf-8"
+    )
+    result = notifier("preview", FIRST, "--volunteer", "HMR-0001", "--format", "eml")
+    assert result.exit_code == 2
+    assert "cannot read the DKIM key" in result.stderr and "missing.pem" in result.stderr
+
+
+# --- everyone ---------------------------------------------------------------------------------
+
+
+def test_all_writes_one_parseable_eml_per_recipient(
+    notifier: Notifier, people: list[Volunteer], tmp_path: Path
+) -> None:
+    out = tmp_path / "previews"
+    result = notifier("preview", FIRST, "--all", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    campaign = load_campaign(FIRST)
+    expected = {
+        v.volunteer_id
+        for v in PEOPLE
+        if (not campaign.audience.exposures or v.exposure in campaign.audience.exposures)
+        and (not campaign.audience.locales or v.locale in campaign.audience.locales)
+    }
+    files = sorted(out.iterdir())
+    assert {f.stem for f in files} == expected
+    assert all(f.suffix == ".eml" for f in files)
+    assert f"wrote {len(expected)} messages to {out}" in result.stdout
+    for f in files:
+        message = parse(f.read_bytes())
+        volunteer = next(v for v in PEOPLE if v.volunteer_id == f.stem)
+        assert message["To"].addresses[0].addr_spec == volunteer.email
+        assert message["Message-ID"] == message_id_for(FIRST, f.stem, "example.org")
+        assert message["Content-Language"] == volunteer.locale
+        assert len(list(message.iter_parts())) == 2
+
+
+def test_all_for_an_unsent_follow_up_uses_the_attribute_filters(
+    notifier: Notifier, people: list[Volunteer], tmp_path: Path
+) -> None:
+    out = tmp_path / "update"
+    result = notifier("preview", UPDATE, "--all", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "2020-03-breach has not been sent yet" in result.stderr
+    campaign = load_campaign(UPDATE)
+    expected = {
+        v.volunteer_id
+        for v in PEOPLE
+        if (not campaign.audience.exposures or v.exposure in campaign.audience.exposures)
+        and (not campaign.audience.locales or v.locale in campaign.audience.locales)
+    }
+    assert {f.stem for f in out.iterdir()} == expected
+    for f in out.iterdir():
+        message = parse(f.read_bytes())
+        assert message["In-Reply-To"] == message_id_for(FIRST, f.stem, "example.org")
+
+
+def test_all_after_the_first_notice_goes_to_those_it_reached(
+    notifier: Notifier, people: list[Volunteer], tmp_path: Path
+) -> None:
+    mark_sent(notifier.ledger_path, FIRST, ["HMR-0002", "HMR-0005"])
+    out = tmp_path / "update"
+    result = notifier("preview", UPDATE, "--all", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "not been sent yet" not in result.stderr
+    assert {f.name for f in out.iterdir()} == {"HMR-0002.eml", "HMR-0005.eml"}
+
+
+def test_all_keeps_odd_volunteer_ids_inside_the_directory(
+    notifier: Notifier, ledger_path: Path, tmp_path: Path
+) -> None:
+    add_people(ledger_path, [person("../escape", "en", "screened", email_address="e@example.com")])
+    out = tmp_path / "previews"
+    result = notifier("preview", FIRST, "--all", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert [f.name for f in out.iterdir()] == ["%2E%2E%2Fescape.eml"]
+    assert not (tmp_path / "escape.eml").exists()
