@@ -460,3 +460,13 @@ def has_messages(ledger: Ledger, campaign_id: str) -> bool:
 def history_applies(ledger: Ledger, campaign: Campaign) -> bool:
     """Whether a follow-up can be narrowed by the followed campaign's outcomes yet."""
     return campaign.follows is not None and has_messages(ledger, campaign.follows)
+
+
+def in_audience(
+    ledger: Ledger, campaign: Campaign, volunteer_id: str, history: bool = True
+) -> bool:
+    """Whether one volunteer is in the campaign's audience, without listing it."""
+    where, params = _audience_where(campaign, history)
+    where = f"{where} AND volunteer_id = ?" if where else " WHERE volunteer_id = ?"
+    sql = f"SELECT 1 FROM volunteers{where} LIMIT 1"  # noqa: S608 (placeholders only)
+    return ledger.conn.execute(sql, [*params, volunteer_id]).fetchone() is not None

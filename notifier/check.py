@@ -170,13 +170,10 @@ def _check_volunteer(
     for kind, text in found_problems:
         tally.add(kind, text)
     if not renderer.campaign.allow_links:
-        for name in renderer.names(volunteer):
-            for match in LINK_PATTERN.finditer(name):
-                tally.add(
-                    "link",
-                    f"link or URL {match.group(0)[:60]!r} in a volunteer's name: "
-                    "correct the roster",
-                )
+        _name, family, given = renderer.names(volunteer)
+        links = {m.group(0)[:60] for part in (family, given) for m in LINK_PATTERN.finditer(part)}
+        for link in sorted(links):
+            tally.add("link", f"link or URL {link!r} in a volunteer's name: correct the roster")
 
 
 def _link_problems(message: RenderedMessage) -> list[tuple[str, str]]:

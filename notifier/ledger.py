@@ -69,8 +69,13 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+# One reusable encoder: json.dumps would build a new one per call, a cost on every event.
+_CANONICAL_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The one serialisation that event hashes are computed over."""
+    return _CANONICAL_ENCODER.encode(value)
 
 
 @dataclass(frozen=True)

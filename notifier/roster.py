@@ -384,7 +384,7 @@ def read_roster(
     row = 1
     try:
         for row, cells in records:
-            if not any(cell.strip() for cell in cells):
+            if not "".join(cells).strip():
                 continue  # blank rows (Excel leaves ",,,,," lines) still count in numbering
             rows_total += 1
             checker.check(row, cells)

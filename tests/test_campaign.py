@@ -14,6 +14,7 @@ from notifier.campaign import (
     count_audience,
     has_messages,
     history_applies,
+    in_audience,
     list_campaigns,
     load_campaign,
     select_audience,
@@ -223,3 +224,6 @@ def test_campaign_follow_up_selects_by_outcome_of_earlier_notice(ledger: Ledger)
     assert count_audience(ledger, update) == {("en", "screened"): 2}
     everyone = [v.volunteer_id for v in select_audience(ledger, update, history=False)]
     assert everyone == ["v001", "v002", "v003", "v004", "v006"]
+    assert in_audience(ledger, update, "v002") and not in_audience(ledger, update, "v003")
+    assert in_audience(ledger, update, "v003", history=False)
+    assert not in_audience(ledger, update, "v005", history=False)
