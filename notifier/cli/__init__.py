@@ -10,6 +10,7 @@ from __future__ import annotations
 # Importing a command module registers its commands on the root group.
 from notifier.cli import bounces as _bounces  # noqa: F401
 from notifier.cli import campaign as _campaign  # noqa: F401
+from notifier.cli import cohort as _cohort  # noqa: F401
 from notifier.cli import demo as _demo  # noqa: F401
 from notifier.cli import ledger as _ledger  # noqa: F401
 from notifier.cli import preview as _preview  # noqa: F401

@@ -1,0 +1,193 @@
+"""Cohorts: the people a campaign goes to, chosen by attributes and by ledger history.
+
+A campaign file declares its default cohort (its audience: exposure and locale filters and,
+for a follow-up, which outcomes of the followed campaign qualify). An operator can narrow
+it for one run with a `CohortFilter` (`--exposure`, `--locale`, `--status`, `--ids FILE`),
+never widen it: a narrowed selection is the campaign's audience with tighter filters, so
+the same query serves `cohort`, `check`, `preview --all` and `send`.
+
+`explain_cohort` says, for every volunteer on the roster, whether they are in and why: the
+answer a comms lead needs before sending a correction to "everyone who got the first
+notice".
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from notifier.campaign import DEFAULT_FOLLOWS_STATES, Campaign, select_audience
+from notifier.errors import NotifierError
+from notifier.ledger import MESSAGE_STATES, Ledger, volunteer_from_row
+from notifier.volunteer import Volunteer
+
+
+class CohortError(NotifierError):
+    """A narrowing option that does not fit the campaign."""
+
+
+@dataclass(frozen=True)
+class CohortFilter:
+    """Narrowing for one run. Empty means "as the campaign says"."""
+
+    exposures: tuple[str, ...] = ()
+    locales: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()  # states of the followed campaign's message
+    ids: frozenset[str] | None = None  # volunteer ids or addresses (case-insensitive)
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.exposures or self.locales or self.statuses or self.ids is not None)
+
+
+@dataclass(frozen=True)
+class CohortMember:
+    volunteer: Volunteer
+    included: bool
+    reason: str
+    followed_state: str | None = None  # the person's message in the followed campaign
+    suppressed: bool = False
+
+
+def _narrowed(
+    current: tuple[str, ...], wanted: tuple[str, ...], what: str, campaign: Campaign
+) -> tuple[str, ...]:
+    if not wanted:
+        return current
+    outside = [value for value in wanted if current and value not in current]
+    if outside:
+        raise CohortError(
+            f"{', '.join(outside)} is not in the audience of {campaign.campaign_id} "
+            f"({', '.join(current)}): options can narrow a cohort, not widen it",
+            field=f"--{what}",
+            hint=f"see who is in it with: notifier cohort {campaign.campaign_id}",
+        )
+    return tuple(wanted)
+
+
+def narrow_campaign(campaign: Campaign, cohort: CohortFilter) -> Campaign:
+    """The campaign with its audience narrowed by the filter (ids are applied separately)."""
+    if cohort.statuses and not campaign.follows:
+        raise CohortError(
+            f"{campaign.campaign_id} follows no earlier campaign, so there is no status to "
+            "choose by",
+            field="--status",
+            hint="--status applies to follow-ups such as 2020-04-29-update",
+        )
+    unknown = [s for s in cohort.statuses if s not in MESSAGE_STATES]
+    if unknown:
+        raise CohortError(
+            f"unknown message state {', '.join(unknown)}",
+            field="--status",
+            hint=f"states are: {', '.join(MESSAGE_STATES)}",
+        )
+    audience = campaign.audience
+    narrowed = dataclasses.replace(
+        audience,
+        exposures=_narrowed(audience.exposures, cohort.exposures, "exposure", campaign),
+        locales=_narrowed(audience.locales, cohort.locales, "locale", campaign),
+        follows_states=cohort.statuses or audience.follows_states,
+    )
+    return dataclasses.replace(campaign, audience=narrowed)
+
+
+def select_cohort(
+    ledger: Ledger, campaign: Campaign, cohort: CohortFilter, *, history: bool = True
+) -> list[Volunteer]:
+    """The volunteers this run of the campaign goes to."""
+    selected = select_audience(ledger, narrow_campaign(campaign, cohort), history=history)
+    if cohort.ids is None:
+        return list(selected)
+    return [v for v in selected if _matches_ids(v, cohort.ids)]
+
+
+def _matches_ids(volunteer: Volunteer, ids: frozenset[str]) -> bool:
+    return (
+        volunteer.volunteer_id.casefold() in ids
+        or volunteer.email.casefold() in ids
+        or volunteer.email_ascii.casefold() in ids
+    )
+
+
+def read_ids_file(path: Path) -> frozenset[str]:
+    """Volunteer ids or addresses, one per line, or a CSV with a volunteer_id/email column."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CohortError(
+            f"cannot read the ids file ({exc})",
+            file=path,
+            hint="give a UTF-8 text file with one volunteer id or address per line",
+        ) from exc
+    rows = list(csv.reader(text.splitlines()))
+    header = [cell.strip().casefold() for cell in rows[0]] if rows else []
+    column = next(
+        (header.index(name) for name in ("volunteer_id", "email") if name in header), None
+    )
+    if column is not None:
+        values: Iterable[str] = (row[column] for row in rows[1:] if len(row) > column)
+    else:
+        values = (row[0] for row in rows if row)
+    ids = frozenset(v.strip().casefold() for v in values if v.strip() and not v.startswith("#"))
+    if not ids:
+        raise CohortError(
+            "the ids file names nobody", file=path, hint="one volunteer id or address per line"
+        )
+    return ids
+
+
+def explain_cohort(
+    ledger: Ledger, campaign: Campaign, cohort: CohortFilter = CohortFilter()
+) -> list[CohortMember]:
+    """Every volunteer on the roster, in or out of this cohort, with the reason."""
+    narrowed = narrow_campaign(campaign, cohort)
+    audience = narrowed.audience
+    states = audience.follows_states or DEFAULT_FOLLOWS_STATES
+    followed = _followed_states(ledger, campaign.follows) if campaign.follows else {}
+    suppressed = {
+        row[0].casefold() for row in ledger.conn.execute("SELECT email FROM suppressions")
+    }
+    members = []
+    for row in ledger.db.table("volunteers").rows_where(order_by="volunteer_id"):
+        volunteer = volunteer_from_row(row)
+        state = followed.get(volunteer.volunteer_id)
+        included, reason = _decide(volunteer, narrowed, cohort, state, states)
+        members.append(
+            CohortMember(
+                volunteer, included, reason, state, volunteer.email.casefold() in suppressed
+            )
+        )
+    return members
+
+
+def _followed_states(ledger: Ledger, campaign_id: str) -> dict[str, str]:
+    cursor = ledger.conn.execute(
+        "SELECT volunteer_id, state FROM messages WHERE campaign_id = ?", (campaign_id,)
+    )
+    return {volunteer_id: state for volunteer_id, state in cursor}
+
+
+def _decide(
+    volunteer: Volunteer,
+    campaign: Campaign,
+    cohort: CohortFilter,
+    followed_state: str | None,
+    states: Sequence[str],
+) -> tuple[bool, str]:
+    audience = campaign.audience
+    if audience.exposures and volunteer.exposure not in audience.exposures:
+        return False, f"exposure {volunteer.exposure} is not in the audience"
+    if audience.locales and volunteer.locale not in audience.locales:
+        return False, f"locale {volunteer.locale} is not in the audience"
+    if cohort.ids is not None and not _matches_ids(volunteer, cohort.ids):
+        return False, "not named in the --ids file"
+    if campaign.follows:
+        if followed_state is None:
+            return False, f"has no {campaign.follows} notice"
+        if followed_state not in states:
+            return False, f"{campaign.follows} notice is {followed_state}"
+        return True, f"{volunteer.exposure}; {campaign.follows} notice {followed_state}"
+    return True, f"{volunteer.exposure}, {volunteer.locale}"
