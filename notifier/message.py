@@ -10,6 +10,14 @@ from dataclasses import dataclass
 
 # Message states that say the message still has to go out (a resumed send picks them up).
 RESUMABLE_STATES: tuple[str, ...] = ("pending", "deferred")
+# States `notifier resend` may send again, as a new attempt of the same message. Not
+# sent/delivered (that would tell someone twice) nor bounced_hard (suppressed: a letter).
+RESENDABLE_STATES: tuple[str, ...] = (
+    "failed_temporary",
+    "failed_permanent",
+    "bounced_soft",
+    "delayed",
+)
 # States that mean the message left us and the server took it (or later told us more).
 DELIVERED_STATES: tuple[str, ...] = ("sent", "delivered", "delayed", "bounced_soft", "bounced_hard")
 # Outcomes of one delivery attempt, as classified by notifier.deliver.

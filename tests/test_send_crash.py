@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from smtp_helpers import ScriptedHandler, add_volunteers, make_volunteers, recipients
 
 from notifier.ledger import Ledger
 from notifier.sink import Sink
-from smtp_helpers import ScriptedHandler, add_volunteers, make_volunteers, recipients
 
 CAMPAIGN = "2020-03-breach"
 COUNT = 40

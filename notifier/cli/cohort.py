@@ -21,8 +21,12 @@ from notifier.volunteer import EXPOSURES, LOCALES
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def cohort_options(function: F) -> F:
-    """The options that narrow a campaign's cohort for one run (never widen it)."""
+def cohort_options(*, with_status: bool = True) -> Callable[[F], F]:
+    """The options that narrow a campaign's cohort for one run (never widen it).
+
+    `--status` (states of the followed campaign's message) is left out where a command
+    gives the option another meaning, as `resend` does.
+    """
     decorators = [
         click.option(
             "--exposure",
@@ -39,14 +43,6 @@ def cohort_options(function: F) -> F:
             help="Only these languages (repeatable).",
         ),
         click.option(
-            "--status",
-            "statuses",
-            default="",
-            metavar="STATE[,STATE...]",
-            help="For a follow-up: only people whose message in the followed "
-            "campaign is in one of these states, e.g. sent,delivered.",
-        ),
-        click.option(
             "--ids",
             "ids_file",
             type=click.Path(dir_okay=False, path_type=Path),
@@ -55,9 +51,24 @@ def cohort_options(function: F) -> F:
             "addresses, one per line, or a CSV with a volunteer_id or email column).",
         ),
     ]
-    for decorator in reversed(decorators):
-        function = decorator(function)
-    return function
+    if with_status:
+        decorators.append(
+            click.option(
+                "--status",
+                "statuses",
+                default="",
+                metavar="STATE[,STATE...]",
+                help="For a follow-up: only people whose message in the followed "
+                "campaign is in one of these states, e.g. sent,delivered.",
+            )
+        )
+
+    def apply(function: F) -> F:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
 
 
 def cohort_filter(
@@ -88,7 +99,7 @@ def _record(member: CohortMember) -> dict[str, Any]:
 
 @cli.command()
 @click.argument("campaign_id", metavar="ID")
-@cohort_options
+@cohort_options()
 @click.option(
     "--format",
     "fmt",

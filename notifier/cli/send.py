@@ -17,14 +17,18 @@ from rich.table import Table
 from notifier.campaign import (
     Campaign,
     apply_overrides,
+    has_messages,
     history_applies,
     load_campaign,
-    select_audience,
 )
 from notifier.cli.app import AppContext, cli, console, err_console, pass_app
+from notifier.cli.cohort import F, cohort_filter, cohort_options
+from notifier.cohort import CohortFilter, select_cohort
+from notifier.config import Settings
 from notifier.deliver import SendOptions, ServerInfo
+from notifier.errors import CampaignError
 from notifier.ledger import Ledger
-from notifier.message import DeliveryOutcome
+from notifier.message import RESENDABLE_STATES, DeliveryOutcome
 from notifier.send import SendPlan, SendSummary, plan_send, send_campaign
 from notifier.sink import ReceivedMessage, Sink, SinkHandler
 from notifier.volunteer import Volunteer
@@ -33,108 +37,194 @@ EXIT_INTERRUPTED = 130  # the shell's code for "stopped by Ctrl-C"
 FAILED_STATES = ("failed_permanent", "failed_temporary")
 
 
-def campaign_audience(ledger: Ledger, campaign: Campaign) -> list[Volunteer]:
-    """The volunteers `notifier send` considers: the campaign's own audience."""
-    return list(select_audience(ledger, campaign, history_applies(ledger, campaign)))
+def _audience(
+    ledger: Ledger, campaign: Campaign, cohort: CohortFilter, *, sending: bool
+) -> list[Volunteer]:
+    """The volunteers this run considers: the campaign's cohort, narrowed by the options.
+
+    A follow-up is chosen by the outcomes of the campaign it follows, so it cannot be
+    sent before that campaign: everyone matching its filters would get a correction of a
+    notice they never received. (`check` and `preview` may still look at it.)
+    """
+    if sending and campaign.follows and not has_messages(ledger, campaign.follows):
+        raise CampaignError(
+            f"{campaign.campaign_id} follows {campaign.follows}, which has not been sent yet: "
+            "nobody has an earlier notice for it to follow",
+            hint=f"send {campaign.follows} first; `notifier check {campaign.campaign_id}` "
+            "works already",
+        )
+    return select_cohort(ledger, campaign, cohort, history=history_applies(ledger, campaign))
 
 
-# --- notifier send --------------------------------------------------------------------
+def delivery_options(function: F) -> F:
+    """The options of `send` and `resend` that say how (not to whom) messages go."""
+    decorators = [
+        click.option(
+            "--yes", is_flag=True, help="Really send. Without it: show what would be sent."
+        ),
+        click.option(
+            "--limit",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Send at most N messages this run.",
+        ),
+        click.option(
+            "--smtp",
+            "smtp_url",
+            metavar="URL",
+            default=None,
+            help="smtp://host:port (STARTTLS when offered) or smtps://host:port. "
+            "Default: [smtp] url in notifier.toml, else smtp://127.0.0.1:8025.",
+        ),
+        click.option("--require-tls", is_flag=True, help="Refuse to send without TLS."),
+        click.option(
+            "--rate",
+            type=click.FloatRange(min=0),
+            default=None,
+            help="Messages per second (token bucket); 0 = no limit. Default: [smtp] rate, else 0.",
+        ),
+        click.option(
+            "--concurrency",
+            type=click.IntRange(1, 200),
+            default=4,
+            show_default=True,
+            help="SMTP connections.",
+        ),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(min=0),
+            default=0,
+            help="Pause after every N messages (0: no batches).",
+        ),
+        click.option(
+            "--batch-pause",
+            type=click.FloatRange(min=0),
+            default=0.0,
+            metavar="SECONDS",
+            help="How long to pause between batches.",
+        ),
+        click.option(
+            "--per-domain",
+            type=click.FloatRange(min=0),
+            default=0.0,
+            metavar="N",
+            help="At most N messages per second to any one recipient domain "
+            "(0: no cap). Other domains are not held up while one waits.",
+        ),
+        click.option(
+            "--resend-uncertain",
+            is_flag=True,
+            help="Also send the messages whose outcome a crash left unknown "
+            "(they may arrive twice).",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0.1),
+            default=30.0,
+            show_default=True,
+            metavar="SECONDS",
+            help="For connecting and for each server reply.",
+        ),
+        click.option(
+            "--max-attempts",
+            type=click.IntRange(min=1),
+            default=5,
+            show_default=True,
+            help="Tries per message (4xx, network errors) before it is failed_temporary.",
+        ),
+        click.option(
+            "--backoff",
+            type=click.FloatRange(min=0),
+            default=2.0,
+            show_default=True,
+            metavar="SECONDS",
+            help="Wait before the first retry; doubles each time.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
+
+
+def _send_options(settings: Settings, params: dict[str, Any]) -> SendOptions:
+    rate = params["rate"]
+    return SendOptions(
+        rate=settings.rate if rate is None else rate,
+        concurrency=params["concurrency"],
+        batch_size=params["batch_size"],
+        batch_pause=params["batch_pause"],
+        per_domain=params["per_domain"],
+        timeout=params["timeout"],
+        max_attempts=params["max_attempts"],
+        backoff=params["backoff"],
+        require_tls=params["require_tls"],
+        resend_uncertain=params["resend_uncertain"],
+        limit=params["limit"],
+    )
+
+
+def _run(
+    app: AppContext,
+    campaign_id: str,
+    cohort: CohortFilter,
+    params: dict[str, Any],
+    resend_states: tuple[str, ...] = (),
+) -> None:
+    """Plan (without --yes) or perform one send of a campaign to its narrowed cohort."""
+    settings = app.settings
+    options = _send_options(settings, params)
+    smtp_url = params["smtp_url"]
+    campaign = apply_overrides(load_campaign(campaign_id), settings)
+    with app.open_ledger() as led:
+        volunteers = _audience(led, campaign, cohort, sending=True)
+        if not params["yes"]:
+            plan = plan_send(
+                led,
+                campaign,
+                volunteers,
+                options,
+                settings,
+                smtp_url=smtp_url,
+                resend_states=resend_states,
+            )
+            _print_plan(campaign, plan, options, resend_states)
+            return
+        display = ProgressDisplay()
+        try:
+            summary = send_campaign(
+                led,
+                campaign,
+                volunteers,
+                options,
+                settings,
+                smtp_url=smtp_url,
+                observer=display,
+                resend_states=resend_states,
+            )
+        finally:
+            display.close()
+    _print_summary(summary)
+    if summary.stopped:
+        raise SystemExit(EXIT_INTERRUPTED)
+
+
+# --- notifier send / resend -------------------------------------------------------------
 
 
 @cli.command()
 @click.argument("campaign_id", metavar="ID")
-@click.option("--yes", is_flag=True, help="Really send. Without it: show what would be sent.")
-@click.option(
-    "--limit", type=click.IntRange(min=1), default=None, help="Send at most N messages this run."
-)
-@click.option(
-    "--smtp",
-    "smtp_url",
-    metavar="URL",
-    default=None,
-    help="smtp://host:port (STARTTLS when offered) or smtps://host:port. "
-    "Default: [smtp] url in notifier.toml, else smtp://127.0.0.1:8025.",
-)
-@click.option("--require-tls", is_flag=True, help="Refuse to send without TLS.")
-@click.option(
-    "--rate",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="Messages per second (token bucket); 0 = no limit. Default: [smtp] rate, else 0.",
-)
-@click.option(
-    "--concurrency",
-    type=click.IntRange(1, 200),
-    default=4,
-    show_default=True,
-    help="SMTP connections.",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=0),
-    default=0,
-    help="Pause after every N messages (0: no batches).",
-)
-@click.option(
-    "--batch-pause",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    metavar="SECONDS",
-    help="How long to pause between batches.",
-)
-@click.option(
-    "--per-domain",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    metavar="N",
-    help="At most N messages per second to any one recipient domain (0: no cap). "
-    "Other domains are not held up while one waits.",
-)
-@click.option(
-    "--resend-uncertain",
-    is_flag=True,
-    help="Also send the messages whose outcome a crash left unknown (they may arrive twice).",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.1),
-    default=30.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="For connecting and for each server reply.",
-)
-@click.option(
-    "--max-attempts",
-    type=click.IntRange(min=1),
-    default=5,
-    show_default=True,
-    help="Tries per message (4xx, network errors) before it is failed_temporary.",
-)
-@click.option(
-    "--backoff",
-    type=click.FloatRange(min=0),
-    default=2.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Wait before the first retry; doubles each time.",
-)
+@delivery_options
+@cohort_options()
 @pass_app
 def send(
     app: AppContext,
+    /,
     campaign_id: str,
-    yes: bool,
-    limit: int | None,
-    smtp_url: str | None,
-    require_tls: bool,
-    rate: float | None,
-    concurrency: int,
-    batch_size: int,
-    batch_pause: float,
-    per_domain: float,
-    resend_uncertain: bool,
-    timeout: float,
-    max_attempts: int,
-    backoff: float,
+    exposures: tuple[str, ...],
+    locales: tuple[str, ...],
+    statuses: str,
+    ids_file: Path | None,
+    **params: Any,
 ) -> None:
     """Send a campaign: a dry run unless --yes.
 
@@ -144,56 +234,76 @@ def send(
       notifier send 2020-03-breach                    # what would happen
       notifier send 2020-03-breach --yes --limit 1    # one message (try yourself)
       notifier send 2020-03-breach --yes --rate 20    # everyone, 20 a second
+      notifier send 2020-04-29-update --yes --locale ja   # part of a follow-up's cohort
 
     Every outcome is written to the ledger. Ctrl-C stops cleanly; run the same
     command again to resume. Nobody is sent the notice twice: if the process was
     killed, the few messages that were in flight are reported as uncertain and
-    re-sent only with --resend-uncertain.
+    re-sent only with --resend-uncertain. A follow-up goes to its cohort (see
+    `notifier cohort ID`), threaded under each person's earlier notice.
 
     SMTP credentials come from NOTIFIER_SMTP_USER and NOTIFIER_SMTP_PASSWORD.
     """
-    settings = app.settings
-    options = SendOptions(
-        rate=settings.rate if rate is None else rate,
-        concurrency=concurrency,
-        batch_size=batch_size,
-        batch_pause=batch_pause,
-        per_domain=per_domain,
-        timeout=timeout,
-        max_attempts=max_attempts,
-        backoff=backoff,
-        require_tls=require_tls,
-        resend_uncertain=resend_uncertain,
-        limit=limit,
-    )
-    campaign = apply_overrides(load_campaign(campaign_id), settings)
-    with app.open_ledger() as led:
-        volunteers = campaign_audience(led, campaign)
-        if not yes:
-            plan = plan_send(led, campaign, volunteers, options, settings, smtp_url=smtp_url)
-            _print_plan(campaign, plan, options)
-            return
-        display = ProgressDisplay()
-        try:
-            summary = send_campaign(
-                led, campaign, volunteers, options, settings, smtp_url=smtp_url, observer=display
-            )
-        finally:
-            display.close()
-    _print_summary(summary)
-    if summary.stopped:
-        raise SystemExit(EXIT_INTERRUPTED)
+    cohort = cohort_filter(exposures, locales, statuses, ids_file)
+    _run(app, campaign_id, cohort, params)
+
+
+@cli.command()
+@click.argument("campaign_id", metavar="ID")
+@click.option(
+    "--status",
+    "statuses",
+    required=True,
+    metavar="STATE[,STATE...]",
+    help="Which of the campaign's messages to send again, by their state, e.g. "
+    "failed_temporary,bounced_soft.",
+)
+@delivery_options
+@cohort_options(with_status=False)
+@pass_app
+def resend(
+    app: AppContext,
+    /,
+    campaign_id: str,
+    statuses: str,
+    exposures: tuple[str, ...],
+    locales: tuple[str, ...],
+    ids_file: Path | None,
+    **params: Any,
+) -> None:
+    """Send campaign ID again to the people whose message is in the given states.
+
+    \b
+    Each is a new attempt of the same message (same Message-ID, so it threads and
+    de-duplicates in the reader's mailbox), not a new campaign:
+      notifier resend 2020-03-breach --status failed_temporary,bounced_soft
+      notifier resend 2020-03-breach --status failed_temporary --yes
+    Hard bounces stay suppressed; send them a letter (notifier export unreachable).
+    """
+    states = tuple(dict.fromkeys(s.strip() for s in statuses.split(",") if s.strip()))
+    refused = [s for s in states if s not in RESENDABLE_STATES]
+    if refused:
+        raise click.BadParameter(
+            f"{', '.join(refused)} cannot be re-sent; choose from {', '.join(RESENDABLE_STATES)}",
+            param_hint="--status",
+        )
+    cohort = cohort_filter(exposures, locales, "", ids_file)
+    _run(app, campaign_id, cohort, params, resend_states=states)
 
 
 def _rate_text(rate: float) -> str:
     return "no limit" if rate == 0 else f"{rate:g} messages/s"
 
 
-def _print_plan(campaign: Campaign, plan: SendPlan, options: SendOptions) -> None:
+def _print_plan(
+    campaign: Campaign, plan: SendPlan, options: SendOptions, resend_states: tuple[str, ...]
+) -> None:
     console.print(f"Campaign {plan.campaign_id}: {campaign.title}")
     if plan.states:
         console.print("Already in the ledger: " + _counts_text(plan.states))
-    if plan.to_send == 0:
+    if plan.to_send == 0 and resend_states:
+        console.print(f"Nothing to send again: no message is {' or '.join(resend_states)}.")
+    elif plan.to_send == 0:
         console.print("Nothing to send: every message of this campaign already has an outcome.")
     else:
         table = Table("locale", "exposure", "messages", box=None, pad_edge=False)
@@ -212,10 +322,12 @@ def _print_plan(campaign: Campaign, plan: SendPlan, options: SendOptions) -> Non
             f"{plan.uncertain} message(s) have an unknown outcome after a crash; "
             "they are not sent again unless you add --resend-uncertain."
         )
-    console.print(
-        f"Nothing was sent. To send: notifier send {plan.campaign_id} --yes "
-        "(try --limit 1 first, to yourself)."
+    command = (
+        f"notifier resend {plan.campaign_id} --status {','.join(resend_states)}"
+        if resend_states
+        else f"notifier send {plan.campaign_id}"
     )
+    console.print(f"Nothing was sent. To send: {command} --yes (try --limit 1 first, to yourself).")
 
 
 def _counts_text(counts: dict[str, int]) -> str:

@@ -1,0 +1,149 @@
+"""Follow-ups and re-sends, end to end through a real SMTP sink and a real ledger.
+
+The 29 April correction goes to the cohort chosen by the first notice's outcomes, threads
+under each person's first notice, and can be narrowed; `resend` sends chosen failures
+again as new attempts of the same message.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from collections.abc import Iterator
+
+import pytest
+from smtp_helpers import add_volunteers, make_volunteers
+
+from notifier.ledger import Ledger
+from notifier.sink import ReceivedMessage, Sink
+
+FIRST = "2020-03-breach"
+UPDATE = "2020-04-29-update"
+FAST = ("--max-attempts", "1", "--backoff", "0", "--timeout", "5")
+
+
+@pytest.fixture
+def roster(ledger: Ledger) -> Ledger:
+    # 12 people: exposures cycle published / screened / database_only, locales en / ja.
+    add_volunteers(ledger, make_volunteers(12))
+    return ledger
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    with Sink() as server:
+        yield server
+
+
+def parsed(message: ReceivedMessage) -> email.message.EmailMessage:
+    return email.message_from_bytes(message.data, policy=email.policy.default)
+
+
+def states(ledger: Ledger, campaign_id: str) -> dict[str, str]:
+    rows = ledger.conn.execute(
+        "SELECT volunteer_id, state FROM messages WHERE campaign_id = ?", (campaign_id,)
+    )
+    return dict(rows.fetchall())
+
+
+def test_follow_up_cannot_be_sent_before_the_notice_it_follows(notifier, roster, sink) -> None:
+    result = notifier("send", UPDATE, "--yes", "--smtp", sink.url)
+    assert result.exit_code == 2
+    assert "has not been sent yet" in result.stderr
+    assert sink.messages == []
+    # ... but it can be checked already, against everyone matching its filters.
+    assert notifier("check", UPDATE).exit_code == 0
+
+
+def test_update_goes_to_its_cohort_threaded_under_the_first_notice(
+    notifier, roster, tmp_path
+) -> None:
+    refused = "person4@example.com"  # screened, en: 550 on the first notice
+    with Sink(reject=[refused]) as first_sink:
+        sent = notifier("send", FIRST, "--yes", "--smtp", first_sink.url, *FAST)
+        assert sent.exit_code == 0, sent.output
+        first_ids = {m.rcpt_tos[0]: parsed(m)["Message-ID"] for m in first_sink.messages}
+    assert states(roster, FIRST)["HMR-00004"] == "failed_permanent"
+
+    with Sink() as update_sink:
+        result = notifier("send", UPDATE, "--yes", "--smtp", update_sink.url, *FAST)
+        assert result.exit_code == 0, result.output
+        received = {m.rcpt_tos[0]: parsed(m) for m in update_sink.messages}
+
+    # screened and database_only people whose first notice was sent; not the 550 one,
+    # and never the published people.
+    expected = {
+        v.email
+        for v in make_volunteers(12)
+        if v.exposure in ("screened", "database_only") and v.email != refused
+    }
+    assert set(received) == expected
+    for address, message in received.items():
+        assert message["In-Reply-To"] == first_ids[address]
+        assert message["References"] == first_ids[address]
+        assert message["Message-ID"] != first_ids[address]
+
+    again = notifier("send", UPDATE, "--yes", "--smtp", "smtp://127.0.0.1:9")
+    assert "Nothing to send" in again.stdout
+
+
+def test_send_narrowed_by_locale_and_ids(notifier, roster, sink, tmp_path) -> None:
+    assert notifier("send", FIRST, "--yes", "--smtp", sink.url, *FAST).exit_code == 0
+    first_count = len(sink.messages)
+    ja = notifier("send", UPDATE, "--yes", "--smtp", sink.url, "--locale", "ja", *FAST)
+    assert ja.exit_code == 0, ja.output
+    update_rcpts = [m.rcpt_tos[0] for m in sink.messages[first_count:]]
+    assert update_rcpts and all(r.endswith("@example.jp") for r in update_rcpts)
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text("HMR-00002\n", encoding="utf-8")  # database_only, en
+    plan = notifier("send", UPDATE, "--ids", str(ids))
+    assert plan.exit_code == 0
+    assert "Would send 1 of 1" in plan.stdout
+
+    wider = notifier("send", UPDATE, "--exposure", "published")
+    assert wider.exit_code == 2
+    assert "not in the audience" in wider.stderr
+
+
+def test_resend_is_a_new_attempt_of_the_same_message(notifier, roster) -> None:
+    flaky = "person1@example.jp"
+    with Sink(defer=[flaky]) as first_sink:
+        result = notifier("send", FIRST, "--yes", "--smtp", first_sink.url, *FAST)
+        assert result.exit_code == 0, result.output
+    assert states(roster, FIRST)["HMR-00001"] == "failed_temporary"
+    message_id = roster.conn.execute(
+        "SELECT message_id FROM messages WHERE volunteer_id = 'HMR-00001'"
+    ).fetchone()[0]
+
+    with Sink() as second_sink:
+        dry = notifier("resend", FIRST, "--status", "failed_temporary", "--smtp", second_sink.url)
+        assert "Would send 1 of" in dry.stdout and second_sink.messages == []
+        result = notifier(
+            "resend",
+            FIRST,
+            "--status",
+            "failed_temporary,bounced_soft",
+            "--yes",
+            "--smtp",
+            second_sink.url,
+            *FAST,
+        )
+        assert result.exit_code == 0, result.output
+        assert [m.rcpt_tos for m in second_sink.messages] == [(flaky,)]
+        assert parsed(second_sink.messages[0])["Message-ID"] == message_id
+
+    row = roster.conn.execute(
+        "SELECT state, attempts FROM messages WHERE message_id = ?", (message_id,)
+    ).fetchone()
+    assert row[0] == "sent" and row[1] == 2
+    kinds = [e.kind for e in roster.events(message_id=message_id)]
+    assert kinds.count("sending") == 2
+    assert "failed_temporary" in kinds and kinds[-1] == "sent"
+    assert roster.verify().ok
+
+
+def test_resend_refuses_states_that_would_tell_someone_twice(notifier, roster) -> None:
+    result = notifier("resend", FIRST, "--status", "sent")
+    assert result.exit_code == 2
+    assert "cannot be re-sent" in result.output
