@@ -95,7 +95,7 @@ EVENT_FOR_KIND: dict[str, str] = {
     "delivered": "delivered",
 }
 # Higher is worse news and wins: a report never moves a message to a lower rank.
-STATE_RANK: dict[str, int] = {"bounced_soft": 1, "delayed": 1, "delivered": 2, "bounced_hard": 3}
+STATE_RANK: dict[str, int] = {"bounced_soft": 1, "delivered": 2, "bounced_hard": 3}
 # States set before any report that a report must not overwrite: the message was refused
 # outright (5xx at SMTP time) or never sent (address already suppressed).
 STATES_KEPT = frozenset({"failed_permanent", "suppressed"})

@@ -48,7 +48,6 @@ MESSAGE_STATES: tuple[str, ...] = (
     "suppressed",
     "bounced_hard",
     "bounced_soft",
-    "delayed",
     "delivered",
 )
 
@@ -60,7 +59,7 @@ MESSAGE_STATES: tuple[str, ...] = (
 #   message:   queued (-> pending), sending, sent, deferred, failed_temporary,
 #              failed_permanent, uncertain, suppressed (skipped: address suppressed),
 #              resend_requested
-#   bounces:   bounced_hard, bounced_soft, delayed, delivered, bounce_forged,
+#   bounces:   bounced_hard, bounced_soft (a DSN saying "delayed"), delivered, bounce_forged,
 #              bounce_unmatched, address_suppressed
 
 

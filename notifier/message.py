@@ -16,10 +16,9 @@ RESENDABLE_STATES: tuple[str, ...] = (
     "failed_temporary",
     "failed_permanent",
     "bounced_soft",
-    "delayed",
 )
 # States that mean the message left us and the server took it (or later told us more).
-DELIVERED_STATES: tuple[str, ...] = ("sent", "delivered", "delayed", "bounced_soft", "bounced_hard")
+DELIVERED_STATES: tuple[str, ...] = ("sent", "delivered", "bounced_soft", "bounced_hard")
 # Outcomes of one delivery attempt, as classified by notifier.deliver.
 ATTEMPT_OUTCOMES: tuple[str, ...] = ("sent", "deferred", "failed_temporary", "failed_permanent")
 

@@ -54,7 +54,7 @@ REPLY_KINDS: frozenset[str] = frozenset(
     {"sent", "deferred", "failed_temporary", "failed_permanent", "uncertain"}
 )
 # Event kinds whose data carries a delivery status notification's diagnostic.
-BOUNCE_KINDS: frozenset[str] = frozenset({"bounced_hard", "bounced_soft", "delayed"})
+BOUNCE_KINDS: frozenset[str] = frozenset({"bounced_hard", "bounced_soft"})
 # Event kinds that count as "the notice reached the person" (unless a hard bounce of the
 # same message follows).
 REACHED_KINDS: frozenset[str] = frozenset({"sent", "delivered"})
