@@ -366,6 +366,7 @@ def read_roster(
             file=path,
             hint="export the roster again: it needs a header row and one row per volunteer",
         )
+    _refuse_workbook(raw, path)
     text, detected = decode_roster(raw, encoding, path)
     # strict: an unclosed quote or text after a closing quote is a damaged file, and
     # guessing would shift every later cell into the wrong column.
@@ -414,6 +415,23 @@ def read_roster(
         len(result.rejected_rows),
     )
     return result
+
+
+# A workbook saved instead of exported is the commonest wrong file: say so, not "bad byte".
+_WORKBOOK_SIGNATURES = (
+    (b"PK\x03\x04", "an Excel workbook (.xlsx) or another zip file"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Excel workbook (.xls)"),
+)
+
+
+def _refuse_workbook(raw: bytes, path: Path) -> None:
+    for signature, what in _WORKBOOK_SIGNATURES:
+        if raw.startswith(signature):
+            raise RosterError(
+                f"this is {what}, not a CSV file",
+                file=path,
+                hint="in Excel use File > Save As > 'CSV UTF-8 (comma delimited)' and import that",
+            )
 
 
 def _damaged(path: Path, row: int, exc: csv.Error) -> RosterError:

@@ -133,6 +133,18 @@ def test_roster_plain_utf8_and_explicit_encodings(tmp_path: Path) -> None:
         read_roster(path, encoding="klingon")
 
 
+@pytest.mark.parametrize(
+    ("start", "what"),
+    [(b"PK\x03\x04\x14\x00\x06\x00", ".xlsx"), (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", ".xls")],
+)
+def test_roster_workbook_instead_of_csv_says_so(tmp_path: Path, start: bytes, what: str) -> None:
+    path = write(tmp_path, "volunteers.xlsx", start + bytes(range(256)) * 4)
+    with pytest.raises(RosterError) as caught:
+        read_roster(path)
+    assert what in str(caught.value) and "not a CSV file" in str(caught.value)
+    assert "CSV UTF-8" in (caught.value.hint or "")
+
+
 def test_roster_undecodable_names_byte_offset_and_row(tmp_path: Path) -> None:
     # Row 3 has a line break inside a quoted cell, so the bad byte is on physical line 5
     # but in spreadsheet row 4.
