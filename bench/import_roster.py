@@ -19,23 +19,15 @@ from pathlib import Path
 
 from notifier.ledger import Ledger
 from notifier.roster import read_roster
+from notifier.volunteer import EXPOSURES, FIELDS
 
 TARGET_ROWS_PER_S = 20_000
 TARGET_RSS_MB = 300
-HEADER = (
-    "email",
-    "family_name",
-    "given_name",
-    "locale",
-    "exposure",
-    "data_held",
-    "postal_address",
-    "notes",
-)
+# No volunteer_id column (ids are derived from the address); "notes" is an extra column.
+HEADER = (*(f for f in FIELDS if f != "volunteer_id"), "notes")
 EN = ("Smith", "O'Brien", "Fortescue-Smythe", "Jones", "Taylor", "D'Arcy")
 JA = ("鈴木", "髙橋", "山﨑", "佐藤", "渡邉", "ﾔﾏﾓﾄ")
 DATA_HELD = ("id_documents", "photo", "health_questionnaire", "consent_form", "bank_details")
-EXPOSURES = ("published", "screened", "database_only")
 
 
 def write_roster(path: Path, rows: int, seed: int = 1) -> None:

@@ -23,29 +23,12 @@ import random
 import sys
 from pathlib import Path
 
+from notifier.volunteer import DATA_HELD, EXPOSURES, FIELDS
+
 SEED = 20200314  # the day of the attack in the 2020 notice
 COUNT = 200
-EXPOSURES = ("published", "screened", "database_only")
-DATA_HELD = (
-    "id_documents",
-    "photo",
-    "health_questionnaire",
-    "consent_form",
-    "gp_information",
-    "test_results",
-    "bank_details",
-)
-HEADER = (
-    "volunteer_id",
-    "email",
-    "family_name",
-    "given_name",
-    "locale",
-    "exposure",
-    "data_held",
-    "postal_address",
-    "notes",  # not a canonical field: kept with the volunteer as an extra attribute
-)
+# "notes" is not a canonical field: it is kept with the volunteer as an extra attribute.
+HEADER = (*FIELDS, "notes")
 EN_DOMAINS = ("example.org", "example.com")
 JA_DOMAIN = "example.jp"
 
