@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,26 @@ class AppContext:
 
 
 pass_app = click.make_pass_decorator(AppContext)
+
+
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write an output the user asked for, readable by its owner only.
+
+    Reports, previews, rejected rows and exports all carry personal data, like the ledger
+    itself, so they are created with mode 0600 rather than the umask's usual 0644.
+    """
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(payload)
+    except OSError as exc:
+        raise NotifierError(
+            f"cannot write ({exc.strerror})",
+            file=path,
+            hint="check the folder exists and that you may write there",
+        ) from exc
 
 
 @click.group(cls=NotifierGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -21,7 +21,7 @@ from notifier.campaign import (
     load_campaign,
     select_audience,
 )
-from notifier.cli.app import AppContext, cli, err_console, pass_app
+from notifier.cli.app import AppContext, cli, err_console, pass_app, write_private
 from notifier.compose import ComposedMessage, DkimKey, build_message, load_dkim_key
 from notifier.errors import NotifierError
 from notifier.ledger import Ledger
@@ -122,7 +122,7 @@ def _preview_one(
     if out is None:
         click.echo(data, nl=False)
         return
-    out.write_bytes(data)
+    write_private(out, data)
     click.echo(f"wrote {out}", err=True)
 
 
@@ -170,7 +170,7 @@ def _preview_all(led: Ledger, campaign: Campaign, directory: Path, dkim: DkimKey
         task = progress.add_task("preview", total=total)
         for volunteer in select_audience(led, campaign, history):
             composed = _build(renderer, campaign, volunteer, when, dkim)
-            (directory / f"{_file_name(volunteer.volunteer_id)}.eml").write_bytes(composed.data)
+            write_private(directory / f"{_file_name(volunteer.volunteer_id)}.eml", composed.data)
             written += 1
             progress.advance(task)
     click.echo(f"wrote {written} messages to {directory}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from notifier.cli.app import AppContext, cli, console, pass_app
+from notifier.cli.app import AppContext, cli, console, pass_app, write_private
 from notifier.errors import EXIT_PROBLEMS
 from notifier.ledger import Event
 from notifier.report import (
@@ -91,14 +92,15 @@ def report(app: AppContext, campaign_id: str, fmt: str, out: Path | None) -> Non
         if out is None:
             _print_summary(console, result)
         else:
-            with out.open("w", encoding="utf-8") as fh:
-                _print_summary(Console(file=fh, width=120, highlight=False), result)
+            buffer = io.StringIO()
+            _print_summary(Console(file=buffer, width=120, highlight=False), result)
+            write_private(out, buffer.getvalue())
     else:
         text = {"csv": report_as_csv, "json": report_as_json, "html": report_as_html}[fmt](result)
         if out is None:
             click.echo(text, nl=False)
         else:
-            out.write_text(text, encoding="utf-8", newline="")
+            write_private(out, text)
     if out is not None:
         click.echo(f"wrote {out}", err=True)
     if not result.verification.ok:
@@ -141,7 +143,7 @@ def export_unreachable(app: AppContext, fmt: str, out: Path | None) -> None:
     if out is None:
         click.echo(text, nl=False)
     else:
-        out.write_text(text, encoding="utf-8", newline="")
+        write_private(out, text)
         click.echo(f"wrote {len(people)} people to {out}", err=True)
 
 

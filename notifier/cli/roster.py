@@ -13,7 +13,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from notifier.cli.app import AppContext, cli, console, err_console, pass_app
+from notifier.cli.app import AppContext, cli, console, err_console, pass_app, write_private
 from notifier.errors import EXIT_PROBLEMS
 from notifier.ledger import ImportSummary
 from notifier.roster import ENCODING_CHOICES, RosterResult, RowProblem, load_mapping, read_roster
@@ -187,7 +187,7 @@ def rejects_csv_text(problems: Iterable[RowProblem]) -> str:
 def write_rejects_csv(path: Path, problems: Iterable[RowProblem]) -> None:
     # Plain UTF-8 so the header is exactly `row,column,value,reason`; the roster importer
     # reads such a file back whatever its origin.
-    path.write_text(rejects_csv_text(problems), encoding="utf-8", newline="")
+    write_private(path, rejects_csv_text(problems))
 
 
 @roster.command("list")
