@@ -149,6 +149,10 @@ def main() -> int:
             people = volunteers(args.volunteers)
             size = average_size(people)
             print(f"{args.volunteers} messages, ~{size} bytes each, {args.concurrency} connections")
+            # Other work on the machine moves both rates; say how busy it was.
+            print(
+                f"load average before the runs: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+            )
 
             elapsed = run_smtp_source(source_tool, port, args.volunteers, size, args.concurrency)
             ceiling = args.volunteers / elapsed

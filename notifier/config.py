@@ -9,6 +9,7 @@ shipped campaign files:
     [smtp]
     url = "smtp://127.0.0.1:8025"
     rate = 50            # messages per second; 0 = no limit
+    ca_file = "relay-ca.pem"   # also trust these CAs for the server's certificate
 
     [sender]
     from = "Data Protection Officer <dpo@example.org>"
@@ -38,6 +39,7 @@ class Settings:
     ledger: Path = Path("notifier.db")
     smtp_url: str = DEFAULT_SMTP_URL
     rate: float = 0.0
+    smtp_ca_file: Path | None = None  # PEM CAs to trust besides the system's (a private relay)
     sender_from: str | None = None
     reply_to: Mapping[str, str] = field(default_factory=dict)
     secret_file: Path | None = None
@@ -86,10 +88,14 @@ def load_settings(
         raise ConfigError(f"expected a number, got {rate!r}", file=path, field="smtp.rate") from exc
     secret = env.get("NOTIFIER_SECRET_FILE") or data.get("secret_file")
     key_file = dkim.get("key_file")
+    ca_file = env.get("NOTIFIER_SMTP_CA_FILE") or smtp.get("ca_file")
+    if ca_file is not None and not isinstance(ca_file, str):
+        raise ConfigError("expected the path of a PEM file", file=path, field="smtp.ca_file")
     return Settings(
         ledger=Path(ledger_path),
         smtp_url=str(env.get("NOTIFIER_SMTP_URL") or smtp.get("url") or DEFAULT_SMTP_URL),
         rate=rate_value,
+        smtp_ca_file=Path(ca_file) if ca_file else None,
         sender_from=sender.get("from"),
         reply_to={str(k): str(v) for k, v in reply_to.items()},
         secret_file=Path(secret) if secret else None,

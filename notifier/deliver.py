@@ -8,32 +8,41 @@ The parts, in the order a message meets them:
   (`per_domain`), batches with pauses; then a small window of messages is claimed as
   `sending` in the journal, in one transaction, before any of their bytes go out.
 - `Delivery._worker`: one per connection (`concurrency`); each carries many messages,
-  with RSET between them, and reconnects after a failure.
+  with RSET between them, and reconnects after a failure. `SmtpSession` speaks SMTP:
+  aiosmtplib opens the connection (EHLO, STARTTLS, AUTH), then `_ReplyReader` takes it
+  over. With PIPELINING (RFC 2920) a message costs one write and one wait: its content
+  goes out with the next message's RSET, MAIL, RCPT and DATA behind it; without, every
+  command waits for its reply.
 - `classify_smtp_outcome`: the one place a server reply becomes sent / deferred /
   failed_permanent.
 - `Delivery._retry`: deferred messages are tried again with exponential backoff
   (tenacity) up to `max_attempts`, then recorded as failed_temporary.
 
-Crash safety rests on the journal (see `LedgerJournal`): outcomes are buffered and written
-in batches, but a claim always writes the buffer first, and the number of messages
-claimed and not yet settled is bounded, so a SIGKILL leaves at most that many messages in
-`sending` -- the ones the next run reports as uncertain.
+Crash safety rests on the journal (see `LedgerJournal`, and `ThreadedLedgerJournal`,
+which writes on a thread of its own): outcomes are buffered and written in batches, but
+a claim always writes the buffer first and returns only once committed, and the number
+of messages claimed and not yet settled is bounded, so a SIGKILL leaves at most that
+many messages in `sending` -- the ones the next run reports as uncertain.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import re
 import socket
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
 import aiosmtplib
+from aiosmtplib import SMTPResponse
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
 from tenacity.wait import wait_exponential, wait_random
 
@@ -119,6 +128,7 @@ class SendOptions:
     backoff_max: float = 300.0
     require_tls: bool = False
     validate_certs: bool = True
+    ca_file: Path | None = None  # PEM CAs trusted besides the system's ([smtp] ca_file)
     resend_uncertain: bool = False
     limit: int | None = None  # send at most this many messages in this run
     claim_window: int = 64  # messages claimed as `sending` per ledger transaction
@@ -198,6 +208,10 @@ class ServerInfo:
     def eightbitmime(self) -> bool:
         return "8bitmime" in self.extensions
 
+    @property
+    def pipelining(self) -> bool:
+        return "pipelining" in self.extensions
+
 
 @dataclass(frozen=True)
 class OutgoingMessage:
@@ -211,6 +225,9 @@ class OutgoingMessage:
     recipient: str  # the RCPT TO address (Unicode with SMTPUTF8, else A-label form)
     data: bytes
     smtputf8: bool = False  # the envelope or headers need SMTPUTF8
+    # `data` as it goes after DATA (see wire_form), made where the message was composed,
+    # off the sending process; None: made when sending. Often `data` itself.
+    wire: bytes | None = None
 
     @property
     def domain(self) -> str:
@@ -234,8 +251,141 @@ class FatalDeliveryError(DeliveryError):
     """A problem no retry can fix (TLS required but absent, credentials refused)."""
 
 
+def _readable_ca_file(path: Path) -> Path:
+    # Checked here: a missing file would otherwise surface as a connection error.
+    if not path.is_file():
+        raise FatalDeliveryError(
+            "the CA file to trust for the SMTP server's certificate is not there",
+            file=path,
+            field="smtp.ca_file",
+            hint="set [smtp] ca_file (or NOTIFIER_SMTP_CA_FILE) to a PEM file of CA certificates",
+        )
+    return path
+
+
+class _ProtocolError(aiosmtplib.SMTPException):
+    """The server's answer is not SMTP (a reply line without a code, or no line end)."""
+
+
+_MAX_REPLY_BUFFER = 64 * 1024  # a reply line is at most 512 bytes (RFC 5321 4.5.3.1.5)
+
+
+class _ReplyReader(asyncio.Protocol):
+    """Reads the server's replies once a connection is open, any number per packet.
+
+    aiosmtplib opens the connection (EHLO, STARTTLS, AUTH); then this protocol takes the
+    transport over for the messages. aiosmtplib's own reader keeps one reply per command
+    and drops what else arrived in the same packet, which is where pipelined replies come.
+    Waiting is one future per packet, with its own timer: cheaper than wait_for per reply.
+    """
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.loop = asyncio.get_running_loop()
+        self._buffer = bytearray()
+        self._lines: list[bytes] = []  # the first lines of a multiline reply
+        self._replies: deque[aiosmtplib.SMTPResponse] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._lost: aiosmtplib.SMTPException | None = None
+
+    @property
+    def open(self) -> bool:
+        return self._lost is None and not self.transport.is_closing()
+
+    # -- protocol callbacks
+
+    def data_received(self, data: bytes) -> None:
+        if self._buffer:
+            self._buffer += data
+            data = bytes(self._buffer)
+            self._buffer.clear()
+        cut = data.rfind(b"\n") + 1
+        if cut < len(data):  # a line still on its way
+            if len(data) - cut > _MAX_REPLY_BUFFER:
+                self._fail(_ProtocolError("a reply line without an end"))
+                return
+            self._buffer += data[cut:]
+            data = data[:cut]
+        for line in data.splitlines():
+            if len(line) < 3 or not line[:3].isdigit():
+                self._fail(_ProtocolError(f"not an SMTP reply: {line[:80]!r}"))
+                return
+            if line[3:4] == b"-":
+                self._lines.append(line[4:])
+                continue
+            text = line[4:]
+            if self._lines:
+                text = b"\n".join([*self._lines, text])
+                self._lines.clear()
+            self._replies.append(
+                SMTPResponse(int(line[:3]), text.decode("utf-8", "surrogateescape"))
+            )
+        if self._replies:
+            self._wake()
+
+    def eof_received(self) -> bool:
+        self._fail(aiosmtplib.SMTPServerDisconnected("Unexpected EOF received"))
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost is None:
+            lost = aiosmtplib.SMTPServerDisconnected("Connection lost")
+            lost.__cause__ = exc
+            self._lost = lost
+        self._wake()
+
+    # -- for the session
+
+    def write(self, data: bytes) -> None:
+        if not self.open:
+            raise self._lost or aiosmtplib.SMTPServerDisconnected("Connection lost")
+        self.transport.write(data)
+
+    async def reply(self, timeout: float) -> aiosmtplib.SMTPResponse:
+        """The next reply: at once when it already arrived (pipelined), else waits."""
+        if not self._replies:
+            if self._lost is not None:
+                raise self._lost
+            waiter = self._waiter = self.loop.create_future()
+            timer = self.loop.call_later(timeout, self._time_out, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+            if not self._replies:
+                raise self._lost or aiosmtplib.SMTPServerDisconnected("Connection lost")
+        return self._replies.popleft()
+
+    def close(self) -> None:
+        self._fail(aiosmtplib.SMTPServerDisconnected("Connection closed"))
+
+    def _fail(self, exc: aiosmtplib.SMTPException) -> None:
+        if self._lost is None:
+            self._lost = exc
+        if not self.transport.is_closing():
+            self.transport.close()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _time_out(self, waiter: asyncio.Future[None]) -> None:
+        if not waiter.done():
+            timeout = aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response")
+            self._fail(timeout)
+
+
 class SmtpSession:
-    """One SMTP connection that carries many messages, reopened after any failure."""
+    """One SMTP connection that carries many messages, reopened after any failure.
+
+    A message goes in two steps: `envelope` ([RSET,] MAIL, RCPT, DATA, up to the 354) and
+    `content` (the message and its final dot). When the server offers PIPELINING (RFC
+    2920) each step is one write and one wait, and the next message's envelope can go out
+    in the same write as this message's content (`envelope_bytes`), so a busy connection
+    costs one round trip a message; without PIPELINING every command waits for its reply.
+    """
 
     def __init__(
         self,
@@ -247,12 +397,16 @@ class SmtpSession:
         self.options = options
         self.credentials = credentials
         self.info: ServerInfo | None = None
-        self._smtp: aiosmtplib.SMTP | None = None
+        self._reader: _ReplyReader | None = None
         self._used = False  # a transaction ran on this connection: RSET before the next
 
     @property
     def connected(self) -> bool:
-        return self._smtp is not None and self._smtp.is_connected
+        return self._reader is not None and self._reader.open
+
+    @property
+    def pipelining(self) -> bool:
+        return self.info is not None and self.info.pipelining
 
     async def open(self) -> ServerInfo:
         """Connect, EHLO, STARTTLS when offered, AUTH when credentials are set."""
@@ -266,6 +420,7 @@ class SmtpSession:
             start_tls=False if self.target.implicit_tls else None,
             timeout=opts.timeout,
             validate_certs=opts.validate_certs,
+            cert_bundle=str(_readable_ca_file(opts.ca_file)) if opts.ca_file else None,
             local_hostname=opts.local_hostname or _local_hostname(),
         )
         response = await smtp.connect()
@@ -295,10 +450,15 @@ class SmtpSession:
                         f"cannot authenticate to {self.target}: {describe_error(exc)}",
                         hint="the server may not offer AUTH without TLS; try smtps://",
                     ) from exc
+            transport = smtp.transport
+            if not isinstance(transport, asyncio.Transport) or transport.is_closing():
+                raise aiosmtplib.SMTPServerDisconnected("Connection lost")
         except BaseException:
             smtp.close()
             raise
-        self._smtp = smtp
+        # From here on the connection is ours: aiosmtplib's object is dropped unused.
+        self._reader = _ReplyReader(transport)
+        transport.set_protocol(self._reader)
         self._used = False
         self.info = ServerInfo(
             greeting=response.message,
@@ -307,88 +467,163 @@ class SmtpSession:
         )
         return self.info
 
-    async def transmit(self, message: OutgoingMessage) -> aiosmtplib.SMTPResponse:
-        """MAIL, RCPT, DATA for one message; the final reply, or an aiosmtplib error."""
-        if not self.connected:
-            await self.open()
-        smtp = self._smtp
+    def _reader_or_fail(self) -> _ReplyReader:
+        if self._reader is None:
+            raise aiosmtplib.SMTPServerDisconnected("Server not connected")
+        return self._reader
+
+    def envelope_commands(self, message: OutgoingMessage, *, rset: bool) -> list[bytes]:
+        """[RSET,] MAIL, RCPT, DATA for the message, each a CRLF-terminated line.
+
+        Written by hand rather than with smtp.mail()/rcpt(): those parse each address with
+        the email package, a third of the time a message took. Ours are already valid
+        (roster validation, VERP); this only keeps them in one piece.
+        """
         info = self.info
-        assert smtp is not None and info is not None
-        if self._used:
-            await smtp.rset()
-        self._used = True
-        mail_options: list[str] = []
-        rcpt_options: list[str] = []
+        assert info is not None
+        mail_options = ""
+        rcpt_options = ""
         encoding = "ascii"
         if message.smtputf8:
-            mail_options.append("SMTPUTF8")
+            mail_options += " SMTPUTF8"
             encoding = "utf-8"
         if info.eightbitmime and not message.data.isascii():
-            mail_options.append("BODY=8BITMIME")
+            mail_options += " BODY=8BITMIME"
         if info.dsn:
-            mail_options += [f"ENVID={xtext(message.envelope_id)}", "RET=HDRS"]
-            rcpt_options.append("NOTIFY=FAILURE,DELAY")
+            mail_options += f" ENVID={xtext(message.envelope_id)} RET=HDRS"
+            rcpt_options += " NOTIFY=FAILURE,DELAY"
             if message.recipient.isascii():
-                rcpt_options.append(f"ORCPT=rfc822;{xtext(message.recipient)}")
-        # MAIL and RCPT written here rather than with smtp.mail()/rcpt(): those parse each
-        # address with the email package, a third of the time a message takes. Ours are
-        # already valid (roster validation, VERP); this only keeps them in one piece.
-        mail = await smtp.execute_command(
-            b"MAIL",
-            b"FROM:" + _envelope_address(message.envelope_from, encoding),
-            *(o.encode("ascii") for o in mail_options),
-        )
-        if mail.code != 250:
-            raise aiosmtplib.SMTPSenderRefused(mail.code, mail.message, message.envelope_from)
-        rcpt = await smtp.execute_command(
-            b"RCPT",
-            b"TO:" + _envelope_address(message.recipient, encoding),
-            *(o.encode("ascii") for o in rcpt_options),
-        )
-        if rcpt.code not in (250, 251):
-            raise aiosmtplib.SMTPRecipientRefused(rcpt.code, rcpt.message, message.recipient)
-        return await self._data(smtp, message.data)
+                rcpt_options += f" ORCPT=rfc822;{xtext(message.recipient)}"
+        mail = _envelope_address(message.envelope_from, encoding)
+        rcpt = _envelope_address(message.recipient, encoding)
+        commands = [b"RSET\r\n"] if rset else []
+        commands += [
+            b"MAIL FROM:" + mail + mail_options.encode("ascii") + b"\r\n",
+            b"RCPT TO:" + rcpt + rcpt_options.encode("ascii") + b"\r\n",
+            b"DATA\r\n",
+        ]
+        return commands
 
-    async def _data(self, smtp: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
-        """DATA. smtp.data() rewrites line endings and dot-stuffs with two regular
-        expressions over the whole message; composed messages already have CRLF endings
-        and rarely a line starting with ".", so those go out as they are."""
-        protocol = smtp.protocol
-        if (
-            protocol is None
-            or data.startswith(b".")
-            or b"\n." in data
-            or data.count(b"\n") != data.count(b"\r\n")
-            or data.count(b"\r") != data.count(b"\r\n")
-        ):
-            return await smtp.data(data)
-        start = await smtp.execute_command(b"DATA")
-        if start.code != 354:
-            raise aiosmtplib.SMTPDataError(start.code, start.message)
-        end = b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n"
-        try:
-            protocol.write(data + end)
-            reply = await protocol.read_response(timeout=self.options.timeout)
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
-            smtp.close()
-            raise
+    def envelope_bytes(self, message: OutgoingMessage) -> bytes:
+        """The next message's envelope, to go out behind this message's content (pipelined
+        only). An address that cannot be written raises here, before anything is sent."""
+        return b"".join(self.envelope_commands(message, rset=True))
+
+    async def envelope(self, message: OutgoingMessage, *, written: bool = False) -> None:
+        """[RSET,] MAIL, RCPT, DATA, up to the server's 354 for the content.
+
+        `written`: the commands already went out behind the previous message's content.
+        A refusal raises SMTPResponseException with the first refusing reply (a 550 on RCPT
+        is that, not the 503/554 a pipelining server then answers to DATA).
+        """
+        if not self.connected:
+            await self.open()
+            written = False
+        reader = self._reader_or_fail()
+        timeout = self.options.timeout
+        rset = self._used or written
+        self._used = True
+        if not self.pipelining:
+            for command in self.envelope_commands(message, rset=rset):
+                reader.write(command)
+                _check_envelope_reply(command[:4], await reader.reply(timeout))
+            return
+        if not written:
+            reader.write(b"".join(self.envelope_commands(message, rset=rset)))
+        refusal: aiosmtplib.SMTPResponseException | None = None
+        for verb in _PIPELINED_VERBS[0 if rset else 1 :]:
+            reply = await reader.reply(timeout)
+            if reply.code == 421:  # the server is closing: no more replies will come
+                raise aiosmtplib.SMTPResponseException(reply.code, reply.message)
+            if refusal is not None:
+                if verb == b"DATA" and reply.code == 354:
+                    # DATA accepted without a recipient: end it with nothing in it.
+                    reader.write(b".\r\n")
+                    await reader.reply(timeout)
+                continue
+            try:
+                _check_envelope_reply(verb, reply)
+            except aiosmtplib.SMTPResponseException as exc:
+                refusal = exc
+        if refusal is not None:
+            raise refusal
+
+    async def content(self, message: OutgoingMessage, following: bytes = b"") -> SMTPResponse:
+        """The message and its final dot, after `envelope`; then the final reply.
+
+        `following` (the next message's envelope, pipelined) goes out in the same write.
+        """
+        reader = self._reader_or_fail()
+        wire = message.wire if message.wire is not None else wire_form(message.data)
+        reader.write(b"".join((wire, b".\r\n", following)))
+        reply = await reader.reply(self.options.timeout)
         if reply.code != 250:
             raise aiosmtplib.SMTPDataError(reply.code, reply.message)
         return reply
 
+    async def transmit(self, message: OutgoingMessage) -> SMTPResponse:
+        """One message, envelope and content; the final reply, or an aiosmtplib error."""
+        await self.envelope(message)
+        return await self.content(message)
+
     def close(self) -> None:
-        if self._smtp is not None:
-            self._smtp.close()
-        self._smtp = None
+        if self._reader is not None:
+            self._reader.close()
+        self._reader = None
 
     async def quit(self) -> None:
         if self.connected:
-            assert self._smtp is not None
+            reader = self._reader_or_fail()
             try:
-                await self._smtp.quit(timeout=min(self.options.timeout, 5.0))
+                reader.write(b"QUIT\r\n")
+                await reader.reply(min(self.options.timeout, 5.0))
             except (aiosmtplib.SMTPException, OSError):
                 pass  # leaving anyway; the server will time the connection out
         self.close()
+
+
+# The envelope commands, in the order they go out; RSET only on a used connection.
+_PIPELINED_VERBS = (b"RSET", b"MAIL", b"RCPT", b"DATA")
+_ENVELOPE_EXPECTED = {b"RSET": (250,), b"MAIL": (250,), b"RCPT": (250, 251), b"DATA": (354,)}
+
+
+def _check_envelope_reply(verb: bytes, reply: SMTPResponse) -> None:
+    """Raise the aiosmtplib error for a refusing reply to an envelope command."""
+    if reply.code in _ENVELOPE_EXPECTED[verb]:
+        return
+    if verb == b"MAIL":
+        raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, "")
+    if verb == b"RCPT":
+        raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, "")
+    if verb == b"DATA":
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+    raise aiosmtplib.SMTPResponseException(reply.code, reply.message)
+
+
+_LINE_ENDING = re.compile(rb"\r\n|\n|\r(?!\n)")
+
+
+def wire_form(data: bytes, *, crlf: bool = False) -> bytes:
+    """The message as it goes after DATA, but for the final dot: CRLF line endings, a CRLF
+    at the end, leading dots doubled. `data` itself when it already is.
+
+    `crlf`: the caller vouches that every line of `data` ends in CRLF, as build_message
+    writes them (tests/test_compose checks it), so only the dots are looked at. Quoted-
+    printable soft line breaks start a line with "." in about one message in four. Each
+    scan costs some 10 µs for 10 KB, so this runs where messages are composed (see
+    OutgoingMessage.wire).
+    """
+    if not crlf:
+        ends = data.count(b"\r\n")
+        if not data.endswith(b"\r\n") or ends != data.count(b"\n") or ends != data.count(b"\r"):
+            data = _LINE_ENDING.sub(b"\r\n", data)
+            if not data.endswith(b"\r\n"):
+                data += b"\r\n"
+    # bytes.replace returns `data` itself when there is nothing to replace.
+    data = data.replace(b"\n.", b"\n..")
+    if data.startswith(b"."):
+        data = b"." + data
+    return data
 
 
 def _envelope_address(address: str, encoding: str) -> bytes:
@@ -415,35 +650,40 @@ def _local_hostname() -> str:
 
 
 class Journal(Protocol):
-    """Where delivery writes its intent and its outcomes."""
+    """Where delivery writes its intent and its outcomes, in the order they happen."""
 
     @property
     def written(self) -> int:
-        """Outcomes written so far (buffered ones not counted)."""
+        """Outcomes written so far."""
         ...
 
     @property
-    def buffered(self) -> int:
-        """Outcomes waiting to be written."""
+    def unwritten(self) -> int:
+        """Outcomes recorded and not yet written (buffered, or being written)."""
         ...
 
-    def claim(self, messages: Sequence[OutgoingMessage]) -> dict[str, int]:
-        """Commit `sending` for these messages, after any buffered outcomes; their attempt
-        numbers."""
+    async def claim(self, messages: Sequence[OutgoingMessage]) -> dict[str, int]:
+        """Commit `sending` for these messages, after the outcomes recorded so far; their
+        attempt numbers. Returns once committed: only then may their bytes go out."""
         ...
 
     def record(self, outcome: DeliveryOutcome) -> None:
-        """Buffer one outcome (written at the next flush or claim)."""
+        """Record one outcome (written at the next flush or claim)."""
         ...
 
-    def flush(self) -> int:
-        """Write buffered outcomes; returns how many."""
+    def flush(self) -> None:
+        """Start writing the recorded outcomes (a journal may return before they are)."""
+        ...
+
+    async def settle(self) -> None:
+        """Write every outcome recorded so far, and wait until they are written."""
         ...
 
 
 class LedgerJournal:
-    """Batches outcome events into few transactions; claims always write the batch first,
-    so the ledger's order of events is the order things happened."""
+    """Batches outcome events into few transactions, written in the calling thread;
+    claims always write the batch first, so the ledger's order of events is the order
+    things happened."""
 
     def __init__(self, ledger: Ledger, *, flush_size: int = 256) -> None:
         self.ledger = ledger
@@ -456,26 +696,142 @@ class LedgerJournal:
         return self._written
 
     @property
-    def buffered(self) -> int:
+    def unwritten(self) -> int:
         return len(self._buffer)
 
-    def claim(self, messages: Sequence[OutgoingMessage]) -> dict[str, int]:
-        with self.ledger.transaction():
-            self.flush()
-            return self.ledger.claim_for_sending([m.message_id for m in messages])
+    async def claim(self, messages: Sequence[OutgoingMessage]) -> dict[str, int]:
+        batch, self._buffer = self._buffer, []
+        attempts = _write_journal(self.ledger, batch, [m.message_id for m in messages])
+        self._written += len(batch)
+        return attempts
 
     def record(self, outcome: DeliveryOutcome) -> None:
         self._buffer.append(outcome)
         if len(self._buffer) >= self.flush_size:
             self.flush()
 
-    def flush(self) -> int:
-        if not self._buffer:
-            return 0
+    def flush(self) -> None:
+        if self._buffer:
+            batch, self._buffer = self._buffer, []
+            self._written += self.ledger.record_outcomes(batch)
+
+    async def settle(self) -> None:
+        self.flush()
+
+
+class ThreadedLedgerJournal:
+    """LedgerJournal's writes, on a thread of their own with their own connection to the
+    ledger file (`open` it first, `close` it after).
+
+    SQLite does most of a message's ledger work (the inserts, COMMIT, checkpoints)
+    without holding the GIL, so on a thread it runs beside the event loop, on another
+    core, instead of stopping it. Writes go one at a time in the order they were asked
+    for, so events keep the order things happened; a claim still returns only once it is
+    committed. A failed write is raised by the next claim, `written` or `settle`.
+    """
+
+    def __init__(self, path: Path, *, flush_size: int = 256) -> None:
+        self.path = path
+        self.flush_size = flush_size
+        self._buffer: list[DeliveryOutcome] = []
+        self._written = 0
+        # Writes handed to the thread and not yet seen done: (future, outcomes in it).
+        self._pending: deque[tuple[concurrent.futures.Future[dict[str, int]], int]] = deque()
+        self._pending_outcomes = 0
+        self._raised: concurrent.futures.Future[dict[str, int]] | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._ledger: Ledger | None = None  # used on the writer thread only
+
+    async def open(self) -> None:
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal")
+        await asyncio.wrap_future(self._executor.submit(self._connect))
+
+    async def close(self) -> None:
+        """Write what is left and close the connection (also after a failed write)."""
+        if self._executor is None:
+            return
+        try:
+            await self.settle()
+        finally:
+            self._executor.submit(self._disconnect)
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _connect(self) -> None:
+        self._ledger = Ledger(self.path, create=False)
+
+    def _disconnect(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+    @property
+    def written(self) -> int:
+        pending = self._pending
+        while pending and pending[0][0].done():
+            future, count = pending.popleft()
+            self._pending_outcomes -= count
+            failure = future.exception()
+            if failure is None:
+                self._written += count
+            elif future is not self._raised:
+                raise failure  # its outcomes were not written: they stay `sending`
+        return self._written
+
+    @property
+    def unwritten(self) -> int:
+        return len(self._buffer) + self._pending_outcomes
+
+    def _submit(self, claim: list[str]) -> concurrent.futures.Future[dict[str, int]]:
+        if self._executor is None:
+            raise RuntimeError("the journal is not open")
         batch, self._buffer = self._buffer, []
-        written = self.ledger.record_outcomes(batch)
-        self._written += written
-        return written
+        future = self._executor.submit(self._write, batch, claim)
+        self._pending.append((future, len(batch)))
+        self._pending_outcomes += len(batch)
+        return future
+
+    def _write(self, outcomes: list[DeliveryOutcome], claim: list[str]) -> dict[str, int]:
+        assert self._ledger is not None
+        return _write_journal(self._ledger, outcomes, claim)
+
+    async def claim(self, messages: Sequence[OutgoingMessage]) -> dict[str, int]:
+        future = self._submit([m.message_id for m in messages])
+        try:
+            # Shielded: a cancelled wait must not cancel the write (the thread does it).
+            attempts = await asyncio.shield(asyncio.wrap_future(future))
+        except Exception:
+            self._raised = future  # raised here: `written` need not raise it again
+            raise
+        self.written  # noqa: B018 (collects the finished writes, raising a failed one)
+        return attempts
+
+    def record(self, outcome: DeliveryOutcome) -> None:
+        self._buffer.append(outcome)
+        if len(self._buffer) >= self.flush_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer:
+            self._submit([])
+
+    async def settle(self) -> None:
+        self.flush()
+        if self._pending:
+            # One writer thread, in order: the last write done means all are.
+            last = asyncio.wrap_future(self._pending[-1][0])
+            await asyncio.wait([last])  # its failure, if any, is raised by `written`
+        self.written  # noqa: B018 (collects the finished writes, raising a failed one)
+
+
+def _write_journal(
+    ledger: Ledger, outcomes: Sequence[DeliveryOutcome], claim: Sequence[str]
+) -> dict[str, int]:
+    """Outcomes, then claims, in one transaction."""
+    with ledger.transaction():
+        if outcomes:
+            ledger.record_outcomes(outcomes)
+        return ledger.claim_for_sending(claim) if claim else {}
 
 
 # --- the engine ---------------------------------------------------------------------
@@ -586,7 +942,8 @@ class Delivery:
         self._queue = asyncio.Queue()
         self.stats = DeliveryStats(stopped=self.stats.stopped)
         workers = [asyncio.create_task(self._worker(s)) for s in self.sessions]
-        flusher = asyncio.create_task(self._flush_periodically())
+        finished = asyncio.Event()
+        flusher = asyncio.create_task(self._flush_periodically(finished))
         failure: Exception | None = None
         try:
             await self._dispatch(source)
@@ -601,8 +958,9 @@ class Delivery:
         for _ in workers:
             self._queue.put_nowait(None)
         await asyncio.gather(*workers)
-        flusher.cancel()
-        self.journal.flush()
+        finished.set()
+        await flusher
+        await self.journal.settle()
         self.stats.finished = self.clock()
         if failure is not None:
             raise failure
@@ -665,7 +1023,7 @@ class Delivery:
         # Bound memory when a server defers everything: wait for retries to finish.
         while len(self._retries) > 1000 and not self.stopping:
             await asyncio.wait(set(self._retries), return_when=asyncio.FIRST_COMPLETED)
-        attempts = self.journal.claim(window)
+        attempts = await self.journal.claim(window)
         self._claimed += len(window)
         assert self._queue is not None
         for message in window:
@@ -678,8 +1036,8 @@ class Delivery:
         most = max(most, 0)
         while self._claimed - self.journal.written > most:
             needed = self._claimed - self.journal.written - most
-            if self.journal.buffered >= needed:
-                self.journal.flush()
+            if self.journal.unwritten >= needed:
+                await self.journal.settle()
                 continue
             # Wake when enough outcomes are in to free the room in one write, not at
             # every outcome: one transaction per outcome would be the bottleneck.
@@ -691,26 +1049,38 @@ class Delivery:
     def _record(self, outcome: DeliveryOutcome) -> None:
         self.journal.record(outcome)
         self.stats.attempts += 1
-        if self._flush_at and self.journal.buffered >= self._flush_at:
+        if self._flush_at and self.journal.unwritten >= self._flush_at:
             assert self._settled_event is not None
             self._settled_event.set()  # the waiting claim can flush and go on
         self.count_outcome(outcome)
 
+    def record_unsent(self, outcome: DeliveryOutcome) -> None:
+        """Record and count an outcome decided without sending (an address this server
+        cannot carry, a message that cannot be composed), in order with the others."""
+        self._claimed += 1  # never in flight: balances its written outcome
+        self.journal.record(outcome)
+        self.count_outcome(outcome)
+
     def count_outcome(self, outcome: DeliveryOutcome) -> None:
-        """Count an outcome in the stats and show it; the caller records outcomes that
-        were decided without sending (an address this server cannot carry)."""
+        """Count an outcome in the stats and show it."""
         if outcome.state != "deferred":
             self.stats.counts[outcome.state] = self.stats.counts.get(outcome.state, 0) + 1
         if self.progress is not None:
             self.progress(outcome)
 
-    async def _flush_periodically(self) -> None:
+    async def _flush_periodically(self, finished: asyncio.Event) -> None:
         # Outcomes reach the ledger within flush_interval, so `notifier status` is current
-        # and a crash leaves few messages uncertain even when sending is slow.
-        while True:
-            await asyncio.sleep(self.options.flush_interval)
-            if self.journal.flush() and self._settled_event is not None:
-                self._settled_event.set()
+        # and a crash leaves few messages uncertain even when sending is slow. Not
+        # cancelled but told to finish: a write it waits for must not be dropped.
+        while not finished.is_set():
+            try:
+                await asyncio.wait_for(finished.wait(), self.options.flush_interval)
+            except TimeoutError:
+                pass
+            if self.journal.unwritten:
+                await self.journal.settle()
+                if self._settled_event is not None:
+                    self._settled_event.set()
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake at once when a stop is requested."""
@@ -730,20 +1100,27 @@ class Delivery:
     # -- workers
 
     async def _worker(self, session: SmtpSession) -> None:
-        assert self._queue is not None
+        queue = self._queue
+        assert queue is not None
         failures = 0
+        job: _Job | None = None
+        written = False  # job's envelope went out behind the previous message (pipelined)
         while True:
-            job = await self._queue.get()
-            try:
+            if job is None:
+                job = await queue.get()
+                written = False
                 if job is None:
+                    queue.task_done()
                     break
-                outcome, connection_failed = await self._attempt(session, job)
+            try:
+                outcome, following, connection_failed = await self._attempt(session, job, written)
                 if job.future is not None:
                     job.future.set_result(outcome)
                 else:
                     self._first_attempt_done(job.message, outcome)
             finally:
-                self._queue.task_done()
+                queue.task_done()
+            job, written = following
             # A connection that cannot be opened: wait before the next try, so a server
             # that is down is not hammered and messages are not used up in a burst.
             failures = failures + 1 if connection_failed else 0
@@ -751,17 +1128,49 @@ class Delivery:
                 await self._sleep(min(self.options.backoff * 2 ** (failures - 1), 30.0))
         await session.quit()
 
-    async def _attempt(self, session: SmtpSession, job: _Job) -> tuple[DeliveryOutcome, bool]:
-        """Send one message; the outcome, and whether the connection could not be opened."""
+    def _take_following(self) -> _Job | None:
+        """The next queued job if one is waiting now (its envelope can share this write)."""
+        assert self._queue is not None
+        try:
+            job = self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+        if job is None:  # the end: leave it for the worker loop
+            self._queue.put_nowait(None)
+            self._queue.task_done()
+        return job
+
+    async def _attempt(
+        self, session: SmtpSession, job: _Job, written: bool
+    ) -> tuple[DeliveryOutcome, tuple[_Job | None, bool], bool]:
+        """Send one message. Returns its outcome; the job taken from the queue to follow
+        it on this connection, if any, and whether that one's envelope already went out
+        (pipelined behind this message's content); and whether the connection could not
+        be opened.
+
+        The following job was claimed like any other. Only its envelope can have gone out
+        with this message, so if the connection dies it is sent afresh on the next one:
+        that is not an attempt, and no outcome is recorded for it here."""
         message = job.message
         code: int | None
         connection_failed = False
+        following: _Job | None = None
+        tail = b""
         try:
             if not session.connected:
                 connection_failed = True
                 await session.open()
                 connection_failed = False
-            response = await session.transmit(message)
+                written = False
+            await session.envelope(message, written=written)
+            if session.pipelining:
+                following = self._take_following()
+                if following is not None:
+                    try:
+                        tail = session.envelope_bytes(following.message)
+                    except aiosmtplib.SMTPException:
+                        pass  # an address that cannot be written: refused on its own turn
+            response = await session.content(message, tail)
             code, reply = response.code, response.message
         except FatalDeliveryError as exc:
             self.stats.fatal = exc
@@ -790,7 +1199,7 @@ class Delivery:
         )
         if state != "sent":
             log.info("%s to %s: %s %s", state, message.recipient, code, reply)
-        return outcome, connection_failed
+        return outcome, (following, bool(tail) and session.connected), connection_failed
 
     def _first_attempt_done(self, message: OutgoingMessage, outcome: DeliveryOutcome) -> None:
         if outcome.state != "deferred":
@@ -812,7 +1221,7 @@ class Delivery:
         async def attempt() -> DeliveryOutcome:
             if known:  # the worker already made the first attempt
                 return known.pop()
-            attempts = self.journal.claim([message])
+            attempts = await self.journal.claim([message])
             self._claimed += 1
             future: asyncio.Future[DeliveryOutcome] = asyncio.get_running_loop().create_future()
             assert self._queue is not None

@@ -167,6 +167,21 @@ def _hashed_fields(
     }
 
 
+# What Ledger._append_rows takes and writes (see append_events).
+_EventItem = tuple[str, str | None, str | None, str | None, dict[str, Any]]
+_EventRow = tuple[int, str, str, str | None, str | None, str | None, str, str, str]
+_encode_json_string: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def _json_text(value: str | None) -> str:
+    """canonical_json() of a string or None, without building an encoder for it."""
+    if value is None:
+        return "null"
+    if type(value) is str:
+        return _encode_json_string(value)
+    return canonical_json(value)
+
+
 # --- schema -------------------------------------------------------------------------
 
 
@@ -385,62 +400,66 @@ class Ledger:
     # -- events
 
     def append_events(self, drafts: Iterable[EventDraft], at: str | None = None) -> list[Event]:
-        """Append events in order, linking each into the chain; moves messages with a state."""
-        appended: list[Event] = []
+        """Append events in order, linking each into the chain; moves messages with a state.
+
+        Events appended together are committed together, and carry one time: `at`, or now.
+        """
+        drafts = list(drafts)
         with self.transaction():
-            head = self.get_meta("chain_head") or f"0:{GENESIS_HASH}"
-            seq_text, prev_hash = head.split(":", 1)
-            seq = int(seq_text)
-            rows = []
-            state_updates = []
-            for draft in drafts:
-                seq += 1
-                when = at or utc_now()
-                hashed = _hashed_fields(
-                    draft.kind, draft.campaign_id, draft.volunteer_id, draft.message_id, draft.data
-                )
-                digest = event_hash(prev_hash, seq, when, hashed)
-                rows.append(
-                    (
-                        seq,
-                        when,
-                        draft.kind,
-                        draft.campaign_id,
-                        draft.volunteer_id,
-                        draft.message_id,
-                        canonical_json(draft.data),
-                        prev_hash,
-                        digest,
-                    )
-                )
-                appended.append(
-                    Event(
-                        seq,
-                        when,
-                        draft.kind,
-                        draft.campaign_id,
-                        draft.volunteer_id,
-                        draft.message_id,
-                        draft.data,
-                        prev_hash,
-                        digest,
-                    )
-                )
-                if draft.state is not None and draft.message_id is not None:
-                    state_updates.append((draft.state, when, draft.message_id))
-                prev_hash = digest
-            self.conn.executemany(
-                "INSERT INTO events(seq, at, kind, campaign_id, volunteer_id, message_id, data,"
-                " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
+            rows = self._append_rows(
+                [(d.kind, d.campaign_id, d.volunteer_id, d.message_id, d.data) for d in drafts], at
             )
+            state_updates = [
+                (d.state, row[1], d.message_id)
+                for d, row in zip(drafts, rows, strict=True)
+                if d.state is not None and d.message_id is not None
+            ]
             if state_updates:
                 self.conn.executemany(
                     "UPDATE messages SET state = ?, updated_at = ? WHERE message_id = ?",
                     state_updates,
                 )
-            self._set_meta("chain_head", f"{seq}:{prev_hash}")
-        return appended
+        return [
+            Event(seq, when, d.kind, d.campaign_id, d.volunteer_id, d.message_id, d.data, prev, h)
+            for d, (seq, when, _k, _c, _v, _m, _j, prev, h) in zip(drafts, rows, strict=True)
+        ]
+
+    def _append_rows(self, items: Sequence[_EventItem], at: str | None) -> list[_EventRow]:
+        """Link (kind, campaign_id, volunteer_id, message_id, data) items into the chain and
+        insert them; the rows written. Within a transaction.
+
+        Sending appends two events a message, so this is lean: no dataclasses, one time for
+        the batch, and the data encoded once for both the row and the hash. The hashed text
+        is event_hash()'s canonical JSON written out in its sorted key order;
+        tests/test_ledger_append.py holds the two to the same result.
+        """
+        head = self.get_meta("chain_head") or f"0:{GENESIS_HASH}"
+        seq_text, prev_hash = head.split(":", 1)
+        seq = int(seq_text)
+        when = at or utc_now()
+        at_json = _json_text(when)
+        encode = _CANONICAL_ENCODER.encode
+        sha256 = hashlib.sha256
+        rows: list[_EventRow] = []
+        for kind, campaign_id, volunteer_id, message_id, data in items:
+            seq += 1
+            data_json = encode(data)
+            content = (
+                f'{{"at":{at_json},"campaign_id":{_json_text(campaign_id)},"data":{data_json},'
+                f'"kind":{_json_text(kind)},"message_id":{_json_text(message_id)},"seq":{seq},'
+                f'"volunteer_id":{_json_text(volunteer_id)}}}'
+            )
+            digest = sha256(f"{prev_hash}\n{content}".encode()).hexdigest()
+            row = (seq, when, kind, campaign_id, volunteer_id, message_id, data_json)
+            rows.append((*row, prev_hash, digest))
+            prev_hash = digest
+        self.conn.executemany(
+            "INSERT INTO events(seq, at, kind, campaign_id, volunteer_id, message_id, data,"
+            " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        self._set_meta("chain_head", f"{seq}:{prev_hash}")
+        return rows
 
     def append_event(self, draft: EventDraft) -> Event:
         return self.append_events([draft])[0]
@@ -861,18 +880,9 @@ class Ledger:
                 " attempts, updated_at) VALUES (?, ?, ?, ?, 'pending', 0, ?)",
                 [(m.message_id, campaign_id, m.volunteer_id, m.verp_token, now) for m in new],
             )
-            self.append_events(
-                (
-                    EventDraft(
-                        "queued",
-                        campaign_id=campaign_id,
-                        volunteer_id=m.volunteer_id,
-                        message_id=m.message_id,
-                        state="pending",
-                    )
-                    for m in new
-                ),
-                at=now,
+            # Inserted as pending above: the events need not move them.
+            self._append_rows(
+                [("queued", campaign_id, m.volunteer_id, m.message_id, {}) for m in new], now
             )
         return len(new)
 
@@ -885,8 +895,8 @@ class Ledger:
         if not message_ids:
             return {}
         attempts: dict[str, int] = {}
+        items: list[_EventItem] = []
         with self.transaction():
-            drafts = []
             # SQLite limits the number of parameters in one statement.
             for start in range(0, len(message_ids), 500):
                 chunk = list(message_ids[start : start + 500])
@@ -899,24 +909,19 @@ class Ledger:
                 for message_id, campaign_id, volunteer_id, done in rows:
                     attempt = int(done or 0) + 1
                     attempts[message_id] = attempt
-                    drafts.append(
-                        EventDraft(
-                            "sending",
-                            campaign_id=campaign_id,
-                            volunteer_id=volunteer_id,
-                            message_id=message_id,
-                            data={"attempt": attempt},
-                            state="sending",
-                        )
+                    items.append(
+                        ("sending", campaign_id, volunteer_id, message_id, {"attempt": attempt})
                     )
             missing = set(message_ids) - attempts.keys()
             if missing:
                 raise LedgerError(f"no such message in the ledger: {sorted(missing)[0]}")
+            when = self._append_rows(items, None)[0][1]
+            # The state, the attempt and the time in one statement a message.
             self.conn.executemany(
-                "UPDATE messages SET attempts = ? WHERE message_id = ?",
-                [(attempt, message_id) for message_id, attempt in attempts.items()],
+                "UPDATE messages SET state = 'sending', attempts = ?, updated_at = ?"
+                " WHERE message_id = ?",
+                [(attempt, when, message_id) for message_id, attempt in attempts.items()],
             )
-            self.append_events(drafts)
         return attempts
 
     def record_outcomes(self, outcomes: Iterable[DeliveryOutcome]) -> int:
@@ -925,24 +930,28 @@ class Ledger:
         if not outcomes:
             return 0
         with self.transaction():
-            self.append_events(
-                EventDraft(
-                    o.state,
-                    campaign_id=o.campaign_id,
-                    volunteer_id=o.volunteer_id,
-                    message_id=o.message_id,
-                    data=o.event_data(),
-                    state=o.state,
-                )
-                for o in outcomes
-            )
-            self.conn.executemany(
-                "UPDATE messages SET smtp_reply = ?, queue_id = ? WHERE message_id = ?",
+            rows = self._append_rows(
                 [
-                    (o.reply or o.reason, o.queue_id, o.message_id)
+                    (o.state, o.campaign_id, o.volunteer_id, o.message_id, o.event_data())
+                    for o in outcomes
+                ],
+                None,
+            )
+            when = rows[0][1]
+            # One statement a message: the state, and the reply when there is one (a
+            # message's earlier reply stays when this outcome has none).
+            self.conn.executemany(
+                "UPDATE messages SET state = ?, updated_at = ?, smtp_reply = ?, queue_id = ?"
+                " WHERE message_id = ?",
+                [
+                    (o.state, when, o.reply or o.reason, o.queue_id, o.message_id)
                     for o in outcomes
                     if o.reply or o.reason
                 ],
+            )
+            self.conn.executemany(
+                "UPDATE messages SET state = ?, updated_at = ? WHERE message_id = ?",
+                [(o.state, when, o.message_id) for o in outcomes if not (o.reply or o.reason)],
             )
         return len(outcomes)
 

@@ -31,12 +31,14 @@ from notifier.config import Settings
 from notifier.deliver import (
     Delivery,
     DeliveryStats,
-    LedgerJournal,
     OutgoingMessage,
     SendOptions,
     ServerInfo,
+    SmtpTarget,
+    ThreadedLedgerJournal,
     credentials_from_env,
     parse_smtp_url,
+    wire_form,
 )
 from notifier.errors import ConfigError
 from notifier.ledger import Ledger
@@ -260,6 +262,9 @@ class _Composed:
     volunteer_id: str
     data: bytes | None
     error: str = ""  # a ComposeError for this person: recorded as failed_permanent
+    # The DATA content (notifier.deliver.wire_form), made here rather than in the sending
+    # process; usually `data` itself, which pickling then carries once.
+    wire: bytes | None = None
 
 
 class _Composer:
@@ -286,7 +291,7 @@ class _Composer:
             if self.dkim is not None:
                 selector, key = self.dkim
                 data = sign_dkim(data, selector=selector, domain=self.domain, private_key=key)
-            out.append(_Composed(job.volunteer.volunteer_id, data))
+            out.append(_Composed(job.volunteer.volunteer_id, data, wire=wire_form(data, crlf=True)))
         return out
 
 
@@ -299,6 +304,10 @@ def _init_worker(campaign: Campaign, dkim: tuple[str, bytes] | None) -> None:
     # workers alive to finish the messages in flight.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_composer = _Composer(campaign, dkim)
+
+
+def _warm_up() -> None:
+    """Nothing: submitted so that a worker process starts (and initialises) early."""
 
 
 def _compose_in_worker(jobs: Sequence[_ComposeJob]) -> list[_Composed]:
@@ -356,6 +365,61 @@ def send_campaign(
     audience = {v.volunteer_id: v for v in volunteers}
     key = verp_key(settings, ledger)
     dkim = _dkim_config(settings)
+    # Compose workers start now, sized for the whole audience (the most this run can
+    # send): their start-up, a fresh interpreter and the templates, overlaps the ledger
+    # work below instead of holding up the first messages.
+    pool = _start_pool(compose_workers_for(len(audience), compose_workers), campaign, dkim)
+    try:
+        return _send(
+            ledger,
+            campaign,
+            audience,
+            options,
+            target,
+            key=key,
+            dkim=dkim,
+            pool=pool,
+            observer=observer,
+            resend_states=resend_states,
+            compose_workers=compose_workers,
+            handle_signals=handle_signals,
+        )
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _start_pool(
+    workers: int, campaign: Campaign, dkim: tuple[str, bytes] | None
+) -> concurrent.futures.ProcessPoolExecutor | None:
+    if not workers:
+        return None
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(campaign, dkim),
+    )
+    for _ in range(workers):
+        pool.submit(_warm_up)  # processes start at the first jobs, so give them some
+    return pool
+
+
+def _send(
+    ledger: Ledger,
+    campaign: Campaign,
+    audience: dict[str, Volunteer],
+    options: SendOptions,
+    target: SmtpTarget,
+    *,
+    key: bytes,
+    dkim: tuple[str, bytes] | None,
+    pool: concurrent.futures.ProcessPoolExecutor | None,
+    observer: SendObserver | None,
+    resend_states: Sequence[str],
+    compose_workers: int | None,
+    handle_signals: bool,
+) -> SendSummary:
     ledger.register_campaign(
         campaign.campaign_id,
         title=campaign.title,
@@ -387,6 +451,7 @@ def send_campaign(
     stats = DeliveryStats()
     server: ServerInfo | None = None
     if selection.rows:
+        workers = compose_workers_for(len(selection.rows), compose_workers)
         stats, server = asyncio.run(
             _deliver(
                 ledger,
@@ -397,7 +462,8 @@ def send_campaign(
                 key=key,
                 dkim=dkim,
                 observer=observer,
-                workers=compose_workers_for(len(selection.rows), compose_workers),
+                pool=pool if workers else None,
+                workers=workers,
                 handle_signals=handle_signals,
             )
         )
@@ -426,10 +492,11 @@ async def _deliver(
     key: bytes,
     dkim: tuple[str, bytes] | None,
     observer: SendObserver | None,
+    pool: concurrent.futures.ProcessPoolExecutor | None,
     workers: int,
     handle_signals: bool,
 ) -> tuple[DeliveryStats, ServerInfo]:
-    journal = LedgerJournal(ledger)
+    journal = ThreadedLedgerJournal(ledger.path)
     delivery = Delivery(
         parse_smtp_url(target_url),
         options,
@@ -448,27 +515,23 @@ async def _deliver(
 
         loop.add_signal_handler(signal.SIGINT, on_signal)
         loop.add_signal_handler(signal.SIGTERM, on_signal)
-    pool: concurrent.futures.ProcessPoolExecutor | None = None
     try:
         # Connect first: a server that cannot be used fails the send before any claim.
         server = await delivery.probe()
         if observer is not None:
             observer.started(len(selection.rows), server)
-        if workers:
-            pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(campaign, dkim),
+        await journal.open()
+        try:
+            source = _outgoing(
+                ledger, campaign, selection, server, key, dkim, pool, workers, delivery
             )
-        source = _outgoing(ledger, campaign, selection, server, key, dkim, pool, workers, delivery)
-        stats = await delivery.run(source)
+            stats = await delivery.run(source)
+        finally:
+            await journal.close()
     finally:
         if handle_signals:
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
     return stats, server
 
 
@@ -505,10 +568,8 @@ async def _outgoing(
             continue
         rows[row.volunteer_id] = row
         jobs.append(_ComposeJob(volunteer, _needs_smtputf8(volunteer, server)))
-    if unsendable:
-        ledger.record_outcomes(unsendable)
-        for outcome in unsendable:
-            delivery.count_outcome(outcome)
+    for outcome in unsendable:
+        delivery.record_unsent(outcome)
 
     def outgoing(done: _Composed) -> OutgoingMessage | None:
         row = rows[done.volunteer_id]
@@ -521,8 +582,7 @@ async def _outgoing(
                 attempt=row.attempts,
                 reason=done.error,
             )
-            ledger.record_outcomes([failed])
-            delivery.count_outcome(failed)
+            delivery.record_unsent(failed)
             return None
         volunteer = selection.volunteers[row.volunteer_id]
         utf8 = _needs_smtputf8(volunteer, server)
@@ -536,6 +596,7 @@ async def _outgoing(
             recipient=volunteer.email if utf8 else volunteer.email_ascii,
             data=done.data,
             smtputf8=utf8,
+            wire=done.wire,
         )
 
     chunks = [jobs[i : i + CHUNK] for i in range(0, len(jobs), CHUNK)]

@@ -1,7 +1,9 @@
 """Shared by the delivery tests: volunteers in a real ledger, and SMTP servers that misbehave.
 
 The servers are the real aiosmtpd (through notifier.sink) on 127.0.0.1, port 0; the
-misbehaviour is scripted per recipient address.
+misbehaviour is scripted per recipient address. aiosmtpd does not advertise PIPELINING
+(RFC 2920) but reads commands line by line, so it serves pipelined clients; a
+ScriptedHandler(pipelining=True) advertises it, to test the client's pipelined path.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from notifier.ledger import Ledger, volunteer_to_row
 from notifier.sink import ReceivedMessage, SinkHandler
@@ -59,13 +61,50 @@ class ScriptedHandler(SinkHandler):
     message, then wait for `release` before answering).
     """
 
-    def __init__(self, script: dict[str, list[str]] | None = None, **kwargs: object) -> None:
+    def __init__(
+        self,
+        script: dict[str, list[str]] | None = None,
+        *,
+        pipelining: bool = False,
+        **kwargs: object,
+    ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.pipelining = pipelining
+        # Per MAIL command: had the client already sent the RCPT behind it, without
+        # waiting for the reply to MAIL? (It is then in the server's read buffer.)
+        self.rcpt_before_mail_reply: list[bool] = []
         self.script = {k.casefold(): v for k, v in (script or {}).items()}
         self.tries: Counter[str] = Counter()
         self.release = threading.Event()
         self.holding = threading.Event()
         self.stall_seconds = 5.0
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        responses = await super().handle_EHLO(server, session, envelope, hostname, responses)
+        if self.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        buffered = bytes(server._reader._buffer)  # type: ignore[attr-defined]
+        self.rcpt_before_mail_reply.append(b"RCPT TO:" in buffered)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     def action(self, address: str, *, advance: bool) -> str:
         steps = self.script.get(address.casefold())

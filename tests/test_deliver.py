@@ -27,15 +27,17 @@ from notifier.deliver import (
     LedgerJournal,
     OutgoingMessage,
     SendOptions,
+    ThreadedLedgerJournal,
     classify_smtp_outcome,
     parse_queue_id,
     parse_smtp_url,
+    wire_form,
     xtext,
 )
-from notifier.errors import DeliveryError
+from notifier.errors import DeliveryError, LedgerError
 from notifier.ledger import Event, Ledger
-from notifier.message import NewMessage
-from notifier.send import SendSummary, send_campaign
+from notifier.message import DeliveryOutcome, NewMessage
+from notifier.send import SendSummary, _ComposeJob, _Composer, send_campaign
 from notifier.sink import Sink
 from notifier.verp import key_path_for, load_or_create_key, make_token, token_is_authentic
 from notifier.volunteer import Volunteer
@@ -53,10 +55,19 @@ def people(ledger: Ledger) -> list[Volunteer]:
     return volunteers
 
 
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    with Sink(handler=ScriptedHandler()) as server:
+@pytest.fixture(params=["lockstep", "pipelining"])
+def sink(request: pytest.FixtureRequest) -> Iterator[Sink]:
+    """A scripted server, once without PIPELINING (every command waits for its reply)
+    and once with it (envelopes in one write, the next one behind this content)."""
+    handler = ScriptedHandler(pipelining=request.param == "pipelining")
+    with Sink(handler=handler) as server:
         yield server
+
+
+def pipelining(sink: Sink) -> bool:
+    handler = sink.handler
+    assert isinstance(handler, ScriptedHandler)
+    return handler.pipelining
 
 
 def send(
@@ -245,6 +256,11 @@ def test_deliver_transient_failure_is_deferred_and_retried(
     assert kinds(events) == ["queued", "sending", "deferred", "sending", "sent"]
     if failure == "drop":
         assert events[2].data["code"] is None  # no reply at all: the connection went away
+    # Pipelined, the next message's envelope went out behind the failed one: it was not
+    # an attempt, and went once, on the next connection.
+    for other in people:
+        if other is not unlucky:
+            assert kinds(message_events(ledger, other)) == ["queued", "sending", "sent"]
 
 
 def test_deliver_stalled_server_times_out_and_retries(
@@ -500,3 +516,178 @@ def test_deliver_engine_sends_plain_messages_byte_exact(ledger: Ledger) -> None:
     assert stats.counts == {"sent": 1}
     assert [m.data for m in received] == [body]
     assert ledger.state_counts("plain") == {"sent": 1}
+
+
+# --- pipelining, the DATA content, the journal ---------------------------------------
+
+
+def test_deliver_pipelines_envelopes_only_when_the_server_offers_it(
+    ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
+) -> None:
+    summary = send(ledger, campaign, people, sink.url, concurrency=2)
+
+    assert summary.counts == {"sent": 8}
+    assert summary.server is not None and summary.server.pipelining == pipelining(sink)
+    handler = sink.handler
+    assert isinstance(handler, ScriptedHandler)
+    # With PIPELINING, RCPT is on its way before the server answers MAIL; without, the
+    # client waits for each reply.
+    assert handler.rcpt_before_mail_reply == [pipelining(sink)] * 8
+    assert recipients(sink.messages) == {v.email: 1 for v in people}
+    assert handler.rsets >= 8 - 2  # RSET between messages, pipelined or not
+
+
+def test_deliver_pipelined_refusals_are_read_reply_by_reply(
+    ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
+) -> None:
+    """A 550 on RCPT is that recipient's outcome, not the 503 the server then gives DATA;
+    the messages around it, whose envelopes share its writes, go as usual."""
+    refused, greylisted, late = people[2], people[3], people[5]
+    script(sink, refused.email, "550")
+    script(sink, greylisted.email, "451", "ok")
+    script(sink, late.email, "data554")
+
+    summary = send(ledger, campaign, people, sink.url, concurrency=1)
+
+    assert summary.counts == {"sent": 6, "failed_permanent": 2}
+    assert recipients(sink.messages) == {v.email: 1 for v in people if v not in (refused, late)}
+    failed = message_events(ledger, refused)
+    assert kinds(failed) == ["queued", "sending", "failed_permanent"]
+    assert failed[-1].data["code"] == 550 and "no such user" in failed[-1].data["reply"]
+    deferred = message_events(ledger, greylisted)
+    assert kinds(deferred) == ["queued", "sending", "deferred", "sending", "sent"]
+    assert deferred[2].data["code"] == 451
+    assert message_events(ledger, late)[-1].data["code"] == 554
+    for other in people:
+        if other not in (refused, greylisted, late):
+            assert kinds(message_events(ledger, other)) == ["queued", "sending", "sent"]
+    assert ledger.verify().ok
+
+
+def test_deliver_pipelined_connection_dropped_in_data_with_the_next_envelope_sent(
+    ledger: Ledger, campaign: Campaign
+) -> None:
+    """Several drops in a row, pipelined: each dropped message is deferred and retried,
+    and the message whose envelope was already on the wire goes once, on a new
+    connection, without an attempt counted."""
+    people = make_volunteers(6)
+    add_volunteers(ledger, people)
+    handler = ScriptedHandler({p.email: ["drop", "ok"] for p in people[1:4]}, pipelining=True)
+    with Sink(handler=handler) as server:
+        summary = send(ledger, campaign, people, server.url, concurrency=1)
+        received = server.messages
+    assert summary.counts == {"sent": 6}
+    assert recipients(received) == {v.email: 1 for v in people}
+    for person in people:
+        expected = ["queued", "sending", "sent"]
+        if person in people[1:4]:
+            expected = ["queued", "sending", "deferred", "sending", "sent"]
+        assert kinds(message_events(ledger, person)) == expected
+    attempts = {m.volunteer_id: m.attempts for m in ledger.campaign_messages(campaign.campaign_id)}
+    assert attempts == {p.volunteer_id: 2 if p in people[1:4] else 1 for p in people}
+
+
+@pytest.mark.parametrize(
+    ("data", "wire"),
+    [
+        (b"a\r\nb\r\n", b"a\r\nb\r\n"),
+        (b".a\r\n..b\r\nc.\r\n", b"..a\r\n...b\r\nc.\r\n"),  # leading dots doubled
+        (b"a\nb\rc", b"a\r\nb\r\nc\r\n"),  # bare LF and CR, no final line break
+        (b"a\n.b", b"a\r\n..b\r\n"),
+        (b"", b"\r\n"),
+    ],
+)
+def test_deliver_wire_form_line_endings_and_dots(data: bytes, wire: bytes) -> None:
+    assert wire_form(data) == wire
+
+
+def test_deliver_wire_form_of_composed_messages_needs_only_the_dots(
+    campaign: Campaign,
+) -> None:
+    """Composers hand wire_form(data, crlf=True) over: it must equal the full check for
+    what build_message writes (quoted-printable puts dots at line starts)."""
+    composed = _Composer(campaign, None).compose(
+        [_ComposeJob(v, False) for v in make_volunteers(24)]
+    )
+    dotted = 0
+    for item in composed:
+        assert item.data is not None and item.wire is not None
+        assert item.wire == wire_form(item.data) == wire_form(item.data, crlf=True)
+        dotted += item.wire is not item.data
+    assert dotted  # the dot case is really exercised
+
+
+def test_deliver_threaded_journal_keeps_order_and_raises_failed_writes(
+    ledger: Ledger,
+) -> None:
+    people = make_volunteers(3)
+    add_volunteers(ledger, people)
+    ledger.register_campaign(
+        "plain", title="t", follows=None, definition={}, templates_sha256="0" * 64
+    )
+    ledger.ensure_messages(
+        "plain",
+        [NewMessage(f"<m{i}@example.org>", p.volunteer_id, f"t{i}") for i, p in enumerate(people)],
+    )
+    messages = [
+        OutgoingMessage(
+            message_id=f"<m{i}@example.org>",
+            campaign_id="plain",
+            volunteer_id=p.volunteer_id,
+            envelope_from=f"bounces+t{i}@example.org",
+            envelope_id=f"t{i}",
+            recipient=p.email,
+            data=b"Subject: x\r\n\r\nx\r\n",
+        )
+        for i, p in enumerate(people)
+    ]
+
+    def sent(message: OutgoingMessage, attempt: int) -> DeliveryOutcome:
+        return DeliveryOutcome(
+            message.message_id, "plain", message.volunteer_id, "sent", attempt, 250, "ok"
+        )
+
+    async def run() -> tuple[dict[str, int], int, int]:
+        journal = ThreadedLedgerJournal(ledger.path, flush_size=2)
+        await journal.open()
+        try:
+            first = await journal.claim(messages[:2])
+            journal.record(sent(messages[0], first[messages[0].message_id]))
+            second = await journal.claim(messages[2:])  # writes the outcome first
+            journal.record(sent(messages[1], 1))
+            journal.record(sent(messages[2], 1))  # flush_size reached: written in the thread
+            await journal.settle()
+            written, unwritten = journal.written, journal.unwritten
+            with pytest.raises(LedgerError, match="no such message"):
+                await journal.claim([replace_id(messages[0], "<nobody@example.org>")])
+        finally:
+            await journal.close()
+        return {**first, **second}, written, unwritten
+
+    attempts, written, unwritten = asyncio.run(run())
+    assert attempts == {m.message_id: 1 for m in messages}
+    assert (written, unwritten) == (3, 0)
+    kinds_in_order = [e.kind for e in ledger.events() if e.campaign_id == "plain" and e.message_id]
+    assert kinds_in_order == [
+        *["queued"] * 3,
+        "sending",
+        "sending",
+        "sent",
+        "sending",
+        "sent",
+        "sent",
+    ]
+    assert ledger.state_counts("plain") == {"sent": 3}
+    assert ledger.verify().ok
+
+
+def replace_id(message: OutgoingMessage, message_id: str) -> OutgoingMessage:
+    return OutgoingMessage(
+        message_id=message_id,
+        campaign_id=message.campaign_id,
+        volunteer_id=message.volunteer_id,
+        envelope_from=message.envelope_from,
+        envelope_id=message.envelope_id,
+        recipient=message.recipient,
+        data=message.data,
+    )

@@ -158,6 +158,7 @@ def _send_options(settings: Settings, params: dict[str, Any]) -> SendOptions:
         max_attempts=params["max_attempts"],
         backoff=params["backoff"],
         require_tls=params["require_tls"],
+        ca_file=settings.smtp_ca_file,
         resend_uncertain=params["resend_uncertain"],
         limit=params["limit"],
     )
