@@ -110,7 +110,27 @@ def load_dkim_key(settings: Settings) -> DkimKey | None:
             file=settings.dkim_key_file,
             field="dkim.key_file",
         ) from exc
-    return DkimKey(selector=settings.dkim_selector, private_key=key)
+    dkim_key = DkimKey(selector=settings.dkim_selector, private_key=key)
+    _check_dkim_key(dkim_key, settings)
+    return dkim_key
+
+
+def _check_dkim_key(key: DkimKey, settings: Settings) -> None:
+    """Sign a tiny message now, so an unusable key stops a send before it starts."""
+    try:
+        sign_dkim(
+            b"From: check@example.org\r\nSubject: key check\r\n\r\nbody\r\n",
+            selector=key.selector,
+            domain="example.org",
+            private_key=key.private_key,
+        )
+    except ComposeError as exc:
+        raise ConfigError(
+            "the DKIM key cannot be used for signing",
+            file=settings.dkim_key_file,
+            field="dkim.key_file",
+            hint="give a PEM private key (openssl genrsa 2048 writes one)",
+        ) from exc
 
 
 class MessageRenderer(Protocol):
@@ -514,7 +534,8 @@ def sign_dkim(data: bytes, *, selector: str, domain: str, private_key: bytes) ->
         )
     except dkim.DKIMException as exc:
         raise ComposeError(
-            f"DKIM signing failed: {exc}",
+            # dkimpy's messages can span lines; the CLI prints one.
+            "DKIM signing failed: " + " ".join(str(exc).split()),
             field="dkim",
             hint="check the key file (a PEM RSA private key) and the selector",
         ) from exc

@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ipaddress
 import logging
 import os
 import re
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -102,6 +104,27 @@ def parse_smtp_url(url: str) -> SmtpTarget:
 class Credentials:
     user: str
     password: str = field(repr=False)
+
+
+def _is_loopback(host: str) -> bool:
+    """A server on this machine: a password sent to it never crosses a network."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_certificate_error(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(5):  # the TLS error may be wrapped by aiosmtplib; the chain is short
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def credentials_from_env(env: Mapping[str, str] | None = None) -> Credentials | None:
@@ -436,6 +459,14 @@ class SmtpSession:
                     f"{self.target} does not offer STARTTLS and --require-tls is set",
                     field="--smtp",
                     hint="use smtps:// or a server with STARTTLS, or drop --require-tls",
+                )
+            if self.credentials is not None and not tls and not _is_loopback(self.target.host):
+                # aiosmtplib would send the password in the clear: refuse instead.
+                raise FatalDeliveryError(
+                    f"{self.target} offers no TLS, and the password would cross the network "
+                    "unencrypted",
+                    field="--smtp",
+                    hint="use smtps:// or a server with STARTTLS",
                 )
             if self.credentials is not None:
                 try:
@@ -925,10 +956,16 @@ class Delivery:
         except DeliveryError:
             raise
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            if _is_certificate_error(exc):
+                hint = (
+                    "the server's certificate is not trusted: if it comes from your own "
+                    "authority, name its certificate in [smtp] ca_file (or "
+                    "NOTIFIER_SMTP_CA_FILE)"
+                )
+            else:
+                hint = "is the server running? for a local test, start one with: notifier sink"
             raise DeliveryError(
-                f"cannot use {self.target}: {describe_error(exc)}",
-                field="--smtp",
-                hint="is the server running? for a local test, start one with: notifier sink",
+                f"cannot use {self.target}: {describe_error(exc)}", field="--smtp", hint=hint
             ) from exc
 
     # -- the run

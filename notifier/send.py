@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from notifier.campaign import Campaign
-from notifier.compose import ComposeError, build_message, message_id_for, sender_domain, sign_dkim
+from notifier.compose import (
+    ComposeError,
+    build_message,
+    load_dkim_key,
+    message_id_for,
+    sender_domain,
+    sign_dkim,
+)
 from notifier.config import Settings
 from notifier.deliver import (
     Delivery,
@@ -40,7 +47,6 @@ from notifier.deliver import (
     parse_smtp_url,
     wire_form,
 )
-from notifier.errors import ConfigError
 from notifier.ledger import Ledger
 from notifier.message import RESUMABLE_STATES, DeliveryOutcome, MessageRow, NewMessage
 from notifier.render import Renderer
@@ -316,16 +322,9 @@ def _compose_in_worker(jobs: Sequence[_ComposeJob]) -> list[_Composed]:
 
 
 def _dkim_config(settings: Settings) -> tuple[str, bytes] | None:
-    if not (settings.dkim_key_file and settings.dkim_selector):
-        return None
-    try:
-        return settings.dkim_selector, settings.dkim_key_file.read_bytes()
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read the DKIM key ({exc.strerror})",
-            file=settings.dkim_key_file,
-            field="dkim.key_file",
-        ) from exc
+    """The DKIM selector and key for the workers; a half-set or unusable key is an error."""
+    key = load_dkim_key(settings)
+    return None if key is None else (key.selector, key.private_key)
 
 
 def compose_workers_for(count: int, requested: int | None = None) -> int:

@@ -408,6 +408,27 @@ def test_deliver_tls_cli_untrusted_certificate_is_one_clean_error(
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: ")
     assert "certificate verify failed" in result.stderr
+    assert "ca_file" in result.stderr  # the hint says how to trust your own authority
     assert "Traceback" not in result.output
     assert messages == []
     assert ledger.state_counts(CAMPAIGN) == {"pending": 8}
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("localhost", True),
+        ("[::1]", True),
+        ("::1", True),
+        ("192.0.2.10", False),
+        ("mail.example.org", False),
+    ],
+)
+def test_deliver_password_is_sent_without_tls_only_to_this_machine(
+    host: str, loopback: bool
+) -> None:
+    from notifier.deliver import _is_loopback
+
+    assert _is_loopback(host) is loopback
