@@ -299,7 +299,19 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migration_1,)
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """Rejected rows also name the canonical field, so a problem with the address is found
+    whatever the roster's header called it (メールアドレス, E-mail, ...)."""
+    db.table("rejected_rows").add_column("field", str)
+    # Rows recorded before: the header was the canonical name unless a mapping renamed it.
+    db.execute(
+        "UPDATE rejected_rows SET field = lower([column]) WHERE lower([column]) IN "
+        "('volunteer_id', 'email', 'family_name', 'given_name', 'locale', 'exposure', "
+        "'data_held', 'postal_address')"
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migration_1, _migration_2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -671,9 +683,9 @@ class Ledger:
             )
             import_id = int(cursor.lastrowid or 0)
             self.conn.executemany(
-                "INSERT INTO rejected_rows(import_id, [row], [column], value, reason)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [(import_id, p.row, p.column, p.value, p.reason) for p in problems],
+                "INSERT INTO rejected_rows(import_id, [row], [column], value, reason, field)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(import_id, p.row, p.column, p.value, p.reason, p.field) for p in problems],
             )
             self._write_volunteers(import_id, now, added, updated)
 
@@ -805,7 +817,7 @@ class Ledger:
                 return []
             import_id = latest.import_id
         cursor = self.conn.execute(
-            "SELECT [row], [column], value, reason FROM rejected_rows"
+            "SELECT [row], [column], value, reason, field FROM rejected_rows"
             " WHERE import_id = ? ORDER BY [row], id",
             (import_id,),
         )
@@ -1008,6 +1020,15 @@ class Ledger:
             for row in self.conn.execute(sql, params)
         ]
 
+    def message_states(self, campaign_id: str) -> dict[str, str]:
+        """volunteer_id -> state of the campaign's messages (volunteers without one left out)."""
+        return {
+            str(volunteer_id): str(state)
+            for volunteer_id, state in self.conn.execute(
+                "SELECT volunteer_id, state FROM messages WHERE campaign_id = ?", (campaign_id,)
+            )
+        }
+
     def uncertain_messages(self, campaign_id: str) -> list[MessageRow]:
         """Messages whose outcome is unknown after a crash (still to be decided on)."""
         return self.campaign_messages(campaign_id, states=("uncertain", "sending"))
@@ -1136,6 +1157,7 @@ def _ledger_conflicts(
                     result.headers.get("email", "email"),
                     v.email,
                     f"already in the ledger as volunteer {holder}: one address, one volunteer",
+                    "email",
                 )
             )
         else:

@@ -40,7 +40,6 @@ import jinja2
 
 from notifier.errors import CampaignError, VolunteerNotFound
 from notifier.ledger import EVENT_COLUMNS, MESSAGE_STATES, Event, Ledger, VerifyResult
-from notifier.roster import header_key
 from notifier.volunteer import EXPOSURES, LOCALES, display_name
 
 NOT_RECORDED = "not recorded"
@@ -630,15 +629,15 @@ def _rejected_at_import(ledger: Ledger) -> list[UnreachablePerson]:
         return []
     import_id, file_name, imported_at = latest
     rows = ledger.conn.execute(
-        'SELECT "row", "column", value, reason FROM rejected_rows WHERE import_id = ?'
+        'SELECT "row", "column", value, reason, field FROM rejected_rows WHERE import_id = ?'
         ' ORDER BY "row", id',
         (import_id,),
     ).fetchall()
     reasons: dict[int, list[str]] = defaultdict(list)
     addresses: dict[int, str] = {}
-    for row_number, column, value, reason in rows:
+    for row_number, column, value, reason, field in rows:
         reasons[row_number].append(f"{column}: {reason}" if column else str(reason))
-        if column and header_key(column) == "email" and row_number not in addresses:
+        if field == "email" and row_number not in addresses:
             addresses[row_number] = value or ""
     known = {
         str(r[0]).casefold()

@@ -78,6 +78,7 @@ class RowProblem:
     column: str  # the header as the file spells it
     value: str
     reason: str
+    field: str = ""  # the canonical field (email, exposure, ...), whatever the header says
 
 
 @dataclass(frozen=True)
@@ -557,7 +558,7 @@ class _RowChecker:
             return cells[i] if 0 <= i < count else ""
 
         def problem(fld: str, value: str, reason: str) -> None:
-            problems.append(RowProblem(row, plan.header.get(fld, fld), value, reason))
+            problems.append(RowProblem(row, plan.header.get(fld, fld), value, reason, fld))
 
         if count > width and any(c.strip() for c in cells[width:]):
             problems.append(

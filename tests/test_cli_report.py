@@ -162,3 +162,23 @@ def test_commands_need_an_existing_ledger(notifier: Notifier) -> None:
     result = notifier("export", "unreachable")
     assert result.exit_code == 2 and "no ledger here" in result.stderr
     assert not notifier.ledger_path.exists()
+
+
+def test_export_unreachable_finds_bad_addresses_under_a_mapped_header(notifier, tmp_path) -> None:
+    mapping = tmp_path / "map.toml"
+    mapping.write_text(
+        '[columns]\nemail = "メールアドレス"\nfamily_name = "氏名(姓)"\nexposure = "区分"\n',
+        encoding="utf-8",
+    )
+    roster = tmp_path / "partner.csv"
+    roster.write_text(
+        "氏名(姓),メールアドレス,区分\n鈴木,suzuki@example.jp,published\n"
+        "佐藤,sato at example.jp,screened\n",
+        encoding="utf-8",
+    )
+    assert notifier("roster", "import", str(roster), "--mapping", str(mapping)).exit_code == 0
+    result = notifier("export", "unreachable", "--format", "json")
+    assert result.exit_code == 0, result.output
+    people = json.loads(result.stdout)
+    assert [p["email"] for p in people] == ["sato at example.jp"]
+    assert people[0]["reason"] == "rejected_at_import"

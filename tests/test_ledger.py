@@ -181,3 +181,34 @@ def test_cli_verify_without_ledger_is_one_clean_line(notifier) -> None:
     assert result.exit_code == 2
     assert "no ledger here" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_version_1_ledger_migrates_forward_and_keeps_its_rows(ledger_path: Path) -> None:
+    """A ledger written before rejected rows named their canonical field gains the column,
+    filled in where the header was the canonical name, and its events still verify."""
+    from notifier.ledger import MIGRATIONS
+
+    conn = sqlite3.connect(ledger_path, isolation_level=None)
+    import sqlite_utils
+
+    db = sqlite_utils.Database(conn)
+    MIGRATIONS[0](db)
+    conn.execute(
+        "INSERT INTO meta VALUES ('schema_version', '1'), ('chain_head', ?)", (f"0:{'0' * 64}",)
+    )
+    conn.execute("INSERT INTO imports(id, file_name) VALUES (1, 'old.csv')")
+    conn.executemany(
+        "INSERT INTO rejected_rows(import_id, [row], [column], value, reason) VALUES (1,?,?,?,?)",
+        [
+            (2, "Email", "x@", "bad"),
+            (3, "メールアドレス", "y@", "bad"),
+            (4, "exposure", "?", "bad"),
+        ],
+    )
+    conn.close()
+    with Ledger(ledger_path) as led:
+        assert led.schema_version() == SCHEMA_VERSION >= 2
+        fields = [r[0] for r in led.conn.execute("SELECT field FROM rejected_rows ORDER BY row")]
+        assert fields == ["email", None, "exposure"]
+        led.append_event(EventDraft("test"))
+        assert led.verify().ok

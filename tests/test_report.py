@@ -253,13 +253,21 @@ def build(ledger: Ledger) -> None:
         )
     ledger.db.table("rejected_rows").insert_all(
         [
-            {"import_id": 1, "row": 3, "column": "email", "value": "old@", "reason": "bad"},
+            {
+                "import_id": 1,
+                "row": 3,
+                "column": "email",
+                "value": "old@",
+                "reason": "bad",
+                "field": "email",
+            },
             {
                 "import_id": 2,
                 "row": 7,
-                "column": "Email",  # the header as the file spells it
+                "column": "メールアドレス",  # the header as a mapped file spells it
                 "value": "kato at example.jp",
                 "reason": "not a valid address",
+                "field": "email",
             },
             {
                 "import_id": 2,
@@ -267,6 +275,7 @@ def build(ledger: Ledger) -> None:
                 "column": "exposure",
                 "value": "maybe",
                 "reason": "unknown exposure",
+                "field": "exposure",
             },
             {
                 "import_id": 2,
@@ -274,6 +283,7 @@ def build(ledger: Ledger) -> None:
                 "column": "email",
                 "value": "ALICE@example.org",
                 "reason": "duplicate of row 2",
+                "field": "email",
             },
             {
                 "import_id": 2,
@@ -281,6 +291,7 @@ def build(ledger: Ledger) -> None:
                 "column": "family_name",
                 "value": "",
                 "reason": "empty",
+                "field": "family_name",
             },
         ]
     )
@@ -613,7 +624,7 @@ def test_unreachable_lists_who_no_notice_reached_and_why(built: Ledger) -> None:
         7,
         at("09:00"),
     )
-    assert row.detail == "Email: not a valid address; exposure: unknown exposure"
+    assert row.detail == "メールアドレス: not a valid address; exposure: unknown exposure"
 
 
 def test_only_a_later_reach_clears_a_failure(built: Ledger) -> None:
