@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -14,6 +15,8 @@ from notifier import __version__
 from notifier.config import Settings, load_settings
 from notifier.errors import NotifierError
 from notifier.ledger import Ledger
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -41,6 +44,18 @@ class AppContext:
 
 
 pass_app = click.make_pass_decorator(AppContext)
+
+
+def format_option(*choices: str, help: str | None = None) -> Callable[[F], F]:
+    """The `--format` option: the first choice is the default; the value arrives as `fmt`."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(choices),
+        default=choices[0],
+        show_default=True,
+        help=help,
+    )
 
 
 def write_private(path: Path, data: str | bytes) -> None:

@@ -19,7 +19,7 @@ from notifier.bounces import (
     read_sources,
     unmatched_reports,
 )
-from notifier.cli.app import AppContext, cli, pass_app
+from notifier.cli.app import AppContext, cli, format_option, pass_app
 from notifier.errors import ConfigError
 
 
@@ -30,14 +30,7 @@ def bounces() -> None:
 
 @bounces.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="json: one array, one object per (file, recipient).",
-)
+@format_option("table", "json", help="json: one array, one object per (file, recipient).")
 def parse(files: tuple[Path, ...], fmt: str) -> None:
     """Show what each report says, per recipient, without touching the ledger.
 
@@ -126,13 +119,7 @@ def _summary_line(s: IngestSummary) -> str:
 
 
 @bounces.command()
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-)
+@format_option("table", "json")
 @pass_app
 def unmatched(app: AppContext, fmt: str) -> None:
     """List the reports that could not be tied to a notice (forged ones included)."""

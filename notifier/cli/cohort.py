@@ -14,7 +14,7 @@ import click
 from rich.table import Table
 
 from notifier.campaign import apply_overrides, load_campaign
-from notifier.cli.app import AppContext, cli, console, pass_app
+from notifier.cli.app import AppContext, cli, console, format_option, pass_app
 from notifier.cohort import CohortFilter, CohortMember, explain_cohort, read_ids_file
 from notifier.volunteer import EXPOSURES, LOCALES
 
@@ -100,13 +100,7 @@ def _record(member: CohortMember) -> dict[str, Any]:
 @cli.command()
 @click.argument("campaign_id", metavar="ID")
 @cohort_options()
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "csv", "json"]),
-    default="table",
-    show_default=True,
-)
+@format_option("table", "csv", "json")
 @click.option("--excluded", is_flag=True, help="In the table, list the people left out too.")
 @pass_app
 def cohort(

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from notifier.cli.app import AppContext, cli, console, pass_app, write_private
+from notifier.cli.app import AppContext, cli, console, format_option, pass_app, write_private
 from notifier.errors import EXIT_PROBLEMS
 from notifier.ledger import Event
 from notifier.report import (
@@ -33,14 +33,7 @@ from notifier.report import (
 
 @cli.command()
 @click.argument("volunteer")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="table for reading, json (one array of events) for keeping.",
-)
+@format_option("table", "json", help="table for reading, json (one array of events) for keeping.")
 @pass_app
 def history(app: AppContext, volunteer: str, fmt: str) -> None:
     """Every event for one person, in time order.
@@ -58,12 +51,11 @@ def history(app: AppContext, volunteer: str, fmt: str) -> None:
 
 @cli.command()
 @click.argument("campaign_id", metavar="ID")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "csv", "json", "html"]),
-    default="table",
-    show_default=True,
+@format_option(
+    "table",
+    "csv",
+    "json",
+    "html",
     help="table: a summary on the terminal; csv: one row per recipient; json: everything; "
     "html: one self-contained file to attach to a regulator's file.",
 )
@@ -116,13 +108,7 @@ def export() -> None:
 
 
 @export.command("unreachable")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["csv", "json"]),
-    default="csv",
-    show_default=True,
-)
+@format_option("csv", "json")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),

@@ -13,7 +13,15 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from notifier.cli.app import AppContext, cli, console, err_console, pass_app, write_private
+from notifier.cli.app import (
+    AppContext,
+    cli,
+    console,
+    err_console,
+    format_option,
+    pass_app,
+    write_private,
+)
 from notifier.errors import EXIT_PROBLEMS
 from notifier.ledger import ImportSummary
 from notifier.roster import ENCODING_CHOICES, RosterResult, RowProblem, load_mapping, read_roster
@@ -191,13 +199,8 @@ def write_rejects_csv(path: Path, problems: Iterable[RowProblem]) -> None:
 
 
 @roster.command("list")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(("table", "csv", "json")),
-    default="table",
-    show_default=True,
-    help="json: one array of objects keyed by the canonical field names.",
+@format_option(
+    "table", "csv", "json", help="json: one array of objects keyed by the canonical field names."
 )
 @click.option("--exposure", type=click.Choice(EXPOSURES), default=None, help="Only this exposure.")
 @click.option("--locale", type=click.Choice(LOCALES), default=None, help="Only this locale.")
@@ -234,14 +237,7 @@ def _volunteers_table(records: Sequence[dict[str, Any]]) -> Table:
 
 
 @roster.command("rejects")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(("table", "csv")),
-    default="table",
-    show_default=True,
-    help="csv: row,column,value,reason, as --rejects writes it.",
-)
+@format_option("table", "csv", help="csv: row,column,value,reason, as --rejects writes it.")
 @pass_app
 def rejects(app: AppContext, fmt: str) -> None:
     """Show the rejected rows of the latest import."""

@@ -21,7 +21,7 @@ from notifier.campaign import (
     history_applies,
     load_campaign,
 )
-from notifier.cli.app import AppContext, cli, console, err_console, pass_app
+from notifier.cli.app import AppContext, cli, console, err_console, format_option, pass_app
 from notifier.cli.cohort import F, cohort_filter, cohort_options
 from notifier.cohort import CohortFilter, select_cohort
 from notifier.config import Settings
@@ -419,15 +419,9 @@ class ProgressDisplay:
 
 @cli.command()
 @click.argument("campaign_id", metavar="ID")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-)
+@format_option("table", "json")
 @pass_app
-def status(app: AppContext, campaign_id: str, output_format: str) -> None:
+def status(app: AppContext, campaign_id: str, fmt: str) -> None:
     """How far a campaign has got: messages by state, at any time.
 
     Works while a send is running in another process. JSON output is one object
@@ -438,7 +432,7 @@ def status(app: AppContext, campaign_id: str, output_format: str) -> None:
         counts = led.state_counts(campaign_id)
         uncertain = led.uncertain_messages(campaign_id)
         registered = led.campaign_is_registered(campaign_id)
-    if output_format == "json":
+    if fmt == "json":
         click.echo(
             json.dumps(
                 {
