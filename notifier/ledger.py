@@ -455,7 +455,7 @@ class Ledger:
         rows: list[_EventRow] = []
         for kind, campaign_id, volunteer_id, message_id, data in items:
             seq += 1
-            data_json = encode(data)
+            data_json = encode(data) if data else "{}"  # `queued` events carry no data
             content = (
                 f'{{"at":{at_json},"campaign_id":{_json_text(campaign_id)},"data":{data_json},'
                 f'"kind":{_json_text(kind)},"message_id":{_json_text(message_id)},"seq":{seq},'
