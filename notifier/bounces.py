@@ -44,8 +44,6 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from flufl.bounce import all_failures
-
 from notifier import verp
 from notifier.errors import BounceError
 from notifier.ledger import EventDraft, Ledger, utc_now
@@ -416,6 +414,10 @@ def _records_from_library(
     token: str | None,
 ) -> list[BounceRecord]:
     """Non-DSN bounces: ask flufl.bounce which recipients failed, and how."""
+    # Imported here: its detectors take a noticeable time to load, and every notifier
+    # command (a send above all) would pay for it; only non-DSN reports need them.
+    from flufl.bounce import all_failures
+
     try:
         temporary, permanent = all_failures(msg)
     except Exception:  # a detector tripping over odd input must not stop an ingest

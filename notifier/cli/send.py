@@ -368,11 +368,13 @@ class ProgressDisplay:
     """A live progress bar on stderr: sent / deferred / failed and the current rate."""
 
     WINDOW = 5.0  # seconds over which the current rate is measured
+    REDRAW = 0.1  # seconds between redraws
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
         self.deferrals = 0
         self._recent: deque[float] = deque()
+        self._drawn = 0.0
         self._progress: Progress | None = None
         self._task: Any = None
 
@@ -396,10 +398,17 @@ class ProgressDisplay:
             self.counts[outcome.state] = self.counts.get(outcome.state, 0) + 1
         now = time.monotonic()
         self._recent.append(now)
-        while self._recent and self._recent[0] < now - self.WINDOW:
-            self._recent.popleft()
+        # Redraw at most ten times a second: at thousands of messages a second, drawing
+        # every outcome would cost the sending loop more than the drawing shows.
+        if now - self._drawn >= self.REDRAW:
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
         if self._progress is None:
             return
+        self._drawn = now
+        while self._recent and self._recent[0] < now - self.WINDOW:
+            self._recent.popleft()
         failed = sum(self.counts.get(s, 0) for s in FAILED_STATES)
         span = max(now - self._recent[0], 1e-3) if len(self._recent) > 1 else self.WINDOW
         detail = (
@@ -411,6 +420,7 @@ class ProgressDisplay:
 
     def close(self) -> None:
         if self._progress is not None:
+            self._draw(time.monotonic())  # the final counts, whenever the last redraw was
             self._progress.stop()
 
 
