@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import email
 import email.policy
 import hashlib
@@ -513,12 +514,16 @@ def _read_mbox(path: Path) -> Iterator[tuple[str, bytes]]:
         box.close()
 
 
-def read_imap(url: str, password: str | None = None) -> Iterator[tuple[str, bytes]]:
+def read_imap(
+    url: str, password: str | None = None, *, ca_file: Path | None = None
+) -> Iterator[tuple[str, bytes]]:
     """Reports in an IMAP folder: `imaps://user@host[:port]/FOLDER` (or imap:// + STARTTLS).
 
     The password comes from NOTIFIER_IMAP_PASSWORD, never from the URL (it would land in
     shell history and process lists). Messages are fetched read-only with BODY.PEEK, so
-    nothing is marked as read or deleted.
+    nothing is marked as read or deleted. The server's certificate is always verified;
+    `ca_file` (PEM, `[imap] ca_file` / NOTIFIER_IMAP_CA_FILE) adds CAs to trust besides
+    the system's, for a server with a private CA.
     """
     parts = urlsplit(url)
     if parts.scheme not in ("imap", "imaps") or not parts.hostname or not parts.username:
@@ -535,11 +540,35 @@ def read_imap(url: str, password: str | None = None) -> Iterator[tuple[str, byte
         )
     folder = unquote(parts.path.lstrip("/")) or "INBOX"
     user = unquote(parts.username)
-    label = f"{parts.scheme}://{parts.username}@{parts.hostname}/{folder}"
-    return _iter_imap(parts.scheme, parts.hostname, parts.port, user, password, folder, label)
+    try:
+        port = parts.port
+    except ValueError as exc:  # urlsplit checks the port only when asked for it
+        raise BounceError("the port is not a number", field="--imap") from exc
+    where = f"{parts.hostname}:{port}" if port else parts.hostname
+    label = f"{parts.scheme}://{parts.username}@{where}/{folder}"
+    context = _imap_tls_context(ca_file)
+    return _iter_imap(context, parts.scheme, parts.hostname, port, user, password, folder, label)
+
+
+def _imap_tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    # Checked here, before connecting, so a bad path is its own clear error.
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise BounceError(
+                f"cannot load CA certificates from this file ({exc.strerror or exc})",
+                file=ca_file,
+                field="imap.ca_file",
+                hint="set [imap] ca_file (or NOTIFIER_IMAP_CA_FILE) to a PEM file of CA "
+                "certificates",
+            ) from exc
+    return context
 
 
 def _iter_imap(
+    context: ssl.SSLContext,
     scheme: str,
     host: str,
     port: int | None,
@@ -548,9 +577,8 @@ def _iter_imap(
     folder: str,
     label: str,
 ) -> Iterator[tuple[str, bytes]]:
-    context = ssl.create_default_context()
+    client: imaplib.IMAP4 | None = None
     try:
-        client: imaplib.IMAP4
         if scheme == "imaps":
             client = imaplib.IMAP4_SSL(host, port or 993, ssl_context=context, timeout=60)
         else:
@@ -558,7 +586,10 @@ def _iter_imap(
             client.starttls(ssl_context=context)  # no password over a plain connection
         client.login(user, password)
     except (OSError, imaplib.IMAP4.error) as exc:
-        raise BounceError(f"cannot log in to IMAP: {exc}", file=label) from exc
+        if client is not None:  # connected but refused: no session to log out of
+            with contextlib.suppress(OSError):
+                client.shutdown()
+        raise BounceError(f"cannot log in to IMAP: {_imap_reason(exc)}", file=label) from exc
     try:
         status, _ = client.select(_imap_quote(folder), readonly=True)
         if status != "OK":
@@ -572,12 +603,20 @@ def _iter_imap(
                 raise BounceError(f"IMAP fetch of UID {uid.decode()} failed", file=label)
             yield f"{label};UID={uid.decode()}", raw
     except (OSError, imaplib.IMAP4.error) as exc:
-        raise BounceError(f"IMAP error: {exc}", file=label) from exc
+        raise BounceError(f"IMAP error: {_imap_reason(exc)}", file=label) from exc
     finally:
         try:
             client.logout()
         except (OSError, imaplib.IMAP4.error):
             log.info("IMAP logout failed; the connection is closed anyway")
+
+
+def _imap_reason(exc: BaseException) -> str:
+    """The server's words: imaplib passes its reply as bytes, which str() shows as b'...'."""
+    reply = exc.args[0] if len(exc.args) == 1 else None
+    if isinstance(reply, bytes):
+        return reply.decode("utf-8", errors="replace")
+    return str(exc)
 
 
 def _imap_quote(folder: str) -> str:
@@ -611,12 +650,21 @@ class Correlation:
     by: str | None = None
 
 
+def report_digest(data: bytes) -> str:
+    """The identity of a report: sha256 over its bytes with CRLF line endings.
+
+    The same bounce read from a Maildir file (LF) and over IMAP (CRLF) is one report.
+    """
+    normalised = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return hashlib.sha256(normalised).hexdigest()
+
+
 def ingest(ledger: Ledger, sources: Iterable[tuple[str, bytes]], *, key: bytes) -> IngestSummary:
     """Record every report in the ledger, once; one transaction per report."""
     counts = {f.name: 0 for f in fields(IngestSummary)}
     for source, data in sources:
         counts["reports"] += 1
-        digest = hashlib.sha256(data).hexdigest()
+        digest = report_digest(data)
         report = parse_full_report(data, source=source)
         with ledger.transaction():
             if _already_recorded(ledger, digest):

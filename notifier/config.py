@@ -11,12 +11,16 @@ shipped campaign files:
     rate = 50            # messages per second; 0 = no limit
     ca_file = "relay-ca.pem"   # also trust these CAs for the server's certificate
 
+    [imap]
+    ca_file = "mail-ca.pem"    # the same, for `bounces ingest --imap`
+
     [sender]
     from = "Data Protection Officer <dpo@example.org>"
     reply_to.en = "volunteers@example.org"
     reply_to.ja = "volunteers-ja@example.org"
 
-SMTP credentials never live here: they come from NOTIFIER_SMTP_USER / NOTIFIER_SMTP_PASSWORD.
+SMTP credentials never live here: they come from NOTIFIER_SMTP_USER / NOTIFIER_SMTP_PASSWORD
+(and the IMAP password from NOTIFIER_IMAP_PASSWORD).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class Settings:
     smtp_url: str = DEFAULT_SMTP_URL
     rate: float = 0.0
     smtp_ca_file: Path | None = None  # PEM CAs to trust besides the system's (a private relay)
+    imap_ca_file: Path | None = None  # the same for the IMAP server `bounces ingest` reads
     sender_from: str | None = None
     reply_to: Mapping[str, str] = field(default_factory=dict)
     secret_file: Path | None = None
@@ -91,11 +96,15 @@ def load_settings(
     ca_file = env.get("NOTIFIER_SMTP_CA_FILE") or smtp.get("ca_file")
     if ca_file is not None and not isinstance(ca_file, str):
         raise ConfigError("expected the path of a PEM file", file=path, field="smtp.ca_file")
+    imap_ca = env.get("NOTIFIER_IMAP_CA_FILE") or _table(data, "imap", path).get("ca_file")
+    if imap_ca is not None and not isinstance(imap_ca, str):
+        raise ConfigError("expected the path of a PEM file", file=path, field="imap.ca_file")
     return Settings(
         ledger=Path(ledger_path),
         smtp_url=str(env.get("NOTIFIER_SMTP_URL") or smtp.get("url") or DEFAULT_SMTP_URL),
         rate=rate_value,
         smtp_ca_file=Path(ca_file) if ca_file else None,
+        imap_ca_file=Path(imap_ca) if imap_ca else None,
         sender_from=sender.get("from"),
         reply_to={str(k): str(v) for k, v in reply_to.items()},
         secret_file=Path(secret) if secret else None,

@@ -658,6 +658,21 @@ def test_the_same_bounce_twice_in_one_run_is_recorded_once(ledger: Ledger) -> No
     assert kinds_for(ledger, 1) == ["bounced_hard", "address_suppressed"]
 
 
+def test_the_same_bounce_from_a_file_and_over_imap_is_recorded_once(ledger: Ledger) -> None:
+    # A Maildir keeps LF line endings; IMAP serves the same message with CRLF.
+    seed_ledger(ledger, [1])
+    ((name, data),) = sources("postfix-hard-511.eml")
+    as_file = data.replace(b"\r\n", b"\n")
+    over_imap = as_file.replace(b"\n", b"\r\n")
+    assert as_file != over_imap
+    first = ingest(ledger, [(name, as_file)], key=FIXTURE_KEY)
+    second = ingest(
+        ledger, [("imaps://bounces@mail.example.org/INBOX;UID=7", over_imap)], key=FIXTURE_KEY
+    )
+    assert (first.matched, second.duplicates) == (1, 1)
+    assert ledger.count("bounce_reports") == 1
+
+
 def strip_verp(data: bytes, n: int) -> bytes:
     """The report as it would look if the bounce went to a plain address."""
     return data.replace(f"bounces+{token(n)}@".encode(), b"bounces@")

@@ -73,7 +73,8 @@ def _cell(value: str | None, limit: int = 80) -> str:
     metavar="URL",
     default=None,
     help="Also read an IMAP folder, e.g. imaps://bounces@mail.example.org/INBOX "
-    "(password from $NOTIFIER_IMAP_PASSWORD).",
+    "(password from $NOTIFIER_IMAP_PASSWORD; a private CA in [imap] ca_file or "
+    "$NOTIFIER_IMAP_CA_FILE).",
 )
 @pass_app
 def ingest_command(app: AppContext, paths: tuple[Path, ...], imap_url: str | None) -> None:
@@ -88,7 +89,7 @@ def ingest_command(app: AppContext, paths: tuple[Path, ...], imap_url: str | Non
     key = _verp_key(app)
     sources = read_sources(list(paths))
     if imap_url:
-        sources = chain(sources, read_imap(imap_url))
+        sources = chain(sources, read_imap(imap_url, ca_file=app.settings.imap_ca_file))
     with app.open_ledger() as led:
         summary = ingest(led, sources, key=key)
     click.echo(_summary_line(summary))
