@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from notifier.campaign import Campaign
 from notifier.config import Settings
 from notifier.errors import CampaignError, ConfigError, NotifierError
 from notifier.render import RenderedMessage
+from notifier.verp import base32
 from notifier.volunteer import Volunteer
 
 CRLF = "\r\n"
@@ -143,40 +143,6 @@ class MessageRenderer(Protocol):
 # --- identifiers ---------------------------------------------------------------------
 
 
-# Base32 (RFC 4648 alphabet, lowercase, unpadded) without base64.b32encode, which is
-# pure Python in 3.11 (about 4 µs a SHA-256 digest, paid for every Message-ID):
-# a few big-integer steps move each 5-bit group into a byte of its own, then one
-# translate names them.
-_B32_NAMES = bytes(b"abcdefghijklmnopqrstuvwxyz234567"[i % 32] for i in range(256))
-
-
-@functools.lru_cache(maxsize=64)  # one entry per data length: SHA-256 in practice
-def _b32_steps(groups: int) -> tuple[tuple[int, int], ...]:
-    """(mask, shift) steps spreading `groups` 5-bit groups of an integer to 8 bits apart.
-
-    Group i (from the least significant end) must move left by 3 * i bits: one step per
-    bit of i, the highest first, moves the groups with that bit set; nothing overlaps.
-    """
-    steps = []
-    for bit in reversed(range(max(groups - 1, 1).bit_length())):
-        mask = 0
-        for i in range(groups):
-            if i >> bit & 1:
-                done = (i >> (bit + 1)) << (bit + 1)  # the part of i already moved
-                mask |= 31 << (8 * done + 5 * (i - done))
-        steps.append((mask, 3 << bit))
-    return tuple(steps)
-
-
-def _b32(data: bytes) -> str:
-    """base64.b32encode(data).decode().rstrip("=").lower(), the same string."""
-    bits = len(data) * 8
-    chars = -(-bits // 5)
-    number = int.from_bytes(data, "big") << (chars * 5 - bits)  # padding adds zero bits
-    for mask, shift in _b32_steps(chars):
-        moving = number & mask
-        number = (number ^ moving) | (moving << shift)
-    return number.to_bytes(chars, "big").translate(_B32_NAMES).decode("ascii")
 
 
 def message_id_for(campaign_id: str, volunteer_id: str, domain: str) -> str:
@@ -187,7 +153,7 @@ def message_id_for(campaign_id: str, volunteer_id: str, domain: str) -> str:
     data in a header that mail systems log everywhere.
     """
     digest = hashlib.sha256(f"notifier\0{campaign_id}\0{volunteer_id}".encode()).digest()
-    return f"<{_b32(digest)[:26]}@{_ascii_domain(domain)}>"
+    return f"<{base32(digest)[:26]}@{_ascii_domain(domain)}>"
 
 
 def _ascii_domain(domain: str) -> str:
