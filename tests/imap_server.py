@@ -22,15 +22,13 @@ import signal
 import socket
 import ssl
 import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import BinaryIO
 
 import pytest
-from mta import free_port
+from mta import ThrowawayServer, free_port
 from tls_helpers import OPENSSL, SelfSignedCertificate, make_certificate
 
 START_TIMEOUT = 20.0
@@ -101,7 +99,7 @@ def skip_reason() -> str | None:
     return None
 
 
-class DovecotInstance:
+class DovecotInstance(ThrowawayServer):
     """A private Dovecot whose one user's INBOX holds `messages` (raw RFC 5322 bytes).
 
     Use as a context manager. `.url(scheme)` is the `--imap` URL for the user,
@@ -140,33 +138,10 @@ class DovecotInstance:
 
     # -- lifecycle
 
-    def __enter__(self) -> DovecotInstance:
-        reason = skip_reason()
-        if reason:
-            pytest.skip(reason)
-        self.root = Path(tempfile.mkdtemp(prefix="notifier-dovecot-"))
-        try:
-            # Dovecot's auth process (user dovecot) and imap process (the mail user) must
-            # reach their files through here.
-            self.root.chmod(0o755)
-            self._layout()
-            self._start_with_retries()
-        except BaseException:
-            self._stop()
-            shutil.rmtree(self.root, ignore_errors=True)
-            raise
-        return self
+    prefix = "notifier-dovecot-"
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            self._stop()
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)
+    def skip_reason(self) -> str | None:
+        return skip_reason()
 
     def _layout(self) -> None:
         mail = pwd.getpwnam(MAIL_USER)

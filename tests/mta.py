@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Self
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -230,7 +230,57 @@ def _mailbox_owner() -> tuple[int, int]:
     return user.pw_uid, user.pw_gid
 
 
-class PostfixInstance:
+class ThrowawayServer:
+    """A real server run as root from a private temporary folder, for one test.
+
+    Subclasses say why they cannot run (`skip_reason`), lay out their files (`_layout`),
+    start (`_start_with_retries`) and stop (`_stop`); this class skips, creates and always
+    removes the folder, whatever fails on the way.
+    """
+
+    prefix = "notifier-server-"
+
+    def skip_reason(self) -> str | None:
+        raise NotImplementedError
+
+    def _layout(self) -> None:
+        raise NotImplementedError
+
+    def _start_with_retries(self) -> None:
+        raise NotImplementedError
+
+    def _stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        reason = self.skip_reason()
+        if reason:
+            pytest.skip(reason)
+        self.root = Path(tempfile.mkdtemp(prefix=self.prefix))
+        try:
+            # The server's own daemons run as other users and must reach files through here.
+            self.root.chmod(0o755)
+            self._layout()
+            self._start_with_retries()
+        except BaseException:
+            self._stop()
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self._stop()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+class PostfixInstance(ThrowawayServer):
     """A private Postfix on 127.0.0.1 relaying to `remote_port`, delivering example.org locally.
 
     `settings` override main.cf parameters (e.g. `maximal_queue_lifetime`,
@@ -318,32 +368,10 @@ class PostfixInstance:
 
     # -- lifecycle
 
-    def __enter__(self) -> PostfixInstance:
-        reason = skip_reason()
-        if reason:
-            pytest.skip(reason)
-        self.root = Path(tempfile.mkdtemp(prefix="notifier-postfix-"))
-        try:
-            # Postfix's daemons run as `postfix` and must reach the queue through here.
-            self.root.chmod(0o755)
-            self._layout()
-            self._start_with_retries()
-        except BaseException:
-            self._stop()
-            shutil.rmtree(self.root, ignore_errors=True)
-            raise
-        return self
+    prefix = "notifier-postfix-"
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            self._stop()
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)
+    def skip_reason(self) -> str | None:
+        return skip_reason()
 
     def _layout(self) -> None:
         postfix = pwd.getpwnam("postfix")
