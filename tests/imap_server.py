@@ -19,10 +19,8 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -195,27 +193,12 @@ class DovecotInstance(ThrowawayServer):
                 stderr=self._stderr,
                 start_new_session=True,  # its own process group, to stop it as one
             )
-            if self._wait_for_greeting():
+            # Dovecot binds both listeners before the IMAP port greets.
+            if self._wait_for_greeting(b"* OK", b"a LOGOUT\r\n", START_TIMEOUT):
                 return
             self._stop()
             if attempt == attempts or "Address already in use" not in self.log_tail():
                 pytest.fail(f"Dovecot did not start:\n{self.log_tail()}")
-
-    def _wait_for_greeting(self) -> bool:
-        """True once the IMAP port greets; Dovecot binds both listeners before that."""
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc is None or self.proc.poll() is not None:
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
-                    if sock.recv(512).startswith(b"* OK"):
-                        sock.sendall(b"a LOGOUT\r\n")
-                        return True
-            except OSError:
-                pass
-            time.sleep(POLL_INTERVAL)
-        return False
 
     def _stop(self) -> None:
         proc, self.proc = self.proc, None

@@ -239,6 +239,8 @@ class ThrowawayServer:
     """
 
     prefix = "notifier-server-"
+    port: int
+    proc: subprocess.Popen[bytes] | None
 
     def skip_reason(self) -> str | None:
         raise NotImplementedError
@@ -251,6 +253,24 @@ class ThrowawayServer:
 
     def _stop(self) -> None:
         raise NotImplementedError
+
+    def _wait_for_greeting(
+        self, greeting: bytes, goodbye: bytes, timeout: float = START_TIMEOUT
+    ) -> bool:
+        """True once `self.port` answers with `greeting`; False if the server died first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                    if sock.recv(512).startswith(greeting):
+                        sock.sendall(goodbye)
+                        return True
+            except OSError:
+                pass
+            time.sleep(POLL_INTERVAL)
+        return False
 
     def __enter__(self) -> Self:
         reason = self.skip_reason()
@@ -420,26 +440,11 @@ class PostfixInstance(ThrowawayServer):
                 env={**os.environ, "MAIL_CONFIG": str(self.config_dir)},
                 start_new_session=True,  # its own process group, to stop it as one
             )
-            if self._wait_for_banner():
+            if self._wait_for_greeting(b"220", b"QUIT\r\n"):
                 return
             self._stop()
             if attempt == attempts or "Address already in use" not in self.log_tail():
                 pytest.fail(f"Postfix did not start:\n{self.log_tail()}")
-
-    def _wait_for_banner(self) -> bool:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc is None or self.proc.poll() is not None:
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
-                    if sock.recv(512).startswith(b"220"):
-                        sock.sendall(b"QUIT\r\n")
-                        return True
-            except OSError:
-                pass
-            time.sleep(POLL_INTERVAL)
-        return False
 
     def _stop(self) -> None:
         proc, self.proc = self.proc, None
