@@ -31,7 +31,6 @@ from tls_helpers import OPENSSL, SelfSignedCertificate, make_certificate
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
-POLL_INTERVAL = 0.05
 SBIN = "/usr/sbin:/usr/local/sbin"  # where Debian puts dovecot; not always on a user's PATH
 
 # Dovecot runs its login and auth processes as these users (Debian's package creates them).
