@@ -97,9 +97,11 @@ def test_send_narrowed_by_locale_and_ids(notifier, roster, sink, tmp_path) -> No
 
     ids = tmp_path / "ids.txt"
     ids.write_text("HMR-00002\n", encoding="utf-8")  # database_only, en
+    events_before = roster.count("events")
     plan = notifier("send", UPDATE, "--ids", str(ids))
     assert plan.exit_code == 0
     assert "Would send 1 of 1" in plan.stdout
+    assert roster.count("events") == events_before  # a dry run writes nothing
 
     wider = notifier("send", UPDATE, "--exposure", "published")
     assert wider.exit_code == 2
@@ -119,6 +121,7 @@ def test_resend_is_a_new_attempt_of_the_same_message(notifier, roster) -> None:
     with Sink() as second_sink:
         dry = notifier("resend", FIRST, "--status", "failed_temporary", "--smtp", second_sink.url)
         assert "Would send 1 of" in dry.stdout and second_sink.messages == []
+        assert "run the same command again with --yes" in dry.stdout
         result = notifier(
             "resend",
             FIRST,

@@ -323,12 +323,11 @@ def _print_plan(
             f"{plan.uncertain} message(s) have an unknown outcome after a crash; "
             "they are not sent again unless you add --resend-uncertain."
         )
-    command = (
-        f"notifier resend {plan.campaign_id} --status {','.join(resend_states)}"
-        if resend_states
-        else f"notifier send {plan.campaign_id}"
+    # The same command, options and all, is the one to run: narrowing options included.
+    console.print(
+        "Nothing was sent. To send, run the same command again with --yes "
+        "(try --limit 1 first, to yourself)."
     )
-    console.print(f"Nothing was sent. To send: {command} --yes (try --limit 1 first, to yourself).")
 
 
 def _counts_text(counts: dict[str, int]) -> str:
