@@ -146,7 +146,7 @@ def explain_cohort(
     narrowed = narrow_campaign(campaign, cohort)
     audience = narrowed.audience
     states = audience.follows_states or DEFAULT_FOLLOWS_STATES
-    followed = _followed_states(ledger, campaign.follows) if campaign.follows else {}
+    followed = ledger.message_states(campaign.follows) if campaign.follows else {}
     suppressed = {
         row[0].casefold() for row in ledger.conn.execute("SELECT email FROM suppressions")
     }
@@ -161,13 +161,6 @@ def explain_cohort(
             )
         )
     return members
-
-
-def _followed_states(ledger: Ledger, campaign_id: str) -> dict[str, str]:
-    cursor = ledger.conn.execute(
-        "SELECT volunteer_id, state FROM messages WHERE campaign_id = ?", (campaign_id,)
-    )
-    return {volunteer_id: state for volunteer_id, state in cursor}
 
 
 def _decide(
