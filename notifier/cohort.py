@@ -21,7 +21,7 @@ from pathlib import Path
 
 from notifier.campaign import DEFAULT_FOLLOWS_STATES, Campaign, select_audience
 from notifier.errors import NotifierError
-from notifier.ledger import MESSAGE_STATES, Ledger, volunteer_from_row
+from notifier.ledger import MESSAGE_STATES, Ledger
 from notifier.volunteer import Volunteer
 
 
@@ -151,8 +151,7 @@ def explain_cohort(
         row[0].casefold() for row in ledger.conn.execute("SELECT email FROM suppressions")
     }
     members = []
-    for row in ledger.db.table("volunteers").rows_where(order_by="volunteer_id"):
-        volunteer = volunteer_from_row(row)
+    for volunteer in ledger.volunteers():
         state = followed.get(volunteer.volunteer_id)
         included, reason = _decide(volunteer, narrowed, cohort, state, states)
         members.append(
