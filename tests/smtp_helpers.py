@@ -22,6 +22,28 @@ from notifier.volunteer import Volunteer
 
 EXPOSURES = ("published", "screened", "database_only")
 
+# Addresses that need SMTPUTF8 (a non-ASCII local part) or only an IDN domain.
+INTERNATIONAL = [
+    Volunteer(
+        volunteer_id="HMR-UTF8-1",
+        email="すずき@例え.jp",
+        email_ascii="すずき@xn--r8jz45g.jp",
+        family_name="鈴木",
+        given_name="花子",
+        locale="ja",
+        exposure="screened",
+    ),
+    Volunteer(
+        volunteer_id="HMR-UTF8-2",
+        email="jane@bücher.example",
+        email_ascii="jane@xn--bcher-kva.example",
+        family_name="Doe",
+        given_name="Jane",
+        locale="en",
+        exposure="published",
+    ),
+]
+
 
 def make_volunteers(count: int, *, start: int = 0) -> list[Volunteer]:
     people = []

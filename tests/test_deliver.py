@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import AuthResult
-from smtp_helpers import ScriptedHandler, add_volunteers, make_volunteers, recipients
+from smtp_helpers import INTERNATIONAL, ScriptedHandler, add_volunteers, make_volunteers, recipients
 
 from notifier.campaign import Campaign, load_campaign
 from notifier.config import Settings
@@ -298,28 +298,6 @@ def test_deliver_no_dsn_parameters_when_server_does_not_offer_dsn(
         assert received.mail_from.startswith("bounces+")
         assert not any(o.startswith(("ENVID=", "RET=")) for o in received.mail_options)
         assert received.rcpt_options == ()
-
-
-INTERNATIONAL = [
-    Volunteer(
-        volunteer_id="HMR-UTF8-1",
-        email="すずき@例え.jp",
-        email_ascii="すずき@xn--r8jz45g.jp",
-        family_name="鈴木",
-        given_name="花子",
-        locale="ja",
-        exposure="screened",
-    ),
-    Volunteer(
-        volunteer_id="HMR-UTF8-2",
-        email="jane@bücher.example",
-        email_ascii="jane@xn--bcher-kva.example",
-        family_name="Doe",
-        given_name="Jane",
-        locale="en",
-        exposure="published",
-    ),
-]
 
 
 def test_deliver_non_ascii_addresses_go_with_smtputf8_when_offered(

@@ -17,7 +17,7 @@ from typing import Any
 import dkim
 import pytest
 from conftest import Notifier
-from smtp_helpers import add_volunteers, make_volunteers, recipients
+from smtp_helpers import INTERNATIONAL, add_volunteers, make_volunteers, recipients
 from tls_helpers import DkimTestKey, make_dkim_key, needs_openssl
 
 from notifier.campaign import Campaign, load_campaign
@@ -34,27 +34,6 @@ pytestmark = needs_openssl
 CAMPAIGN = "2020-03-breach"
 SELECTOR = "hmr2020"
 DOMAIN = "example.org"  # the campaign's sender domain: the signature's d=
-
-INTERNATIONAL = [
-    Volunteer(
-        volunteer_id="HMR-UTF8-1",
-        email="すずき@例え.jp",
-        email_ascii="すずき@xn--r8jz45g.jp",
-        family_name="鈴木",
-        given_name="花子",
-        locale="ja",
-        exposure="screened",
-    ),
-    Volunteer(
-        volunteer_id="HMR-UTF8-2",
-        email="jane@bücher.example",
-        email_ascii="jane@xn--bcher-kva.example",
-        family_name="Doe",
-        given_name="Jane",
-        locale="en",
-        exposure="published",
-    ),
-]
 
 
 @pytest.fixture(scope="module")
