@@ -14,8 +14,8 @@ Correlation, in order of trust:
   3. the `Message-ID` of the returned message or headers.
 
 State rule: a report never moves a message to a better state than one it already holds
-(`STATE_RANK`). A `delivered` DSN that arrives after a hard bounce is recorded as an
-event, but the message stays `bounced_hard`; a hard bounce after a `delivered` DSN (a
+(`notifier.message.REPORT_RANK`). A `delivered` DSN that arrives after a hard bounce is
+recorded as an event, but the message stays `bounced_hard`; a hard bounce after a `delivered` DSN (a
 relay that accepted, then failed) does move it. `Action: delayed` is recorded as
 `bounced_soft`, the state `notifier resend --status bounced_soft` selects.
 """
@@ -46,8 +46,10 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from notifier import verp
+from notifier.config import IMAP_PASSWORD_ENV, imap_password
 from notifier.errors import BounceError
 from notifier.ledger import EventDraft, Ledger, utc_now
+from notifier.message import MessageState, state_after_report
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +90,12 @@ RETURNED_TYPES = frozenset(
 )
 
 # The message state each kind of report moves a message to, and the event kind.
-EVENT_FOR_KIND: dict[str, str] = {
-    "hard": "bounced_hard",
-    "soft": "bounced_soft",
-    "delivered": "delivered",
+EVENT_FOR_KIND: dict[str, MessageState] = {
+    "hard": MessageState.BOUNCED_HARD,
+    "soft": MessageState.BOUNCED_SOFT,
+    "delivered": MessageState.DELIVERED,
 }
-# Higher is worse news and wins: a report never moves a message to a lower rank.
-STATE_RANK: dict[str, int] = {"bounced_soft": 1, "delivered": 2, "bounced_hard": 3}
-# States set before any report that a report must not overwrite: the message was refused
-# outright (5xx at SMTP time) or never sent (address already suppressed).
-STATES_KEPT = frozenset({"failed_permanent", "suppressed"})
 
-IMAP_PASSWORD_ENV = "NOTIFIER_IMAP_PASSWORD"  # noqa: S105 (the name, not a password)
 MAX_IMAP_MESSAGES = 100_000
 
 
@@ -531,7 +527,7 @@ def read_imap(
             "expected an IMAP URL like imaps://user@mail.example.org/INBOX",
             field="--imap",
         )
-    password = password if password is not None else os.environ.get(IMAP_PASSWORD_ENV)
+    password = password if password is not None else imap_password()
     if not password:
         raise BounceError(
             f"no IMAP password: set {IMAP_PASSWORD_ENV}",
@@ -748,15 +744,6 @@ def _already_recorded(ledger: Ledger, digest: str) -> bool:
     return row.fetchone() is not None
 
 
-def next_state(current: str, proposed: str) -> str | None:
-    """The state a report moves a message to, or None to leave it (never regress)."""
-    if current in STATES_KEPT or current == proposed:
-        return None
-    if STATE_RANK.get(current, 0) > STATE_RANK[proposed]:
-        return None
-    return proposed
-
-
 def _record_matched(
     ledger: Ledger, report: ParsedReport, correlation: Correlation, digest: str
 ) -> dict[str, int]:
@@ -773,7 +760,7 @@ def _record_matched(
         event_kind = EVENT_FOR_KIND.get(record.kind)
         if event_kind is None:
             continue  # no Action we understand: kept in bounce_reports.detail only
-        moved = next_state(state, event_kind)
+        moved = state_after_report(state, event_kind)
         state = moved or state
         data = {
             "status": record.status,

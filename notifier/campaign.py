@@ -49,7 +49,8 @@ from typing import Any
 from notifier.catalogs import LOCALE_DIR
 from notifier.config import Settings
 from notifier.errors import CampaignError
-from notifier.ledger import MESSAGE_STATES, Ledger, volunteer_from_row
+from notifier.ledger import Ledger, volunteer_from_row
+from notifier.message import REACHED_STATES, MessageState
 from notifier.volunteer import EXPOSURES, LOCALES, Volunteer
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -58,7 +59,7 @@ TEMPLATES_DIR = PACKAGE_DIR / "templates"
 
 # A follow-up with no `follows_states` goes to people whose earlier notice was sent or
 # delivered: a hard bounce or a failure means the person never read it.
-DEFAULT_FOLLOWS_STATES: tuple[str, ...] = ("sent", "delivered")
+DEFAULT_FOLLOWS_STATES: tuple[str, ...] = REACHED_STATES
 
 _REQUIRED_KEYS = ("id", "title", "template", "date", "from", "reply_to", "subject")
 _OPTIONAL_KEYS = ("follows", "allow_links", "dates", "audience", "templates_dir", "locale_dir")
@@ -342,7 +343,7 @@ def _parse_audience(value: Any, path: Path) -> Audience:
     return Audience(
         exposures=_string_list(table, "exposures", EXPOSURES, path),
         locales=_string_list(table, "locales", LOCALES, path),
-        follows_states=_string_list(table, "follows_states", MESSAGE_STATES, path),
+        follows_states=_string_list(table, "follows_states", tuple(MessageState), path),
     )
 
 

@@ -31,7 +31,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
 
-from notifier.errors import NotifierError
+from notifier.errors import CatalogError
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,6 @@ LOCALE_DIR = Path(__file__).resolve().parent.parent / "locale"
 DOMAIN = "messages"
 # The language the msgids are written in: its catalog may leave msgstr empty.
 SOURCE_LOCALE = "en"
-
-
-class CatalogError(NotifierError):
-    """A catalog that is missing or cannot be parsed."""
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,10 @@ import jinja2
 from jinja2 import nodes
 
 from notifier.campaign import Campaign, history_applies, select_audience
-from notifier.catalogs import CatalogError, catalog_problems
-from notifier.errors import RenderError
+from notifier.catalogs import catalog_problems
+from notifier.errors import CatalogError, RenderError, TemplateRenderError
 from notifier.ledger import Ledger
-from notifier.render import FORMATS, RenderedMessage, Renderer, TemplateRenderError, environment
+from notifier.render import FORMATS, RenderedMessage, Renderer, environment
 from notifier.volunteer import Volunteer
 
 log = logging.getLogger(__name__)

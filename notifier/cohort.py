@@ -20,13 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from notifier.campaign import DEFAULT_FOLLOWS_STATES, Campaign, select_audience
-from notifier.errors import NotifierError
-from notifier.ledger import MESSAGE_STATES, Ledger
+from notifier.errors import CohortError
+from notifier.ledger import Ledger
+from notifier.message import MessageState
 from notifier.volunteer import Volunteer
-
-
-class CohortError(NotifierError):
-    """A narrowing option that does not fit the campaign."""
 
 
 @dataclass(frozen=True)
@@ -77,12 +74,12 @@ def narrow_campaign(campaign: Campaign, cohort: CohortFilter) -> Campaign:
             field="--status",
             hint="--status applies to follow-ups such as 2020-04-29-update",
         )
-    unknown = [s for s in cohort.statuses if s not in MESSAGE_STATES]
+    unknown = [s for s in cohort.statuses if s not in tuple(MessageState)]
     if unknown:
         raise CohortError(
             f"unknown message state {', '.join(unknown)}",
             field="--status",
-            hint=f"states are: {', '.join(MESSAGE_STATES)}",
+            hint=f"states are: {', '.join(tuple(MessageState))}",
         )
     audience = campaign.audience
     narrowed = dataclasses.replace(

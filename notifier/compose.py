@@ -33,7 +33,7 @@ import idna
 
 from notifier.campaign import Campaign
 from notifier.config import Settings
-from notifier.errors import CampaignError, ConfigError, NotifierError
+from notifier.errors import CampaignError, ComposeError, ConfigError, SMTPUTF8Required
 from notifier.render import RenderedMessage
 from notifier.verp import base32
 from notifier.volunteer import Volunteer
@@ -61,14 +61,6 @@ DKIM_HEADERS: tuple[str, ...] = (
     "In-Reply-To",
     "References",
 )
-
-
-class ComposeError(NotifierError):
-    """A message cannot be written as valid mail (an address that cannot go in a header)."""
-
-
-class SMTPUTF8Required(ComposeError):
-    """The address has a non-ASCII local part, which only an SMTPUTF8 server can carry."""
 
 
 @dataclass(frozen=True)

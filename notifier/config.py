@@ -35,6 +35,10 @@ from typing import Any
 from notifier.errors import ConfigError
 
 CONFIG_FILE = "notifier.toml"
+# Secrets come from the environment only: never flags (seen in `ps`), files or the ledger.
+USER_ENV = "NOTIFIER_SMTP_USER"
+PASSWORD_ENV = "NOTIFIER_SMTP_PASSWORD"  # noqa: S105 (the variable's name, not a secret)
+IMAP_PASSWORD_ENV = "NOTIFIER_IMAP_PASSWORD"  # noqa: S105 (the name, not a password)
 DEFAULT_SMTP_URL = "smtp://127.0.0.1:8025"
 
 
@@ -119,3 +123,26 @@ def _table(data: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"expected a [{key}] table", file=path, field=key)
     return value
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """SMTP AUTH credentials; the password never appears in a repr or a log."""
+
+    user: str
+    password: str = field(repr=False)
+
+
+def credentials_from_env(env: Mapping[str, str] | None = None) -> Credentials | None:
+    """SMTP AUTH credentials, from the environment only (never flags, files or the ledger)."""
+    env = os.environ if env is None else env
+    user = env.get(USER_ENV)
+    if not user:
+        return None
+    return Credentials(user, env.get(PASSWORD_ENV, ""))
+
+
+def imap_password(env: Mapping[str, str] | None = None) -> str | None:
+    """The IMAP password for `bounces ingest --imap`, from the environment only."""
+    env = os.environ if env is None else env
+    return env.get(IMAP_PASSWORD_ENV) or None

@@ -31,13 +31,12 @@ import asyncio
 import concurrent.futures
 import ipaddress
 import logging
-import os
 import re
 import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -48,15 +47,14 @@ from aiosmtplib import SMTPResponse
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
 from tenacity.wait import wait_exponential, wait_random
 
-from notifier.errors import DeliveryError
+from notifier.config import PASSWORD_ENV, USER_ENV, Credentials
+from notifier.errors import DeliveryError, FatalDeliveryError
 from notifier.ledger import Ledger
 from notifier.message import DeliveryOutcome
 from notifier.throttle import DomainThrottle, TokenBucket
 
 log = logging.getLogger(__name__)
 
-USER_ENV = "NOTIFIER_SMTP_USER"
-PASSWORD_ENV = "NOTIFIER_SMTP_PASSWORD"  # noqa: S105 (the variable's name, not a secret)
 
 
 # --- target and options -------------------------------------------------------------
@@ -100,12 +98,6 @@ def parse_smtp_url(url: str) -> SmtpTarget:
     return SmtpTarget(parts.scheme, parts.hostname, port or default)
 
 
-@dataclass(frozen=True)
-class Credentials:
-    user: str
-    password: str = field(repr=False)
-
-
 def _is_loopback(host: str) -> bool:
     """A server on this machine: a password sent to it never crosses a network."""
     if host.lower() == "localhost":
@@ -125,15 +117,6 @@ def _is_certificate_error(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return "CERTIFICATE_VERIFY_FAILED" in str(exc)
-
-
-def credentials_from_env(env: Mapping[str, str] | None = None) -> Credentials | None:
-    """SMTP AUTH credentials, from the environment only (never flags, files or the ledger)."""
-    env = os.environ if env is None else env
-    user = env.get(USER_ENV)
-    if not user:
-        return None
-    return Credentials(user, env.get(PASSWORD_ENV, ""))
 
 
 @dataclass(frozen=True)
@@ -268,10 +251,6 @@ def xtext(value: str) -> str:
     return "".join(
         ch if 33 <= ord(ch) <= 126 and ch not in "+=" else f"+{ord(ch):02X}" for ch in value
     )
-
-
-class FatalDeliveryError(DeliveryError):
-    """A problem no retry can fix (TLS required but absent, credentials refused)."""
 
 
 def _readable_ca_file(path: Path) -> Path:

@@ -7,18 +7,23 @@ on the type and its fields, never on the message text.
 
 from __future__ import annotations
 
+from enum import IntEnum
 from pathlib import Path
 
-# Exit codes with fixed meanings, used by the CLI and documented in the README.
-EXIT_OK = 0
-EXIT_PROBLEMS = 1  # the job ran, but found problems (bad rows under --strict, a failed check)
-EXIT_UNUSABLE = 2  # the input could not be used at all
+
+class ExitCode(IntEnum):
+    """Exit codes with fixed meanings, used by the CLI and documented in the README."""
+
+    OK = 0
+    PROBLEMS = 1  # the job ran, but found problems (bad rows under --strict, a failed check)
+    UNUSABLE = 2  # the input could not be used at all
+    INTERRUPTED = 130  # the shell's code for "stopped by Ctrl-C"
 
 
 class NotifierError(Exception):
     """Base class: a problem the user can act on."""
 
-    exit_code: int = EXIT_UNUSABLE
+    exit_code: int = ExitCode.UNUSABLE
 
     def __init__(
         self,
@@ -87,3 +92,39 @@ class DeliveryError(NotifierError):
 
 class BounceError(NotifierError):
     """A bounce source that cannot be read."""
+
+
+class CatalogError(NotifierError):
+    """A catalog that is missing or cannot be parsed."""
+
+
+class TemplateRenderError(RenderError):
+    """A template failed for one volunteer; `detail` is the same for everyone it fails for."""
+
+    def __init__(
+        self, detail: str, *, file: str | Path, line: int | None, volunteer_id: str
+    ) -> None:
+        super().__init__(
+            f"{detail} (rendering for volunteer {volunteer_id})",
+            file=file,
+            row=line,
+            hint="fix the template, or the campaign's [dates] if a date is missing",
+        )
+        self.detail = detail
+        self.volunteer_id = volunteer_id
+
+
+class CohortError(NotifierError):
+    """A narrowing option that does not fit the campaign."""
+
+
+class ComposeError(NotifierError):
+    """A message cannot be written as valid mail (an address that cannot go in a header)."""
+
+
+class SMTPUTF8Required(ComposeError):
+    """The address has a non-ASCII local part, which only an SMTPUTF8 server can carry."""
+
+
+class FatalDeliveryError(DeliveryError):
+    """A problem no retry can fix (TLS required but absent, credentials refused)."""

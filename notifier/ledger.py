@@ -35,22 +35,6 @@ DEFAULT_LEDGER = "notifier.db"
 GENESIS_HASH = "0" * 64
 EVENT_COLUMNS = "seq, at, kind, campaign_id, volunteer_id, message_id, data, prev_hash, hash"
 
-# Message states. The lifecycle: pending -> sending -> sent | deferred -> ... ;
-# the final ones tell whether the person was reached.
-MESSAGE_STATES: tuple[str, ...] = (
-    "pending",
-    "sending",
-    "sent",
-    "deferred",
-    "failed_temporary",
-    "failed_permanent",
-    "uncertain",
-    "suppressed",
-    "bounced_hard",
-    "bounced_soft",
-    "delivered",
-)
-
 
 # Event kinds. For events about one message, the kind is also the state it moves the
 # message to (EventDraft.state), so "what happened" and "where it stands" never disagree.

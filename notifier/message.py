@@ -1,26 +1,105 @@
 """Messages: one campaign to one volunteer, and what happened when we tried to deliver it.
 
-Plain data shared by the ledger (which stores it), delivery (which produces outcomes)
-and the CLI (which shows them). No behaviour lives here.
+This module is the one home of the message lifecycle: `MessageState` names every state
+once, and `TRANSITIONS` says which moves are allowed. The ledger (which stores states),
+delivery (which produces outcomes), bounce ingestion (which learns more later), reports
+and the CLI all read the states and their groups from here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
-# Message states that say the message still has to go out (a resumed send picks them up).
-RESUMABLE_STATES: tuple[str, ...] = ("pending", "deferred")
+
+class MessageState(StrEnum):
+    """Where one message stands. The value is what the ledger stores and events are named."""
+
+    PENDING = "pending"  # registered, not yet handed to a server
+    SENDING = "sending"  # claimed: committed just before its bytes go out
+    SENT = "sent"  # the server took it (2xx at end of DATA)
+    DEFERRED = "deferred"  # 4xx or a network error: will be retried
+    FAILED_TEMPORARY = "failed_temporary"  # still 4xx after the last retry
+    FAILED_PERMANENT = "failed_permanent"  # 5xx at SMTP time: refused outright
+    UNCERTAIN = "uncertain"  # claimed by a run that died: it may or may not have gone
+    SUPPRESSED = "suppressed"  # skipped: the address is suppressed (an earlier hard bounce)
+    BOUNCED_HARD = "bounced_hard"  # a report said the address cannot receive
+    BOUNCED_SOFT = "bounced_soft"  # a report said "delayed" or a temporary failure
+    DELIVERED = "delivered"  # a report confirmed delivery
+
+
+S = MessageState
+
+# What a delivery report can say about a message that went out.
+_REPORTED = frozenset({S.DELIVERED, S.BOUNCED_SOFT, S.BOUNCED_HARD})
+
+# Every allowed move, from -> to. A state not listed as a source is final. Delivery moves a
+# message forward through `sending`; a resend or --resend-uncertain starts a new attempt
+# (-> sending). A report is evidence the message went out whatever the sender recorded
+# (it can arrive before `sent` is written, or after a crash), so it may move any message
+# but one refused outright or never sent; among reports, worse news wins (`REPORT_RANK`).
+TRANSITIONS: dict[MessageState, frozenset[MessageState]] = {
+    S.PENDING: frozenset({S.SENDING, S.SUPPRESSED}) | _REPORTED,
+    S.DEFERRED: frozenset({S.SENDING, S.SUPPRESSED, S.FAILED_TEMPORARY}) | _REPORTED,
+    S.SENDING: frozenset(
+        {S.SENT, S.DEFERRED, S.FAILED_TEMPORARY, S.FAILED_PERMANENT, S.UNCERTAIN, S.SUPPRESSED}
+    )
+    | _REPORTED,
+    S.UNCERTAIN: frozenset({S.SENDING, S.SENT, S.PENDING}) | _REPORTED,
+    S.SENT: _REPORTED,
+    S.DELIVERED: _REPORTED,
+    S.BOUNCED_SOFT: frozenset({S.SENDING}) | _REPORTED,
+    S.FAILED_TEMPORARY: frozenset({S.SENDING}) | _REPORTED,
+    S.FAILED_PERMANENT: frozenset({S.SENDING}),
+    S.BOUNCED_HARD: _REPORTED,
+    S.SUPPRESSED: frozenset(),
+}
+
+
+def can_move(current: str, proposed: str) -> bool:
+    """True if a message in `current` may move to `proposed` (staying put is not a move)."""
+    return MessageState(proposed) in TRANSITIONS[MessageState(current)]
+
+
+# States that say the message still has to go out (a resumed send picks them up).
+RESUMABLE_STATES: tuple[MessageState, ...] = (S.PENDING, S.DEFERRED)
 # States `notifier resend` may send again, as a new attempt of the same message. Not
 # sent/delivered (that would tell someone twice) nor bounced_hard (suppressed: a letter).
-RESENDABLE_STATES: tuple[str, ...] = (
-    "failed_temporary",
-    "failed_permanent",
-    "bounced_soft",
+RESENDABLE_STATES: tuple[MessageState, ...] = (
+    S.FAILED_TEMPORARY,
+    S.FAILED_PERMANENT,
+    S.BOUNCED_SOFT,
 )
 # States that mean the message left us and the server took it (or later told us more).
-DELIVERED_STATES: tuple[str, ...] = ("sent", "delivered", "bounced_soft", "bounced_hard")
-# Outcomes of one delivery attempt, as classified by notifier.deliver.
-ATTEMPT_OUTCOMES: tuple[str, ...] = ("sent", "deferred", "failed_temporary", "failed_permanent")
+DELIVERED_STATES: tuple[MessageState, ...] = (S.SENT, S.DELIVERED, S.BOUNCED_SOFT, S.BOUNCED_HARD)
+# Outcomes of one delivery attempt, as classified by the SMTP outcome rule.
+ATTEMPT_OUTCOMES: tuple[MessageState, ...] = (
+    S.SENT,
+    S.DEFERRED,
+    S.FAILED_TEMPORARY,
+    S.FAILED_PERMANENT,
+)
+# Failures at SMTP time (the server never took the message).
+FAILED_STATES: tuple[MessageState, ...] = (S.FAILED_PERMANENT, S.FAILED_TEMPORARY)
+# A follow-up's default cohort: people whose earlier notice reached them.
+REACHED_STATES: tuple[MessageState, ...] = (S.SENT, S.DELIVERED)
+
+# What a delivery report may say about a message: higher is worse news and wins, so a
+# report never moves a message to a lower rank (a late "delivered" does not un-bounce it).
+REPORT_RANK: dict[MessageState, int] = {S.BOUNCED_SOFT: 1, S.DELIVERED: 2, S.BOUNCED_HARD: 3}
+
+
+def state_after_report(current: str, proposed: MessageState) -> MessageState | None:
+    """The state a delivery report moves a message to, or None to leave it as it is.
+
+    A report never regresses a message (`REPORT_RANK`), never overrides a refusal at SMTP
+    time or a suppression, and never repeats the state the message already has.
+    """
+    if current == proposed or not can_move(current, proposed):
+        return None
+    if REPORT_RANK.get(MessageState(current), 0) > REPORT_RANK[proposed]:
+        return None
+    return proposed
 
 
 @dataclass(frozen=True)

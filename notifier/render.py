@@ -36,7 +36,7 @@ from markupsafe import Markup, escape
 
 from notifier.campaign import Campaign
 from notifier.catalogs import load_translations
-from notifier.errors import RenderError
+from notifier.errors import RenderError, TemplateRenderError
 from notifier.volunteer import Volunteer
 
 FORMATS: tuple[str, ...] = ("txt", "html")
@@ -253,22 +253,6 @@ def template_location(exc: BaseException, templates_dir: Path) -> tuple[str | No
             found = (filename, tb.tb_lineno)
         tb = tb.tb_next
     return found
-
-
-class TemplateRenderError(RenderError):
-    """A template failed for one volunteer; `detail` is the same for everyone it fails for."""
-
-    def __init__(
-        self, detail: str, *, file: str | Path, line: int | None, volunteer_id: str
-    ) -> None:
-        super().__init__(
-            f"{detail} (rendering for volunteer {volunteer_id})",
-            file=file,
-            row=line,
-            hint="fix the template, or the campaign's [dates] if a date is missing",
-        )
-        self.detail = detail
-        self.volunteer_id = volunteer_id
 
 
 def render_error(

@@ -39,7 +39,8 @@ from typing import Any
 import jinja2
 
 from notifier.errors import CampaignError, VolunteerNotFound
-from notifier.ledger import EVENT_COLUMNS, MESSAGE_STATES, Event, Ledger, VerifyResult
+from notifier.ledger import EVENT_COLUMNS, Event, Ledger, VerifyResult
+from notifier.message import MessageState
 from notifier.volunteer import EXPOSURES, LOCALES, display_name
 
 NOT_RECORDED = "not recorded"
@@ -104,7 +105,7 @@ def state_of_event(kind: str) -> str | None:
     """The message state an event of this kind moves its message to, if any."""
     if kind == "queued":
         return "pending"
-    return kind if kind in MESSAGE_STATES else None
+    return kind if kind in tuple(MessageState) else None
 
 
 # --- data -----------------------------------------------------------------------------
@@ -440,7 +441,7 @@ def _text(value: Any) -> str:
 
 def _ordered_states(states: Iterable[str]) -> tuple[str, ...]:
     present = set(states)
-    known = [s for s in MESSAGE_STATES if s in present]
+    known = [s for s in tuple(MessageState) if s in present]
     return (*known, *sorted(present - set(known)))
 
 
@@ -869,7 +870,7 @@ _KIND_ORDER: tuple[str, ...] = (
     "campaign_registered",
     "queued",
     "resend_requested",
-    *MESSAGE_STATES,
+    *tuple(MessageState),
     "address_suppressed",
 )
 

@@ -28,14 +28,13 @@ from typing import Any, Protocol
 
 from notifier.campaign import Campaign
 from notifier.compose import (
-    ComposeError,
     build_message,
     load_dkim_key,
     message_id_for,
     sender_domain,
     sign_dkim,
 )
-from notifier.config import Settings
+from notifier.config import Settings, credentials_from_env
 from notifier.deliver import (
     Delivery,
     DeliveryStats,
@@ -44,10 +43,10 @@ from notifier.deliver import (
     ServerInfo,
     SmtpTarget,
     ThreadedLedgerJournal,
-    credentials_from_env,
     parse_smtp_url,
     wire_form,
 )
+from notifier.errors import ComposeError
 from notifier.ledger import Ledger
 from notifier.message import RESUMABLE_STATES, DeliveryOutcome, MessageRow, NewMessage
 from notifier.render import Renderer

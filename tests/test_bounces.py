@@ -26,7 +26,6 @@ from notifier.bounces import (
     BounceRecord,
     classify,
     ingest,
-    next_state,
     parse_full_report,
     parse_report,
     read_imap,
@@ -35,6 +34,7 @@ from notifier.bounces import (
 )
 from notifier.errors import BounceError
 from notifier.ledger import Ledger
+from notifier.message import MessageState, state_after_report
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bounces"
 FIXTURE_KEY = b"notifier-test-fixtures-key-32byt"
@@ -809,7 +809,7 @@ def test_dsn_never_overwrites_refused_at_smtp_time(ledger: Ledger) -> None:
     ],
 )
 def test_state_never_regresses(current: str, proposed: str, moved: str | None) -> None:
-    assert next_state(current, proposed) == moved
+    assert state_after_report(current, MessageState(proposed)) == moved
 
 
 def test_address_suppressed_once_across_campaigns(ledger: Ledger) -> None:

@@ -8,13 +8,13 @@ import pytest
 
 from notifier.campaign import load_campaign
 from notifier.cohort import (
-    CohortError,
     CohortFilter,
     explain_cohort,
     narrow_campaign,
     read_ids_file,
     select_cohort,
 )
+from notifier.errors import CohortError
 from notifier.ledger import Ledger, volunteer_to_row
 from notifier.volunteer import Volunteer
 

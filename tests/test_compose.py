@@ -21,8 +21,6 @@ from hypothesis import strategies as st
 
 from notifier.campaign import Campaign, load_campaign
 from notifier.compose import (
-    ComposeError,
-    SMTPUTF8Required,
     build_message,
     clean_header_text,
     compose_message,
@@ -32,7 +30,13 @@ from notifier.compose import (
     sign_dkim,
 )
 from notifier.config import Settings
-from notifier.errors import CampaignError, ConfigError, NotifierError
+from notifier.errors import (
+    CampaignError,
+    ComposeError,
+    ConfigError,
+    NotifierError,
+    SMTPUTF8Required,
+)
 from notifier.render import RenderedMessage, Renderer
 from notifier.volunteer import Volunteer
 

@@ -32,8 +32,8 @@ from tls_helpers import (
 )
 
 from notifier.campaign import Campaign, load_campaign
-from notifier.config import Settings, load_settings
-from notifier.deliver import PASSWORD_ENV, USER_ENV, SendOptions, credentials_from_env
+from notifier.config import PASSWORD_ENV, USER_ENV, Settings, credentials_from_env, load_settings
+from notifier.deliver import SendOptions
 from notifier.errors import ConfigError, DeliveryError
 from notifier.ledger import Ledger
 from notifier.send import SendSummary, send_campaign

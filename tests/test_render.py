@@ -13,7 +13,8 @@ import pytest
 
 from notifier.campaign import TEMPLATES_DIR, load_campaign
 from notifier.catalogs import load_translations
-from notifier.render import Renderer, TemplateRenderError, date_range, long_date, render_message
+from notifier.errors import TemplateRenderError
+from notifier.render import Renderer, date_range, long_date, render_message
 from notifier.volunteer import DATA_HELD, EXPOSURES, LOCALES, Volunteer
 
 FIRST = "2020-03-breach"

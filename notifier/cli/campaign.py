@@ -19,7 +19,7 @@ from notifier.campaign import (
 )
 from notifier.check import check_campaign
 from notifier.cli.app import AppContext, cli, console, err_console, pass_app
-from notifier.errors import EXIT_PROBLEMS
+from notifier.errors import ExitCode
 from notifier.ledger import Ledger
 from notifier.render import long_date
 from notifier.volunteer import EXPOSURES, LOCALES
@@ -159,4 +159,4 @@ def check_command(app: AppContext, campaign_id: str) -> None:
     click.echo(
         f"{item.campaign_id}: {rendered}; {count} problem{'s' if count != 1 else ''}", err=True
     )
-    raise SystemExit(EXIT_PROBLEMS)
+    raise SystemExit(ExitCode.PROBLEMS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from notifier.cli.app import AppContext, cli, pass_app
-from notifier.errors import EXIT_PROBLEMS
+from notifier.errors import ExitCode
 
 
 @cli.group()
@@ -27,4 +27,4 @@ def verify(app: AppContext) -> None:
         click.echo(f"ledger {led.path}: {result.events} events, chain intact (head {result.head})")
         return
     click.echo(f"ledger {led.path}: TAMPERED: {result.reason}", err=True)
-    raise SystemExit(EXIT_PROBLEMS)
+    raise SystemExit(ExitCode.PROBLEMS)

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from notifier.cli.app import AppContext, cli, console, format_option, pass_app, write_private
-from notifier.errors import EXIT_PROBLEMS
+from notifier.errors import ExitCode
 from notifier.ledger import Event
 from notifier.report import (
     NOT_RECORDED,
@@ -99,7 +99,7 @@ def report(app: AppContext, campaign_id: str, fmt: str, out: Path | None) -> Non
         click.echo(
             f"Warning: the ledger fails verification: {result.verification.reason}", err=True
         )
-        raise SystemExit(EXIT_PROBLEMS)
+        raise SystemExit(ExitCode.PROBLEMS)
 
 
 @cli.group()

@@ -22,7 +22,7 @@ from notifier.cli.app import (
     pass_app,
     write_private,
 )
-from notifier.errors import EXIT_PROBLEMS
+from notifier.errors import ExitCode
 from notifier.ledger import ImportSummary
 from notifier.roster import ENCODING_CHOICES, RosterResult, RowProblem, load_mapping, read_roster
 from notifier.volunteer import EXPOSURES, FIELDS, LOCALES
@@ -126,7 +126,7 @@ def import_(
         click.echo(f"Rejected rows written to {rejects_path}")
     _print_outcome(summary, strict)
     if summary.refused:
-        raise SystemExit(EXIT_PROBLEMS)
+        raise SystemExit(ExitCode.PROBLEMS)
 
 
 def _print_read(result: RosterResult, summary: ImportSummary) -> None:

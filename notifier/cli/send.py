@@ -26,15 +26,12 @@ from notifier.cli.cohort import F, cohort_filter, cohort_options
 from notifier.cohort import CohortFilter, select_cohort
 from notifier.config import Settings
 from notifier.deliver import SendOptions, ServerInfo
-from notifier.errors import CampaignError
+from notifier.errors import CampaignError, ExitCode
 from notifier.ledger import Ledger
-from notifier.message import RESENDABLE_STATES, DeliveryOutcome
+from notifier.message import FAILED_STATES, RESENDABLE_STATES, DeliveryOutcome
 from notifier.send import SendPlan, SendSummary, plan_send, send_campaign
 from notifier.sink import ReceivedMessage, Sink, SinkHandler
 from notifier.volunteer import Volunteer
-
-EXIT_INTERRUPTED = 130  # the shell's code for "stopped by Ctrl-C"
-FAILED_STATES = ("failed_permanent", "failed_temporary")
 
 
 def _audience(
@@ -206,7 +203,7 @@ def _run(
             display.close()
     _print_summary(summary)
     if summary.stopped:
-        raise SystemExit(EXIT_INTERRUPTED)
+        raise SystemExit(ExitCode.INTERRUPTED)
 
 
 # --- notifier send / resend -------------------------------------------------------------
