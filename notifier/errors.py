@@ -128,3 +128,7 @@ class SMTPUTF8Required(ComposeError):
 
 class FatalDeliveryError(DeliveryError):
     """A problem no retry can fix (TLS required but absent, credentials refused)."""
+
+
+class SendInProgress(NotifierError):
+    """Another process is sending from this ledger: a second sender would tell people twice."""

@@ -1,0 +1,88 @@
+"""One sender at a time: the lock is exclusive, names its holder, and dies with its process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from notifier.errors import ExitCode, SendInProgress
+from notifier.sendlock import SendLock, lock_path, running_sender
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from notifier.sendlock import SendLock
+with SendLock(Path(sys.argv[1]), "2020-03-breach", "send"):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def hold_in_subprocess(ledger_path: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(ledger_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "held"  # bounded: the child prints or dies
+    return proc
+
+
+def test_a_second_sender_is_refused_and_named(tmp_path: Path) -> None:
+    ledger = tmp_path / "notifier.db"
+    with SendLock(ledger, "2020-03-breach", "send"):
+        started = time.monotonic()
+        with pytest.raises(SendInProgress) as refused:
+            SendLock(ledger, "2020-03-breach", "resend").acquire()
+        assert time.monotonic() - started < 2
+    assert refused.value.exit_code == ExitCode.UNUSABLE
+    text = str(refused.value)
+    assert f"process {os.getpid()}" in text
+    assert "send of 2020-03-breach" in text
+    assert "since" in text
+
+
+def test_lock_released_on_exit_and_file_private(tmp_path: Path) -> None:
+    ledger = tmp_path / "notifier.db"
+    with SendLock(ledger, "c", "send"):
+        assert lock_path(ledger).stat().st_mode & 0o777 == 0o600
+        holder = running_sender(ledger)
+        assert holder is not None and holder.pid == os.getpid() and holder.campaign_id == "c"
+    assert running_sender(ledger) is None
+    with SendLock(ledger, "c", "send"):  # can be taken again
+        pass
+
+
+def test_no_lock_file_means_no_sender(tmp_path: Path) -> None:
+    assert running_sender(tmp_path / "notifier.db") is None
+
+
+def test_other_process_holds_it_until_killed(tmp_path: Path) -> None:
+    ledger = tmp_path / "notifier.db"
+    proc = hold_in_subprocess(ledger)
+    try:
+        holder = running_sender(ledger)
+        assert holder is not None and holder.pid == proc.pid
+        with pytest.raises(SendInProgress, match=f"process {proc.pid}"):
+            SendLock(ledger, "c").acquire()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    # The kernel dropped the lock with the process: no stale lock to clear by hand.
+    assert running_sender(ledger) is None
+    with SendLock(ledger, "c"):
+        assert running_sender(ledger) is not None
+
+
+def test_a_status_probe_does_not_refuse_a_starting_sender(tmp_path: Path) -> None:
+    ledger = tmp_path / "notifier.db"
+    lock_path(ledger).touch()
+    for _ in range(50):  # probes and acquisitions interleaved, as status in a loop would
+        assert running_sender(ledger) is None
+        with SendLock(ledger, "c"):
+            pass
