@@ -1,0 +1,79 @@
+"""Text that leaves the tool to be opened elsewhere: a spreadsheet, a terminal, a log.
+
+Roster cells come from whoever filled in the spreadsheet, and bounce text from anyone who
+can send mail, so nothing from them is written out raw:
+- every CSV the tool writes goes through `csv_text`, which neutralises cells a spreadsheet
+  would run as a formula (OWASP's rule: a leading `=`, `+`, `-`, `@`, tab or CR gets a `'`);
+- every cell or message printed to a terminal goes through `visible`, which shows control
+  characters (escape sequences, NUL, bidirectional overrides) as `\\x1b`-style escapes
+  instead of letting them move the cursor, recolour the screen or hide text;
+- every message that may hold a URL goes through `redact_urls`, so a password typed into
+  `--smtp smtp://user:secret@host` is never echoed back.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> str:
+    """A CSV cell that a spreadsheet will show as text, never run as a formula."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """The one CSV writer: a header, then rows, every cell neutralised, CRLF line ends."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([csv_cell(v) for v in row])
+    return out.getvalue()
+
+
+def _is_hidden(ch: str) -> bool:
+    # Cc: C0/C1 controls, DEL. Cf covers the bidi overrides and isolates (U+202A-E,
+    # U+2066-9) that can make a name read differently from what it is; zero-width
+    # joiners are Cf too but harmless in Japanese and emoji, so only bidi is escaped.
+    category = unicodedata.category(ch)
+    return category == "Cc" or (category == "Cf" and unicodedata.bidirectional(ch) in _BIDI)
+
+
+_BIDI = frozenset({"LRE", "RLE", "PDF", "LRO", "RLO", "LRI", "RLI", "FSI", "PDI"})
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape(ch: str) -> str:
+    if ch in _NAMED:
+        return _NAMED[ch]
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: str, *, keep_newlines: bool = False) -> str:
+    """`text` with every control character shown as an escape (`\\x1b`, `\\x00`, `\\u202e`).
+
+    With `keep_newlines`, line breaks stay (a multi-line message); in a table cell they
+    are escaped too, so one cell cannot pose as several rows.
+    """
+    if text.isprintable():  # the common case, decided in C
+        return text
+    return "".join(
+        _escape(ch) if _is_hidden(ch) and not (keep_newlines and ch == "\n") else ch for ch in text
+    )
+
+
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/@\s]*@")
+
+
+def redact_urls(text: str) -> str:
+    """`text` with the user-info of every URL in it replaced by `***` (no password leaks)."""
+    return _URL_USERINFO.sub(r"\1***@", text)
