@@ -59,3 +59,10 @@ def test_unwritable_output_is_one_clean_error(notifier, imported) -> None:
     assert result.exit_code == 2
     assert "no/such/folder/x.csv: cannot write" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_password_in_a_mistyped_url_is_never_echoed(notifier, imported) -> None:
+    result = notifier("send", "2020-03-breach", "--smtp", "smtpx://bob:s3cret@mail.example.org")
+    assert result.exit_code == 2
+    assert "s3cret" not in result.output
+    assert "smtpx://***@mail.example.org" in result.output

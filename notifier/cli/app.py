@@ -15,6 +15,7 @@ from notifier import __version__
 from notifier.config import Settings, load_settings
 from notifier.errors import NotifierError
 from notifier.ledger import Ledger
+from notifier.outputs import redact_urls, visible
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,8 +30,13 @@ class NotifierGroup(click.Group):
         try:
             return super().invoke(ctx)
         except NotifierError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            echo_error(exc)
             ctx.exit(exc.exit_code)
+
+
+def echo_error(exc: NotifierError) -> None:
+    """One clean message on stderr: no secret from a URL, no terminal control characters."""
+    click.echo(f"Error: {visible(redact_urls(str(exc)), keep_newlines=True)}", err=True)
 
 
 class AppContext:
@@ -113,7 +119,7 @@ def cli(ctx: click.Context, ledger: Path | None, config_path: Path | None, verbo
     try:
         settings = load_settings(config_path, ledger=ledger)
     except NotifierError as exc:
-        click.echo(f"Error: {exc}", err=True)
+        echo_error(exc)
         ctx.exit(exc.exit_code)
     ctx.obj = AppContext(settings)
 
