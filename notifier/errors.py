@@ -132,3 +132,7 @@ class FatalDeliveryError(DeliveryError):
 
 class SendInProgress(NotifierError):
     """Another process is sending from this ledger: a second sender would tell people twice."""
+
+
+class EvidenceError(NotifierError):
+    """An MTA log or Maildir given as evidence that cannot be read."""
