@@ -136,3 +136,7 @@ class SendInProgress(NotifierError):
 
 class EvidenceError(NotifierError):
     """An MTA log or Maildir given as evidence that cannot be read."""
+
+
+class KeyFileError(NotifierError):
+    """The ledger's key file is missing, damaged, or belongs to another ledger."""
