@@ -36,6 +36,7 @@ file, in notifier.toml ([sender] from, reply_to.<locale>): see `apply_overrides`
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import datetime as dt
 import re
 import tomllib
@@ -148,12 +149,25 @@ def _campaign_path(id_or_path: str | Path) -> Path:
         return path
     found = _find_campaign_file(text, (CAMPAIGN_DIR,))
     if found is None:
+        close = difflib.get_close_matches(text, known_campaign_ids(), n=3, cutoff=0.6)
         raise CampaignError(
-            f"no campaign with id {text!r}",
-            file=CAMPAIGN_DIR,
+            f"no campaign with id {text!r}"
+            + (f"; did you mean {' or '.join(close)}?" if close else ""),
             hint="list them with: notifier campaign list (or give the path of a .toml file)",
         )
     return found
+
+
+def known_campaign_ids(directory: Path = CAMPAIGN_DIR) -> list[str]:
+    """The id of every campaign file in `directory` (its `id`, else its file name)."""
+    ids = []
+    for candidate in sorted(directory.glob("*.toml")):
+        try:
+            data = tomllib.loads(candidate.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+            data = {}
+        ids.append(str(data.get("id") or candidate.stem))
+    return ids
 
 
 def _find_campaign_file(campaign_id: str, directories: tuple[Path, ...]) -> Path | None:

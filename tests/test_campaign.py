@@ -150,6 +150,15 @@ def test_campaign_unknown_id_hints_at_list() -> None:
     with pytest.raises(CampaignError, match="no campaign with id 'nope'") as caught:
         load_campaign("nope")
     assert caught.value.hint is not None and "campaign list" in caught.value.hint
+    assert "did you mean" not in str(caught.value)
+
+
+def test_campaign_typo_suggests_the_closest_ids_and_names_no_internal_path() -> None:
+    with pytest.raises(CampaignError) as caught:
+        load_campaign("2020-03-breech")
+    text = str(caught.value)
+    assert text.startswith("no campaign with id '2020-03-breech'; did you mean 2020-03-breach")
+    assert caught.value.file is None and "notifier/campaigns" not in text
 
 
 def test_campaign_overrides_from_settings_without_editing_file(tmp_path: Path) -> None:
