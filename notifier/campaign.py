@@ -36,8 +36,8 @@ file, in notifier.toml ([sender] from, reply_to.<locale>): see `apply_overrides`
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import datetime as dt
+import difflib
 import re
 import tomllib
 from collections import Counter
