@@ -367,7 +367,7 @@ def _over_limits_unread(data: bytes, limits: ReportLimits) -> str | None:
         return f"{len(data)} bytes, over the limit of {limits.max_bytes}"
     depth = _multipart_depth(data, stop_after=limits.max_depth)
     if depth > limits.max_depth:
-        return f"MIME parts nested over {limits.max_depth} deep (the limit)"
+        return f"MIME parts nested over {limits.max_depth} deep, the limit"
     return None
 
 
@@ -407,10 +407,10 @@ def _mime_parts(msg: Message, limits: ReportLimits) -> tuple[list[Message], str 
     while stack:
         part, depth = stack.pop()
         if depth > limits.max_depth:
-            return parts, f"MIME parts nested over {limits.max_depth} deep (the limit)"
+            return parts, f"MIME parts nested over {limits.max_depth} deep, the limit"
         parts.append(part)
         if len(parts) > limits.max_parts:
-            return parts, f"more than {limits.max_parts} MIME parts (the limit)"
+            return parts, f"more than {limits.max_parts} MIME parts, the limit"
         payload = part.get_payload()
         if part.is_multipart() and isinstance(payload, list):
             children = [p for p in payload if isinstance(p, Message)]
@@ -424,8 +424,8 @@ def _unparseable(data: bytes, source: str, problem: str) -> ParsedReport:
     with contextlib.suppress(Exception):  # the headers are a help, not a requirement
         headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(_header_bytes(data))
         token = _verp_token(headers)
-    if not problem.endswith(")"):  # say how big it was, whatever the limit
-        problem = f"{problem} ({len(data)} bytes)"
+    if " bytes" not in problem:  # say how big it was, whatever the limit
+        problem = f"{problem}; {len(data)} bytes"
     log.warning("%s: skipped, not read: %s", source, problem)
     return ParsedReport(
         source, None, token, None, is_dsn=False, category="unparseable", problem=problem
