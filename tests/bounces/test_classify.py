@@ -91,8 +91,8 @@ POLICY_REFUSAL = (
     fixture("postfix-hard-511.eml")
     .replace(b"Status: 5.1.1", b"Status: 5.7.1")
     .replace(
-        b"550 5.1.1 <alice@example.org>: Recipient address\n    rejected: User unknown in local"
-        b"\n    recipient table",
+        b"550 5.1.1 <alice@example.org>: Recipient address\n"
+        b"    rejected: User unknown in local recipient table",
         b"550 5.7.1 Message rejected\n    due to sender reputation",
     )
 )
