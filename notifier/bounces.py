@@ -46,14 +46,22 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from notifier import verp
-from notifier.config import IMAP_PASSWORD_ENV, imap_password
+from notifier.config import IMAP_PASSWORD_ENV, ReportLimits, imap_password
 from notifier.errors import BounceError
 from notifier.ledger import EventDraft, Ledger, utc_now
 from notifier.message import MessageState, state_after_report
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["hard", "soft", "delivered", "unknown"]
+Kind = Literal["hard", "soft", "blocked", "delivered", "unknown"]
+# What a message read as a report turned out to be. Only a "report" is searched for
+# recipients; the others are recorded (once) with the reason, and never move a message.
+Category = Literal["report", "auto_reply", "not_a_bounce", "unparseable"]
+
+DEFAULT_LIMITS = ReportLimits()
+# How much of a report that is not tied to one of our messages is kept in the ledger: a
+# person can read it, and a forger cannot grow the ledger by sending large reports.
+KEPT_BYTES = 64 * 1024
 
 # The JSON keys of `notifier bounces parse --format json`, in order (a contract).
 RECORD_KEYS: tuple[str, ...] = (
@@ -93,6 +101,7 @@ RETURNED_TYPES = frozenset(
 EVENT_FOR_KIND: dict[str, MessageState] = {
     "hard": MessageState.BOUNCED_HARD,
     "soft": MessageState.BOUNCED_SOFT,
+    "blocked": MessageState.BLOCKED,
     "delivered": MessageState.DELIVERED,
 }
 
@@ -112,6 +121,9 @@ class BounceRecord:
     envelope_id: str | None
     verp_token: str | None
     diagnostic: str | None
+    # Both recipient fields as the report gives them (`recipient` is the one we sent to).
+    original_recipient: str | None = None
+    final_recipient: str | None = None
 
     def to_json(self) -> dict[str, str | None]:
         return {key: getattr(self, key) for key in RECORD_KEYS}
@@ -127,6 +139,8 @@ class ParsedReport:
     original_message_id: str | None
     is_dsn: bool
     records: tuple[BounceRecord, ...] = field(default_factory=tuple)
+    category: Category = "report"
+    problem: str | None = None  # why it is not read as a report (a limit, an auto-reply)
 
 
 @dataclass(frozen=True)
@@ -138,9 +152,13 @@ class IngestSummary:
     forged: int = 0  # VERP token present but not authentic: refused
     hard: int = 0
     soft: int = 0
+    blocked: int = 0  # refused for policy or reputation: the sender has to act
     delivered: int = 0
     unknown: int = 0
     suppressed: int = 0  # addresses newly suppressed
+    auto_replies: int = 0  # vacation and other automatic replies: not bounces
+    not_bounces: int = 0  # read receipts and replies from people
+    unparseable: int = 0  # over a size, depth or parts limit (or unreadable): skipped
 
 
 @dataclass(frozen=True)
@@ -155,23 +173,98 @@ class UnmatchedReport:
 # --- classification -------------------------------------------------------------------
 
 
-def classify(action: str | None, status: str | None) -> Kind:
-    """The one rule from a DSN's Action (and Status) to the kind of outcome.
+# What each standard Action value (RFC 3464) says happened to the message.
+_ACTION_OUTCOME: dict[str, Literal["failed", "delayed", "delivered"]] = {
+    "failed": "failed",
+    "failure": "failed",  # non-standard, but common
+    "delayed": "delayed",
+    "delivered": "delivered",
+    "relayed": "delivered",
+    "expanded": "delivered",
+}
 
-    `failed` (or the non-standard `failure`) is a hard bounce whatever the status says:
-    when a queue lifetime runs out, Postfix reports `Action: failed` with the last
-    temporary status (e.g. 4.4.1), and the message will not be retried. So the status
-    never softens a failure, and without an Action there is no telling what happened.
+# The fate of the address when delivery failed, by status (RFC 3463): a whole code first,
+# then its class.subject. A status not listed here is a hard bounce: a permanent failure
+# says nothing better, and `failed` with a 4.x.x status means the queue lifetime ran out
+# (Postfix keeps the last temporary status) and the message will not be retried.
+_FAILURE_BY_STATUS: dict[str, Kind] = {
+    # The mailbox exists but cannot take this message now: the person can fix it.
+    "4.2.2": "soft",  # mailbox full
+    "5.2.2": "soft",  # mailbox full (quota): permanent for this message, not the address
+    "4.2.3": "soft",  # message too big for the mailbox
+    "5.2.3": "soft",
+    "4.3.4": "soft",  # message too big for the system
+    "5.3.4": "soft",
+    # Policy, reputation, authentication: the address is fine, our mail was refused.
+    "5.7": "blocked",
+    # The address does not exist or cannot be reached.
+    "5.1": "hard",
+    "5.4.4": "hard",  # no route to the domain
+}
+
+# When a failure comes with no status, or only a generic one (X.0.0), the server's words.
+_FAILURE_BY_WORDS: tuple[tuple[re.Pattern[str], Kind], ...] = (
+    (
+        re.compile(
+            r"mailbox (is )?full|over ?quota|quota (is )?exceeded|exceeds? (the )?"
+            r"(storage|quota)|insufficient (system )?storage|message (is )?too (big|large)",
+            re.IGNORECASE,
+        ),
+        "soft",
+    ),
+    (
+        re.compile(
+            r"\b(blocked|black ?listed|block ?listed|deny ?listed|spam|spamhaus|reputation)\b",
+            re.IGNORECASE,
+        ),
+        "blocked",
+    ),
+)
+
+
+def classify(action: str | None, status: str | None, diagnostic: str | None = None) -> Kind:
+    """The one rule from a report's Action, Status (and the server's words) to a kind.
+
+    hard: the address does not exist or cannot receive (5.1.x, 5.4.4, `failed` after the
+    queue lifetime ran out); only these suppress the address. soft: temporary, or on the
+    mailbox's side (`delayed`, mailbox full, message too big). blocked: refused for policy
+    or reputation (5.7.x): the address is fine, the sender has to act. A non-standard
+    Action with a 5.x.x status is a failure; without an Action there is no telling what
+    happened (unknown). The words of `diagnostic` are read only when the status says
+    nothing more specific than X.0.0, and an enhanced status in them is used first.
     """
-    del status  # accepted so callers pass both; see the docstring for why it is not used
     word = (action or "").strip().lower()
-    if word in ("failed", "failure"):
-        return "hard"
-    if word == "delayed":
-        return "soft"
-    if word in ("delivered", "relayed", "expanded"):
+    outcome = _ACTION_OUTCOME.get(word)
+    if outcome is None and word and (status or "").startswith("5."):
+        outcome = "failed"  # "Action: error", "bounced", ...: still a permanent failure
+    if outcome is None:
+        return "unknown"
+    if outcome == "delivered":
         return "delivered"
-    return "unknown"
+    if outcome == "delayed":
+        return "soft"
+    return _failure_kind(status, diagnostic)
+
+
+def _failure_kind(status: str | None, diagnostic: str | None) -> Kind:
+    specific = _specific_status(status)
+    if specific is None and diagnostic:
+        found = _STATUS.search(diagnostic)
+        specific = _specific_status(found.group(1) if found else None)
+    if specific is not None:
+        class_subject = specific.rsplit(".", 1)[0]
+        return _FAILURE_BY_STATUS.get(specific) or _FAILURE_BY_STATUS.get(class_subject, "hard")
+    for pattern, kind in _FAILURE_BY_WORDS:
+        if diagnostic and pattern.search(diagnostic):
+            return kind
+    return "hard"
+
+
+def _specific_status(status: str | None) -> str | None:
+    """The status, unless it is missing or generic (X.0.0 says only "it failed")."""
+    if not status or status.endswith(".0.0"):
+        return None
+    return status
 
 
 # --- parsing --------------------------------------------------------------------------
@@ -189,22 +282,57 @@ def parse_report(data: bytes, *, source: str) -> list[BounceRecord]:
     return list(parse_full_report(data, source=source).records)
 
 
-def parse_full_report(data: bytes, *, source: str) -> ParsedReport:
-    """Parse a report, keeping the per-report facts even when no recipient is found."""
-    # compat32 never raises on malformed headers; it records defects and moves on, which
-    # is what a reader of mail from arbitrary servers needs.
-    msg = email.message_from_bytes(data, policy=email.policy.compat32)
+def parse_full_report(
+    data: bytes, *, source: str, limits: ReportLimits = DEFAULT_LIMITS
+) -> ParsedReport:
+    """Parse a report, keeping the per-report facts even when no recipient is found.
+
+    Never raises: a report over `limits` (or one the parser cannot follow) comes back as
+    `unparseable` with the reason, and auto-replies, read receipts and replies from
+    people come back without records, before any text heuristic is run on them.
+    """
+    problem = _over_limits_unread(data, limits)
+    if problem is not None:
+        return _unparseable(data, source, problem)
+    try:
+        # compat32 never raises on malformed headers; it records defects and moves on,
+        # which is what a reader of mail from arbitrary servers needs.
+        msg = email.message_from_bytes(data, policy=email.policy.compat32)
+        parts, problem = _mime_parts(msg, limits)
+        if problem is not None:
+            return _unparseable(data, source, problem)
+        return _parse_message(msg, parts, source, limits)
+    except RecursionError:
+        # The email package recurses once per level; the lexical check above caught the
+        # usual shapes, this catches the rest (message/rfc822 inside message/rfc822 ...).
+        return _unparseable(data, source, "MIME parts nested too deeply for the parser")
+    except Exception as exc:  # one odd report must never stop an ingest; it is recorded
+        log.warning("%s: this report could not be read", source, exc_info=True)
+        return _unparseable(data, source, f"could not be read ({type(exc).__name__})")
+
+
+def _parse_message(
+    msg: Message, parts: list[Message], source: str, limits: ReportLimits
+) -> ParsedReport:
+    token = _verp_token(msg)
+    not_a_report = _not_a_report(msg, parts)
+    if not_a_report is not None:
+        category, why = not_a_report
+        return ParsedReport(source, None, token, None, is_dsn=False, category=category, problem=why)
     envelope_id: str | None = None
     message_id: str | None = None
     blocks: list[list[tuple[str, str]]] = []
     is_dsn = False
-    for part in msg.walk():
+    for part in parts:
         ctype = part.get_content_type()
         if ctype in DSN_TYPES and not is_dsn:
             is_dsn = True
             blocks = _status_blocks(part)
         elif ctype in RETURNED_TYPES and message_id is None:
             message_id = _returned_message_id(part)
+    if len(blocks) > limits.max_parts:
+        problem = f"{len(blocks)} delivery status blocks, over the limit of {limits.max_parts}"
+        return ParsedReport(source, None, token, message_id, is_dsn, (), "unparseable", problem)
     recipient_blocks = []
     for block in blocks:
         fields = dict(block)
@@ -212,7 +340,6 @@ def parse_full_report(data: bytes, *, source: str) -> ParsedReport:
             envelope_id = _xtext_decode(fields["original-envelope-id"]) or None
         if "final-recipient" in fields or "original-recipient" in fields or "action" in fields:
             recipient_blocks.append(fields)
-    token = _verp_token(msg)
     records = [
         _record_from_block(fields, source, envelope_id, message_id, token)
         for fields in recipient_blocks
@@ -227,6 +354,171 @@ def parse_full_report(data: bytes, *, source: str) -> ParsedReport:
         is_dsn=is_dsn,
         records=tuple(records),
     )
+
+
+# --- limits ---------------------------------------------------------------------------
+
+_BOUNDARY_PARAM = re.compile(rb"""boundary\s*=\s*(?:"([^"\r\n]+)"|([^\s;"]+))""", re.IGNORECASE)
+
+
+def _over_limits_unread(data: bytes, limits: ReportLimits) -> str | None:
+    """Why a report is too big or too deep to parse at all, from its bytes alone."""
+    if len(data) > limits.max_bytes:
+        return f"{len(data)} bytes, over the limit of {limits.max_bytes}"
+    depth = _multipart_depth(data, stop_after=limits.max_depth)
+    if depth > limits.max_depth:
+        return f"MIME parts nested over {limits.max_depth} deep, the limit"
+    return None
+
+
+def _multipart_depth(data: bytes, *, stop_after: int) -> int:
+    """How deeply multiparts nest, read from boundaries without parsing (no recursion).
+
+    Stops counting once past `stop_after`, so a crafted report costs one pass over its
+    lines. A nesting it cannot see (message/rfc822 in message/rfc822) is left to the
+    parser's own count in _mime_parts.
+    """
+    open_boundaries: list[bytes] = []
+    deepest = 0
+    for line in data.splitlines():
+        if line.startswith(b"--") and open_boundaries:
+            delimiter = line.rstrip()
+            for level in range(len(open_boundaries) - 1, -1, -1):
+                boundary = b"--" + open_boundaries[level]
+                if delimiter == boundary + b"--":
+                    del open_boundaries[level:]  # closes this multipart and any inside it
+                    break
+                if delimiter == boundary:
+                    del open_boundaries[level + 1 :]  # a new part: inner ones have ended
+                    break
+        found = _BOUNDARY_PARAM.search(line)
+        if found:
+            open_boundaries.append(found.group(1) or found.group(2))
+            deepest = max(deepest, len(open_boundaries))
+            if deepest > stop_after:
+                return deepest
+    return deepest
+
+
+def _mime_parts(msg: Message, limits: ReportLimits) -> tuple[list[Message], str | None]:
+    """Every part, in the order Message.walk() gives them, counted without recursion."""
+    parts: list[Message] = []
+    stack: list[tuple[Message, int]] = [(msg, 0)]
+    while stack:
+        part, depth = stack.pop()
+        if depth > limits.max_depth:
+            return parts, f"MIME parts nested over {limits.max_depth} deep, the limit"
+        parts.append(part)
+        if len(parts) > limits.max_parts:
+            return parts, f"more than {limits.max_parts} MIME parts, the limit"
+        payload = part.get_payload()
+        if part.is_multipart() and isinstance(payload, list):
+            children = [p for p in payload if isinstance(p, Message)]
+            stack.extend((child, depth + 1) for child in reversed(children))
+    return parts, None
+
+
+def _unparseable(data: bytes, source: str, problem: str) -> ParsedReport:
+    """A report skipped unread: only its headers (within the kept bytes) are looked at."""
+    token: str | None = None
+    with contextlib.suppress(Exception):  # the headers are a help, not a requirement
+        headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(_header_bytes(data))
+        token = _verp_token(headers)
+    if " bytes" not in problem:  # say how big it was, whatever the limit
+        problem = f"{problem}; {len(data)} bytes"
+    log.warning("%s: skipped, not read: %s", source, problem)
+    return ParsedReport(
+        source, None, token, None, is_dsn=False, category="unparseable", problem=problem
+    )
+
+
+def _header_bytes(data: bytes) -> bytes:
+    """The header block of a message, within the first KEPT_BYTES."""
+    head = data[:KEPT_BYTES]
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        end = head.find(separator)
+        if end >= 0:
+            return head[: end + len(separator)]
+    return head
+
+
+def kept_copy(data: bytes) -> dict[str, Any]:
+    """What the ledger keeps of a report not tied to a message of ours.
+
+    Its headers and at most its first KEPT_BYTES: enough for a person to read it or match
+    it by hand, and a forged 10 MB report costs the ledger no more than a small one.
+    """
+    headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(_header_bytes(data))
+    return {
+        "headers": [[name, _text(value)] for name, value in headers.raw_items()],
+        "raw": data[:KEPT_BYTES].decode("utf-8", "replace"),
+        "size": len(data),
+        "truncated": len(data) > KEPT_BYTES,
+    }
+
+
+# --- auto-replies and other mail that is not a bounce ---------------------------------
+
+_DELIVERY_REPORT_TYPES = frozenset({"delivery-status", "global-delivery-status"})
+_AUTO_REPLY_MARKERS = ("x-autoreply", "x-autorespond")
+# Senders a bounce comes from when it has no null Return-Path to show for it.
+_MAIL_SYSTEMS = re.compile(r"^(mailer-daemon|postmaster|mail-daemon|mdaemon)@", re.IGNORECASE)
+
+
+def _not_a_report(msg: Message, parts: list[Message]) -> tuple[Category, str] | None:
+    """(category, reason) for mail that is no delivery report, from headers and structure.
+
+    Decided before anything reads the text: an auto-reply that quotes a bounce ("The
+    following addresses had permanent fatal errors") must not suppress the person who
+    sent it. A real delivery report is one whatever its headers say: Postfix marks its
+    own bounces `Auto-Submitted: auto-replied`.
+    """
+    if _is_delivery_report(msg):
+        return None
+    auto = _first_header(msg, "auto-submitted")
+    if auto is not None and auto.split(";")[0].strip().lower() != "no":
+        return "auto_reply", f"an automatic reply (Auto-Submitted: {auto}), not a bounce"
+    for name in _AUTO_REPLY_MARKERS:
+        if _first_header(msg, name) is not None:
+            return "auto_reply", f"an automatic reply ({name} header), not a bounce"
+    if (_first_header(msg, "precedence") or "").lower() == "auto_reply":
+        return "auto_reply", "an automatic reply (Precedence: auto_reply), not a bounce"
+    if _is_read_receipt(msg, parts):
+        return "not_a_bounce", "a read receipt (message disposition notification), not a bounce"
+    if _is_reply_from_a_person(msg):
+        return "not_a_bounce", "a reply from a person (In-Reply-To, not a mail system)"
+    return None
+
+
+def _first_header(msg: Message, name: str) -> str | None:
+    values = _raw_headers(msg, name)
+    return values[0] if values else None
+
+
+def _is_delivery_report(msg: Message) -> bool:
+    ctype = msg.get_content_type()
+    if ctype in DSN_TYPES:
+        return True
+    report_type = str(msg.get_param("report-type", "") or "").strip().lower()
+    return ctype == "multipart/report" and report_type in _DELIVERY_REPORT_TYPES
+
+
+def _is_read_receipt(msg: Message, parts: list[Message]) -> bool:
+    report_type = str(msg.get_param("report-type", "") or "").strip().lower()
+    if msg.get_content_type() == "multipart/report" and report_type == "disposition-notification":
+        return True
+    return any(p.get_content_type() == "message/disposition-notification" for p in parts)
+
+
+def _is_reply_from_a_person(msg: Message) -> bool:
+    """A reply: it answers a message, and neither its envelope nor From is a mail system."""
+    if _first_header(msg, "in-reply-to") is None and _first_header(msg, "references") is None:
+        return False
+    return_path = _first_header(msg, "return-path")
+    if return_path is not None and return_path.strip() in ("<>", ""):
+        return False  # a null sender: mail systems write bounces that way
+    senders = [address for _name, address in getaddresses(_raw_headers(msg, "from"))]
+    return bool(senders) and not any(_MAIL_SYSTEMS.match(a) for a in senders)
 
 
 def _text(value: object) -> str:
@@ -329,14 +621,18 @@ def _unescape_codepoint(match: re.Match[str]) -> str:
 
 
 def _recipient(fields: dict[str, str]) -> str | None:
-    """Final-Recipient when it is an address, else Original-Recipient (x400 and others)."""
-    final = _address(fields.get("final-recipient"))
-    if final:
-        return final
+    """The address we sent to: Original-Recipient when it is an address, else Final-.
+
+    Final-Recipient is where the mail system ended up (an alias expanded, an internal
+    name); Original-Recipient is the address in our RCPT TO, the one on our roster.
+    """
     original = _address(fields.get("original-recipient"))
     if original:
         return original
-    raw = fields.get("final-recipient") or fields.get("original-recipient")
+    final = _address(fields.get("final-recipient"))
+    if final:
+        return final
+    raw = fields.get("original-recipient") or fields.get("final-recipient")
     return raw or None
 
 
@@ -360,16 +656,19 @@ def _record_from_block(
     action = action_words[0].lower() if action_words else None
     status_match = _STATUS.search(fields.get("status", ""))
     status = status_match.group(1) if status_match else None
+    diagnostic = _diagnostic(fields.get("diagnostic-code"))
     return BounceRecord(
         file=source,
         action=action,
         status=status,
         recipient=_recipient(fields),
-        kind=classify(action, status),
+        kind=classify(action, status, diagnostic),
         original_message_id=message_id,
         envelope_id=envelope_id,
         verp_token=token,
-        diagnostic=_diagnostic(fields.get("diagnostic-code")),
+        diagnostic=diagnostic,
+        original_recipient=fields.get("original-recipient") or None,
+        final_recipient=fields.get("final-recipient") or None,
     )
 
 
@@ -420,6 +719,9 @@ def _records_from_library(
     except Exception:  # a detector tripping over odd input must not stop an ingest
         log.warning("%s: flufl.bounce could not scan this report", source, exc_info=True)
         return []
+    # The report's own words (not the copy of our message it returns) say whether a
+    # failure was a full mailbox or a refusal; flufl.bounce only says "permanent".
+    words = _report_text(msg)
     records = []
     for action, addresses in (("failed", permanent), ("delayed", temporary)):
         for raw in sorted(addresses):
@@ -430,7 +732,7 @@ def _records_from_library(
                     action=action,
                     status=None,
                     recipient=recipient or None,
-                    kind=classify(action, None),
+                    kind=classify(action, None, words),
                     original_message_id=message_id,
                     envelope_id=envelope_id,
                     verp_token=token,
@@ -438,6 +740,29 @@ def _records_from_library(
                 )
             )
     return records
+
+
+# Where the report's own text ends and the returned copy of our message begins.
+_RETURNED_COPY = re.compile(
+    r"^(-+ ?(below this line|this is a copy|original message)|"
+    r"(return-path|received|message-id|from|subject|date):)",
+    re.IGNORECASE | re.MULTILINE,
+)
+_REPORT_TEXT_CHARS = 8192
+
+
+def _report_text(msg: Message) -> str:
+    """The first text part of a report, up to the returned copy of our message."""
+    for part in msg.walk():
+        if part.get_content_maintype() != "text":
+            continue
+        body = part.get_payload(decode=True)
+        if not isinstance(body, bytes):
+            continue
+        text = body[: _REPORT_TEXT_CHARS * 4].decode("utf-8", "replace")[:_REPORT_TEXT_CHARS]
+        end = _RETURNED_COPY.search(text)
+        return text[: end.start()] if end else text
+    return ""
 
 
 # --- sources --------------------------------------------------------------------------
@@ -641,7 +966,15 @@ class MatchedMessage:
 
 @dataclass(frozen=True)
 class Correlation:
-    outcome: Literal["matched", "unmatched", "forged", "unrecognised"]
+    outcome: Literal[
+        "matched",
+        "unmatched",
+        "forged",
+        "unrecognised",
+        "auto_reply",
+        "not_a_bounce",
+        "unparseable",
+    ]
     message: MatchedMessage | None = None
     by: str | None = None
 
@@ -655,13 +988,22 @@ def report_digest(data: bytes) -> str:
     return hashlib.sha256(normalised).hexdigest()
 
 
-def ingest(ledger: Ledger, sources: Iterable[tuple[str, bytes]], *, key: bytes) -> IngestSummary:
-    """Record every report in the ledger, once; one transaction per report."""
+def ingest(
+    ledger: Ledger,
+    sources: Iterable[tuple[str, bytes]],
+    *,
+    key: bytes,
+    limits: ReportLimits = DEFAULT_LIMITS,
+) -> IngestSummary:
+    """Record every report in the ledger, once; one transaction per report.
+
+    A report over `limits` is recorded as unparseable (once) and the next one is read.
+    """
     counts = {f.name: 0 for f in fields(IngestSummary)}
     for source, data in sources:
         counts["reports"] += 1
         digest = report_digest(data)
-        report = parse_full_report(data, source=source)
+        report = parse_full_report(data, source=source, limits=limits)
         with ledger.transaction():
             if _already_recorded(ledger, digest):
                 counts["duplicates"] += 1
@@ -681,6 +1023,9 @@ _COUNTER = {
     "unmatched": "unmatched",
     "unrecognised": "unmatched",
     "forged": "forged",
+    "auto_reply": "auto_replies",
+    "not_a_bounce": "not_bounces",
+    "unparseable": "unparseable",
 }
 
 
@@ -691,6 +1036,8 @@ def correlate(ledger: Ledger, report: ParsedReport, *, key: bytes) -> Correlatio
     when it can be tied to a message: there is nothing to record about the message.
     """
     found = _find_message(ledger, report, key=key)
+    if report.category != "report":  # kept, tied to its message if it can be, never more
+        return Correlation(report.category, found.message, found.by)
     if found.outcome == "matched" and not report.records:
         return Correlation("unrecognised", found.message, found.by)
     return found
@@ -749,7 +1096,7 @@ def _record_matched(
 ) -> dict[str, int]:
     message = correlation.message
     assert message is not None
-    counts = {"hard": 0, "soft": 0, "delivered": 0, "unknown": 0, "suppressed": 0}
+    counts = {"hard": 0, "soft": 0, "blocked": 0, "delivered": 0, "unknown": 0, "suppressed": 0}
     state = message.state
     # One message goes to one person, but a report may list others (a message that was
     # expanded, or someone else's report): keep to the blocks about this person when
@@ -823,7 +1170,7 @@ def _suppress(
 def _record_unmatched(
     ledger: Ledger, report: ParsedReport, correlation: Correlation, digest: str, data: bytes
 ) -> None:
-    kind = "bounce_forged" if correlation.outcome == "forged" else "bounce_unmatched"
+    kind = _UNMATCHED_EVENT.get(correlation.outcome, "bounce_unmatched")
     message = correlation.message
     ledger.append_events(
         [
@@ -835,7 +1182,7 @@ def _record_unmatched(
                 data={
                     "source": report.source,
                     "report_sha256": digest,
-                    "reason": _REASONS[correlation.outcome],
+                    "reason": report.problem or _REASONS[correlation.outcome],
                     "verp_token": report.verp_token,
                     "envelope_id": report.envelope_id,
                     "original_message_id": report.original_message_id,
@@ -844,9 +1191,12 @@ def _record_unmatched(
             )
         ]
     )
-    # The raw report is kept so a person can read it, or it can be matched by hand later.
-    raw = data.decode("utf-8", "replace")
-    _insert_report(ledger, report, correlation, digest, matched=False, message=message, raw=raw)
+    # Its headers and first bytes are kept so a person can read it, or match it by hand.
+    kept = kept_copy(data)
+    _insert_report(ledger, report, correlation, digest, matched=False, message=message, kept=kept)
+
+
+_UNMATCHED_EVENT = {"forged": "bounce_forged", "unparseable": "bounce_unparseable"}
 
 
 _REASONS = {
@@ -854,6 +1204,9 @@ _REASONS = {
     "unmatched": "no message in the ledger has this token, envelope id or Message-ID",
     "forged": "VERP token is not authentic (HMAC does not match): refused as forged",
     "unrecognised": "no delivery status found in it (not a bounce?)",
+    "auto_reply": "an automatic reply, not a bounce",
+    "not_a_bounce": "not a bounce (a read receipt or a reply)",
+    "unparseable": "over a limit on size, MIME depth or parts: skipped unread",
 }
 
 
@@ -865,16 +1218,16 @@ def _insert_report(
     *,
     matched: bool,
     message: MatchedMessage | None = None,
-    raw: str | None = None,
+    kept: dict[str, Any] | None = None,
 ) -> None:
     detail: dict[str, Any] = {
         "outcome": correlation.outcome,
         "correlated_by": correlation.by,
-        "reason": _REASONS[correlation.outcome],
+        "reason": report.problem or _REASONS[correlation.outcome],
         "records": [asdict(r) for r in report.records],
     }
-    if raw is not None:
-        detail["raw"] = raw
+    if kept is not None:
+        detail.update(kept)
     ledger.conn.execute(
         "INSERT INTO bounce_reports(sha256, source, received_at, matched, message_id, detail)"
         " VALUES (?, ?, ?, ?, ?, ?)",

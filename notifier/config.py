@@ -14,6 +14,11 @@ shipped campaign files:
     [imap]
     ca_file = "mail-ca.pem"    # the same, for `bounces ingest --imap`
 
+    [bounces]                  # limits on one report; a report over them is skipped
+    max_bytes = 10485760       # (recorded as unparseable), the rest are still read
+    max_depth = 32             # MIME parts inside parts
+    max_parts = 500            # MIME parts, and recipient blocks in its delivery status
+
     [sender]
     from = "Data Protection Officer <dpo@example.org>"
     reply_to.en = "volunteers@example.org"
@@ -43,6 +48,29 @@ DEFAULT_SMTP_URL = "smtp://127.0.0.1:8025"
 
 
 @dataclass(frozen=True)
+class ReportLimits:
+    """How big and how complex one bounce report may be before it is skipped, unread.
+
+    A delivery report is a few kilobytes, three or four parts deep; the returned copy of
+    one of our notices adds tens of kilobytes. The defaults leave room for large returned
+    messages and forwarded reports, and stop well before a crafted one costs minutes or
+    exceeds what the parser can follow (it recurses once per level).
+    """
+
+    max_bytes: int = 10 * 1024 * 1024
+    max_depth: int = 32
+    max_parts: int = 500
+
+
+# [bounces] key -> environment variable overriding it.
+_LIMIT_ENV: dict[str, str] = {
+    "max_bytes": "NOTIFIER_BOUNCE_MAX_BYTES",
+    "max_depth": "NOTIFIER_BOUNCE_MAX_DEPTH",
+    "max_parts": "NOTIFIER_BOUNCE_MAX_PARTS",
+}
+
+
+@dataclass(frozen=True)
 class Settings:
     ledger: Path = Path("notifier.db")
     smtp_url: str = DEFAULT_SMTP_URL
@@ -54,6 +82,7 @@ class Settings:
     secret_file: Path | None = None
     dkim_selector: str | None = None
     dkim_key_file: Path | None = None
+    bounce_limits: ReportLimits = field(default_factory=ReportLimits)
     source: Path | None = None  # the config file these came from, if any
 
 
@@ -114,6 +143,7 @@ def load_settings(
         secret_file=Path(secret) if secret else None,
         dkim_selector=dkim.get("selector"),
         dkim_key_file=Path(key_file) if key_file else None,
+        bounce_limits=_report_limits(_table(data, "bounces", path), env, path),
         source=path if path.exists() else None,
     )
 
@@ -123,6 +153,29 @@ def _table(data: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"expected a [{key}] table", file=path, field=key)
     return value
+
+
+def _report_limits(table: dict[str, Any], env: Mapping[str, str], path: Path) -> ReportLimits:
+    """[bounces] max_bytes / max_depth / max_parts, each overridable from the environment."""
+    values: dict[str, int] = {}
+    for key, var in _LIMIT_ENV.items():
+        raw = env.get(var, table.get(key))
+        if raw is None:
+            continue
+        where = var if var in env else f"bounces.{key}"
+        try:
+            number = int(raw)
+        except (TypeError, ValueError):
+            number = 0
+        if isinstance(raw, bool | float) or number < 1:
+            raise ConfigError(
+                f"expected a whole number above 0, got {raw!r}",
+                file=None if var in env else path,
+                field=where,
+                hint="remove it to use the default",
+            )
+        values[key] = number
+    return ReportLimits(**values)
 
 
 @dataclass(frozen=True)

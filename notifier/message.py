@@ -25,13 +25,14 @@ class MessageState(StrEnum):
     SUPPRESSED = "suppressed"  # skipped: the address is suppressed (an earlier hard bounce)
     BOUNCED_HARD = "bounced_hard"  # a report said the address cannot receive
     BOUNCED_SOFT = "bounced_soft"  # a report said "delayed" or a temporary failure
+    BLOCKED = "blocked"  # a report said our mail was refused for policy or reputation (5.7.x)
     DELIVERED = "delivered"  # a report confirmed delivery
 
 
 S = MessageState
 
 # What a delivery report can say about a message that went out.
-_REPORTED = frozenset({S.DELIVERED, S.BOUNCED_SOFT, S.BOUNCED_HARD})
+_REPORTED = frozenset({S.DELIVERED, S.BOUNCED_SOFT, S.BLOCKED, S.BOUNCED_HARD})
 
 # Every allowed move, from -> to. A state not listed as a source is final. Delivery moves a
 # message forward through `sending`; a resend or --resend-uncertain starts a new attempt
@@ -49,6 +50,9 @@ TRANSITIONS: dict[MessageState, frozenset[MessageState]] = {
     S.SENT: _REPORTED,
     S.DELIVERED: _REPORTED,
     S.BOUNCED_SOFT: frozenset({S.SENDING}) | _REPORTED,
+    # Blocked: the address is fine, our mail was refused. Never a suppression; it may be
+    # sent again once the sender has fixed what was refused (reputation, SPF, DKIM, ...).
+    S.BLOCKED: frozenset({S.SENDING}) | _REPORTED,
     S.FAILED_TEMPORARY: frozenset({S.SENDING}) | _REPORTED,
     S.FAILED_PERMANENT: frozenset({S.SENDING}),
     S.BOUNCED_HARD: _REPORTED,
@@ -65,13 +69,21 @@ def can_move(current: str, proposed: str) -> bool:
 RESUMABLE_STATES: tuple[MessageState, ...] = (S.PENDING, S.DEFERRED)
 # States `notifier resend` may send again, as a new attempt of the same message. Not
 # sent/delivered (that would tell someone twice) nor bounced_hard (suppressed: a letter).
+# Blocked is: the refusal was about our mail, not the address, and the sender can fix it.
 RESENDABLE_STATES: tuple[MessageState, ...] = (
     S.FAILED_TEMPORARY,
     S.FAILED_PERMANENT,
     S.BOUNCED_SOFT,
+    S.BLOCKED,
 )
 # States that mean the message left us and the server took it (or later told us more).
-DELIVERED_STATES: tuple[MessageState, ...] = (S.SENT, S.DELIVERED, S.BOUNCED_SOFT, S.BOUNCED_HARD)
+DELIVERED_STATES: tuple[MessageState, ...] = (
+    S.SENT,
+    S.DELIVERED,
+    S.BOUNCED_SOFT,
+    S.BLOCKED,
+    S.BOUNCED_HARD,
+)
 # Outcomes of one delivery attempt, as classified by the SMTP outcome rule.
 ATTEMPT_OUTCOMES: tuple[MessageState, ...] = (
     S.SENT,
@@ -86,7 +98,16 @@ REACHED_STATES: tuple[MessageState, ...] = (S.SENT, S.DELIVERED)
 
 # What a delivery report may say about a message: higher is worse news and wins, so a
 # report never moves a message to a lower rank (a late "delivered" does not un-bounce it).
-REPORT_RANK: dict[MessageState, int] = {S.BOUNCED_SOFT: 1, S.DELIVERED: 2, S.BOUNCED_HARD: 3}
+# Blocked ranks above delivered and soft: it is a final refusal of this message (a relay
+# may say "delivered" and the next hop refuse it; a later soft report would only be a
+# retry of the same refused mail), so it must not be hidden by either. It ranks below hard:
+# "the address does not exist" is the stronger fact, and only it suppresses the address.
+REPORT_RANK: dict[MessageState, int] = {
+    S.BOUNCED_SOFT: 1,
+    S.DELIVERED: 2,
+    S.BLOCKED: 3,
+    S.BOUNCED_HARD: 4,
+}
 
 
 def state_after_report(current: str, proposed: MessageState) -> MessageState | None:

@@ -168,7 +168,7 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
             "failed",
             "5.2.2",
             "grace@example.com",
-            "hard",
+            "soft",  # a full mailbox: the address exists
             "554 5.2.2 mailbox full; "
             "STOREDRV.Deliver.Exception:QuotaExceededException.MapiExceptionShutoffQuotaExceeded",
             envid=False,
@@ -178,7 +178,7 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
             "failed",
             "5.7.1",
             "heidi@example.jp",
-            "hard",
+            "blocked",  # refused by policy: the address is fine
             "550 5.7.1 RESOLVER.RST.NotAuthorized; not authorized",
             envid=False,
         ),
@@ -308,7 +308,9 @@ def test_fixture_tokens_are_authentic(name: str) -> None:
         (" RELAYED ", None, "delivered"),
         (None, "5.1.1", "unknown"),
         ("", None, "unknown"),
-        ("bounced", "5.1.1", "unknown"),
+        ("bounced", "5.1.1", "hard"),  # a non-standard Action with a 5.x.x status fails
+        ("bounced", "4.4.1", "unknown"),
+        ("error", "5.7.1", "blocked"),
     ],
 )
 def test_classification_table(action: str | None, status: str | None, kind: str) -> None:
@@ -436,7 +438,7 @@ def test_parse_never_raises_on_mutated_fixtures(
     if cut is not None:
         data = data[: cut % (len(data) + 1)]
     for record in parse_report(bytes(data), source="fuzz"):
-        assert record.kind in ("hard", "soft", "delivered", "unknown")
+        assert record.kind in ("hard", "soft", "blocked", "delivered", "unknown")
 
 
 # --- sources -------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def test_parse_json_is_one_array_with_exact_keys(notifier: Notifier) -> None:
     assert len(rows) == sum(len(v) for v in EXPECTED.values())
     for row in rows:
         assert list(row) == list(RECORD_KEYS)
-        assert row["kind"] in ("hard", "soft", "delivered", "unknown")
+        assert row["kind"] in ("hard", "soft", "blocked", "delivered", "unknown")
     by_file: dict[str, list[dict[str, object]]] = {}
     for row in rows:
         by_file.setdefault(Path(str(row["file"])).name, []).append(row)
@@ -97,7 +97,7 @@ def test_parse_table_shows_each_recipient(notifier: Notifier) -> None:
         "grace@example.com",
         "heidi@example.jp",
     ]
-    assert all(line.split()[4] == "hard" for line in lines[1:])
+    assert [line.split()[4] for line in lines[1:]] == ["hard", "soft", "blocked"]
 
 
 def test_parse_missing_file_is_one_clean_error(notifier: Notifier) -> None:

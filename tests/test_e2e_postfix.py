@@ -66,7 +66,9 @@ SCRIPT: dict[str, Reply] = {
     "busy@example.jp": TRY_LATER,
     "later@example.com": TRY_LATER,
 }
-HARD_REPLIES = (USER_UNKNOWN, MAILBOX_FULL)
+# Replies Postfix turns into `Action: failed` at once (5xx); of these only an unknown user
+# is a hard bounce: a full mailbox (5.2.2) belongs to someone who can empty it (soft).
+FAILED_REPLIES = (USER_UNKNOWN, MAILBOX_FULL)
 
 
 @dataclass(frozen=True)
@@ -181,16 +183,26 @@ def test_dsns_from_postfix_after_expiry_are_hard_bounces(
         summary = ingest_twice_changes_nothing(cli, postfix.maildir)
 
     assert f"{len(refused)} matched, 0 unmatched, 0 refused as forged" in summary, summary
-    expected = {p.volunteer_id: "sent" if p.reply is None else "bounced_hard" for p in ROSTER}
+    hard = [p for p in refused if p.reply is not MAILBOX_FULL]
+    expected = {
+        p.volunteer_id: (
+            "sent"
+            if p.reply is None
+            else "bounced_soft"
+            if p.reply is MAILBOX_FULL
+            else "bounced_hard"
+        )
+        for p in ROSTER
+    }
     assert final_states(cli.ledger_path) == expected
 
     with Ledger(cli.ledger_path, create=False) as led:
-        assert led.suppressed_addresses() == {p.email for p in refused}
+        assert led.suppressed_addresses() == {p.email for p in hard}
         bounced = list(led.events(campaign_id=CAMPAIGN, kinds=("bounced_hard",)))
     # The 450s kept their temporary status: the failure is final because the queue
     # lifetime ran out, not because the remote said so.
     statuses = {e.volunteer_id: e.data["status"] for e in bounced}
-    assert statuses == {p.volunteer_id: p.reply.status for p in refused if p.reply is not None}
+    assert statuses == {p.volunteer_id: p.reply.status for p in hard if p.reply is not None}
     # Tied to the message by the VERP address Postfix delivered each report to.
     assert {e.data["correlated_by"] for e in bounced} == {"verp_token"}
     # Each message was accepted by the remote once, and the refused never.
@@ -204,13 +216,14 @@ def test_delay_warning_from_postfix_is_a_soft_bounce(
 ) -> None:
     """Queue lifetime of an hour, warnings after a second: a 450 gives Action: delayed."""
     refused = [p for p in ROSTER if p.reply is not None]
-    hard = [p for p in refused if p.reply in HARD_REPLIES]
+    failed = [p for p in refused if p.reply in FAILED_REPLIES]
+    hard = [p for p in refused if p.reply is USER_UNKNOWN]
     settings = {"maximal_queue_lifetime": "1h", "delay_warning_time": "1s"}
     with PostfixInstance(remote.port, settings) as postfix:
         files = send_and_collect_dsns(cli, postfix, tmp_path, expected_dsns=len(refused))
         assert len(files) == len(refused)
         assert dsn_actions(files) == Counter(
-            {"failed": len(hard), "delayed": len(refused) - len(hard)}
+            {"failed": len(failed), "delayed": len(refused) - len(failed)}
         )
         # The deferred ones are still queued, still being retried.
         queued = {r["address"] for m in postfix.queue() for r in m["recipients"]}
@@ -223,7 +236,7 @@ def test_delay_warning_from_postfix_is_a_soft_bounce(
             "sent"
             if p.reply is None
             else "bounced_hard"
-            if p.reply in HARD_REPLIES
+            if p.reply is USER_UNKNOWN
             else "bounced_soft"
         )
         for p in ROSTER

@@ -81,8 +81,11 @@ def ingest_command(app: AppContext, paths: tuple[Path, ...], imap_url: str | Non
     """Record bounces and delivery reports in the ledger, each once.
 
     PATHS may be Maildir folders, mbox files, .eml files or folders of .eml files.
-    Hard bounces suppress the address for later campaigns; reports that cannot be tied
-    to a notice are kept and listed by `notifier bounces unmatched`.
+    Hard bounces suppress the address for later campaigns; refusals for policy or
+    reputation (blocked) never do. Auto-replies are not bounces. A report over the size,
+    depth or parts limits ([bounces] in notifier.toml) is skipped and recorded as
+    unparseable. Reports that cannot be tied to a notice are kept (their headers and
+    first 64 KB) and listed by `notifier bounces unmatched`.
     """
     if not paths and not imap_url:
         raise click.UsageError("give at least one PATH, or --imap URL")
@@ -91,9 +94,9 @@ def ingest_command(app: AppContext, paths: tuple[Path, ...], imap_url: str | Non
     if imap_url:
         sources = chain(sources, read_imap(imap_url, ca_file=app.settings.imap_ca_file))
     with app.open_ledger() as led:
-        summary = ingest(led, sources, key=key)
+        summary = ingest(led, sources, key=key, limits=app.settings.bounce_limits)
     click.echo(_summary_line(summary))
-    if summary.unmatched or summary.forged:
+    if summary.unmatched or summary.forged or summary.unparseable:
         click.echo("see the reports not matched with: notifier bounces unmatched")
 
 
@@ -111,12 +114,24 @@ def _verp_key(app: AppContext) -> bytes:
 
 
 def _summary_line(s: IngestSummary) -> str:
-    return (
+    line = (
         f"{s.reports} reports read ({s.duplicates} already recorded): {s.matched} matched, "
         f"{s.unmatched} unmatched, {s.forged} refused as forged; "
-        f"{s.hard} hard, {s.soft} soft, {s.delivered} delivered, {s.unknown} unclear; "
-        f"{s.suppressed} addresses suppressed"
+        f"{s.hard} hard, {s.soft} soft, {s.delivered} delivered, {s.unknown} unclear, "
+        f"{s.blocked} blocked; {s.suppressed} addresses suppressed"
     )
+    if s.auto_replies or s.not_bounces or s.unparseable:
+        line += (
+            f"\n{s.auto_replies} auto-replies and {s.not_bounces} other messages were not "
+            f"bounces; {s.unparseable} skipped as unparseable (over a limit)"
+        )
+    if s.blocked:
+        line += (
+            f"\n{s.blocked} refused by the receiving server for policy or reputation "
+            "(blocked): the addresses are fine and were not suppressed; fix the sending "
+            "(SPF, DKIM, reputation), then: notifier resend CAMPAIGN --status blocked"
+        )
+    return line
 
 
 @bounces.command()
