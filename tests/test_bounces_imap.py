@@ -19,6 +19,7 @@ from test_bounces import FINAL_STATES, FIXTURES, HAND_WRITTEN, PEOPLE, seed_ledg
 from test_cli_bounces import write_key
 
 from notifier.ledger import Ledger
+from notifier.outputs import redact_urls
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,10 @@ def test_ingest_imap_refuses_a_certificate_it_cannot_verify(
     for scheme in ("imaps", "imap"):
         result = ready("bounces", "ingest", "--imap", dovecot.url(scheme))
         assert result.exit_code == 2, result.output
-        assert result.stderr.startswith(f"Error: {dovecot.url(scheme)}: cannot log in to IMAP:")
+        # The URL is named, with its user-info hidden like any URL in an error.
+        shown = redact_urls(dovecot.url(scheme))
+        assert "***@" in shown
+        assert result.stderr.startswith(f"Error: {shown}: cannot log in to IMAP:")
         assert "certificate verify failed" in result.stderr
         assert "Traceback" not in result.output
     assert report_count(ready) == 0
@@ -116,7 +120,7 @@ def test_ingest_imap_no_such_folder(ready: Notifier, dovecot: DovecotInstance) -
     url = dovecot.url("imaps", folder="Nowhere")
     result = ready("bounces", "ingest", "--imap", url)
     assert result.exit_code == 2
-    assert result.stderr.strip() == f"Error: {url}: no such IMAP folder"
+    assert result.stderr.strip() == f"Error: {redact_urls(url)}: no such IMAP folder"
 
 
 # Last of the tests on the server: after a failed login Dovecot delays the next logins
@@ -128,7 +132,7 @@ def test_ingest_imap_wrong_password_is_one_clean_error(
     result = ready("bounces", "ingest", "--imap", dovecot.url("imaps"))
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
-        f"Error: {dovecot.url('imaps')}: cannot log in to IMAP: "
+        f"Error: {redact_urls(dovecot.url('imaps'))}: cannot log in to IMAP: "
         "[AUTHENTICATIONFAILED] Authentication failed."
     ]
     assert "Traceback" not in result.output
