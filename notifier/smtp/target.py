@@ -103,7 +103,7 @@ def is_certificate_error(exc: BaseException) -> bool:
     seen: BaseException | None = exc
     for _ in range(5):  # the TLS error may be wrapped by aiosmtplib; the chain is short
         if seen is None:
-            return False
+            break
         if isinstance(seen, ssl.SSLCertVerificationError):
             return True
         seen = seen.__cause__ or seen.__context__
