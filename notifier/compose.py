@@ -135,8 +135,6 @@ class MessageRenderer(Protocol):
 # --- identifiers ---------------------------------------------------------------------
 
 
-
-
 def message_id_for(campaign_id: str, volunteer_id: str, domain: str) -> str:
     """The Message-ID of `campaign_id`'s message to `volunteer_id`, e.g. `<abc...@example.org>`.
 
@@ -496,7 +494,6 @@ class Composer:
         )
         # utf-8, not ascii: with SMTPUTF8 the To address may be non-ASCII (RFC 6532).
         return message_id, message.encode("utf-8")
-
 
     def build(
         self, volunteer: Volunteer, *, date: datetime, smtputf8: bool = True

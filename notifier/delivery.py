@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -93,7 +93,7 @@ class RetryPolicy:
         *,
         again: Callable[[DeliveryOutcome], bool],
         before_sleep: Callable[[RetryCallState], None],
-        sleep: Callable[[float], object],
+        sleep: Callable[[float], Awaitable[None]],
     ) -> AsyncRetrying:
         """A tenacity loop over attempts: retried while `again(outcome)`, waiting with
         `sleep`; after the last attempt it returns the last outcome instead of raising."""
@@ -109,7 +109,7 @@ class RetryPolicy:
             retry=retry_if_result(again),
             before_sleep=before_sleep,
             retry_error_callback=last_outcome,
-            sleep=sleep,  # type: ignore[arg-type]
+            sleep=sleep,
         )
 
 

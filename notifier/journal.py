@@ -125,4 +125,3 @@ class ThreadedLedgerJournal:
             last = asyncio.wrap_future(self._pending[-1][0])
             await asyncio.wait([last])  # its failure, if any, is raised by `written`
         self.written  # noqa: B018 (collects the finished writes, raising a failed one)
-

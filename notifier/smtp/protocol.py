@@ -195,4 +195,3 @@ def xtext(value: str) -> str:
     return "".join(
         ch if 33 <= ord(ch) <= 126 and ch not in "+=" else f"+{ord(ch):02X}" for ch in value
     )
-
