@@ -33,13 +33,7 @@ from pathlib import Path
 from typing import Protocol
 
 import aiosmtplib
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    Retrying,
-    retry_if_result,
-    stop_after_attempt,
-)
+from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_result, stop_after_attempt
 from tenacity.wait import wait_base, wait_exponential, wait_random
 
 from notifier.config import Credentials
