@@ -135,8 +135,6 @@ class MessageRenderer(Protocol):
 # --- identifiers ---------------------------------------------------------------------
 
 
-
-
 def message_id_for(campaign_id: str, volunteer_id: str, domain: str) -> str:
     """The Message-ID of `campaign_id`'s message to `volunteer_id`, e.g. `<abc...@example.org>`.
 
@@ -313,33 +311,34 @@ def _base64_lines(data: bytes) -> str:
     return CRLF.join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + CRLF
 
 
-# Quoted-printable of one line (with its CRLF), by the line: most lines of a campaign's
-# parts are the same in every message, and b2a_qp costs some 40 µs for a 5 KB part.
-_qp_lines: dict[str, str] = {}
+# Quoted-printable is cached by the line (each Composer keeps its own cache): most lines
+# of a campaign's parts are the same in every message, and b2a_qp costs some 40 µs for a
+# 5 KB part.
 _QP_CACHE_LINES = 8192
 
 
-def _quoted_printable(lines: list[str]) -> str:
+def _quoted_printable(lines: list[str], cache: dict[str, str]) -> str:
     """binascii.b2a_qp(istext=True) of the lines joined with CRLF, each line ending in one.
 
     The same bytes as encoding the whole text at once: b2a_qp encodes line by line (soft
     breaks, trailing white space and a lone leading dot depend on the line alone).
     `lines` is a text ending in a line feed, split at its line feeds: the last is empty.
+    `cache` maps a line to its encoding, and is filled here.
     """
-    known = _qp_lines.get
+    known = cache.get
     # An encoded line is never empty (it ends in CRLF), so `or` means "not cached yet".
-    return "".join([known(line) or _quoted_printable_line(line) for line in lines[:-1]])
+    return "".join([known(line) or _quoted_printable_line(line, cache) for line in lines[:-1]])
 
 
-def _quoted_printable_line(line: str) -> str:
+def _quoted_printable_line(line: str, cache: dict[str, str]) -> str:
     encoded = binascii.b2a_qp(line.encode("utf-8") + b"\r\n", istext=True).decode("ascii")
-    if len(_qp_lines) >= _QP_CACHE_LINES:
-        _qp_lines.clear()  # the lines that vary (names, dates) would fill it for ever
-    _qp_lines[line] = encoded
+    if len(cache) >= _QP_CACHE_LINES:
+        cache.clear()  # the lines that vary (names, dates) would fill it for ever
+    cache[line] = encoded
     return encoded
 
 
-def _body_part(content_type: str, text: str, boundary: str) -> str:
+def _body_part(content_type: str, text: str, boundary: str, qp_cache: dict[str, str]) -> str:
     """One MIME part: headers, blank line, body, in the lightest 7-bit-clean encoding."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.endswith("\n"):
@@ -354,7 +353,7 @@ def _body_part(content_type: str, text: str, boundary: str) -> str:
         # third: mostly-English text stays readable as QP, Japanese is smaller as base64.
         if non_ascii * 6 < len(raw):
             cte = "quoted-printable"
-            body = _quoted_printable(lines)
+            body = _quoted_printable(lines, qp_cache)
         else:
             cte = "base64"
             body = _base64_lines(raw)
@@ -373,11 +372,27 @@ def _body_part(content_type: str, text: str, boundary: str) -> str:
 
 
 class Composer:
-    """Header pieces that are the same for every message of one campaign, worked out once."""
+    """Composes one campaign's messages: what is the same for every message (header
+    pieces, the renderer, the DKIM key) is worked out once.
 
-    def __init__(self, campaign: Campaign) -> None:
+    `build` is the one path from a volunteer to signed bytes, behind preview, check and
+    send (in this process or in a compose worker, see notifier.compose_pool), so a preview
+    shows the bytes a send produces. Keep one Composer for a whole campaign: it caches
+    what repeats from message to message.
+    """
+
+    def __init__(
+        self,
+        campaign: Campaign,
+        renderer: MessageRenderer | None = None,
+        *,
+        dkim: DkimKey | None = None,
+    ) -> None:
         self.campaign = campaign
+        self.renderer = renderer
+        self.dkim = dkim
         self.domain = sender_domain(campaign)
+        self._qp_lines: dict[str, str] = {}
         # Sender addresses are written with an A-label domain whatever the transport.
         self._from = self._mailbox_header("From", campaign.sender, "from")
         self._from_is_ascii = self._from.isascii()
@@ -471,29 +486,38 @@ class Composer:
             [
                 *headers,
                 delimiter,
-                _body_part("text/plain", rendered.text, boundary),
+                _body_part("text/plain", rendered.text, boundary, self._qp_lines),
                 delimiter,
-                _body_part("text/html", rendered.html, boundary),
+                _body_part("text/html", rendered.html, boundary, self._qp_lines),
                 f"--{boundary}--{CRLF}",
             ]
         )
         # utf-8, not ascii: with SMTPUTF8 the To address may be non-ASCII (RFC 6532).
         return message_id, message.encode("utf-8")
 
-
-# One campaign is composed thousands of times in a row: keep its Composer.
-_cache: tuple[Campaign, Composer] | None = None
-
-
-def composer_for(campaign: Campaign) -> Composer:
-    """The Composer for this campaign object, reused while the same campaign comes back."""
-    global _cache
-    cached = _cache
-    if cached is not None and cached[0] is campaign:
-        return cached[1]
-    composer = Composer(campaign)
-    _cache = (campaign, composer)
-    return composer
+    def build(
+        self, volunteer: Volunteer, *, date: datetime, smtputf8: bool = True
+    ) -> ComposedMessage:
+        """Render, compose and (with a DKIM key) sign one message."""
+        if self.renderer is None:
+            raise ValueError("this Composer has no renderer: pass one to build messages")
+        rendered = self.renderer.render(volunteer)
+        message_id, data = self.compose_with_id(rendered, volunteer, date=date, smtputf8=smtputf8)
+        if self.dkim is not None:
+            data = sign_dkim(
+                data,
+                selector=self.dkim.selector,
+                domain=self.dkim.domain or self.domain,
+                private_key=self.dkim.private_key,
+            )
+        return ComposedMessage(
+            message_id=message_id,
+            volunteer_id=volunteer.volunteer_id,
+            campaign_id=self.campaign.campaign_id,
+            recipient=volunteer.email,
+            recipient_ascii=volunteer.email_ascii,
+            data=data,
+        )
 
 
 def compose_message(
@@ -509,9 +533,10 @@ def compose_message(
     multipart/alternative (text/plain, then text/html), UTF-8, RFC 2047 headers,
     Content-Language, a deterministic Message-ID, and In-Reply-To/References for a
     follow-up. With `smtputf8=False` the To address is in A-label form, and an address
-    whose local part is not ASCII raises SMTPUTF8Required.
+    whose local part is not ASCII raises SMTPUTF8Required. For one message: many go
+    through one `Composer`.
     """
-    return composer_for(campaign).compose(rendered, volunteer, date=date, smtputf8=smtputf8)
+    return Composer(campaign).compose(rendered, volunteer, date=date, smtputf8=smtputf8)
 
 
 def build_message(
@@ -523,29 +548,9 @@ def build_message(
     smtputf8: bool = True,
     dkim: DkimKey | None = None,
 ) -> ComposedMessage:
-    """Render, compose and (with a key) DKIM-sign one message.
-
-    The one code path behind preview, check and send, so a preview shows the bytes a
-    send produces.
-    """
-    rendered = renderer.render(volunteer)
-    composer = composer_for(campaign)
-    message_id, data = composer.compose_with_id(rendered, volunteer, date=date, smtputf8=smtputf8)
-    if dkim is not None:
-        data = sign_dkim(
-            data,
-            selector=dkim.selector,
-            domain=dkim.domain or composer.domain,
-            private_key=dkim.private_key,
-        )
-    return ComposedMessage(
-        message_id=message_id,
-        volunteer_id=volunteer.volunteer_id,
-        campaign_id=campaign.campaign_id,
-        recipient=volunteer.email,
-        recipient_ascii=volunteer.email_ascii,
-        data=data,
-    )
+    """Render, compose and (with a key) DKIM-sign one message: `Composer.build`, for one
+    message. Many messages of one campaign go through one `Composer`."""
+    return Composer(campaign, renderer, dkim=dkim).build(volunteer, date=date, smtputf8=smtputf8)
 
 
 def sign_dkim(data: bytes, *, selector: str, domain: str, private_key: bytes) -> bytes:

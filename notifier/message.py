@@ -1,4 +1,5 @@
-"""Messages: one campaign to one volunteer, and what happened when we tried to deliver it.
+"""Messages: one campaign to one volunteer, as it goes out and what happened when we tried
+to deliver it.
 
 This module is the one home of the message lifecycle: `MessageState` names every state
 once, and `TRANSITIONS` says which moves are allowed. The ledger (which stores states),
@@ -172,3 +173,25 @@ class DeliveryOutcome:
         if self.reason:
             data["reason"] = self.reason
         return data
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """One message ready for the wire, with its envelope: what delivery hands a server."""
+
+    message_id: str
+    campaign_id: str
+    volunteer_id: str
+    envelope_from: str  # the VERP address
+    envelope_id: str  # the VERP token: ENVID when the server offers DSN
+    recipient: str  # the RCPT TO address (Unicode with SMTPUTF8, else A-label form)
+    data: bytes
+    smtputf8: bool = False  # the envelope or headers need SMTPUTF8
+    # `data` as it goes after DATA (notifier.smtp.protocol.wire_form), made where the
+    # message was composed, off the sending process; None: made when sending. Often
+    # `data` itself.
+    wire: bytes | None = None
+
+    @property
+    def domain(self) -> str:
+        return self.recipient.rpartition("@")[2].lower()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Iterable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -116,6 +115,3 @@ class DomainThrottle(Generic[T]):
     def next_release(self) -> float | None:
         """When the earliest parked item can go (monotonic time), or None if none wait."""
         return self._ready[0][0] if self._ready else None
-
-    def domains(self) -> Iterable[str]:
-        return self._buckets.keys()

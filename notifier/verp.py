@@ -18,6 +18,7 @@ import os
 import secrets
 from pathlib import Path
 
+from notifier.config import Settings
 from notifier.errors import ConfigError
 
 VERP_PREFIX = "bounces"
@@ -96,9 +97,37 @@ def token_from_address(address: str) -> str | None:
     return token.lower()
 
 
+# --- the key: where it lives, and when it is made ------------------------------------
+
+
 def key_path_for(ledger_path: Path) -> Path:
     """Default key file: beside the ledger, never inside it."""
     return ledger_path.with_name(ledger_path.name + ".key")
+
+
+def key_file(settings: Settings, ledger_path: Path | None = None) -> Path:
+    """Where the VERP key is: the configured secret file (`NOTIFIER_SECRET_FILE`, or
+    `secret_file` in notifier.toml), else beside the ledger (`notifier.db.key`)."""
+    return settings.secret_file or key_path_for(ledger_path or settings.ledger)
+
+
+def sending_key(settings: Settings, ledger_path: Path | None = None) -> bytes:
+    """The key to make tokens with when sending: created (mode 0600) on first use."""
+    return load_or_create_key(key_file(settings, ledger_path))
+
+
+def existing_key(settings: Settings, ledger_path: Path | None = None) -> bytes:
+    """The key the tokens were made with, to authenticate bounces: never created here (a
+    new key would match nothing)."""
+    path = key_file(settings, ledger_path)
+    if not path.exists():
+        raise ConfigError(
+            "no VERP key: without it no bounce can be authenticated",
+            file=path,
+            hint="the key is created when the first notice is sent; restore it from "
+            "backup, or point NOTIFIER_SECRET_FILE at it",
+        )
+    return load_or_create_key(path)
 
 
 def load_or_create_key(path: Path) -> bytes:

@@ -11,12 +11,17 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from notifier.campaign import Campaign
+from notifier.config import Settings
+from notifier.delivery import SendOptions
 from notifier.ledger import Ledger, volunteer_to_row
+from notifier.pipeline import SendRequest, SendScope, SendSummary, send_campaign
 from notifier.sink import ReceivedMessage, SinkHandler
 from notifier.volunteer import Volunteer
 
@@ -66,6 +71,30 @@ def make_volunteers(count: int, *, start: int = 0) -> list[Volunteer]:
 
 def add_volunteers(ledger: Ledger, volunteers: Iterable[Volunteer]) -> None:
     ledger.db.table("volunteers").insert_all([volunteer_to_row(v) for v in volunteers])
+
+
+def send(
+    ledger: Ledger,
+    campaign: Campaign,
+    volunteers: Sequence[Volunteer],
+    url: str,
+    *,
+    scope: SendScope | None = None,
+    compose_workers: int | None = None,
+    settings: Settings | None = None,
+    **options: Any,
+) -> SendSummary:
+    """A send as `notifier send --yes` makes it, with short waits (retries, timeouts)."""
+    opts: dict[str, Any] = {"backoff": 0.01, "backoff_max": 0.05, "timeout": 5.0, **options}
+    request = SendRequest(
+        campaign,
+        tuple(volunteers),
+        options=SendOptions(**opts),
+        scope=scope or SendScope(),
+        compose_workers=compose_workers,
+    )
+    settings = settings or Settings(ledger=ledger.path, smtp_url=url)
+    return send_campaign(ledger, request, settings, handle_signals=False)
 
 
 def recipients(messages: Iterable[ReceivedMessage]) -> Counter[str]:

@@ -1,6 +1,6 @@
 """The `notifier` command: a thin click layer over the library.
 
-Each command group lives in its own module here (roster, ledger, campaign, send, bounces,
+Each command group lives in its own module here (roster, ledger, campaign, send, status,
 ...); commands parse options, call library functions and print. A NotifierError becomes
 one clean line on stderr and its exit code, never a traceback.
 """
@@ -17,6 +17,8 @@ from notifier.cli import preview as _preview  # noqa: F401
 from notifier.cli import report as _report  # noqa: F401
 from notifier.cli import roster as _roster  # noqa: F401
 from notifier.cli import send as _send  # noqa: F401
+from notifier.cli import sink as _sink  # noqa: F401
+from notifier.cli import status as _status  # noqa: F401
 from notifier.cli.app import cli, main
 
 __all__ = ["cli", "main"]

@@ -20,7 +20,6 @@ from notifier.bounces import (
     unmatched_reports,
 )
 from notifier.cli.app import AppContext, cli, format_option, pass_app
-from notifier.errors import ConfigError
 
 
 @cli.group()
@@ -89,7 +88,7 @@ def ingest_command(app: AppContext, paths: tuple[Path, ...], imap_url: str | Non
     """
     if not paths and not imap_url:
         raise click.UsageError("give at least one PATH, or --imap URL")
-    key = _verp_key(app)
+    key = verp.existing_key(app.settings)
     sources = read_sources(list(paths))
     if imap_url:
         sources = chain(sources, read_imap(imap_url, ca_file=app.settings.imap_ca_file))
@@ -98,19 +97,6 @@ def ingest_command(app: AppContext, paths: tuple[Path, ...], imap_url: str | Non
     click.echo(_summary_line(summary))
     if summary.unmatched or summary.forged or summary.unparseable:
         click.echo("see the reports not matched with: notifier bounces unmatched")
-
-
-def _verp_key(app: AppContext) -> bytes:
-    """The key the VERP tokens were made with; never created here (it would match nothing)."""
-    path = app.settings.secret_file or verp.key_path_for(app.settings.ledger)
-    if not path.exists():
-        raise ConfigError(
-            "no VERP key: without it no bounce can be authenticated",
-            file=path,
-            hint="the key is created when the first notice is sent; restore it from "
-            "backup, or point NOTIFIER_SECRET_FILE at it",
-        )
-    return verp.load_or_create_key(path)
 
 
 def _summary_line(s: IngestSummary) -> str:

@@ -22,7 +22,7 @@ from notifier.campaign import (
     select_audience,
 )
 from notifier.cli.app import AppContext, cli, err_console, pass_app, write_private
-from notifier.compose import ComposedMessage, DkimKey, build_message, load_dkim_key
+from notifier.compose import ComposedMessage, Composer, DkimKey, build_message, load_dkim_key
 from notifier.errors import NotifierError
 from notifier.ledger import Ledger
 from notifier.render import Renderer
@@ -157,7 +157,7 @@ def _preview_all(led: Ledger, campaign: Campaign, directory: Path, dkim: DkimKey
         )
     total = sum(count_audience(led, campaign, history).values())
     directory.mkdir(parents=True, exist_ok=True)
-    renderer = Renderer(campaign)
+    composer = Composer(campaign, Renderer(campaign), dkim=dkim)  # one for every message
     when = datetime.now(UTC)
     written = 0
     columns = (
@@ -169,22 +169,17 @@ def _preview_all(led: Ledger, campaign: Campaign, directory: Path, dkim: DkimKey
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task("preview", total=total)
         for volunteer in select_audience(led, campaign, history):
-            composed = _build(renderer, campaign, volunteer, when, dkim)
+            composed = _build(composer, volunteer, when)
             write_private(directory / f"{_file_name(volunteer.volunteer_id)}.eml", composed.data)
             written += 1
             progress.advance(task)
     click.echo(f"wrote {written} messages to {directory}")
 
 
-def _build(
-    renderer: Renderer,
-    campaign: Campaign,
-    volunteer: Volunteer,
-    when: datetime,
-    dkim: DkimKey | None,
-) -> ComposedMessage:
+def _build(composer: Composer, volunteer: Volunteer, when: datetime) -> ComposedMessage:
+    campaign = composer.campaign
     try:
-        return build_message(renderer, campaign, volunteer, date=when, dkim=dkim)
+        return composer.build(volunteer, date=when)
     except NotifierError as exc:
         # Name the person: the error itself knows the field, not whose message failed.
         exc.message = f"{volunteer.volunteer_id}: {exc.message}"

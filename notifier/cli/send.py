@@ -1,10 +1,11 @@
-"""`notifier send`, `notifier status` and `notifier sink`: delivering a campaign and watching it."""
+"""`notifier send` and `notifier resend`: a dry run, or a send of a campaign to its cohort.
+
+Options are parsed here, and the plan and summary printed; who is sent what, and every
+rule about it, is notifier.pipeline's. Option defaults are read from SendOptions.
+"""
 
 from __future__ import annotations
 
-import json
-import signal
-import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -14,43 +15,26 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from notifier.campaign import (
-    Campaign,
-    apply_overrides,
-    has_messages,
-    history_applies,
-    load_campaign,
-)
-from notifier.cli.app import AppContext, cli, console, err_console, format_option, pass_app
+from notifier.campaign import Campaign, apply_overrides, load_campaign
+from notifier.cli.app import AppContext, cli, console, err_console, pass_app
 from notifier.cli.cohort import F, cohort_filter, cohort_options
-from notifier.cohort import CohortFilter, select_cohort
+from notifier.cohort import CohortFilter
 from notifier.config import Settings
-from notifier.deliver import SendOptions, ServerInfo
-from notifier.errors import CampaignError, ExitCode
-from notifier.ledger import Ledger
-from notifier.message import FAILED_STATES, RESENDABLE_STATES, DeliveryOutcome
-from notifier.send import SendPlan, SendSummary, plan_send, send_campaign
-from notifier.sink import ReceivedMessage, Sink, SinkHandler
-from notifier.volunteer import Volunteer
+from notifier.delivery import SendOptions
+from notifier.errors import ExitCode
+from notifier.message import FAILED_STATES, DeliveryOutcome
+from notifier.pipeline import (
+    SendPlan,
+    SendRequest,
+    SendScope,
+    SendSummary,
+    plan_send,
+    send_audience,
+    send_campaign,
+)
+from notifier.smtp.session import ServerInfo
 
-
-def _audience(
-    ledger: Ledger, campaign: Campaign, cohort: CohortFilter, *, sending: bool
-) -> list[Volunteer]:
-    """The volunteers this run considers: the campaign's cohort, narrowed by the options.
-
-    A follow-up is chosen by the outcomes of the campaign it follows, so it cannot be
-    sent before that campaign: everyone matching its filters would get a correction of a
-    notice they never received. (`check` and `preview` may still look at it.)
-    """
-    if sending and campaign.follows and not has_messages(ledger, campaign.follows):
-        raise CampaignError(
-            f"{campaign.campaign_id} follows {campaign.follows}, which has not been sent yet: "
-            "nobody has an earlier notice for it to follow",
-            hint=f"send {campaign.follows} first; `notifier check {campaign.campaign_id}` "
-            "works already",
-        )
-    return select_cohort(ledger, campaign, cohort, history=history_applies(ledger, campaign))
+DEFAULTS = SendOptions()
 
 
 def delivery_options(function: F) -> F:
@@ -83,27 +67,27 @@ def delivery_options(function: F) -> F:
         click.option(
             "--concurrency",
             type=click.IntRange(1, 200),
-            default=4,
+            default=DEFAULTS.concurrency,
             show_default=True,
             help="SMTP connections.",
         ),
         click.option(
             "--batch-size",
             type=click.IntRange(min=0),
-            default=0,
+            default=DEFAULTS.batch_size,
             help="Pause after every N messages (0: no batches).",
         ),
         click.option(
             "--batch-pause",
             type=click.FloatRange(min=0),
-            default=0.0,
+            default=DEFAULTS.batch_pause,
             metavar="SECONDS",
             help="How long to pause between batches.",
         ),
         click.option(
             "--per-domain",
             type=click.FloatRange(min=0),
-            default=0.0,
+            default=DEFAULTS.per_domain,
             metavar="N",
             help="At most N messages per second to any one recipient domain "
             "(0: no cap). Other domains are not held up while one waits.",
@@ -117,7 +101,7 @@ def delivery_options(function: F) -> F:
         click.option(
             "--timeout",
             type=click.FloatRange(min=0.1),
-            default=30.0,
+            default=DEFAULTS.timeout,
             show_default=True,
             metavar="SECONDS",
             help="For connecting and for each server reply.",
@@ -125,14 +109,14 @@ def delivery_options(function: F) -> F:
         click.option(
             "--max-attempts",
             type=click.IntRange(min=1),
-            default=5,
+            default=DEFAULTS.max_attempts,
             show_default=True,
             help="Tries per message (4xx, network errors) before it is failed_temporary.",
         ),
         click.option(
             "--backoff",
             type=click.FloatRange(min=0),
-            default=2.0,
+            default=DEFAULTS.backoff,
             show_default=True,
             metavar="SECONDS",
             help="Wait before the first retry; doubles each time.",
@@ -156,8 +140,6 @@ def _send_options(settings: Settings, params: dict[str, Any]) -> SendOptions:
         backoff=params["backoff"],
         require_tls=params["require_tls"],
         ca_file=settings.smtp_ca_file,
-        resend_uncertain=params["resend_uncertain"],
-        limit=params["limit"],
     )
 
 
@@ -170,35 +152,26 @@ def _run(
 ) -> None:
     """Plan (without --yes) or perform one send of a campaign to its narrowed cohort."""
     settings = app.settings
-    options = _send_options(settings, params)
-    smtp_url = params["smtp_url"]
+    scope = SendScope(
+        resend_states=resend_states,
+        resend_uncertain=params["resend_uncertain"],
+        limit=params["limit"],
+    )
     campaign = apply_overrides(load_campaign(campaign_id), settings)
     with app.open_ledger() as led:
-        volunteers = _audience(led, campaign, cohort, sending=True)
+        request = SendRequest(
+            campaign=campaign,
+            audience=send_audience(led, campaign, cohort),
+            options=_send_options(settings, params),
+            scope=scope,
+            smtp_url=params["smtp_url"],
+        )
         if not params["yes"]:
-            plan = plan_send(
-                led,
-                campaign,
-                volunteers,
-                options,
-                settings,
-                smtp_url=smtp_url,
-                resend_states=resend_states,
-            )
-            _print_plan(campaign, plan, options, resend_states)
+            _print_plan(campaign, plan_send(led, request, settings), request)
             return
         display = ProgressDisplay()
         try:
-            summary = send_campaign(
-                led,
-                campaign,
-                volunteers,
-                options,
-                settings,
-                smtp_url=smtp_url,
-                observer=display,
-                resend_states=resend_states,
-            )
+            summary = send_campaign(led, request, settings, observer=display)
         finally:
             display.close()
     _print_summary(summary)
@@ -279,12 +252,6 @@ def resend(
     Hard bounces stay suppressed; send them a letter (notifier export unreachable).
     """
     states = tuple(dict.fromkeys(s.strip() for s in statuses.split(",") if s.strip()))
-    refused = [s for s in states if s not in RESENDABLE_STATES]
-    if refused:
-        raise click.BadParameter(
-            f"{', '.join(refused)} cannot be re-sent; choose from {', '.join(RESENDABLE_STATES)}",
-            param_hint="--status",
-        )
     cohort = cohort_filter(exposures, locales, "", ids_file)
     _run(app, campaign_id, cohort, params, resend_states=states)
 
@@ -293,9 +260,8 @@ def _rate_text(rate: float) -> str:
     return "no limit" if rate == 0 else f"{rate:g} messages/s"
 
 
-def _print_plan(
-    campaign: Campaign, plan: SendPlan, options: SendOptions, resend_states: tuple[str, ...]
-) -> None:
+def _print_plan(campaign: Campaign, plan: SendPlan, request: SendRequest) -> None:
+    resend_states = request.scope.resend_states
     console.print(f"Campaign {plan.campaign_id}: {campaign.title}")
     if plan.states:
         console.print("Already in the ledger: " + _counts_text(plan.states))
@@ -310,12 +276,12 @@ def _print_plan(
         table.add_row("", "total", str(plan.to_send), style="bold")
         console.print(
             f"Would send {plan.to_send} of {plan.audience} message(s) to {plan.target}, "
-            f"rate {_rate_text(plan.rate)}, {options.concurrency} connection(s):"
+            f"rate {_rate_text(plan.rate)}, {request.options.concurrency} connection(s):"
         )
         console.print(table)
     if plan.suppressed:
         console.print(f"{plan.suppressed} suppressed address(es) would be skipped (hard bounces).")
-    if plan.uncertain and not options.resend_uncertain:
+    if plan.uncertain and not request.scope.resend_uncertain:
         console.print(
             f"{plan.uncertain} message(s) have an unknown outcome after a crash; "
             "they are not sent again unless you add --resend-uncertain."
@@ -418,122 +384,3 @@ class ProgressDisplay:
         if self._progress is not None:
             self._draw(time.monotonic())  # the final counts, whenever the last redraw was
             self._progress.stop()
-
-
-# --- notifier status ------------------------------------------------------------------
-
-
-@cli.command()
-@click.argument("campaign_id", metavar="ID")
-@format_option("table", "json")
-@pass_app
-def status(app: AppContext, campaign_id: str, fmt: str) -> None:
-    """How far a campaign has got: messages by state, at any time.
-
-    Works while a send is running in another process. JSON output is one object
-    with `campaign`, `counts` (state -> number), `total` and `uncertain` (the
-    addresses whose outcome is unknown after a crash).
-    """
-    with app.open_ledger() as led:
-        counts = led.state_counts(campaign_id)
-        uncertain = led.uncertain_messages(campaign_id)
-        registered = led.campaign_is_registered(campaign_id)
-    if fmt == "json":
-        click.echo(
-            json.dumps(
-                {
-                    "campaign": campaign_id,
-                    "registered": registered,
-                    "total": sum(counts.values()),
-                    "counts": counts,
-                    "uncertain": [m.email for m in uncertain],
-                    "uncertain_messages": [
-                        {
-                            "volunteer_id": m.volunteer_id,
-                            "email": m.email,
-                            "message_id": m.message_id,
-                            "state": m.state,
-                            "attempts": m.attempts,
-                        }
-                        for m in uncertain
-                    ],
-                },
-                ensure_ascii=False,
-                indent=2,
-            )
-        )
-        return
-    if not registered:
-        console.print(f"Campaign {campaign_id} has not been sent yet (no messages in the ledger).")
-        return
-    table = Table("state", "messages", box=None, pad_edge=False)
-    for state, n in counts.items():
-        table.add_row(state, str(n))
-    table.add_row("total", str(sum(counts.values())), style="bold")
-    console.print(f"Campaign {campaign_id}")
-    console.print(table)
-    if uncertain:
-        console.print(
-            f"{len(uncertain)} message(s) with an unknown outcome "
-            f"(re-send with: notifier send {campaign_id} --yes --resend-uncertain):"
-        )
-        for m in uncertain:
-            console.print(f"  {m.email}  ({m.volunteer_id}, {m.state})")
-
-
-# --- notifier sink --------------------------------------------------------------------
-
-
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=8025, show_default=True)
-@click.option(
-    "--maildir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Also store each message in this Maildir.",
-)
-@click.option("--defer", multiple=True, metavar="ADDR", help="Answer 451 for this address.")
-@click.option("--reject", multiple=True, metavar="ADDR", help="Answer 550 for this address.")
-@click.option("--no-dsn", is_flag=True, help="Do not advertise DSN.")
-def sink(
-    host: str,
-    port: int,
-    maildir: Path | None,
-    defer: tuple[str, ...],
-    reject: tuple[str, ...],
-    no_dsn: bool,
-) -> None:
-    """Run a local SMTP server that keeps what it receives, until Ctrl-C.
-
-    \b
-    For trying a campaign end to end without a real mail server:
-      notifier sink --maildir sent-mail &
-      notifier send 2020-03-breach --yes --smtp smtp://127.0.0.1:8025
-    """
-
-    def show(message: ReceivedMessage) -> None:
-        click.echo(
-            f"{message.received_at:%H:%M:%S} {message.queue_id} from <{message.mail_from}> "
-            f"to {', '.join(message.rcpt_tos)} ({len(message.data)} bytes)"
-        )
-
-    handler = SinkHandler(
-        maildir=maildir, defer=defer, reject=reject, dsn=not no_dsn, keep=False, listener=show
-    )
-    done = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
-    try:
-        with Sink(host, port, handler=handler) as server:
-            where = f" (Maildir {maildir})" if maildir else ""
-            click.echo(f"SMTP sink listening on {server.url}{where}; Ctrl-C to stop.")
-            try:
-                while not done.wait(0.5):
-                    pass
-            except KeyboardInterrupt:
-                pass
-    except OSError as exc:
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    click.echo(f"Stopped; {handler.count} message(s) received.")

@@ -1,25 +1,19 @@
-"""send: messages composed ahead (during the ledger set-up) are exactly the ones sent, and
-the speed-ups in composing keep the bytes the slower, obvious code produced."""
+"""Messages composed ahead (in the worker processes, during the ledger set-up) are exactly
+the ones sent."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import email
 import email.policy
 from dataclasses import replace
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from smtp_helpers import add_volunteers, make_volunteers, recipients
+from smtp_helpers import add_volunteers, make_volunteers, recipients, send
 
-from notifier import compose, verp
 from notifier.campaign import Campaign, load_campaign
 from notifier.compose import message_id_for
-from notifier.config import Settings
-from notifier.deliver import SendOptions
+from notifier.compose_pool import PRECOMPOSE
 from notifier.ledger import Ledger
-from notifier.send import PRECOMPOSE, SendSummary, send_campaign
+from notifier.pipeline import SendScope, SendSummary
 from notifier.sink import Sink
 from notifier.volunteer import Volunteer
 
@@ -28,15 +22,12 @@ def _send(
     ledger: Ledger, volunteers: list[Volunteer], sink: Sink, **options: object
 ) -> SendSummary:
     campaign = load_campaign("2020-03-breach")
-    return send_campaign(
-        ledger,
-        campaign,
-        volunteers,
-        SendOptions(**options),  # type: ignore[arg-type]
-        Settings(ledger=ledger.path, smtp_url=sink.url),
-        compose_workers=1,
-        handle_signals=False,
-    )
+    limit = options.pop("limit", None)
+    assert limit is None or isinstance(limit, int)
+    return send(
+        ledger, campaign, volunteers, sink.url, scope=SendScope(limit=limit), compose_workers=1,
+        **options,
+    )  # fmt: skip
 
 
 def _message_ids(sink: Sink) -> list[str]:
@@ -46,7 +37,7 @@ def _message_ids(sink: Sink) -> list[str]:
     ]
 
 
-def test_send_precompose_resumed_run_sends_each_remaining_message_once(ledger: Ledger) -> None:
+def test_precompose_resumed_run_sends_each_remaining_message_once(ledger: Ledger) -> None:
     volunteers = make_volunteers(PRECOMPOSE + 200)
     add_volunteers(ledger, volunteers)
     campaign: Campaign = load_campaign("2020-03-breach")
@@ -67,7 +58,7 @@ def test_send_precompose_resumed_run_sends_each_remaining_message_once(ledger: L
     assert ledger.verify().ok
 
 
-def test_send_precompose_wrong_guess_is_composed_again_for_the_server(ledger: Ledger) -> None:
+def test_precompose_wrong_guess_is_composed_again_for_the_server(ledger: Ledger) -> None:
     """Composed ahead for a server with SMTPUTF8 (not known yet); this one has none, so
     the non-ASCII addresses go in A-label form, composed anew."""
     volunteers = [
@@ -90,7 +81,7 @@ def test_send_precompose_wrong_guess_is_composed_again_for_the_server(ledger: Le
             assert not message.smtputf8
 
 
-def test_send_precompose_limit_sends_only_the_first_messages(ledger: Ledger) -> None:
+def test_precompose_limit_sends_only_the_first_messages(ledger: Ledger) -> None:
     volunteers = make_volunteers(PRECOMPOSE + 50)
     add_volunteers(ledger, volunteers)
     with Sink() as sink:
@@ -98,26 +89,3 @@ def test_send_precompose_limit_sends_only_the_first_messages(ledger: Ledger) -> 
         assert summary.counts == {"sent": 5}
         assert recipients(sink.messages) == {v.email: 1 for v in volunteers[:5]}
     assert ledger.state_counts("2020-03-breach") == {"pending": len(volunteers) - 5, "sent": 5}
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=70))
-def test_send_precompose_base32_matches_the_standard_library(data: bytes) -> None:
-    expected = base64.b32encode(data).decode("ascii").rstrip("=").lower()
-    assert verp.base32(data) == expected
-
-
-_QP_TEXT = st.text(
-    alphabet=st.sampled_from([" ", "\t", ".", "=", "a", "Z", "é", "—", "鈴", "\n", "\x0c", "_"]),
-    max_size=300,
-)
-
-
-@settings(max_examples=500, deadline=None)
-@given(_QP_TEXT, st.integers(min_value=0, max_value=90))
-def test_send_precompose_quoted_printable_by_line_matches_whole_text(text: str, pad: int) -> None:
-    text = "x" * pad + text
-    if not text.endswith("\n"):
-        text += "\n"
-    whole = binascii.b2a_qp(text.encode("utf-8").replace(b"\n", b"\r\n"), istext=True)
-    assert compose._quoted_printable(text.split("\n")) == whole.decode("ascii")

@@ -15,13 +15,11 @@ import base64
 import json
 import logging
 import secrets
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import Notifier
-from smtp_helpers import add_volunteers, make_volunteers, recipients
+from smtp_helpers import add_volunteers, make_volunteers, recipients, send
 from tls_helpers import (
     ImplicitTlsSink,
     SelfSignedCertificate,
@@ -32,11 +30,9 @@ from tls_helpers import (
 )
 
 from notifier.campaign import Campaign, load_campaign
-from notifier.config import PASSWORD_ENV, USER_ENV, Settings, credentials_from_env, load_settings
-from notifier.deliver import SendOptions
+from notifier.config import PASSWORD_ENV, USER_ENV, credentials_from_env, load_settings
 from notifier.errors import ConfigError, DeliveryError
 from notifier.ledger import Ledger
-from notifier.send import SendSummary, send_campaign
 from notifier.sink import Sink
 from notifier.volunteer import Volunteer
 
@@ -80,20 +76,6 @@ def no_smtp_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
-def send(
-    ledger: Ledger,
-    campaign: Campaign,
-    volunteers: Sequence[Volunteer],
-    url: str,
-    **options: Any,
-) -> SendSummary:
-    opts: dict[str, Any] = {"backoff": 0.01, "backoff_max": 0.05, "timeout": 5.0, **options}
-    settings = Settings(ledger=ledger.path, smtp_url=url)
-    return send_campaign(
-        ledger, campaign, volunteers, SendOptions(**opts), settings, handle_signals=False
-    )
-
-
 def secret_forms(password: str) -> list[bytes]:
     """The password as it could leak: plain, and inside AUTH PLAIN / LOGIN payloads."""
     plain = password.encode("utf-8")
@@ -125,7 +107,7 @@ def assert_all_encrypted(server: Sink, *, starttls: bool, user: str | None = Non
 # --- STARTTLS ----------------------------------------------------------------------------
 
 
-def test_deliver_tls_starttls_is_used_when_the_server_offers_it(
+def test_tls_starttls_is_used_when_the_server_offers_it(
     ledger: Ledger,
     people: list[Volunteer],
     campaign: Campaign,
@@ -148,7 +130,7 @@ def test_deliver_tls_starttls_is_used_when_the_server_offers_it(
 
 
 @pytest.mark.parametrize("kind", ["starttls", "smtps"])
-def test_deliver_tls_require_tls_succeeds_over_tls(
+def test_tls_require_tls_succeeds_over_tls(
     ledger: Ledger,
     people: list[Volunteer],
     campaign: Campaign,
@@ -169,7 +151,7 @@ def test_deliver_tls_require_tls_succeeds_over_tls(
 # --- implicit TLS ------------------------------------------------------------------------
 
 
-def test_deliver_tls_smtps_url_speaks_tls_from_the_first_byte(
+def test_tls_smtps_url_speaks_tls_from_the_first_byte(
     ledger: Ledger,
     people: list[Volunteer],
     campaign: Campaign,
@@ -193,7 +175,7 @@ def test_deliver_tls_smtps_url_speaks_tls_from_the_first_byte(
 
 
 @pytest.mark.parametrize("kind", ["starttls", "smtps"])
-def test_deliver_tls_untrusted_certificate_stops_the_send_before_any_claim(
+def test_tls_untrusted_certificate_stops_the_send_before_any_claim(
     ledger: Ledger,
     people: list[Volunteer],
     campaign: Campaign,
@@ -210,7 +192,7 @@ def test_deliver_tls_untrusted_certificate_stops_the_send_before_any_claim(
     assert ledger.state_counts(CAMPAIGN) == {"pending": 8}  # nothing claimed
 
 
-def test_deliver_tls_missing_ca_file_is_a_clean_error(
+def test_tls_missing_ca_file_is_a_clean_error(
     ledger: Ledger,
     people: list[Volunteer],
     campaign: Campaign,
@@ -227,7 +209,7 @@ def test_deliver_tls_missing_ca_file_is_a_clean_error(
     assert ledger.state_counts(CAMPAIGN) == {"pending": 8}
 
 
-def test_deliver_tls_ca_file_comes_from_the_config_file_or_the_environment(
+def test_tls_ca_file_comes_from_the_config_file_or_the_environment(
     tmp_path: Path,
 ) -> None:
     config = tmp_path / "notifier.toml"
@@ -246,7 +228,7 @@ def test_deliver_tls_ca_file_comes_from_the_config_file_or_the_environment(
 
 
 @pytest.mark.parametrize("kind", ["starttls", "smtps"])
-def test_deliver_tls_authenticates_over_tls_with_credentials_from_the_environment(
+def test_tls_authenticates_over_tls_with_credentials_from_the_environment(
     ledger: Ledger,
     people: list[Volunteer],
     campaign: Campaign,
@@ -284,7 +266,7 @@ def test_deliver_tls_authenticates_over_tls_with_credentials_from_the_environmen
     assert password not in repr(credentials_from_env())
 
 
-def test_deliver_tls_refused_credentials_stop_the_send_and_the_password_stays_out(
+def test_tls_refused_credentials_stop_the_send_and_the_password_stays_out(
     ledger: Ledger,
     people: list[Volunteer],
     campaign: Campaign,
@@ -310,7 +292,7 @@ def test_deliver_tls_refused_credentials_stop_the_send_and_the_password_stays_ou
     assert files_containing(tmp_path, secret_forms(wrong)) == []
 
 
-def test_deliver_tls_require_tls_never_sends_credentials_in_the_clear(
+def test_tls_require_tls_never_sends_credentials_in_the_clear(
     ledger: Ledger,
     people: list[Volunteer],
     campaign: Campaign,
@@ -341,7 +323,7 @@ def test_deliver_tls_require_tls_never_sends_credentials_in_the_clear(
 # --- the command, end to end -------------------------------------------------------------
 
 
-def test_deliver_tls_cli_sends_over_smtps_with_config_and_environment(
+def test_tls_cli_sends_over_smtps_with_config_and_environment(
     notifier: Notifier,
     ledger: Ledger,
     people: list[Volunteer],
@@ -376,7 +358,7 @@ def test_deliver_tls_cli_sends_over_smtps_with_config_and_environment(
     assert files_containing(tmp_path, secret_forms(password)) == []
 
 
-def test_deliver_tls_cli_require_tls_over_starttls_with_ca_from_the_environment(
+def test_tls_cli_require_tls_over_starttls_with_ca_from_the_environment(
     notifier: Notifier,
     people: list[Volunteer],
     certificate: SelfSignedCertificate,
@@ -395,7 +377,7 @@ def test_deliver_tls_cli_require_tls_over_starttls_with_ca_from_the_environment(
     assert recipients(messages) == {v.email: 1 for v in people}
 
 
-def test_deliver_tls_cli_untrusted_certificate_is_one_clean_error(
+def test_tls_cli_untrusted_certificate_is_one_clean_error(
     notifier: Notifier,
     ledger: Ledger,
     people: list[Volunteer],
@@ -412,23 +394,3 @@ def test_deliver_tls_cli_untrusted_certificate_is_one_clean_error(
     assert "Traceback" not in result.output
     assert messages == []
     assert ledger.state_counts(CAMPAIGN) == {"pending": 8}
-
-
-@pytest.mark.parametrize(
-    ("host", "loopback"),
-    [
-        ("127.0.0.1", True),
-        ("127.0.0.2", True),
-        ("localhost", True),
-        ("[::1]", True),
-        ("::1", True),
-        ("192.0.2.10", False),
-        ("mail.example.org", False),
-    ],
-)
-def test_deliver_password_is_sent_without_tls_only_to_this_machine(
-    host: str, loopback: bool
-) -> None:
-    from notifier.deliver import _is_loopback
-
-    assert _is_loopback(host) is loopback

@@ -1,43 +1,36 @@
-"""Delivery against real SMTP servers (aiosmtpd on 127.0.0.1, port 0) that misbehave on purpose.
+"""Delivery against real SMTP servers (aiosmtpd on 127.0.0.1, port 0) that misbehave on
+purpose: retries, throttling, pipelining, TLS-less AUTH, SMTPUTF8.
 
 Each test sends the shipped 2020-03-breach campaign to a few volunteers in a real ledger
-file, then checks what the server received and what the ledger recorded.
+file, then checks what the server received and what the ledger recorded. The engine on
+its own, with plain messages, is in test_engine.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
 import socket
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.smtp import AuthResult
-from smtp_helpers import INTERNATIONAL, ScriptedHandler, add_volunteers, make_volunteers, recipients
+from smtp_helpers import (
+    INTERNATIONAL,
+    ScriptedHandler,
+    add_volunteers,
+    make_volunteers,
+    recipients,
+    send,
+)
 
 from notifier.campaign import Campaign, load_campaign
-from notifier.config import Settings
-from notifier.deliver import (
-    Delivery,
-    DeliveryStats,
-    LedgerJournal,
-    OutgoingMessage,
-    SendOptions,
-    ThreadedLedgerJournal,
-    classify_smtp_outcome,
-    parse_queue_id,
-    parse_smtp_url,
-    wire_form,
-    xtext,
-)
-from notifier.errors import DeliveryError, LedgerError
+from notifier.errors import DeliveryError
 from notifier.ledger import Event, Ledger
-from notifier.message import DeliveryOutcome, NewMessage
-from notifier.send import SendSummary, _ComposeJob, _Composer, send_campaign
+from notifier.pipeline import SendScope
 from notifier.sink import Sink
 from notifier.verp import key_path_for, load_or_create_key, make_token, token_is_authentic
 from notifier.volunteer import Volunteer
@@ -70,20 +63,6 @@ def pipelining(sink: Sink) -> bool:
     return handler.pipelining
 
 
-def send(
-    ledger: Ledger,
-    campaign: Campaign,
-    volunteers: Sequence[Volunteer],
-    url: str,
-    **options: Any,
-) -> SendSummary:
-    opts: dict[str, Any] = {"backoff": 0.01, "backoff_max": 0.05, "timeout": 5.0, **options}
-    settings = Settings(ledger=ledger.path, smtp_url=url)
-    return send_campaign(
-        ledger, campaign, volunteers, SendOptions(**opts), settings, handle_signals=False
-    )
-
-
 def message_events(ledger: Ledger, volunteer: Volunteer) -> list[Event]:
     return [e for e in ledger.events(volunteer_id=volunteer.volunteer_id) if e.message_id]
 
@@ -104,59 +83,10 @@ def tries(sink: Sink, address: str) -> int:
     return handler.tries[address.casefold()]
 
 
-# --- the rules, on their own ------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("code", "state"),
-    [
-        (250, "sent"),
-        (251, "sent"),
-        (421, "deferred"),
-        (450, "deferred"),
-        (451, "deferred"),
-        (452, "deferred"),
-        (None, "deferred"),  # refused, reset, timeout, dropped mid-DATA
-        (354, "deferred"),  # unexpected: try again rather than give up
-        (550, "failed_permanent"),
-        (552, "failed_permanent"),
-        (554, "failed_permanent"),
-    ],
-)
-def test_deliver_classify_smtp_outcome(code: int | None, state: str) -> None:
-    assert classify_smtp_outcome(code, "") == state
-
-
-@pytest.mark.parametrize(
-    ("reply", "queue_id"),
-    [
-        ("2.0.0 Ok: queued as 4F3A2B", "4F3A2B"),
-        ("OK id=1jK2Lm-0003Ab-Cd", "1jK2Lm-0003Ab-Cd"),
-        ("2.0.0 Ok", None),
-    ],
-)
-def test_deliver_parse_queue_id(reply: str, queue_id: str | None) -> None:
-    assert parse_queue_id(reply) == queue_id
-
-
-def test_deliver_parse_smtp_url() -> None:
-    assert str(parse_smtp_url("smtp://127.0.0.1:8025")) == "smtp://127.0.0.1:8025"
-    target = parse_smtp_url("smtps://mail.example.org")
-    assert (target.port, target.implicit_tls) == (465, True)
-    assert parse_smtp_url("smtp://mail.example.org").port == 25
-    for bad in ("http://x", "smtp://", "smtp://user:secret@mail.example.org"):
-        with pytest.raises(DeliveryError):
-            parse_smtp_url(bad)
-
-
-def test_deliver_xtext_encodes_plus_and_equals() -> None:
-    assert xtext("a+b=c d") == "a+2Bb+3Dc+20d"
-
-
 # --- sending ---------------------------------------------------------------------------
 
 
-def test_deliver_sends_each_message_once_with_verp_dsn_and_queue_id(
+def test_delivery_sends_each_message_once_with_verp_dsn_and_queue_id(
     ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
 ) -> None:
     summary = send(ledger, campaign, people, sink.url, concurrency=2)
@@ -188,7 +118,7 @@ def test_deliver_sends_each_message_once_with_verp_dsn_and_queue_id(
     assert ledger.verify().ok
 
 
-def test_deliver_refused_recipient_fails_permanently_and_others_go(
+def test_delivery_refused_recipient_fails_permanently_and_others_go(
     ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
 ) -> None:
     refused = people[3]
@@ -205,7 +135,7 @@ def test_deliver_refused_recipient_fails_permanently_and_others_go(
     assert "no such user" in events[-1].data["reply"]
 
 
-def test_deliver_greylisted_recipient_is_retried_then_sent(
+def test_delivery_greylisted_recipient_is_retried_then_sent(
     ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
 ) -> None:
     greylisted = people[0]
@@ -223,7 +153,7 @@ def test_deliver_greylisted_recipient_is_retried_then_sent(
     assert recipients(sink.messages)[greylisted.email] == 1
 
 
-def test_deliver_gives_up_after_max_attempts(
+def test_delivery_gives_up_after_max_attempts(
     ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
 ) -> None:
     stuck = people[1]
@@ -242,7 +172,7 @@ def test_deliver_gives_up_after_max_attempts(
 
 
 @pytest.mark.parametrize("failure", ["421", "drop", "data451"])
-def test_deliver_transient_failure_is_deferred_and_retried(
+def test_delivery_transient_failure_is_deferred_and_retried(
     ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink, failure: str
 ) -> None:
     unlucky = people[2]
@@ -263,7 +193,7 @@ def test_deliver_transient_failure_is_deferred_and_retried(
             assert kinds(message_events(ledger, other)) == ["queued", "sending", "sent"]
 
 
-def test_deliver_stalled_server_times_out_and_retries(
+def test_delivery_stalled_server_times_out_and_retries(
     ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
 ) -> None:
     slow = people[4]
@@ -278,7 +208,7 @@ def test_deliver_stalled_server_times_out_and_retries(
     assert "imed out" in events[2].data["reply"]
 
 
-def test_deliver_refusal_at_end_of_data_is_permanent(
+def test_delivery_refusal_at_end_of_data_is_permanent(
     ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
 ) -> None:
     script(sink, people[5].email, "data554")
@@ -287,7 +217,7 @@ def test_deliver_refusal_at_end_of_data_is_permanent(
     assert tries(sink, people[5].email) == 1
 
 
-def test_deliver_no_dsn_parameters_when_server_does_not_offer_dsn(
+def test_delivery_no_dsn_parameters_when_server_does_not_offer_dsn(
     ledger: Ledger, people: list[Volunteer], campaign: Campaign
 ) -> None:
     with Sink(dsn=False) as plain:
@@ -300,7 +230,7 @@ def test_deliver_no_dsn_parameters_when_server_does_not_offer_dsn(
         assert received.rcpt_options == ()
 
 
-def test_deliver_non_ascii_addresses_go_with_smtputf8_when_offered(
+def test_delivery_non_ascii_addresses_go_with_smtputf8_when_offered(
     ledger: Ledger, campaign: Campaign
 ) -> None:
     add_volunteers(ledger, INTERNATIONAL)
@@ -317,7 +247,7 @@ def test_deliver_non_ascii_addresses_go_with_smtputf8_when_offered(
     assert parsed["To"].addresses[0].addr_spec == "すずき@例え.jp"
 
 
-def test_deliver_without_smtputf8_uses_a_labels_or_fails_that_recipient(
+def test_delivery_without_smtputf8_uses_a_labels_or_fails_that_recipient(
     ledger: Ledger, campaign: Campaign
 ) -> None:
     add_volunteers(ledger, INTERNATIONAL)
@@ -332,7 +262,7 @@ def test_deliver_without_smtputf8_uses_a_labels_or_fails_that_recipient(
     assert "SMTPUTF8" in failed.data["reason"]
 
 
-def test_deliver_skips_suppressed_addresses_with_an_event(
+def test_delivery_skips_suppressed_addresses_with_an_event(
     ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
 ) -> None:
     bounced = people[6]
@@ -346,7 +276,7 @@ def test_deliver_skips_suppressed_addresses_with_an_event(
     assert kinds(message_events(ledger, bounced)) == ["queued", "suppressed"]
 
 
-def test_deliver_finished_campaign_sends_nothing_again(
+def test_delivery_finished_campaign_sends_nothing_again(
     ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
 ) -> None:
     send(ledger, campaign, people, sink.url)
@@ -356,17 +286,17 @@ def test_deliver_finished_campaign_sends_nothing_again(
     assert len(sink.messages) == 8
 
 
-def test_deliver_limit_sends_only_n_then_resumes(
+def test_delivery_limit_sends_only_n_then_resumes(
     ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
 ) -> None:
-    first = send(ledger, campaign, people, sink.url, limit=3)
+    first = send(ledger, campaign, people, sink.url, scope=SendScope(limit=3))
     assert first.counts == {"sent": 3}
     assert ledger.state_counts(campaign.campaign_id) == {"pending": 5, "sent": 3}
     send(ledger, campaign, people, sink.url)
     assert recipients(sink.messages) == {v.email: 1 for v in people}
 
 
-def test_deliver_require_tls_refuses_a_server_without_starttls(
+def test_delivery_require_tls_refuses_a_server_without_starttls(
     ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
 ) -> None:
     with pytest.raises(DeliveryError, match="STARTTLS"):
@@ -375,7 +305,7 @@ def test_deliver_require_tls_refuses_a_server_without_starttls(
     assert ledger.state_counts(campaign.campaign_id) == {"pending": 8}  # nothing claimed
 
 
-def test_deliver_unreachable_server_fails_before_claiming(
+def test_delivery_unreachable_server_fails_before_claiming(
     ledger: Ledger, people: list[Volunteer], campaign: Campaign
 ) -> None:
     with socket.socket() as probe:
@@ -387,7 +317,7 @@ def test_deliver_unreachable_server_fails_before_claiming(
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
-def test_deliver_authenticates_with_credentials_from_the_environment(
+def test_delivery_authenticates_with_credentials_from_the_environment(
     ledger: Ledger,
     people: list[Volunteer],
     campaign: Campaign,
@@ -408,7 +338,7 @@ def test_deliver_authenticates_with_credentials_from_the_environment(
     assert logins and set(logins) == {(b"notifier", b"s3cret")}
 
 
-def test_deliver_rate_limit_spaces_messages(
+def test_delivery_rate_limit_spaces_messages(
     ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
 ) -> None:
     # 8 messages at 20/s with a burst of 2: at least 6 waits of 1/20 s.
@@ -418,7 +348,7 @@ def test_deliver_rate_limit_spaces_messages(
     assert (times[-1] - times[0]).total_seconds() >= 6 / 20 * 0.8
 
 
-def test_deliver_batches_pause_between_them(
+def test_delivery_batches_pause_between_them(
     ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
 ) -> None:
     send(ledger, campaign, people, sink.url, batch_size=4, batch_pause=0.4)
@@ -427,30 +357,21 @@ def test_deliver_batches_pause_between_them(
     assert gap >= 0.4 * 0.9
 
 
-def test_deliver_composes_in_worker_processes(
+def test_delivery_composes_in_worker_processes(
     ledger: Ledger, campaign: Campaign, sink: Sink
 ) -> None:
     volunteers = make_volunteers(300)
     add_volunteers(ledger, volunteers)
-    settings = Settings(ledger=ledger.path, smtp_url=sink.url)
-    summary = send_campaign(
-        ledger,
-        campaign,
-        volunteers,
-        SendOptions(),
-        settings,
-        compose_workers=2,
-        handle_signals=False,
-    )
+    summary = send(ledger, campaign, volunteers, sink.url, compose_workers=2)
     assert summary.counts == {"sent": 300}
     assert recipients(sink.messages) == {v.email: 1 for v in volunteers}
     assert ledger.verify().ok
 
 
-def test_deliver_status_is_readable_by_another_connection(
+def test_delivery_status_is_readable_by_another_connection(
     ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink, ledger_path: Path
 ) -> None:
-    send(ledger, campaign, people, sink.url, limit=2)
+    send(ledger, campaign, people, sink.url, scope=SendScope(limit=2))
     other = sqlite3.connect(ledger_path)
     try:
         rows = other.execute(
@@ -461,45 +382,10 @@ def test_deliver_status_is_readable_by_another_connection(
     assert rows == [("pending", 6), ("sent", 2)]
 
 
-def test_deliver_engine_sends_plain_messages_byte_exact(ledger: Ledger) -> None:
-    """The delivery core on its own: any message bytes, dot-stuffing and all."""
-    volunteer = make_volunteers(1)[0]
-    add_volunteers(ledger, [volunteer])
-    ledger.register_campaign(
-        "plain", title="t", follows=None, definition={}, templates_sha256="0" * 64
-    )
-    ledger.ensure_messages("plain", [NewMessage("<m1@example.org>", volunteer.volunteer_id, "t1")])
-    body = b"Subject: dots\r\n\r\n.a line that starts with a dot\r\n..two\r\nend\r\n"
-    outgoing = OutgoingMessage(
-        message_id="<m1@example.org>",
-        campaign_id="plain",
-        volunteer_id=volunteer.volunteer_id,
-        envelope_from="bounces+t1@example.org",
-        envelope_id="t1",
-        recipient=volunteer.email,
-        data=body,
-    )
-
-    async def source() -> AsyncIterator[list[OutgoingMessage]]:
-        yield [outgoing]
-
-    async def deliver(url: str) -> DeliveryStats:
-        delivery = Delivery(parse_smtp_url(url), SendOptions(), LedgerJournal(ledger))
-        await delivery.probe()
-        return await delivery.run(source())
-
-    with Sink() as server:
-        stats = asyncio.run(deliver(server.url))
-        received = server.messages
-    assert stats.counts == {"sent": 1}
-    assert [m.data for m in received] == [body]
-    assert ledger.state_counts("plain") == {"sent": 1}
+# --- pipelining ----------------------------------------------------------------------
 
 
-# --- pipelining, the DATA content, the journal ---------------------------------------
-
-
-def test_deliver_pipelines_envelopes_only_when_the_server_offers_it(
+def test_delivery_pipelines_envelopes_only_when_the_server_offers_it(
     ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
 ) -> None:
     summary = send(ledger, campaign, people, sink.url, concurrency=2)
@@ -515,7 +401,7 @@ def test_deliver_pipelines_envelopes_only_when_the_server_offers_it(
     assert handler.rsets >= 8 - 2  # RSET between messages, pipelined or not
 
 
-def test_deliver_pipelined_refusals_are_read_reply_by_reply(
+def test_delivery_pipelined_refusals_are_read_reply_by_reply(
     ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
 ) -> None:
     """A 550 on RCPT is that recipient's outcome, not the 503 the server then gives DATA;
@@ -542,7 +428,7 @@ def test_deliver_pipelined_refusals_are_read_reply_by_reply(
     assert ledger.verify().ok
 
 
-def test_deliver_pipelined_connection_dropped_in_data_with_the_next_envelope_sent(
+def test_delivery_pipelined_connection_dropped_in_data_with_the_next_envelope_sent(
     ledger: Ledger, campaign: Campaign
 ) -> None:
     """Several drops in a row, pipelined: each dropped message is deferred and retried,
@@ -563,109 +449,3 @@ def test_deliver_pipelined_connection_dropped_in_data_with_the_next_envelope_sen
         assert kinds(message_events(ledger, person)) == expected
     attempts = {m.volunteer_id: m.attempts for m in ledger.campaign_messages(campaign.campaign_id)}
     assert attempts == {p.volunteer_id: 2 if p in people[1:4] else 1 for p in people}
-
-
-@pytest.mark.parametrize(
-    ("data", "wire"),
-    [
-        (b"a\r\nb\r\n", b"a\r\nb\r\n"),
-        (b".a\r\n..b\r\nc.\r\n", b"..a\r\n...b\r\nc.\r\n"),  # leading dots doubled
-        (b"a\nb\rc", b"a\r\nb\r\nc\r\n"),  # bare LF and CR, no final line break
-        (b"a\n.b", b"a\r\n..b\r\n"),
-        (b"", b"\r\n"),
-    ],
-)
-def test_deliver_wire_form_line_endings_and_dots(data: bytes, wire: bytes) -> None:
-    assert wire_form(data) == wire
-
-
-def test_deliver_wire_form_of_composed_messages_needs_only_the_dots(
-    campaign: Campaign,
-) -> None:
-    """Composers hand wire_form(data, crlf=True) over: it must equal the full check for
-    what build_message writes (quoted-printable puts dots at line starts)."""
-    composed = _Composer(campaign, None).compose(
-        [_ComposeJob(v, False) for v in make_volunteers(24)]
-    )
-    dotted = 0
-    for item in composed:
-        assert item.data is not None and item.wire is not None
-        assert item.wire == wire_form(item.data) == wire_form(item.data, crlf=True)
-        dotted += item.wire is not item.data
-    assert dotted  # the dot case is really exercised
-
-
-def test_deliver_threaded_journal_keeps_order_and_raises_failed_writes(
-    ledger: Ledger,
-) -> None:
-    people = make_volunteers(3)
-    add_volunteers(ledger, people)
-    ledger.register_campaign(
-        "plain", title="t", follows=None, definition={}, templates_sha256="0" * 64
-    )
-    ledger.ensure_messages(
-        "plain",
-        [NewMessage(f"<m{i}@example.org>", p.volunteer_id, f"t{i}") for i, p in enumerate(people)],
-    )
-    messages = [
-        OutgoingMessage(
-            message_id=f"<m{i}@example.org>",
-            campaign_id="plain",
-            volunteer_id=p.volunteer_id,
-            envelope_from=f"bounces+t{i}@example.org",
-            envelope_id=f"t{i}",
-            recipient=p.email,
-            data=b"Subject: x\r\n\r\nx\r\n",
-        )
-        for i, p in enumerate(people)
-    ]
-
-    def sent(message: OutgoingMessage, attempt: int) -> DeliveryOutcome:
-        return DeliveryOutcome(
-            message.message_id, "plain", message.volunteer_id, "sent", attempt, 250, "ok"
-        )
-
-    async def run() -> tuple[dict[str, int], int, int]:
-        journal = ThreadedLedgerJournal(ledger.path, flush_size=2)
-        await journal.open()
-        try:
-            first = await journal.claim(messages[:2])
-            journal.record(sent(messages[0], first[messages[0].message_id]))
-            second = await journal.claim(messages[2:])  # writes the outcome first
-            journal.record(sent(messages[1], 1))
-            journal.record(sent(messages[2], 1))  # flush_size reached: written in the thread
-            await journal.settle()
-            written, unwritten = journal.written, journal.unwritten
-            with pytest.raises(LedgerError, match="no such message"):
-                await journal.claim([replace_id(messages[0], "<nobody@example.org>")])
-        finally:
-            await journal.close()
-        return {**first, **second}, written, unwritten
-
-    attempts, written, unwritten = asyncio.run(run())
-    assert attempts == {m.message_id: 1 for m in messages}
-    assert (written, unwritten) == (3, 0)
-    kinds_in_order = [e.kind for e in ledger.events() if e.campaign_id == "plain" and e.message_id]
-    assert kinds_in_order == [
-        *["queued"] * 3,
-        "sending",
-        "sending",
-        "sent",
-        "sending",
-        "sent",
-        "sent",
-    ]
-    assert ledger.state_counts("plain") == {"sent": 3}
-    assert ledger.verify().ok
-
-
-def replace_id(message: OutgoingMessage, message_id: str) -> OutgoingMessage:
-    return OutgoingMessage(
-        message_id=message_id,
-        campaign_id=message.campaign_id,
-        volunteer_id=message.volunteer_id,
-        envelope_from=message.envelope_from,
-        envelope_id=message.envelope_id,
-        recipient=message.recipient,
-        data=message.data,
-    )

@@ -18,14 +18,15 @@ import dkim
 import pytest
 from conftest import Notifier
 from smtp_helpers import INTERNATIONAL, add_volunteers, make_volunteers, recipients
+from smtp_helpers import send as send_fast
 from tls_helpers import DkimTestKey, make_dkim_key, needs_openssl
 
 from notifier.campaign import Campaign, load_campaign
 from notifier.compose import DKIM_HEADERS
+from notifier.compose_pool import compose_workers_for
 from notifier.config import Settings
-from notifier.deliver import SendOptions
 from notifier.ledger import Ledger
-from notifier.send import SendSummary, compose_workers_for, send_campaign
+from notifier.pipeline import SendSummary
 from notifier.sink import ReceivedMessage, Sink
 from notifier.volunteer import Volunteer
 
@@ -71,14 +72,15 @@ def send(
     settings = Settings(
         ledger=ledger.path, smtp_url=url, dkim_selector=SELECTOR, dkim_key_file=key.private_file
     )
-    return send_campaign(
+    return send_fast(
         ledger,
         campaign,
         volunteers,
-        SendOptions(timeout=10.0, max_attempts=1),
-        settings,
+        url,
+        settings=settings,
         compose_workers=compose_workers,
-        handle_signals=False,
+        timeout=10.0,
+        max_attempts=1,
     )
 
 
@@ -113,7 +115,7 @@ def written_files(directory: Path) -> list[Path]:
 # --- in this process (a small campaign) ---------------------------------------------------
 
 
-def test_deliver_dkim_small_campaign_is_signed_and_verifies(
+def test_dkim_small_campaign_is_signed_and_verifies(
     ledger: Ledger, campaign: Campaign, dkim_key: DkimTestKey, sink: Sink, tmp_path: Path
 ) -> None:
     volunteers = [*make_volunteers(6), *INTERNATIONAL]
@@ -141,7 +143,7 @@ def test_deliver_dkim_small_campaign_is_signed_and_verifies(
     assert [p for p in written_files(tmp_path) if pem_body(dkim_key) in p.read_bytes()] == []
 
 
-def test_deliver_dkim_signature_breaks_when_a_signed_part_changes(
+def test_dkim_signature_breaks_when_a_signed_part_changes(
     ledger: Ledger, campaign: Campaign, dkim_key: DkimTestKey, sink: Sink
 ) -> None:
     """The verification above means something: any change to a signed header or the
@@ -163,7 +165,7 @@ def test_deliver_dkim_signature_breaks_when_a_signed_part_changes(
 # --- in the compose worker processes -----------------------------------------------------
 
 
-def test_deliver_dkim_signing_in_forced_compose_workers(
+def test_dkim_signing_in_forced_compose_workers(
     ledger: Ledger, campaign: Campaign, dkim_key: DkimTestKey, sink: Sink
 ) -> None:
     volunteers = make_volunteers(150)
@@ -178,7 +180,7 @@ def test_deliver_dkim_signing_in_forced_compose_workers(
 
 
 @pytest.mark.slow
-def test_deliver_dkim_cli_large_campaign_signs_in_worker_processes(
+def test_dkim_cli_large_campaign_signs_in_worker_processes(
     notifier: Notifier,
     ledger: Ledger,
     fast_key: DkimTestKey,
@@ -233,7 +235,7 @@ def assert_clean_refusal(
     ['[dkim]\nselector = "hmr2020"\n', '[dkim]\nkey_file = "{key}"\n'],
     ids=["selector-only", "key-file-only"],
 )
-def test_deliver_dkim_half_configured_is_one_clean_error_before_sending(
+def test_dkim_half_configured_is_one_clean_error_before_sending(
     notifier: Notifier,
     ledger: Ledger,
     dkim_key: DkimTestKey,
@@ -249,7 +251,7 @@ def test_deliver_dkim_half_configured_is_one_clean_error_before_sending(
     assert_clean_refusal(result, sink, ledger, "dkim", "selector and a key_file")
 
 
-def test_deliver_dkim_missing_key_file_is_one_clean_error_before_sending(
+def test_dkim_missing_key_file_is_one_clean_error_before_sending(
     notifier: Notifier, ledger: Ledger, sink: Sink, tmp_path: Path
 ) -> None:
     add_volunteers(ledger, make_volunteers(4))
@@ -261,7 +263,7 @@ def test_deliver_dkim_missing_key_file_is_one_clean_error_before_sending(
     assert_clean_refusal(result, sink, ledger, "cannot read the DKIM key", "absent.pem")
 
 
-def test_deliver_dkim_unusable_key_is_one_clean_error_before_sending(
+def test_dkim_unusable_key_is_one_clean_error_before_sending(
     notifier: Notifier, ledger: Ledger, sink: Sink, tmp_path: Path
 ) -> None:
     add_volunteers(ledger, make_volunteers(4))

@@ -62,7 +62,7 @@ def finish(proc: subprocess.Popen[str]) -> None:
         proc.wait(10)
 
 
-def test_send_crash_sigkill_then_resume_reaches_everyone_once(ledger_path: Path) -> None:
+def test_crash_sigkill_then_resume_reaches_everyone_once(ledger_path: Path) -> None:
     volunteers = make_volunteers(COUNT)
     with Ledger(ledger_path) as led:
         add_volunteers(led, volunteers)
@@ -122,7 +122,7 @@ def test_send_crash_sigkill_then_resume_reaches_everyone_once(ledger_path: Path)
     assert history == ["queued", "sending", "uncertain", "sending", "sent"]
 
 
-def test_send_crash_ctrl_c_stops_cleanly_and_resumes(ledger_path: Path) -> None:
+def test_crash_ctrl_c_stops_cleanly_and_resumes(ledger_path: Path) -> None:
     volunteers = make_volunteers(COUNT)
     with Ledger(ledger_path) as led:
         add_volunteers(led, volunteers)

@@ -1,0 +1,120 @@
+"""Where to send, and how safely: the SMTP URL, TLS and the CA file, the rule for passwords.
+
+`smtp://host:port` speaks STARTTLS whenever the server offers it; `smtps://host:port`
+speaks TLS from the first byte. A password never crosses a network unencrypted: without
+TLS it goes only to a server on this machine (`is_loopback`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from notifier.config import PASSWORD_ENV, USER_ENV
+from notifier.errors import DeliveryError, FatalDeliveryError
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    scheme: str  # "smtp" or "smtps"
+    host: str
+    port: int
+
+    @property
+    def implicit_tls(self) -> bool:
+        return self.scheme == "smtps"
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def parse_smtp_url(url: str) -> SmtpTarget:
+    """`smtp://host[:port]` (default 25) or `smtps://host[:port]` (default 465)."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise DeliveryError(
+            f"not an SMTP URL: {url!r}",
+            field="--smtp",
+            hint="write smtp://host:port (STARTTLS when offered) or smtps://host:port",
+        )
+    if parts.username or parts.password:
+        raise DeliveryError(
+            "credentials do not belong in the SMTP URL",
+            field="--smtp",
+            hint=f"set {USER_ENV} and {PASSWORD_ENV} in the environment instead",
+        )
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise DeliveryError(f"bad port in {url!r}", field="--smtp") from exc
+    default = 465 if parts.scheme == "smtps" else 25
+    return SmtpTarget(parts.scheme, parts.hostname, port or default)
+
+
+def is_loopback(host: str) -> bool:
+    """A server on this machine: a password sent to it never crosses a network."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_transport(
+    target: SmtpTarget, *, tls: bool, require_tls: bool, with_password: bool
+) -> None:
+    """Refuse a connection that is not safe enough, before anything is sent on it:
+    no TLS where it is required, or a password that would go over a network in the clear."""
+    if require_tls and not tls:
+        raise FatalDeliveryError(
+            f"{target} does not offer STARTTLS and --require-tls is set",
+            field="--smtp",
+            hint="use smtps:// or a server with STARTTLS, or drop --require-tls",
+        )
+    if with_password and not tls and not is_loopback(target.host):
+        # aiosmtplib would send the password in the clear: refuse instead.
+        raise FatalDeliveryError(
+            f"{target} offers no TLS, and the password would cross the network unencrypted",
+            field="--smtp",
+            hint="use smtps:// or a server with STARTTLS",
+        )
+
+
+def readable_ca_file(path: Path) -> Path:
+    """The CA file to trust, checked here: a missing file would otherwise surface as a
+    connection error."""
+    if not path.is_file():
+        raise FatalDeliveryError(
+            "the CA file to trust for the SMTP server's certificate is not there",
+            file=path,
+            field="smtp.ca_file",
+            hint="set [smtp] ca_file (or NOTIFIER_SMTP_CA_FILE) to a PEM file of CA certificates",
+        )
+    return path
+
+
+def is_certificate_error(exc: BaseException) -> bool:
+    """The connection failed because the server's certificate is not trusted."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # the TLS error may be wrapped by aiosmtplib; the chain is short
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def connection_hint(exc: BaseException) -> str:
+    """What to do when the first connection to the server fails with `exc`."""
+    if is_certificate_error(exc):
+        return (
+            "the server's certificate is not trusted: if it comes from your own "
+            "authority, name its certificate in [smtp] ca_file (or NOTIFIER_SMTP_CA_FILE)"
+        )
+    return "is the server running? for a local test, start one with: notifier sink"
