@@ -22,7 +22,7 @@ from notifier.message import (
 )
 
 S = MessageState
-REPORTS = (S.DELIVERED, S.BOUNCED_SOFT, S.BOUNCED_HARD)
+REPORTS = (S.DELIVERED, S.BOUNCED_SOFT, S.BLOCKED, S.BOUNCED_HARD)
 
 
 def test_message_every_state_has_its_moves_and_every_move_a_known_state() -> None:
