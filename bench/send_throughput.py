@@ -198,9 +198,7 @@ def main() -> int:
 
             with Ledger(ledger_path) as led:
                 states = led.state_counts(CAMPAIGN)
-                sent_events = led.conn.execute(
-                    "SELECT count(*) FROM events WHERE kind = 'sent'"
-                ).fetchone()[0]
+                sent_events = sum(1 for _ in led.events(kinds=["sent"]))
                 verified = led.verify()
             complete = states == {"sent": args.volunteers} and sent_events == args.volunteers
             print(

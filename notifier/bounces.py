@@ -29,7 +29,6 @@ import email
 import email.policy
 import hashlib
 import imaplib
-import json
 import logging
 import mailbox
 import os
@@ -48,7 +47,7 @@ from urllib.parse import unquote, urlsplit
 from notifier import verp
 from notifier.config import IMAP_PASSWORD_ENV, ReportLimits, imap_password
 from notifier.errors import BounceError
-from notifier.ledger import EventDraft, Ledger, utc_now
+from notifier.ledger import EventDraft, Ledger, MatchedMessage
 from notifier.message import MessageState, state_after_report
 
 log = logging.getLogger(__name__)
@@ -949,22 +948,6 @@ def _imap_quote(folder: str) -> str:
 
 
 @dataclass(frozen=True)
-class MatchedMessage:
-    message_id: str
-    campaign_id: str
-    volunteer_id: str
-    state: str
-    email: str | None  # the roster address: what a hard bounce suppresses
-    email_ascii: str | None
-
-    def is_addressed_to(self, recipient: str | None) -> bool:
-        if not recipient:
-            return False
-        wanted = recipient.casefold()
-        return any(a and a.casefold() == wanted for a in (self.email, self.email_ascii))
-
-
-@dataclass(frozen=True)
 class Correlation:
     outcome: Literal[
         "matched",
@@ -1005,7 +988,7 @@ def ingest(
         digest = report_digest(data)
         report = parse_full_report(data, source=source, limits=limits)
         with ledger.transaction():
-            if _already_recorded(ledger, digest):
+            if ledger.bounce_report_recorded(digest):
                 counts["duplicates"] += 1
                 continue
             correlation = correlate(ledger, report, key=key)
@@ -1047,48 +1030,19 @@ def _find_message(ledger: Ledger, report: ParsedReport, *, key: bytes) -> Correl
     if report.verp_token is not None:
         if not verp.token_is_authentic(key, report.verp_token):
             return Correlation("forged")
-        found = _message_by_token(ledger, report.verp_token)
+        found = ledger.message_by_verp_token(report.verp_token)
         if found:
             return Correlation("matched", found, "verp_token")
     if report.envelope_id:
         envid = report.envelope_id.strip()
-        found = _message_by_token(ledger, envid.lower()) or _message_by_id(ledger, envid)
+        found = ledger.message_by_verp_token(envid.lower()) or ledger.message_by_message_id(envid)
         if found:
             return Correlation("matched", found, "envelope_id")
     if report.original_message_id:
-        found = _message_by_id(ledger, report.original_message_id)
+        found = ledger.message_by_message_id(report.original_message_id)
         if found:
             return Correlation("matched", found, "message_id")
     return Correlation("unmatched" if report.records else "unrecognised")
-
-
-_SELECT_BY_VERP = (
-    "SELECT m.message_id, m.campaign_id, m.volunteer_id, m.state, v.email, v.email_ascii"
-    " FROM messages m LEFT JOIN volunteers v ON v.volunteer_id = m.volunteer_id"
-    " WHERE m.verp_token = ? LIMIT 1"
-)
-_SELECT_MESSAGE_BY_ID = (
-    "SELECT m.message_id, m.campaign_id, m.volunteer_id, m.state, v.email, v.email_ascii"
-    " FROM messages m LEFT JOIN volunteers v ON v.volunteer_id = m.volunteer_id"
-    " WHERE m.message_id IN (?, ?) LIMIT 1"
-)
-
-
-def _message_by_token(ledger: Ledger, token: str) -> MatchedMessage | None:
-    row = ledger.conn.execute(_SELECT_BY_VERP, (token,)).fetchone()
-    return None if row is None else MatchedMessage(*row)
-
-
-def _message_by_id(ledger: Ledger, message_id: str) -> MatchedMessage | None:
-    # Message-IDs are compared with and without their angle brackets: MTAs differ.
-    bare = message_id.strip().strip("<>")
-    row = ledger.conn.execute(_SELECT_MESSAGE_BY_ID, (bare, f"<{bare}>")).fetchone()
-    return None if row is None else MatchedMessage(*row)
-
-
-def _already_recorded(ledger: Ledger, digest: str) -> bool:
-    row = ledger.conn.execute("SELECT 1 FROM bounce_reports WHERE sha256 = ?", (digest,))
-    return row.fetchone() is not None
 
 
 def _record_matched(
@@ -1143,10 +1097,7 @@ def _suppress(
     address = message.email or record.recipient
     if not address:
         return 0
-    known = ledger.conn.execute(
-        "SELECT 1 FROM suppressions WHERE lower(email) = lower(?)", (address,)
-    )
-    if known.fetchone() is not None:
+    if ledger.suppressed(address):
         return 0
     reason = f"bounced_hard {record.status or ''}".strip()
     ledger.append_events(
@@ -1160,10 +1111,7 @@ def _suppress(
             )
         ]
     )
-    ledger.conn.execute(
-        "INSERT INTO suppressions(email, reason, at, event_seq) VALUES (?, ?, ?, ?)",
-        (address, reason, utc_now(), bounce_seq),
-    )
+    ledger.add_suppression(address, reason, event_seq=bounce_seq)
     return 1
 
 
@@ -1228,33 +1176,30 @@ def _insert_report(
     }
     if kept is not None:
         detail.update(kept)
-    ledger.conn.execute(
-        "INSERT INTO bounce_reports(sha256, source, received_at, matched, message_id, detail)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (
-            digest,
-            report.source,
-            utc_now(),
-            int(matched),
-            message.message_id if message else None,
-            json.dumps(detail, ensure_ascii=False, sort_keys=True),
-        ),
+    ledger.record_bounce_report(
+        digest,
+        report.source,
+        matched=matched,
+        message_id=message.message_id if message else None,
+        detail=detail,
     )
 
 
 def unmatched_reports(ledger: Ledger) -> list[UnmatchedReport]:
     """Reports not tied to any message (forged ones included), oldest first."""
-    rows = ledger.conn.execute(
-        "SELECT sha256, source, received_at, detail FROM bounce_reports"
-        " WHERE matched = 0 ORDER BY received_at, sha256"
-    )
     found = []
-    for digest, source, received_at, detail_text in rows:
-        detail = json.loads(detail_text or "{}")
+    for kept in ledger.bounce_reports(matched=False):
+        detail = kept.detail
         recipients = tuple(
             str(r.get("recipient")) for r in detail.get("records", []) if r.get("recipient")
         )
         found.append(
-            UnmatchedReport(digest, source, received_at, str(detail.get("reason", "")), recipients)
+            UnmatchedReport(
+                kept.sha256,
+                kept.source,
+                kept.received_at,
+                str(detail.get("reason", "")),
+                recipients,
+            )
         )
     return found

@@ -50,7 +50,7 @@ from typing import Any
 from notifier.catalogs import LOCALE_DIR
 from notifier.config import Settings
 from notifier.errors import CampaignError
-from notifier.ledger import Ledger, volunteer_from_row
+from notifier.ledger import Ledger, VolunteerQuery
 from notifier.message import REACHED_STATES, MessageState
 from notifier.volunteer import EXPOSURES, LOCALES, Volunteer
 
@@ -66,10 +66,6 @@ _REQUIRED_KEYS = ("id", "title", "template", "date", "from", "reply_to", "subjec
 _OPTIONAL_KEYS = ("follows", "allow_links", "dates", "audience", "templates_dir", "locale_dir")
 _AUDIENCE_KEYS = ("exposures", "locales", "follows_states")
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_VOLUNTEER_COLUMNS = (
-    "volunteer_id, email, email_ascii, family_name, given_name, locale, exposure, "
-    "data_held, postal_address, extra"
-)
 
 
 @dataclass(frozen=True)
@@ -415,23 +411,16 @@ def _check_templates(campaign: Campaign, path: Path) -> None:
 # --- audience -----------------------------------------------------------------------
 
 
-def _audience_where(campaign: Campaign, history: bool) -> tuple[str, list[str]]:
-    """The WHERE clause selecting the audience. Only placeholders take values."""
-    clauses: list[str] = []
-    params: list[str] = []
+def _audience_query(campaign: Campaign, history: bool = True) -> VolunteerQuery:
+    """The ledger query for the campaign's audience (see select_audience)."""
     audience = campaign.audience
-    for column, values in (("exposure", audience.exposures), ("locale", audience.locales)):
-        if values:
-            clauses.append(f"{column} IN ({', '.join('?' for _ in values)})")
-            params.extend(values)
-    if campaign.follows and history:
-        states = audience.follows_states or DEFAULT_FOLLOWS_STATES
-        marks = ", ".join("?" for _ in states)
-        subquery = f"SELECT volunteer_id FROM messages WHERE campaign_id = ? AND state IN ({marks})"  # noqa: S608 (placeholders only)
-        clauses.append(f"volunteer_id IN ({subquery})")
-        params.append(campaign.follows)
-        params.extend(states)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+    followed = campaign.follows if history else None
+    return VolunteerQuery(
+        exposures=audience.exposures,
+        locales=audience.locales,
+        in_campaign=followed,
+        message_states=(audience.follows_states or DEFAULT_FOLLOWS_STATES) if followed else (),
+    )
 
 
 def select_audience(
@@ -444,32 +433,19 @@ def select_audience(
     `audience.follows_states`. Suppressed addresses are included: delivery skips them
     and records why, so the ledger shows they were meant to be told.
     """
-    where, params = _audience_where(campaign, history)
-    sql = f"SELECT {_VOLUNTEER_COLUMNS} FROM volunteers{where} ORDER BY volunteer_id"  # noqa: S608
-    cursor = ledger.conn.execute(sql, params)
-    names = [d[0] for d in cursor.description]
-    for row in cursor:
-        yield volunteer_from_row(dict(zip(names, row, strict=True)))
+    return ledger.volunteers(_audience_query(campaign, history))
 
 
 def count_audience(
     ledger: Ledger, campaign: Campaign, history: bool = True
 ) -> Counter[tuple[str, str]]:
     """How many volunteers the campaign goes to, by (locale, exposure)."""
-    where, params = _audience_where(campaign, history)
-    sql = (
-        f"SELECT locale, exposure, count(*) FROM volunteers{where} "  # noqa: S608
-        "GROUP BY locale, exposure"
-    )
-    return Counter({(row[0], row[1]): int(row[2]) for row in ledger.conn.execute(sql, params)})
+    return ledger.count_volunteers(_audience_query(campaign, history))
 
 
 def has_messages(ledger: Ledger, campaign_id: str) -> bool:
     """True when the ledger holds any message of this campaign (it has been sent)."""
-    row = ledger.conn.execute(
-        "SELECT 1 FROM messages WHERE campaign_id = ? LIMIT 1", (campaign_id,)
-    ).fetchone()
-    return row is not None
+    return ledger.has_messages(campaign_id)
 
 
 def history_applies(ledger: Ledger, campaign: Campaign) -> bool:
@@ -481,7 +457,5 @@ def in_audience(
     ledger: Ledger, campaign: Campaign, volunteer_id: str, history: bool = True
 ) -> bool:
     """Whether one volunteer is in the campaign's audience, without listing it."""
-    where, params = _audience_where(campaign, history)
-    where = f"{where} AND volunteer_id = ?" if where else " WHERE volunteer_id = ?"
-    sql = f"SELECT 1 FROM volunteers{where} LIMIT 1"  # noqa: S608 (placeholders only)
-    return ledger.conn.execute(sql, [*params, volunteer_id]).fetchone() is not None
+    query = dataclasses.replace(_audience_query(campaign, history), volunteer_id=volunteer_id)
+    return next(ledger.volunteers(query), None) is not None

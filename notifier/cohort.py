@@ -21,7 +21,7 @@ from pathlib import Path
 
 from notifier.campaign import DEFAULT_FOLLOWS_STATES, Campaign, select_audience
 from notifier.errors import CohortError
-from notifier.ledger import Ledger
+from notifier.ledger import Ledger, address_key
 from notifier.message import MessageState
 from notifier.volunteer import Volunteer
 
@@ -34,10 +34,6 @@ class CohortFilter:
     locales: tuple[str, ...] = ()
     statuses: tuple[str, ...] = ()  # states of the followed campaign's message
     ids: frozenset[str] | None = None  # volunteer ids or addresses (case-insensitive)
-
-    @property
-    def is_empty(self) -> bool:
-        return not (self.exposures or self.locales or self.statuses or self.ids is not None)
 
 
 @dataclass(frozen=True)
@@ -144,16 +140,14 @@ def explain_cohort(
     audience = narrowed.audience
     states = audience.follows_states or DEFAULT_FOLLOWS_STATES
     followed = ledger.message_states(campaign.follows) if campaign.follows else {}
-    suppressed = {
-        row[0].casefold() for row in ledger.conn.execute("SELECT email FROM suppressions")
-    }
+    suppressed = ledger.suppressed_addresses()
     members = []
     for volunteer in ledger.volunteers():
         state = followed.get(volunteer.volunteer_id)
         included, reason = _decide(volunteer, narrowed, cohort, state, states)
         members.append(
             CohortMember(
-                volunteer, included, reason, state, volunteer.email.casefold() in suppressed
+                volunteer, included, reason, state, address_key(volunteer.email) in suppressed
             )
         )
     return members

@@ -7,9 +7,10 @@ kinds of data held); every other module imports them from here.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 LOCALES: tuple[str, ...] = ("en", "ja")
 
@@ -43,6 +44,28 @@ FIELDS: tuple[str, ...] = (
 )
 REQUIRED_FIELDS: tuple[str, ...] = ("email", "family_name", "exposure")
 
+# The volunteer as text, field by field (after the id): how the ledger stores a volunteer,
+# and the form a roster import compares and records changes in. data_held is joined with
+# ";" as a roster writes it; the extra columns are JSON with sorted keys.
+TEXT_FIELDS: tuple[str, ...] = (
+    "email",
+    "email_ascii",
+    "family_name",
+    "given_name",
+    "locale",
+    "exposure",
+    "data_held",
+    "postal_address",
+    "extra",
+)
+_EXTRA_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class Texts(Protocol):
+    """The text of each field by name: a dict, or a row read from SQLite."""
+
+    def __getitem__(self, name: str, /) -> Any: ...
+
 
 def derive_volunteer_id(normalised_email: str) -> str:
     """A stable id for rosters without one: the same address always gives the same id."""
@@ -75,6 +98,36 @@ class Volunteer:
     @property
     def display_name(self) -> str:
         return display_name(self.family_name, self.given_name, self.locale)
+
+    def texts(self) -> tuple[str, ...]:
+        """The TEXT_FIELDS, in order, as text."""
+        return (
+            self.email,
+            self.email_ascii,
+            self.family_name,
+            self.given_name,
+            self.locale,
+            self.exposure,
+            ";".join(self.data_held),
+            self.postal_address,
+            _EXTRA_ENCODER.encode(dict(self.extra)),
+        )
+
+    @classmethod
+    def from_texts(cls, volunteer_id: str, texts: Texts) -> Volunteer:
+        """The volunteer whose TEXT_FIELDS are `texts`; a missing (None) text reads as empty."""
+        return cls(
+            volunteer_id=volunteer_id,
+            email=texts["email"],
+            email_ascii=texts["email_ascii"] or texts["email"],
+            family_name=texts["family_name"],
+            given_name=texts["given_name"] or "",
+            locale=texts["locale"],
+            exposure=texts["exposure"],
+            data_held=tuple(x for x in (texts["data_held"] or "").split(";") if x),
+            postal_address=texts["postal_address"] or "",
+            extra=json.loads(texts["extra"] or "{}"),
+        )
 
     def as_record(self) -> dict[str, Any]:
         """The canonical fields plus `display_name` and `email_ascii`, as shown to users."""

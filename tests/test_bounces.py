@@ -8,7 +8,6 @@ messages matches them the way a live one would.
 from __future__ import annotations
 
 import base64
-import json
 import mailbox
 import os
 import re
@@ -568,8 +567,7 @@ def sources(*names: str) -> Iterator[tuple[str, bytes]]:
 
 
 def state_of(led: Ledger, n: int) -> str:
-    row = led.conn.execute("SELECT state FROM messages WHERE message_id = ?", (mid(n),))
-    return str(row.fetchone()[0])
+    return led.message_states(CAMPAIGN)[f"v-{n:06d}"]
 
 
 def kinds_for(led: Ledger, n: int) -> list[str]:
@@ -577,7 +575,7 @@ def kinds_for(led: Ledger, n: int) -> list[str]:
 
 
 def suppressed(led: Ledger) -> set[str]:
-    return {r[0] for r in led.conn.execute("SELECT email FROM suppressions")}
+    return {s.email for s in led.suppressions()}
 
 
 FINAL_STATES = {
@@ -633,10 +631,14 @@ def test_bounce_event_data_and_suppression_row(ledger: Ledger) -> None:
     }
     assert suppression.kind == "address_suppressed"
     assert suppression.data["email"] == "alice@example.org"
-    row = ledger.conn.execute("SELECT email, reason, event_seq FROM suppressions").fetchone()
-    assert row == ("alice@example.org", "bounced_hard 5.1.1", bounce.seq)
-    report = ledger.conn.execute("SELECT matched, message_id FROM bounce_reports").fetchone()
-    assert report == (1, mid(1))
+    (row,) = ledger.suppressions()
+    assert (row.email, row.reason, row.event_seq) == (
+        "alice@example.org",
+        "bounced_hard 5.1.1",
+        bounce.seq,
+    )
+    (report,) = ledger.bounce_reports()
+    assert (report.matched, report.message_id) == (True, mid(1))
 
 
 def test_ingest_is_idempotent(ledger: Ledger) -> None:
@@ -744,8 +746,8 @@ def test_unmatched_report_is_kept_and_listed(ledger: Ledger) -> None:
     assert event.data["original_message_id"] == mid(1)
     (listed,) = unmatched_reports(ledger)
     assert (listed.source, listed.recipients) == ("postfix-hard-511.eml", ("alice@example.org",))
-    detail = json.loads(ledger.conn.execute("SELECT detail FROM bounce_reports").fetchone()[0])
-    assert detail["raw"].startswith("Return-Path: <>")  # the report itself is kept
+    (kept,) = ledger.bounce_reports()
+    assert kept.detail["raw"].startswith("Return-Path: <>")  # the report itself is kept
     assert suppressed(ledger) == set()
 
 
@@ -839,8 +841,7 @@ def test_address_suppressed_once_across_campaigns(ledger: Ledger) -> None:
     assert ledger.count("suppressions") == 1
     assert len(list(ledger.events(kinds=["address_suppressed"]))) == 1
     assert state_of(ledger, 1) == "bounced_hard"
-    row = ledger.conn.execute("SELECT state FROM messages WHERE message_id = ?", (later,))
-    assert row.fetchone()[0] == "bounced_hard"
+    assert ledger.message_states("2020-04-update") == {"v-000001": "bounced_hard"}
 
 
 def test_wrong_key_makes_every_token_forged(ledger: Ledger) -> None:

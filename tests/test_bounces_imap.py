@@ -15,7 +15,15 @@ import pytest
 from conftest import Notifier
 from imap_server import DovecotInstance
 from mta import wait_until
-from test_bounces import FINAL_STATES, FIXTURES, HAND_WRITTEN, PEOPLE, seed_ledger, suppressed
+from test_bounces import (
+    CAMPAIGN,
+    FINAL_STATES,
+    FIXTURES,
+    HAND_WRITTEN,
+    PEOPLE,
+    seed_ledger,
+    suppressed,
+)
 from test_cli_bounces import write_key
 
 from notifier.ledger import Ledger
@@ -62,16 +70,11 @@ def test_ingest_imap_records_each_report_once_and_reads_only(
         "12 hard, 2 soft, 2 delivered"
     ), first.stdout
     with Ledger(ready.ledger_path) as led:
-        states = {
-            n: str(led.conn.execute(
-                "SELECT state FROM messages WHERE volunteer_id = ?", (f"v-{n:06d}",)
-            ).fetchone()[0])
-            for n in PEOPLE
-        }  # fmt: skip
-        assert states == FINAL_STATES
+        states = led.message_states(CAMPAIGN)
+        assert {n: states[f"v-{n:06d}"] for n in PEOPLE} == FINAL_STATES
         hard = {PEOPLE[n] for n, s in FINAL_STATES.items() if s == "bounced_hard"}
         assert suppressed(led) == hard
-        sources = [str(row[0]) for row in led.conn.execute("SELECT source FROM bounce_reports")]
+        sources = [report.source for report in led.bounce_reports()]
         assert led.verify().ok
     # Each report names where it came from: the folder (with its port) and the message's UID.
     assert len(sources) == 16

@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 from conftest import Notifier
-from test_report import C1, EVIL_NAME, TEMPLATES_SHA, build
+from report_scenario import C1, EVIL_NAME, TEMPLATES_SHA, build
 
 from notifier.ledger import Ledger
 

@@ -15,17 +15,22 @@ def test_demo_runs_the_whole_job_and_is_safe_to_repeat(notifier, tmp_path: Path)
     shutil.copytree(REPO / "examples", tmp_path / "examples")
     first = notifier("demo")
     assert first.exit_code == 0, first.output
-    for step in ("roster import", "roster list", "check 2020-03-breach",
-                 "check 2020-04-29-update", "preview 2020-03-breach", "send 2020-03-breach",
-                 "status 2020-03-breach", "ledger verify"):
+    for step in (
+        "roster import",
+        "roster list",
+        "check 2020-03-breach",
+        "check 2020-04-29-update",
+        "preview 2020-03-breach",
+        "send 2020-03-breach",
+        "status 2020-03-breach",
+        "ledger verify",
+    ):
         assert f"$ notifier {step}" in first.stdout
     assert "rejected" in first.stdout
     assert "chain intact" in first.stdout
     with Ledger(notifier.ledger_path) as led:
         volunteers = led.count("volunteers")
-        sent = led.conn.execute(
-            "SELECT count(*) FROM messages WHERE campaign_id = '2020-03-breach' AND state = 'sent'"
-        ).fetchone()[0]
+        sent = led.state_counts("2020-03-breach")["sent"]
     assert volunteers > 150
     assert sent == volunteers  # the first notice goes to everyone on the roster
     assert len(mailbox.Maildir(tmp_path / "demo-sink", create=False)) == sent

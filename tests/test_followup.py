@@ -39,13 +39,6 @@ def parsed(message: ReceivedMessage) -> email.message.EmailMessage:
     return email.message_from_bytes(message.data, policy=email.policy.default)
 
 
-def states(ledger: Ledger, campaign_id: str) -> dict[str, str]:
-    rows = ledger.conn.execute(
-        "SELECT volunteer_id, state FROM messages WHERE campaign_id = ?", (campaign_id,)
-    )
-    return dict(rows.fetchall())
-
-
 def test_follow_up_cannot_be_sent_before_the_notice_it_follows(notifier, roster, sink) -> None:
     result = notifier("send", UPDATE, "--yes", "--smtp", sink.url)
     assert result.exit_code == 2
@@ -63,7 +56,7 @@ def test_update_goes_to_its_cohort_threaded_under_the_first_notice(
         sent = notifier("send", FIRST, "--yes", "--smtp", first_sink.url, *FAST)
         assert sent.exit_code == 0, sent.output
         first_ids = {m.rcpt_tos[0]: parsed(m)["Message-ID"] for m in first_sink.messages}
-    assert states(roster, FIRST)["HMR-00004"] == "failed_permanent"
+    assert roster.message_states(FIRST)["HMR-00004"] == "failed_permanent"
 
     with Sink() as update_sink:
         result = notifier("send", UPDATE, "--yes", "--smtp", update_sink.url, *FAST)
@@ -113,10 +106,9 @@ def test_resend_is_a_new_attempt_of_the_same_message(notifier, roster) -> None:
     with Sink(defer=[flaky]) as first_sink:
         result = notifier("send", FIRST, "--yes", "--smtp", first_sink.url, *FAST)
         assert result.exit_code == 0, result.output
-    assert states(roster, FIRST)["HMR-00001"] == "failed_temporary"
-    message_id = roster.conn.execute(
-        "SELECT message_id FROM messages WHERE volunteer_id = 'HMR-00001'"
-    ).fetchone()[0]
+    assert roster.message_states(FIRST)["HMR-00001"] == "failed_temporary"
+    (message,) = (m for m in roster.campaign_messages(FIRST) if m.volunteer_id == "HMR-00001")
+    message_id = message.message_id
 
     with Sink() as second_sink:
         dry = notifier("resend", FIRST, "--status", "failed_temporary", "--smtp", second_sink.url)
@@ -136,10 +128,8 @@ def test_resend_is_a_new_attempt_of_the_same_message(notifier, roster) -> None:
         assert [m.rcpt_tos for m in second_sink.messages] == [(flaky,)]
         assert parsed(second_sink.messages[0])["Message-ID"] == message_id
 
-    row = roster.conn.execute(
-        "SELECT state, attempts FROM messages WHERE message_id = ?", (message_id,)
-    ).fetchone()
-    assert row[0] == "sent" and row[1] == 2
+    (message,) = (m for m in roster.campaign_messages(FIRST) if m.message_id == message_id)
+    assert (message.state, message.attempts) == ("sent", 2)
     kinds = [e.kind for e in roster.events(message_id=message_id)]
     assert kinds.count("sending") == 2
     assert "failed_temporary" in kinds and kinds[-1] == "sent"

@@ -15,6 +15,7 @@ import click
 
 from notifier.cli.app import AppContext, cli, pass_app
 from notifier.errors import RosterError
+from notifier.ledger import VolunteerQuery
 from notifier.sink import Sink
 
 FIRST_NOTICE = "2020-03-breach"
@@ -88,8 +89,8 @@ def demo(app: AppContext, ctx: click.Context, roster: Path | None, maildir: Path
         )
 
     with app.open_ledger() as led:
-        first_en = next(led.volunteers(locale="en"), None)
-        first_ja = next(led.volunteers(locale="ja"), None)
+        first_en = next(led.volunteers(VolunteerQuery(locales=("en",))), None)
+        first_ja = next(led.volunteers(VolunteerQuery(locales=("ja",))), None)
     for volunteer in (first_en, first_ja):
         if volunteer is not None:
             _run(

@@ -15,19 +15,16 @@ from rich.text import Text
 from notifier.cli.app import AppContext, cli, console, format_option, pass_app, write_private
 from notifier.errors import ExitCode
 from notifier.ledger import Event
-from notifier.report import (
+from notifier.report import CampaignReport, campaign_report, unreachable, volunteer_history
+from notifier.report_formats import (
     NOT_RECORDED,
-    CampaignReport,
-    campaign_report,
     history_as_dicts,
     report_as_csv,
     report_as_html,
     report_as_json,
     timeline_kinds,
-    unreachable,
     unreachable_as_csv,
     unreachable_as_json,
-    volunteer_history,
 )
 
 

@@ -23,7 +23,7 @@ from notifier.cli.app import (
     write_private,
 )
 from notifier.errors import ExitCode
-from notifier.ledger import ImportSummary
+from notifier.ledger import ImportSummary, VolunteerQuery
 from notifier.roster import ENCODING_CHOICES, RosterResult, RowProblem, load_mapping, read_roster
 from notifier.volunteer import EXPOSURES, FIELDS, LOCALES
 
@@ -208,7 +208,10 @@ def write_rejects_csv(path: Path, problems: Iterable[RowProblem]) -> None:
 def list_(app: AppContext, fmt: str, exposure: str | None, locale: str | None) -> None:
     """List the volunteers in the ledger."""
     with app.open_ledger() as led:
-        records = [v.as_record() for v in led.volunteers(exposure=exposure, locale=locale)]
+        query = VolunteerQuery(
+            exposures=(exposure,) if exposure else (), locales=(locale,) if locale else ()
+        )
+        records = [v.as_record() for v in led.volunteers(query)]
     if fmt == "json":
         click.echo(json.dumps(records, ensure_ascii=False, indent=2))
     elif fmt == "csv":

@@ -1,0 +1,131 @@
+"""Delivery reports as the ledger keeps them, and the messages they are matched to.
+
+Every report read is kept once (`bounce_reports`, keyed by the sha256 of its bytes): the
+matched ones with the message they are about, the others with the raw report, so a person
+can read them or match them by hand later. What a report says about its message is an
+event (`notifier.bounces` appends it); a hard bounce also suppresses the address
+(`notifier.ledger.suppressions`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from notifier.ledger.chain import utc_now
+
+
+@dataclass(frozen=True)
+class MatchedMessage:
+    """The message a report is about, with its recipient's addresses on the roster."""
+
+    message_id: str
+    campaign_id: str
+    volunteer_id: str
+    state: str
+    email: str | None  # the roster address: what a hard bounce suppresses
+    email_ascii: str | None
+
+    def is_addressed_to(self, recipient: str | None) -> bool:
+        if not recipient:
+            return False
+        wanted = recipient.casefold()
+        return any(a and a.casefold() == wanted for a in (self.email, self.email_ascii))
+
+
+@dataclass(frozen=True)
+class RecordedReport:
+    """One delivery report as kept in the ledger."""
+
+    sha256: str  # notifier.bounces.report_digest() of its bytes: its identity
+    source: str  # where it was read: a file, an mbox message, an IMAP UID
+    received_at: str
+    matched: bool
+    message_id: str | None  # the message it was matched to
+    detail: Mapping[str, Any]  # the outcome, the per-recipient records, the raw report
+
+
+_SELECT_MESSAGE = (
+    "SELECT m.message_id, m.campaign_id, m.volunteer_id, m.state, v.email, v.email_ascii"
+    " FROM messages m LEFT JOIN volunteers v ON v.volunteer_id = m.volunteer_id"
+)
+
+
+def message_by_verp_token(conn: sqlite3.Connection, token: str) -> MatchedMessage | None:
+    row = conn.execute(f"{_SELECT_MESSAGE} WHERE m.verp_token = ? LIMIT 1", (token,)).fetchone()
+    return _matched(row)
+
+
+def message_by_message_id(conn: sqlite3.Connection, message_id: str) -> MatchedMessage | None:
+    """The message with this Message-ID, compared with and without its angle brackets:
+    MTAs differ."""
+    bare = message_id.strip().strip("<>")
+    row = conn.execute(
+        f"{_SELECT_MESSAGE} WHERE m.message_id IN (?, ?) LIMIT 1", (bare, f"<{bare}>")
+    ).fetchone()
+    return _matched(row)
+
+
+def _matched(row: sqlite3.Row | None) -> MatchedMessage | None:
+    if row is None:
+        return None
+    return MatchedMessage(
+        message_id=row["message_id"],
+        campaign_id=row["campaign_id"],
+        volunteer_id=row["volunteer_id"],
+        state=row["state"],
+        email=row["email"],
+        email_ascii=row["email_ascii"],
+    )
+
+
+def is_recorded(conn: sqlite3.Connection, sha256: str) -> bool:
+    row = conn.execute("SELECT 1 FROM bounce_reports WHERE sha256 = ?", (sha256,)).fetchone()
+    return row is not None
+
+
+def record(
+    conn: sqlite3.Connection,
+    sha256: str,
+    source: str,
+    *,
+    matched: bool,
+    message_id: str | None,
+    detail: Mapping[str, Any],
+) -> RecordedReport:
+    """Keep one report, received now. `message_id` may name the message of a report that
+    is not matched all the same (an auto-reply to it: nothing to record about it)."""
+    report = RecordedReport(sha256, source, utc_now(), matched, message_id, detail)
+    conn.execute(
+        "INSERT INTO bounce_reports(sha256, source, received_at, matched, message_id, detail)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            report.sha256,
+            report.source,
+            report.received_at,
+            int(report.matched),
+            report.message_id,
+            json.dumps(report.detail, ensure_ascii=False, sort_keys=True),
+        ),
+    )
+    return report
+
+
+def reports(conn: sqlite3.Connection, *, matched: bool | None = None) -> list[RecordedReport]:
+    """The reports kept (only the matched, or unmatched, ones if asked), oldest first."""
+    where, params = ("WHERE matched = ?", (int(matched),)) if matched is not None else ("", ())
+    sql = f"SELECT * FROM bounce_reports {where} ORDER BY received_at, sha256"  # noqa: S608
+    return [
+        RecordedReport(
+            sha256=row["sha256"],
+            source=row["source"],
+            received_at=row["received_at"],
+            matched=bool(row["matched"]),
+            message_id=row["message_id"],
+            detail=json.loads(row["detail"] or "{}"),
+        )
+        for row in conn.execute(sql, params)
+    ]

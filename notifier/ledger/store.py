@@ -1,0 +1,423 @@
+"""The open ledger: one SQLite connection, its transactions, and the API the rest of notifier uses.
+
+`Ledger` is the only way into the file from outside this package. Its methods are thin:
+the SQL for each kind of record lives in that record's module (volunteers, campaigns,
+messages, bounces, suppressions, events, chain), which this class calls with its
+connection inside the transaction the method needs.
+
+Writes go through `transaction()`, which takes SQLite's write lock up front
+(BEGIN IMMEDIATE) so that the chain head read at the start cannot move underneath us
+while another process (say, `notifier send` and `notifier bounces ingest`) writes too.
+Several reads that must agree go through `reading()`, one read transaction; `snapshot()`
+is a read transaction over a checkpointed file, with that file's sha256.
+
+The ledger's sha256. SQLite in WAL mode keeps recent writes in the `-wal` file next to the
+ledger, so the ledger file alone may not hold everything. Before hashing, `snapshot()`
+checkpoints (`PRAGMA wal_checkpoint(TRUNCATE)`, which copies the WAL into the file and
+empties it), then opens a read transaction and checks that the WAL is still empty. While
+that read transaction is open no checkpoint can change the file, so the sha256 is of
+exactly the bytes read inside it, and equals `sha256sum` of the file afterwards as long as
+nothing writes to it. If a send keeps writing, it retries a few times and otherwise says
+in `LedgerDigest.note` that the hash covers the file without the writes still in its WAL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from notifier.errors import LedgerError, VolunteerNotFound
+from notifier.ledger import bounces, campaigns, chain, events, schema, suppressions, volunteers
+from notifier.ledger import messages as message_table
+from notifier.ledger.bounces import MatchedMessage, RecordedReport
+from notifier.ledger.campaigns import CampaignRecord
+from notifier.ledger.chain import Event, EventDraft, VerifyResult
+from notifier.ledger.messages import MessageRecord
+from notifier.ledger.suppressions import Suppression
+from notifier.ledger.volunteers import ImportRecord, ImportSummary, VolunteerQuery
+from notifier.message import DeliveryOutcome, MessageRow, NewMessage
+from notifier.roster import RosterResult, RowProblem
+from notifier.roster_diff import plan_import
+from notifier.volunteer import Volunteer
+
+DEFAULT_LEDGER = "notifier.db"
+
+_EVERYONE = VolunteerQuery()
+
+_SNAPSHOT_TRIES = 3
+_CHECKPOINT_BUSY_MS = 2000
+
+
+@dataclass(frozen=True)
+class LedgerDigest:
+    """The sha256 of the ledger file, and whether it covers every committed write."""
+
+    sha256: str
+    complete: bool
+    note: str = ""
+
+
+class Ledger:
+    """An open ledger file. Use as a context manager, or call close()."""
+
+    def __init__(self, path: str | Path = DEFAULT_LEDGER, *, create: bool = True) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            if not create:
+                raise LedgerError(
+                    "no ledger here",
+                    file=self.path,
+                    hint="import a roster first (notifier roster import FILE), "
+                    "or point --ledger / NOTIFIER_LEDGER at an existing ledger",
+                )
+            _create_private_file(self.path)
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, nothing implicit.
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(
+                f"not a notifier ledger ({exc})",
+                file=self.path,
+                hint="check the path; a ledger is the SQLite file notifier created",
+            ) from exc
+        conn.row_factory = sqlite3.Row  # every row is read by column name
+        self.conn = conn  # for this package's modules only
+        # The same connection through sqlite_utils: for tests that set up rows by hand.
+        self.db = sqlite_utils.Database(conn)
+        with self.transaction():
+            if schema.migrate(conn, self.path) == 0:
+                chain.start(conn)
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def schema_version(self) -> int:
+        return schema.schema_version(self.conn)
+
+    def count(self, table: str) -> int:
+        """The number of rows in one table."""
+        sql = f"SELECT count(*) AS n FROM [{table}]"  # noqa: S608
+        return int(self.conn.execute(sql).fetchone()["n"])
+
+    # -- transactions
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.in_transaction
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction, holding the write lock from the start. Nested calls join."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Several reads over one consistent state of the ledger. Joins an open transaction."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("ROLLBACK")  # we only read
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[LedgerDigest]:
+        """reading() over a checkpointed ledger, and the sha256 of its file.
+
+        Everything read inside the `with` block sees the same state as the hashed bytes
+        (see the module docstring).
+        """
+        if self.conn.in_transaction:
+            # The caller holds a transaction: we cannot checkpoint, so hash what is there.
+            yield self._digest(complete=self._wal_is_empty())
+            return
+        for attempt in range(1, _SNAPSHOT_TRIES + 1):
+            self._checkpoint()
+            with self.reading():
+                # The first read starts the snapshot. If the WAL is empty now, the snapshot
+                # is the file itself, and no checkpoint can change the file until we end.
+                self.schema_version()
+                complete = self._wal_is_empty()
+                if complete or attempt == _SNAPSHOT_TRIES:
+                    yield self._digest(complete=complete)
+                    return
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the ledger file, waiting only briefly for a writer to pause."""
+        previous = self.conn.execute("PRAGMA busy_timeout").fetchone()["timeout"]
+        self.conn.execute(f"PRAGMA busy_timeout={_CHECKPOINT_BUSY_MS}")
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.OperationalError:
+            pass  # busy: the caller sees a non-empty WAL and says so
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout={int(previous)}")
+
+    def _wal_is_empty(self) -> bool:
+        wal = self.path.with_name(self.path.name + "-wal")
+        return not wal.exists() or wal.stat().st_size == 0
+
+    def _digest(self, *, complete: bool) -> LedgerDigest:
+        sha = hashlib.sha256()
+        with self.path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                sha.update(chunk)
+        note = (
+            ""
+            if complete
+            else "the ledger was being written while this report was made: the sha256 "
+            "covers the ledger file without the writes still in its -wal file; make the "
+            "report again when no send or bounce ingest is running"
+        )
+        return LedgerDigest(sha.hexdigest(), complete, note)
+
+    # -- events and the chain
+
+    def append_events(self, drafts: Iterable[EventDraft], at: str | None = None) -> list[Event]:
+        """Append events in order, linking each into the chain; moves messages with a state.
+
+        Events appended together are committed together, and carry one time: `at`, or now.
+        """
+        with self.transaction():
+            return message_table.append_events(self.conn, list(drafts), at).events()
+
+    def append_event(self, draft: EventDraft) -> Event:
+        return self.append_events([draft])[0]
+
+    def events(
+        self,
+        *,
+        volunteer_id: str | None = None,
+        campaign_id: str | None = None,
+        message_id: str | None = None,
+        kinds: Sequence[str] | None = None,
+    ) -> Iterator[Event]:
+        """Events in chain order, filtered by any of the given attributes."""
+        return events.events(
+            self.conn,
+            volunteer_id=volunteer_id,
+            campaign_id=campaign_id,
+            message_id=message_id,
+            kinds=kinds,
+        )
+
+    def volunteer_events(self, volunteer_id: str) -> list[Event]:
+        """Every event about one person: naming them, or naming only one of their messages."""
+        return events.volunteer_events(self.conn, volunteer_id)
+
+    def campaign_events(self, campaign_id: str) -> list[Event]:
+        """Every event about one campaign: naming it, or naming only one of its messages."""
+        return events.campaign_events(self.conn, campaign_id)
+
+    def verify(self) -> VerifyResult:
+        """Walk the chain and report the first event whose link or content does not hold."""
+        return chain.verify(self.conn)
+
+    # -- volunteers and roster imports
+
+    def volunteers(self, query: VolunteerQuery = _EVERYONE) -> Iterator[Volunteer]:
+        """The volunteers the query selects (default: everyone), in volunteer_id order."""
+        return volunteers.select(self.conn, query)
+
+    def count_volunteers(self, query: VolunteerQuery = _EVERYONE) -> Counter[tuple[str, str]]:
+        """How many volunteers the query selects, by (locale, exposure)."""
+        return volunteers.count_by_locale_and_exposure(self.conn, query)
+
+    def get_volunteer(self, id_or_email: str) -> Volunteer:
+        """Find one volunteer by id, or by address (case-insensitive)."""
+        found = volunteers.find(self.conn, id_or_email)
+        if found is None:
+            raise VolunteerNotFound(
+                f"no volunteer with id or address {id_or_email.strip()!r}",
+                file=self.path,
+                hint="list them with: notifier roster list",
+            )
+        return found
+
+    def record_import(
+        self, result: RosterResult, *, mapping_sha256: str = "", strict: bool = False
+    ) -> ImportSummary:
+        """Record one roster import: the import, its rejected rows, volunteer changes, events.
+
+        All in one transaction: what changes is decided (notifier.roster_diff) against the
+        volunteers as this transaction reads them. Re-importing the file last imported,
+        when that would change no volunteer, writes nothing and says so (already_imported).
+        """
+        with self.transaction():
+            plan = plan_import(result, volunteers.stored_texts(self.conn), strict=strict)
+            return volunteers.record_import(self.conn, result, plan, mapping_sha256=mapping_sha256)
+
+    def latest_import(self) -> ImportRecord | None:
+        """The most recent roster import recorded, if any."""
+        return volunteers.latest_import(self.conn)
+
+    def rejected_rows(self, import_id: int | None = None) -> list[RowProblem]:
+        """The problems recorded for one import (default: the latest), in row order."""
+        return volunteers.rejected_rows(self.conn, import_id)
+
+    # -- campaigns
+
+    def register_campaign(
+        self,
+        campaign_id: str,
+        *,
+        title: str,
+        follows: str | None,
+        definition: dict[str, Any],
+        templates_sha256: str,
+    ) -> bool:
+        """Record a campaign the first time it is sent; True if it was new."""
+        with self.transaction():
+            return campaigns.register(
+                self.conn,
+                campaign_id,
+                title=title,
+                follows=follows,
+                definition=definition,
+                templates_sha256=templates_sha256,
+            )
+
+    def campaign(self, campaign_id: str) -> CampaignRecord | None:
+        """The campaign as registered, or None if it was never sent."""
+        return campaigns.find(self.conn, campaign_id)
+
+    def campaign_is_registered(self, campaign_id: str) -> bool:
+        return self.campaign(campaign_id) is not None
+
+    # -- messages and delivery (notifier.ledger.messages explains the write-ahead intent)
+
+    def ensure_messages(self, campaign_id: str, messages: Iterable[NewMessage]) -> int:
+        """Register each message as pending (a `queued` event) unless it exists; count new."""
+        with self.transaction():
+            return message_table.ensure(self.conn, campaign_id, messages)
+
+    def claim_for_sending(self, message_ids: Sequence[str]) -> dict[str, int]:
+        """Mark messages `sending` in one committed transaction; returns each one's attempt.
+
+        Call it before the bytes go out: a crash after this leaves the messages `sending`,
+        which the next run reports as uncertain rather than sending them twice.
+        """
+        with self.transaction():
+            return message_table.claim_for_sending(self.conn, message_ids)
+
+    def record_outcomes(self, outcomes: Iterable[DeliveryOutcome]) -> int:
+        """Append one event per outcome (kind = new state) and keep the server's reply."""
+        with self.transaction():
+            return message_table.record_outcomes(self.conn, list(outcomes))
+
+    def mark_uncertain(self, campaign_id: str) -> list[MessageRow]:
+        """Messages left `sending` by a run that died: move them to `uncertain`, with an event."""
+        with self.transaction():
+            return message_table.mark_uncertain(self.conn, campaign_id)
+
+    def campaign_messages(
+        self, campaign_id: str, *, states: Sequence[str] | None = None
+    ) -> list[MessageRow]:
+        """A campaign's messages with their recipients, in volunteer order."""
+        return message_table.campaign_messages(self.conn, campaign_id, states=states)
+
+    def uncertain_messages(self, campaign_id: str) -> list[MessageRow]:
+        """Messages whose outcome is unknown after a crash (still to be decided on)."""
+        return self.campaign_messages(campaign_id, states=("uncertain", "sending"))
+
+    def messages(self, campaign_id: str | None = None) -> list[MessageRecord]:
+        """The messages of one campaign (default: of every campaign), as stored."""
+        return message_table.messages(self.conn, campaign_id)
+
+    def message_states(self, campaign_id: str) -> dict[str, str]:
+        """volunteer_id -> state of the campaign's messages (volunteers without one left out)."""
+        return message_table.message_states(self.conn, campaign_id)
+
+    def state_counts(self, campaign_id: str) -> dict[str, int]:
+        """Number of the campaign's messages in each state (states with none are left out)."""
+        return message_table.state_counts(self.conn, campaign_id)
+
+    def has_messages(self, campaign_id: str) -> bool:
+        """True when the ledger holds any message of this campaign (it has been sent)."""
+        return message_table.has_messages(self.conn, campaign_id)
+
+    # -- delivery reports
+
+    def message_by_verp_token(self, token: str) -> MatchedMessage | None:
+        return bounces.message_by_verp_token(self.conn, token)
+
+    def message_by_message_id(self, message_id: str) -> MatchedMessage | None:
+        """The message with this Message-ID, with or without its angle brackets."""
+        return bounces.message_by_message_id(self.conn, message_id)
+
+    def bounce_report_recorded(self, sha256: str) -> bool:
+        return bounces.is_recorded(self.conn, sha256)
+
+    def record_bounce_report(
+        self,
+        sha256: str,
+        source: str,
+        *,
+        matched: bool,
+        message_id: str | None,
+        detail: dict[str, Any],
+    ) -> RecordedReport:
+        """Keep one delivery report, received now."""
+        with self.transaction():
+            return bounces.record(
+                self.conn, sha256, source, matched=matched, message_id=message_id, detail=detail
+            )
+
+    def bounce_reports(self, *, matched: bool | None = None) -> list[RecordedReport]:
+        """The delivery reports kept (only the matched, or unmatched, ones if asked)."""
+        return bounces.reports(self.conn, matched=matched)
+
+    # -- suppressions
+
+    def suppressed(self, email: str) -> bool:
+        """True when the address is on the suppression list (hard bounce), any case."""
+        return suppressions.is_suppressed(self.conn, email)
+
+    def suppressed_addresses(self) -> set[str]:
+        """The whole suppression list, as address_key() (lowercase), to check many at once."""
+        return suppressions.suppressed_addresses(self.conn)
+
+    def suppressions(self) -> list[Suppression]:
+        return suppressions.suppressions(self.conn)
+
+    def add_suppression(self, email: str, reason: str, *, event_seq: int | None) -> Suppression:
+        """Put an address on the suppression list, as of now."""
+        with self.transaction():
+            return suppressions.add(self.conn, email, reason, event_seq=event_seq)
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the ledger readable by its owner only: it holds personal data."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    os.close(fd)

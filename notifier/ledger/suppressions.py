@@ -1,0 +1,63 @@
+"""The suppression list: addresses no notice is sent to any more (after a hard bounce).
+
+One rule says whether two addresses are the same here, `address_key`: case does not
+matter, in any script. Every lookup goes through it, in Python, so the list, a single
+address and a roster matched against the list never disagree (SQLite's own lower() folds
+ASCII letters only).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from notifier.ledger.chain import utc_now
+
+
+def address_key(email: str) -> str:
+    """What a suppressed address is compared by."""
+    return email.lower()
+
+
+@dataclass(frozen=True)
+class Suppression:
+    email: str  # as it was suppressed (the roster address, or the report's recipient)
+    reason: str
+    at: str
+    event_seq: int | None  # the event that caused it (the hard bounce), when recorded
+
+    @property
+    def key(self) -> str:
+        return address_key(self.email)
+
+
+def suppressions(conn: sqlite3.Connection) -> list[Suppression]:
+    """The whole list, oldest first."""
+    return [
+        Suppression(
+            email=row["email"],
+            reason=row["reason"] or "",
+            at=row["at"] or "",
+            event_seq=row["event_seq"],
+        )
+        for row in conn.execute("SELECT email, reason, at, event_seq FROM suppressions ORDER BY at")
+    ]
+
+
+def suppressed_addresses(conn: sqlite3.Connection) -> set[str]:
+    """The address_key() of every suppressed address, for checking many at once."""
+    return {address_key(row["email"]) for row in conn.execute("SELECT email FROM suppressions")}
+
+
+def is_suppressed(conn: sqlite3.Connection, email: str) -> bool:
+    return address_key(email) in suppressed_addresses(conn)
+
+
+def add(conn: sqlite3.Connection, email: str, reason: str, *, event_seq: int | None) -> Suppression:
+    """Put an address on the list, as of now. Within a transaction."""
+    suppression = Suppression(email, reason, utc_now(), event_seq)
+    conn.execute(
+        "INSERT INTO suppressions(email, reason, at, event_seq) VALUES (?, ?, ?, ?)",
+        (suppression.email, suppression.reason, suppression.at, suppression.event_seq),
+    )
+    return suppression

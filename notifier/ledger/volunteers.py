@@ -1,0 +1,355 @@
+"""Volunteers, and the roster imports that put them in the ledger (with their rejected rows).
+
+A volunteer is stored as text (`Volunteer.texts()`); what an import changes is decided by
+`notifier.roster_diff` and written here, with its events, in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from notifier.ledger.chain import EventDraft, append, utc_now
+from notifier.roster import RosterResult, RowProblem
+from notifier.roster_diff import ImportPlan, StoredTexts, VolunteerUpdate
+from notifier.volunteer import TEXT_FIELDS, Volunteer
+
+_COLUMNS = ", ".join(("volunteer_id", *TEXT_FIELDS))
+
+
+def volunteer_to_row(v: Volunteer) -> dict[str, Any]:
+    """The volunteers table's columns for one volunteer (as an import writes them)."""
+    return {"volunteer_id": v.volunteer_id, **dict(zip(TEXT_FIELDS, v.texts(), strict=True))}
+
+
+def volunteer_from_row(row: Mapping[str, Any] | sqlite3.Row) -> Volunteer:
+    return Volunteer.from_texts(row["volunteer_id"], row)
+
+
+@dataclass(frozen=True)
+class VolunteerQuery:
+    """Which volunteers. Empty tuples and None mean "no filter on this"."""
+
+    exposures: tuple[str, ...] = ()
+    locales: tuple[str, ...] = ()
+    # Only people with a message in this campaign, in one of `message_states` if any given.
+    in_campaign: str | None = None
+    message_states: tuple[str, ...] = ()
+    volunteer_id: str | None = None
+
+    def where(self) -> tuple[str, list[str]]:
+        """The SQL WHERE clause (or "") and its parameters. Only placeholders take values."""
+        clauses: list[str] = []
+        params: list[str] = []
+        for column, values in (("exposure", self.exposures), ("locale", self.locales)):
+            if values:
+                clauses.append(f"{column} IN ({_marks(values)})")
+                params.extend(values)
+        if self.in_campaign is not None:
+            subquery = "SELECT volunteer_id FROM messages WHERE campaign_id = ?"
+            params.append(self.in_campaign)
+            if self.message_states:
+                subquery += f" AND state IN ({_marks(self.message_states)})"
+                params.extend(self.message_states)
+            clauses.append(f"volunteer_id IN ({subquery})")
+        if self.volunteer_id is not None:
+            clauses.append("volunteer_id = ?")
+            params.append(self.volunteer_id)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+def select(conn: sqlite3.Connection, query: VolunteerQuery) -> Iterator[Volunteer]:
+    """The volunteers the query selects, in volunteer_id order."""
+    where, params = query.where()
+    sql = f"SELECT {_COLUMNS} FROM volunteers{where} ORDER BY volunteer_id"  # noqa: S608
+    for row in conn.execute(sql, params):
+        yield volunteer_from_row(row)
+
+
+def count_by_locale_and_exposure(
+    conn: sqlite3.Connection, query: VolunteerQuery
+) -> Counter[tuple[str, str]]:
+    where, params = query.where()
+    sql = (
+        "SELECT locale, exposure, count(*) AS n FROM volunteers"  # noqa: S608
+        f"{where} GROUP BY locale, exposure"
+    )
+    return Counter(
+        {(row["locale"], row["exposure"]): int(row["n"]) for row in conn.execute(sql, params)}
+    )
+
+
+def find(conn: sqlite3.Connection, id_or_email: str) -> Volunteer | None:
+    """One volunteer by id, or else by address (either form, ASCII case-insensitive)."""
+    key = id_or_email.strip()
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM volunteers WHERE volunteer_id = ?",  # noqa: S608
+        (key,),
+    ).fetchone()
+    if row is None:
+        row = conn.execute(
+            f"SELECT {_COLUMNS} FROM volunteers"  # noqa: S608
+            " WHERE lower(email) = lower(?) OR lower(email_ascii) = lower(?)"
+            " ORDER BY volunteer_id LIMIT 1",
+            (key, key),
+        ).fetchone()
+    return None if row is None else volunteer_from_row(row)
+
+
+def stored_texts(conn: sqlite3.Connection) -> dict[str, StoredTexts]:
+    """volunteer_id -> the TEXT_FIELDS as stored, for every volunteer: what an import
+    compares against."""
+    cursor = conn.execute(f"SELECT {_COLUMNS} FROM volunteers")  # noqa: S608
+    # The columns are selected in TEXT_FIELDS order, after the id.
+    return {volunteer_id: texts for volunteer_id, *texts in cursor}
+
+
+# --- roster imports ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """What record_import() did."""
+
+    import_id: int  # the import just recorded, or the earlier one when already_imported
+    added: int
+    updated: int
+    unchanged: int
+    rejected: int  # rows with at least one problem
+    changes: tuple[tuple[str, str, str, str], ...]  # (volunteer_id, field, old, new)
+    already_imported: bool
+    # Every problem recorded: the roster's own, plus rows the ledger refused (an address
+    # that already belongs to another volunteer_id).
+    problems: tuple[RowProblem, ...] = ()
+    refused: bool = False  # --strict and some row was bad: no volunteer was written
+
+
+@dataclass(frozen=True)
+class ImportRecord:
+    """One roster import as the ledger recorded it."""
+
+    import_id: int
+    file_name: str
+    sha256: str
+    mapping_sha256: str
+    encoding: str
+    imported_at: str
+    rows_total: int
+    rows_valid: int
+    rows_rejected: int
+    added: int
+    updated: int
+    unchanged: int
+
+
+def record_import(
+    conn: sqlite3.Connection,
+    result: RosterResult,
+    plan: ImportPlan,
+    *,
+    mapping_sha256: str,
+) -> ImportSummary:
+    """Write one planned roster import: the import, its rejected rows, the volunteers'
+    changes and the events. Within a transaction, with `plan` made from the volunteers
+    as the transaction reads them.
+
+    Re-importing the file last imported, when that would change no volunteer, writes
+    nothing and says so (already_imported).
+    """
+    latest = latest_import(conn)
+    if (
+        latest is not None
+        and latest.sha256 == result.sha256
+        and latest.mapping_sha256 == mapping_sha256
+        and not plan.changes_volunteers
+    ):
+        return ImportSummary(
+            import_id=latest.import_id,
+            added=0,
+            updated=0,
+            unchanged=plan.unchanged,
+            rejected=plan.rejected,
+            changes=(),
+            already_imported=True,
+            problems=plan.problems,
+            refused=plan.refused,
+        )
+    now = utc_now()
+    counts = {
+        "rows_total": result.rows_total,
+        "rows_valid": result.rows_total - plan.rejected,
+        "rows_rejected": plan.rejected,
+        "added": len(plan.added),
+        "updated": len(plan.updated),
+        "unchanged": plan.unchanged,
+    }
+    cursor = conn.execute(
+        "INSERT INTO imports(file_name, sha256, mapping_sha256, encoding, imported_at,"
+        " rows_total, rows_valid, rows_rejected, added, updated, unchanged)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (str(result.file), result.sha256, mapping_sha256, result.encoding, now, *counts.values()),
+    )
+    import_id = int(cursor.lastrowid or 0)
+    conn.executemany(
+        "INSERT INTO rejected_rows(import_id, [row], [column], value, reason, field)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [(import_id, p.row, p.column, p.value, p.reason, p.field) for p in plan.problems],
+    )
+    _write_volunteers(conn, import_id, now, plan)
+    imported = EventDraft(
+        "roster_imported",
+        data={
+            "import_id": import_id,
+            "file": result.file.name,
+            "sha256": result.sha256,
+            "mapping_sha256": mapping_sha256,
+            "encoding": result.encoding,
+            "strict": plan.strict,
+            "applied": not plan.refused,
+            **counts,
+        },
+    )
+    added = [
+        EventDraft(
+            "volunteer_added",
+            volunteer_id=a.volunteer.volunteer_id,
+            # The address as imported, under the chain's protection; the rest of the
+            # person's record is in the volunteers table.
+            data={"import_id": import_id, "row": a.row, "email": a.volunteer.email},
+        )
+        for a in plan.added
+    ]
+    updated = [
+        EventDraft(
+            "volunteer_updated",
+            volunteer_id=u.volunteer.volunteer_id,
+            data={
+                "import_id": import_id,
+                "row": u.row,
+                "changes": {f: {"old": o, "new": n} for f, (o, n) in u.changes.items()},
+            },
+        )
+        for u in plan.updated
+    ]
+    rejected = [
+        EventDraft(
+            "row_rejected",
+            data={
+                "import_id": import_id,
+                "row": p.row,
+                "column": p.column,
+                "value": p.value,
+                "reason": p.reason,
+            },
+        )
+        for p in plan.problems
+    ]
+    append(conn, [imported, *added, *updated, *rejected], now)
+    return ImportSummary(
+        import_id=import_id,
+        added=len(plan.added),
+        updated=len(plan.updated),
+        unchanged=plan.unchanged,
+        rejected=plan.rejected,
+        changes=plan.changes,
+        already_imported=False,
+        problems=plan.problems,
+        refused=plan.refused,
+    )
+
+
+def _write_volunteers(conn: sqlite3.Connection, import_id: int, now: str, plan: ImportPlan) -> None:
+    placeholders = ", ".join("?" for _ in ("volunteer_id", *TEXT_FIELDS))
+    conn.executemany(
+        f"INSERT INTO volunteers({_COLUMNS}, import_id, source_row, created_at, updated_at)"  # noqa: S608
+        f" VALUES ({placeholders}, ?, ?, ?, ?)",
+        # A generator: rows are made as SQLite takes them, never all held at once.
+        (
+            (a.volunteer.volunteer_id, *a.volunteer.texts(), import_id, a.row, now, now)
+            for a in plan.added
+        ),
+    )
+    # Two volunteers may swap addresses in one import; park the changing addresses first
+    # so the unique index on email never sees a transient clash.
+    conn.executemany(
+        "UPDATE volunteers SET email = ? WHERE volunteer_id = ?",
+        [
+            (f"\x00moving:{u.volunteer.volunteer_id}", u.volunteer.volunteer_id)
+            for u in plan.updated
+            if "email" in u.changes
+        ],
+    )
+    # Set only the changed columns (grouped by which changed): rewriting an unchanged
+    # indexed column would still cost an index update.
+    groups: dict[tuple[str, ...], list[VolunteerUpdate]] = {}
+    for update in plan.updated:
+        groups.setdefault(tuple(update.changes), []).append(update)
+    for changed, updates in groups.items():
+        # Only fixed column names are joined into the SQL; values go in as parameters.
+        assignments = ", ".join(f"{c} = ?" for c in changed)
+        conn.executemany(
+            f"UPDATE volunteers SET {assignments}, import_id = ?, source_row = ?,"  # noqa: S608
+            " updated_at = ? WHERE volunteer_id = ?",
+            [
+                (
+                    *(u.changes[c][1] for c in changed),
+                    import_id,
+                    u.row,
+                    now,
+                    u.volunteer.volunteer_id,
+                )
+                for u in updates
+            ],
+        )
+
+
+def latest_import(conn: sqlite3.Connection) -> ImportRecord | None:
+    """The most recent roster import recorded, if any."""
+    row = conn.execute("SELECT * FROM imports ORDER BY id DESC LIMIT 1").fetchone()
+    if row is None:
+        return None
+    return ImportRecord(
+        import_id=row["id"],
+        file_name=row["file_name"] or "",
+        sha256=row["sha256"] or "",
+        mapping_sha256=row["mapping_sha256"] or "",
+        encoding=row["encoding"] or "",
+        imported_at=row["imported_at"] or "",
+        rows_total=int(row["rows_total"] or 0),
+        rows_valid=int(row["rows_valid"] or 0),
+        rows_rejected=int(row["rows_rejected"] or 0),
+        added=int(row["added"] or 0),
+        updated=int(row["updated"] or 0),
+        unchanged=int(row["unchanged"] or 0),
+    )
+
+
+def rejected_rows(conn: sqlite3.Connection, import_id: int | None = None) -> list[RowProblem]:
+    """The problems recorded for one import (default: the latest), in row order."""
+    if import_id is None:
+        latest = latest_import(conn)
+        if latest is None:
+            return []
+        import_id = latest.import_id
+    cursor = conn.execute(
+        "SELECT [row], [column], value, reason, field FROM rejected_rows"
+        " WHERE import_id = ? ORDER BY [row], id",
+        (import_id,),
+    )
+    return [
+        RowProblem(
+            row=row["row"],
+            column=row["column"],
+            value=row["value"],
+            reason=row["reason"],
+            field=row["field"] or "",
+        )
+        for row in cursor
+    ]

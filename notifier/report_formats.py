@@ -1,0 +1,264 @@
+"""Renderers of the proof of notification: JSON, CSV and one self-contained HTML file.
+
+They turn the facts `notifier.report` reads from the ledger (a `CampaignReport`, the
+unreachable people, a person's history) into files for a regulator or a spreadsheet; they
+read nothing themselves. The terminal tables are in `notifier.cli.report`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import jinja2
+
+from notifier.ledger import Event
+from notifier.message import MessageState
+from notifier.report import CampaignReport, Timeline, UnreachablePerson
+
+NOT_RECORDED = "not recorded"
+
+REPORT_CSV_COLUMNS: tuple[str, ...] = (
+    "volunteer_id",
+    "email",
+    "locale",
+    "exposure",
+    "state",
+    "first_attempt_at",
+    "final_at",
+    "attempts",
+    "smtp_reply",
+    "queue_id",
+    "diagnostic",
+)
+UNREACHABLE_CSV_COLUMNS: tuple[str, ...] = (
+    "volunteer_id",
+    "name",
+    "email",
+    "locale",
+    "exposure",
+    "postal_address",
+    "reason",
+    "detail",
+    "campaign",
+    "at",
+    "import_file",
+    "import_row",
+)
+
+
+def _cell(value: Any) -> str:
+    """A CSV cell that a spreadsheet will not run as a formula (CSV injection)."""
+    text = "" if value is None else str(value)
+    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + text
+    return text
+
+
+def _csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([_cell(v) for v in row])
+    return out.getvalue()
+
+
+def report_as_dict(report: CampaignReport) -> dict[str, Any]:
+    return {
+        "campaign": report.campaign_id,
+        "title": report.title,
+        "follows": report.follows,
+        "registered_at": report.registered_at,
+        "generated_at": report.generated_at,
+        "ledger": {"file": report.ledger_file, **asdict(report.ledger)},
+        "verification": asdict(report.verification),
+        "templates_sha256": {
+            "recorded": report.templates.recorded,
+            "current": report.templates.current,
+            "matches": report.templates.matches,
+        },
+        "total": report.total,
+        "counts": dict(report.counts),
+        "counts_by_locale": {k: dict(v) for k, v in report.counts_by_locale.items()},
+        "counts_by_exposure": {k: dict(v) for k, v in report.counts_by_exposure.items()},
+        "timeline": {
+            "first_send_at": report.timeline.first_send_at,
+            "last_send_at": report.timeline.last_send_at,
+            "hours": [{"hour": b.hour, "counts": dict(b.counts)} for b in report.timeline.hours],
+        },
+        "recipients": [asdict(r) for r in report.recipients],
+        "state_mismatches": list(report.state_mismatches),
+    }
+
+
+def report_as_json(report: CampaignReport) -> str:
+    return json.dumps(report_as_dict(report), ensure_ascii=False, indent=2) + "\n"
+
+
+def report_as_csv(report: CampaignReport) -> str:
+    return _csv(
+        REPORT_CSV_COLUMNS,
+        ([getattr(r, column) for column in REPORT_CSV_COLUMNS] for r in report.recipients),
+    )
+
+
+def unreachable_as_dicts(people: Iterable[UnreachablePerson]) -> list[dict[str, Any]]:
+    return [
+        {
+            **{k: v for k, v in asdict(p).items() if k != "campaign_id"},
+            "campaign": p.campaign_id,
+        }
+        for p in people
+    ]
+
+
+def unreachable_as_json(people: Iterable[UnreachablePerson]) -> str:
+    return json.dumps(unreachable_as_dicts(people), ensure_ascii=False, indent=2) + "\n"
+
+
+def unreachable_as_csv(people: Iterable[UnreachablePerson]) -> str:
+    records = unreachable_as_dicts(people)
+    return _csv(
+        UNREACHABLE_CSV_COLUMNS,
+        ([r[column] for column in UNREACHABLE_CSV_COLUMNS] for r in records),
+    )
+
+
+def history_as_dicts(events: Iterable[Event]) -> list[dict[str, Any]]:
+    return [asdict(e) for e in events]
+
+
+_HTML_ENV = jinja2.Environment(
+    autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
+)
+
+# One self-contained file: inline CSS, no scripts, no external resources, no links, so
+# it can be attached to a regulator's file and read the same way in ten years.
+_HTML_TEMPLATE = _HTML_ENV.from_string(
+    """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Notification report: {{ r.campaign_id }}</title>
+<style>
+body { font-family: Georgia, "Times New Roman", serif; margin: 2em; color: #111; }
+h1 { font-size: 1.5em; margin-bottom: 0.2em; }
+h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #999; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
+th, td { border: 1px solid #bbb; padding: 0.2em 0.5em; text-align: left; vertical-align: top; }
+th { background: #eee; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; }
+code { font-family: "DejaVu Sans Mono", Menlo, monospace; font-size: 0.85em; word-break: break-all; }
+.ok { color: #0a5d00; font-weight: bold; }
+.bad { color: #a00000; font-weight: bold; }
+@media print { body { margin: 0; } h2 { page-break-after: avoid; } tr { page-break-inside: avoid; } }
+</style>
+</head>
+<body>
+<h1>Notification report: {{ r.campaign_id }}</h1>
+<p>{{ r.title }}</p>
+<table>
+<tr><th>Campaign</th><td>{{ r.campaign_id }}</td></tr>
+{% if r.follows %}<tr><th>Follows up</th><td>{{ r.follows }}</td></tr>{% endif %}
+<tr><th>Registered at (UTC)</th><td>{{ r.registered_at or "not recorded" }}</td></tr>
+<tr><th>Report generated at (UTC)</th><td>{{ r.generated_at }}</td></tr>
+<tr><th>Recipients</th><td class="n">{{ r.total }}</td></tr>
+<tr><th>First send attempt</th><td>{{ r.timeline.first_send_at or "none" }}</td></tr>
+<tr><th>Last send attempt</th><td>{{ r.timeline.last_send_at or "none" }}</td></tr>
+</table>
+
+<h2>Integrity of the record</h2>
+<table>
+<tr><th>Ledger verification</th><td>
+{% if r.verification.ok %}
+<span class="ok">PASSED</span>: {{ r.verification.events }} events, hash chain intact
+{% else %}
+<span class="bad">FAILED</span>: {{ r.verification.reason }}
+(first bad event: {{ r.verification.first_bad_seq }}; {{ r.verification.events }} events before it are intact)
+{% endif %}
+</td></tr>
+<tr><th>Head hash (last intact event)</th><td><code>{{ r.verification.head }}</code></td></tr>
+<tr><th>Ledger file</th><td>{{ r.ledger_file }}</td></tr>
+<tr><th>SHA-256 of the ledger file</th><td><code>{{ r.ledger.sha256 }}</code>
+{% if r.ledger.note %}<br>{{ r.ledger.note }}{% endif %}</td></tr>
+<tr><th>SHA-256 of the templates used</th><td><code>{{ r.templates.recorded or not_recorded }}</code>
+{% if r.templates.current %}<br>templates now: <code>{{ r.templates.current }}</code>
+{% if r.templates.matches %}(unchanged){% elif r.templates.matches is not none %}<span class="bad">(changed since the campaign was registered)</span>{% endif %}
+{% endif %}</td></tr>
+{% if r.state_mismatches %}
+<tr><th>Message table</th><td><span class="bad">{{ r.state_mismatches|length }} message(s)</span>
+have a stored state that differs from their recorded events; the states below come from the events:
+{% for m in r.state_mismatches %}<code>{{ m }}</code>{% if not loop.last %}, {% endif %}{% endfor %}</td></tr>
+{% endif %}
+</table>
+<p>How to check this later: every event in the ledger carries the hash of the one before
+it, so <code>notifier ledger verify</code> on this ledger file finds any event edited,
+deleted, inserted or reordered since, and ends at the head hash above. The ledger file's
+SHA-256 (e.g. <code>sha256sum {{ r.ledger_file }}</code>) equals the value above for as long
+as nothing has been written to the ledger since this report was made.</p>
+
+<h2>Outcome by state</h2>
+<table>
+<tr><th>State</th><th>Recipients</th></tr>
+{% for state, n in r.counts.items() %}
+<tr><td>{{ state }}</td><td class="n">{{ n }}</td></tr>
+{% endfor %}
+<tr><th>Total</th><th class="n">{{ r.total }}</th></tr>
+</table>
+{% for title, groups in (("By language", r.counts_by_locale), ("By exposure", r.counts_by_exposure)) %}
+
+<h2>{{ title }}</h2>
+<table>
+<tr><th></th>{% for state in r.states %}<th>{{ state }}</th>{% endfor %}<th>total</th></tr>
+{% for key, counts in groups.items() %}
+<tr><th>{{ key }}</th>{% for state in r.states %}<td class="n">{{ counts[state] }}</td>{% endfor %}<td class="n">{{ counts.values()|sum }}</td></tr>
+{% endfor %}
+</table>
+{% endfor %}
+
+<h2>Timeline (events per hour, UTC)</h2>
+<table>
+<tr><th>Hour</th>{% for kind in kinds %}<th>{{ kind }}</th>{% endfor %}</tr>
+{% for bucket in r.timeline.hours %}
+<tr><td>{{ bucket.hour }}</td>{% for kind in kinds %}<td class="n">{{ bucket.counts.get(kind, 0) }}</td>{% endfor %}</tr>
+{% endfor %}
+</table>
+
+<h2>Recipients</h2>
+<table>
+<tr><th>Volunteer</th><th>Name</th><th>Address</th><th>Language</th><th>Exposure</th><th>State</th><th>First attempt (UTC)</th><th>Final state at (UTC)</th><th>Attempts</th><th>Server reply</th><th>Queue id</th><th>Bounce diagnostic</th></tr>
+{% for p in r.recipients %}
+<tr><td>{{ p.volunteer_id }}</td><td>{{ p.name }}</td><td>{{ p.email }}</td><td>{{ p.locale }}</td><td>{{ p.exposure }}</td><td>{{ p.state }}</td><td>{{ p.first_attempt_at or "" }}</td><td>{{ p.final_at or "" }}</td><td class="n">{{ p.attempts }}</td><td>{{ p.smtp_reply }}</td><td>{{ p.queue_id }}</td><td>{{ p.diagnostic }}</td></tr>
+{% endfor %}
+</table>
+<p>Times are UTC. States and times are taken from the ledger's hash-chained events.</p>
+</body>
+</html>
+"""  # noqa: E501 (HTML rows read better unbroken)
+)
+
+
+# The order of the timeline's columns: the order things happen in.
+_KIND_ORDER: tuple[str, ...] = (
+    "campaign_registered",
+    "queued",
+    "resend_requested",
+    *tuple(MessageState),
+    "address_suppressed",
+)
+
+
+def timeline_kinds(timeline: Timeline) -> list[str]:
+    """The event kinds in a timeline, in lifecycle order, unknown ones last."""
+    present = {kind for bucket in timeline.hours for kind in bucket.counts}
+    return [k for k in _KIND_ORDER if k in present] + sorted(present - set(_KIND_ORDER))
+
+
+def report_as_html(report: CampaignReport) -> str:
+    kinds = timeline_kinds(report.timeline)
+    return _HTML_TEMPLATE.render(r=report, kinds=kinds, not_recorded=NOT_RECORDED)

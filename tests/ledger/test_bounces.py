@@ -1,0 +1,60 @@
+"""Delivery reports in the ledger: the messages they are matched to, and the reports kept."""
+
+from __future__ import annotations
+
+import pytest
+from smtp_helpers import make_volunteers
+
+from notifier.ledger import Ledger, MatchedMessage, volunteer_to_row
+from notifier.message import NewMessage
+
+
+@pytest.fixture
+def sent(ledger: Ledger) -> Ledger:
+    ledger.db.table("volunteers").insert_all([volunteer_to_row(v) for v in make_volunteers(2)])
+    ledger.register_campaign("c", title="t", follows=None, definition={}, templates_sha256="")
+    ledger.ensure_messages(
+        "c", [NewMessage(f"<m{i}@example.org>", f"HMR-{i:05d}", f"tok{i}") for i in range(2)]
+    )
+    return ledger
+
+
+def test_message_found_by_token_or_message_id(sent: Ledger) -> None:
+    volunteer = make_volunteers(2)[1]
+    expected = MatchedMessage(
+        "<m1@example.org>", "c", "HMR-00001", "pending", volunteer.email, volunteer.email_ascii
+    )
+    assert sent.message_by_verp_token("tok1") == expected
+    assert sent.message_by_message_id("<m1@example.org>") == expected
+    assert sent.message_by_message_id(" m1@example.org ") == expected  # MTAs drop the brackets
+    assert sent.message_by_verp_token("nope") is None
+    assert sent.message_by_message_id("<nope@example.org>") is None
+    assert expected.is_addressed_to(volunteer.email.upper())
+    assert not expected.is_addressed_to("someone@example.org") and not expected.is_addressed_to(
+        None
+    )
+
+
+def test_reports_are_kept_once_with_their_detail(sent: Ledger) -> None:
+    assert not sent.bounce_report_recorded("a" * 64)
+    kept = sent.record_bounce_report(
+        "a" * 64,
+        "new/1.eml",
+        matched=True,
+        message_id="<m0@example.org>",
+        detail={"outcome": "matched", "records": [{"recipient": "鈴木@example.jp"}]},
+    )
+    # An auto-reply tied to a message: kept, with the message, but not matched.
+    sent.record_bounce_report(
+        "b" * 64, "new/2.eml", matched=False, message_id="<m1@example.org>", detail={"raw": "x"}
+    )
+    assert sent.bounce_report_recorded("a" * 64)
+    assert sent.bounce_reports()[0] == kept
+    assert kept.detail["records"][0]["recipient"] == "鈴木@example.jp"
+    assert [r.sha256 for r in sent.bounce_reports(matched=True)] == ["a" * 64]
+    (unmatched,) = sent.bounce_reports(matched=False)
+    assert (unmatched.source, unmatched.message_id, unmatched.matched) == (
+        "new/2.eml",
+        "<m1@example.org>",
+        False,
+    )

@@ -1,0 +1,261 @@
+"""The hash chain: one way to hash an event, appending, reading back, and tamper detection.
+
+The tamper tests edit the file with plain sqlite3 on purpose: that is what they are about.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from notifier.ledger import GENESIS_HASH, EventDraft, Ledger, canonical_json, event_hash
+
+# Any text: quotes, backslashes, control characters, line separators, non-BMP.
+TEXT = st.text(max_size=20)
+JSON_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+DRAFT = st.builds(
+    EventDraft,
+    kind=TEXT,
+    campaign_id=st.none() | TEXT,
+    volunteer_id=st.none() | TEXT,
+    message_id=st.none() | TEXT,
+    data=st.dictionaries(TEXT, JSON_VALUE, max_size=4),
+)
+
+
+def reference_hash(prev_hash: str, seq: int, at: str, draft: EventDraft) -> str:
+    """The definition event_hash() writes out by hand: canonical JSON of the whole event."""
+    content = json.dumps(
+        {
+            "seq": seq,
+            "at": at,
+            "kind": draft.kind,
+            "campaign_id": draft.campaign_id,
+            "volunteer_id": draft.volunteer_id,
+            "message_id": draft.message_id,
+            "data": draft.data,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(f"{prev_hash}\n{content}".encode()).hexdigest()
+
+
+def write_events(path: Path, count: int = 5) -> None:
+    with Ledger(path) as led:
+        led.append_events(
+            EventDraft("test", volunteer_id=f"v{i}", data={"i": i, "name": "鈴木 一郎"})
+            for i in range(1, count + 1)
+        )
+
+
+def tamper(path: Path, sql: str, params: tuple[object, ...] = ()) -> None:
+    """Edit the file behind notifier's back, as someone with sqlite3 would."""
+    conn = sqlite3.connect(path)
+    conn.execute(sql, params)
+    conn.commit()
+    conn.close()
+
+
+# --- hashing --------------------------------------------------------------------------
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(drafts=st.lists(DRAFT, min_size=1, max_size=5))
+def test_appended_events_hash_to_the_reference_and_verify(
+    tmp_path: Path, drafts: list[EventDraft]
+) -> None:
+    path = tmp_path / "append.db"
+    path.unlink(missing_ok=True)
+    with Ledger(path) as ledger:
+        events = ledger.append_events(drafts)
+        assert ledger.verify().ok
+        assert list(ledger.events()) == events  # read back as written
+    prev = GENESIS_HASH
+    for seq, (event, draft) in enumerate(zip(events, drafts, strict=True), start=1):
+        assert (event.seq, event.prev_hash) == (seq, prev)
+        assert event.hash == reference_hash(prev, event.seq, event.at, draft)
+        prev = event.hash
+
+
+def test_event_hash_is_the_reference_for_one_event() -> None:
+    draft = EventDraft("sent", "c", None, "<m@x>", {"reply": '250 "ok"\u2028', "n": [1, None]})
+    at = "2020-04-01T10:00:00.000000+00:00"
+    fields: dict[str, Any] = {
+        "kind": draft.kind,
+        "campaign_id": draft.campaign_id,
+        "volunteer_id": draft.volunteer_id,
+        "message_id": draft.message_id,
+    }
+    assert event_hash(
+        GENESIS_HASH, 7, at, **fields, data_json=canonical_json(draft.data)
+    ) == reference_hash(GENESIS_HASH, 7, at, draft)
+
+
+# Written by notifier before the ledger became a package: ledgers in use hold such hashes,
+# so these must never change.
+GOLDEN = [
+    (
+        EventDraft(
+            "roster_imported",
+            data={"import_id": 1, "file": "名簿.csv", "strict": False, "ratio": 0.5},
+        ),
+        "c53e7dcc3b5c10a4dd2a6144876158731612dc93f283f3f40bbf40444972af55",
+    ),
+    (
+        EventDraft(
+            "volunteer_added", volunteer_id="HMR-1", data={"email": "鈴木@例え.jp", "row": 2}
+        ),
+        "c9c18bfe43d7b373b838905aa81a6b5bfea4abec38b2e12d5b51c5167d6d889d",
+    ),
+    (
+        EventDraft(
+            "queued", campaign_id="2020-03-breach", volunteer_id="HMR-1", message_id="<a@b>"
+        ),
+        "7c9f5561d399c886ba3213e58227f52386d8108d610415929b69d80526e42753",
+    ),
+    (
+        EventDraft(
+            "sent",
+            campaign_id="c",
+            volunteer_id="v",
+            message_id="<m>",
+            data={
+                "reply": 'quote " back\\ \u2028 \x00 \U0001f600',
+                "code": 250,
+                "nested": {"b": [1, None, True], "a": {}},
+            },
+        ),
+        "740f4d6de69e48293e494c72b8a7570c573a8763b87c21db74564067f970cb17",
+    ),
+    (EventDraft("test"), "ed5292fd55b5831271a72d879cb5fb727af4c72cc979ba10b2ec459432938e14"),
+]
+
+
+def test_hashes_are_those_existing_ledgers_hold(ledger: Ledger) -> None:
+    events = ledger.append_events(
+        [draft for draft, _ in GOLDEN], at="2020-04-01T10:00:00.000000+00:00"
+    )
+    assert [e.hash for e in events] == [expected for _, expected in GOLDEN]
+    assert ledger.verify().head == GOLDEN[-1][1]
+
+
+# --- appending and reading back ---------------------------------------------------------
+
+
+def test_events_chain_and_read_back_in_order(ledger_path: Path) -> None:
+    write_events(ledger_path, 4)
+    with Ledger(ledger_path) as led:
+        events = list(led.events())
+        assert [e.seq for e in events] == [1, 2, 3, 4]
+        assert [e.data["i"] for e in events] == [1, 2, 3, 4]
+        assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(events))
+        assert [e.seq for e in led.events(volunteer_id="v3")] == [3]
+        assert [e.seq for e in led.events(kinds=["test"], volunteer_id="v2")] == [2]
+        assert list(led.events(kinds=["other"])) == []
+        result = led.verify()
+    assert result.ok and result.events == 4 and result.head == events[-1].hash
+
+
+def test_events_appended_together_share_one_time(ledger: Ledger) -> None:
+    first, second = ledger.append_events([EventDraft("a"), EventDraft("b")])
+    assert first.at == second.at
+    (third,) = ledger.append_events([EventDraft("c")], at="2020-04-01T10:00:00.000000+00:00")
+    assert third.at == "2020-04-01T10:00:00.000000+00:00" and third.seq == 3
+
+
+def test_failed_transaction_appends_nothing(ledger: Ledger) -> None:
+    with pytest.raises(RuntimeError), ledger.transaction():
+        ledger.append_event(EventDraft("test"))
+        raise RuntimeError("crash in the middle")
+    assert ledger.count("events") == 0
+    assert ledger.verify().ok
+    assert ledger.append_event(EventDraft("test")).seq == 1
+
+
+# --- tampering ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "params", "bad_seq", "words"),
+    [
+        ("UPDATE events SET data = ? WHERE seq = 3", ('{"i":99}',), 3, "edited"),
+        ("UPDATE events SET data = ? WHERE seq = 3", ("{not json",), 3, "unreadable"),
+        ("UPDATE events SET kind = 'sent' WHERE seq = 2", (), 2, "edited"),
+        ("UPDATE events SET at = '2020-01-01T00:00:00+00:00' WHERE seq = 4", (), 4, "edited"),
+        ("DELETE FROM events WHERE seq = 2", (), 2, "missing"),
+        ("DELETE FROM events WHERE seq = 5", (), 5, "deleted"),
+        (
+            "INSERT INTO events(seq, at, kind, data, prev_hash, hash)"
+            " VALUES (6, '2026-01-01T00:00:00+00:00', 'sent', '{}', 'x', 'y')",
+            (),
+            6,
+            "link",
+        ),
+    ],
+    ids=[
+        "edit-data",
+        "garble-data",
+        "edit-kind",
+        "edit-time",
+        "delete-middle",
+        "delete-last",
+        "insert",
+    ],
+)
+def test_verify_names_the_first_bad_event(
+    ledger_path: Path, sql: str, params: tuple[object, ...], bad_seq: int, words: str
+) -> None:
+    write_events(ledger_path, 5)
+    tamper(ledger_path, sql, params)
+    with Ledger(ledger_path) as led:
+        result = led.verify()
+    assert not result.ok
+    assert result.first_bad_seq == bad_seq
+    assert words in result.reason
+
+
+def test_verify_catches_swapped_events(ledger_path: Path) -> None:
+    write_events(ledger_path, 3)
+    conn = sqlite3.connect(ledger_path)
+    conn.execute("UPDATE events SET seq = 100 WHERE seq = 1")
+    conn.execute("UPDATE events SET seq = 1 WHERE seq = 2")
+    conn.execute("UPDATE events SET seq = 2 WHERE seq = 100")
+    conn.commit()
+    conn.close()
+    with Ledger(ledger_path) as led:
+        result = led.verify()
+    assert not result.ok and result.first_bad_seq == 1
+
+
+def test_cli_verify_reports_intact_and_tampered(notifier, ledger_path: Path) -> None:
+    write_events(ledger_path, 3)
+    ok = notifier("ledger", "verify")
+    assert ok.exit_code == 0
+    assert "3 events, chain intact" in ok.stdout
+    tamper(ledger_path, "UPDATE events SET data = '{}' WHERE seq = 2")
+    bad = notifier("ledger", "verify")
+    assert bad.exit_code == 1
+    assert "event 2" in bad.stderr and "edited" in bad.stderr
+
+
+def test_cli_verify_without_ledger_is_one_clean_line(notifier) -> None:
+    result = notifier("ledger", "verify")
+    assert result.exit_code == 2
+    assert "no ledger here" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,86 @@
+"""The ledger file: creation, its settings, and the forward-only migrations."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+from notifier.errors import LedgerError
+from notifier.ledger import MIGRATIONS, SCHEMA_VERSION, EventDraft, Ledger
+
+
+def tamper(path: Path, sql: str, params: tuple[object, ...] = ()) -> None:
+    """Edit the file behind notifier's back, as someone with sqlite3 would."""
+    conn = sqlite3.connect(path)
+    conn.execute(sql, params)
+    conn.commit()
+    conn.close()
+
+
+def test_new_ledger_is_private_wal_and_versioned(ledger_path: Path) -> None:
+    with Ledger(ledger_path) as led:
+        assert led.schema_version() == SCHEMA_VERSION
+        # The connection's own settings: nothing in the API shows them.
+        assert led.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert led.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert led.verify().ok and led.verify().events == 0
+    assert stat.S_IMODE(os.stat(ledger_path).st_mode) == 0o600
+
+
+def test_reopening_does_not_migrate_again(ledger_path: Path) -> None:
+    with Ledger(ledger_path) as led:
+        led.append_events([EventDraft("test"), EventDraft("test")])
+    with Ledger(ledger_path) as led:
+        assert led.schema_version() == SCHEMA_VERSION
+        assert led.count("events") == 2
+        assert led.verify().ok
+
+
+def test_newer_schema_is_refused(ledger_path: Path) -> None:
+    Ledger(ledger_path).close()
+    tamper(ledger_path, "UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    with pytest.raises(LedgerError, match="newer"):
+        Ledger(ledger_path)
+
+
+def test_missing_ledger_is_not_created_when_reading(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match="no ledger here"):
+        Ledger(tmp_path / "absent.db", create=False)
+    assert not (tmp_path / "absent.db").exists()
+
+
+def test_not_a_database_gives_a_clear_error(tmp_path: Path) -> None:
+    bogus = tmp_path / "roster.csv"
+    bogus.write_text("email,family_name\n" * 100)
+    with pytest.raises(LedgerError, match="not a notifier ledger"):
+        Ledger(bogus)
+
+
+def test_version_1_ledger_migrates_forward_and_keeps_its_rows(ledger_path: Path) -> None:
+    """A ledger written before rejected rows named their canonical field gains the column,
+    filled in where the header was the canonical name, and its events still verify."""
+    conn = sqlite3.connect(ledger_path, isolation_level=None)
+    MIGRATIONS[0](sqlite_utils.Database(conn))
+    conn.execute(
+        "INSERT INTO meta VALUES ('schema_version', '1'), ('chain_head', ?)", (f"0:{'0' * 64}",)
+    )
+    conn.execute("INSERT INTO imports(id, file_name) VALUES (1, 'old.csv')")
+    conn.executemany(
+        "INSERT INTO rejected_rows(import_id, [row], [column], value, reason) VALUES (1,?,?,?,?)",
+        [
+            (2, "Email", "x@", "bad"),
+            (3, "メールアドレス", "y@", "bad"),
+            (4, "exposure", "?", "bad"),
+        ],
+    )
+    conn.close()
+    with Ledger(ledger_path) as led:
+        assert led.schema_version() == SCHEMA_VERSION >= 2
+        assert [p.field for p in led.rejected_rows(1)] == ["email", "", "exposure"]
+        led.append_event(EventDraft("test"))
+        assert led.verify().ok
