@@ -6,7 +6,10 @@ Writes:
   volunteers.csv            ~200 volunteers in UTF-8, both locales, all three exposures,
                             varied data_held, names with apostrophes, quotes and long
                             double-barrelled names, and a handful of bad rows, so a newcomer
-                            sees what the error report looks like;
+                            sees what the error report looks like. The good rows agree with
+                            the 2020 notice: only screened and published people have
+                            screening records in data_held, and published people have
+                            surnames beginning with D, G, I or J (as romanised);
   partner-ja.csv            a Japanese partner's Excel export: cp932, CRLF, Japanese
                             headers and values, including the IBM-extension kanji 髙 and 﨑;
   partner-ja-mapping.toml   the mapping that reads it.
@@ -23,7 +26,7 @@ import random
 import sys
 from pathlib import Path
 
-from notifier.volunteer import DATA_HELD, EXPOSURES, FIELDS
+from notifier.volunteer import EXPOSURES, FIELDS
 
 SEED = 20200314  # the day of the attack in the 2020 notice
 COUNT = 200
@@ -49,7 +52,24 @@ JA_FAMILY = (
     ("鈴木", "suzuki"), ("佐藤", "sato"), ("高橋", "takahashi"), ("田中", "tanaka"),
     ("伊藤", "ito"), ("渡辺", "watanabe"), ("山本", "yamamoto"), ("中村", "nakamura"),
     ("小林", "kobayashi"), ("加藤", "kato"), ("髙橋", "takahashi"), ("山﨑", "yamasaki"),
-    ("渡邉", "watanabe"), ("齋藤", "saito"), ("長谷川", "hasegawa"),
+    ("渡邉", "watanabe"), ("齋藤", "saito"), ("長谷川", "hasegawa"), ("後藤", "goto"),
+    ("井上", "inoue"),
+)  # fmt: skip
+# The published records were of volunteers with surnames beginning with D, G, I or J.
+PUBLISHED_INITIALS = ("d", "g", "i", "j")
+# What was kept from people's screening visits: not everything for everyone ("we don't
+# have electronic copies of identity documents, health information and bank details for
+# everyone we've screened"), and sometimes nothing on record (the notice then says what
+# the records may have included).
+SCREENING_PROFILES: tuple[tuple[str, ...], ...] = (
+    (),
+    ("id_documents", "photo", "health_questionnaire", "consent_form"),
+    ("id_documents", "photo", "health_questionnaire", "consent_form", "gp_information",
+     "test_results"),
+    ("id_documents", "photo", "health_questionnaire", "consent_form", "gp_information",
+     "test_results", "bank_details"),
+    ("id_documents", "photo", "bank_details"),
+    ("health_questionnaire", "consent_form", "test_results"),
 )  # fmt: skip
 JA_GIVEN = (
     ("一郎", "ichiro"), ("花子", "hanako"), ("太郎", "taro"), ("さくら", "sakura"),
@@ -71,11 +91,17 @@ def volunteer_rows(rng: random.Random) -> list[list[str]]:
     used: set[str] = set()
     for n in range(1, COUNT + 1):
         japanese = rng.random() < 0.3
+        exposure = EXPOSURES[n % 3] if n <= 30 else rng.choice(EXPOSURES)
+        published = exposure == "published"
         if japanese:
-            (family, family_r), (given, given_r) = rng.choice(JA_FAMILY), rng.choice(JA_GIVEN)
+            families = [f for f in JA_FAMILY if not published or f[1][0] in PUBLISHED_INITIALS]
+            (family, family_r), (given, given_r) = rng.choice(families), rng.choice(JA_GIVEN)
             local, domain, locale = f"{given_r}.{family_r}", JA_DOMAIN, "ja"
         else:
-            family, given = rng.choice(EN_FAMILY), rng.choice(EN_GIVEN)
+            en_families = [
+                f for f in EN_FAMILY if not published or f[0].lower() in PUBLISHED_INITIALS
+            ]
+            family, given = rng.choice(en_families), rng.choice(EN_GIVEN)
             first = given.split(" ")[0]
             local, domain, locale = (
                 f"{_ascii_local(first)}.{_ascii_local(family)}",
@@ -86,8 +112,9 @@ def volunteer_rows(rng: random.Random) -> list[list[str]]:
         if email in used:
             email = f"{local}{n}@{domain}"
         used.add(email)
-        exposure = EXPOSURES[n % 3] if n <= 30 else rng.choice(EXPOSURES)
-        held = sorted(rng.sample(DATA_HELD, rng.randint(0, 4)), key=DATA_HELD.index)
+        # Someone never screened has no screening records: only their name and contact
+        # details, in the volunteer database.
+        held = () if exposure == "database_only" else rng.choice(SCREENING_PROFILES)
         if japanese:
             address = f"{rng.choice(JA_PLACES)}{rng.randint(1, 9)}-{rng.randint(1, 30)}"
         else:

@@ -13,7 +13,7 @@ A campaign file looks like this (every key but `follows`, `allow_links`, `dates`
 
     [reply_to]                        # one per locale the audience can have
     en = "HMR Volunteers <volunteers@example.org>"
-    ja = "HMR Volunteers (Japanese) <volunteers@example.jp>"
+    ja = "HMR ボランティア窓口 <volunteers@example.jp>"
 
     [subject]
     en = "..."
@@ -23,14 +23,17 @@ A campaign file looks like this (every key but `follows`, `allow_links`, `dates`
     attack = 2020-03-14
 
     [audience]                        # empty or absent: no filter on that attribute
-    exposures = ["screened", "database_only"]
+    exposures = ["published", "screened", "database_only"]
     locales = ["en", "ja"]
     follows_states = ["sent", "delivered"]   # a follow-up: outcomes of the earlier notice
 
 `templates_dir` and `locale_dir` (paths relative to the campaign file) point a campaign
 at another set of templates or Babel catalogs than the shipped ones: for trying out a
 new wording, and for tests. From and Reply-To can be overridden without editing the
-file, in notifier.toml ([sender] from, reply_to.<locale>): see `apply_overrides`.
+file, in notifier.toml ([sender] from, reply_to.<locale>): see `apply_overrides`. The
+contact point every notice gives comes from notifier.toml's [contact] only (never from a
+campaign file, so an organisation cannot send the example one by accident); it also gives
+the From display name per locale (`Campaign.sender_for`).
 """
 
 from __future__ import annotations
@@ -44,11 +47,13 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from email.headerregistry import Address
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
 from notifier.catalogs import LOCALE_DIR
-from notifier.config import Settings
+from notifier.config import Contact, Settings
 from notifier.errors import CampaignError
 from notifier.ledger import Ledger, VolunteerQuery
 from notifier.message import REACHED_STATES, MessageState
@@ -95,11 +100,21 @@ class Campaign:
     dates: Mapping[str, date] = field(default_factory=dict)
     templates_dir: Path = TEMPLATES_DIR  # holds <locale>/<template>.txt and .html
     locale_dir: Path = LOCALE_DIR  # holds <locale>/LC_MESSAGES/messages.po
+    # The contact point per locale, from notifier.toml's [contact] (see apply_overrides).
+    contact: Mapping[str, Contact] = field(default_factory=dict)
 
     @property
     def locales(self) -> tuple[str, ...]:
         """The locales this campaign can be sent in."""
         return self.audience.locales or LOCALES
+
+    def sender_for(self, locale: str) -> str:
+        """The From header for a reader in `locale`: the contact point's name and
+        organisation in that locale's words, at the sender's address."""
+        contact = self.contact.get(locale)
+        if contact is None:
+            return self.sender
+        return _with_display_name(self.sender, contact.from_name(locale))
 
 
 # --- loading ------------------------------------------------------------------------
@@ -126,11 +141,30 @@ def list_campaigns(directory: Path = CAMPAIGN_DIR) -> list[Campaign]:
 
 
 def apply_overrides(campaign: Campaign, settings: Settings) -> Campaign:
-    """The campaign with From and Reply-To taken from notifier.toml where it sets them."""
+    """The campaign with From, Reply-To and the contact point from notifier.toml.
+
+    With a [contact], `sender` carries the English From display name derived from it;
+    `sender_for(locale)` gives each locale's.
+    """
     reply_to = {**campaign.reply_to, **settings.reply_to}
-    return dataclasses.replace(
-        campaign, sender=settings.sender_from or campaign.sender, reply_to=reply_to
-    )
+    contact = settings.contact or campaign.contact
+    sender = settings.sender_from or campaign.sender
+    if contact:
+        english = contact.get("en") or next(iter(contact.values()))
+        sender = _with_display_name(sender, english.from_name("en"))
+    return dataclasses.replace(campaign, sender=sender, reply_to=reply_to, contact=dict(contact))
+
+
+def _with_display_name(mailbox: str, name: str) -> str:
+    """`mailbox` ("Name <addr>" or "addr") with another display name, quoted as needed."""
+    address = parseaddr(mailbox)[1]
+    if not address or "@" not in address:
+        return mailbox  # compose reports a malformed From with the campaign's own words
+    local, _, domain = address.rpartition("@")
+    try:
+        return str(Address(display_name=name, username=local, domain=domain))
+    except ValueError:
+        return mailbox
 
 
 def _campaign_path(id_or_path: str | Path) -> Path:
@@ -393,6 +427,20 @@ def _check_follows(follows: str, campaign_id: str, path: Path) -> None:
             field="follows",
             hint="give the id of a campaign beside this file or in notifier/campaigns",
         )
+
+
+def load_followed(campaign: Campaign) -> Campaign | None:
+    """The campaign `campaign` follows (beside its file, or shipped), with the same
+    settings applied (contact, From, Reply-To); None for a first notice."""
+    if not campaign.follows:
+        return None
+    base = campaign.path.parent.resolve() if campaign.path else CAMPAIGN_DIR
+    found = _find_campaign_file(campaign.follows, tuple(dict.fromkeys((base, CAMPAIGN_DIR))))
+    if found is None:
+        raise CampaignError(f"follows an unknown campaign {campaign.follows!r}", field="follows")
+    followed = load_campaign(found)
+    reply_to = {**followed.reply_to, **campaign.reply_to}
+    return dataclasses.replace(followed, reply_to=reply_to, contact=campaign.contact)
 
 
 def _check_templates(campaign: Campaign, path: Path) -> None:

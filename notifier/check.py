@@ -1,5 +1,5 @@
 """The whole-campaign check: render every message of a campaign without sending, and
-report each problem once, with the number of volunteers it affects.
+report each problem once, with the number of volunteers it affects and a few of them.
 
 What counts as a problem:
 - a render error (a missing variable, a syntax error), with template file and line;
@@ -7,19 +7,30 @@ What counts as a problem:
   locale but the source language, English);
 - en and ja templates out of step: a template file or a block in one locale only;
 - a required element of a breach notice missing from a rendered part: the content that
-  a UK GDPR Art. 34 notice and a Japanese APPI 本人通知 must carry (REQUIRED_ELEMENTS);
+  a UK GDPR Art. 34 notice and a Japanese APPI 本人通知 must carry (REQUIRED_ELEMENTS),
+  judged by content, not only by presence: the data section lists the data (never
+  empty), and the contact section, the anti-phishing section and the signature give the
+  configured contact point;
+- no contact point configured ([contact] in notifier.toml);
+- a volunteer whose data_held contradicts their exposure (screening records for someone
+  who never attended a screening visit): their notice would tell them something untrue;
+- a follow-up whose default cohort leaves out people the notice it follows promised to
+  write to again (the followed notice's `follow_up_promise` block, rendered for them);
 - a link, URL, remote resource or attachment, unless the campaign sets allow_links;
 - an empty audience.
 
 Each volunteer is rendered once, through the same Renderer a send uses. The structural
 checks (required elements, links in the templates) run once per shape of message
 (Renderer.shape_key: locale, exposure, data_held, which name parts are present); the
-names, the only other thing in a message, are checked for links per person.
+names, the only other thing in a message, are checked for links per person. The report
+also counts the people of each shape (locale × exposure × data held), for the proof
+sheet (notifier.proof).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import html
 import logging
 import re
 from collections import Counter
@@ -30,12 +41,13 @@ from typing import Any
 import jinja2
 from jinja2 import nodes
 
-from notifier.campaign import Campaign, history_applies, select_audience
+from notifier.campaign import Campaign, history_applies, load_followed, select_audience
 from notifier.catalogs import catalog_problems
-from notifier.errors import CatalogError, RenderError, TemplateRenderError
+from notifier.errors import CampaignError, CatalogError, RenderError, TemplateRenderError
 from notifier.ledger import Ledger
-from notifier.render import FORMATS, RenderedMessage, Renderer, environment
-from notifier.volunteer import Volunteer
+from notifier.message import REACHED_STATES
+from notifier.render import FORMATS, TEXT_STYLES, RenderedMessage, Renderer, environment
+from notifier.volunteer import Volunteer, data_held_contradiction
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +59,13 @@ REQUIRED_ELEMENTS: Mapping[str, str] = {
     "our_actions": "what we are doing about it",
     "your_actions": "what the person can do",
     "contact": "how to contact us",
+    "anti_phishing": "what we never ask for, and how to check a message is genuine",
+    "signature": "who the notice is from",
 }
+# The block of a notice that promises to write again: a follow-up must reach its readers.
+PROMISE_BLOCK = "follow_up_promise"
+# How many volunteer ids a problem names as examples.
+EXAMPLES = 3
 
 # Links, URLs, and anything that fetches or carries content from elsewhere.
 _REST = r"[^\s<>\"']*"
@@ -64,13 +82,28 @@ _PART_NAMES = {"txt": "text", "html": "HTML"}
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # render_error | catalog | out_of_step | missing_element | link | audience
+    # render_error | catalog | out_of_step | missing_element | contact | contradiction |
+    # cohort | link | audience
+    kind: str
     message: str
     volunteers: int  # how many volunteers of the audience it affects
+    examples: tuple[str, ...] = ()  # a few of their volunteer ids
 
     def __str__(self) -> str:
         noun = "volunteer" if self.volunteers == 1 else "volunteers"
-        return f"{self.message} [{self.volunteers} {noun}]"
+        example = f", e.g. {', '.join(self.examples)}" if self.examples else ""
+        return f"{self.message} [{self.volunteers} {noun}{example}]"
+
+
+@dataclass(frozen=True)
+class ShapeCount:
+    """One shape of the campaign's message: who gets it, for the proof sheet."""
+
+    locale: str
+    exposure: str
+    data_held: tuple[str, ...]
+    volunteers: int
+    example: str  # the first volunteer id of this shape
 
 
 @dataclass(frozen=True)
@@ -81,6 +114,7 @@ class CheckReport:
     history_applied: bool  # a follow-up narrowed by the outcomes of the campaign it follows
     note: str | None = None
     problems: tuple[Problem, ...] = field(default_factory=tuple)
+    shapes: tuple[ShapeCount, ...] = field(default_factory=tuple)
 
     @property
     def ok(self) -> bool:
@@ -92,13 +126,25 @@ class _Tally:
 
     def __init__(self) -> None:
         self.counts: dict[tuple[str, str], int] = {}
+        self.examples: dict[tuple[str, str], list[str]] = {}
 
-    def add(self, kind: str, message: str, volunteers: int = 1) -> None:
+    def add(
+        self, kind: str, message: str, volunteers: int = 1, examples: Iterable[str] = ()
+    ) -> None:
         key = (kind, message)
         self.counts[key] = self.counts.get(key, 0) + volunteers
+        known = self.examples.setdefault(key, [])
+        for example in examples:
+            if len(known) >= EXAMPLES:
+                break
+            if example not in known:
+                known.append(example)
 
     def problems(self) -> tuple[Problem, ...]:
-        return tuple(Problem(k, m, n) for (k, m), n in self.counts.items())
+        return tuple(
+            Problem(k, m, n, tuple(self.examples.get((k, m), ())))
+            for (k, m), n in self.counts.items()
+        )
 
 
 def check_campaign(
@@ -118,20 +164,40 @@ def check_campaign(
     renderer = Renderer(campaign)
     tally = _Tally()
     by_locale: Counter[str] = Counter()
+    examples_by_locale: dict[str, list[str]] = {}
     shapes: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
+    shape_counts: dict[tuple[str, str, tuple[str, ...]], list[Any]] = {}
     failed_locales: set[str] = set()
     for volunteer in select_audience(ledger, campaign, history=history):
         by_locale[volunteer.locale] += 1
+        if len(examples := examples_by_locale.setdefault(volunteer.locale, [])) < EXAMPLES:
+            examples.append(volunteer.volunteer_id)
+        counted = shape_counts.setdefault(
+            (volunteer.locale, volunteer.exposure, volunteer.data_held),
+            [0, volunteer.volunteer_id],
+        )
+        counted[0] += 1
         if progress is not None:
             progress()
+        _check_contradiction(volunteer, tally)
         if volunteer.locale in failed_locales:
             continue
         _check_volunteer(renderer, volunteer, shapes, tally, failed_locales)
     for locale, problem in _template_problems(campaign, failed_locales):
-        tally.add(problem[0], problem[1], by_locale[locale])
+        tally.add(problem[0], problem[1], by_locale[locale], examples_by_locale.get(locale, ()))
     total = sum(by_locale.values())
     if total == 0:
         tally.add("audience", "nobody in the audience: check the roster and the filters", 0)
+    elif not campaign.contact:
+        tally.add(
+            "contact",
+            "no contact point configured: add [contact] to notifier.toml (organisation, "
+            "name, email, postal_address, optional phone; [contact.ja] for Japanese "
+            "notices): every notice must say who to contact and how to check a message",
+            total,
+            [e for ids in examples_by_locale.values() for e in ids],
+        )
+    _promise_problems(ledger, campaign, history, tally)
     return CheckReport(
         campaign_id=campaign.campaign_id,
         volunteers=total,
@@ -139,7 +205,24 @@ def check_campaign(
         history_applied=history,
         note=note,
         problems=tally.problems(),
+        shapes=tuple(
+            ShapeCount(locale, exposure, data_held, count, example)
+            for (locale, exposure, data_held), (count, example) in shape_counts.items()
+        ),
     )
+
+
+def _check_contradiction(volunteer: Volunteer, tally: _Tally) -> None:
+    items = data_held_contradiction(volunteer.exposure, volunteer.data_held)
+    if items:
+        tally.add(
+            "contradiction",
+            f"{volunteer.exposure} volunteers with screening records in data_held: someone "
+            "who never attended a screening visit has none, so their notice would be "
+            "untrue; correct the exposure or the data held in the roster and import it again",
+            1,
+            [volunteer.volunteer_id],
+        )
 
 
 def _check_volunteer(
@@ -149,14 +232,15 @@ def _check_volunteer(
     tally: _Tally,
     failed_locales: set[str],
 ) -> None:
+    vid = [volunteer.volunteer_id]
     try:
         renderer.render(volunteer)
     except TemplateRenderError as exc:
-        tally.add("render_error", f"{exc.location()}: {exc.detail}")
+        tally.add("render_error", f"{exc.location()}: {exc.detail}", 1, vid)
         return
     except RenderError as exc:
         # The templates of this locale cannot be loaded at all: say so once.
-        tally.add("render_error", str(exc).splitlines()[0])
+        tally.add("render_error", str(exc).splitlines()[0], 1, vid)
         failed_locales.add(volunteer.locale)
         return
     # A message is its shape with the person's names put in (see Renderer), so the
@@ -168,12 +252,14 @@ def _check_volunteer(
         found_problems = _shape_problems(renderer, volunteer)
         shapes[key] = found_problems
     for kind, text in found_problems:
-        tally.add(kind, text)
+        tally.add(kind, text, 1, vid)
     if not renderer.campaign.allow_links:
         _name, family, given = renderer.names(volunteer)
         links = {m.group(0)[:60] for part in (family, given) for m in LINK_PATTERN.finditer(part)}
         for link in sorted(links):
-            tally.add("link", f"link or URL {link!r} in a volunteer's name: correct the roster")
+            tally.add(
+                "link", f"link or URL {link!r} in a volunteer's name: correct the roster", 1, vid
+            )
 
 
 def _link_problems(message: RenderedMessage) -> list[tuple[str, str]]:
@@ -199,7 +285,7 @@ def _link_problems(message: RenderedMessage) -> list[tuple[str, str]]:
 
 
 def _shape_problems(renderer: Renderer, volunteer: Volunteer) -> list[tuple[str, str]]:
-    """Links, and required elements missing, in one shape of message."""
+    """Links, and required elements missing or incomplete, in one shape of message."""
     problems: list[tuple[str, str]] = []
     if not renderer.campaign.allow_links:
         # The shape with neutral names: links from names are counted per person.
@@ -225,9 +311,13 @@ def _shape_problems(renderer: Renderer, volunteer: Volunteer) -> list[tuple[str,
             elif _compact(output) not in compact_whole:
                 reason = "not placed in the layout"
             else:
-                continue
+                reason = _content_gap(renderer.campaign, volunteer.locale, element, output, fmt)
+                if not reason:
+                    continue
             missing.setdefault(f"{element}: {reason}", []).append(_PART_NAMES[fmt])
     where = f"{volunteer.locale} × {volunteer.exposure}"
+    if volunteer.data_held:
+        where += f" × {', '.join(volunteer.data_held)}"
     for what, parts in missing.items():
         element, reason = what.split(": ", 1)
         problems.append(
@@ -239,6 +329,90 @@ def _shape_problems(renderer: Renderer, volunteer: Volunteer) -> list[tuple[str,
             )
         )
     return problems
+
+
+def _content_gap(campaign: Campaign, locale: str, element: str, output: str, fmt: str) -> str:
+    """Why a present block does not say what it must ("" if it does)."""
+    if element == "data_involved":
+        bullet = TEXT_STYLES.get(locale, TEXT_STYLES["en"]).bullet.strip()
+        lines = output.splitlines()
+        listed = (
+            "<li>" in output if fmt == "html" else any(x.strip().startswith(bullet) for x in lines)
+        )
+        return "" if listed else "no list of the data"
+    contact = campaign.contact.get(locale)
+    if contact is None:
+        return ""  # reported once for the campaign: no contact point configured
+    wanted: list[tuple[str, str]] = []
+    if element == "contact":
+        wanted = [
+            ("organisation", contact.organisation),
+            ("name", contact.name),
+            ("email", contact.email),
+            *(("postal address", line) for line in contact.postal_address),
+            *([("phone", contact.phone)] if contact.phone else []),
+        ]
+    elif element == "anti_phishing":
+        wanted = [("email", contact.email)]
+    elif element == "signature":
+        wanted = [("organisation", contact.organisation), ("name", contact.name)]
+    text = _compact(html.unescape(_TAG.sub("", output)) if fmt == "html" else output)
+    absent = sorted({label for label, value in wanted if _compact(value) not in text})
+    return f"the contact point's {', '.join(absent)} not given" if absent else ""
+
+
+def _promise_problems(ledger: Ledger, campaign: Campaign, history: bool, tally: _Tally) -> None:
+    """People the followed notice promised to write to again, left out of this cohort."""
+    try:
+        followed = load_followed(campaign)
+    except CampaignError as exc:
+        tally.add("cohort", str(exc).splitlines()[0], 0)
+        return
+    if followed is None:
+        return
+    states = ledger.message_states(followed.campaign_id) if history else {}
+    cohort = {v.volunteer_id for v in select_audience(ledger, campaign, history=history)}
+    follows_states = campaign.audience.follows_states or REACHED_STATES
+    renderer = Renderer(followed)
+    promised_by_shape: dict[tuple[Any, ...], bool] = {}
+    left_out: dict[str, list[str]] = {}
+    for volunteer in select_audience(ledger, followed, history=False):
+        state = states.get(volunteer.volunteer_id)
+        if history and state not in REACHED_STATES:
+            continue  # the earlier notice never reached them: it promised them nothing
+        key = renderer.shape_key(volunteer)
+        promised = promised_by_shape.get(key)
+        if promised is None:
+            try:
+                _whole, blocks = renderer.render_blocks(volunteer, FORMATS[0])
+                promised = bool(_visible(blocks.get(PROMISE_BLOCK, "")))
+            except RenderError:
+                promised = False
+            promised_by_shape[key] = promised
+        if not promised:
+            continue
+        if volunteer.volunteer_id in cohort:
+            if history or set(REACHED_STATES) <= set(follows_states):
+                continue
+            missed = ", ".join(s for s in REACHED_STATES if s not in follows_states)
+            reason = f"follows_states leaves out people whose notice is {missed}"
+        elif campaign.audience.exposures and volunteer.exposure not in campaign.audience.exposures:
+            reason = f"exposure {volunteer.exposure} is not in its audience"
+        elif campaign.audience.locales and volunteer.locale not in campaign.audience.locales:
+            reason = f"locale {volunteer.locale} is not in its audience"
+        else:
+            reason = f"follows_states leaves out people whose notice is {state}"
+        left_out.setdefault(reason, []).append(volunteer.volunteer_id)
+    where = campaign.path or campaign.campaign_id
+    for reason, ids in left_out.items():
+        tally.add(
+            "cohort",
+            f"{followed.campaign_id} promised to write to these people again, but the default "
+            f"cohort of {campaign.campaign_id} leaves them out ({reason}): widen [audience] "
+            f"in {where}",
+            len(ids),
+            ids,
+        )
 
 
 def _visible(output: str) -> str:

@@ -24,6 +24,20 @@ shipped campaign files:
     reply_to.en = "volunteers@example.org"
     reply_to.ja = "volunteers-ja@example.org"
 
+    [contact]            # the contact point every notice gives (UK GDPR Art. 34, APPI)
+    organisation = "HMR"
+    name = "Data Protection Officer"          # a person or a role
+    email = "dpo@example.org"
+    postal_address = "1 Example Street\nLondon XX1 1XX\nUnited Kingdom"   # or a list of lines
+    phone = "+44 20 7946 0123"                # optional
+
+    [contact.ja]         # optional: any of the keys above, for Japanese notices
+    name = "データ保護責任者"
+    email = "volunteers@example.jp"
+
+`notifier check` refuses a campaign while no [contact] is configured. The contact's name
+and organisation are also the From display name, per locale (see Contact.from_name).
+
 SMTP credentials never live here: they come from NOTIFIER_SMTP_USER / NOTIFIER_SMTP_PASSWORD
 (and the IMAP password from NOTIFIER_IMAP_PASSWORD).
 """
@@ -38,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from notifier.errors import ConfigError
+from notifier.volunteer import LOCALES
 
 CONFIG_FILE = "notifier.toml"
 # Secrets come from the environment only: never flags (seen in `ps`), files or the ledger.
@@ -45,6 +60,27 @@ USER_ENV = "NOTIFIER_SMTP_USER"
 PASSWORD_ENV = "NOTIFIER_SMTP_PASSWORD"  # noqa: S105 (the variable's name, not a secret)
 IMAP_PASSWORD_ENV = "NOTIFIER_IMAP_PASSWORD"  # noqa: S105 (the name, not a password)
 DEFAULT_SMTP_URL = "smtp://127.0.0.1:8025"
+
+
+CONTACT_KEYS: tuple[str, ...] = ("organisation", "name", "email", "postal_address", "phone")
+CONTACT_REQUIRED: tuple[str, ...] = ("organisation", "name", "email", "postal_address")
+
+
+@dataclass(frozen=True)
+class Contact:
+    """The contact point a notice gives, in one locale: who to write to, and how."""
+
+    organisation: str
+    name: str  # a person or a role ("Data Protection Officer")
+    email: str
+    postal_address: tuple[str, ...]  # one line each
+    phone: str = ""
+
+    def from_name(self, locale: str) -> str:
+        """The From display name: "Data Protection Officer, HMR"; 「HMR データ保護責任者」."""
+        if locale == "ja":
+            return f"{self.organisation} {self.name}"
+        return f"{self.name}, {self.organisation}"
 
 
 @dataclass(frozen=True)
@@ -84,6 +120,9 @@ class Settings:
     dkim_key_file: Path | None = None
     bounce_limits: ReportLimits = field(default_factory=ReportLimits)
     source: Path | None = None  # the config file these came from, if any
+    # The contact point per locale ([contact], with [contact.<locale>] applied); empty
+    # when notifier.toml has no [contact].
+    contact: Mapping[str, Contact] = field(default_factory=dict)
 
 
 def load_settings(
@@ -145,6 +184,111 @@ def load_settings(
         dkim_key_file=Path(key_file) if key_file else None,
         bounce_limits=_report_limits(_table(data, "bounces", path), env, path),
         source=path if path.exists() else None,
+        contact=load_contact(data, path),
+    )
+
+
+def load_contact(data: Mapping[str, Any], path: Path) -> dict[str, Contact]:
+    """The contact point per locale from a settings file's [contact] table ({} if none)."""
+    if "contact" not in data:
+        return {}
+    table = _table(dict(data), "contact", path)
+    overrides: dict[str, dict[str, Any]] = {}
+    base: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in LOCALES and isinstance(value, dict):
+            overrides[key] = value
+        elif key in CONTACT_KEYS:
+            base[key] = value
+        else:
+            raise ConfigError(
+                f"unknown key {key!r}",
+                file=path,
+                field=f"contact.{key}",
+                hint=f"[contact] has {', '.join(CONTACT_KEYS)} (phone is optional), and "
+                f"[contact.<locale>] tables ({', '.join(LOCALES)}) overriding any of them",
+            )
+    for key in CONTACT_REQUIRED:
+        if key not in base:
+            raise ConfigError(
+                "missing key",
+                file=path,
+                field=f"contact.{key}",
+                hint=_CONTACT_HINTS[key],
+            )
+    contacts: dict[str, Contact] = {}
+    for locale in LOCALES:
+        override = overrides.get(locale, {})
+        unknown = sorted(set(override) - set(CONTACT_KEYS))
+        if unknown:
+            raise ConfigError(
+                f"unknown key {unknown[0]!r}",
+                file=path,
+                field=f"contact.{locale}.{unknown[0]}",
+                hint=f"[contact.{locale}] overrides any of: {', '.join(CONTACT_KEYS)}",
+            )
+        merged = {**base, **override}
+        where = {k: f"contact.{locale}.{k}" if k in override else f"contact.{k}" for k in merged}
+        contacts[locale] = Contact(
+            organisation=_contact_text(merged, "organisation", where, path),
+            name=_contact_text(merged, "name", where, path),
+            email=_contact_email(merged, where, path),
+            postal_address=_contact_lines(merged, where, path),
+            phone=_contact_text(merged, "phone", where, path) if "phone" in merged else "",
+        )
+    return contacts
+
+
+_CONTACT_HINTS = {
+    "organisation": 'the organisation\'s name as readers know it, e.g. organisation = "HMR"',
+    "name": 'a person or a role, e.g. name = "Data Protection Officer"',
+    "email": 'where people write to, e.g. email = "dpo@example.org"',
+    "postal_address": 'e.g. postal_address = ["1 Example Street", "London XX1 1XX"]',
+    "phone": 'e.g. phone = "+44 20 7946 0123" (optional)',
+}
+
+
+def _contact_text(merged: Mapping[str, Any], key: str, where: Mapping[str, str], path: Path) -> str:
+    value = merged[key]
+    if not isinstance(value, str) or not value.strip() or "\n" in value.strip():
+        raise ConfigError(
+            f"expected a one-line, non-empty string, got {value!r}",
+            file=path,
+            field=where[key],
+            hint=_CONTACT_HINTS[key],
+        )
+    return " ".join(value.split())
+
+
+def _contact_email(merged: Mapping[str, Any], where: Mapping[str, str], path: Path) -> str:
+    email = _contact_text(merged, "email", where, path)
+    local, _, domain = email.rpartition("@")
+    if not local or "." not in domain or " " in email or "<" in email:
+        raise ConfigError(
+            f"expected a bare e-mail address, got {email!r}",
+            file=path,
+            field=where["email"],
+            hint=_CONTACT_HINTS["email"],
+        )
+    return email
+
+
+def _contact_lines(
+    merged: Mapping[str, Any], where: Mapping[str, str], path: Path
+) -> tuple[str, ...]:
+    value = merged["postal_address"]
+    if isinstance(value, str):
+        value = value.splitlines()
+    if isinstance(value, list) and all(isinstance(line, str) for line in value):
+        lines = tuple(" ".join(line.split()) for line in value if line.strip())
+        if lines:
+            return lines
+    raise ConfigError(
+        f"expected the address as a string (lines separated by \\n) or a list of lines, "
+        f"got {value!r}",
+        file=path,
+        field=where["postal_address"],
+        hint=_CONTACT_HINTS["postal_address"],
     )
 
 

@@ -36,6 +36,7 @@ from markupsafe import Markup, escape
 
 from notifier.campaign import Campaign
 from notifier.catalogs import load_translations
+from notifier.config import Contact
 from notifier.errors import RenderError, TemplateRenderError
 from notifier.volunteer import Volunteer
 
@@ -287,6 +288,18 @@ def tidy_html(html: str) -> str:
     return "\n".join(line for line in html.splitlines() if line.strip()) + "\n"
 
 
+def contact_point(campaign: Campaign, locale: str) -> Contact:
+    """The contact point a notice in `locale` gives: notifier.toml's [contact], or, where
+    none is configured (which `notifier check` refuses), the sender's name and the
+    Reply-To address, so that a notice still tells people where to write."""
+    configured = campaign.contact.get(locale)
+    if configured is not None:
+        return configured
+    name, address = parseaddr(campaign.sender)
+    reply = parseaddr(campaign.reply_to.get(locale, ""))[1]
+    return Contact(organisation=name or address, name="", email=reply or address, postal_address=())
+
+
 # Name slots: a message is rendered once per shape with these in place of the names,
 # then each person's names are put in. Private-use characters survive escaping and every
 # filter unchanged, and clean_name() removes them from real names.
@@ -327,6 +340,19 @@ class Renderer:
             "dates": dict(campaign.dates),
             "reply_address": addresses,
         }
+        # Per locale: the contact point, and where to write in Japanese (for the other
+        # locales' notices), so every shape of a locale shares them.
+        self._per_locale: dict[str, dict[str, Any]] = {}
+        japanese = campaign.contact.get("ja")
+        for locale in {*campaign.locales, *campaign.contact, *campaign.reply_to}:
+            self._per_locale[locale] = {
+                "contact": contact_point(campaign, locale),
+                "japanese_email": (
+                    None
+                    if locale == "ja" or "ja" not in campaign.locales
+                    else (japanese.email if japanese else addresses.get("ja"))
+                ),
+            }
 
     def template_name(self, fmt: str) -> str:
         return f"{self.campaign.template}.{fmt}"
@@ -365,8 +391,13 @@ class Renderer:
 
     def context(self, volunteer: Volunteer, names: tuple[str, ...] | None = None) -> dict[str, Any]:
         """The variables a template sees for this volunteer (`names` overrides the names)."""
+        per_locale = self._per_locale.get(volunteer.locale) or {
+            "contact": contact_point(self.campaign, volunteer.locale),
+            "japanese_email": None,
+        }
         return {
             **self._shared,
+            **per_locale,
             "subject": self.campaign.subject[volunteer.locale],
             **dict(zip(NAME_FIELDS, names or self.names(volunteer), strict=True)),
             "exposure": volunteer.exposure,

@@ -41,6 +41,7 @@ from notifier.volunteer import (
     LOCALES,
     REQUIRED_FIELDS,
     Volunteer,
+    data_held_contradiction,
     derive_volunteer_id,
 )
 
@@ -101,6 +102,30 @@ class RosterResult:
     def rejected_rows(self) -> tuple[int, ...]:
         """Distinct spreadsheet rows with at least one problem, in order."""
         return tuple(sorted({p.row for p in self.problems}))
+
+
+def contradiction_warnings(result: RosterResult) -> tuple[RowProblem, ...]:
+    """Accepted rows whose data_held contradicts their exposure (screening records for
+    someone never screened). They are imported: a warning, not a rejection, because only
+    the organisation knows which of the two cells is wrong; `notifier check` refuses to
+    pass a campaign until the roster is corrected."""
+    warnings = []
+    for accepted in result.accepted:
+        volunteer = accepted.volunteer
+        items = data_held_contradiction(volunteer.exposure, volunteer.data_held)
+        if items:
+            warnings.append(
+                RowProblem(
+                    accepted.row,
+                    result.headers.get("data_held", "data_held"),
+                    ";".join(items),
+                    f"exposure is {volunteer.exposure} (never attended a screening visit) but "
+                    "data_held lists screening records: imported; correct the exposure or "
+                    "the data held",
+                    "data_held",
+                )
+            )
+    return tuple(warnings)
 
 
 # --- mapping file ------------------------------------------------------------------------

@@ -8,10 +8,30 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from notifier.campaign import Campaign, apply_overrides
 from notifier.cli import cli
+from notifier.config import Settings, load_settings
 from notifier.ledger import Ledger
 
 REPO = Path(__file__).resolve().parent.parent
+# The example organisation's settings: its [contact] is the contact point notices give.
+EXAMPLE_SETTINGS = REPO / "examples" / "notifier.toml"
+
+
+def example_settings() -> Settings:
+    return load_settings(EXAMPLE_SETTINGS, env={})
+
+
+def with_contact(campaign: Campaign) -> Campaign:
+    """The campaign as the example organisation sends it: with its contact point."""
+    return apply_overrides(campaign, example_settings())
+
+
+def write_example_config(directory: Path) -> Path:
+    """notifier.toml with the example contact point, where the CLI will read it."""
+    path = directory / "notifier.toml"
+    path.write_text(EXAMPLE_SETTINGS.read_text(encoding="utf-8"), encoding="utf-8")
+    return path
 
 
 @pytest.fixture

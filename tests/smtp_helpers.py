@@ -63,7 +63,8 @@ def make_volunteers(count: int, *, start: int = 0) -> list[Volunteer]:
                 given_name="一郎" if ja else "Jane",
                 locale="ja" if ja else "en",
                 exposure=EXPOSURES[i % 3],
-                data_held=("id_documents", "photo"),
+                # Never screened, no screening records: a consistent roster.
+                data_held=() if EXPOSURES[i % 3] == "database_only" else ("id_documents", "photo"),
             )
         )
     return people

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 from pathlib import Path
 
@@ -70,7 +71,8 @@ def test_campaign_shipped_first_notice_loads_by_id() -> None:
 def test_campaign_shipped_update_follows_first_notice() -> None:
     update = load_campaign("2020-04-29-update")
     assert update.follows == "2020-03-breach"
-    assert update.audience.exposures == ("screened", "database_only")
+    # The first notice promised everyone "we will write to you again".
+    assert update.audience.exposures == ("published", "screened", "database_only")
     assert update.audience.follows_states == ("sent", "delivered")
     assert [c.campaign_id for c in list_campaigns()] == ["2020-03-breach", "2020-04-29-update"]
 
@@ -194,27 +196,41 @@ def test_campaign_audience_filters_by_exposure_and_locale(ledger: Ledger) -> Non
         "v004",
     ]
     update = load_campaign("2020-04-29-update")
-    # Nothing sent yet: history narrows to nobody, the attribute filters to three people.
+    # Nothing sent yet: history narrows to nobody, the attribute filters to everyone (the
+    # update goes to every exposure: the first notice promised them all to write again).
     assert not has_messages(ledger, "2020-03-breach")
     assert not history_applies(ledger, update)
     assert list(select_audience(ledger, update)) == []
     assert [v.volunteer_id for v in select_audience(ledger, update, history=False)] == [
+        "v001",
         "v002",
         "v003",
         "v004",
     ]
     assert count_audience(ledger, update, history=False) == {
+        ("en", "published"): 1,
         ("ja", "screened"): 1,
         ("en", "database_only"): 1,
         ("ja", "database_only"): 1,
     }
+    # An exposure filter narrows: the Japanese screened and database-only people only.
+    narrowed = dataclasses.replace(
+        update,
+        audience=dataclasses.replace(
+            update.audience, exposures=("screened", "database_only"), locales=("ja",)
+        ),
+    )
+    assert [v.volunteer_id for v in select_audience(ledger, narrowed, history=False)] == [
+        "v002",
+        "v004",
+    ]
 
 
 def test_campaign_follow_up_selects_by_outcome_of_earlier_notice(ledger: Ledger) -> None:
     states = {1: "sent", 2: "delivered", 3: "bounced_hard", 4: "failed_permanent", 5: "sent"}
     people = [volunteer(n, "en", "screened") for n in states]
     people.append(volunteer(6, "en", "screened"))  # never sent the first notice
-    people[4] = volunteer(5, "en", "published")  # reached, but not in the update's exposures
+    people[4] = volunteer(5, "en", "published")  # reached: published people get the update too
     ledger.db.table("volunteers").insert_all([volunteer_to_row(v) for v in people])
     ledger.db.table("campaigns").insert({"campaign_id": "2020-03-breach", "title": "first"})
     ledger.db.table("messages").insert_all(
@@ -229,10 +245,10 @@ def test_campaign_follow_up_selects_by_outcome_of_earlier_notice(ledger: Ledger)
     )
     update = load_campaign("2020-04-29-update")
     assert history_applies(ledger, update)
-    assert [v.volunteer_id for v in select_audience(ledger, update)] == ["v001", "v002"]
-    assert count_audience(ledger, update) == {("en", "screened"): 2}
+    assert [v.volunteer_id for v in select_audience(ledger, update)] == ["v001", "v002", "v005"]
+    assert count_audience(ledger, update) == {("en", "screened"): 2, ("en", "published"): 1}
     everyone = [v.volunteer_id for v in select_audience(ledger, update, history=False)]
-    assert everyone == ["v001", "v002", "v003", "v004", "v006"]
+    assert everyone == ["v001", "v002", "v003", "v004", "v005", "v006"]
     assert in_audience(ledger, update, "v002") and not in_audience(ledger, update, "v003")
     assert in_audience(ledger, update, "v003", history=False)
-    assert not in_audience(ledger, update, "v005", history=False)
+    assert not in_audience(ledger, update, "v006")  # never sent the first notice

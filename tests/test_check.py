@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Notifier
+from conftest import Notifier, with_contact, write_example_config
 
 from notifier.campaign import TEMPLATES_DIR, load_campaign
 from notifier.catalogs import LOCALE_DIR
@@ -57,7 +57,7 @@ def filled(ledger: Ledger) -> Ledger:
 
 
 def test_check_passes_on_first_notice(filled: Ledger) -> None:
-    report = check_campaign(filled, load_campaign("2020-03-breach"))
+    report = check_campaign(filled, with_contact(load_campaign("2020-03-breach")))
     assert report.ok, [str(p) for p in report.problems]
     assert report.volunteers == 120
     assert report.by_locale == {"en": 60, "ja": 60}
@@ -69,12 +69,12 @@ def test_check_update_before_first_notice_is_sent_checks_attribute_audience(
 ) -> None:
     ticks: list[int] = []
     report = check_campaign(
-        filled, load_campaign("2020-04-29-update"), progress=lambda: ticks.append(1)
+        filled, with_contact(load_campaign("2020-04-29-update")), progress=lambda: ticks.append(1)
     )
     assert report.ok, [str(p) for p in report.problems]
     assert not report.history_applied
     assert report.note is not None and "2020-03-breach has no messages" in report.note
-    assert report.volunteers == 80 == len(ticks)  # screened + database_only
+    assert report.volunteers == 120 == len(ticks)  # everyone the first notice will reach
 
 
 def test_check_update_after_first_notice_uses_outcomes(filled: Ledger) -> None:
@@ -89,9 +89,9 @@ def test_check_update_after_first_notice_uses_outcomes(filled: Ledger) -> None:
         }
         for n in range(120)
     )
-    report = check_campaign(filled, load_campaign("2020-04-29-update"))
+    report = check_campaign(filled, with_contact(load_campaign("2020-04-29-update")))
     assert report.ok and report.history_applied and report.note is None
-    assert report.volunteers == 60  # the 80 screened/database-only, less hard bounces
+    assert report.volunteers == 90  # all 120, less the 30 hard bounces
 
 
 def test_check_empty_audience_is_a_problem(ledger: Ledger) -> None:
@@ -130,7 +130,7 @@ def replace_in(path: Path, old: str, new: str) -> None:
 
 
 def run_check(ledger: Ledger, path: Path) -> CheckReport:
-    report = check_campaign(ledger, load_campaign(path))
+    report = check_campaign(ledger, with_contact(load_campaign(path)))
     assert not report.ok
     return report
 
@@ -156,8 +156,8 @@ def test_check_refuses_links(filled: Ledger, tmp_path: Path) -> None:
     def edit(templates: Path, _catalogs: Path) -> None:
         replace_in(
             templates / "en" / "_common.j2",
-            "Our notices contain no links.",
-            "See https://help.example.org/attack for more.",
+            "search for the website in your browser instead.",
+            "see https://help.example.org/attack for more.",
         )
 
     report = run_check(filled, broken(tmp_path, edit))
@@ -171,9 +171,14 @@ def test_check_reports_link_in_a_name(ledger: Ledger) -> None:
     people = roster(12)
     people[3] = dataclasses.replace(people[3], given_name="see www.evil.example now")
     ledger.db.table("volunteers").insert_all([volunteer_to_row(v) for v in people])
-    report = check_campaign(ledger, load_campaign("2020-03-breach"))
-    assert [(p.kind, p.message, p.volunteers) for p in report.problems] == [
-        ("link", "link or URL 'www.evil.example' in a volunteer's name: correct the roster", 1)
+    report = check_campaign(ledger, with_contact(load_campaign("2020-03-breach")))
+    assert [(p.kind, p.message, p.volunteers, p.examples) for p in report.problems] == [
+        (
+            "link",
+            "link or URL 'www.evil.example' in a volunteer's name: correct the roster",
+            1,
+            ("HMR-0003",),
+        )
     ]
 
 
@@ -200,15 +205,19 @@ def test_check_reports_required_element_missing(filled: Ledger, tmp_path: Path) 
         )
         replace_in(
             templates / "en" / "_breach.j2",
-            '{{ common.contact("If you have any questions or concerns,", reply_address) }}',
+            '{{ common.contact("If you have any questions or concerns,", contact, '
+            "japanese_email) }}",
             "",
         )
 
     report = run_check(filled, broken(tmp_path, edit))
     missing = [p for p in report.problems if p.kind == "missing_element"]
-    assert {p.message.split(" for ")[1].split(" (")[0] for p in missing} == {
+    # Each shape is named: locale × exposure (× the data held, when there are any).
+    shapes = {p.message.split(" for ")[1].split(" (")[0] for p in missing}
+    assert {" × ".join(shape.split(" × ")[:2]) for shape in shapes} == {
         f"en × {exposure}" for exposure in EXPOSURES
     }
+    assert "en × published × id_documents, photo" in shapes
     assert all("'contact' (how to contact us)" in p.message for p in missing)
     assert all("text and HTML part" in p.message for p in missing)
     assert sum(p.volunteers for p in missing) == 60
@@ -234,6 +243,7 @@ def test_check_reports_fuzzy_and_untranslated_japanese(filled: Ledger, tmp_path:
 
 def test_check_cli_passes_and_fails(filled: Ledger, tmp_path: Path, notifier: Notifier) -> None:
     filled.close()
+    write_example_config(tmp_path)
     result = notifier("check", "2020-03-breach")
     assert result.exit_code == 0, result.output
     assert (
@@ -251,7 +261,7 @@ def test_check_cli_passes_and_fails(filled: Ledger, tmp_path: Path, notifier: No
     assert problems == [
         "problem: link, URL or attachment 'www.banksafeonline.example' in the text and HTML "
         "parts: a breach notice carries none (set allow_links = true in the campaign to allow) "
-        "[60 volunteers]"
+        "[60 volunteers, e.g. HMR-0000, HMR-0002, HMR-0004]"
     ]
 
 
@@ -275,7 +285,156 @@ def test_campaign_cli_list_and_show(filled: Ledger, notifier: Notifier) -> None:
     assert "Update on the cyber attack on HMR" in out and "【続報】" in out
     assert "follows" in out and "2020-03-breach" in out
     assert "has no messages in the ledger yet" in out
-    assert "Who it goes to (80 volunteers)" in out
+    assert "Who it goes to (120 volunteers)" in out
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
-    assert rows["en"] == ["0", "20", "20", "40"]
-    assert rows["total"] == ["0", "40", "40", "80"]
+    assert rows["en"] == ["20", "20", "20", "60"]
+    assert rows["total"] == ["40", "40", "40", "120"]
+
+
+# --- content: contradictions, the data list, the contact point, the promise -------------
+
+
+def test_check_reports_contradictions_with_count_and_examples(ledger: Ledger) -> None:
+    people = roster(12)
+    # Never screened, yet screening records: the notice would be untrue either way.
+    for n in (2, 4, 5):
+        people[n] = dataclasses.replace(people[n], data_held=("id_documents", "bank_details"))
+    assert {people[n].exposure for n in (2, 4, 5)} == {"screened", "database_only"}
+    ledger.db.table("volunteers").insert_all([volunteer_to_row(v) for v in people])
+    report = check_campaign(ledger, with_contact(load_campaign("2020-03-breach")))
+    contradictions = [p for p in report.problems if p.kind == "contradiction"]
+    database_only = [n for n in (2, 4, 5) if people[n].exposure == "database_only"]
+    assert len(contradictions) == 1
+    assert contradictions[0].volunteers == len(database_only) == 2
+    assert contradictions[0].examples == tuple(people[n].volunteer_id for n in database_only)
+    assert "database_only" in contradictions[0].message
+    assert str(contradictions[0]).endswith("[2 volunteers, e.g. HMR-0004, HMR-0005]")
+
+
+def test_check_reports_empty_data_section(filled: Ledger, tmp_path: Path) -> None:
+    def edit(templates: Path, _catalogs: Path) -> None:
+        replace_in(
+            templates / "en" / "_breach.j2",
+            "{{ common.data_list(common.database_kinds) }}",
+            "",
+        )
+
+    report = run_check(filled, broken(tmp_path, edit))
+    missing = [p for p in report.problems if p.kind == "missing_element"]
+    assert len(missing) == 1
+    assert "'data_involved'" in missing[0].message and "no list of the data" in missing[0].message
+    assert "en × database_only" in missing[0].message
+    assert missing[0].volunteers == 20 and len(missing[0].examples) == 3
+
+
+def test_check_reports_a_contact_point_left_out(filled: Ledger, tmp_path: Path) -> None:
+    def edit(templates: Path, _catalogs: Path) -> None:
+        replace_in(templates / "ja" / "_common.j2", "電話：{{ contact.phone }}\n", "")
+        replace_in(
+            templates / "ja" / "_common.j2",
+            "（メール：{{ contact.email }}{% if contact.phone %}、電話：{{ contact.phone }}"
+            "{% endif %}）",
+            "",
+        )
+
+    report = run_check(filled, broken(tmp_path, edit))
+    # One problem per shape of Japanese message, together every Japanese reader.
+    contact = [p for p in report.problems if p.message.startswith("required element 'contact'")]
+    assert all("the contact point's phone not given" in p.message for p in contact)
+    assert all(" for ja × " in p.message for p in contact)
+    assert sum(p.volunteers for p in contact) == 60
+    anti = [p for p in report.problems if p.message.startswith("required element 'anti_phishing'")]
+    assert anti and all("the contact point's email not given" in p.message for p in anti)
+    assert sum(p.volunteers for p in anti) == 60
+
+
+def follow_up(tmp_path: Path, audience: str) -> Path:
+    """A copy of the shipped update with another [audience], beside the first notice."""
+    source = load_campaign("2020-04-29-update").path
+    assert source is not None
+    text = source.read_text(encoding="utf-8")
+    text = text[: text.index("[audience]")] + audience
+    path = tmp_path / "update.toml"
+    path.write_text(text.replace('id = "2020-04-29-update"', 'id = "narrow-update"'), "utf-8")
+    return path
+
+
+def test_check_follow_up_must_reach_everyone_it_was_promised(
+    filled: Ledger, tmp_path: Path
+) -> None:
+    narrow = follow_up(tmp_path, '[audience]\nexposures = ["screened", "database_only"]\n')
+    report = check_campaign(filled, with_contact(load_campaign(narrow)))
+    cohort = [p for p in report.problems if p.kind == "cohort"]
+    assert len(cohort) == 1
+    problem = cohort[0]
+    assert problem.volunteers == 40  # every published volunteer, in both locales
+    assert problem.examples == ("HMR-0000", "HMR-0001", "HMR-0006")
+    assert "2020-03-breach promised to write to these people again" in problem.message
+    assert "exposure published is not in its audience" in problem.message
+    # The shipped update keeps the promise.
+    assert check_campaign(filled, with_contact(load_campaign("2020-04-29-update"))).ok
+
+
+def test_check_follow_up_states_must_include_delivered(filled: Ledger, tmp_path: Path) -> None:
+    only_sent = follow_up(tmp_path, '[audience]\nfollows_states = ["sent"]\n')
+    campaign = with_contact(load_campaign(only_sent))
+    # Before the first notice is sent: everyone would be left out once it is delivered.
+    before = [p for p in check_campaign(filled, campaign).problems if p.kind == "cohort"]
+    assert [p.volunteers for p in before] == [120]
+    assert "leaves out people whose notice is delivered" in before[0].message
+    # After: exactly the people whose first notice was delivered.
+    filled.db.table("campaigns").insert({"campaign_id": "2020-03-breach", "title": "first"})
+    filled.db.table("messages").insert_all(
+        {
+            "message_id": f"<m{n}@example.org>",
+            "campaign_id": "2020-03-breach",
+            "volunteer_id": f"HMR-{n:04d}",
+            "verp_token": f"t{n}",
+            "state": ("delivered", "sent", "bounced_hard")[n % 3],
+        }
+        for n in range(120)
+    )
+    after = [p for p in check_campaign(filled, campaign).problems if p.kind == "cohort"]
+    assert [(p.volunteers, p.examples) for p in after] == [
+        (40, ("HMR-0000", "HMR-0003", "HMR-0006"))
+    ]
+    assert "whose notice is delivered" in after[0].message
+
+
+def test_check_without_a_promise_holds_no_follow_up_to_one(filled: Ledger, tmp_path: Path) -> None:
+    def edit(templates: Path, _catalogs: Path) -> None:
+        for locale in ("en", "ja"):
+            path = templates / locale / "_breach.j2"
+            source = path.read_text(encoding="utf-8")
+            start = source.index("{% block follow_up_promise %}")
+            end = source.index("{% endblock %}", start)
+            path.write_text(source[:start] + "{% block follow_up_promise %}" + source[end:])
+
+    first = broken(tmp_path, edit)  # 2020-03-breach.toml, with its own templates
+    narrow = follow_up(tmp_path, '[audience]\nexposures = ["screened"]\n')
+    assert load_campaign(first).campaign_id == "2020-03-breach"
+    report = check_campaign(filled, with_contact(load_campaign(narrow)))
+    assert report.ok, [str(p) for p in report.problems]
+
+
+def test_check_cli_on_the_example_rosters(notifier: Notifier, tmp_path: Path) -> None:
+    """The shipped example roster is consistent; one with contradictions is refused."""
+    write_example_config(tmp_path)
+    examples = Path(__file__).resolve().parent.parent / "examples" / "volunteers.csv"
+    assert notifier("roster", "import", str(examples)).exit_code == 0
+    for campaign_id in ("2020-03-breach", "2020-04-29-update"):
+        result = notifier("check", campaign_id)
+        assert result.exit_code == 0, result.output
+        assert "no problems" in result.stdout
+    lines = examples.read_text(encoding="utf-8").splitlines()
+    header, rows = lines[0], lines[1:]
+    contradictory = [
+        row.replace(",database_only,,", ",database_only,photo;test_results,") for row in rows
+    ]
+    assert contradictory != rows
+    bad = tmp_path / "contradictory.csv"
+    bad.write_text("\n".join([header, *contradictory]) + "\n", encoding="utf-8")
+    assert notifier("roster", "import", str(bad)).exit_code == 0
+    result = notifier("check", "2020-03-breach")
+    assert result.exit_code == 1
+    assert "problem: database_only volunteers with screening records in data_held" in result.stdout

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import Notifier
+from conftest import Notifier, write_example_config
 from test_roster import (
     ISSUE_MAPPING,
     PARTNER_HEADER,
@@ -54,17 +54,49 @@ def test_cli_roster_rejects_csv(tmp_path: Path, notifier: Notifier) -> None:
     out = tmp_path / "rejects.csv"
     assert notifier("roster", "import", str(path), "--rejects", str(out)).exit_code == 0
     text = out.read_bytes().decode("utf-8")
-    assert text.startswith("row,column,value,reason\r\n")
+    assert text.startswith("row,column,value,reason,warning\r\n")
     rows = list(csv.reader(io.StringIO(text, newline="")))
-    assert [r[:3] for r in rows[1:]] == [
-        ["5", "email", "ann.example.org"],
-        ["6", "email", "ANN@example.org"],
-        ["6", "exposure", "leaked"],
+    assert [r[:3] + r[4:] for r in rows[1:]] == [
+        ["5", "email", "ann.example.org", ""],
+        ["6", "email", "ANN@example.org", ""],
+        ["6", "exposure", "leaked", ""],
     ]
     assert "row 2" in rows[2][3]
     # The same report, read back from the ledger.
     again = notifier("roster", "rejects", "--format", "csv")
     assert again.output == text.replace("\r\n", "\n") or again.output == text
+
+
+def test_cli_roster_import_warns_about_contradictions_and_imports_the_row(
+    tmp_path: Path, notifier: Notifier
+) -> None:
+    # Row 3: never screened, yet screening records listed. Imported, with a warning.
+    contradictory = [
+        GOOD[0],
+        "kate@example.org,Davies,Kate,en,database_only,id_documents;bank_details,",
+        GOOD[2],
+    ]
+    path = write_roster(tmp_path, contradictory + BAD[:1])
+    out = tmp_path / "rejects.csv"
+    result = notifier("roster", "import", str(path), "--rejects", str(out))
+    assert result.exit_code == 0, result.output
+    assert "3 added" in result.output
+    assert "Imported with a warning" in result.output
+    assert "1 row imported with data_held that contradicts the exposure" in result.output
+    rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8"), newline="")))
+    assert rows[0] == ["row", "column", "value", "reason", "warning"]
+    assert rows[1][:3] + rows[1][4:] == ["5", "email", "ann.example.org", ""]
+    warning = rows[2]
+    assert warning[:3] == ["3", "data_held", "id_documents;bank_details"]
+    assert "database_only" in warning[3] and warning[4] == "yes"
+    listed = json.loads(notifier("roster", "list", "--format", "json").stdout)
+    assert "kate@example.org" in {r["email"] for r in listed}
+    # ... and `check` refuses the roster until it is corrected.
+    write_example_config(tmp_path)
+    checked = notifier("check", "2020-03-breach")
+    assert checked.exit_code == 1
+    assert "database_only volunteers with screening records" in checked.stdout
+    assert "[1 volunteer, e.g. " in checked.stdout
 
 
 def test_cli_roster_strict_imports_nothing(tmp_path: Path, notifier: Notifier) -> None:

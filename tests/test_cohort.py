@@ -63,11 +63,23 @@ def ids(volunteers: list[Volunteer]) -> list[str]:
     return [v.volunteer_id for v in volunteers]
 
 
-def test_update_default_cohort_is_screened_and_database_only_who_got_the_first_notice(
-    history: Ledger,
-) -> None:
+def test_update_default_cohort_is_everyone_the_first_notice_reached(history: Ledger) -> None:
+    # The first notice promised everyone "we will write to you again": published, screened
+    # and database-only people whose first notice was sent or delivered get the update;
+    # not a hard bounce, a failure, a soft bounce, or someone never sent it.
     update = load_campaign("2020-04-29-update")
-    assert ids(select_cohort(history, update, CohortFilter())) == ["v02", "v03", "v05", "v07"]
+    assert ids(select_cohort(history, update, CohortFilter())) == [
+        "v01",
+        "v02",
+        "v03",
+        "v05",
+        "v07",
+    ]
+    assert {v.exposure for v in select_cohort(history, update, CohortFilter())} == {
+        "published",
+        "screened",
+        "database_only",
+    }
 
 
 def test_narrowing_by_exposure_locale_and_status(history: Ledger) -> None:
@@ -83,9 +95,9 @@ def test_narrowing_by_exposure_locale_and_status(history: Ledger) -> None:
 
 def test_narrowing_by_ids_file_with_ids_or_addresses(history: Ledger, tmp_path: Path) -> None:
     plain = tmp_path / "ids.txt"
-    plain.write_text("v02\nV05@EXAMPLE.ORG\n# a comment\n\nv01\n", encoding="utf-8")
+    plain.write_text("v02\nV05@EXAMPLE.ORG\n# a comment\n\nv04\n", encoding="utf-8")
     update = load_campaign("2020-04-29-update")
-    # v01 is named but is not in the update's audience (published): narrowing never widens.
+    # v04 is named but is not in the update's cohort (a hard bounce): narrowing never widens.
     assert ids(select_cohort(history, update, CohortFilter(ids=read_ids_file(plain)))) == [
         "v02",
         "v05",
@@ -97,8 +109,9 @@ def test_narrowing_by_ids_file_with_ids_or_addresses(history: Ledger, tmp_path: 
 
 def test_options_cannot_widen_the_cohort(history: Ledger) -> None:
     update = load_campaign("2020-04-29-update")
+    narrower = narrow_campaign(update, CohortFilter(exposures=("screened",)))
     with pytest.raises(CohortError, match="not in the audience") as caught:
-        narrow_campaign(update, CohortFilter(exposures=("published",)))
+        narrow_campaign(narrower, CohortFilter(exposures=("published",)))
     assert caught.value.field == "--exposure"
 
 
@@ -125,7 +138,7 @@ def test_explain_gives_everyone_a_reason(history: Ledger) -> None:
     }
     assert len(members) == len(PEOPLE)
     assert members["v02"].included and "sent" in members["v02"].reason
-    assert not members["v01"].included and "exposure published" in members["v01"].reason
+    assert members["v01"].included and "published" in members["v01"].reason
     assert not members["v04"].included and "bounced_hard" in members["v04"].reason
     assert not members["v08"].included and "has no 2020-03-breach notice" in members["v08"].reason
     assert members["v06"].followed_state == "failed_permanent"
@@ -141,7 +154,7 @@ def test_cli_cohort_lists_members_and_reasons(notifier, history: Ledger) -> None
     import json
 
     rows = json.loads(result.stdout)
-    assert {r["volunteer_id"] for r in rows if r["included"]} == {"v02", "v03", "v05", "v07"}
+    assert {r["volunteer_id"] for r in rows if r["included"]} == {"v01", "v02", "v03", "v05", "v07"}
     assert {
         "volunteer_id",
         "email",
@@ -154,8 +167,8 @@ def test_cli_cohort_lists_members_and_reasons(notifier, history: Ledger) -> None
     } <= set(rows[0])
     table = notifier("cohort", "2020-04-29-update")
     assert table.exit_code == 0
-    assert "4 of 9 volunteers" in table.stdout
+    assert "5 of 9 volunteers" in table.stdout
     assert "bounced_hard" in table.stdout  # the excluded reasons are summarised
-    bad = notifier("cohort", "2020-04-29-update", "--exposure", "published")
+    bad = notifier("cohort", "2020-04-29-update", "--status", "snet")
     assert bad.exit_code == 2
-    assert "not in the audience" in bad.stderr
+    assert "unknown message state" in bad.stderr

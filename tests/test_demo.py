@@ -28,6 +28,12 @@ def test_demo_runs_the_whole_job_and_is_safe_to_repeat(notifier, tmp_path: Path)
         assert f"$ notifier {step}" in first.stdout
     assert "rejected" in first.stdout
     assert "chain intact" in first.stdout
+    # No notifier.toml here: the demo uses the example contact point, writes no settings,
+    # and both campaigns check green on the example roster.
+    assert "uses the example organisation's contact point" in first.stdout
+    assert not (tmp_path / "notifier.toml").exists()
+    assert "2020-03-breach: 194 messages rendered (en 132, ja 62); no problems" in first.stdout
+    assert "2020-04-29-update: 194 messages rendered (en 132, ja 62); no problems" in first.stdout
     with Ledger(notifier.ledger_path) as led:
         volunteers = led.count("volunteers")
         sent = led.state_counts("2020-03-breach")["sent"]

@@ -10,6 +10,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from conftest import with_contact
 
 from notifier.campaign import TEMPLATES_DIR, load_campaign
 from notifier.catalogs import load_translations
@@ -24,14 +25,14 @@ URL = re.compile(r"https?://|www\.|<a\b|href|mailto:|<img", re.IGNORECASE)
 # Phrases only one exposure may read, per campaign and locale.
 ONLY = {
     (FIRST, "en"): {
-        "published": "your records were among them",
+        "published": "your records were among those published",
         "screened": "Your records were not among those published",
         "database_only": "we hold no screening records about you",
     },
     (FIRST, "ja"): {
-        "published": "その中に鈴木様の記録も含まれておりました",
-        "screened": "掲載されたものには含まれておりませんでしたが",
-        "database_only": "ご来院されたことがないため、掲載された記録には含まれておりません",
+        "published": "掲載された記録には、鈴木様の記録も含まれておりました",
+        "screened": "掲載された記録には含まれておりませんでした",
+        "database_only": "ご来院いただいたことがないため、掲載された記録の中に鈴木様の記録は",
     },
     (UPDATE, "en"): {
         "published": "this update does not change that",
@@ -47,12 +48,27 @@ ONLY = {
 # The advice to protect oneself from fraud: for people whose screening records were
 # taken, never for database-only people.
 FRAUD_ADVICE = {
-    "en": ["tell your bank", "CIFAS", "6th Floor, Lynton House", "7 – 12 Tavistock Square"],
-    "ja": ["お取引のある銀行", "CIFAS", "6th Floor, Lynton House", "London WC1H 9LT"],
+    "en": ["tell your bank", "CIFAS", "Lynton House", "7 – 12 Tavistock Square"],
+    "ja": ["お取引のある銀行", "CIFAS", "Lynton House", "7 – 12 Tavistock Square"],
 }
+# Every notice: the contact point, where to write, and what we never ask for.
 EVERYONE = {
-    "en": ["Be aware that calls or emails claiming to be from HMR", "please reply to this email"],
-    "ja": ["当社を名乗る不審な電話やメール", "このメールにご返信ください"],
+    "en": [
+        "Be aware that calls or emails claiming to be from HMR",
+        "reply to this email",
+        "Data Protection Officer",
+        "1 Example Street",
+        "Email: dpo@example.org",
+        "We will never ask you for a password",
+    ],
+    "ja": [
+        "HMRを名乗る電話やメール",
+        "このメールへのご返信でも承ります",
+        "HMR データ保護責任者",
+        "住所：1 Example Street, London XX1 1XX, United Kingdom",
+        "メール：volunteers@example.jp",
+        "お支払いをお願いしたりすることは決してございません",
+    ],
 }
 MORE_ADVICE = ["Action Fraud", "Police Scotland", "Bank Safe Online", "Financial Ombudsman Service"]
 BULLET = {"en": "  - ", "ja": "・"}
@@ -82,7 +98,7 @@ def visible(html: str) -> str:
 def test_render_paragraphs_per_locale_and_exposure(
     campaign_id: str, locale: str, exposure: str
 ) -> None:
-    campaign = load_campaign(campaign_id)
+    campaign = with_contact(load_campaign(campaign_id))
     message = render_message(campaign, person(locale, exposure))
     assert message.locale == locale and message.subject == campaign.subject[locale]
     for part in (message.text, visible(message.html)):
@@ -111,14 +127,14 @@ def test_render_greeting_and_dates_in_locale_format(locale: str) -> None:
     if locale == "en":
         assert first.text.startswith("Dear Jo Smith,\n")
         assert "On 14 March 2020, HMR" in first.text
-        assert "during 21\u2009–\u200923 March 2020" in first.text
+        assert "During 21\u2009–\u200923 March 2020" in first.text
         assert "Update of 29 April 2020" in update.text
         assert "<p>Dear Jo Smith,</p>" in first.html
     else:
         assert first.text.startswith("鈴木 一郎 様\n")
         assert "2020年3月14日、当社は" in first.text
         assert "2020年3月21日～23日にかけて" in first.text
-        assert "2020年4月29日更新" in update.text
+        assert "2020年4月29日までに判明したこと" in update.text
         assert "<p>鈴木 一郎 様</p>" in first.html
         assert "March" not in first.text
 
@@ -150,19 +166,26 @@ def test_render_names_only_the_data_held(campaign_id: str, locale: str, exposure
     }
     labels = {k: translations.gettext(v) for k, v in template_labels.items()}
     assert set(labels) == set(DATA_HELD)
-    renderer = Renderer(load_campaign(campaign_id))
+    renderer = Renderer(with_contact(load_campaign(campaign_id)))
+    name_and_birth = BULLET[locale] + translations.gettext("your name and date of birth")
     for kind in DATA_HELD:
         message = renderer.render(person(locale, exposure, (kind,)))
         for other, label in labels.items():
             assert (f"{BULLET[locale]}{label}\n" in message.text) == (other == kind), other
             assert (f"<li>{label}</li>" in message.html) == (other == kind), other
-        assert ("HIV" in message.text) == (kind == "test_results")
+        assert name_and_birth in message.text
+        # Positive HIV results were among the published records, and only there.
+        assert ("HIV" in message.text) == (kind == "test_results" and exposure == "published")
+    # Nothing on record: the notice says what the records may have included, never
+    # nothing (bank details were not among the published records).
     general = renderer.render(person(locale, exposure, ()))
-    assert BULLET[locale] + translations.gettext("your name and date of birth") not in general.text
-    assert "HIV" not in general.text
-    phrase = "the records we held about you" if locale == "en" else "お預かりしていた"
-    if campaign_id == FIRST or exposure == "published":
-        assert phrase in general.text
+    phrase = "may have included" if locale == "en" else "含まれていた可能性がございます"
+    assert phrase in general.text
+    assert name_and_birth in general.text
+    for kind, label in labels.items():
+        expected = kind != "bank_details" or exposure == "screened"
+        assert (f"{BULLET[locale]}{label}\n" in general.text) == expected, kind
+    assert ("HIV" in general.text) == (exposure == "published")
 
 
 def test_render_names_never_inject_markup() -> None:

@@ -4,6 +4,7 @@ to, and whether it renders correctly for every one of them."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -18,9 +19,10 @@ from notifier.campaign import (
     load_campaign,
 )
 from notifier.check import check_campaign
-from notifier.cli.app import AppContext, cli, console, err_console, pass_app
+from notifier.cli.app import AppContext, cli, console, err_console, pass_app, write_private
 from notifier.errors import ExitCode
 from notifier.ledger import Ledger
+from notifier.proof import proof_sheet
 from notifier.render import long_date
 from notifier.volunteer import EXPOSURES, LOCALES
 
@@ -119,19 +121,35 @@ def audience_table(counts: Counter[tuple[str, str]]) -> Table:
 
 @cli.command("check")
 @click.argument("campaign_id", metavar="ID")
+@click.option(
+    "--proof",
+    "proof_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE.html",
+    help="Also write the proof sheet: every distinct message, English and Japanese side "
+    "by side, with how many people get each (one self-contained page, for sign-off).",
+)
 @pass_app
-def check_command(app: AppContext, campaign_id: str) -> None:
+def check_command(app: AppContext, campaign_id: str, proof_path: Path | None) -> None:
     """Render campaign ID for its whole audience, without sending, and report problems.
 
     \b
     Problems: render errors (missing variable, with template and line), untranslated
     or fuzzy catalog entries, en and ja templates out of step, a required element of
-    a breach notice missing, and any link, URL or attachment.
+    a breach notice missing or empty (the data list, the contact point, the line on
+    what we never ask for), no [contact] in notifier.toml, a volunteer whose data_held
+    contradicts their exposure, a follow-up leaving out people the notice it follows
+    promised to write to again, and any link, URL or attachment.
     Exit 0 with a summary line if all is well; exit 1 listing each problem once, with
-    the number of volunteers it affects.
+    the number of volunteers it affects and a few of their ids.
 
     For a follow-up whose earlier campaign has not been sent yet, everyone matching its
     exposure and locale filters is checked, so a correction can be checked in advance.
+
+    \b
+    With --proof, the proof sheet is written even when there are problems (it lists
+    them at the top): notifier check 2020-03-breach --proof proof.html
     """
     item = apply_overrides(load_campaign(campaign_id), app.settings)
     with app.open_ledger() as led:
@@ -148,6 +166,9 @@ def check_command(app: AppContext, campaign_id: str) -> None:
             report = check_campaign(led, item, progress=lambda: bar.advance(task))
     if report.note:
         click.echo(f"note: {report.note}", err=True)
+    if proof_path is not None:
+        write_private(proof_path, proof_sheet(item, report))
+        click.echo(f"wrote the proof sheet {proof_path} ({len(report.shapes)} shapes)", err=True)
     by_locale = ", ".join(f"{loc} {n}" for loc, n in report.by_locale.items())
     rendered = f"{report.volunteers} messages rendered ({by_locale or 'none'})"
     if report.ok:

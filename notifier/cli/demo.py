@@ -5,34 +5,84 @@ the working directory and an SMTP sink inside this process, so nothing leaves th
 import the example roster (showing its bad rows), list the volunteers, check both shipped
 campaigns, preview one English and one Japanese notice, send the first notice into the
 sink, and show its status and report.
+
+Every notice gives a contact point, which `notifier check` requires from notifier.toml's
+[contact]. Where none is configured, the demo uses the example organisation's, from
+examples/notifier.toml, for its own run only: it writes no settings file, so a real
+campaign can never go out with the example contact point by accident.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import tomllib
 from pathlib import Path
 
 import click
 
 from notifier.cli.app import AppContext, cli, pass_app
-from notifier.errors import RosterError
+from notifier.config import load_contact
+from notifier.errors import ConfigError, RosterError
 from notifier.ledger import VolunteerQuery
 from notifier.sink import Sink
 
 FIRST_NOTICE = "2020-03-breach"
 UPDATE = "2020-04-29-update"
 EXAMPLE_ROSTER = Path("examples") / "volunteers.csv"
+EXAMPLE_SETTINGS = Path("examples") / "notifier.toml"
+
+
+def find_example(relative: Path = EXAMPLE_ROSTER) -> Path | None:
+    """A shipped example file: in the working directory, else beside the package."""
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        candidate = base / relative
+        if candidate.exists():
+            return candidate
+    return None
 
 
 def find_example_roster() -> Path:
     """The shipped example roster: in the working directory, else beside the package."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        candidate = base / EXAMPLE_ROSTER
-        if candidate.exists():
-            return candidate
-    raise RosterError(
-        "the example roster examples/volunteers.csv was not found",
-        hint="run the demo from the project folder, or pass a roster: notifier demo FILE",
+    found = find_example(EXAMPLE_ROSTER)
+    if found is None:
+        raise RosterError(
+            "the example roster examples/volunteers.csv was not found",
+            hint="run the demo from the project folder, or pass a roster: notifier demo FILE",
+        )
+    return found
+
+
+def use_example_contact(app: AppContext) -> Path | None:
+    """Give this run the example organisation's contact point, if none is configured;
+    the example settings file used, if any."""
+    if app.settings.contact:
+        return None
+    path = find_example(EXAMPLE_SETTINGS)
+    if path is None:
+        raise ConfigError(
+            "no [contact] in notifier.toml, and the example settings "
+            "examples/notifier.toml were not found",
+            hint="add [contact] to notifier.toml (see README: Contact point)",
+        )
+    try:
+        contact = load_contact(tomllib.loads(path.read_text(encoding="utf-8")), path)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read the example settings ({exc})", file=path) from exc
+    app.settings = dataclasses.replace(app.settings, contact=contact)
+    click.echo(
+        f"No [contact] in notifier.toml: this demo uses the example organisation's contact "
+        f"point from {path}. For commands of your own, pass --config {_shown(path)} "
+        "or add your organisation's [contact] to notifier.toml."
     )
+    return path
+
+
+def _shown(path: Path) -> Path:
+    """`path` relative to the working directory where it is inside it."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
 
 
 def _run(ctx: click.Context, title: str, *args: str) -> None:
@@ -72,6 +122,8 @@ def demo(app: AppContext, ctx: click.Context, roster: Path | None, maildir: Path
     that the work is already done.
     """
     roster = roster or find_example_roster()
+    example_settings = use_example_contact(app)
+    config = f"--config {_shown(example_settings)} " if example_settings else ""
     _run(
         ctx,
         "Import the roster: bad rows are reported and kept aside",
@@ -120,6 +172,7 @@ def demo(app: AppContext, ctx: click.Context, roster: Path | None, maildir: Path
     click.echo()
     click.echo(
         "Next: notifier report 2020-03-breach --format html --out report.html"
-        "  ·  notifier preview 2020-04-29-update --volunteer HMR-0002"
+        f"  ·  notifier {config}check {UPDATE} --proof proof.html"
+        f"  ·  notifier {config}preview {UPDATE} --volunteer HMR-0002"
         "  ·  notifier --help"
     )

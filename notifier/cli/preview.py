@@ -109,6 +109,7 @@ def _preview_one(
     dkim: DkimKey | None,
 ) -> None:
     volunteer = led.get_volunteer(key)
+    _warn_without_contact(campaign)
     if not _in_audience(led, campaign, volunteer):
         click.echo(
             f"warning: {volunteer.volunteer_id} is not in the audience of "
@@ -124,6 +125,15 @@ def _preview_one(
         return
     write_private(out, data)
     click.echo(f"wrote {out}", err=True)
+
+
+def _warn_without_contact(campaign: Campaign) -> None:
+    if not campaign.contact:
+        click.echo(
+            "warning: no [contact] in notifier.toml, so this notice gives no contact point "
+            "beyond its reply address; `notifier check` refuses it until one is configured",
+            err=True,
+        )
 
 
 def _in_audience(led: Ledger, campaign: Campaign, volunteer: Volunteer) -> bool:
@@ -155,6 +165,7 @@ def _preview_all(led: Ledger, campaign: Campaign, directory: Path, dkim: DkimKey
             f"{campaign.campaign_id}'s attribute filters",
             err=True,
         )
+    _warn_without_contact(campaign)
     total = sum(count_audience(led, campaign, history).values())
     directory.mkdir(parents=True, exist_ok=True)
     composer = Composer(campaign, Renderer(campaign), dkim=dkim)  # one for every message

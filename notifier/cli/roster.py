@@ -24,10 +24,18 @@ from notifier.cli.app import (
 )
 from notifier.errors import ExitCode
 from notifier.ledger import ImportSummary, VolunteerQuery
-from notifier.roster import ENCODING_CHOICES, RosterResult, RowProblem, load_mapping, read_roster
+from notifier.roster import (
+    ENCODING_CHOICES,
+    RosterResult,
+    RowProblem,
+    contradiction_warnings,
+    load_mapping,
+    read_roster,
+)
 from notifier.volunteer import EXPOSURES, FIELDS, LOCALES
 
-REJECTS_HEADER: tuple[str, ...] = ("row", "column", "value", "reason")
+# `warning` is "yes" for a row that was imported all the same (see contradiction_warnings).
+REJECTS_HEADER: tuple[str, ...] = ("row", "column", "value", "reason", "warning")
 # A terminal is no place for thousands of problems: beyond this many, point to the CSV.
 MAX_TABLE_ROWS = 200
 MAX_CHANGES_SHOWN = 50
@@ -74,7 +82,8 @@ def roster() -> None:
     "rejects_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Also write the rejected rows to this CSV file (row,column,value,reason).",
+    help="Also write the rejected rows, and the rows imported with a warning, to this CSV "
+    "file (row,column,value,reason,warning).",
 )
 @click.option(
     "--strict",
@@ -121,9 +130,16 @@ def import_(
                 f"... and {len(summary.problems) - MAX_TABLE_ROWS} more problems; "
                 "see them all with: notifier roster rejects --format csv"
             )
+    warnings = () if summary.refused else contradiction_warnings(result)
+    if warnings:
+        console.print(problems_table(warnings, limit=MAX_TABLE_ROWS, title=WARNINGS_TITLE))
+        click.echo(
+            f"Warning: {_count(len(warnings), 'row')} imported with data_held that contradicts "
+            "the exposure; `notifier check` fails until the roster is corrected."
+        )
     if rejects_path is not None:
-        write_rejects_csv(rejects_path, summary.problems)
-        click.echo(f"Rejected rows written to {rejects_path}")
+        write_rejects_csv(rejects_path, summary.problems, warnings)
+        click.echo(f"Rejected rows{' and warnings' if warnings else ''} written to {rejects_path}")
     _print_outcome(summary, strict)
     if summary.refused:
         raise SystemExit(ExitCode.PROBLEMS)
@@ -167,8 +183,13 @@ def _print_outcome(summary: ImportSummary, strict: bool) -> None:
         click.echo(f"  ... and {len(summary.changes) - MAX_CHANGES_SHOWN} more changes")
 
 
-def problems_table(problems: Sequence[RowProblem], *, limit: int | None = None) -> Table:
-    table = Table(title="Rejected rows", title_justify="left")
+WARNINGS_TITLE = "Imported with a warning"
+
+
+def problems_table(
+    problems: Sequence[RowProblem], *, limit: int | None = None, title: str = "Rejected rows"
+) -> Table:
+    table = Table(title=title, title_justify="left")
     table.add_column("row", justify="right")
     table.add_column("column")
     table.add_column("value")
@@ -184,18 +205,21 @@ def _visible(value: str) -> str:
     return value.replace("\r\n", "⏎").replace("\n", "⏎").replace("\r", "⏎").replace("\t", "⇥")
 
 
-def rejects_csv_text(problems: Iterable[RowProblem]) -> str:
+def rejects_csv_text(problems: Iterable[RowProblem], warnings: Iterable[RowProblem] = ()) -> str:
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
     writer.writerow(REJECTS_HEADER)
-    writer.writerows((p.row, p.column, p.value, p.reason) for p in problems)
+    writer.writerows((p.row, p.column, p.value, p.reason, "") for p in problems)
+    writer.writerows((p.row, p.column, p.value, p.reason, "yes") for p in warnings)
     return buffer.getvalue()
 
 
-def write_rejects_csv(path: Path, problems: Iterable[RowProblem]) -> None:
-    # Plain UTF-8 so the header is exactly `row,column,value,reason`; the roster importer
-    # reads such a file back whatever its origin.
-    write_private(path, rejects_csv_text(problems))
+def write_rejects_csv(
+    path: Path, problems: Iterable[RowProblem], warnings: Iterable[RowProblem] = ()
+) -> None:
+    # Plain UTF-8 so the header is exactly `row,column,value,reason,warning`; the roster
+    # importer reads such a file back whatever its origin.
+    write_private(path, rejects_csv_text(problems, warnings))
 
 
 @roster.command("list")

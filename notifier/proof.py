@@ -1,0 +1,282 @@
+"""The proof sheet: every distinct shape of a campaign's message, once, for sign-off.
+
+A shape is what a message depends on besides the reader's name: locale × exposure × the
+set of data held (notifier.check.ShapeCount). The proof sheet is one self-contained HTML
+page (no scripts, links, images or anything fetched from elsewhere, so it can be mailed,
+archived and printed as it is) showing, for each exposure × data held, the English and
+the Japanese notice side by side, with how many people get each and one example volunteer
+id. Names are placeholders: the sheet proves the wording, not a person's message.
+
+This is what a data-protection officer reads, in full, before approving a send:
+
+    notifier check 2020-03-breach --proof proof.html
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+
+from markupsafe import Markup, escape
+
+from notifier.campaign import Campaign
+from notifier.check import CheckReport, ShapeCount
+from notifier.compose import compose_message
+from notifier.errors import NotifierError
+from notifier.render import RenderedMessage, Renderer, long_date
+from notifier.volunteer import DATA_HELD, EXPOSURES, LOCALES, Volunteer
+
+# The names shown in place of each reader's own.
+PLACEHOLDER_NAMES: Mapping[str, tuple[str, str]] = {
+    "en": ("[Family name]", "[Given name]"),
+    "ja": ("〔姓〕", "〔名〕"),
+}
+LOCALE_NAMES: Mapping[str, str] = {"en": "English", "ja": "Japanese (日本語)"}
+_BODY = re.compile(r"<body[^>]*>(.*)</body>", re.DOTALL | re.IGNORECASE)
+
+_STYLE = Markup("""
+body { font-family: Arial, Helvetica, sans-serif; color: #1a1a1a; margin: 2em; }
+h1 { font-size: 24px; }
+h2 { font-size: 20px; margin-top: 2.5em; border-top: 3px solid #1a1a1a; padding-top: 0.5em; }
+table.facts td, table.facts th, table.index td, table.index th {
+  text-align: left; vertical-align: top; padding: 0.2em 1em 0.2em 0; }
+table.index td.n { text-align: right; white-space: nowrap; }
+table.shape { width: 100%; border-collapse: collapse; table-layout: fixed; }
+table.shape > tbody > tr > td, table.shape > thead > tr > th {
+  width: 50%; vertical-align: top; border: 1px solid #999; padding: 0.8em; }
+table.shape > thead > tr > th { background: #eee; text-align: left; }
+.headers { font-size: 14px; background: #f6f6f6; padding: 0.5em; margin-bottom: 1em; }
+.headers div { margin: 0.1em 0; }
+.who { font-weight: bold; }
+.nobody { color: #666; font-style: italic; }
+.problems li { color: #a00000; }
+.ok { color: #006000; font-weight: bold; }
+pre { white-space: pre-wrap; font-size: 13px; }
+details { margin-top: 1em; }
+@media print { h2 { page-break-before: always; } details { display: none; } }
+""")
+
+
+def data_held_key(data_held: Sequence[str]) -> tuple[int, tuple[int, ...]]:
+    """Shapes in a reading order: nothing on record first, then by how much is held."""
+    return len(data_held), tuple(DATA_HELD.index(d) for d in data_held if d in DATA_HELD)
+
+
+def group_shapes(
+    shapes: Iterable[ShapeCount],
+) -> list[tuple[str, tuple[str, ...], dict[str, ShapeCount]]]:
+    """(exposure, data_held, {locale: shape}) in reading order: exposure, then data held."""
+    groups: dict[tuple[str, tuple[str, ...]], dict[str, ShapeCount]] = {}
+    for shape in shapes:
+        groups.setdefault((shape.exposure, shape.data_held), {})[shape.locale] = shape
+    order = sorted(
+        groups,
+        key=lambda k: (EXPOSURES.index(k[0]) if k[0] in EXPOSURES else 99, data_held_key(k[1])),
+    )
+    return [(exposure, held, groups[(exposure, held)]) for exposure, held in order]
+
+
+def placeholder_volunteer(locale: str, exposure: str, data_held: tuple[str, ...]) -> Volunteer:
+    family, given = PLACEHOLDER_NAMES.get(locale, PLACEHOLDER_NAMES["en"])
+    return Volunteer(
+        volunteer_id="proof",
+        email="proof@example.org",
+        email_ascii="proof@example.org",
+        family_name=family,
+        given_name=given,
+        locale=locale,
+        exposure=exposure,
+        data_held=data_held,
+    )
+
+
+def render_shape(renderer: Renderer, shape: ShapeCount) -> RenderedMessage:
+    return renderer.render(placeholder_volunteer(shape.locale, shape.exposure, shape.data_held))
+
+
+def proof_sheet(campaign: Campaign, report: CheckReport, *, now: datetime | None = None) -> str:
+    """The whole proof sheet of `campaign`, as checked in `report`, as one HTML page."""
+    now = now or datetime.now(UTC)
+    renderer = Renderer(campaign)
+    groups = group_shapes(report.shapes)
+    locales = [loc for loc in LOCALES if loc in campaign.locales]
+    rendered: dict[tuple[str, str, tuple[str, ...]], RenderedMessage] = {}
+    for _exposure, _held, by_locale in groups:
+        for shape in by_locale.values():
+            rendered[(shape.locale, shape.exposure, shape.data_held)] = render_shape(
+                renderer, shape
+            )
+    fingerprint = hashlib.sha256()
+    for key in sorted(rendered):
+        fingerprint.update(repr(key).encode("utf-8"))
+        fingerprint.update(rendered[key].text.encode("utf-8"))
+        fingerprint.update(rendered[key].html.encode("utf-8"))
+
+    parts: list[Markup] = [
+        Markup('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'),
+        Markup("<title>Proof: %s</title>\n<style>%s</style>\n</head>\n<body>\n")
+        % (campaign.campaign_id, _STYLE),
+        Markup("<h1>Proof sheet: %s</h1>\n") % campaign.campaign_id,
+        _facts(campaign, report, len(groups), fingerprint.hexdigest(), now),
+        _problems(report),
+        _index(groups, locales),
+    ]
+    for number, (exposure, held, by_locale) in enumerate(groups, start=1):
+        parts.append(
+            _shape_section(number, exposure, held, by_locale, locales, rendered, campaign, now)
+        )
+    parts.append(Markup("</body>\n</html>\n"))
+    return str(Markup("").join(parts))
+
+
+def _facts(
+    campaign: Campaign, report: CheckReport, shapes: int, fingerprint: str, now: datetime
+) -> Markup:
+    audience = campaign.audience
+    rows: list[tuple[str, str]] = [
+        ("Campaign", f"{campaign.campaign_id}: {campaign.title}"),
+        ("Notice date", long_date(campaign.notice_date, "en")),
+        ("Template", f"{campaign.templates_dir}/<locale>/{campaign.template}.txt, .html"),
+        ("Exposures", ", ".join(audience.exposures or EXPOSURES)),
+        ("Locales", ", ".join(campaign.locales)),
+    ]
+    if campaign.follows:
+        states = ", ".join(audience.follows_states)
+        rows.append(("Follows", f"{campaign.follows} (people whose message there is: {states})"))
+    by_locale = ", ".join(f"{loc} {n}" for loc, n in report.by_locale.items())
+    rows.append(("Recipients", f"{report.volunteers} ({by_locale or 'none'})"))
+    if report.note:
+        rows.append(("Note", report.note))
+    for locale in campaign.locales:
+        contact = campaign.contact.get(locale)
+        if contact is None:
+            described = "NOT CONFIGURED: add [contact] to notifier.toml"
+        else:
+            bits = [contact.name, contact.organisation, *contact.postal_address, contact.email]
+            described = " · ".join([*bits, *([contact.phone] if contact.phone else [])])
+        rows.append((f"Contact point ({locale})", described))
+    rows.append(("Distinct shapes", f"{shapes} (exposure × data held), each shown once below"))
+    rows.append(("Content fingerprint", f"sha256 {fingerprint} (of every shape shown)"))
+    rows.append(("Made", now.strftime("%Y-%m-%d %H:%M UTC")))
+    body = Markup("").join(Markup("<tr><th>%s</th><td>%s</td></tr>\n") % row for row in rows)
+    intro = Markup(
+        "<p>Every distinct message this campaign sends, English and Japanese side by side. "
+        "A shape is locale × exposure × the set of data held; people of one shape receive "
+        "the same words but for their name, shown here as a placeholder.</p>\n"
+    )
+    return intro + Markup('<table class="facts">\n%s</table>\n') % body
+
+
+def _problems(report: CheckReport) -> Markup:
+    if report.ok:
+        return Markup('<p class="ok">notifier check: no problems.</p>\n')
+    items = Markup("").join(Markup("<li>%s</li>\n") % str(p) for p in report.problems)
+    count = len(report.problems)
+    return Markup(
+        '<h2 style="border: none;">notifier check found %d problem%s: do not approve</h2>\n'
+        '<ul class="problems">\n%s</ul>\n'
+    ) % (count, "" if count == 1 else "s", items)
+
+
+def _index(
+    groups: Sequence[tuple[str, tuple[str, ...], Mapping[str, ShapeCount]]],
+    locales: Sequence[str],
+) -> Markup:
+    head = Markup("").join(Markup("<th>%s</th>") % LOCALE_NAMES.get(loc, loc) for loc in locales)
+    rows = []
+    for number, (exposure, held, by_locale) in enumerate(groups, start=1):
+        cells = Markup("").join(
+            Markup('<td class="n">%s</td>') % _who(by_locale.get(loc)) for loc in locales
+        )
+        rows.append(
+            Markup("<tr><td>%d</td><td>%s</td><td>%s</td>%s</tr>\n")
+            % (number, exposure, _held(held), cells)
+        )
+    return Markup(
+        '<h2 style="border: none;">Shapes</h2>\n<table class="index">\n'
+        "<tr><th>#</th><th>exposure</th><th>data held</th>%s</tr>\n%s</table>\n"
+    ) % (head, Markup("").join(rows))
+
+
+def _held(held: Sequence[str]) -> str:
+    return ", ".join(held) if held else "(none on record)"
+
+
+def _who(shape: ShapeCount | None) -> str:
+    if shape is None:
+        return "—"
+    noun = "person" if shape.volunteers == 1 else "people"
+    return f"{shape.volunteers} {noun}, e.g. {shape.example}"
+
+
+def _shape_section(
+    number: int,
+    exposure: str,
+    held: tuple[str, ...],
+    by_locale: Mapping[str, ShapeCount],
+    locales: Sequence[str],
+    rendered: Mapping[tuple[str, str, tuple[str, ...]], RenderedMessage],
+    campaign: Campaign,
+    now: datetime,
+) -> Markup:
+    heads = Markup("").join(Markup("<th>%s</th>") % LOCALE_NAMES.get(loc, loc) for loc in locales)
+    cells = []
+    for locale in locales:
+        shape = by_locale.get(locale)
+        if shape is None:
+            cells.append(
+                Markup('<td lang="%s"><p class="nobody">Nobody reading %s gets this shape.</p>')
+                % (locale, LOCALE_NAMES.get(locale, locale))
+                + Markup("</td>")
+            )
+            continue
+        message = rendered[(locale, exposure, held)]
+        cells.append(_cell(shape, message, campaign, now))
+    return Markup(
+        '<section class="shape" data-shape="%d">\n<h2>%d. %s · %s</h2>\n'
+        '<table class="shape">\n<thead><tr>%s</tr></thead>\n<tbody><tr>%s</tr></tbody>\n'
+        "</table>\n</section>\n"
+    ) % (number, number, exposure, _held(held), heads, Markup("").join(cells))
+
+
+def composed_headers(
+    campaign: Campaign, message: RenderedMessage, shape: ShapeCount, now: datetime
+) -> list[tuple[str, str]]:
+    """From, Reply-To and Subject as the message is composed for sending (not as the
+    campaign file says), so the sheet shows what readers will see."""
+    volunteer = placeholder_volunteer(shape.locale, shape.exposure, shape.data_held)
+    try:
+        data = compose_message(message, campaign, volunteer, date=now)
+    except NotifierError as exc:
+        return [("Cannot compose", str(exc).splitlines()[0])]
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    return [(name, str(parsed[name] or "")) for name in ("From", "Reply-To", "Subject")]
+
+
+def _cell(shape: ShapeCount, message: RenderedMessage, campaign: Campaign, now: datetime) -> Markup:
+    match = _BODY.search(message.html)
+    # Safe: the HTML part as rendered, with names and every value already escaped.
+    body = Markup(match.group(1) if match else message.html)  # noqa: S704
+    headers = composed_headers(campaign, message, shape, now)
+    header_lines = Markup("").join(
+        Markup("<div><b>%s:</b> %s</div>") % (name, value) for name, value in headers
+    )
+    return Markup(
+        '<td lang="%s" data-locale="%s" data-volunteers="%d" data-example="%s">\n'
+        '<p class="who">%s</p>\n<div class="headers">%s</div>\n'
+        '<div class="notice">%s</div>\n'
+        "<details><summary>Plain-text part</summary><pre>%s</pre></details>\n</td>"
+    ) % (
+        shape.locale,
+        shape.locale,
+        shape.volunteers,
+        shape.example,
+        _who(shape),
+        header_lines,
+        body,
+        escape(message.text),
+    )

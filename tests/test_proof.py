@@ -1,0 +1,177 @@
+"""The proof sheet: one self-contained page with every distinct shape of a campaign once,
+English and Japanese side by side, with counts and an example volunteer id; opened in a
+real headless Chromium to prove it loads nothing and shows everything."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Notifier, with_contact, write_example_config
+from test_check import roster
+
+from notifier.campaign import load_campaign
+from notifier.check import LINK_PATTERN, CheckReport, check_campaign
+from notifier.ledger import Ledger, volunteer_to_row
+from notifier.proof import group_shapes, proof_sheet
+
+CAMPAIGNS = ("2020-03-breach", "2020-04-29-update")
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+# Anything that would make a page fetch, run or link to something.
+FORBIDDEN = re.compile(
+    r"<script|<link|<img|<iframe|<object|<embed|<form|<base|<a\b|\bsrc\s*=|\bhref\s*=|"
+    r"url\(|@import|https?://",
+    re.IGNORECASE,
+)
+
+
+@pytest.fixture
+def filled(ledger: Ledger) -> Ledger:
+    ledger.db.table("volunteers").insert_all([volunteer_to_row(v) for v in roster()])
+    return ledger
+
+
+def checked(ledger: Ledger, campaign_id: str) -> tuple[str, CheckReport]:
+    campaign = with_contact(load_campaign(campaign_id))
+    report = check_campaign(ledger, campaign)
+    return proof_sheet(campaign, report), report
+
+
+@pytest.mark.parametrize("campaign_id", CAMPAIGNS)
+def test_proof_shows_every_shape_once_side_by_side(filled: Ledger, campaign_id: str) -> None:
+    page, report = checked(filled, campaign_id)
+    assert report.ok
+    groups = group_shapes(report.shapes)
+    # 120 people: both locales × three exposures × the data sets of the test roster.
+    assert len(report.shapes) == 2 * len(groups)
+    assert sum(s.volunteers for s in report.shapes) == report.volunteers == 120
+    assert page.count('<section class="shape"') == len(groups)
+    for shape in report.shapes:
+        cell = (
+            f'data-locale="{shape.locale}" data-volunteers="{shape.volunteers}" '
+            f'data-example="{shape.example}"'
+        )
+        assert page.count(cell) == 1, cell
+    # English and Japanese of one shape sit in one row of one table.
+    for section in page.split('<section class="shape"')[1:]:
+        assert 'data-locale="en"' in section and 'data-locale="ja"' in section
+    assert "notifier check: no problems." in page
+
+
+def test_proof_is_self_contained_and_shows_no_ones_name(filled: Ledger) -> None:
+    page, _report = checked(filled, "2020-03-breach")
+    assert not FORBIDDEN.search(page)
+    assert not LINK_PATTERN.search(page)
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    for family in ("Smith", "O&#39;Neill", "Dąbrowski", "Nguyen", "鈴木", "田中", "佐藤"):
+        assert family not in page
+    assert "Dear [Given name] [Family name]," in page
+    assert "〔姓〕 〔名〕 様" in page
+    # The headers as composed for sending, in every cell.
+    assert (
+        page.count("<b>From:</b> &#34;Data Protection Officer, HMR&#34; &lt;dpo@example.org&gt;")
+        >= 11
+    )
+    assert "<b>Reply-To:</b> HMR ボランティア窓口 &lt;volunteers@example.jp&gt;" in page
+
+
+def test_proof_lists_the_problems_at_the_top(ledger: Ledger) -> None:
+    people = roster(12)
+    ledger.db.table("volunteers").insert_all([volunteer_to_row(v) for v in people])
+    campaign = load_campaign("2020-03-breach")  # no contact point configured
+    page = proof_sheet(campaign, check_campaign(ledger, campaign))
+    assert "found 1 problem: do not approve" in page
+    assert "no contact point configured" in page
+    assert page.index("do not approve") < page.index('<section class="shape"')
+    assert "NOT CONFIGURED" in page
+
+
+def test_check_cli_writes_the_proof_privately(filled: Ledger, notifier: Notifier) -> None:
+    filled.close()
+    proof = notifier.cwd / "proof.html"
+    without_contact = notifier("check", "2020-03-breach", "--proof", str(proof))
+    assert without_contact.exit_code == 1  # no [contact]: the proof is written all the same
+    assert "do not approve" in proof.read_text(encoding="utf-8")
+    write_example_config(notifier.cwd)
+    result = notifier("check", "2020-04-29-update", "--proof", str(proof))
+    assert result.exit_code == 0, result.output
+    assert f"wrote the proof sheet {proof}" in result.stderr
+    assert stat.S_IMODE(proof.stat().st_mode) == 0o600
+    assert "Proof sheet: 2020-04-29-update" in proof.read_text(encoding="utf-8")
+
+
+# --- in a real browser --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="notifier-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.mark.parametrize("campaign_id", CAMPAIGNS)
+def test_proof_in_chromium(browser, filled: Ledger, tmp_path: Path, campaign_id: str) -> None:
+    page, report = checked(filled, campaign_id)
+    path = tmp_path / f"proof-{campaign_id}.html"
+    path.write_text(page, encoding="utf-8")
+    os.chmod(path, 0o600)
+    browser.get(path.as_uri())
+    run = browser.execute_script
+    assert browser.title == f"Proof: {campaign_id}"
+    assert run("return document.readyState") == "complete"
+    # Nothing runs, links or loads: no scripts, links, images, frames, fetched resources.
+    assert run("return document.scripts.length") == 0
+    assert run("return document.links.length") == 0
+    assert run("return document.images.length") == 0
+    assert run("return document.querySelectorAll('iframe, object, embed, link').length") == 0
+    assert run("return performance.getEntriesByType('resource').length") == 0
+    # Every shape, once, with its count and example.
+    groups = group_shapes(report.shapes)
+    assert run("return document.querySelectorAll('section.shape').length") == len(groups)
+    cells = run(
+        "return Array.from(document.querySelectorAll('td[data-locale]')).map(td => "
+        "[td.dataset.locale, Number(td.dataset.volunteers), td.dataset.example, "
+        "td.querySelector('.notice').innerText.length])"
+    )
+    expected = sorted((s.locale, s.volunteers, s.example) for s in report.shapes)
+    assert sorted(tuple(c[:3]) for c in cells) == expected
+    assert all(length > 1000 for *_, length in cells)  # a whole notice in each
+    # ... each with all seven sections of a notice, headed in its own language.
+    headings = run(
+        "return Array.from(document.querySelectorAll('td[data-locale] .notice'))"
+        ".map(n => Array.from(n.querySelectorAll('h2')).map(h => h.innerText))"
+    )
+    assert len(headings) == len(report.shapes)
+    assert all(len(h) == 7 for h in headings)
+    first = {tuple(h) for h in headings}
+    assert {h[0] for h in first} == {"What happened", "事案の概要"}
