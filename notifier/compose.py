@@ -394,8 +394,13 @@ class Composer:
         self.domain = sender_domain(campaign)
         self._qp_lines: dict[str, str] = {}
         # Sender addresses are written with an A-label domain whatever the transport.
-        self._from = self._mailbox_header("From", campaign.sender, "from")
-        self._from_is_ascii = self._from.isascii()
+        # The From display name is in each reader's language (the contact point's name).
+        self._from = {
+            locale: self._mailbox_header("From", campaign.sender_for(locale), "from")
+            for locale in campaign.reply_to
+        }
+        self._default_from = self._mailbox_header("From", campaign.sender, "from")
+        self._from_is_ascii = self._default_from.isascii()  # the address; names are encoded
         self._reply_to = {
             locale: self._mailbox_header("Reply-To", value, f"reply_to.{locale}")
             for locale, value in campaign.reply_to.items()
@@ -466,7 +471,7 @@ class Composer:
         message_id = message_id_for(campaign.campaign_id, volunteer.volunteer_id, self.domain)
         boundary = f"=_{message_id[1:27]}"
         headers = [
-            self._from,
+            self._from.get(rendered.locale, self._default_from),
             _address_header("To", volunteer.display_name, to_address),
             reply_to,
             self._subject(rendered.subject),

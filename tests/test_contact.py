@@ -167,12 +167,6 @@ def test_example_settings_are_obviously_examples() -> None:
     assert "[contact.ja]" in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compose.Composer still writes campaign.sender for every locale; it should write "
-    "campaign.sender_for(rendered.locale) (compose.py belongs to the delivery rewrite). "
-    "When this passes, remove the mark.",
-)
 def test_composed_japanese_message_has_the_japanese_from_name() -> None:
     from datetime import UTC, datetime
     from email import message_from_bytes, policy
@@ -185,3 +179,11 @@ def test_composed_japanese_message_has_the_japanese_from_name() -> None:
     data = compose_message(rendered, campaign, volunteer, date=datetime(2020, 3, 24, tzinfo=UTC))
     parsed = message_from_bytes(data, policy=policy.default)
     assert str(parsed["From"]) == "HMR データ保護責任者 <dpo@example.org>"
+    english = Volunteer("v2", "b@example.org", "b@example.org", "Ito", "Hana", "en", "screened")
+    data = compose_message(
+        Renderer(campaign).render(english),
+        campaign,
+        english,
+        date=datetime(2020, 3, 24, tzinfo=UTC),
+    )
+    assert "HMR データ" not in str(message_from_bytes(data, policy=policy.default)["From"])
