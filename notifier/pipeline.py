@@ -17,7 +17,7 @@ import logging
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,6 +41,7 @@ from notifier.message import (
     NewMessage,
     OutgoingMessage,
 )
+from notifier.sendlock import SendLock
 from notifier.smtp.session import ServerInfo
 from notifier.smtp.target import SmtpTarget, parse_smtp_url
 from notifier.volunteer import Volunteer
@@ -69,6 +70,13 @@ class SendScope:
                 f"choose from {', '.join(RESENDABLE_STATES)}",
                 field="--status",
             )
+
+    @property
+    def command(self) -> str:
+        """How the operator asked for this run, as `status` and a refused sender name it."""
+        if self.resend_states:
+            return "resend"
+        return "send --resend-uncertain" if self.resend_uncertain else "send"
 
     @property
     def states(self) -> frozenset[str]:
@@ -293,6 +301,23 @@ def send_campaign(
     gracefully: messages in flight are finished and recorded, the rest stay pending for
     the next run.
     """
+    # One sender per ledger: taken before anything is read, so a second run never selects
+    # messages that this one is about to send (it exits 2, naming this process).
+    with SendLock(ledger.path, request.campaign.campaign_id, request.scope.command) as lock:
+        ledger.record_sender(asdict(lock.sender))
+        try:
+            return _send_locked(ledger, request, settings, observer, handle_signals)
+        finally:
+            ledger.clear_sender()
+
+
+def _send_locked(
+    ledger: Ledger,
+    request: SendRequest,
+    settings: Settings,
+    observer: SendObserver | None,
+    handle_signals: bool,
+) -> SendSummary:
     campaign = request.campaign
     target = request.target(settings)
     key = verp.sending_key(settings, ledger.path)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import click
 from rich.table import Table
 
 from notifier.cli.app import AppContext, cli, console, format_option, pass_app
+from notifier.message import MessageState
+from notifier.outputs import visible
+from notifier.sendlock import running_sender
 
 
 @cli.command()
@@ -18,13 +22,23 @@ def status(app: AppContext, campaign_id: str, fmt: str) -> None:
     """How far a campaign has got: messages by state, at any time.
 
     Works while a send is running in another process. JSON output is one object
-    with `campaign`, `counts` (state -> number), `total` and `uncertain` (the
-    addresses whose outcome is unknown after a crash).
+    with `campaign`, `counts` (state -> number), `total`, `running` (the live
+    sender: pid, host, since, command; null when none), `in_flight` and
+    `uncertain` (the addresses whose outcome is unknown after a crash).
     """
     with app.open_ledger() as led:
+        # Read the lock before the messages: a send that ends in between is then seen
+        # as running with its messages settled, never as a crash.
+        running = running_sender(led.path)
+        recorded = led.recorded_sender() if running else None
         counts = led.state_counts(campaign_id)
-        uncertain = led.uncertain_messages(campaign_id)
+        claimed = led.uncertain_messages(campaign_id)
         registered = led.campaign_is_registered(campaign_id)
+    # While a sender holds the lock, what it has claimed is in flight, not uncertain:
+    # only a run that died leaves messages whose outcome nobody knows.
+    in_flight = [m for m in claimed if running and m.state == MessageState.SENDING]
+    uncertain = [m for m in claimed if m not in in_flight]
+    sender = {**(recorded or {}), **asdict(running)} if running else None
     if fmt == "json":
         click.echo(
             json.dumps(
@@ -33,6 +47,8 @@ def status(app: AppContext, campaign_id: str, fmt: str) -> None:
                     "registered": registered,
                     "total": sum(counts.values()),
                     "counts": counts,
+                    "running": sender,
+                    "in_flight": len(in_flight),
                     "uncertain": [m.email for m in uncertain],
                     "uncertain_messages": [
                         {
@@ -59,6 +75,11 @@ def status(app: AppContext, campaign_id: str, fmt: str) -> None:
     table.add_row("total", str(sum(counts.values())), style="bold")
     console.print(f"Campaign {campaign_id}")
     console.print(table)
+    if running:
+        console.print(
+            f"Sending now: {visible(running.describe())};"
+            f" {len(in_flight)} message(s) in flight (not uncertain: that send is alive)."
+        )
     if uncertain:
         console.print(
             f"{len(uncertain)} message(s) with an unknown outcome "

@@ -36,7 +36,16 @@ from typing import Any
 import sqlite_utils
 
 from notifier.errors import LedgerError, VolunteerNotFound
-from notifier.ledger import bounces, campaigns, chain, events, schema, suppressions, volunteers
+from notifier.ledger import (
+    bounces,
+    campaigns,
+    chain,
+    events,
+    schema,
+    senders,
+    suppressions,
+    volunteers,
+)
 from notifier.ledger import messages as message_table
 from notifier.ledger.bounces import MatchedMessage, RecordedReport
 from notifier.ledger.campaigns import CampaignRecord
@@ -137,6 +146,19 @@ class Ledger:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+
+    # -- the running sender (the OS lock in notifier.sendlock is the authority)
+
+    def record_sender(self, sender: dict[str, Any]) -> None:
+        with self.transaction():
+            senders.record_sender(self.conn, sender)
+
+    def clear_sender(self) -> None:
+        with self.transaction():
+            senders.clear_sender(self.conn)
+
+    def recorded_sender(self) -> dict[str, Any] | None:
+        return senders.recorded_sender(self.conn)
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[None]:

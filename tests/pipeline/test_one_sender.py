@@ -1,0 +1,119 @@
+"""Exactly once under concurrency: real `notifier send` processes against one ledger and one
+SMTP server. Whatever the operator starts at the same time, every volunteer is told once;
+the late comers exit 2 at once, naming the running sender, and send nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from smtp_helpers import add_volunteers, make_volunteers, recipients
+
+from notifier.ledger import Ledger
+from notifier.sink import Sink
+
+CAMPAIGN = "2020-03-breach"
+COUNT = 60
+
+pytestmark = pytest.mark.slow
+
+
+def command(ledger_path: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "notifier", "--ledger", str(ledger_path), *args]
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
+
+
+def start(ledger_path: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        command(ledger_path, *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ledger_path.parent,
+        env=clean_env(),
+    )
+
+
+def run(ledger_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command(ledger_path, *args),
+        capture_output=True,
+        text=True,
+        cwd=ledger_path.parent,
+        env=clean_env(),
+        timeout=120,
+        check=False,
+    )
+
+
+def finished(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode, out, err
+
+
+@pytest.fixture
+def roster(ledger_path: Path) -> list[str]:
+    volunteers = make_volunteers(COUNT)
+    with Ledger(ledger_path) as led:
+        add_volunteers(led, volunteers)
+    return [v.email for v in volunteers]
+
+
+def test_two_sends_started_together_tell_everyone_once(
+    ledger_path: Path, roster: list[str]
+) -> None:
+    with Sink() as sink:
+        send = ("send", CAMPAIGN, "--yes", "--smtp", sink.url, "--rate", "40")
+        first, second = start(ledger_path, *send), start(ledger_path, *send)
+        results = [finished(first), finished(second)]
+        got = recipients(sink.messages)
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 2], results
+    _, _, refused_err = next(r for r in results if r[0] == 2)
+    assert "another send is running" in refused_err
+    assert "Traceback" not in refused_err
+    assert got == {email: 1 for email in roster}
+    with Ledger(ledger_path) as led:
+        assert led.state_counts(CAMPAIGN) == {"sent": COUNT}
+
+
+def test_late_resend_uncertain_is_refused_quickly_and_status_shows_in_flight(
+    ledger_path: Path, roster: list[str]
+) -> None:
+    with Sink() as sink:
+        sender = start(ledger_path, "send", CAMPAIGN, "--yes", "--smtp", sink.url, "--rate", "20")
+        try:
+            assert sink.handler.wait_for(5, timeout=60), "the first send never started"
+            status = run(ledger_path, "status", CAMPAIGN, "--format", "json")
+            began = time.monotonic()
+            late = run(
+                ledger_path, "send", CAMPAIGN, "--yes", "--smtp", sink.url, "--resend-uncertain"
+            )
+            late_seconds = time.monotonic() - began
+            resend = run(ledger_path, "resend", CAMPAIGN, "--status", "failed_temporary", "--yes")
+        finally:
+            code, out, err = finished(sender)
+        got = recipients(sink.messages)
+    assert code == 0, err
+    assert late.returncode == 2, late.stdout + late.stderr
+    assert f"process {sender.pid}" in late.stderr
+    assert late_seconds < 5
+    assert resend.returncode == 2 and "another send is running" in resend.stderr
+    shown = json.loads(status.stdout)
+    assert shown["uncertain"] in (0, [])
+    assert shown["running"]["pid"] == sender.pid and shown["running"]["since"]
+    assert got == {email: 1 for email in roster}
