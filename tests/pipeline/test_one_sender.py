@@ -106,7 +106,7 @@ def test_late_resend_uncertain_is_refused_quickly_and_status_shows_in_flight(
             late_seconds = time.monotonic() - began
             resend = run(ledger_path, "resend", CAMPAIGN, "--status", "failed_temporary", "--yes")
         finally:
-            code, out, err = finished(sender)
+            code, _out, err = finished(sender)
         got = recipients(sink.messages)
     assert code == 0, err
     assert late.returncode == 2, late.stdout + late.stderr
