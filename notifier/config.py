@@ -19,6 +19,9 @@ shipped campaign files:
     max_depth = 32             # MIME parts inside parts
     max_parts = 500            # MIME parts, and recipient blocks in its delivery status
 
+    [send]
+    require_approval = false   # only to turn off four-eyes approval (`notifier approve`)
+
     [sender]
     from = "Data Protection Officer <dpo@example.org>"
     reply_to.en = "volunteers@example.org"
@@ -123,6 +126,9 @@ class Settings:
     # The contact point per locale ([contact], with [contact.<locale>] applied); empty
     # when notifier.toml has no [contact].
     contact: Mapping[str, Contact] = field(default_factory=dict)
+    # Four eyes: `send --yes` and `resend --yes` need a current `notifier approve`. Turned
+    # off only explicitly, by `[send] require_approval = false`.
+    require_approval: bool = True
 
 
 def load_settings(
@@ -185,7 +191,20 @@ def load_settings(
         bounce_limits=_report_limits(_table(data, "bounces", path), env, path),
         source=path if path.exists() else None,
         contact=load_contact(data, path),
+        require_approval=_require_approval(_table(data, "send", path), path),
     )
+
+
+def _require_approval(send: Mapping[str, Any], path: Path) -> bool:
+    value = send.get("require_approval", True)
+    if not isinstance(value, bool):
+        raise ConfigError(
+            f"expected true or false, got {value!r}",
+            file=path,
+            field="send.require_approval",
+            hint="leave it out (approval required), or write require_approval = false",
+        )
+    return value
 
 
 def load_contact(data: Mapping[str, Any], path: Path) -> dict[str, Contact]:

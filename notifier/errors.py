@@ -140,3 +140,9 @@ class EvidenceError(NotifierError):
 
 class KeyFileError(NotifierError):
     """The ledger's key file is missing, damaged, or belongs to another ledger."""
+
+
+class ApprovalError(NotifierError):
+    """A send without a current approval of the campaign's exact content (four eyes)."""
+
+    exit_code = ExitCode.PROBLEMS

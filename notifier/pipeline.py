@@ -12,7 +12,6 @@ appended to the ledger as events, and its `attempts` counter grows with every tr
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import signal
 from collections import Counter
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from notifier import verp
+from notifier.approval import templates_sha256
 from notifier.campaign import Campaign, has_messages, history_applies
 from notifier.cohort import CohortFilter, select_cohort
 from notifier.compose import load_dkim_key, message_id_for, sender_domain
@@ -245,23 +245,6 @@ def new_messages(
         message_id = message_id_for(campaign.campaign_id, v.volunteer_id, domain)
         result.append(NewMessage(message_id, v.volunteer_id, verp.make_token(key, message_id)))
     return result
-
-
-def templates_sha256(campaign: Campaign) -> str:
-    """One sha256 over the campaign's templates and catalogs, for every locale it uses.
-
-    Stored when the campaign is first sent, so a report can show which wording went out.
-    """
-    digest = hashlib.sha256()
-    roots = [campaign.templates_dir / loc for loc in campaign.locales]
-    roots += [campaign.locale_dir / loc for loc in campaign.locales]
-    for root in roots:
-        if not root.is_dir():
-            continue
-        for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix != ".mo"):
-            digest.update(path.relative_to(root.parent).as_posix().encode("utf-8") + b"\0")
-            digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
 
 
 def campaign_definition(campaign: Campaign) -> dict[str, Any]:

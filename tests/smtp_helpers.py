@@ -17,7 +17,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from notifier.campaign import Campaign
+from notifier.approval import approve
+from notifier.campaign import Campaign, apply_overrides, load_campaign
 from notifier.config import Settings
 from notifier.delivery import SendOptions
 from notifier.ledger import Ledger, volunteer_to_row
@@ -204,3 +205,13 @@ class ScriptedHandler(SinkHandler):
             await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 30)
             return "250 2.0.0 Ok: queued as HELD"
         return None
+
+
+def approve_shipped(ledger: Ledger, *campaign_ids: str, settings: Settings | None = None) -> None:
+    """Sign off shipped campaigns as `notifier approve` would, for `send --yes` to run.
+
+    `settings` must be those the sending command sees (default: no notifier.toml).
+    """
+    for campaign_id in campaign_ids:
+        campaign = apply_overrides(load_campaign(campaign_id), settings or Settings())
+        approve(ledger, campaign, "Test approver")

@@ -21,12 +21,14 @@ def test_demo_runs_the_whole_job_and_is_safe_to_repeat(notifier, tmp_path: Path)
         "check 2020-03-breach",
         "check 2020-04-29-update",
         "preview 2020-03-breach",
+        "approve 2020-03-breach --by",
         "send 2020-03-breach",
         "status 2020-03-breach",
         "ledger verify",
     ):
         assert f"$ notifier {step}" in first.stdout
     assert "rejected" in first.stdout
+    assert "Approved: 2020-03-breach by notifier demo (not a person" in first.stdout
     assert "chain intact" in first.stdout
     # No notifier.toml here: the demo uses the example contact point, writes no settings,
     # and both campaigns check green on the example roster.

@@ -123,6 +123,8 @@ def send_and_collect_dsns(
     imported = cli("roster", "import", str(roster))
     assert imported.exit_code == 0, imported.output
     assert "10 valid, 0 rejected" in imported.output
+    approved = cli("approve", CAMPAIGN, "--by", "Test approver")
+    assert approved.exit_code == 0, approved.output
 
     sent = cli("send", CAMPAIGN, "--yes", "--smtp", f"smtp://127.0.0.1:{postfix.port}")
     assert sent.exit_code == 0, sent.output

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import write_example_config
-from smtp_helpers import add_volunteers, make_volunteers
+from smtp_helpers import add_volunteers, approve_shipped, make_volunteers
 
 from notifier.ledger import Ledger
 from notifier.sink import ReceivedMessage, Sink
@@ -27,6 +27,7 @@ FAST = ("--max-attempts", "1", "--backoff", "0", "--timeout", "5")
 def roster(ledger: Ledger) -> Ledger:
     # 12 people: exposures cycle published / screened / database_only, locales en / ja.
     add_volunteers(ledger, make_volunteers(12))
+    approve_shipped(ledger, FIRST, UPDATE)
     return ledger
 
 

@@ -8,6 +8,7 @@ one clean line on stderr and its exit code, never a traceback.
 from __future__ import annotations
 
 # Importing a command module registers its commands on the root group.
+from notifier.cli import approve as _approve  # noqa: F401
 from notifier.cli import bounces as _bounces  # noqa: F401
 from notifier.cli import campaign as _campaign  # noqa: F401
 from notifier.cli import cohort as _cohort  # noqa: F401

@@ -27,6 +27,7 @@ from notifier.ledger import VolunteerQuery
 from notifier.sink import Sink
 
 FIRST_NOTICE = "2020-03-breach"
+DEMO_APPROVER = "notifier demo (not a person: approve your own campaigns yourself)"
 UPDATE = "2020-04-29-update"
 EXAMPLE_ROSTER = Path("examples") / "volunteers.csv"
 EXAMPLE_SETTINGS = Path("examples") / "notifier.toml"
@@ -155,6 +156,15 @@ def demo(app: AppContext, ctx: click.Context, roster: Path | None, maildir: Path
                 volunteer.volunteer_id,
             )
 
+    _run(
+        ctx,
+        f"Four eyes: approve {FIRST_NOTICE} (the demo signs it off in its own name; in"
+        " earnest, the person who read the proof sheet does)",
+        "approve",
+        FIRST_NOTICE,
+        "--by",
+        DEMO_APPROVER,
+    )
     with Sink(maildir=maildir) as sink:
         _run(
             ctx,

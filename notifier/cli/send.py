@@ -15,6 +15,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from notifier.approval import require_approval
 from notifier.campaign import Campaign, apply_overrides, load_campaign
 from notifier.cli.app import AppContext, cli, console, err_console, pass_app
 from notifier.cli.cohort import F, cohort_filter, cohort_options
@@ -169,6 +170,8 @@ def _run(
         if not params["yes"]:
             _print_plan(campaign, plan_send(led, request, settings), request)
             return
+        if settings.require_approval:
+            require_approval(led, campaign)  # four eyes: exit 1 saying what to run
         display = ProgressDisplay()
         try:
             summary = send_campaign(led, request, settings, observer=display)

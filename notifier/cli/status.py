@@ -8,6 +8,8 @@ from dataclasses import asdict
 import click
 from rich.table import Table
 
+from notifier.approval import ApprovalStatus, approval_status
+from notifier.campaign import apply_overrides, load_campaign
 from notifier.cli.app import AppContext, cli, console, format_option, pass_app
 from notifier.message import MessageState
 from notifier.outputs import visible
@@ -26,7 +28,9 @@ def status(app: AppContext, campaign_id: str, fmt: str) -> None:
     sender: pid, host, since, command; null when none), `in_flight` and
     `uncertain` (the addresses whose outcome is unknown after a crash).
     """
+    campaign = apply_overrides(load_campaign(campaign_id), app.settings)  # a typo exits 2
     with app.open_ledger() as led:
+        signed_off = approval_status(led, campaign)
         # Read the lock before the messages: a send that ends in between is then seen
         # as running with its messages settled, never as a crash.
         running = running_sender(led.path)
@@ -47,6 +51,7 @@ def status(app: AppContext, campaign_id: str, fmt: str) -> None:
                     "registered": registered,
                     "total": sum(counts.values()),
                     "counts": counts,
+                    "approval": _approval_json(signed_off),
                     "running": sender,
                     "in_flight": len(in_flight),
                     "uncertain": [m.email for m in uncertain],
@@ -66,6 +71,7 @@ def status(app: AppContext, campaign_id: str, fmt: str) -> None:
             )
         )
         return
+    console.print(_approval_line(signed_off, campaign_id))
     if not registered:
         console.print(f"Campaign {campaign_id} has not been sent yet (no messages in the ledger).")
         return
@@ -87,3 +93,18 @@ def status(app: AppContext, campaign_id: str, fmt: str) -> None:
         )
         for m in uncertain:
             console.print(f"  {m.email}  ({m.volunteer_id}, {m.state})")
+
+
+def _approval_json(status: ApprovalStatus) -> dict[str, object] | None:
+    if status.approval is None:
+        return None
+    return {"by": status.approval.by, "at": status.approval.at, "current": status.is_current}
+
+
+def _approval_line(status: ApprovalStatus, campaign_id: str) -> str:
+    if status.approval is None:
+        return f"Not approved yet (notifier approve {campaign_id} --by NAME)."
+    who = f"{visible(status.approval.by)} at {status.approval.at}"
+    if status.is_current:
+        return f"Approved by {who}; the content has not changed since."
+    return f"Approved by {who}, but the content has changed since: approve it again before sending."

@@ -14,7 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from smtp_helpers import ScriptedHandler, add_volunteers, make_volunteers, recipients
+from smtp_helpers import (
+    ScriptedHandler,
+    add_volunteers,
+    approve_shipped,
+    make_volunteers,
+    recipients,
+)
 
 from notifier.ledger import Ledger
 from notifier.sink import Sink
@@ -66,6 +72,7 @@ def test_crash_sigkill_then_resume_reaches_everyone_once(ledger_path: Path) -> N
     volunteers = make_volunteers(COUNT)
     with Ledger(ledger_path) as led:
         add_volunteers(led, volunteers)
+        approve_shipped(led, CAMPAIGN)
     held = volunteers[10]
     # The server takes this message, then keeps its reply back: it is surely in flight
     # when the sender is killed.
@@ -126,6 +133,7 @@ def test_crash_ctrl_c_stops_cleanly_and_resumes(ledger_path: Path) -> None:
     volunteers = make_volunteers(COUNT)
     with Ledger(ledger_path) as led:
         add_volunteers(led, volunteers)
+        approve_shipped(led, CAMPAIGN)
     with Sink() as sink:
         proc = start_send(ledger_path, sink.url, "--rate", "20")
         try:

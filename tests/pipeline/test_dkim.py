@@ -17,7 +17,13 @@ from typing import Any
 import dkim
 import pytest
 from conftest import Notifier
-from smtp_helpers import INTERNATIONAL, add_volunteers, make_volunteers, recipients
+from smtp_helpers import (
+    INTERNATIONAL,
+    add_volunteers,
+    approve_shipped,
+    make_volunteers,
+    recipients,
+)
 from smtp_helpers import send as send_fast
 from tls_helpers import DkimTestKey, make_dkim_key, needs_openssl
 
@@ -193,6 +199,7 @@ def test_dkim_cli_large_campaign_signs_in_worker_processes(
     assert compose_workers_for(count) > 0
     volunteers = make_volunteers(count)
     add_volunteers(ledger, volunteers)
+    approve_shipped(ledger, CAMPAIGN)
     (tmp_path / "notifier.toml").write_text(
         f'[dkim]\nselector = "{SELECTOR}"\nkey_file = "{fast_key.private_file.as_posix()}"\n',
         encoding="utf-8",
@@ -244,6 +251,7 @@ def test_dkim_half_configured_is_one_clean_error_before_sending(
     table: str,
 ) -> None:
     add_volunteers(ledger, make_volunteers(4))
+    approve_shipped(ledger, CAMPAIGN)
     (tmp_path / "notifier.toml").write_text(
         table.format(key=dkim_key.private_file.as_posix()), encoding="utf-8"
     )
@@ -255,6 +263,7 @@ def test_dkim_missing_key_file_is_one_clean_error_before_sending(
     notifier: Notifier, ledger: Ledger, sink: Sink, tmp_path: Path
 ) -> None:
     add_volunteers(ledger, make_volunteers(4))
+    approve_shipped(ledger, CAMPAIGN)
     missing = tmp_path / "keys" / "absent.pem"
     (tmp_path / "notifier.toml").write_text(
         f'[dkim]\nselector = "{SELECTOR}"\nkey_file = "{missing.as_posix()}"\n', encoding="utf-8"
@@ -267,6 +276,7 @@ def test_dkim_unusable_key_is_one_clean_error_before_sending(
     notifier: Notifier, ledger: Ledger, sink: Sink, tmp_path: Path
 ) -> None:
     add_volunteers(ledger, make_volunteers(4))
+    approve_shipped(ledger, CAMPAIGN)
     bad = tmp_path / "not-a-key.pem"
     bad.write_text("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
     (tmp_path / "notifier.toml").write_text(

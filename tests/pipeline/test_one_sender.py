@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from smtp_helpers import add_volunteers, make_volunteers, recipients
+from smtp_helpers import add_volunteers, approve_shipped, make_volunteers, recipients
 
 from notifier.ledger import Ledger
 from notifier.sink import Sink
@@ -70,6 +70,7 @@ def roster(ledger_path: Path) -> list[str]:
     volunteers = make_volunteers(COUNT)
     with Ledger(ledger_path) as led:
         add_volunteers(led, volunteers)
+        approve_shipped(led, CAMPAIGN)
     return [v.email for v in volunteers]
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Notifier
-from smtp_helpers import add_volunteers, make_volunteers, recipients, send
+from smtp_helpers import add_volunteers, approve_shipped, make_volunteers, recipients, send
 from tls_helpers import (
     ImplicitTlsSink,
     SelfSignedCertificate,
@@ -61,6 +61,7 @@ def campaign() -> Campaign:
 def people(ledger: Ledger) -> list[Volunteer]:
     volunteers = make_volunteers(8)
     add_volunteers(ledger, volunteers)
+    approve_shipped(ledger, CAMPAIGN)
     return volunteers
 
 
