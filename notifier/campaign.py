@@ -34,6 +34,9 @@ file, in notifier.toml ([sender] from, reply_to.<locale>): see `apply_overrides`
 contact point every notice gives comes from notifier.toml's [contact] only (never from a
 campaign file, so an organisation cannot send the example one by accident); it also gives
 the From display name per locale (`Campaign.sender_for`).
+
+This module reads and checks the file; who is in the audience it declares, person by
+person, is decided in `notifier.audience`.
 """
 
 from __future__ import annotations
@@ -43,8 +46,7 @@ import datetime as dt
 import difflib
 import re
 import tomllib
-from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from email.headerregistry import Address
@@ -55,9 +57,8 @@ from typing import Any
 from notifier.catalogs import LOCALE_DIR
 from notifier.config import Contact, Settings
 from notifier.errors import CampaignError
-from notifier.ledger import Ledger, VolunteerQuery
 from notifier.message import REACHED_STATES, MessageState
-from notifier.volunteer import EXPOSURES, LOCALES, Volunteer
+from notifier.volunteer import EXPOSURES, LOCALES
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CAMPAIGN_DIR = PACKAGE_DIR / "campaigns"
@@ -454,56 +455,3 @@ def _check_templates(campaign: Campaign, path: Path) -> None:
                     field="template",
                     hint="name a template that exists for every locale, as a .txt and a .html",
                 )
-
-
-# --- audience -----------------------------------------------------------------------
-
-
-def _audience_query(campaign: Campaign, history: bool = True) -> VolunteerQuery:
-    """The ledger query for the campaign's audience (see select_audience)."""
-    audience = campaign.audience
-    followed = campaign.follows if history else None
-    return VolunteerQuery(
-        exposures=audience.exposures,
-        locales=audience.locales,
-        in_campaign=followed,
-        message_states=(audience.follows_states or DEFAULT_FOLLOWS_STATES) if followed else (),
-    )
-
-
-def select_audience(
-    ledger: Ledger, campaign: Campaign, history: bool = True
-) -> Iterator[Volunteer]:
-    """The volunteers a campaign goes to, in volunteer_id order.
-
-    The attribute filters (exposures, locales) always apply; for a follow-up, `history`
-    also keeps only people whose message in the followed campaign is in one of
-    `audience.follows_states`. Suppressed addresses are included: delivery skips them
-    and records why, so the ledger shows they were meant to be told.
-    """
-    return ledger.volunteers(_audience_query(campaign, history))
-
-
-def count_audience(
-    ledger: Ledger, campaign: Campaign, history: bool = True
-) -> Counter[tuple[str, str]]:
-    """How many volunteers the campaign goes to, by (locale, exposure)."""
-    return ledger.count_volunteers(_audience_query(campaign, history))
-
-
-def has_messages(ledger: Ledger, campaign_id: str) -> bool:
-    """True when the ledger holds any message of this campaign (it has been sent)."""
-    return ledger.has_messages(campaign_id)
-
-
-def history_applies(ledger: Ledger, campaign: Campaign) -> bool:
-    """Whether a follow-up can be narrowed by the followed campaign's outcomes yet."""
-    return campaign.follows is not None and has_messages(ledger, campaign.follows)
-
-
-def in_audience(
-    ledger: Ledger, campaign: Campaign, volunteer_id: str, history: bool = True
-) -> bool:
-    """Whether one volunteer is in the campaign's audience, without listing it."""
-    query = dataclasses.replace(_audience_query(campaign, history), volunteer_id=volunteer_id)
-    return next(ledger.volunteers(query), None) is not None

@@ -41,7 +41,8 @@ from typing import Any
 import jinja2
 from jinja2 import nodes
 
-from notifier.campaign import Campaign, history_applies, load_followed, select_audience
+from notifier.audience import history_applies, membership, select_audience
+from notifier.campaign import Campaign, load_followed
 from notifier.catalogs import catalog_problems
 from notifier.errors import CampaignError, CatalogError, RenderError, TemplateRenderError
 from notifier.ledger import Ledger
@@ -371,8 +372,6 @@ def _promise_problems(ledger: Ledger, campaign: Campaign, history: bool, tally: 
     if followed is None:
         return
     states = ledger.message_states(followed.campaign_id) if history else {}
-    cohort = {v.volunteer_id for v in select_audience(ledger, campaign, history=history)}
-    follows_states = campaign.audience.follows_states or REACHED_STATES
     renderer = Renderer(followed)
     promised_by_shape: dict[tuple[Any, ...], bool] = {}
     left_out: dict[str, list[str]] = {}
@@ -391,17 +390,20 @@ def _promise_problems(ledger: Ledger, campaign: Campaign, history: bool, tally: 
             promised_by_shape[key] = promised
         if not promised:
             continue
-        if volunteer.volunteer_id in cohort:
-            if history or set(REACHED_STATES) <= set(follows_states):
-                continue
-            missed = ", ".join(s for s in REACHED_STATES if s not in follows_states)
-            reason = f"follows_states leaves out people whose notice is {missed}"
-        elif campaign.audience.exposures and volunteer.exposure not in campaign.audience.exposures:
+        # Before the earlier notice is sent, ask about every state it can reach them in.
+        reached = (state,) if history else REACHED_STATES
+        verdicts = [(s, membership(campaign, volunteer, s)) for s in reached]
+        missed = [(s, verdict) for s, verdict in verdicts if not verdict.included]
+        if not missed:
+            continue
+        left_out_by = missed[0][1].left_out_by
+        if left_out_by == "exposure":
             reason = f"exposure {volunteer.exposure} is not in its audience"
-        elif campaign.audience.locales and volunteer.locale not in campaign.audience.locales:
+        elif left_out_by == "locale":
             reason = f"locale {volunteer.locale} is not in its audience"
         else:
-            reason = f"follows_states leaves out people whose notice is {state}"
+            in_states = ", ".join(str(s) for s, _ in missed)
+            reason = f"follows_states leaves out people whose notice is {in_states}"
         left_out.setdefault(reason, []).append(volunteer.volunteer_id)
     where = campaign.path or campaign.campaign_id
     for reason, ids in left_out.items():

@@ -3,8 +3,9 @@
 A campaign file declares its default cohort (its audience: exposure and locale filters and,
 for a follow-up, which outcomes of the followed campaign qualify). An operator can narrow
 it for one run with a `CohortFilter` (`--exposure`, `--locale`, `--status`, `--ids FILE`),
-never widen it: a narrowed selection is the campaign's audience with tighter filters, so
-the same query serves `cohort`, `check`, `preview --all` and `send`.
+never widen it: a narrowed selection is the campaign's audience with tighter filters,
+decided by the one rule in `notifier.audience`, so `cohort` and `send` agree with `check`
+and `preview`.
 
 `explain_cohort` says, for every volunteer on the roster, whether they are in and why: the
 answer a comms lead needs before sending a correction to "everyone who got the first
@@ -15,11 +16,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from notifier.campaign import DEFAULT_FOLLOWS_STATES, Campaign, select_audience
+from notifier.audience import followed_message_states, membership, select_audience
+from notifier.campaign import Campaign
 from notifier.errors import CohortError
 from notifier.ledger import Ledger, address_key
 from notifier.message import MessageState
@@ -137,14 +139,12 @@ def explain_cohort(
 ) -> list[CohortMember]:
     """Every volunteer on the roster, in or out of this cohort, with the reason."""
     narrowed = narrow_campaign(campaign, cohort)
-    audience = narrowed.audience
-    states = audience.follows_states or DEFAULT_FOLLOWS_STATES
-    followed = ledger.message_states(campaign.follows) if campaign.follows else {}
+    followed = followed_message_states(ledger, campaign)
     suppressed = ledger.suppressed_addresses()
     members = []
     for volunteer in ledger.volunteers():
         state = followed.get(volunteer.volunteer_id)
-        included, reason = _decide(volunteer, narrowed, cohort, state, states)
+        included, reason = _decide(volunteer, narrowed, cohort, state)
         members.append(
             CohortMember(
                 volunteer, included, reason, state, address_key(volunteer.email) in suppressed
@@ -154,23 +154,12 @@ def explain_cohort(
 
 
 def _decide(
-    volunteer: Volunteer,
-    campaign: Campaign,
-    cohort: CohortFilter,
-    followed_state: str | None,
-    states: Sequence[str],
+    volunteer: Volunteer, campaign: Campaign, cohort: CohortFilter, followed_state: str | None
 ) -> tuple[bool, str]:
-    audience = campaign.audience
-    if audience.exposures and volunteer.exposure not in audience.exposures:
-        return False, f"exposure {volunteer.exposure} is not in the audience"
-    if audience.locales and volunteer.locale not in audience.locales:
-        return False, f"locale {volunteer.locale} is not in the audience"
+    """The audience's answer, with the --ids file applied after its attribute filters."""
+    verdict = membership(campaign, volunteer, followed_state)
+    if verdict.left_out_by in ("exposure", "locale"):
+        return False, verdict.reason
     if cohort.ids is not None and not _matches_ids(volunteer, cohort.ids):
         return False, "not named in the --ids file"
-    if campaign.follows:
-        if followed_state is None:
-            return False, f"has no {campaign.follows} notice"
-        if followed_state not in states:
-            return False, f"{campaign.follows} notice is {followed_state}"
-        return True, f"{volunteer.exposure}; {campaign.follows} notice {followed_state}"
-    return True, f"{volunteer.exposure}, {volunteer.locale}"
+    return verdict.included, verdict.reason

@@ -23,7 +23,8 @@ from typing import Any, Protocol
 
 from notifier import verp
 from notifier.approval import templates_sha256
-from notifier.campaign import Campaign, has_messages, history_applies
+from notifier.audience import history_applies
+from notifier.campaign import Campaign
 from notifier.cohort import CohortFilter, select_cohort
 from notifier.compose import load_dkim_key, message_id_for, sender_domain
 from notifier.compose_pool import ComposeJob, Composing, compose_workers_for, start_composing
@@ -138,7 +139,7 @@ def send_audience(ledger: Ledger, campaign: Campaign, cohort: CohortFilter) -> l
     sent before that campaign: everyone matching its filters would get a correction of a
     notice they never received. (`check` and `preview` may still look at it.)
     """
-    if campaign.follows and not has_messages(ledger, campaign.follows):
+    if campaign.follows and not ledger.has_messages(campaign.follows):
         raise CampaignError(
             f"{campaign.campaign_id} follows {campaign.follows}, which has not been sent yet: "
             "nobody has an earlier notice for it to follow",

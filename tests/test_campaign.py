@@ -1,8 +1,7 @@
-"""Campaign files: loading, validation errors a person can act on, overrides, audience."""
+"""Campaign files: loading, validation errors a person can act on, overrides."""
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import date
 from pathlib import Path
 
@@ -12,18 +11,11 @@ from notifier.campaign import (
     CAMPAIGN_DIR,
     DEFAULT_FOLLOWS_STATES,
     apply_overrides,
-    count_audience,
-    has_messages,
-    history_applies,
-    in_audience,
     list_campaigns,
     load_campaign,
-    select_audience,
 )
 from notifier.config import Settings
 from notifier.errors import CampaignError
-from notifier.ledger import Ledger, volunteer_to_row
-from notifier.volunteer import Volunteer
 
 GOOD = """\
 id = "test-notice"
@@ -173,82 +165,3 @@ def test_campaign_overrides_from_settings_without_editing_file(tmp_path: Path) -
     assert path.read_bytes() == before
     untouched = apply_overrides(load_campaign(path), Settings())
     assert untouched.sender == "HMR Data Protection <dpo@example.org>"
-
-
-def volunteer(n: int, locale: str, exposure: str) -> Volunteer:
-    email = f"person{n}@example.com"
-    return Volunteer(f"v{n:03d}", email, email, "Family", "Given", locale, exposure)
-
-
-def test_campaign_audience_filters_by_exposure_and_locale(ledger: Ledger) -> None:
-    people = [
-        volunteer(1, "en", "published"),
-        volunteer(2, "ja", "screened"),
-        volunteer(3, "en", "database_only"),
-        volunteer(4, "ja", "database_only"),
-    ]
-    ledger.db.table("volunteers").insert_all([volunteer_to_row(v) for v in people])
-    first = load_campaign("2020-03-breach")
-    assert [v.volunteer_id for v in select_audience(ledger, first)] == [
-        "v001",
-        "v002",
-        "v003",
-        "v004",
-    ]
-    update = load_campaign("2020-04-29-update")
-    # Nothing sent yet: history narrows to nobody, the attribute filters to everyone (the
-    # update goes to every exposure: the first notice promised them all to write again).
-    assert not has_messages(ledger, "2020-03-breach")
-    assert not history_applies(ledger, update)
-    assert list(select_audience(ledger, update)) == []
-    assert [v.volunteer_id for v in select_audience(ledger, update, history=False)] == [
-        "v001",
-        "v002",
-        "v003",
-        "v004",
-    ]
-    assert count_audience(ledger, update, history=False) == {
-        ("en", "published"): 1,
-        ("ja", "screened"): 1,
-        ("en", "database_only"): 1,
-        ("ja", "database_only"): 1,
-    }
-    # An exposure filter narrows: the Japanese screened and database-only people only.
-    narrowed = dataclasses.replace(
-        update,
-        audience=dataclasses.replace(
-            update.audience, exposures=("screened", "database_only"), locales=("ja",)
-        ),
-    )
-    assert [v.volunteer_id for v in select_audience(ledger, narrowed, history=False)] == [
-        "v002",
-        "v004",
-    ]
-
-
-def test_campaign_follow_up_selects_by_outcome_of_earlier_notice(ledger: Ledger) -> None:
-    states = {1: "sent", 2: "delivered", 3: "bounced_hard", 4: "failed_permanent", 5: "sent"}
-    people = [volunteer(n, "en", "screened") for n in states]
-    people.append(volunteer(6, "en", "screened"))  # never sent the first notice
-    people[4] = volunteer(5, "en", "published")  # reached: published people get the update too
-    ledger.db.table("volunteers").insert_all([volunteer_to_row(v) for v in people])
-    ledger.db.table("campaigns").insert({"campaign_id": "2020-03-breach", "title": "first"})
-    ledger.db.table("messages").insert_all(
-        {
-            "message_id": f"<m{n}@example.org>",
-            "campaign_id": "2020-03-breach",
-            "volunteer_id": f"v{n:03d}",
-            "verp_token": f"t{n}",
-            "state": state,
-        }
-        for n, state in states.items()
-    )
-    update = load_campaign("2020-04-29-update")
-    assert history_applies(ledger, update)
-    assert [v.volunteer_id for v in select_audience(ledger, update)] == ["v001", "v002", "v005"]
-    assert count_audience(ledger, update) == {("en", "screened"): 2, ("en", "published"): 1}
-    everyone = [v.volunteer_id for v in select_audience(ledger, update, history=False)]
-    assert everyone == ["v001", "v002", "v003", "v004", "v005", "v006"]
-    assert in_audience(ledger, update, "v002") and not in_audience(ledger, update, "v003")
-    assert in_audience(ledger, update, "v003", history=False)
-    assert not in_audience(ledger, update, "v006")  # never sent the first notice

@@ -10,14 +10,8 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from notifier.campaign import (
-    Campaign,
-    apply_overrides,
-    count_audience,
-    history_applies,
-    list_campaigns,
-    load_campaign,
-)
+from notifier.audience import count_audience, history_applies
+from notifier.campaign import Campaign, apply_overrides, list_campaigns, load_campaign
 from notifier.check import check_campaign
 from notifier.cli.app import AppContext, cli, console, err_console, pass_app, write_private
 from notifier.errors import ExitCode

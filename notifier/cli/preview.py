@@ -13,14 +13,8 @@ from urllib.parse import quote
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from notifier.campaign import (
-    Campaign,
-    apply_overrides,
-    count_audience,
-    history_applies,
-    load_campaign,
-    select_audience,
-)
+from notifier.audience import count_audience, history_applies, membership_of, select_audience
+from notifier.campaign import Campaign, apply_overrides, load_campaign
 from notifier.cli.app import AppContext, cli, err_console, pass_app, write_private
 from notifier.compose import ComposedMessage, Composer, DkimKey, build_message, load_dkim_key
 from notifier.errors import NotifierError
@@ -110,7 +104,7 @@ def _preview_one(
 ) -> None:
     volunteer = led.get_volunteer(key)
     _warn_without_contact(campaign)
-    if not _in_audience(led, campaign, volunteer):
+    if not membership_of(led, campaign, volunteer, history=history_applies(led, campaign)).included:
         click.echo(
             f"warning: {volunteer.volunteer_id} is not in the audience of "
             f"{campaign.campaign_id}; this is what they would receive if they were",
@@ -134,13 +128,6 @@ def _warn_without_contact(campaign: Campaign) -> None:
             "beyond its reply address; `notifier check` refuses it until one is configured",
             err=True,
         )
-
-
-def _in_audience(led: Ledger, campaign: Campaign, volunteer: Volunteer) -> bool:
-    history = history_applies(led, campaign)
-    return any(
-        v.volunteer_id == volunteer.volunteer_id for v in select_audience(led, campaign, history)
-    )
 
 
 def _readable(composed: ComposedMessage, output_format: str) -> bytes:

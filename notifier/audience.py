@@ -1,0 +1,111 @@
+"""Audience: who a campaign or a follow-up goes to, and why. One rule, in one place.
+
+A person is in a campaign's audience when their exposure and locale pass the campaign's
+`[audience]` filters and, for a follow-up, their message in the followed campaign is in
+one of `follows_states` (by default sent or delivered: a hard bounce or a failure means
+the person never read the notice the follow-up corrects).
+
+`membership` is that rule, for one person, with the reason. Everything else asks it:
+`select_audience` and `count_audience` (send, check, preview --all, campaign show), one
+person's `membership_of` (preview warns about someone outside), and cohort.py, which
+narrows the audience for one run and explains it person by person.
+
+`history` says whether the follow-up rule applies: before the followed campaign has any
+message in the ledger (`history_applies` is false) nobody has an outcome to be chosen
+by, and check and preview look at everyone the attribute filters let through.
+Suppressed addresses are in the audience: delivery skips them and records why, so the
+ledger shows they were meant to be told.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from notifier.campaign import DEFAULT_FOLLOWS_STATES, Campaign
+from notifier.ledger import Ledger, VolunteerQuery
+from notifier.volunteer import Volunteer
+
+# Which part of the rule left a person out: callers that word it their own way
+# (check's "leaves out people whose notice is ...") branch on this, never on the text.
+LeftOutBy = Literal["exposure", "locale", "no_followed_notice", "followed_state"]
+
+
+@dataclass(frozen=True)
+class Membership:
+    """Whether one person is in a campaign's audience, and why (in words for people)."""
+
+    included: bool
+    reason: str
+    left_out_by: LeftOutBy | None = None  # None when included
+
+
+def followed_states(campaign: Campaign) -> tuple[str, ...]:
+    """The states of the followed campaign's message that qualify a person."""
+    return campaign.audience.follows_states or DEFAULT_FOLLOWS_STATES
+
+
+def history_applies(ledger: Ledger, campaign: Campaign) -> bool:
+    """Whether a follow-up can be chosen by the followed campaign's outcomes yet."""
+    return campaign.follows is not None and ledger.has_messages(campaign.follows)
+
+
+def membership(
+    campaign: Campaign, volunteer: Volunteer, followed_state: str | None, *, history: bool = True
+) -> Membership:
+    """Whether `volunteer` is in the audience of `campaign`, and if not, why.
+
+    `followed_state` is the state of their message in the campaign `campaign` follows
+    (None: they have none); it is read only for a follow-up, and only with `history`.
+    """
+    audience = campaign.audience
+    if audience.exposures and volunteer.exposure not in audience.exposures:
+        return Membership(
+            False, f"exposure {volunteer.exposure} is not in the audience", "exposure"
+        )
+    if audience.locales and volunteer.locale not in audience.locales:
+        return Membership(False, f"locale {volunteer.locale} is not in the audience", "locale")
+    if campaign.follows and history:
+        if followed_state is None:
+            return Membership(False, f"has no {campaign.follows} notice", "no_followed_notice")
+        if followed_state not in followed_states(campaign):
+            reason = f"{campaign.follows} notice is {followed_state}"
+            return Membership(False, reason, "followed_state")
+        return Membership(True, f"{volunteer.exposure}; {campaign.follows} notice {followed_state}")
+    return Membership(True, f"{volunteer.exposure}, {volunteer.locale}")
+
+
+def followed_message_states(ledger: Ledger, campaign: Campaign) -> Mapping[str, str]:
+    """volunteer_id -> state of their message in the campaign `campaign` follows."""
+    return ledger.message_states(campaign.follows) if campaign.follows else {}
+
+
+def membership_of(
+    ledger: Ledger, campaign: Campaign, volunteer: Volunteer, *, history: bool = True
+) -> Membership:
+    """`membership` for one person, with their followed message's state from the ledger."""
+    state = followed_message_states(ledger, campaign).get(volunteer.volunteer_id)
+    return membership(campaign, volunteer, state, history=history)
+
+
+def select_audience(
+    ledger: Ledger, campaign: Campaign, history: bool = True
+) -> Iterator[Volunteer]:
+    """The volunteers a campaign goes to, in volunteer_id order, streamed from the ledger."""
+    states = followed_message_states(ledger, campaign) if history else {}
+    # The ledger reads only the exposures and locales the audience can have, so a
+    # campaign for a few people does not load the whole roster; `membership` decides.
+    scan = VolunteerQuery(exposures=campaign.audience.exposures, locales=campaign.audience.locales)
+    for volunteer in ledger.volunteers(scan):
+        state = states.get(volunteer.volunteer_id)
+        if membership(campaign, volunteer, state, history=history).included:
+            yield volunteer
+
+
+def count_audience(
+    ledger: Ledger, campaign: Campaign, history: bool = True
+) -> Counter[tuple[str, str]]:
+    """How many volunteers the campaign goes to, by (locale, exposure)."""
+    return Counter((v.locale, v.exposure) for v in select_audience(ledger, campaign, history))
