@@ -28,7 +28,7 @@ import hashlib
 import os
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from notifier.ledger import messages as message_table
 from notifier.ledger.bounces import MatchedMessage, RecordedReport
 from notifier.ledger.campaigns import CampaignRecord
 from notifier.ledger.chain import Event, EventDraft, VerifyResult
-from notifier.ledger.messages import MessageRecord
+from notifier.ledger.messages import MessageRecord, Settled
 from notifier.ledger.suppressions import Suppression
 from notifier.ledger.volunteers import ImportRecord, ImportSummary, VolunteerQuery
 from notifier.message import DeliveryOutcome, MessageRow, NewMessage
@@ -339,6 +339,14 @@ class Ledger:
         """Messages left `sending` by a run that died: move them to `uncertain`, with an event."""
         with self.transaction():
             return message_table.mark_uncertain(self.conn, campaign_id)
+
+    def settle_uncertain(
+        self, campaign_id: str, found: Mapping[str, Mapping[str, str]], searched: str
+    ) -> list[Settled]:
+        """Settle uncertain messages from evidence (notifier.reconcile), in one transaction:
+        found -> sent with the evidence, not found -> pending. See messages.settle_uncertain."""
+        with self.transaction():
+            return message_table.settle_uncertain(self.conn, campaign_id, found, searched)
 
     def campaign_messages(
         self, campaign_id: str, *, states: Sequence[str] | None = None
