@@ -8,6 +8,7 @@ import click
 from rich.table import Table
 
 from notifier.cli.app import AppContext, cli, console, format_option, pass_app
+from notifier.outputs import visible
 
 
 @cli.command()
@@ -65,4 +66,4 @@ def status(app: AppContext, campaign_id: str, fmt: str) -> None:
             f"(re-send with: notifier send {campaign_id} --yes --resend-uncertain):"
         )
         for m in uncertain:
-            console.print(f"  {m.email}  ({m.volunteer_id}, {m.state})")
+            console.print(visible(f"  {m.email}  ({m.volunteer_id}, {m.state})"), markup=False)
