@@ -133,3 +133,15 @@ def test_bounces_unmatched_escapes_control_characters(notifier: Notifier, tmp_pa
     assert listing.exit_code == 0
     assert_no_controls(listing.output)
     assert "\\x1b[31m" in listing.output
+
+
+@pytest.mark.parametrize(
+    "url", ["smtp://[::1", "smtp://bob:s3cret@[::1", "smtp://host:port", "smtpx://bob:s3cret@h"]
+)
+def test_a_malformed_smtp_url_is_one_clean_line_without_secrets(
+    notifier: Notifier, imported, url: str
+) -> None:
+    result = notifier("send", "2020-03-breach", "--smtp", url)
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output and "s3cret" not in result.output
+    assert result.stderr.startswith("Error: ") and "--smtp" in result.stderr
