@@ -112,7 +112,11 @@ def import_(
     # A spinner on stderr for big rosters (silent when stderr is not a terminal).
     with err_console.status(f"Reading {file} ..."):
         result = read_roster(
-            file, mapping=mapping, encoding=encoding, default_locale=default_locale
+            file,
+            mapping=mapping,
+            encoding=encoding,
+            default_locale=default_locale,
+            max_bytes=app.settings.roster_max_bytes,
         )
     with (
         err_console.status(f"Recording {len(result.accepted)} volunteers in the ledger ..."),
