@@ -101,6 +101,11 @@ class ReportLimits:
     max_parts: int = 500
 
 
+# The largest roster file read: generous (a million rows is ~150 MB), but it stops a
+# device or a wrong file from filling memory.
+ROSTER_MAX_BYTES = 500 * 1024 * 1024
+ROSTER_MAX_BYTES_ENV = "NOTIFIER_ROSTER_MAX_BYTES"
+
 # [bounces] key -> environment variable overriding it.
 _LIMIT_ENV: dict[str, str] = {
     "max_bytes": "NOTIFIER_BOUNCE_MAX_BYTES",
@@ -122,6 +127,8 @@ class Settings:
     dkim_selector: str | None = None
     dkim_key_file: Path | None = None
     bounce_limits: ReportLimits = field(default_factory=ReportLimits)
+    # A roster bigger than this is refused unread ([roster] max_bytes).
+    roster_max_bytes: int = ROSTER_MAX_BYTES
     source: Path | None = None  # the config file these came from, if any
     # The contact point per locale ([contact], with [contact.<locale>] applied); empty
     # when notifier.toml has no [contact].
@@ -189,6 +196,7 @@ def load_settings(
         dkim_selector=dkim.get("selector"),
         dkim_key_file=Path(key_file) if key_file else None,
         bounce_limits=_report_limits(_table(data, "bounces", path), env, path),
+        roster_max_bytes=_roster_max_bytes(_table(data, "roster", path), env, path),
         source=path if path.exists() else None,
         contact=load_contact(data, path),
         require_approval=_require_approval(_table(data, "send", path), path),
@@ -339,6 +347,24 @@ def _report_limits(table: dict[str, Any], env: Mapping[str, str], path: Path) ->
             )
         values[key] = number
     return ReportLimits(**values)
+
+
+def _roster_max_bytes(table: dict[str, Any], env: Mapping[str, str], path: Path) -> int:
+    """[roster] max_bytes, or NOTIFIER_ROSTER_MAX_BYTES."""
+    raw = env.get(ROSTER_MAX_BYTES_ENV, table.get("max_bytes", ROSTER_MAX_BYTES))
+    try:
+        number = int(raw)
+    except (TypeError, ValueError):
+        number = 0
+    if isinstance(raw, bool | float) or number < 1:
+        in_env = ROSTER_MAX_BYTES_ENV in env
+        raise ConfigError(
+            f"expected a whole number of bytes above 0, got {raw!r}",
+            file=None if in_env else path,
+            field=ROSTER_MAX_BYTES_ENV if in_env else "roster.max_bytes",
+            hint="remove it to use the default (500 MB)",
+        )
+    return number
 
 
 @dataclass(frozen=True)

@@ -124,4 +124,5 @@ class ThreadedLedgerJournal:
             # One writer thread, in order: the last write done means all are.
             last = asyncio.wrap_future(self._pending[-1][0])
             await asyncio.wait([last])  # its failure, if any, is raised by `written`
+            last.exception()  # seen here: never logged as "Future exception was never retrieved"
         self.written  # noqa: B018 (collects the finished writes, raising a failed one)

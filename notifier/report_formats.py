@@ -7,10 +7,8 @@ read nothing themselves. The terminal tables are in `notifier.cli.report`.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
 
@@ -18,6 +16,7 @@ import jinja2
 
 from notifier.ledger import Event
 from notifier.message import MessageState
+from notifier.outputs import csv_text
 from notifier.report import CampaignReport, Timeline, UnreachablePerson
 
 NOT_RECORDED = "not recorded"
@@ -49,23 +48,6 @@ UNREACHABLE_CSV_COLUMNS: tuple[str, ...] = (
     "import_file",
     "import_row",
 )
-
-
-def _cell(value: Any) -> str:
-    """A CSV cell that a spreadsheet will not run as a formula (CSV injection)."""
-    text = "" if value is None else str(value)
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + text
-    return text
-
-
-def _csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(header)
-    for row in rows:
-        writer.writerow([_cell(v) for v in row])
-    return out.getvalue()
 
 
 def report_as_dict(report: CampaignReport) -> dict[str, Any]:
@@ -101,7 +83,7 @@ def report_as_json(report: CampaignReport) -> str:
 
 
 def report_as_csv(report: CampaignReport) -> str:
-    return _csv(
+    return csv_text(
         REPORT_CSV_COLUMNS,
         ([getattr(r, column) for column in REPORT_CSV_COLUMNS] for r in report.recipients),
     )
@@ -123,7 +105,7 @@ def unreachable_as_json(people: Iterable[UnreachablePerson]) -> str:
 
 def unreachable_as_csv(people: Iterable[UnreachablePerson]) -> str:
     records = unreachable_as_dicts(people)
-    return _csv(
+    return csv_text(
         UNREACHABLE_CSV_COLUMNS,
         ([r[column] for column in UNREACHABLE_CSV_COLUMNS] for r in records),
     )

@@ -23,6 +23,7 @@ import functools
 import hashlib
 import io
 import logging
+import os
 import re
 import tomllib
 import unicodedata
@@ -33,6 +34,7 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
+from notifier.config import ROSTER_MAX_BYTES
 from notifier.errors import MappingError, RosterError
 from notifier.volunteer import (
     DATA_HELD,
@@ -372,6 +374,7 @@ def read_roster(
     mapping: RosterMapping | None = None,
     encoding: str = "auto",
     default_locale: str = "en",
+    max_bytes: int = ROSTER_MAX_BYTES,
 ) -> RosterResult:
     """Read and check a roster file; every bad row becomes RowProblems, good rows volunteers."""
     mapping = mapping or RosterMapping()
@@ -380,12 +383,7 @@ def read_roster(
             f"unknown default locale {default_locale!r}",
             hint=f"use one of {', '.join(LOCALES)}",
         )
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise RosterError(
-            f"cannot read the roster ({exc.strerror})", file=path, hint="check the path"
-        ) from exc
+    raw = _read_limited(path, max_bytes, encoding)
     if not raw.removeprefix(codecs.BOM_UTF8).strip():
         raise RosterError(
             "the file is empty",
@@ -441,6 +439,71 @@ def read_roster(
         len(result.rejected_rows),
     )
     return result
+
+
+# What is read first, to refuse in moments a file that is no CSV (/dev/zero, a binary).
+_PROBE_BYTES = 1024 * 1024
+
+
+def _read_limited(path: Path, max_bytes: int, encoding: str) -> bytes:
+    """The file's bytes, refused early when it is too big or plainly not a CSV file.
+
+    Checked on the first MB before the rest is read: a file (or device) with no line
+    break there, or whose start is text in no encoding we read, is refused at once, so a
+    wrong path never fills memory or takes minutes.
+    """
+    try:
+        with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > max_bytes:
+                raise _too_big(path, max_bytes)
+            head = handle.read(_PROBE_BYTES)
+            if len(head) == _PROBE_BYTES and b"\n" not in head and b"\r" not in head:
+                raise RosterError(
+                    "no line break in the first MB: this is not a CSV file",
+                    file=path,
+                    hint="check the path; a roster is a CSV file saved from a spreadsheet",
+                )
+            _refuse_workbook(head, path)
+            if encoding.lower() == "auto":
+                _probe_encoding(head, path)
+            rest = handle.read(max_bytes + 1 - len(head))
+    except OSError as exc:
+        raise RosterError(
+            f"cannot read the roster ({exc.strerror})", file=path, hint="check the path"
+        ) from exc
+    if len(head) + len(rest) > max_bytes:
+        raise _too_big(path, max_bytes)
+    return head + rest
+
+
+def _too_big(path: Path, max_bytes: int) -> RosterError:
+    return RosterError(
+        f"the file is over the size limit for a roster ({max_bytes:,} bytes)",
+        file=path,
+        hint="check the path; for a roster this big, raise [roster] max_bytes in "
+        "notifier.toml (or NOTIFIER_ROSTER_MAX_BYTES)",
+    )
+
+
+def _probe_encoding(head: bytes, path: Path) -> None:
+    """Raise now if the file's start is neither UTF-8 nor plausible cp932 text."""
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return  # decode_roster names it
+    failures: list[tuple[str, int]] = []
+    for name in ("utf-8", "cp932"):
+        try:
+            text = codecs.getincrementaldecoder(name)().decode(head, final=False)
+        except UnicodeDecodeError as exc:
+            failures.append((name, exc.start))
+            continue
+        bad = _NOT_TEXT.search(text) if name == "cp932" else None
+        if bad is None:
+            return
+        failures.append((name, len(text[: bad.start()].encode(name))))
+        if head.startswith(codecs.BOM_UTF8):
+            break
+    raise _undecodable(head, failures, path)
 
 
 # A workbook saved instead of exported is the commonest wrong file: say so, not "bad byte".

@@ -15,6 +15,7 @@ from notifier.cli import cohort as _cohort  # noqa: F401
 from notifier.cli import demo as _demo  # noqa: F401
 from notifier.cli import ledger as _ledger  # noqa: F401
 from notifier.cli import preview as _preview  # noqa: F401
+from notifier.cli import reconcile as _reconcile  # noqa: F401
 from notifier.cli import report as _report  # noqa: F401
 from notifier.cli import roster as _roster  # noqa: F401
 from notifier.cli import send as _send  # noqa: F401

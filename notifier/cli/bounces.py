@@ -20,6 +20,7 @@ from notifier.bounces import (
     unmatched_reports,
 )
 from notifier.cli.app import AppContext, cli, format_option, pass_app
+from notifier.outputs import visible
 
 
 @cli.group()
@@ -60,7 +61,8 @@ def _table(records: list[BounceRecord]) -> Iterator[str]:
 
 
 def _cell(value: str | None, limit: int = 80) -> str:
-    text = "-" if value is None else value
+    # Report text comes from anyone who can send mail: no escape sequence reaches the terminal.
+    text = "-" if value is None else visible(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -145,4 +147,4 @@ def unmatched(app: AppContext, fmt: str) -> None:
         return
     for r in reports:
         recipients = ", ".join(r.recipients) or "-"
-        click.echo(f"{r.received_at}  {r.source}  {recipients}  ({r.reason})")
+        click.echo(visible(f"{r.received_at}  {r.source}  {recipients}  ({r.reason})"))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -12,10 +10,12 @@ from typing import Any, TypeVar
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from notifier.campaign import apply_overrides, load_campaign
 from notifier.cli.app import AppContext, cli, console, format_option, pass_app
 from notifier.cohort import CohortFilter, CohortMember, explain_cohort, read_ids_file
+from notifier.outputs import csv_text, visible
 from notifier.volunteer import EXPOSURES, LOCALES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -132,15 +132,8 @@ def cohort(
         click.echo(json.dumps(records, ensure_ascii=False, indent=2))
         return
     if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(
-            buffer,
-            fieldnames=list(_record(members[0])) if members else ["volunteer_id"],
-            lineterminator="\n",
-        )
-        writer.writeheader()
-        writer.writerows(records)
-        click.echo(buffer.getvalue(), nl=False)
+        columns = list(_record(members[0])) if members else ["volunteer_id"]
+        click.echo(csv_text(columns, ([r[c] for c in columns] for r in records)), nl=False)
         return
     _print_table(campaign_id, members, excluded)
 
@@ -156,7 +149,8 @@ def _print_table(campaign_id: str, members: list[CohortMember], excluded: bool) 
             " (address suppressed: will be skipped)" if member.suppressed else ""
         )
         style = None if member.included else "dim"
-        table.add_row(v.volunteer_id, v.display_name, v.locale, v.exposure, why, style=style)
+        cells = (v.volunteer_id, v.display_name, v.locale, v.exposure, why)
+        table.add_row(*(Text(visible(c)) for c in cells), style=style)
     console.print(table)
     console.print(f"{len(inside)} of {len(members)} volunteers are in the cohort.")
     left_out = Counter(m.reason for m in members if not m.included)

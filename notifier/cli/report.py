@@ -15,6 +15,7 @@ from rich.text import Text
 from notifier.cli.app import AppContext, cli, console, format_option, pass_app, write_private
 from notifier.errors import ExitCode
 from notifier.ledger import Event
+from notifier.outputs import visible
 from notifier.report import CampaignReport, campaign_report, unreachable, volunteer_history
 from notifier.report_formats import (
     NOT_RECORDED,
@@ -138,7 +139,7 @@ def _json(value: Any) -> str:
 
 
 def _history_table(volunteer: str, events: list[Event]) -> Table:
-    table = Table(title=f"History of {volunteer}", title_justify="left")
+    table = Table(title=Text(f"History of {visible(volunteer)}"), title_justify="left")
     for column in ("seq", "at (UTC)", "event", "campaign"):
         table.add_column(column, no_wrap=True)
     table.add_column("details", overflow="fold")
@@ -151,8 +152,8 @@ def _history_table(volunteer: str, events: list[Event]) -> Table:
             str(event.seq),
             _short_time(event.at),
             event.kind,
-            Text(event.campaign_id or ""),
-            Text(details),
+            Text(visible(event.campaign_id or "")),
+            Text(visible(details)),
         )
     return table
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -24,6 +22,7 @@ from notifier.cli.app import (
 )
 from notifier.errors import ExitCode
 from notifier.ledger import ImportSummary, VolunteerQuery
+from notifier.outputs import csv_text, visible
 from notifier.roster import (
     ENCODING_CHOICES,
     RosterResult,
@@ -113,7 +112,11 @@ def import_(
     # A spinner on stderr for big rosters (silent when stderr is not a terminal).
     with err_console.status(f"Reading {file} ..."):
         result = read_roster(
-            file, mapping=mapping, encoding=encoding, default_locale=default_locale
+            file,
+            mapping=mapping,
+            encoding=encoding,
+            default_locale=default_locale,
+            max_bytes=app.settings.roster_max_bytes,
         )
     with (
         err_console.status(f"Recording {len(result.accepted)} volunteers in the ledger ..."),
@@ -196,22 +199,16 @@ def problems_table(
     table.add_column("reason")
     for p in problems[:limit]:
         # Text(), not markup: a value such as "[b]" must show as typed.
-        table.add_row(str(p.row), Text(p.column), Text(_visible(p.value)), Text(p.reason))
+        table.add_row(
+            str(p.row), Text(visible(p.column)), Text(visible(p.value)), Text(visible(p.reason))
+        )
     return table
 
 
-def _visible(value: str) -> str:
-    """Line breaks and tabs drawn as symbols, so a value stays on its table line."""
-    return value.replace("\r\n", "⏎").replace("\n", "⏎").replace("\r", "⏎").replace("\t", "⇥")
-
-
 def rejects_csv_text(problems: Iterable[RowProblem], warnings: Iterable[RowProblem] = ()) -> str:
-    buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer)
-    writer.writerow(REJECTS_HEADER)
-    writer.writerows((p.row, p.column, p.value, p.reason, "") for p in problems)
-    writer.writerows((p.row, p.column, p.value, p.reason, "yes") for p in warnings)
-    return buffer.getvalue()
+    rows = [(p.row, p.column, p.value, p.reason, "") for p in problems]
+    rows += [(p.row, p.column, p.value, p.reason, "yes") for p in warnings]
+    return csv_text(REJECTS_HEADER, rows)
 
 
 def write_rejects_csv(
@@ -246,12 +243,8 @@ def list_(app: AppContext, fmt: str, exposure: str | None, locale: str | None) -
 
 
 def _records_csv(records: Sequence[dict[str, Any]]) -> str:
-    buffer = io.StringIO(newline="")
     columns = [*FIELDS, "display_name", "email_ascii"]
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(records)
-    return buffer.getvalue()
+    return csv_text(columns, ([r[c] for c in columns] for r in records))
 
 
 def _volunteers_table(records: Sequence[dict[str, Any]]) -> Table:
@@ -259,7 +252,7 @@ def _volunteers_table(records: Sequence[dict[str, Any]]) -> Table:
     for column in TABLE_COLUMNS:
         table.add_column(column)
     for r in records:
-        table.add_row(*(Text(str(r[c])) for c in TABLE_COLUMNS))
+        table.add_row(*(Text(visible(str(r[c]))) for c in TABLE_COLUMNS))
     return table
 
 

@@ -92,7 +92,7 @@ def status(app: AppContext, campaign_id: str, fmt: str) -> None:
             f"(re-send with: notifier send {campaign_id} --yes --resend-uncertain):"
         )
         for m in uncertain:
-            console.print(f"  {m.email}  ({m.volunteer_id}, {m.state})")
+            console.print(visible(f"  {m.email}  ({m.volunteer_id}, {m.state})"), markup=False)
 
 
 def _approval_json(status: ApprovalStatus) -> dict[str, object] | None:

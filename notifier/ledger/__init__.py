@@ -22,6 +22,7 @@ message to (EventDraft.state), so "what happened" and "where it stands" never di
   campaign:  campaign_registered
   message:   queued (-> pending), sending, sent, deferred, failed_temporary,
              failed_permanent, uncertain, suppressed (skipped: address suppressed),
+             pending and sent after reconcile (data: reconciled, the evidence),
              resend_requested
   bounces:   bounced_hard, bounced_soft (a DSN saying "delayed"), delivered, bounce_forged,
              bounce_unmatched, address_suppressed
@@ -38,7 +39,7 @@ from notifier.ledger.chain import (
     event_hash,
     utc_now,
 )
-from notifier.ledger.messages import MessageRecord
+from notifier.ledger.messages import MessageRecord, Settled
 from notifier.ledger.schema import MIGRATIONS, SCHEMA_VERSION
 from notifier.ledger.store import DEFAULT_LEDGER, Ledger, LedgerDigest
 from notifier.ledger.suppressions import Suppression, address_key
@@ -65,6 +66,7 @@ __all__ = [
     "MatchedMessage",
     "MessageRecord",
     "RecordedReport",
+    "Settled",
     "Suppression",
     "VerifyResult",
     "VolunteerQuery",

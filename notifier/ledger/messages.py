@@ -16,13 +16,13 @@ Every function that writes does so within the caller's transaction.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from notifier.errors import LedgerError
 from notifier.ledger.chain import Appended, EventDraft, append, utc_now
-from notifier.message import DeliveryOutcome, MessageRow, NewMessage
+from notifier.message import DeliveryOutcome, MessageRow, MessageState, NewMessage, can_move
 
 # SQLite limits the number of parameters in one statement.
 _CHUNK = 500
@@ -257,3 +257,72 @@ def has_messages(conn: sqlite3.Connection, campaign_id: str) -> bool:
         "SELECT 1 FROM messages WHERE campaign_id = ? LIMIT 1", (campaign_id,)
     ).fetchone()
     return row is not None
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What reconciliation decided for one uncertain message."""
+
+    message: MessageRow
+    state: MessageState  # sent (the evidence shows it was received) or pending (it does not)
+    data: dict[str, Any]  # the event's data: the evidence, or why it goes back to pending
+
+
+def settle_uncertain(
+    conn: sqlite3.Connection,
+    campaign_id: str,
+    found: Mapping[str, Mapping[str, str]],
+    searched: str,
+) -> list[Settled]:
+    """Settle a campaign's uncertain messages from evidence of what the mail system received.
+
+    `found` maps a bare Message-ID (no angle brackets) to the evidence's event data (file
+    and line, queue id, the MTA's fate); `searched` names the evidence looked in. Messages
+    left `sending` by a run that died become uncertain first (with their own event). A
+    message in `found` moves uncertain -> sent; any other uncertain message -> pending, so a
+    plain resume sends it. Call within one transaction with no sender running.
+    """
+    mark_uncertain(conn, campaign_id)
+    settled: list[Settled] = []
+    for m in campaign_messages(conn, campaign_id, states=(MessageState.UNCERTAIN,)):
+        evidence = found.get(m.message_id.strip().strip("<>"))
+        if evidence is not None:
+            data: dict[str, Any] = {"attempt": m.attempts, "reconciled": True, **evidence}
+            settled.append(Settled(m, MessageState.SENT, data))
+        else:
+            data = {
+                "attempt": m.attempts,
+                "reconciled": True,
+                "searched": searched,
+                "reason": "not in the evidence of what the mail system received: "
+                "it was never taken, and goes back to be sent",
+            }
+            settled.append(Settled(m, MessageState.PENDING, data))
+    for s in settled:
+        if not can_move(s.message.state, s.state):  # pragma: no cover - the table allows both
+            raise LedgerError(f"cannot move {s.message.message_id} from {s.message.state}")
+    if settled:
+        append_events(
+            conn,
+            [
+                EventDraft(
+                    s.state,
+                    campaign_id=campaign_id,
+                    volunteer_id=s.message.volunteer_id,
+                    message_id=s.message.message_id,
+                    data=s.data,
+                    state=s.state,
+                )
+                for s in settled
+            ],
+        )
+        # A sent message keeps the MTA's queue id, as a sent reply would have given it.
+        conn.executemany(
+            "UPDATE messages SET queue_id = ? WHERE message_id = ?",
+            [
+                (s.data["queue_id"], s.message.message_id)
+                for s in settled
+                if s.state is MessageState.SENT and s.data.get("queue_id")
+            ],
+        )
+    return settled

@@ -28,7 +28,7 @@ import hashlib
 import os
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from notifier.ledger import (
     campaigns,
     chain,
     events,
+    opening,
     schema,
     senders,
     suppressions,
@@ -50,7 +51,7 @@ from notifier.ledger import messages as message_table
 from notifier.ledger.bounces import MatchedMessage, RecordedReport
 from notifier.ledger.campaigns import CampaignRecord
 from notifier.ledger.chain import Event, EventDraft, VerifyResult
-from notifier.ledger.messages import MessageRecord
+from notifier.ledger.messages import MessageRecord, Settled
 from notifier.ledger.suppressions import Suppression
 from notifier.ledger.volunteers import ImportRecord, ImportSummary, VolunteerQuery
 from notifier.message import DeliveryOutcome, MessageRow, NewMessage
@@ -89,23 +90,16 @@ class Ledger:
                     "or point --ledger / NOTIFIER_LEDGER at an existing ledger",
                 )
             _create_private_file(self.path)
-        try:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves, nothing implicit.
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
-        except sqlite3.DatabaseError as exc:
-            raise LedgerError(
-                f"not a notifier ledger ({exc})",
-                file=self.path,
-                hint="check the path; a ledger is the SQLite file notifier created",
-            ) from exc
+        conn, self.read_only = opening.connect(self.path)
         conn.row_factory = sqlite3.Row  # every row is read by column name
         self.conn = conn  # for this package's modules only
         # The same connection through sqlite_utils: for tests that set up rows by hand.
         self.db = sqlite_utils.Database(conn)
+        if self.read_only:
+            if schema.schema_version(conn) != schema.SCHEMA_VERSION:
+                conn.close()
+                raise opening.read_only_error(self.path, "bring its schema up to date")
+            return
         with self.transaction():
             if schema.migrate(conn, self.path) == 0:
                 chain.start(conn)
@@ -139,13 +133,21 @@ class Ledger:
         if self.conn.in_transaction:
             yield
             return
-        self.conn.execute("BEGIN IMMEDIATE")
+        if self.read_only:
+            raise opening.read_only_error(self.path)
         try:
-            yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                _rollback(self.conn)
+                raise
+            self.conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            # Disk full, I/O error, read-only underneath us: nothing of this transaction
+            # was kept, so the ledger is as it was before; say so in one line.
+            _rollback(self.conn)
+            raise opening.write_error(exc, self.path) from exc
 
     # -- the running sender (the OS lock in notifier.sendlock is the authority)
 
@@ -362,6 +364,14 @@ class Ledger:
         with self.transaction():
             return message_table.mark_uncertain(self.conn, campaign_id)
 
+    def settle_uncertain(
+        self, campaign_id: str, found: Mapping[str, Mapping[str, str]], searched: str
+    ) -> list[Settled]:
+        """Settle uncertain messages from evidence (notifier.reconcile), in one transaction:
+        found -> sent with the evidence, not found -> pending. See messages.settle_uncertain."""
+        with self.transaction():
+            return message_table.settle_uncertain(self.conn, campaign_id, found, searched)
+
     def campaign_messages(
         self, campaign_id: str, *, states: Sequence[str] | None = None
     ) -> list[MessageRow]:
@@ -436,6 +446,12 @@ class Ledger:
         """Put an address on the suppression list, as of now."""
         with self.transaction():
             return suppressions.add(self.conn, email, reason, event_seq=event_seq)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # SQLite may have rolled back already (after SQLITE_FULL, for one).
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 def _create_private_file(path: Path) -> None:

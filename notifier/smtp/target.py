@@ -34,8 +34,16 @@ class SmtpTarget:
 
 def parse_smtp_url(url: str) -> SmtpTarget:
     """`smtp://host[:port]` (default 25) or `smtps://host[:port]` (default 465)."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+    try:
+        parts = urlsplit(url.strip())
+        hostname = parts.hostname  # an unclosed [IPv6] bracket fails here or above
+    except ValueError as exc:
+        raise DeliveryError(
+            f"not an SMTP URL: {url!r} ({exc})",
+            field="--smtp",
+            hint="write smtp://host:port, an IPv6 address in brackets: smtp://[::1]:25",
+        ) from exc
+    if parts.scheme not in ("smtp", "smtps") or not hostname:
         raise DeliveryError(
             f"not an SMTP URL: {url!r}",
             field="--smtp",
@@ -52,7 +60,7 @@ def parse_smtp_url(url: str) -> SmtpTarget:
     except ValueError as exc:
         raise DeliveryError(f"bad port in {url!r}", field="--smtp") from exc
     default = 465 if parts.scheme == "smtps" else 25
-    return SmtpTarget(parts.scheme, parts.hostname, port or default)
+    return SmtpTarget(parts.scheme, hostname, port or default)
 
 
 def is_loopback(host: str) -> bool:

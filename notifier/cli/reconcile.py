@@ -1,0 +1,101 @@
+"""`notifier reconcile`: settle the messages a crash left uncertain, from the MTA's evidence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from notifier.cli.app import AppContext, cli, console, pass_app
+from notifier.errors import EvidenceError, SendInProgress
+from notifier.ledger import Settled
+from notifier.message import MessageState
+from notifier.outputs import visible
+from notifier.reconcile import Evidence, maildir_evidence, postfix_log_evidence
+from notifier.sendlock import lock_path, running_sender
+
+# Each decision is listed; beyond this many, the counts say the rest.
+MAX_SHOWN = 200
+
+
+@cli.command()
+@click.argument("campaign_id", metavar="ID")
+@click.option(
+    "--mta-log",
+    "mta_logs",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A Postfix log (maillog, mail.log) of the server the send handed its mail to."
+    " May be given more than once (rotated logs).",
+)
+@click.option(
+    "--maildir",
+    "maildirs",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A Maildir of what a server received (its new/ and cur/), matched by Message-ID.",
+)
+@pass_app
+def reconcile(
+    app: AppContext, campaign_id: str, mta_logs: tuple[Path, ...], maildirs: tuple[Path, ...]
+) -> None:
+    """Settle the messages of campaign ID left uncertain by a crash, from evidence.
+
+    \b
+    A message found in the evidence was received: it becomes sent, with the evidence
+    (file and line, queue id, what the MTA did with it) in its event. One not found
+    goes back to pending, so a plain `notifier send ID --yes` sends it, and nobody
+    gets the notice twice. Refused while a send of this ledger is running.
+    Example:
+      notifier reconcile 2020-03-breach --mta-log /var/log/mail.log
+    """
+    if not mta_logs and not maildirs:
+        raise EvidenceError(
+            "no evidence given",
+            hint="name the MTA's log with --mta-log FILE, or a Maildir with --maildir DIR",
+        )
+    sender = running_sender(app.settings.ledger)
+    if sender is not None:
+        raise SendInProgress(
+            f"a send is running on this ledger: {sender.describe()}",
+            file=lock_path(app.settings.ledger),
+            hint="its messages in flight are not uncertain; reconcile after it has stopped",
+        )
+    found: dict[str, Evidence] = {}
+    for log in mta_logs:
+        found.update(postfix_log_evidence(log))
+    for maildir in maildirs:
+        found.update(maildir_evidence(maildir))
+    searched = ", ".join(str(p) for p in (*mta_logs, *maildirs))
+    with app.open_ledger() as led:
+        settled = led.settle_uncertain(
+            campaign_id, {mid: e.event_data() for mid, e in found.items()}, searched
+        )
+    _print_settled(campaign_id, settled, searched)
+
+
+def _print_settled(campaign_id: str, settled: list[Settled], searched: str) -> None:
+    if not settled:
+        click.echo(f"No uncertain messages in {campaign_id}: nothing to reconcile.")
+        return
+    table = Table("volunteer", "email", "now", "evidence", title_justify="left")
+    for s in settled[:MAX_SHOWN]:
+        where = s.data.get("evidence", "not found")
+        fate = s.data.get("fate")
+        table.add_row(
+            Text(visible(s.message.volunteer_id)),
+            Text(visible(s.message.email)),
+            Text(s.state),
+            Text(visible(f"{where} ({fate})" if fate else str(where))),
+        )
+    console.print(table)
+    sent = sum(1 for s in settled if s.state is MessageState.SENT)
+    pending = len(settled) - sent
+    click.echo(
+        f"Reconciled {len(settled)} uncertain message(s) of {campaign_id} against {searched}: "
+        f"{sent} received (now sent), {pending} not received (back to pending)."
+    )
+    if pending:
+        click.echo(f"To send those {pending}: notifier send {campaign_id} --yes")
