@@ -16,7 +16,13 @@ from pathlib import Path
 
 import pytest
 from conftest import Notifier
-from smtp_helpers import ScriptedHandler, add_volunteers, make_volunteers, recipients
+from smtp_helpers import (
+    ScriptedHandler,
+    add_volunteers,
+    approve_shipped,
+    make_volunteers,
+    recipients,
+)
 
 from notifier.ledger import Ledger
 from notifier.message import NewMessage
@@ -128,6 +134,7 @@ def test_after_a_crash_reconcile_then_resume_tells_everyone_once(
     volunteers = make_volunteers(30)
     with Ledger(ledger_path) as led:
         add_volunteers(led, volunteers)
+        approve_shipped(led, CAMPAIGN)
     held = volunteers[8]
     received = tmp_path / "received"
     # The server stores this message, then keeps its reply back: it is surely in flight,
