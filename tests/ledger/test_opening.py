@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, Notifier, write_example_config
-from smtp_helpers import add_volunteers, approve_shipped, make_volunteers, recipients
+from smtp_helpers import add_volunteers, make_volunteers, recipients
 
 from notifier.errors import LedgerError
 from notifier.ledger import Ledger
@@ -186,8 +186,8 @@ def test_disk_full_during_a_send_is_one_line_and_a_resume_finishes(
     ledger = small_fs / "notifier.db"
     with Ledger(ledger) as led:
         add_volunteers(led, make_volunteers(30))
-        approve_shipped(led, CAMPAIGN)
     run = cli(tmp_path, ledger)
+    assert run("approve", CAMPAIGN, "--by", "Test approver").exit_code == 0
     fillers: list[Path] = []
 
     def fill_once(message: ReceivedMessage) -> None:
