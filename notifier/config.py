@@ -50,6 +50,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from notifier.errors import ConfigError
 from notifier.volunteer import LOCALES
@@ -123,6 +124,8 @@ class Settings:
     # The contact point per locale ([contact], with [contact.<locale>] applied); empty
     # when notifier.toml has no [contact].
     contact: Mapping[str, Contact] = field(default_factory=dict)
+    # The organisation's time zone: the HTML report shows times in it (labelled).
+    time_zone: str = "UTC"
 
 
 def load_settings(
@@ -185,7 +188,29 @@ def load_settings(
         bounce_limits=_report_limits(_table(data, "bounces", path), env, path),
         source=path if path.exists() else None,
         contact=load_contact(data, path),
+        time_zone=_time_zone(
+            env.get("NOTIFIER_TIME_ZONE") or _table(data, "report", path).get("time_zone"), path
+        ),
     )
+
+
+def _time_zone(value: object, path: Path) -> str:
+    """[report] time_zone (or NOTIFIER_TIME_ZONE), checked: an IANA name such as
+    Europe/London or Asia/Tokyo; UTC when unset."""
+    if value is None or value == "":
+        return "UTC"
+    if not isinstance(value, str):
+        raise ConfigError("expected a time zone name", file=path, field="report.time_zone")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(
+            f"unknown time zone {value!r}",
+            file=path,
+            field="report.time_zone",
+            hint="use an IANA name such as Europe/London or Asia/Tokyo",
+        ) from exc
+    return value
 
 
 def load_contact(data: Mapping[str, Any], path: Path) -> dict[str, Contact]:

@@ -270,7 +270,11 @@ def _outcome(
             final_at = event.at
         if event.kind in ATTEMPT_KINDS and first_attempt_at is None:
             first_attempt_at = event.at
-        sending += event.kind == "sending"
+        if event.kind == "sending":
+            # A new attempt: an earlier attempt's reply or bounce says nothing about it,
+            # and shown beside "sent" it would read as this message's fate.
+            sending += 1
+            reply, queue_id, diagnostic = "", "", ""
         attempts = max(attempts, _int(event.data.get("attempt")))
         if event.kind in REPLY_KINDS:
             reply = _text(event.data.get("reply")) or reply

@@ -85,7 +85,10 @@ def report(app: AppContext, campaign_id: str, fmt: str, out: Path | None) -> Non
             _print_summary(Console(file=buffer, width=120, highlight=False), result)
             write_private(out, buffer.getvalue())
     else:
-        text = {"csv": report_as_csv, "json": report_as_json, "html": report_as_html}[fmt](result)
+        if fmt == "html":
+            text = report_as_html(result, time_zone=app.settings.time_zone)
+        else:
+            text = {"csv": report_as_csv, "json": report_as_json}[fmt](result)
         if out is None:
             click.echo(text, nl=False)
         else:
