@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from notifier.campaign import require_known_campaign
 from notifier.cli.app import AppContext, cli, console, format_option, pass_app, write_private
-from notifier.errors import ExitCode
+from notifier.errors import CampaignError, ExitCode
 from notifier.ledger import Event
 from notifier.report import CampaignReport, campaign_report, unreachable, volunteer_history
 from notifier.report_formats import (
@@ -76,6 +77,13 @@ def report(app: AppContext, campaign_id: str, fmt: str, out: Path | None) -> Non
       notifier report 2020-03-breach --format html --out 2020-03-breach-report.html
     """
     with app.open_ledger() as led:
+        registered = led.campaign_ids()
+        require_known_campaign(campaign_id, registered)
+        if campaign_id not in registered:
+            raise CampaignError(
+                f"{campaign_id} has not been sent yet, so there is nothing to report",
+                hint=f"see what a send would do: notifier send {campaign_id}",
+            )
         result = campaign_report(led, campaign_id)
     if fmt == "table":
         if out is None:

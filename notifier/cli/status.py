@@ -7,6 +7,7 @@ import json
 import click
 from rich.table import Table
 
+from notifier.campaign import require_known_campaign
 from notifier.cli.app import AppContext, cli, console, format_option, pass_app
 
 
@@ -22,6 +23,7 @@ def status(app: AppContext, campaign_id: str, fmt: str) -> None:
     addresses whose outcome is unknown after a crash).
     """
     with app.open_ledger() as led:
+        require_known_campaign(campaign_id, led.campaign_ids())
         counts = led.state_counts(campaign_id)
         uncertain = led.uncertain_messages(campaign_id)
         registered = led.campaign_is_registered(campaign_id)
