@@ -125,11 +125,13 @@ def export() -> None:
 )
 @pass_app
 def export_unreachable(app: AppContext, fmt: str, out: Path | None) -> None:
-    """Everyone no notice reached, with their postal address where known.
+    """Everyone no notice has reached, with the reason and their postal address.
 
-    Lists hard bounces, suppressed addresses, permanent failures, temporary failures
-    that ran out of retries, and addresses rejected at the latest import; a person is
-    left out once a later message reached them. Send these people a letter.
+    Lists every row rejected at an import (row number, id, name and postal address as
+    the file has them) until that person is imported; hard bounces; suppressed
+    addresses; permanent failures; temporary failures that ran out of retries; and
+    notices still soft-bounced, blocked or deferred (the reason names the state). A
+    person is left out once a later message reached them. Write to these people.
     """
     with app.open_ledger() as led:
         people = unreachable(led)
