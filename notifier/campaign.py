@@ -46,7 +46,7 @@ import datetime as dt
 import difflib
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from email.headerregistry import Address
@@ -180,13 +180,28 @@ def _campaign_path(id_or_path: str | Path) -> Path:
         return path
     found = _find_campaign_file(text, (CAMPAIGN_DIR,))
     if found is None:
-        close = difflib.get_close_matches(text, known_campaign_ids(), n=3, cutoff=0.6)
-        raise CampaignError(
-            f"no campaign with id {text!r}"
-            + (f"; did you mean {' or '.join(close)}?" if close else ""),
-            hint="list them with: notifier campaign list (or give the path of a .toml file)",
-        )
+        raise unknown_campaign(text)
     return found
+
+
+def unknown_campaign(campaign_id: str, registered: Iterable[str] = ()) -> CampaignError:
+    """The error for a campaign id that names nothing: with the closest known ids (the
+    shipped campaigns and those the ledger has), so a typo is caught, not obeyed."""
+    known = sorted({*known_campaign_ids(), *registered})
+    close = difflib.get_close_matches(campaign_id, known, n=3, cutoff=0.6)
+    return CampaignError(
+        f"no campaign with id {campaign_id!r}"
+        + (f"; did you mean {' or '.join(close)}?" if close else ""),
+        hint="list them with: notifier campaign list (or give the path of a .toml file)",
+    )
+
+
+def require_known_campaign(campaign_id: str, registered: Collection[str]) -> None:
+    """Stop (exit 2, with the closest ids) unless `campaign_id` is a shipped campaign or
+    one the ledger has: for commands that read only the ledger (status, report)."""
+    if campaign_id in registered or campaign_id in known_campaign_ids():
+        return
+    raise unknown_campaign(campaign_id, registered)
 
 
 def known_campaign_ids(directory: Path = CAMPAIGN_DIR) -> list[str]:

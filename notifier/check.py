@@ -158,9 +158,12 @@ def check_campaign(
     history = history_applies(ledger, campaign)
     note = None
     if campaign.follows and not history:
+        # Not a problem: the follow-up's cohort is not known until the notice it follows
+        # has gone out, so the check covers everyone it could go to.
         note = (
-            f"{campaign.follows} has no messages in the ledger yet: checked everyone "
-            "matching the attribute filters"
+            f"{campaign.follows} has not been sent yet, so it is not yet known who it "
+            f"reached; checked {campaign.campaign_id} for everyone it could go to "
+            f"(this is fine before {campaign.follows} is sent)"
         )
     renderer = Renderer(campaign)
     tally = _Tally()

@@ -53,6 +53,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from notifier.errors import ConfigError
 from notifier.volunteer import LOCALES
@@ -136,6 +137,8 @@ class Settings:
     # Four eyes: `send --yes` and `resend --yes` need a current `notifier approve`. Turned
     # off only explicitly, by `[send] require_approval = false`.
     require_approval: bool = True
+    # The organisation's time zone: the HTML report shows times in it (labelled).
+    time_zone: str = "UTC"
 
 
 def load_settings(
@@ -200,6 +203,9 @@ def load_settings(
         source=path if path.exists() else None,
         contact=load_contact(data, path),
         require_approval=_require_approval(_table(data, "send", path), path),
+        time_zone=_time_zone(
+            env.get("NOTIFIER_TIME_ZONE") or _table(data, "report", path).get("time_zone"), path
+        ),
     )
 
 
@@ -212,6 +218,25 @@ def _require_approval(send: Mapping[str, Any], path: Path) -> bool:
             field="send.require_approval",
             hint="leave it out (approval required), or write require_approval = false",
         )
+    return value
+
+
+def _time_zone(value: object, path: Path) -> str:
+    """[report] time_zone (or NOTIFIER_TIME_ZONE), checked: an IANA name such as
+    Europe/London or Asia/Tokyo; UTC when unset."""
+    if value is None or value == "":
+        return "UTC"
+    if not isinstance(value, str):
+        raise ConfigError("expected a time zone name", file=path, field="report.time_zone")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(
+            f"unknown time zone {value!r}",
+            file=path,
+            field="report.time_zone",
+            hint="use an IANA name such as Europe/London or Asia/Tokyo",
+        ) from exc
     return value
 
 

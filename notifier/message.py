@@ -97,6 +97,46 @@ FAILED_STATES: tuple[MessageState, ...] = (S.FAILED_PERMANENT, S.FAILED_TEMPORAR
 # A follow-up's default cohort: people whose earlier notice reached them.
 REACHED_STATES: tuple[MessageState, ...] = (S.SENT, S.DELIVERED)
 
+# Messages whose notice has not reached the person, and that nothing will settle on its
+# own: a person left here is on the postal worklist (`export unreachable`) until a later
+# message reaches them. Pending and deferred count once their send has stopped.
+UNREACHED_STATES: tuple[MessageState, ...] = (
+    S.PENDING,
+    S.DEFERRED,
+    S.FAILED_TEMPORARY,
+    S.FAILED_PERMANENT,
+    S.SUPPRESSED,
+    S.BOUNCED_SOFT,
+    S.BLOCKED,
+    S.BOUNCED_HARD,
+)
+
+# Every state in words a reader without the manual understands: the one place the report
+# (HTML, terminal), `status` and `export unreachable` take them from.
+STATE_WORDS: dict[MessageState, str] = {
+    S.PENDING: "not sent yet",
+    S.SENDING: "being sent",
+    S.SENT: "sent: the mail server accepted it",
+    S.DEFERRED: "delayed: the mail server asked us to try again later",
+    S.FAILED_TEMPORARY: "not sent: the mail server kept asking us to try later",
+    S.FAILED_PERMANENT: "not sent: the mail server refused it",
+    S.UNCERTAIN: "unknown: sending was interrupted; it may or may not have gone",
+    S.SUPPRESSED: "not sent: this address bounced before",
+    S.BOUNCED_HARD: "bounced: address does not exist",
+    S.BOUNCED_SOFT: "bounced for now: mailbox full or unavailable",
+    S.BLOCKED: "refused: our mail was blocked; the address is fine; needs action by the sender",
+    S.DELIVERED: "delivered: confirmed by the receiving server",
+}
+
+
+def state_words(state: str) -> str:
+    """A message state in words; an unknown state as it is."""
+    try:
+        return STATE_WORDS[MessageState(state)]
+    except ValueError:
+        return state
+
+
 # What a delivery report may say about a message: higher is worse news and wins, so a
 # report never moves a message to a lower rank (a late "delivered" does not un-bounce it).
 # Blocked ranks above delivered and soft: it is a final refusal of this message (a relay

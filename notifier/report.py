@@ -27,7 +27,6 @@ from typing import Any
 from notifier.errors import CampaignError, VolunteerNotFound
 from notifier.ledger import (
     Event,
-    ImportRecord,
     Ledger,
     LedgerDigest,
     MessageRecord,
@@ -37,8 +36,7 @@ from notifier.ledger import (
     address_key,
 )
 from notifier.message import MessageState
-from notifier.roster import RowProblem
-from notifier.volunteer import EXPOSURES, LOCALES, Volunteer
+from notifier.volunteer import EXPOSURES, LOCALES, Volunteer, display_name
 
 # Event kinds that are an attempt to hand the message to a server.
 ATTEMPT_KINDS: frozenset[str] = frozenset(
@@ -60,7 +58,15 @@ REASON_BY_KIND: Mapping[str, str] = {
     "failed_permanent": "failed_permanent",
     "failed_temporary": "failed_temporary",
     "suppressed": "suppressed",
+    # Open outcomes count while the message is still in them: a notice that bounced soft,
+    # was refused for policy, or is still waiting to be retried has not reached anyone.
+    "bounced_soft": "bounced_soft",
+    "blocked": "blocked",
+    "deferred": "deferred",
 }
+# Failures that hold only while their message is still in that state (a later report or
+# retry may settle them).
+OPEN_KINDS: frozenset[str] = frozenset({"bounced_soft", "blocked", "deferred"})
 REASON_REJECTED = "rejected_at_import"
 REASON_SUPPRESSED = "suppressed"
 
@@ -270,7 +276,11 @@ def _outcome(
             final_at = event.at
         if event.kind in ATTEMPT_KINDS and first_attempt_at is None:
             first_attempt_at = event.at
-        sending += event.kind == "sending"
+        if event.kind == "sending":
+            # A new attempt: an earlier attempt's reply or bounce says nothing about it,
+            # and shown beside "sent" it would read as this message's fate.
+            sending += 1
+            reply, queue_id, diagnostic = "", "", ""
         attempts = max(attempts, _int(event.data.get("attempt")))
         if event.kind in REPLY_KINDS:
             reply = _text(event.data.get("reply")) or reply
@@ -367,37 +377,31 @@ class _Failure:
 
 
 def unreachable(ledger: Ledger) -> list[UnreachablePerson]:
-    """Everyone no notice reached, so they can be sent a letter instead.
+    """Everyone no notice has reached, so they can be written to another way.
 
     The rule, person by person, over all campaigns:
     - A failure is a hard bounce, a permanent failure, a temporary failure that ran out of
-      retries, a message skipped because the address is suppressed, or the address being
-      on the suppression list.
+      retries, a message skipped because the address is suppressed, the address being on
+      the suppression list, or a message still soft-bounced, blocked or deferred (these
+      last hold only while the message is in that state; the reason names the state).
     - A message reached the person at its first `sent` or `delivered` event (a delivery
-      report confirms an earlier hand-over; it does not make it later). A hard bounce of
-      that message is itself a failure that comes after, so it is never cleared by the
-      message it bounced.
+      report confirms an earlier hand-over; it does not make it later). A bounce of that
+      message is itself a failure that comes after, so it is never cleared by the message
+      it bounced.
     - A person is unreachable when some failure is not followed (in chain order) by a
       message that reached them. Each is listed once, with the latest such failure.
-    - Rows rejected at import because of their address (latest import only) are listed
-      too, unless the same address is on the roster through another row: they never
-      became volunteers, and the ledger keeps only the refused cell of a rejected row,
-      so the address as written, the row number and the reasons are all that is known.
-      The address is recognised by its canonical field, whatever the roster's header
-      called it.
-    People whose outcome is open (pending, deferred, uncertain, soft-bounced) are not
-    listed: `notifier status` shows them.
+    - Every row rejected at any import is listed, with its row number and the id, name,
+      address and postal address as the file has them, until that person is on the roster
+      (by the row's volunteer id, else by its address): they are in no campaign at all.
     """
     with ledger.reading():
         volunteers = list(ledger.volunteers())
         messages = ledger.messages()
         events = list(ledger.events(kinds=(*REASON_BY_KIND, *REACHED_KINDS)))
         suppressions = ledger.suppressions()
-        latest = ledger.latest_import()
-        rejected = ledger.rejected_rows(latest.import_id) if latest else []
+        imports = list(ledger.events(kinds=("roster_imported", "row_rejected")))
     people = _unreachable_volunteers(volunteers, messages, events, suppressions)
-    if latest is not None:
-        people.extend(_rejected_at_import(latest, rejected, volunteers))
+    people.extend(_rejected_at_import(imports, volunteers))
     return people
 
 
@@ -408,6 +412,7 @@ def _unreachable_volunteers(
     suppressions: Sequence[Suppression],
 ) -> list[UnreachablePerson]:
     owner = {m.message_id: (m.volunteer_id, m.campaign_id) for m in messages}
+    state = {m.message_id: m.state for m in messages}
     failures: dict[str, list[_Failure]] = defaultdict(list)
     first_reach: dict[str, tuple[str, int]] = {}  # message -> (volunteer, seq)
     for event in events:
@@ -421,6 +426,8 @@ def _unreachable_volunteers(
         if event.kind in REACHED_KINDS:
             first_reach.setdefault(event.message_id, (volunteer_id, event.seq))
             continue
+        if event.kind in OPEN_KINDS and state.get(event.message_id) != event.kind:
+            continue  # settled since: retried, delivered, or a worse report
         failures[volunteer_id].append(
             _Failure(
                 event.seq,
@@ -494,37 +501,55 @@ def _suppressions_by_volunteer(
 
 
 def _rejected_at_import(
-    latest: ImportRecord, rejected: Sequence[RowProblem], volunteers: Iterable[Volunteer]
+    events: Sequence[Event], volunteers: Iterable[Volunteer]
 ) -> list[UnreachablePerson]:
-    reasons: dict[int, list[str]] = defaultdict(list)
-    addresses: dict[int, str] = {}
-    for problem in rejected:
-        reasons[problem.row].append(
-            f"{problem.column}: {problem.reason}" if problem.column else str(problem.reason)
+    """The people whose rows were refused at an import and who are not on the roster."""
+    files: dict[int, tuple[str, str]] = {}  # import_id -> (file name, imported at)
+    rows: dict[tuple[int, int], list[Event]] = defaultdict(list)
+    for event in events:
+        import_id = _int(event.data.get("import_id"))
+        if event.kind == "roster_imported":
+            files[import_id] = (_text(event.data.get("file")), event.at)
+        else:
+            rows[import_id, _int(event.data.get("row"))].append(event)
+    ids = {v.volunteer_id.casefold() for v in volunteers}
+    addresses = {a.casefold() for v in volunteers for a in (v.email, v.email_ascii) if a}
+    latest: dict[str, UnreachablePerson] = {}  # one entry per person, the latest import's
+    for (import_id, row_number), problems in sorted(rows.items()):
+        who: dict[str, str] = {}
+        for problem in problems:
+            raw = problem.data.get("who")
+            if isinstance(raw, dict):
+                who.update({str(k): _text(v) for k, v in raw.items()})
+            elif problem.data.get("column") == "email":  # recorded before rows kept `who`
+                who.setdefault("email", _text(problem.data.get("value")))
+        volunteer_id = who.get("volunteer_id", "").strip()
+        address = who.get("email", "").strip()
+        if volunteer_id.casefold() in ids or (not volunteer_id and address.casefold() in addresses):
+            continue  # imported correctly since (or through another row)
+        if not volunteer_id and not address and not who:
+            continue  # nothing says who the row was about: `roster rejects` shows it
+        file_name, imported_at = files.get(import_id, ("", problems[0].at))
+        key = volunteer_id.casefold() or address.casefold() or f"{file_name}:{row_number}"
+        family, given = who.get("family_name", "").strip(), who.get("given_name", "").strip()
+        locale = who.get("locale", "").strip() or ("en" if (family + given).isascii() else "ja")
+        latest[key] = UnreachablePerson(
+            volunteer_id=volunteer_id or None,
+            name=display_name(family, given, locale),
+            email=address,
+            locale=who.get("locale", "").strip(),
+            exposure="",
+            postal_address=who.get("postal_address", "").strip(),
+            reason=REASON_REJECTED,
+            detail="; ".join(
+                f"{p.data.get('column')}: {p.data.get('reason')}"
+                if p.data.get("column")
+                else _text(p.data.get("reason"))
+                for p in problems
+            ),
+            campaign_id=None,
+            at=imported_at,
+            import_file=file_name or None,
+            import_row=row_number,
         )
-        if problem.field == "email" and problem.row not in addresses:
-            addresses[problem.row] = problem.value or ""
-    known = {
-        address.casefold() for v in volunteers for address in (v.email, v.email_ascii) if address
-    }
-    people = []
-    for row_number, address in addresses.items():
-        if address.strip().casefold() in known:
-            continue  # e.g. a duplicate row: the person is on the roster through another
-        people.append(
-            UnreachablePerson(
-                volunteer_id=None,
-                name="",
-                email=address,
-                locale="",
-                exposure="",
-                postal_address="",
-                reason=REASON_REJECTED,
-                detail="; ".join(reasons[row_number]),
-                campaign_id=None,
-                at=latest.imported_at,
-                import_file=latest.file_name,
-                import_row=row_number,
-            )
-        )
-    return people
+    return sorted(latest.values(), key=lambda p: p.import_row or 0)

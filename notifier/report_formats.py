@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import jinja2
+from markupsafe import Markup, escape
 
 from notifier.ledger import Event
-from notifier.message import MessageState
+from notifier.message import MessageState, state_words
 from notifier.outputs import csv_text
 from notifier.report import CampaignReport, Timeline, UnreachablePerson
 
@@ -126,36 +129,61 @@ _HTML_TEMPLATE = _HTML_ENV.from_string(
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Notification report: {{ r.campaign_id }}</title>
 <style>
-body { font-family: Georgia, "Times New Roman", serif; margin: 2em; color: #111; }
+/* Fits a 1,000 px window with no sideways scrolling: tables take the page's width and
+   long cells (addresses, replies, hashes) wrap inside them instead of widening them. */
+html { -webkit-text-size-adjust: 100%; }
+body { font-family: Georgia, "Times New Roman", serif; margin: 1.5em; color: #111; max-width: 100%; }
 h1 { font-size: 1.5em; margin-bottom: 0.2em; }
 h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #999; }
-table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
-th, td { border: 1px solid #bbb; padding: 0.2em 0.5em; text-align: left; vertical-align: top; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; max-width: 100%; }
+th, td { border: 1px solid #bbb; padding: 0.2em 0.4em; text-align: left; vertical-align: top;
+  overflow-wrap: anywhere; word-break: normal; }
 th { background: #eee; }
-td.n { text-align: right; font-variant-numeric: tabular-nums; }
+td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
+table.facts { width: 100%; table-layout: fixed; }
+table.facts th { width: 16em; }
+table.recipients { width: 100%; table-layout: fixed; font-size: 0.8em; }
+table.recipients col.id { width: 9%; } table.recipients col.addr { width: 16%; }
+table.recipients col.who { width: 9%; } table.recipients col.state { width: 15%; }
+table.recipients col.time { width: 10%; } table.recipients col.n { width: 5%; }
+table.recipients col.reply { width: 14%; } table.recipients col.diag { width: 12%; }
+.time { white-space: nowrap; }
+table.recipients .time { white-space: normal; }
 code { font-family: "DejaVu Sans Mono", Menlo, monospace; font-size: 0.85em; word-break: break-all; }
 .ok { color: #0a5d00; font-weight: bold; }
 .bad { color: #a00000; font-weight: bold; }
-@media print { body { margin: 0; } h2 { page-break-after: avoid; } tr { page-break-inside: avoid; } }
+.apart { border-left: 4px solid #a00000; padding-left: 0.6em; }
+.small { color: #444; font-size: 0.85em; }
+@media print {
+  @page { size: A4 landscape; margin: 12mm; }
+  body { margin: 0; font-size: 9pt; color: #000; }
+  h2 { break-after: avoid; page-break-after: avoid; }
+  tr { break-inside: avoid; page-break-inside: avoid; }
+  thead { display: table-header-group; }
+  th { background: none; }
+  .ok, .bad { color: #000; }
+}
 </style>
 </head>
 <body>
 <h1>Notification report: {{ r.campaign_id }}</h1>
 <p>{{ r.title }}</p>
-<table>
+<p class="small">All times are shown to the second in {{ zone }}.</p>
+<table class="facts">
 <tr><th>Campaign</th><td>{{ r.campaign_id }}</td></tr>
 {% if r.follows %}<tr><th>Follows up</th><td>{{ r.follows }}</td></tr>{% endif %}
-<tr><th>Registered at (UTC)</th><td>{{ r.registered_at or "not recorded" }}</td></tr>
-<tr><th>Report generated at (UTC)</th><td>{{ r.generated_at }}</td></tr>
-<tr><th>Recipients</th><td class="n">{{ r.total }}</td></tr>
-<tr><th>First send attempt</th><td>{{ r.timeline.first_send_at or "none" }}</td></tr>
-<tr><th>Last send attempt</th><td>{{ r.timeline.last_send_at or "none" }}</td></tr>
+<tr><th>Registered at</th><td>{{ when(r.registered_at) or "not recorded" }}</td></tr>
+<tr><th>Report generated at</th><td>{{ when(r.generated_at) }}</td></tr>
+<tr><th>Recipients</th><td>{{ r.total }}</td></tr>
+<tr><th>First send attempt</th><td>{{ when(r.timeline.first_send_at) or "none" }}</td></tr>
+<tr><th>Last send attempt</th><td>{{ when(r.timeline.last_send_at) or "none" }}</td></tr>
 </table>
 
 <h2>Integrity of the record</h2>
-<table>
+<table class="facts">
 <tr><th>Ledger verification</th><td>
 {% if r.verification.ok %}
 <span class="ok">PASSED</span>: {{ r.verification.events }} events, hash chain intact
@@ -186,39 +214,46 @@ as nothing has been written to the ledger since this report was made.</p>
 
 <h2>Outcome by state</h2>
 <table>
-<tr><th>State</th><th>Recipients</th></tr>
+<thead><tr><th>What happened</th><th class="n">Recipients</th></tr></thead>
 {% for state, n in r.counts.items() %}
-<tr><td>{{ state }}</td><td class="n">{{ n }}</td></tr>
+<tr><td>{{ words(state) }}</td><td class="n">{{ n }}</td></tr>
 {% endfor %}
 <tr><th>Total</th><th class="n">{{ r.total }}</th></tr>
 </table>
+{% if blocked %}
+<p class="apart"><strong>{{ blocked }} message(s) refused for policy or reputation (blocked).</strong>
+Our mail was refused; the addresses are fine and were not suppressed. This needs action by
+the sender (reputation, SPF, DKIM, content), then: <code>notifier resend {{ r.campaign_id }} --status blocked --yes</code></p>
+{% endif %}
 {% for title, groups in (("By language", r.counts_by_locale), ("By exposure", r.counts_by_exposure)) %}
 
 <h2>{{ title }}</h2>
 <table>
-<tr><th></th>{% for state in r.states %}<th>{{ state }}</th>{% endfor %}<th>total</th></tr>
+<thead><tr><th></th>{% for state in r.states %}<th class="n">{{ words(state) }}</th>{% endfor %}<th class="n">total</th></tr></thead>
 {% for key, counts in groups.items() %}
 <tr><th>{{ key }}</th>{% for state in r.states %}<td class="n">{{ counts[state] }}</td>{% endfor %}<td class="n">{{ counts.values()|sum }}</td></tr>
 {% endfor %}
 </table>
 {% endfor %}
 
-<h2>Timeline (events per hour, UTC)</h2>
+<h2>Timeline (events per hour, {{ zone }})</h2>
 <table>
-<tr><th>Hour</th>{% for kind in kinds %}<th>{{ kind }}</th>{% endfor %}</tr>
+<thead><tr><th>Hour starting</th>{% for kind in kinds %}<th class="n">{{ kind_words(kind) }}</th>{% endfor %}</tr></thead>
 {% for bucket in r.timeline.hours %}
-<tr><td>{{ bucket.hour }}</td>{% for kind in kinds %}<td class="n">{{ bucket.counts.get(kind, 0) }}</td>{% endfor %}</tr>
+<tr><td class="time">{{ when(bucket.hour) }}</td>{% for kind in kinds %}<td class="n">{{ bucket.counts.get(kind, 0) }}</td>{% endfor %}</tr>
 {% endfor %}
 </table>
 
 <h2>Recipients</h2>
-<table>
-<tr><th>Volunteer</th><th>Name</th><th>Address</th><th>Language</th><th>Exposure</th><th>State</th><th>First attempt (UTC)</th><th>Final state at (UTC)</th><th>Attempts</th><th>Server reply</th><th>Queue id</th><th>Bounce diagnostic</th></tr>
+<table class="recipients">
+<colgroup><col class="id"><col class="addr"><col class="who"><col class="state"><col class="time"><col class="time"><col class="n"><col class="reply"><col class="diag"></colgroup>
+<thead><tr><th>Volunteer</th><th>Address</th><th>Language, exposure</th><th>Final state</th><th>First attempt</th><th>Final state at</th><th class="n">Tries</th><th>Server reply (queue id), latest attempt</th><th>Bounce diagnostic, latest attempt</th></tr></thead>
 {% for p in r.recipients %}
-<tr><td>{{ p.volunteer_id }}</td><td>{{ p.name }}</td><td>{{ p.email }}</td><td>{{ p.locale }}</td><td>{{ p.exposure }}</td><td>{{ p.state }}</td><td>{{ p.first_attempt_at or "" }}</td><td>{{ p.final_at or "" }}</td><td class="n">{{ p.attempts }}</td><td>{{ p.smtp_reply }}</td><td>{{ p.queue_id }}</td><td>{{ p.diagnostic }}</td></tr>
+<tr><td>{{ p.volunteer_id }}<br>{{ p.name }}</td><td>{{ breakable(p.email) }}</td><td>{{ p.locale }}, {{ p.exposure }}</td><td>{{ words(p.state) }}</td><td class="time">{{ when(p.first_attempt_at) }}</td><td class="time">{{ when(p.final_at) }}</td><td class="n">{{ p.attempts }}</td><td>{{ p.smtp_reply }}{% if p.queue_id %} ({{ p.queue_id }}){% endif %}</td><td>{{ p.diagnostic }}</td></tr>
 {% endfor %}
 </table>
-<p>Times are UTC. States and times are taken from the ledger's hash-chained events.</p>
+<p>Times are in {{ zone }}, to the second. States and times are taken from the ledger's
+hash-chained events; the exact times (with microseconds, UTC) are in the report's CSV and JSON.</p>
 </body>
 </html>
 """  # noqa: E501 (HTML rows read better unbroken)
@@ -241,6 +276,46 @@ def timeline_kinds(timeline: Timeline) -> list[str]:
     return [k for k in _KIND_ORDER if k in present] + sorted(present - set(_KIND_ORDER))
 
 
-def report_as_html(report: CampaignReport) -> str:
+def shown_time(at: str | None, zone: str = "UTC") -> str:
+    """An event time for people: to the second, in `zone`, labelled with the zone's
+    abbreviation (`2020-03-25 10:04:07 GMT`); "" for no time."""
+    if not at:
+        return ""
+    text = at[:-1] + "+00:00" if at.endswith("Z") else at
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return at
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    local = moment.astimezone(ZoneInfo(zone))
+    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or zone}"
+
+
+def kind_words(kind: str) -> str:
+    """An event kind as a timeline column: a message state in its short words."""
+    try:
+        return state_words(MessageState(kind)).split(":")[0]
+    except ValueError:
+        return kind.replace("_", " ")
+
+
+def report_as_html(report: CampaignReport, *, time_zone: str = "UTC") -> str:
     kinds = timeline_kinds(report.timeline)
-    return _HTML_TEMPLATE.render(r=report, kinds=kinds, not_recorded=NOT_RECORDED)
+    return _HTML_TEMPLATE.render(
+        r=report,
+        kinds=kinds,
+        not_recorded=NOT_RECORDED,
+        zone=time_zone,
+        when=lambda at: shown_time(at, time_zone),
+        words=state_words,
+        kind_words=kind_words,
+        blocked=report.counts.get(MessageState.BLOCKED, 0),
+        breakable=breakable,
+    )
+
+
+def breakable(address: str) -> Markup:
+    """An address that wraps after its `@` and dots rather than anywhere in a word."""
+    wbr = Markup("<wbr>")
+    return escape(address).replace("@", "@" + wbr).replace(".", "." + wbr)

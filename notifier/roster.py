@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import dataclasses
 import functools
 import hashlib
 import io
@@ -58,6 +59,15 @@ VOCABULARIES: Mapping[str, tuple[str, ...]] = {
     "data_held": DATA_HELD,
 }
 NAME_FIELDS: tuple[str, ...] = ("family_name", "given_name")
+# The cells that say who a row is about, kept with a rejected row (RowProblem.who).
+IDENTITY_FIELDS: tuple[str, ...] = (
+    "volunteer_id",
+    "family_name",
+    "given_name",
+    "email",
+    "postal_address",
+    "locale",
+)
 
 _SAVE_HINT = (
     "in Excel use File > Save As > 'CSV UTF-8 (comma delimited)', "
@@ -82,6 +92,13 @@ class RowProblem:
     value: str
     reason: str
     field: str = ""  # the canonical field (email, exposure, ...), whatever the header says
+    # Who the row is about, as the file has it (canonical field -> cell): the id, names,
+    # address and postal address, so a person whose row was refused can still be written
+    # to. Not part of the problem's identity.
+    who: tuple[tuple[str, str], ...] = dataclasses.field(default=(), compare=False)
+
+    def who_cell(self, name: str) -> str:
+        return dict(self.who).get(name, "")
 
 
 @dataclass(frozen=True)
@@ -696,7 +713,8 @@ class _RowChecker:
             volunteer_id = derive_volunteer_id(email)
 
         if problems:
-            self.problems.extend(problems)
+            who = tuple((f, cell(f)) for f in IDENTITY_FIELDS if cell(f).strip())
+            self.problems.extend(dataclasses.replace(p, who=who) for p in problems)
             return
         extra = {h: v for i, h in plan.extras if i < count and (v := cells[i].strip())}
         self.accepted.append(

@@ -133,8 +133,22 @@ def _claimable(
                     volunteer.email,
                     f"already in the ledger as volunteer {holder}: one address, one volunteer",
                     "email",
+                    who=_who(volunteer),
                 )
             )
         else:
             ok.append(accepted)
     return ok, problems
+
+
+def _who(volunteer: Volunteer) -> tuple[tuple[str, str], ...]:
+    """A refused row's identity cells (see RowProblem.who), from its parsed volunteer."""
+    cells = (
+        ("volunteer_id", volunteer.volunteer_id),
+        ("family_name", volunteer.family_name),
+        ("given_name", volunteer.given_name),
+        ("email", volunteer.email),
+        ("postal_address", volunteer.postal_address),
+        ("locale", volunteer.locale),
+    )
+    return tuple((name, value) for name, value in cells if value)

@@ -217,7 +217,7 @@ def build(ledger: Ledger) -> None:
     b.event(at("09:01", day), "suppressed", "v03", C2, {"reason": "address suppressed"})
     b.sent(at("09:02", day), "v06", "BBB6", c=C2)
     b.bounce(at("09:30", day), "bounced_hard", "v02", "smtp; 550 5.1.1 mailbox gone", c=C2)
-    # Import history: rejections in an older import no longer count.
+    # Import history: a rejected row stays listed until its person is on the roster.
     imports = ledger.db.table("imports")
     for import_id, name in ((1, "old.csv"), (2, "volunteers.csv")):
         imports.insert(
@@ -275,6 +275,36 @@ def build(ledger: Ledger) -> None:
             },
         ]
     )
+    # ... and the events an import writes for them, with who each row was about.
+    who = {
+        (1, 3): {"email": "old@", "family_name": "Old"},
+        (2, 7): {"email": "kato at example.jp", "family_name": "加藤", "given_name": "学"},
+        (2, 9): {"email": "ALICE@example.org", "family_name": "Dane", "given_name": "Alice"},
+        (2, 12): {"volunteer_id": "v12", "email": "lee@example.org", "postal_address": "12 Row St"},
+    }
+    for import_id, name in ((1, "old.csv"), (2, "volunteers.csv")):
+        when = at("08:00") if import_id == 1 else at("09:00")
+        rows = [r for r in ledger.db.table("rejected_rows").rows if r["import_id"] == import_id]
+        ledger.append_events(
+            [
+                EventDraft("roster_imported", data={"import_id": import_id, "file": name}),
+                *(
+                    EventDraft(
+                        "row_rejected",
+                        data={
+                            "import_id": import_id,
+                            "row": r["row"],
+                            "column": r["column"],
+                            "value": r["value"],
+                            "reason": r["reason"],
+                            "who": who[import_id, r["row"]],
+                        },
+                    )
+                    for r in rows
+                ),
+            ],
+            when,
+        )
 
 
 def by_vid(rows: Any) -> dict[str, Any]:

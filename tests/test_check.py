@@ -73,7 +73,7 @@ def test_check_update_before_first_notice_is_sent_checks_attribute_audience(
     )
     assert report.ok, [str(p) for p in report.problems]
     assert not report.history_applied
-    assert report.note is not None and "2020-03-breach has no messages" in report.note
+    assert report.note is not None and "2020-03-breach has not been sent yet" in report.note
     assert report.volunteers == 120 == len(ticks)  # everyone the first notice will reach
 
 
@@ -284,7 +284,7 @@ def test_campaign_cli_list_and_show(filled: Ledger, notifier: Notifier) -> None:
     out = shown.stdout
     assert "Update on the cyber attack on HMR" in out and "【続報】" in out
     assert "follows" in out and "2020-03-breach" in out
-    assert "has no messages in the ledger yet" in out
+    assert "has not been sent yet, so it is not yet known who it reached" in out
     assert "Who it goes to (120 volunteers)" in out
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
     assert rows["en"] == ["20", "20", "20", "60"]

@@ -141,6 +141,9 @@ def test_export_unreachable_csv_is_the_default(notifier: Notifier) -> None:
         "tanaka@example.jp",
         "yamamoto@example.jp",
         "kato at example.jp",
+        "bob@example.org",
+        "old@",
+        "lee@example.org",
     }
     assert {r["email"]: r["postal_address"] for r in rows}["tanaka@example.jp"] == "大阪府大阪市2-2"
 
@@ -155,6 +158,7 @@ def test_export_unreachable_json(notifier: Notifier) -> None:
         "suppressed",
         "failed_permanent",
         "rejected_at_import",
+        "bounced_soft",
     }
 
 

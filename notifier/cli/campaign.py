@@ -92,8 +92,8 @@ def _print_audience(led: Ledger, item: Campaign) -> None:
     counts = count_audience(led, item, history=history)
     if item.follows and not history:
         console.print(
-            f"\n{item.follows} has no messages in the ledger yet: counting everyone who "
-            "matches the exposure and locale filters."
+            f"\n{item.follows} has not been sent yet, so it is not yet known who it reached: "
+            f"counting everyone {item.campaign_id} could go to (this is fine until then)."
         )
     console.print(f"\nWho it goes to ({sum(counts.values())} volunteers):")
     console.print(audience_table(counts))

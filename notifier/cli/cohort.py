@@ -15,6 +15,7 @@ from rich.text import Text
 from notifier.campaign import apply_overrides, load_campaign
 from notifier.cli.app import AppContext, cli, console, format_option, pass_app
 from notifier.cohort import CohortFilter, CohortMember, explain_cohort, read_ids_file
+from notifier.message import UNREACHED_STATES, state_words
 from notifier.outputs import csv_text, visible
 from notifier.volunteer import EXPOSURES, LOCALES
 
@@ -158,3 +159,31 @@ def _print_table(campaign_id: str, members: list[CohortMember], excluded: bool) 
         console.print("Left out:")
         for reason, count in left_out.most_common():
             console.print(f"  {count:>6}  {reason}")
+    _print_unreached(campaign_id, members, excluded)
+
+
+def _print_unreached(campaign_id: str, members: list[CohortMember], excluded: bool) -> None:
+    """For a follow-up: the people left out because the notice it follows has not reached
+    them (soft-bounced, not sent yet, ...), named with --excluded, and how to reach them."""
+    waiting = [
+        m
+        for m in members
+        if not m.included and m.followed_state in UNREACHED_STATES and not m.suppressed
+    ]
+    if not waiting:
+        return
+    console.print(
+        f"{len(waiting)} left out because the earlier notice has not reached them: "
+        "reach them first (notifier status on that campaign says how), or write to them "
+        "(notifier export unreachable).",
+        markup=False,
+    )
+    if excluded:
+        for m in waiting:
+            state = m.followed_state or ""
+            console.print(
+                Text(
+                    f"  {m.volunteer.volunteer_id}  {m.volunteer.display_name}: "
+                    f"{state} ({state_words(state)})"
+                )
+            )

@@ -25,6 +25,7 @@ from notifier.config import load_contact
 from notifier.errors import ConfigError, RosterError
 from notifier.ledger import VolunteerQuery
 from notifier.sink import Sink
+from notifier.volunteer import EXPOSURES, LOCALES
 
 FIRST_NOTICE = "2020-03-breach"
 DEMO_APPROVER = "notifier demo (not a person: approve your own campaigns yourself)"
@@ -103,6 +104,24 @@ def _run(ctx: click.Context, title: str, *args: str) -> None:
         command.invoke(sub)
 
 
+def _print_roster_summary(app: AppContext) -> None:
+    """How many volunteers of each language and exposure: the roster at a glance (the
+    whole list is one command away)."""
+    click.echo()
+    click.secho("== The volunteers now in the ledger", bold=True)
+    with app.open_ledger() as led:
+        counts = led.count_volunteers()
+    exposures = [e for e in EXPOSURES if any(counts[(loc, e)] for loc in LOCALES)]
+    click.echo("        " + "".join(f"{e:>15}" for e in exposures) + f"{'total':>8}")
+    for locale in LOCALES:
+        row = [counts[(locale, e)] for e in exposures]
+        click.echo(f"{locale:<8}" + "".join(f"{n:>15}" for n in row) + f"{sum(row):>8}")
+    click.echo(
+        f"{sum(counts.values())} volunteers. Everyone: notifier roster list; "
+        "one person, every field: notifier roster show HMR-0001"
+    )
+
+
 @cli.command()
 @click.argument("roster", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -132,7 +151,7 @@ def demo(app: AppContext, ctx: click.Context, roster: Path | None, maildir: Path
         "import",
         str(roster),
     )
-    _run(ctx, "The volunteers now in the ledger", "roster", "list")
+    _print_roster_summary(app)
     for campaign_id in (FIRST_NOTICE, UPDATE):
         _run(
             ctx,
@@ -180,9 +199,12 @@ def demo(app: AppContext, ctx: click.Context, roster: Path | None, maildir: Path
     _run(ctx, f"Where {FIRST_NOTICE} stands", "status", FIRST_NOTICE)
     _run(ctx, "The ledger is intact", "ledger", "verify")
     click.echo()
-    click.echo(
-        "Next: notifier report 2020-03-breach --format html --out report.html"
-        f"  ·  notifier {config}check {UPDATE} --proof proof.html"
-        f"  ·  notifier {config}preview {UPDATE} --volunteer HMR-0002"
-        "  ·  notifier --help"
-    )
+    click.echo("Next:")
+    for line in (
+        f"notifier report {FIRST_NOTICE} --format html --out report.html",
+        f"notifier {config}check {UPDATE} --proof proof.html",
+        f"notifier {config}preview {UPDATE} --volunteer HMR-0002",
+        "notifier export unreachable --out letters.csv   (who to write to by post)",
+        "notifier --help",
+    ):
+        click.echo(f"  {line}")

@@ -148,8 +148,8 @@ def _preview_all(led: Ledger, campaign: Campaign, directory: Path, dkim: DkimKey
     history = history_applies(led, campaign)
     if campaign.follows and not history:
         click.echo(
-            f"{campaign.follows} has not been sent yet: previewing everyone matching "
-            f"{campaign.campaign_id}'s attribute filters",
+            f"{campaign.follows} has not been sent yet, so it is not yet known who it "
+            f"reached: previewing {campaign.campaign_id} for everyone it could go to",
             err=True,
         )
     _warn_without_contact(campaign)

@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from notifier.campaign import require_known_campaign
 from notifier.cli.app import AppContext, cli, console, format_option, pass_app, write_private
-from notifier.errors import ExitCode
+from notifier.errors import CampaignError, ExitCode
 from notifier.ledger import Event
 from notifier.outputs import visible
 from notifier.report import CampaignReport, campaign_report, unreachable, volunteer_history
@@ -77,6 +78,13 @@ def report(app: AppContext, campaign_id: str, fmt: str, out: Path | None) -> Non
       notifier report 2020-03-breach --format html --out 2020-03-breach-report.html
     """
     with app.open_ledger() as led:
+        registered = led.campaign_ids()
+        require_known_campaign(campaign_id, registered)
+        if campaign_id not in registered:
+            raise CampaignError(
+                f"{campaign_id} has not been sent yet, so there is nothing to report",
+                hint=f"see what a send would do: notifier send {campaign_id}",
+            )
         result = campaign_report(led, campaign_id)
     if fmt == "table":
         if out is None:
@@ -86,7 +94,10 @@ def report(app: AppContext, campaign_id: str, fmt: str, out: Path | None) -> Non
             _print_summary(Console(file=buffer, width=120, highlight=False), result)
             write_private(out, buffer.getvalue())
     else:
-        text = {"csv": report_as_csv, "json": report_as_json, "html": report_as_html}[fmt](result)
+        if fmt == "html":
+            text = report_as_html(result, time_zone=app.settings.time_zone)
+        else:
+            text = {"csv": report_as_csv, "json": report_as_json}[fmt](result)
         if out is None:
             click.echo(text, nl=False)
         else:
@@ -115,11 +126,13 @@ def export() -> None:
 )
 @pass_app
 def export_unreachable(app: AppContext, fmt: str, out: Path | None) -> None:
-    """Everyone no notice reached, with their postal address where known.
+    """Everyone no notice has reached, with the reason and their postal address.
 
-    Lists hard bounces, suppressed addresses, permanent failures, temporary failures
-    that ran out of retries, and addresses rejected at the latest import; a person is
-    left out once a later message reached them. Send these people a letter.
+    Lists every row rejected at an import (row number, id, name and postal address as
+    the file has them) until that person is imported; hard bounces; suppressed
+    addresses; permanent failures; temporary failures that ran out of retries; and
+    notices still soft-bounced, blocked or deferred (the reason names the state). A
+    person is left out once a later message reached them. Write to these people.
     """
     with app.open_ledger() as led:
         people = unreachable(led)

@@ -195,7 +195,7 @@ def problems_table(
     table = Table(title=title, title_justify="left")
     table.add_column("row", justify="right")
     table.add_column("column")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")  # wrapped, never cut: it is what to fix
     table.add_column("reason")
     for p in problems[:limit]:
         # Text(), not markup: a value such as "[b]" must show as typed.
@@ -249,11 +249,47 @@ def _records_csv(records: Sequence[dict[str, Any]]) -> str:
 
 def _volunteers_table(records: Sequence[dict[str, Any]]) -> Table:
     table = Table()
+    longest = max((len(str(r["email"])) for r in records), default=5)
     for column in TABLE_COLUMNS:
-        table.add_column(column)
+        if column == "email":
+            # An address cut short ("oliver.hal…") is no address: it is never wrapped or
+            # cut; the other columns wrap to make room for it.
+            table.add_column(column, no_wrap=True, min_width=longest)
+        elif column in ("volunteer_id", "locale"):
+            table.add_column(column, no_wrap=True)
+        else:
+            table.add_column(column, overflow="fold")
     for r in records:
-        table.add_row(*(Text(visible(str(r[c]))) for c in TABLE_COLUMNS))
+        # "a; b" wraps between items rather than inside a word.
+        table.add_row(*(Text(visible(str(r[c])).replace(";", "; ")) for c in TABLE_COLUMNS))
     return table
+
+
+@roster.command("show")
+@click.argument("volunteer")
+@format_option("table", "json")
+@pass_app
+def show(app: AppContext, volunteer: str, fmt: str) -> None:
+    """Everything the ledger holds about one volunteer, every field.
+
+    VOLUNTEER is a volunteer id or an address. Columns of the file that no mapping named
+    are shown too, under the header the file gave them.
+    """
+    with app.open_ledger() as led:
+        person = led.get_volunteer(volunteer)
+    record = person.as_record()
+    extra = dict(person.extra)
+    if fmt == "json":
+        click.echo(json.dumps({**record, "extra": extra}, ensure_ascii=False, indent=2))
+        return
+    table = Table(box=None, pad_edge=False, show_header=False)
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for name, value in record.items():
+        table.add_row(name, Text(visible(str(value)) or "-"))
+    for header, value in extra.items():
+        table.add_row(Text(f"{visible(header)} (kept from the file)"), Text(visible(value)))
+    console.print(table)
 
 
 @roster.command("rejects")

@@ -20,9 +20,10 @@ from notifier.campaign import Campaign, apply_overrides, load_campaign
 from notifier.cli.app import AppContext, cli, console, err_console, pass_app
 from notifier.cli.cohort import F, cohort_filter, cohort_options
 from notifier.cohort import CohortFilter
+from notifier.compose import load_dkim_key
 from notifier.config import Settings
 from notifier.delivery import SendOptions
-from notifier.errors import ExitCode
+from notifier.errors import CohortError, ExitCode
 from notifier.message import FAILED_STATES, DeliveryOutcome
 from notifier.pipeline import (
     SendPlan,
@@ -33,7 +34,9 @@ from notifier.pipeline import (
     send_audience,
     send_campaign,
 )
-from notifier.smtp.session import ServerInfo
+from notifier.smtp.session import ServerInfo, SessionOptions
+from notifier.smtp.target import parse_smtp_url
+from notifier.testsend import TEST_PREFIX, checked_test_address, send_tests, volunteers_for_test
 
 DEFAULTS = SendOptions()
 
@@ -187,6 +190,20 @@ def _run(
 
 @cli.command()
 @click.argument("campaign_id", metavar="ID")
+@click.option(
+    "--test-to",
+    metavar="ADDRESS",
+    default=None,
+    help="Send a test to ADDRESS only: each --as volunteer's exact message (or one of each "
+    "kind of message), subject starting [TEST]. Changes no one's state; needs no approval.",
+)
+@click.option(
+    "--as",
+    "as_volunteers",
+    metavar="VOLUNTEER",
+    multiple=True,
+    help="With --test-to: whose message to send (an id or address; repeat for more).",
+)
 @delivery_options
 @cohort_options()
 @pass_app
@@ -194,6 +211,8 @@ def send(
     app: AppContext,
     /,
     campaign_id: str,
+    test_to: str | None,
+    as_volunteers: tuple[str, ...],
     exposures: tuple[str, ...],
     locales: tuple[str, ...],
     statuses: str,
@@ -206,7 +225,7 @@ def send(
     Safe by default: without --yes this shows how many messages would go, by
     locale and exposure, where to and how fast, and sends nothing.
       notifier send 2020-03-breach                    # what would happen
-      notifier send 2020-03-breach --yes --limit 1    # one message (try yourself)
+      notifier send 2020-03-breach --test-to me@example.org   # a test, to yourself
       notifier send 2020-03-breach --yes --rate 20    # everyone, 20 a second
       notifier send 2020-04-29-update --yes --locale ja   # part of a follow-up's cohort
 
@@ -218,8 +237,62 @@ def send(
 
     SMTP credentials come from NOTIFIER_SMTP_USER and NOTIFIER_SMTP_PASSWORD.
     """
+    if test_to is not None:
+        _send_tests(app, campaign_id, test_to, as_volunteers, params)
+        return
+    if as_volunteers:
+        raise CohortError(
+            "--as names whose message a test sends", field="--as", hint="add --test-to YOUR-ADDRESS"
+        )
     cohort = cohort_filter(exposures, locales, statuses, ids_file)
     _run(app, campaign_id, cohort, params)
+
+
+def _send_tests(
+    app: AppContext,
+    campaign_id: str,
+    test_to: str,
+    as_volunteers: tuple[str, ...],
+    params: dict[str, Any],
+) -> None:
+    """`send ID --test-to ADDRESS [--as V ...]`: the exact messages, to ADDRESS only."""
+    settings = app.settings
+    to = checked_test_address(test_to)
+    campaign = apply_overrides(load_campaign(campaign_id), settings)
+    target = parse_smtp_url(params["smtp_url"] or settings.smtp_url)
+    with app.open_ledger() as led:
+        volunteers = volunteers_for_test(led, campaign, as_volunteers)
+        results = send_tests(
+            led,
+            campaign,
+            volunteers,
+            to,
+            target,
+            settings,
+            dkim=load_dkim_key(settings),
+            options=SessionOptions(
+                timeout=params["timeout"],
+                require_tls=params["require_tls"],
+                ca_file=settings.smtp_ca_file,
+            ),
+        )
+    for r in results:
+        held = ", ".join(r.data_held) or "nothing on record"
+        outcome = "sent" if r.accepted else "REFUSED"
+        console.print(
+            f"{outcome}: {r.volunteer_id}'s message ({r.locale}, {r.exposure}; {held}) "
+            f"to {r.to}: {r.reply}",
+            markup=False,
+        )
+    refused = sum(not r.accepted for r in results)
+    console.print(
+        f"{len(results) - refused} test message(s) sent to {to} via {target}; subjects start "
+        f"with {TEST_PREFIX.strip()}. Nobody else was sent anything, and no volunteer's "
+        f"message changed. When they read right: notifier send {campaign_id}",
+        markup=False,
+    )
+    if refused:
+        raise SystemExit(ExitCode.PROBLEMS)
 
 
 @cli.command()
@@ -292,7 +365,7 @@ def _print_plan(campaign: Campaign, plan: SendPlan, request: SendRequest) -> Non
     # The same command, options and all, is the one to run: narrowing options included.
     console.print(
         "Nothing was sent. To send, run the same command again with --yes "
-        "(try --limit 1 first, to yourself)."
+        f"(first see the messages yourself: notifier send {plan.campaign_id} --test-to YOU)."
     )
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict
 
 import click
 from rich.table import Table
 
 from notifier.approval import ApprovalStatus, approval_status
-from notifier.campaign import apply_overrides, load_campaign
+from notifier.campaign import Campaign, apply_overrides, load_campaign, require_known_campaign
 from notifier.cli.app import AppContext, cli, console, format_option, pass_app
-from notifier.message import MessageState
+from notifier.errors import CampaignError
+from notifier.message import UNREACHED_STATES, MessageState, state_words
+from notifier.message import MessageState as S
 from notifier.outputs import visible
 from notifier.sendlock import running_sender
 
@@ -28,9 +31,10 @@ def status(app: AppContext, campaign_id: str, fmt: str) -> None:
     sender: pid, host, since, command; null when none), `in_flight` and
     `uncertain` (the addresses whose outcome is unknown after a crash).
     """
-    campaign = apply_overrides(load_campaign(campaign_id), app.settings)  # a typo exits 2
     with app.open_ledger() as led:
-        signed_off = approval_status(led, campaign)
+        require_known_campaign(campaign_id, led.campaign_ids())  # a typo exits 2
+        campaign = _shipped_campaign(campaign_id, app)
+        signed_off = approval_status(led, campaign) if campaign else None
         # Read the lock before the messages: a send that ends in between is then seen
         # as running with its messages settled, never as a crash.
         running = running_sender(led.path)
@@ -75,10 +79,10 @@ def status(app: AppContext, campaign_id: str, fmt: str) -> None:
     if not registered:
         console.print(f"Campaign {campaign_id} has not been sent yet (no messages in the ledger).")
         return
-    table = Table("state", "messages", box=None, pad_edge=False)
+    table = Table("state", "messages", "what it means", box=None, pad_edge=False)
     for state, n in counts.items():
-        table.add_row(state, str(n))
-    table.add_row("total", str(sum(counts.values())), style="bold")
+        table.add_row(state, str(n), state_words(state))
+    table.add_row("total", str(sum(counts.values())), "", style="bold")
     console.print(f"Campaign {campaign_id}")
     console.print(table)
     if running:
@@ -86,6 +90,8 @@ def status(app: AppContext, campaign_id: str, fmt: str) -> None:
             f"Sending now: {visible(running.describe())};"
             f" {len(in_flight)} message(s) in flight (not uncertain: that send is alive)."
         )
+    for line in unreached_lines(campaign_id, counts):
+        console.print(line, markup=False)
     if uncertain:
         console.print(
             f"{len(uncertain)} message(s) with an unknown outcome "
@@ -95,16 +101,60 @@ def status(app: AppContext, campaign_id: str, fmt: str) -> None:
             console.print(visible(f"  {m.email}  ({m.volunteer_id}, {m.state})"), markup=False)
 
 
-def _approval_json(status: ApprovalStatus) -> dict[str, object] | None:
-    if status.approval is None:
+def _shipped_campaign(campaign_id: str, app: AppContext) -> Campaign | None:
+    """The campaign as it would be sent now, or None when only the ledger knows it (a
+    campaign sent from a file elsewhere): then there is no content to compare."""
+    try:
+        return apply_overrides(load_campaign(campaign_id), app.settings)
+    except CampaignError:
+        return None
+
+
+def _approval_json(status: ApprovalStatus | None) -> dict[str, object] | None:
+    if status is None or status.approval is None:
         return None
     return {"by": status.approval.by, "at": status.approval.at, "current": status.is_current}
 
 
-def _approval_line(status: ApprovalStatus, campaign_id: str) -> str:
+def _approval_line(status: ApprovalStatus | None, campaign_id: str) -> str:
+    if status is None:
+        return "Approval: the campaign file is not among the shipped campaigns."
     if status.approval is None:
         return f"Not approved yet (notifier approve {campaign_id} --by NAME)."
     who = f"{visible(status.approval.by)} at {status.approval.at}"
     if status.is_current:
         return f"Approved by {who}; the content has not changed since."
     return f"Approved by {who}, but the content has changed since: approve it again before sending."
+
+
+def unreached_lines(campaign_id: str, counts: Mapping[str, int]) -> list[str]:
+    """What `status` says about the people this campaign has not reached yet, and the
+    command that reaches each group. Blocked is apart: the fix is the sender's."""
+    n = {state: counts.get(state, 0) for state in UNREACHED_STATES}
+    total = sum(n.values())
+    if total == 0:
+        return []
+    lines = [f"{total} people not reached yet by {campaign_id}:"]
+    steps = (
+        ((S.PENDING, S.DEFERRED), f"notifier send {campaign_id} --yes"),
+        (
+            (S.BOUNCED_SOFT, S.FAILED_TEMPORARY),
+            f"notifier resend {campaign_id} --status bounced_soft,failed_temporary --yes",
+        ),
+        (
+            (S.BOUNCED_HARD, S.SUPPRESSED, S.FAILED_PERMANENT),
+            "notifier export unreachable --out letters.csv (write to them)",
+        ),
+    )
+    for states, command in steps:
+        group = sum(n[s] for s in states)
+        if group:
+            what = ", ".join(f"{n[s]} {s}" for s in states if n[s])
+            lines.append(f"  {group} ({what}): {command}")
+    if n[S.BLOCKED]:
+        lines.append(
+            f"  {n[S.BLOCKED]} blocked: our mail was refused; the addresses are fine. This needs "
+            "action by the sender (reputation, SPF, DKIM), then: "
+            f"notifier resend {campaign_id} --status blocked --yes"
+        )
+    return lines

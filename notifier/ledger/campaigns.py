@@ -64,6 +64,14 @@ def register(
     return True
 
 
+def ids(conn: sqlite3.Connection) -> list[str]:
+    """The id of every campaign registered in the ledger, in id order."""
+    return [
+        row["campaign_id"]
+        for row in conn.execute("SELECT campaign_id FROM campaigns ORDER BY campaign_id")
+    ]
+
+
 def find(conn: sqlite3.Connection, campaign_id: str) -> CampaignRecord | None:
     row = conn.execute(
         "SELECT campaign_id, title, follows, templates_sha256, registered_at"

@@ -335,6 +335,10 @@ class Ledger:
         """The campaign as registered, or None if it was never sent."""
         return campaigns.find(self.conn, campaign_id)
 
+    def campaign_ids(self) -> list[str]:
+        """Every campaign registered (sent at least once), in id order."""
+        return campaigns.ids(self.conn)
+
     def campaign_is_registered(self, campaign_id: str) -> bool:
         return self.campaign(campaign_id) is not None
 

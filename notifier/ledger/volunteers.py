@@ -247,6 +247,9 @@ def record_import(
                 "column": p.column,
                 "value": p.value,
                 "reason": p.reason,
+                # Who the row is about, as the file has it: the person stays on the
+                # postal worklist until a later import brings them in.
+                "who": dict(p.who),
             },
         )
         for p in plan.problems

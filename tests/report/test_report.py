@@ -242,12 +242,24 @@ def test_unreachable_lists_who_no_notice_reached_and_why(built: Ledger) -> None:
     assert set(listed) == {
         ("v02", "suzuki@example.jp"),  # reached by campaign 1, hard bounce in campaign 2
         ("v03", "mallory@example.com"),  # hard bounce, then skipped in campaign 2
+        ("v04", "bob@example.org"),  # soft bounce, and nothing reached them since
         ("v05", "tanaka@example.jp"),  # refused permanently
         ("v10", "yamamoto@example.jp"),  # suppressed by hand after being sent
+        (None, "old@"),  # rejected at an older import, never imported since
         (None, "kato at example.jp"),  # rejected at the latest import
+        ("v12", "lee@example.org"),  # rejected (no family name): not on the roster
     }
-    # Left out: v06 (failed_temporary, then reached by campaign 2), v04 (soft bounce:
-    # still open), v07 (uncertain), v09 (never sent), and the duplicate row of alice.
+    # Left out: v06 (failed_temporary, then reached by campaign 2), v07 (uncertain: see
+    # `status`), v09 (not sent yet: see `status`), and the duplicate row of alice (her
+    # address is on the roster).
+    v04 = listed[("v04", "bob@example.org")]
+    assert (v04.reason, v04.campaign_id, v04.detail) == ("bounced_soft", C1, SOFT_DIAG)
+    lee = listed[("v12", "lee@example.org")]
+    assert (lee.import_file, lee.import_row, lee.postal_address) == (
+        "volunteers.csv",
+        12,
+        "12 Row St",
+    )
     v02 = listed[("v02", "suzuki@example.jp")]
     assert (v02.reason, v02.campaign_id, v02.detail) == (
         "hard_bounce",
@@ -268,6 +280,7 @@ def test_unreachable_lists_who_no_notice_reached_and_why(built: Ledger) -> None:
     v10 = listed[("v10", "yamamoto@example.jp")]
     assert (v10.reason, v10.detail, v10.campaign_id) == ("suppressed", "asked by phone", None)
     row = listed[(None, "kato at example.jp")]
+    assert row.name == "加藤 学"  # as the file has it, in the person's own name order
     assert (row.reason, row.import_file, row.import_row, row.at) == (
         "rejected_at_import",
         "volunteers.csv",

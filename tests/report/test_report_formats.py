@@ -31,6 +31,7 @@ from notifier.report_formats import (
     report_as_dict,
     report_as_html,
     report_as_json,
+    shown_time,
     unreachable_as_csv,
     unreachable_as_json,
 )
@@ -123,7 +124,8 @@ def test_html_is_self_contained_escaped_and_carries_the_proof(built: Ledger) -> 
     assert hashlib.sha256(built.path.read_bytes()).hexdigest() in html
     assert TEMPLATES_SHA in html
     assert "鈴木 一郎" in html and HARD_DIAG.replace("<", "&lt;").replace(">", "&gt;") in html
-    assert r.generated_at in html and "UTC" in html
+    # Times to the second, labelled with their zone (UTC unless the settings name one).
+    assert shown_time(r.generated_at) in html and shown_time(r.generated_at).endswith(" UTC")
     assert html.count("<tr><td>v") == 10  # one recipients row each
     assert "not recorded" in report_as_html(campaign_report(built, C2))
 

@@ -1,0 +1,41 @@
+"""A follow-up's cohort names the people its first notice has not reached (soft-bounced,
+not sent), so nobody falls off the worklists unnoticed."""
+
+from __future__ import annotations
+
+from conftest import REPO, Notifier, write_example_config
+
+from notifier.ledger import EventDraft, Ledger
+from notifier.sink import Sink
+
+FIRST = "2020-03-breach"
+UPDATE = "2020-04-29-update"
+
+
+def test_cohort_excluded_names_the_soft_bounced(notifier: Notifier) -> None:
+    write_example_config(notifier.cwd)
+    assert notifier("roster", "import", str(REPO / "examples" / "volunteers.csv")).exit_code == 0
+    with Sink() as sink:
+        sent = notifier("send", FIRST, "--yes", "--smtp", sink.url)
+        assert sent.exit_code == 0, sent.output
+    with Ledger(notifier.ledger_path) as led:
+        message = next(m for m in led.messages(FIRST) if m.volunteer_id == "HMR-0004")
+        led.append_event(
+            EventDraft(
+                "bounced_soft",
+                campaign_id=FIRST,
+                volunteer_id="HMR-0004",
+                message_id=message.message_id,
+                data={"diagnostic": "smtp; 452 4.2.2 Mailbox full"},
+                state="bounced_soft",
+            )
+        )
+    out = notifier("cohort", UPDATE, "--excluded").stdout
+    assert "1 left out because the earlier notice has not reached them" in out
+    assert "HMR-0004  Ava Wright: bounced_soft (bounced for now: mailbox full" in out
+    # ... and they are on the postal worklist, with their state, and counted by status.
+    letters = notifier("export", "unreachable").stdout
+    assert "HMR-0004,Ava Wright,ava.wright@example.org" in letters and "bounced_soft" in letters
+    status = " ".join(notifier("status", FIRST).stdout.split())
+    assert f"1 people not reached yet by {FIRST}:" in status
+    assert f"notifier resend {FIRST} --status bounced_soft,failed_temporary --yes" in status

@@ -1,0 +1,55 @@
+"""Terminal views of the roster for people: addresses are never cut in a table at 100
+columns or more, and `roster show` shows every field, the file's unmapped columns too."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from conftest import REPO, Notifier
+
+ROSTER = REPO / "examples" / "volunteers.csv"
+
+
+@pytest.fixture
+def imported(notifier: Notifier) -> Notifier:
+    assert notifier("roster", "import", str(ROSTER)).exit_code == 0
+    return notifier
+
+
+@pytest.mark.parametrize("columns", [100, 120, 160])
+def test_no_address_is_cut(imported: Notifier, monkeypatch, columns: int) -> None:
+    monkeypatch.setenv("COLUMNS", str(columns))
+    out = imported("roster", "list").stdout
+    assert "…" not in out
+    lines = out.splitlines()
+    assert all(len(line) <= columns for line in lines)
+    shown = {cell.strip() for line in lines for cell in line.split("│")}
+    with ROSTER.open(encoding="utf-8") as handle:
+        addresses = [r["email"] for r in csv.DictReader(handle)]
+    listed = json.loads(imported("roster", "list", "--format", "json").stdout)
+    assert {r["email"] for r in listed} <= set(addresses)
+    assert all(r["email"] in shown for r in listed)  # each whole, on one line
+
+
+def test_roster_show_has_every_field_and_the_kept_columns(imported: Notifier) -> None:
+    result = imported("roster", "show", "kenta.goto@example.jp")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for text in (
+        "HMR-0012",
+        "後藤",
+        "健太",
+        "published",
+        "test_results",
+        "notes (kept from the file)",
+    ):
+        assert text in out
+    assert "prefers letters⏎to email" in out
+    data = json.loads(imported("roster", "show", "HMR-0012", "--format", "json").stdout)
+    assert data["extra"] == {"notes": "prefers letters\nto email"}
+
+
+def test_roster_show_unknown_volunteer_exits_2(imported: Notifier) -> None:
+    assert imported("roster", "show", "HMR-9999").exit_code == 2
