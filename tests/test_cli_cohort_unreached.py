@@ -15,6 +15,7 @@ UPDATE = "2020-04-29-update"
 def test_cohort_excluded_names_the_soft_bounced(notifier: Notifier) -> None:
     write_example_config(notifier.cwd)
     assert notifier("roster", "import", str(REPO / "examples" / "volunteers.csv")).exit_code == 0
+    assert notifier("approve", FIRST, "--by", "Test approver").exit_code == 0
     with Sink() as sink:
         sent = notifier("send", FIRST, "--yes", "--smtp", sink.url)
         assert sent.exit_code == 0, sent.output

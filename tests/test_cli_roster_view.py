@@ -46,7 +46,7 @@ def test_roster_show_has_every_field_and_the_kept_columns(imported: Notifier) ->
         "notes (kept from the file)",
     ):
         assert text in out
-    assert "prefers letters⏎to email" in out
+    assert "prefers letters\\nto email" in out  # the line break shown, not obeyed
     data = json.loads(imported("roster", "show", "HMR-0012", "--format", "json").stdout)
     assert data["extra"] == {"notes": "prefers letters\nto email"}
 
