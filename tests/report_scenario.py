@@ -195,19 +195,18 @@ def build(ledger: Ledger) -> None:
         at=at("12:10"),
     )
     seq = ledger.count("events")
-    ledger.db.table("suppressions").insert_all(
-        [
-            {
-                "email": "mallory@example.com",
-                "reason": "bounced_hard 5.1.1",
-                "at": at("12:10"),
-                "event_seq": seq,
-            },
-            # Suppressed by hand, with no event: v10 was sent campaign 1 before, but no
-            # later notice can reach them.
-            {"email": "yamamoto@example.jp", "reason": "asked by phone", "at": at("13:00")},
-        ]
-    )
+    suppressions: list[dict[str, Any]] = [
+        {
+            "email": "mallory@example.com",
+            "reason": "bounced_hard 5.1.1",
+            "at": at("12:10"),
+            "event_seq": seq,
+        },
+        # Suppressed by hand, with no event: v10 was sent campaign 1 before, but no
+        # later notice can reach them.
+        {"email": "yamamoto@example.jp", "reason": "asked by phone", "at": at("13:00")},
+    ]
+    ledger.db.table("suppressions").insert_all(suppressions)
     b.bounce(at("12:20"), "bounced_soft", "v04", SOFT_DIAG)
     # Campaign 2, three weeks later.
     day = "2020-04-29"

@@ -183,6 +183,7 @@ class ScriptedHandler(SinkHandler):
         address = envelope.rcpt_tos[0]
         act = self.action(address, advance=True)
         if act == "drop":
+            assert server.transport is not None
             server.transport.close()
             return "451 never seen"
         if act == "stall":

@@ -7,11 +7,11 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, Notifier
 
 
 @pytest.fixture
-def imported(notifier) -> None:
+def imported(notifier: Notifier) -> None:
     result = notifier(
         "roster", "import", str(REPO / "examples" / "volunteers.csv"), "--rejects", "rejects.csv"
     )
@@ -22,7 +22,9 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-def test_every_output_file_is_owner_only(notifier, imported, tmp_path: Path) -> None:
+def test_every_output_file_is_owner_only(
+    notifier: Notifier, imported: None, tmp_path: Path
+) -> None:
     (tmp_path / "previews").mkdir()
     old = tmp_path / "unreachable.csv"
     old.write_text("stale", encoding="utf-8")
@@ -54,14 +56,14 @@ def test_every_output_file_is_owner_only(notifier, imported, tmp_path: Path) -> 
     assert old.read_text(encoding="utf-8").startswith("volunteer_id")
 
 
-def test_unwritable_output_is_one_clean_error(notifier, imported) -> None:
+def test_unwritable_output_is_one_clean_error(notifier: Notifier, imported: None) -> None:
     result = notifier("export", "unreachable", "--out", "no/such/folder/x.csv")
     assert result.exit_code == 2
     assert "no/such/folder/x.csv: cannot write" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_a_password_in_a_mistyped_url_is_never_echoed(notifier, imported) -> None:
+def test_a_password_in_a_mistyped_url_is_never_echoed(notifier: Notifier, imported: None) -> None:
     result = notifier("send", "2020-03-breach", "--smtp", "smtpx://bob:s3cret@mail.example.org")
     assert result.exit_code == 2
     assert "s3cret" not in result.output

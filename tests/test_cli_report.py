@@ -168,7 +168,9 @@ def test_commands_need_an_existing_ledger(notifier: Notifier) -> None:
     assert not notifier.ledger_path.exists()
 
 
-def test_export_unreachable_finds_bad_addresses_under_a_mapped_header(notifier, tmp_path) -> None:
+def test_export_unreachable_finds_bad_addresses_under_a_mapped_header(
+    notifier: Notifier, tmp_path: Path
+) -> None:
     mapping = tmp_path / "map.toml"
     mapping.write_text(
         '[columns]\nemail = "メールアドレス"\nfamily_name = "氏名(姓)"\nexposure = "区分"\n',

@@ -19,7 +19,9 @@ def imported(notifier: Notifier) -> Notifier:
 
 
 @pytest.mark.parametrize("columns", [100, 120, 160])
-def test_no_address_is_cut(imported: Notifier, monkeypatch, columns: int) -> None:
+def test_no_address_is_cut(
+    imported: Notifier, monkeypatch: pytest.MonkeyPatch, columns: int
+) -> None:
     monkeypatch.setenv("COLUMNS", str(columns))
     out = imported("roster", "list").stdout
     assert "…" not in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import Notifier
 
 from notifier.campaign import load_campaign
 from notifier.cohort import (
@@ -148,7 +149,7 @@ def test_explain_gives_everyone_a_reason(history: Ledger) -> None:
     )
 
 
-def test_cli_cohort_lists_members_and_reasons(notifier, history: Ledger) -> None:
+def test_cli_cohort_lists_members_and_reasons(notifier: Notifier, history: Ledger) -> None:
     result = notifier("cohort", "2020-04-29-update", "--format", "json")
     assert result.exit_code == 0, result.output
     import json

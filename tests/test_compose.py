@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from email.header import decode_header, make_header
 from email.headerregistry import Address
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 from pathlib import Path
 
 import pytest
@@ -108,7 +108,7 @@ def parse(data: bytes) -> EmailMessage:
     return message
 
 
-def content(part: EmailMessage) -> str:
+def content(part: MIMEPart) -> str:
     """A text part's decoded content, with line breaks as Python writes them."""
     text = part.get_content()
     assert isinstance(text, str)
@@ -119,7 +119,8 @@ def only_address(message: EmailMessage, header: str) -> Address:
     assert len(message.get_all(header) or []) == 1, f"exactly one {header} header"
     addresses = message[header].addresses
     assert len(addresses) == 1, f"exactly one address in {header}"
-    return addresses[0]
+    address: Address = addresses[0]
+    return address
 
 
 def header_lines(data: bytes) -> list[bytes]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -75,7 +76,9 @@ def test_contact_is_optional_in_settings_and_phone_is_optional(tmp_path: Path) -
         ),
     ],
 )
-def test_contact_errors_name_the_key(tmp_path: Path, edit, field: str) -> None:
+def test_contact_errors_name_the_key(
+    tmp_path: Path, edit: Callable[[str], str], field: str
+) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(settings_from(tmp_path, edit(BASE)), env={})
     assert caught.value.field == field

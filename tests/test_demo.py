@@ -6,12 +6,12 @@ import mailbox
 import shutil
 from pathlib import Path
 
-from conftest import REPO
+from conftest import REPO, Notifier
 
 from notifier.ledger import Ledger
 
 
-def test_demo_runs_the_whole_job_and_is_safe_to_repeat(notifier, tmp_path: Path) -> None:
+def test_demo_runs_the_whole_job_and_is_safe_to_repeat(notifier: Notifier, tmp_path: Path) -> None:
     shutil.copytree(REPO / "examples", tmp_path / "examples")
     first = notifier("demo")
     assert first.exit_code == 0, first.output

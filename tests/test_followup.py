@@ -10,9 +10,10 @@ from __future__ import annotations
 import email
 import email.policy
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from conftest import write_example_config
+from conftest import Notifier, write_example_config
 from smtp_helpers import add_volunteers, approve_shipped, make_volunteers
 
 from notifier.ledger import Ledger
@@ -41,7 +42,9 @@ def parsed(message: ReceivedMessage) -> email.message.EmailMessage:
     return email.message_from_bytes(message.data, policy=email.policy.default)
 
 
-def test_follow_up_cannot_be_sent_before_the_notice_it_follows(notifier, roster, sink) -> None:
+def test_follow_up_cannot_be_sent_before_the_notice_it_follows(
+    notifier: Notifier, roster: Ledger, sink: Sink
+) -> None:
     result = notifier("send", UPDATE, "--yes", "--smtp", sink.url)
     assert result.exit_code == 2
     assert "has not been sent yet" in result.stderr
@@ -53,7 +56,7 @@ def test_follow_up_cannot_be_sent_before_the_notice_it_follows(notifier, roster,
 
 
 def test_update_goes_to_its_cohort_threaded_under_the_first_notice(
-    notifier, roster, tmp_path
+    notifier: Notifier, roster: Ledger, tmp_path: Path
 ) -> None:
     refused = "person4@example.com"  # screened, en: 550 on the first notice
     with Sink(reject=[refused]) as first_sink:
@@ -81,7 +84,9 @@ def test_update_goes_to_its_cohort_threaded_under_the_first_notice(
     assert "Nothing to send" in again.stdout
 
 
-def test_send_narrowed_by_locale_and_ids(notifier, roster, sink, tmp_path) -> None:
+def test_send_narrowed_by_locale_and_ids(
+    notifier: Notifier, roster: Ledger, sink: Sink, tmp_path: Path
+) -> None:
     assert notifier("send", FIRST, "--yes", "--smtp", sink.url, *FAST).exit_code == 0
     first_count = len(sink.messages)
     ja = notifier("send", UPDATE, "--yes", "--smtp", sink.url, "--locale", "ja", *FAST)
@@ -102,7 +107,7 @@ def test_send_narrowed_by_locale_and_ids(notifier, roster, sink, tmp_path) -> No
     assert "Would send" in published.stdout
 
 
-def test_resend_is_a_new_attempt_of_the_same_message(notifier, roster) -> None:
+def test_resend_is_a_new_attempt_of_the_same_message(notifier: Notifier, roster: Ledger) -> None:
     flaky = "person1@example.jp"
     with Sink(defer=[flaky]) as first_sink:
         result = notifier("send", FIRST, "--yes", "--smtp", first_sink.url, *FAST)
@@ -137,7 +142,9 @@ def test_resend_is_a_new_attempt_of_the_same_message(notifier, roster) -> None:
     assert roster.verify().ok
 
 
-def test_resend_refuses_states_that_would_tell_someone_twice(notifier, roster) -> None:
+def test_resend_refuses_states_that_would_tell_someone_twice(
+    notifier: Notifier, roster: Ledger
+) -> None:
     result = notifier("resend", FIRST, "--status", "sent")
     assert result.exit_code == 2
     assert "cannot be re-sent" in result.output

@@ -11,6 +11,7 @@ import io
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from conftest import Notifier
 from test_bounces import FIXTURES, seed_ledger
 from test_cli_bounces import write_key
@@ -49,7 +50,7 @@ def assert_no_controls(text: str) -> None:
 
 
 @pytest.fixture
-def imported(notifier: Notifier, tmp_path: Path):
+def imported(notifier: Notifier, tmp_path: Path) -> Result:
     result = notifier(
         "roster", "import", str(hostile_roster(tmp_path / "r.csv")), "--rejects", "rejects.csv"
     )
@@ -57,7 +58,7 @@ def imported(notifier: Notifier, tmp_path: Path):
     return result
 
 
-def test_roster_list_csv_neutralises_formulas(notifier: Notifier, imported) -> None:
+def test_roster_list_csv_neutralises_formulas(notifier: Notifier, imported: Result) -> None:
     out = notifier("roster", "list", "--format", "csv").stdout
     rows = assert_no_formula_cells(out)
     names = {r[2] for r in rows[1:]}  # family_name
@@ -65,7 +66,7 @@ def test_roster_list_csv_neutralises_formulas(notifier: Notifier, imported) -> N
 
 
 def test_rejects_file_and_rejects_csv_neutralise_formulas(
-    notifier: Notifier, imported, tmp_path: Path
+    notifier: Notifier, imported: Result, tmp_path: Path
 ) -> None:
     for text in (
         (tmp_path / "rejects.csv").read_text(encoding="utf-8"),
@@ -76,7 +77,9 @@ def test_rejects_file_and_rejects_csv_neutralise_formulas(
         assert any(r[2].startswith("'=cmd") for r in rows)
 
 
-def test_rejects_tables_show_control_characters_as_escapes(notifier: Notifier, imported) -> None:
+def test_rejects_tables_show_control_characters_as_escapes(
+    notifier: Notifier, imported: Result
+) -> None:
     for text in (imported.output, notifier("roster", "rejects").output):
         assert_no_controls(text)
         assert "\\x1b" in text and "\\x00" in text
@@ -99,7 +102,7 @@ def test_roster_list_table_and_history_escape_control_characters(
     assert_no_controls(notifier("history", f"x@example.org{ESCAPE}").output)
 
 
-def test_cohort_csv_neutralises_formulas(notifier: Notifier, imported) -> None:
+def test_cohort_csv_neutralises_formulas(notifier: Notifier, imported: Result) -> None:
     result = notifier("cohort", "2020-03-breach", "--format", "csv", "--excluded")
     assert result.exit_code == 0, result.output
     rows = assert_no_formula_cells(result.stdout)
@@ -139,7 +142,7 @@ def test_bounces_unmatched_escapes_control_characters(notifier: Notifier, tmp_pa
     "url", ["smtp://[::1", "smtp://bob:s3cret@[::1", "smtp://host:port", "smtpx://bob:s3cret@h"]
 )
 def test_a_malformed_smtp_url_is_one_clean_line_without_secrets(
-    notifier: Notifier, imported, url: str
+    notifier: Notifier, imported: Result, url: str
 ) -> None:
     result = notifier("send", "2020-03-breach", "--smtp", url)
     assert result.exit_code == 2

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Notifier, with_contact, write_example_config
+from selenium.webdriver.remote.webdriver import WebDriver
 from test_check import roster
 
 from notifier.campaign import load_campaign
@@ -140,7 +141,9 @@ def browser() -> Iterator[object]:
 
 
 @pytest.mark.parametrize("campaign_id", CAMPAIGNS)
-def test_proof_in_chromium(browser, filled: Ledger, tmp_path: Path, campaign_id: str) -> None:
+def test_proof_in_chromium(
+    browser: WebDriver, filled: Ledger, tmp_path: Path, campaign_id: str
+) -> None:
     page, report = checked(filled, campaign_id)
     path = tmp_path / f"proof-{campaign_id}.html"
     path.write_text(page, encoding="utf-8")

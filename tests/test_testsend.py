@@ -72,7 +72,9 @@ def test_named_volunteers_messages_go_to_me_only(imported: Notifier) -> None:
         )
         assert first["Subject"] == "[TEST] " + real["Subject"]
         for kind in ("plain", "html"):
-            assert first.get_body((kind,)).get_content() == real.get_body((kind,)).get_content()
+            sent_body, real_body = first.get_body((kind,)), real.get_body((kind,))
+            assert sent_body is not None and real_body is not None
+            assert sent_body.get_content() == real_body.get_content()
         # Recorded as test sends; the campaign has no messages and is not registered.
         tests = [e for e in led.events() if e.kind == "test_sent"]
         assert [(e.campaign_id, e.data["to"], e.data["as"]) for e in tests] == [

@@ -209,5 +209,10 @@ class ImplicitTlsSink(Sink):
         # behind a TLS layer. Sink creates its server without one, so wrap it here.
         app: SinkSMTP = super()._factory()
         return sslproto.SSLProtocol(
-            asyncio.get_running_loop(), app, self._server_context, None, server_side=True
+            # waiter=None is what asyncio itself passes for a server; typeshed wants a Future.
+            asyncio.get_running_loop(),
+            app,
+            self._server_context,
+            None,  # type: ignore[arg-type]
+            server_side=True,
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Notifier
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -243,7 +244,7 @@ def test_verify_catches_swapped_events(ledger_path: Path) -> None:
     assert not result.ok and result.first_bad_seq == 1
 
 
-def test_cli_verify_reports_intact_and_tampered(notifier, ledger_path: Path) -> None:
+def test_cli_verify_reports_intact_and_tampered(notifier: Notifier, ledger_path: Path) -> None:
     write_events(ledger_path, 3)
     ok = notifier("ledger", "verify")
     assert ok.exit_code == 0
@@ -254,7 +255,7 @@ def test_cli_verify_reports_intact_and_tampered(notifier, ledger_path: Path) -> 
     assert "event 2" in bad.stderr and "edited" in bad.stderr
 
 
-def test_cli_verify_without_ledger_is_one_clean_line(notifier) -> None:
+def test_cli_verify_without_ledger_is_one_clean_line(notifier: Notifier) -> None:
     result = notifier("ledger", "verify")
     assert result.exit_code == 2
     assert "no ledger here" in result.stderr

@@ -13,7 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
-from smtp_helpers import add_volunteers, approve_shipped, make_volunteers, recipients
+from smtp_helpers import (
+    ScriptedHandler,
+    add_volunteers,
+    approve_shipped,
+    make_volunteers,
+    recipients,
+)
 
 from notifier.ledger import Ledger
 from notifier.sink import Sink
@@ -95,10 +101,13 @@ def test_two_sends_started_together_tell_everyone_once(
 def test_late_resend_uncertain_is_refused_quickly_and_status_shows_in_flight(
     ledger_path: Path, roster: list[str]
 ) -> None:
-    with Sink() as sink:
+    # The server keeps one reply back, so the first send is surely still running while
+    # the operator, in another terminal, looks at the status and tries again.
+    handler = ScriptedHandler({roster[10]: ["hold", "ok"]})
+    with Sink(handler=handler) as sink:
         sender = start(ledger_path, "send", CAMPAIGN, "--yes", "--smtp", sink.url, "--rate", "20")
         try:
-            assert sink.handler.wait_for(5, timeout=60), "the first send never started"
+            assert handler.holding.wait(60), "the first send never reached the held message"
             status = run(ledger_path, "status", CAMPAIGN, "--format", "json")
             began = time.monotonic()
             late = run(
@@ -107,6 +116,7 @@ def test_late_resend_uncertain_is_refused_quickly_and_status_shows_in_flight(
             late_seconds = time.monotonic() - began
             resend = run(ledger_path, "resend", CAMPAIGN, "--status", "failed_temporary", "--yes")
         finally:
+            handler.release.set()
             code, _out, err = finished(sender)
         got = recipients(sink.messages)
     assert code == 0, err
@@ -116,5 +126,6 @@ def test_late_resend_uncertain_is_refused_quickly_and_status_shows_in_flight(
     assert resend.returncode == 2 and "another send is running" in resend.stderr
     shown = json.loads(status.stdout)
     assert shown["uncertain"] in (0, [])
+    assert shown["in_flight"] >= 1  # at least the held one
     assert shown["running"]["pid"] == sender.pid and shown["running"]["since"]
     assert got == {email: 1 for email in roster}

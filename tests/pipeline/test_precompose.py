@@ -6,6 +6,7 @@ from __future__ import annotations
 import email
 import email.policy
 from dataclasses import replace
+from typing import Any
 
 from smtp_helpers import add_volunteers, make_volunteers, recipients, send
 
@@ -18,9 +19,7 @@ from notifier.sink import Sink
 from notifier.volunteer import Volunteer
 
 
-def _send(
-    ledger: Ledger, volunteers: list[Volunteer], sink: Sink, **options: object
-) -> SendSummary:
+def _send(ledger: Ledger, volunteers: list[Volunteer], sink: Sink, **options: Any) -> SendSummary:
     campaign = load_campaign("2020-03-breach")
     limit = options.pop("limit", None)
     assert limit is None or isinstance(limit, int)

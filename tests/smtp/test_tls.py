@@ -254,7 +254,7 @@ def test_tls_authenticates_over_tls_with_credentials_from_the_environment(
         summary = send(
             ledger, campaign, people, server.url, concurrency=2, ca_file=certificate.cert_file
         )
-        handler = server.tls_handler  # type: ignore[attr-defined]
+        handler = server.tls_handler
         assert_all_encrypted(server, starttls=kind == "starttls", user=USER)
         # one login per connection, each with the right user and password
         assert 1 <= len(handler.logins) <= 2
