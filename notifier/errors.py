@@ -140,3 +140,15 @@ class EvidenceError(NotifierError):
 
 class KeyFileError(NotifierError):
     """The ledger's key file is missing, damaged, or belongs to another ledger."""
+
+
+class LedgerUnkeyed(LedgerError):
+    """A ledger written before keyed hashes: it takes no new events until upgraded."""
+
+    exit_code = ExitCode.PROBLEMS
+
+
+class LedgerTampered(LedgerError):
+    """The ledger fails verification: nothing is sent from it."""
+
+    exit_code = ExitCode.PROBLEMS
