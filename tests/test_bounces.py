@@ -638,6 +638,7 @@ def test_bounce_event_data_and_suppression_row(ledger: Ledger) -> None:
         "recipient": "alice@example.org",
         "source": "postfix-hard-511.eml",
         "correlated_by": "verp_token",
+        "moved_to": "bounced_hard",  # the state it moved the message to
     }
     assert suppression.kind == "address_suppressed"
     assert suppression.data["email"] == "alice@example.org"

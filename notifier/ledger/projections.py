@@ -37,6 +37,16 @@ _VOLUNTEER_KINDS = frozenset({"volunteer_added", "volunteer_updated", "volunteer
 _SUPPRESSION_KINDS = frozenset({"address_suppressed", "suppression_adopted"})
 _REJECTED_KINDS = frozenset({"row_rejected", "rejected_row_adopted"})
 UPGRADED = "ledger_upgraded"
+# Events that record the ledger's own upkeep, not something that happened to anyone.
+BOOKKEEPING = frozenset(
+    {
+        UPGRADED,
+        "volunteer_adopted",
+        "message_adopted",
+        "suppression_adopted",
+        "rejected_row_adopted",
+    }
+)
 
 
 def volunteer_row_sha256(volunteer_id: str, texts: Sequence[str | None]) -> str:
@@ -54,8 +64,8 @@ class Replay:
     def __init__(self) -> None:
         self.volunteers: dict[str, str] = {}
         self.messages: dict[str, _Message] = {}
-        self.suppressions: dict[str, tuple[str, str, int | None]] = {}
-        self.rejected: list[tuple[int, int, str, str, str, str | None]] = []
+        self.suppressions: dict[str, tuple[str, str | None, int | None]] = {}
+        self.rejected: list[tuple[Any, ...]] = []
 
     def _start_afresh(self) -> None:
         self.volunteers = {}
@@ -82,11 +92,20 @@ class Replay:
                 self.volunteers[volunteer_id] = digest
         elif kind in _SUPPRESSION_KINDS:
             data = json.loads(data_json)
-            self.suppressions[data["email"]] = (data["email"], data["reason"], data["bounce_seq"])
+            email = data.get("email")
+            if isinstance(email, str):
+                self.suppressions[email] = (email, data.get("reason"), data.get("bounce_seq"))
         elif kind in _REJECTED_KINDS:
             d = json.loads(data_json)
             self.rejected.append(
-                (d["import_id"], d["row"], d["column"], d["value"], d["reason"], d.get("field"))
+                (
+                    d.get("import_id"),
+                    d.get("row"),
+                    d.get("column"),
+                    d.get("value"),
+                    d.get("reason"),
+                    d.get("field"),
+                )
             )
         elif kind == UPGRADED:
             self._start_afresh()  # the adopted rows follow
@@ -103,7 +122,7 @@ class Replay:
             message = self.messages.get(message_id)
             if message is not None:
                 message[3] = MessageState.SENDING
-                message[4] = json.loads(data_json)["attempt"]
+                message[4] = json.loads(data_json).get("attempt")
         elif kind in OUTCOME_KINDS:
             message = self.messages.get(message_id)
             if message is not None:
@@ -116,9 +135,9 @@ class Replay:
             self.messages[message_id] = [
                 campaign_id,
                 volunteer_id,
-                d["verp_token"],
-                d["state"],
-                d["attempts"],
+                d.get("verp_token"),
+                d.get("state"),
+                d.get("attempts"),
             ]
         elif '"moved_to"' in data_json:  # a report's event that moved its message
             message = self.messages.get(message_id)

@@ -64,13 +64,13 @@ def upgrade(conn: sqlite3.Connection, key_file: Path) -> Upgraded | None:
                 "events_rehashed": count,
             },
         ),
-        *_adoptions(conn),
+        *adoptions(conn),
     ]
     chain.append(conn, drafts)
     return Upgraded(old_head, count, len(drafts) - 1, key_created, chain.head_text(conn))
 
 
-def _adoptions(conn: sqlite3.Connection) -> list[EventDraft]:
+def adoptions(conn: sqlite3.Connection) -> list[EventDraft]:
     drafts = [
         EventDraft(
             "volunteer_adopted",
