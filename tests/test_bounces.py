@@ -32,6 +32,7 @@ from notifier.bounces import (
     read_sources,
     unmatched_reports,
 )
+from notifier.compose import message_id_for
 from notifier.errors import BounceError
 from notifier.ledger import Event, Ledger
 from notifier.message import DeliveryOutcome, MessageState, NewMessage, state_after_report
@@ -862,3 +863,44 @@ def test_wrong_key_makes_every_token_forged(ledger: Ledger) -> None:
     assert (summary.forged, summary.matched) == (16, 0)
     assert suppressed(ledger) == set()
     assert len(unmatched_reports(ledger)) == 16
+
+
+def test_a_bounce_with_a_guessed_message_id_matches_nobody(ledger: Ledger) -> None:
+    """Message-IDs are keyed: the public algorithm's ID for a real person, in a bounce with
+    no VERP token or ENVID, ties to no message, and nobody is suppressed."""
+    seed_ledger(ledger, [2])
+    vid = "v-000001"
+    add_volunteers(
+        ledger,
+        [
+            Volunteer(
+                volunteer_id=vid,
+                email=PEOPLE[1],
+                email_ascii=PEOPLE[1],
+                family_name="Family1",
+                given_name="",
+                locale="en",
+                exposure="screened",
+                data_held=("id_documents",),
+            )
+        ],
+    )
+    issued = message_id_for(CAMPAIGN, vid, "example.org", ledger.message_id_key())
+    ledger.ensure_messages(CAMPAIGN, [NewMessage(issued, vid, "tok1")])
+    guessed = message_id_for(CAMPAIGN, vid, "example.org")  # no key: what anyone can compute
+    assert guessed != issued
+    bounce = fixture("postfix-hard-511.eml").replace(token(1).encode(), b"")
+    summary = ingest(
+        ledger,
+        [("guessed", bounce.replace(mid(1).encode(), guessed.encode()))],
+        key=ledger.verp_key(),
+    )
+    assert (summary.matched, summary.unmatched, summary.suppressed) == (0, 1, 0)
+    assert suppressed(ledger) == set()
+    # The ID this ledger issued does tie the same report to the message.
+    summary = ingest(
+        ledger,
+        [("issued", bounce.replace(mid(1).encode(), issued.encode()))],
+        key=ledger.verp_key(),
+    )
+    assert (summary.matched, summary.suppressed) == (1, 1)
