@@ -32,8 +32,9 @@ from pathlib import Path
 
 from notifier.campaign import load_campaign
 from notifier.compose import build_message
-from notifier.ledger import Ledger, volunteer_to_row
+from notifier.ledger import Ledger
 from notifier.render import Renderer
+from notifier.roster import AcceptedRow, RosterResult
 from notifier.volunteer import EXPOSURES, Volunteer
 
 CAMPAIGN = "2020-03-breach"
@@ -159,8 +160,17 @@ def main() -> int:
             print(f"smtp-source: {elapsed:6.2f} s  {ceiling:8.0f} messages/s  (ceiling)")
 
             ledger_path = work / "bench.db"
-            with Ledger(ledger_path) as led:
-                led.db.table("volunteers").insert_all(volunteer_to_row(v) for v in people)
+            with Ledger(ledger_path) as led:  # as an import records them: rows and events
+                led.record_import(
+                    RosterResult(
+                        file=Path("bench.csv"),
+                        sha256="0" * 64,
+                        encoding="utf-8",
+                        rows_total=len(people),
+                        accepted=tuple(AcceptedRow(i + 2, v) for i, v in enumerate(people)),
+                        problems=(),
+                    )
+                )
             command = [
                 sys.executable, "-m", "notifier", "--ledger", str(ledger_path),
                 "send", CAMPAIGN, "--yes", "--smtp", f"smtp://127.0.0.1:{port}",

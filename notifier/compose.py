@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -135,14 +136,23 @@ class MessageRenderer(Protocol):
 # --- identifiers ---------------------------------------------------------------------
 
 
-def message_id_for(campaign_id: str, volunteer_id: str, domain: str) -> str:
+def message_id_for(
+    campaign_id: str, volunteer_id: str, domain: str, key: bytes | None = None
+) -> str:
     """The Message-ID of `campaign_id`'s message to `volunteer_id`, e.g. `<abc...@example.org>`.
 
-    Deterministic, so a follow-up computes the Message-ID of the earlier notice without a
-    lookup, and a re-run produces the same message. The local part is a hash: no personal
-    data in a header that mail systems log everywhere.
+    With the ledger's Message-ID key (`Ledger.message_id_key`): a keyed hash, the same for
+    one ledger (a re-run produces the same message) and unguessable without the key, so
+    nobody can write a bounce naming a real person's notice. The ledger keeps what it
+    issued; a follow-up looks the earlier ID up there. Without a key (a preview, never
+    sent): an unkeyed hash. The local part is a hash: no personal data in a header that
+    mail systems log everywhere.
     """
-    digest = hashlib.sha256(f"notifier\0{campaign_id}\0{volunteer_id}".encode()).digest()
+    payload = f"notifier\0{campaign_id}\0{volunteer_id}".encode()
+    if key is None:
+        digest = hashlib.sha256(payload).digest()
+    else:
+        digest = hmac.new(key, payload, hashlib.sha256).digest()
     return f"<{base32(digest)[:26]}@{_ascii_domain(domain)}>"
 
 
@@ -439,8 +449,14 @@ class Composer:
         *,
         date: datetime,
         smtputf8: bool = True,
+        message_id: str | None = None,
+        in_reply_to: str | None = None,
     ) -> tuple[str, bytes]:
-        """The Message-ID and the whole message (see compose): the ID is worked out once."""
+        """The Message-ID and the whole message (see compose): the ID is worked out once.
+
+        `message_id` / `in_reply_to`: as the ledger issued them (a send); otherwise worked
+        out without a key, for a preview.
+        """
         if date.tzinfo is None or date.utcoffset() is None:
             raise ValueError("compose needs a timezone-aware date")
         campaign = self.campaign
@@ -468,7 +484,8 @@ class Composer:
             )
         recipient = volunteer.email if smtputf8 else volunteer.email_ascii
         to_address = _checked_address(recipient, smtputf8=smtputf8, where="email")
-        message_id = message_id_for(campaign.campaign_id, volunteer.volunteer_id, self.domain)
+        if message_id is None:
+            message_id = message_id_for(campaign.campaign_id, volunteer.volunteer_id, self.domain)
         boundary = f"=_{message_id[1:27]}"
         headers = [
             self._from.get(rendered.locale, self._default_from),
@@ -479,7 +496,9 @@ class Composer:
             f"Message-ID: {message_id}{CRLF}",
         ]
         if campaign.follows:
-            earlier = message_id_for(campaign.follows, volunteer.volunteer_id, self.domain)
+            earlier = in_reply_to or message_id_for(
+                campaign.follows, volunteer.volunteer_id, self.domain
+            )
             headers.append(f"In-Reply-To: {earlier}{CRLF}References: {earlier}{CRLF}")
         headers.append(
             f"MIME-Version: 1.0{CRLF}"
@@ -501,13 +520,26 @@ class Composer:
         return message_id, message.encode("utf-8")
 
     def build(
-        self, volunteer: Volunteer, *, date: datetime, smtputf8: bool = True
+        self,
+        volunteer: Volunteer,
+        *,
+        date: datetime,
+        smtputf8: bool = True,
+        message_id: str | None = None,
+        in_reply_to: str | None = None,
     ) -> ComposedMessage:
-        """Render, compose and (with a DKIM key) sign one message."""
+        """Render, compose and (with a DKIM key) sign one message (IDs: see compose_with_id)."""
         if self.renderer is None:
             raise ValueError("this Composer has no renderer: pass one to build messages")
         rendered = self.renderer.render(volunteer)
-        message_id, data = self.compose_with_id(rendered, volunteer, date=date, smtputf8=smtputf8)
+        message_id, data = self.compose_with_id(
+            rendered,
+            volunteer,
+            date=date,
+            smtputf8=smtputf8,
+            message_id=message_id,
+            in_reply_to=in_reply_to,
+        )
         if self.dkim is not None:
             data = sign_dkim(
                 data,

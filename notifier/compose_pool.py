@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import multiprocessing
 import os
 import signal
@@ -41,6 +42,8 @@ IN_PROCESS_STEP = 16  # composed in this process: so many at a time, then the lo
 class ComposeJob:
     volunteer: Volunteer
     smtputf8: bool
+    message_id: str | None = None  # as the ledger issues it (None: a preview's)
+    in_reply_to: str | None = None  # a follow-up: the earlier notice's, from the ledger
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class Composed:
     # The DATA content (notifier.smtp.protocol.wire_form), made here rather than in the
     # sending process; usually `data` itself, which pickling then carries once.
     wire: bytes | None = None
+    sha256: str = ""  # of `data`: the `sending` event records exactly what went
 
 
 def compose_jobs(composer: Composer, jobs: Sequence[ComposeJob]) -> list[Composed]:
@@ -59,11 +63,24 @@ def compose_jobs(composer: Composer, jobs: Sequence[ComposeJob]) -> list[Compose
     out = []
     for job in jobs:
         try:
-            data = composer.build(job.volunteer, date=now, smtputf8=job.smtputf8).data
+            data = composer.build(
+                job.volunteer,
+                date=now,
+                smtputf8=job.smtputf8,
+                message_id=job.message_id,
+                in_reply_to=job.in_reply_to,
+            ).data
         except ComposeError as exc:
             out.append(Composed(job.volunteer.volunteer_id, None, exc.message))
             continue
-        out.append(Composed(job.volunteer.volunteer_id, data, wire=wire_form(data, crlf=True)))
+        out.append(
+            Composed(
+                job.volunteer.volunteer_id,
+                data,
+                wire=wire_form(data, crlf=True),
+                sha256=hashlib.sha256(data).hexdigest(),
+            )
+        )
     return out
 
 

@@ -539,6 +539,9 @@ class Delivery:
             code=code,
             reply=reply,
             queue_id=parse_queue_id(reply) if state == "sent" else None,
+            # What the server took, and where to: recorded in the `sent` event.
+            recipient=message.recipient if state == "sent" else "",
+            sha256=message.digest() if state == "sent" else "",
         )
         if state != "sent":
             log.info("%s to %s: %s %s", state, message.recipient, code, reply)

@@ -146,3 +146,15 @@ class ApprovalError(NotifierError):
     """A send without a current approval of the campaign's exact content (four eyes)."""
 
     exit_code = ExitCode.PROBLEMS
+
+
+class LedgerUnkeyed(LedgerError):
+    """A ledger written before keyed hashes: it takes no new events until upgraded."""
+
+    exit_code = ExitCode.PROBLEMS
+
+
+class LedgerTampered(LedgerError):
+    """The ledger fails verification: nothing is sent from it."""
+
+    exit_code = ExitCode.PROBLEMS

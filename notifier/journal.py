@@ -14,6 +14,7 @@ from pathlib import Path
 
 from notifier.ledger import Ledger
 from notifier.message import DeliveryOutcome, OutgoingMessage
+from notifier.secret import LedgerSecret
 
 
 class ThreadedLedgerJournal:
@@ -28,8 +29,11 @@ class ThreadedLedgerJournal:
     committed. A failed write is raised by the next claim, `written` or `settle`.
     """
 
-    def __init__(self, path: Path, *, flush_size: int = 256) -> None:
+    def __init__(
+        self, path: Path, *, flush_size: int = 256, secret: LedgerSecret | None = None
+    ) -> None:
         self.path = path
+        self.secret = secret  # the ledger's key, already read by the caller
         self.flush_size = flush_size
         self._buffer: list[DeliveryOutcome] = []
         self._written = 0
@@ -56,7 +60,7 @@ class ThreadedLedgerJournal:
             self._executor = None
 
     def _connect(self) -> None:
-        self._ledger = Ledger(self.path, create=False)
+        self._ledger = Ledger(self.path, create=False, secret=self.secret)
 
     def _disconnect(self) -> None:
         if self._ledger is not None:
@@ -80,26 +84,37 @@ class ThreadedLedgerJournal:
     def unwritten(self) -> int:
         return len(self._buffer) + self._pending_outcomes
 
-    def _submit(self, claim: list[str]) -> concurrent.futures.Future[dict[str, int]]:
+    def _submit(
+        self, claim: list[str], wire: dict[str, tuple[str, str]] | None = None
+    ) -> concurrent.futures.Future[dict[str, int]]:
         if self._executor is None:
             raise RuntimeError("the journal is not open")
         batch, self._buffer = self._buffer, []
-        future = self._executor.submit(self._write, batch, claim)
+        future = self._executor.submit(self._write, batch, claim, wire)
         self._pending.append((future, len(batch)))
         self._pending_outcomes += len(batch)
         return future
 
-    def _write(self, outcomes: list[DeliveryOutcome], claim: list[str]) -> dict[str, int]:
+    def _write(
+        self,
+        outcomes: list[DeliveryOutcome],
+        claim: list[str],
+        wire: dict[str, tuple[str, str]] | None = None,
+    ) -> dict[str, int]:
         """Outcomes, then claims, in one transaction (on the writer thread)."""
         ledger = self._ledger
         assert ledger is not None
         with ledger.transaction():
             if outcomes:
                 ledger.record_outcomes(outcomes)
-            return ledger.claim_for_sending(claim) if claim else {}
+            return ledger.claim_for_sending(claim, wire) if claim else {}
 
     async def claim(self, messages: Sequence[OutgoingMessage]) -> dict[str, int]:
-        future = self._submit([m.message_id for m in messages])
+        # Each `sending` event records where the message goes and the sha256 of its bytes.
+        future = self._submit(
+            [m.message_id for m in messages],
+            {m.message_id: (m.recipient, m.digest()) for m in messages},
+        )
         try:
             # Shielded: a cancelled wait must not cancel the write (the thread does it).
             attempts = await asyncio.shield(asyncio.wrap_future(future))

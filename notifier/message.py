@@ -9,6 +9,7 @@ and the CLI all read the states and their groups from here.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -205,6 +206,8 @@ class DeliveryOutcome:
     reply: str = ""
     queue_id: str | None = None
     reason: str = ""  # why, in words, when it was not sent
+    recipient: str = ""  # the RCPT TO address, when it was sent
+    sha256: str = ""  # of the message's bytes, when it was sent
 
     def event_data(self) -> dict[str, object]:
         data: dict[str, object] = {"attempt": self.attempt, "code": self.code, "reply": self.reply}
@@ -212,6 +215,10 @@ class DeliveryOutcome:
             data["queue_id"] = self.queue_id
         if self.reason:
             data["reason"] = self.reason
+        if self.recipient:
+            data["recipient"] = self.recipient
+        if self.sha256:
+            data["sha256"] = self.sha256
         return data
 
 
@@ -231,6 +238,10 @@ class OutgoingMessage:
     # message was composed, off the sending process; None: made when sending. Often
     # `data` itself.
     wire: bytes | None = None
+    sha256: str = ""  # of `data`, recorded in the `sending` and `sent` events ("": made then)
+
+    def digest(self) -> str:
+        return self.sha256 or hashlib.sha256(self.data).hexdigest()
 
     @property
     def domain(self) -> str:

@@ -42,6 +42,7 @@ from notifier.message import (
     NewMessage,
     OutgoingMessage,
 )
+from notifier.secret import LedgerSecret
 from notifier.sendlock import SendLock
 from notifier.smtp.session import ServerInfo
 from notifier.smtp.target import SmtpTarget, parse_smtp_url
@@ -237,14 +238,44 @@ def plan_send(ledger: Ledger, request: SendRequest, settings: Settings) -> SendP
 # --- identity of messages and templates -----------------------------------------------
 
 
+@dataclass(frozen=True)
+class MessageIds:
+    """The Message-IDs of one send: those the ledger issued (looked up, never recomputed:
+    a ledger upgraded from before keyed IDs keeps its old ones), keyed new ones for the
+    rest, and for a follow-up the earlier notice's, for In-Reply-To."""
+
+    campaign_id: str
+    domain: str
+    key: bytes  # Ledger.message_id_key()
+    issued: Mapping[str, str]  # volunteer_id -> Message-ID, this campaign
+    earlier: Mapping[str, str]  # volunteer_id -> Message-ID, the campaign it follows
+
+    @classmethod
+    def of(cls, ledger: Ledger, campaign: Campaign) -> MessageIds:
+        return cls(
+            campaign.campaign_id,
+            sender_domain(campaign),
+            ledger.message_id_key(),
+            ledger.message_ids(campaign.campaign_id),
+            ledger.message_ids(campaign.follows) if campaign.follows else {},
+        )
+
+    def message_id(self, volunteer_id: str) -> str:
+        issued = self.issued.get(volunteer_id)
+        return issued or message_id_for(self.campaign_id, volunteer_id, self.domain, self.key)
+
+    def job(self, volunteer: Volunteer, smtputf8: bool) -> ComposeJob:
+        vid = volunteer.volunteer_id
+        return ComposeJob(volunteer, smtputf8, self.message_id(vid), self.earlier.get(vid))
+
+
 def new_messages(
-    campaign: Campaign, volunteers: Iterable[Volunteer], key: bytes
+    ids: MessageIds, volunteers: Iterable[Volunteer], verp_key: bytes
 ) -> list[NewMessage]:
-    domain = sender_domain(campaign)
     result = []
     for v in volunteers:
-        message_id = message_id_for(campaign.campaign_id, v.volunteer_id, domain)
-        result.append(NewMessage(message_id, v.volunteer_id, verp.make_token(key, message_id)))
+        message_id = ids.message_id(v.volunteer_id)
+        result.append(NewMessage(message_id, v.volunteer_id, verp.make_token(verp_key, message_id)))
     return result
 
 
@@ -304,7 +335,9 @@ def _send_locked(
 ) -> SendSummary:
     campaign = request.campaign
     target = request.target(settings)
-    key = verp.sending_key(settings, ledger.path)
+    ledger.require_intact()  # an address edited behind the chain's back is never mailed
+    key = ledger.verp_key()
+    ids = MessageIds.of(ledger, campaign)
     dkim = load_dkim_key(settings)  # a half-set or unusable key stops the send here
     audience = _by_id(request.audience)
     states = ledger.message_states(campaign.campaign_id)
@@ -315,10 +348,10 @@ def _send_locked(
     composing = start_composing(workers, campaign, dkim)
     try:
         # The server is not known yet: guess a non-ASCII address goes with SMTPUTF8.
-        composing.submit_ahead([ComposeJob(v, not v.email.isascii()) for v in selection.send])
+        composing.submit_ahead([ids.job(v, not v.email.isascii()) for v in selection.send])
         # A resumed run has most messages already: their IDs and tokens are not made again.
         fresh = [v for volunteer_id, v in audience.items() if volunteer_id not in states]
-        newly_uncertain = _set_up_ledger(ledger, campaign, new_messages(campaign, fresh, key))
+        newly_uncertain = _set_up_ledger(ledger, campaign, new_messages(ids, fresh, key))
         rows = {
             row.volunteer_id: row
             for row in ledger.campaign_messages(
@@ -326,10 +359,12 @@ def _send_locked(
             )
         }
         _record_suppressed(ledger, rows, selection.suppressed)
-        run = _Run(request, target, key, selection, rows, composing, observer)
+        run = _Run(request, target, key, ids, selection, rows, composing, observer)
         stats, server = DeliveryStats(), None
         if selection.send:
-            stats, server = asyncio.run(run.deliver(ledger.path, handle_signals=handle_signals))
+            stats, server = asyncio.run(
+                run.deliver(ledger.path, ledger.secret(), handle_signals=handle_signals)
+            )
     finally:
         composing.close()
     return SendSummary(
@@ -406,15 +441,16 @@ class _Run:
     request: SendRequest
     target: SmtpTarget
     key: bytes
+    ids: MessageIds
     selection: Selection
     rows: Mapping[str, MessageRow]  # volunteer_id -> the message, as the ledger has it
     composing: Composing
     observer: SendObserver | None
 
     async def deliver(
-        self, ledger_path: Path, *, handle_signals: bool
+        self, ledger_path: Path, secret: LedgerSecret, *, handle_signals: bool
     ) -> tuple[DeliveryStats, ServerInfo]:
-        journal = ThreadedLedgerJournal(ledger_path)
+        journal = ThreadedLedgerJournal(ledger_path, secret=secret)
         observer = self.observer
         delivery = Delivery(
             self.target,
@@ -467,7 +503,7 @@ class _Run:
                 delivery.record_unsent(_not_sent(row, "failed_permanent", problem))
                 continue
             volunteers[volunteer.volunteer_id] = volunteer
-            jobs.append(ComposeJob(volunteer, _needs_smtputf8(volunteer, server)))
+            jobs.append(self.ids.job(volunteer, _needs_smtputf8(volunteer, server)))
 
         async for chunk in self.composing.composed(jobs, lambda: delivery.stopping):
             ready: list[OutgoingMessage] = []
@@ -490,6 +526,7 @@ class _Run:
                         data=done.data,
                         smtputf8=utf8,
                         wire=done.wire,
+                        sha256=done.sha256,
                     )
                 )
             yield ready

@@ -35,6 +35,7 @@ from notifier.ledger import (
     VolunteerQuery,
     address_key,
 )
+from notifier.ledger.projections import BOOKKEEPING
 from notifier.message import MessageState
 from notifier.volunteer import EXPOSURES, LOCALES, Volunteer, display_name
 
@@ -140,6 +141,8 @@ class CampaignReport:
     timeline: Timeline
     recipients: tuple[RecipientOutcome, ...]
     state_mismatches: tuple[str, ...]  # message ids whose state no event backs
+    # `SEQ:HASH` of the ledger's last event: an anchor for `notifier ledger verify --anchor`
+    ledger_head: str = ""
 
     @property
     def total(self) -> int:
@@ -182,11 +185,16 @@ def volunteer_history(ledger: Ledger, volunteer_id_or_email: str) -> list[Event]
         except VolunteerNotFound:
             # Someone can have events without a roster row (their row was removed by hand,
             # or only a rejection was recorded); their history is still worth showing.
-            events = ledger.volunteer_events(volunteer_id_or_email.strip())
+            events = _happened(ledger.volunteer_events(volunteer_id_or_email.strip()))
             if not events:
                 raise
             return events
-        return ledger.volunteer_events(volunteer_id)
+        return _happened(ledger.volunteer_events(volunteer_id))
+
+
+def _happened(events: list[Event]) -> list[Event]:
+    """Events without the ledger's own upkeep (rows adopted by `ledger upgrade`)."""
+    return [e for e in events if e.kind not in BOOKKEEPING]
 
 
 # --- the campaign report ----------------------------------------------------------------
@@ -209,7 +217,8 @@ def campaign_report(
                 hint="list the registered campaigns with: notifier campaign list",
             )
         verification = ledger.verify()
-        events = ledger.campaign_events(campaign_id)
+        head = ledger.head()
+        events = _happened(ledger.campaign_events(campaign_id))
         messages = ledger.messages(campaign_id)
         people = {
             v.volunteer_id: v for v in ledger.volunteers(VolunteerQuery(in_campaign=campaign_id))
@@ -224,6 +233,7 @@ def campaign_report(
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         ledger_file=ledger.path.name,
         ledger=digest,
+        ledger_head=head,
         verification=verification,
         templates=TemplatesDigest(campaign.templates_sha256, templates_sha256),
         counts=_count(recipients, states),

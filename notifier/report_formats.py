@@ -61,6 +61,7 @@ def report_as_dict(report: CampaignReport) -> dict[str, Any]:
         "registered_at": report.registered_at,
         "generated_at": report.generated_at,
         "ledger": {"file": report.ledger_file, **asdict(report.ledger)},
+        "ledger_head": report.ledger_head,
         "verification": asdict(report.verification),
         "templates_sha256": {
             "recorded": report.templates.recorded,
@@ -86,9 +87,13 @@ def report_as_json(report: CampaignReport) -> str:
 
 
 def report_as_csv(report: CampaignReport) -> str:
+    # Every row carries the ledger's head (SEQ:HASH), so a copy of the sheet is an anchor.
     return csv_text(
-        REPORT_CSV_COLUMNS,
-        ([getattr(r, column) for column in REPORT_CSV_COLUMNS] for r in report.recipients),
+        (*REPORT_CSV_COLUMNS, "ledger_head"),
+        (
+            [*(getattr(r, column) for column in REPORT_CSV_COLUMNS), report.ledger_head]
+            for r in report.recipients
+        ),
     )
 
 
@@ -193,6 +198,7 @@ code { font-family: "DejaVu Sans Mono", Menlo, monospace; font-size: 0.85em; wor
 {% endif %}
 </td></tr>
 <tr><th>Head hash (last intact event)</th><td><code>{{ r.verification.head }}</code></td></tr>
+<tr><th>Ledger head (anchor: notifier ledger verify --anchor)</th><td><code>{{ r.ledger_head }}</code></td></tr>
 <tr><th>Ledger file</th><td>{{ r.ledger_file }}</td></tr>
 <tr><th>SHA-256 of the ledger file</th><td><code>{{ r.ledger.sha256 }}</code>
 {% if r.ledger.note %}<br>{{ r.ledger.note }}{% endif %}</td></tr>

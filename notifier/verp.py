@@ -2,8 +2,9 @@
 
 A bounce comes back to the envelope sender, so giving every message its own return
 path tells us which message bounced without trusting anything in the bounce body. The
-token is a lookup part (derived from the Message-ID) plus an HMAC of it under a key kept
-outside the ledger, so a forged bounce (someone guessing addresses to get people
+token is a lookup part (derived from the Message-ID) plus an HMAC of it under the ledger's
+VERP key (`Ledger.verp_key`, derived from the key file kept outside the ledger:
+notifier.secret), so a forged bounce (someone guessing addresses to get people
 suppressed) can be recognised and refused.
 
 Tokens use only lowercase letters and digits: some MTAs change the case of local parts.
@@ -14,17 +15,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import os
-import secrets
-from pathlib import Path
-
-from notifier.config import Settings
-from notifier.errors import ConfigError
 
 VERP_PREFIX = "bounces"
 LOOKUP_CHARS = 16
 MAC_CHARS = 16
-KEY_BYTES = 32
 
 
 # Base32 (RFC 4648 alphabet, lowercase, unpadded) without base64.b32encode, which is
@@ -95,59 +89,3 @@ def token_from_address(address: str) -> str | None:
     if not plus or prefix.lower() != VERP_PREFIX or not token:
         return None
     return token.lower()
-
-
-# --- the key: where it lives, and when it is made ------------------------------------
-
-
-def key_path_for(ledger_path: Path) -> Path:
-    """Default key file: beside the ledger, never inside it."""
-    return ledger_path.with_name(ledger_path.name + ".key")
-
-
-def key_file(settings: Settings, ledger_path: Path | None = None) -> Path:
-    """Where the VERP key is: the configured secret file (`NOTIFIER_SECRET_FILE`, or
-    `secret_file` in notifier.toml), else beside the ledger (`notifier.db.key`)."""
-    return settings.secret_file or key_path_for(ledger_path or settings.ledger)
-
-
-def sending_key(settings: Settings, ledger_path: Path | None = None) -> bytes:
-    """The key to make tokens with when sending: created (mode 0600) on first use."""
-    return load_or_create_key(key_file(settings, ledger_path))
-
-
-def existing_key(settings: Settings, ledger_path: Path | None = None) -> bytes:
-    """The key the tokens were made with, to authenticate bounces: never created here (a
-    new key would match nothing)."""
-    path = key_file(settings, ledger_path)
-    if not path.exists():
-        raise ConfigError(
-            "no VERP key: without it no bounce can be authenticated",
-            file=path,
-            hint="the key is created when the first notice is sent; restore it from "
-            "backup, or point NOTIFIER_SECRET_FILE at it",
-        )
-    return load_or_create_key(path)
-
-
-def load_or_create_key(path: Path) -> bytes:
-    """Read the VERP key, creating it (mode 0600) on first use."""
-    if path.exists():
-        data = path.read_bytes().strip()
-        try:
-            key = bytes.fromhex(data.decode("ascii"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ConfigError(
-                "the VERP key file is not hex",
-                file=path,
-                hint="restore it from backup; without it, bounces cannot be authenticated",
-            ) from exc
-        if len(key) < 16:
-            raise ConfigError("the VERP key is too short (under 16 bytes)", file=path)
-        return key
-    key = secrets.token_bytes(KEY_BYTES)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(key.hex() + "\n")
-    return key

@@ -9,10 +9,12 @@ ScriptedHandler(pipelining=True) advertises it, to test the client's pipelined p
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -21,8 +23,9 @@ from notifier.approval import approve
 from notifier.campaign import Campaign, apply_overrides, load_campaign
 from notifier.config import Settings
 from notifier.delivery import SendOptions
-from notifier.ledger import Ledger, volunteer_to_row
+from notifier.ledger import Ledger
 from notifier.pipeline import SendRequest, SendScope, SendSummary, send_campaign
+from notifier.roster import AcceptedRow, RosterResult
 from notifier.sink import ReceivedMessage, SinkHandler
 from notifier.volunteer import Volunteer
 
@@ -72,7 +75,19 @@ def make_volunteers(count: int, *, start: int = 0) -> list[Volunteer]:
 
 
 def add_volunteers(ledger: Ledger, volunteers: Iterable[Volunteer]) -> None:
-    ledger.db.table("volunteers").insert_all([volunteer_to_row(v) for v in volunteers])
+    """Put volunteers in the ledger as an import does (rows and their chained events), so
+    the ledger verifies and a send starts from it."""
+    people = list(volunteers)
+    digest = hashlib.sha256("".join(v.volunteer_id for v in people).encode()).hexdigest()
+    result = RosterResult(
+        file=Path("seeded.csv"),
+        sha256=digest,
+        encoding="utf-8",
+        rows_total=len(people),
+        accepted=tuple(AcceptedRow(i, v) for i, v in enumerate(people, start=2)),
+        problems=(),
+    )
+    ledger.record_import(result)
 
 
 def send(

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from smtp_helpers import add_volunteers
 
 from notifier import verp
 from notifier.bounces import (
@@ -31,9 +32,11 @@ from notifier.bounces import (
     read_sources,
     unmatched_reports,
 )
+from notifier.compose import message_id_for
 from notifier.errors import BounceError
-from notifier.ledger import Ledger
-from notifier.message import MessageState, state_after_report
+from notifier.ledger import Event, Ledger
+from notifier.message import DeliveryOutcome, MessageState, NewMessage, state_after_report
+from notifier.volunteer import Volunteer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bounces"
 FIXTURE_KEY = b"notifier-test-fixtures-key-32byt"
@@ -533,32 +536,31 @@ def test_imap_url_and_password_are_checked_before_connecting(
 
 
 def seed_ledger(led: Ledger, numbers: list[int] | None = None, state: str = "sent") -> None:
-    """A campaign, its volunteers and their sent messages, as delivery would leave them."""
-    led.db.table("campaigns").insert(
-        {"campaign_id": CAMPAIGN, "title": "March 2020 breach", "registered_at": "2020-03-30"}
+    """A campaign, its volunteers and their sent messages, as delivery would leave them
+    (through the chain, so the ledger verifies)."""
+    people = [
+        Volunteer(
+            volunteer_id=f"v-{n:06d}",
+            email=PEOPLE[n],
+            email_ascii=PEOPLE[n],
+            family_name=f"Family{n}",
+            given_name="",
+            locale="ja" if PEOPLE[n].endswith(".jp") else "en",
+            exposure="screened",
+            data_held=("id_documents",),
+        )
+        for n in numbers or sorted(PEOPLE)
+    ]
+    add_volunteers(led, people)
+    led.register_campaign(
+        CAMPAIGN, title="March 2020 breach", follows=None, definition={}, templates_sha256=""
     )
-    for n in numbers or sorted(PEOPLE):
-        vid = f"v-{n:06d}"
-        led.db.table("volunteers").insert(
-            {
-                "volunteer_id": vid,
-                "email": PEOPLE[n],
-                "email_ascii": PEOPLE[n],
-                "family_name": f"Family{n}",
-                "locale": "ja" if PEOPLE[n].endswith(".jp") else "en",
-                "exposure": "screened",
-            }
-        )
-        led.db.table("messages").insert(
-            {
-                "message_id": mid(n),
-                "campaign_id": CAMPAIGN,
-                "volunteer_id": vid,
-                "verp_token": token(n),
-                "state": state,
-                "attempts": 1,
-            }
-        )
+    numbers = numbers or sorted(PEOPLE)
+    led.ensure_messages(CAMPAIGN, [NewMessage(mid(n), f"v-{n:06d}", token(n)) for n in numbers])
+    led.claim_for_sending([mid(n) for n in numbers])
+    led.record_outcomes(
+        [DeliveryOutcome(mid(n), CAMPAIGN, f"v-{n:06d}", state, 1) for n in numbers]
+    )
 
 
 def sources(*names: str) -> Iterator[tuple[str, bytes]]:
@@ -570,8 +572,17 @@ def state_of(led: Ledger, n: int) -> str:
     return led.message_states(CAMPAIGN)[f"v-{n:06d}"]
 
 
+def report_events(led: Ledger, n: int) -> list[Event]:
+    """The events reports made about message n (seed_ledger's sending left out)."""
+    return [
+        e
+        for e in led.events(message_id=mid(n))
+        if "report_sha256" in e.data or e.kind == "address_suppressed"
+    ]
+
+
 def kinds_for(led: Ledger, n: int) -> list[str]:
-    return [e.kind for e in led.events(message_id=mid(n))]
+    return [e.kind for e in report_events(led, n)]
 
 
 def suppressed(led: Ledger) -> set[str]:
@@ -616,7 +627,7 @@ def test_ingest_every_fixture_sets_states_and_suppresses(ledger: Ledger) -> None
 def test_bounce_event_data_and_suppression_row(ledger: Ledger) -> None:
     seed_ledger(ledger, [1])
     ingest(ledger, sources("postfix-hard-511.eml"), key=FIXTURE_KEY)
-    bounce, suppression = list(ledger.events(message_id=mid(1)))
+    bounce, suppression = report_events(ledger, 1)
     assert bounce.kind == "bounced_hard"
     assert (bounce.campaign_id, bounce.volunteer_id) == (CAMPAIGN, "v-000001")
     data = dict(bounce.data)
@@ -628,6 +639,7 @@ def test_bounce_event_data_and_suppression_row(ledger: Ledger) -> None:
         "recipient": "alice@example.org",
         "source": "postfix-hard-511.eml",
         "correlated_by": "verp_token",
+        "moved_to": "bounced_hard",  # the state it moved the message to
     }
     assert suppression.kind == "address_suppressed"
     assert suppression.data["email"] == "alice@example.org"
@@ -851,3 +863,44 @@ def test_wrong_key_makes_every_token_forged(ledger: Ledger) -> None:
     assert (summary.forged, summary.matched) == (16, 0)
     assert suppressed(ledger) == set()
     assert len(unmatched_reports(ledger)) == 16
+
+
+def test_a_bounce_with_a_guessed_message_id_matches_nobody(ledger: Ledger) -> None:
+    """Message-IDs are keyed: the public algorithm's ID for a real person, in a bounce with
+    no VERP token or ENVID, ties to no message, and nobody is suppressed."""
+    seed_ledger(ledger, [2])
+    vid = "v-000001"
+    add_volunteers(
+        ledger,
+        [
+            Volunteer(
+                volunteer_id=vid,
+                email=PEOPLE[1],
+                email_ascii=PEOPLE[1],
+                family_name="Family1",
+                given_name="",
+                locale="en",
+                exposure="screened",
+                data_held=("id_documents",),
+            )
+        ],
+    )
+    issued = message_id_for(CAMPAIGN, vid, "example.org", ledger.message_id_key())
+    ledger.ensure_messages(CAMPAIGN, [NewMessage(issued, vid, "tok1")])
+    guessed = message_id_for(CAMPAIGN, vid, "example.org")  # no key: what anyone can compute
+    assert guessed != issued
+    bounce = fixture("postfix-hard-511.eml").replace(token(1).encode(), b"")
+    summary = ingest(
+        ledger,
+        [("guessed", bounce.replace(mid(1).encode(), guessed.encode()))],
+        key=ledger.verp_key(),
+    )
+    assert (summary.matched, summary.unmatched, summary.suppressed) == (0, 1, 0)
+    assert suppressed(ledger) == set()
+    # The ID this ledger issued does tie the same report to the message.
+    summary = ingest(
+        ledger,
+        [("issued", bounce.replace(mid(1).encode(), issued.encode()))],
+        key=ledger.verp_key(),
+    )
+    assert (summary.matched, summary.suppressed) == (1, 1)

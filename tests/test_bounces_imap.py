@@ -44,9 +44,9 @@ def ready(
     """A ledger holding the fixtures' messages, its VERP key, and the IMAP settings."""
     for var in ("NOTIFIER_SECRET_FILE", "NOTIFIER_CONFIG"):
         monkeypatch.delenv(var, raising=False)
+    write_key(notifier.ledger_path)
     with Ledger(notifier.ledger_path) as led:
         seed_ledger(led)
-    write_key(notifier.ledger_path)
     monkeypatch.setenv("NOTIFIER_IMAP_PASSWORD", dovecot.password)
     monkeypatch.setenv("NOTIFIER_IMAP_CA_FILE", str(dovecot.ca_file))
     return notifier
@@ -147,7 +147,6 @@ def test_ingest_imap_unreadable_ca_file_is_named(
     notifier: Notifier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Checked before connecting: no server needed.
-    Ledger(notifier.ledger_path).close()
     write_key(notifier.ledger_path)
     monkeypatch.setenv("NOTIFIER_IMAP_PASSWORD", "secret")
     monkeypatch.setenv("NOTIFIER_IMAP_CA_FILE", str(tmp_path / "missing-ca.pem"))

@@ -22,6 +22,8 @@ from test_bounces import (
 from notifier import verp
 from notifier.bounces import RECORD_KEYS
 from notifier.ledger import Ledger
+from notifier.ledger.upgrade import RAW_VERP_KEY
+from notifier.secret import key_path_for
 
 
 @pytest.fixture(autouse=True)
@@ -31,8 +33,12 @@ def _no_outside_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def write_key(ledger_path: Path) -> None:
-    """The VERP key beside the ledger: the one the fixtures' tokens were made with."""
-    verp.key_path_for(ledger_path).write_text(FIXTURE_KEY.hex() + "\n", encoding="ascii")
+    """A new ledger made with FIXTURE_KEY as its key file, whose VERP tokens are made with
+    that raw key, as in a ledger upgraded from before keyed chains: the fixtures' tokens
+    were made so. Call before anything else opens the ledger."""
+    key_path_for(ledger_path).write_text(FIXTURE_KEY.hex() + "\n", encoding="ascii")
+    with Ledger(ledger_path) as led:
+        led.db.table("meta").upsert({"key": "verp_key", "value": RAW_VERP_KEY}, pk="key")
 
 
 def maildir_of(tmp_path: Path, names: list[str]) -> Path:
@@ -108,9 +114,9 @@ def test_parse_missing_file_is_one_clean_error(notifier: Notifier) -> None:
 
 
 def test_ingest_maildir_then_again_records_once(notifier: Notifier, tmp_path: Path) -> None:
+    write_key(notifier.ledger_path)
     with Ledger(notifier.ledger_path) as led:
         seed_ledger(led)
-    write_key(notifier.ledger_path)
     box = maildir_of(tmp_path, HAND_WRITTEN)
     first = notifier("bounces", "ingest", str(box))
     assert first.exit_code == 0, first.output
@@ -126,9 +132,9 @@ def test_ingest_maildir_then_again_records_once(notifier: Notifier, tmp_path: Pa
 
 
 def test_unmatched_lists_what_ingest_could_not_tie(notifier: Notifier, tmp_path: Path) -> None:
+    write_key(notifier.ledger_path)
     with Ledger(notifier.ledger_path) as led:
         seed_ledger(led, [1, 2])
-    write_key(notifier.ledger_path)
     forged = (
         (FIXTURES / "postfix-delayed.eml")
         .read_bytes()
@@ -159,11 +165,13 @@ def test_unmatched_lists_what_ingest_could_not_tie(notifier: Notifier, tmp_path:
 
 
 def test_ingest_without_the_key_refuses(notifier: Notifier) -> None:
-    Ledger(notifier.ledger_path).close()
+    with Ledger(notifier.ledger_path) as led:
+        seed_ledger(led, [1])
+    key_path_for(notifier.ledger_path).unlink()  # lost: never silently replaced
     result = notifier("bounces", "ingest", str(FIXTURES / "qmail.eml"))
     assert result.exit_code == 2
-    assert "no VERP key" in result.stderr
-    assert not verp.key_path_for(notifier.ledger_path).exists()  # not invented here
+    assert "key file is missing" in result.stderr and "restore it from backup" in result.stderr
+    assert not key_path_for(notifier.ledger_path).exists()  # not invented here
 
 
 def test_ingest_needs_a_path_or_imap(notifier: Notifier) -> None:
@@ -173,7 +181,6 @@ def test_ingest_needs_a_path_or_imap(notifier: Notifier) -> None:
 
 
 def test_ingest_imap_without_password_is_one_clean_error(notifier: Notifier) -> None:
-    Ledger(notifier.ledger_path).close()
     write_key(notifier.ledger_path)
     result = notifier("bounces", "ingest", "--imap", "imaps://bounces@mail.example.org/INBOX")
     assert result.exit_code == 2

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from notifier import verp
-from notifier.config import Settings, load_settings
-from notifier.errors import ConfigError
+from notifier.config import load_settings
+from notifier.errors import KeyFileError
+from notifier.ledger import EventDraft, Ledger
 
 KEY = bytes(range(32))
 
@@ -54,44 +55,35 @@ def test_verp_base32_matches_the_standard_library(data: bytes) -> None:
     assert verp.base32(data) == expected
 
 
-# --- the key ---------------------------------------------------------------------------
+# --- the key: one key file per ledger (notifier.secret), the VERP key derived from it ------
 
 
-def test_verp_key_is_created_beside_the_ledger_owner_only(tmp_path: Path) -> None:
-    settings = Settings(ledger=tmp_path / "notifier.db")
-    path = verp.key_file(settings)
-    assert path == tmp_path / "notifier.db.key"
-    with pytest.raises(ConfigError, match="no VERP key"):
-        verp.existing_key(settings)  # bounces never create it: a new key matches nothing
-    key = verp.sending_key(settings)
-    assert len(key) == verp.KEY_BYTES
+def test_verp_key_is_derived_from_the_key_made_with_the_ledger(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "notifier.db") as led:
+        key = led.verp_key()
+    path = tmp_path / "notifier.db.key"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert verp.sending_key(settings) == key  # made once, then read
-    assert verp.existing_key(settings) == key
+    assert key != bytes.fromhex(path.read_text(encoding="ascii"))  # derived, not the raw key
+    with Ledger(tmp_path / "notifier.db") as led:
+        assert led.verp_key() == key  # made once, then read
 
 
-def test_verp_key_follows_the_ledger_passed_or_the_secret_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    settings = Settings(ledger=tmp_path / "notifier.db")
-    elsewhere = tmp_path / "other" / "campaign.db"
-    assert verp.key_file(settings, elsewhere) == elsewhere.with_name("campaign.db.key")
-    secret = tmp_path / "secrets" / "verp.key"
-    configured = Settings(ledger=tmp_path / "notifier.db", secret_file=secret)
-    assert verp.key_file(configured, elsewhere) == secret
-    key = verp.sending_key(configured, elsewhere)
-    assert secret.read_text(encoding="ascii").strip() == key.hex()
-    assert not (tmp_path / "notifier.db.key").exists()
+def test_verp_key_follows_the_secret_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = tmp_path / "secrets" / "ledger.key"
     monkeypatch.chdir(tmp_path)  # no notifier.toml here
-    from_env = load_settings(env={"NOTIFIER_SECRET_FILE": str(secret)}, ledger=elsewhere)
-    assert verp.existing_key(from_env) == key
+    settings = load_settings(env={"NOTIFIER_SECRET_FILE": str(secret)}, ledger=tmp_path / "x.db")
+    assert settings.secret_file == secret
+    with Ledger(settings.ledger, key_file=settings.secret_file) as led:
+        key = led.verp_key()
+    assert secret.exists() and not (tmp_path / "x.db.key").exists()
+    with Ledger(settings.ledger, key_file=secret) as led:
+        assert led.verp_key() == key
 
 
-def test_verp_unusable_key_files_are_clean_errors(tmp_path: Path) -> None:
-    path = tmp_path / "bad.key"
-    path.write_text("not hex\n", encoding="ascii")
-    with pytest.raises(ConfigError, match="not hex"):
-        verp.load_or_create_key(path)
-    path.write_text("00ff\n", encoding="ascii")
-    with pytest.raises(ConfigError, match="too short"):
-        verp.load_or_create_key(path)
+def test_a_missing_key_is_never_replaced(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "notifier.db") as led:
+        led.append_event(EventDraft("test"))
+    (tmp_path / "notifier.db.key").unlink()
+    with Ledger(tmp_path / "notifier.db") as led, pytest.raises(KeyFileError, match="restore"):
+        led.verp_key()  # bounces are never judged with a new key: it would match nothing
+    assert not (tmp_path / "notifier.db.key").exists()

@@ -222,18 +222,15 @@ def _suppress(
     if ledger.suppressed(address):
         return 0
     reason = f"bounced_hard {record.status or ''}".strip()
-    ledger.append_events(
-        [
-            EventDraft(
-                "address_suppressed",
-                campaign_id=message.campaign_id,
-                volunteer_id=message.volunteer_id,
-                message_id=message.message_id,
-                data={"email": address, "reason": reason, "bounce_seq": bounce_seq},
-            )
-        ]
+    # The `address_suppressed` event is appended with the row (notifier.ledger).
+    ledger.add_suppression(
+        address,
+        reason,
+        event_seq=bounce_seq,
+        campaign_id=message.campaign_id,
+        volunteer_id=message.volunteer_id,
+        message_id=message.message_id,
     )
-    ledger.add_suppression(address, reason, event_seq=bounce_seq)
     return 1
 
 

@@ -46,7 +46,7 @@ class AppContext:
         self.settings = settings
 
     def open_ledger(self, *, create: bool = False) -> Ledger:
-        return Ledger(self.settings.ledger, create=create)
+        return Ledger(self.settings.ledger, create=create, key_file=self.settings.secret_file)
 
 
 pass_app = click.make_pass_decorator(AppContext)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import click
 
-from notifier import verp
 from notifier.bounces import (
     BounceRecord,
     IngestSummary,
@@ -90,11 +89,13 @@ def ingest_command(app: AppContext, paths: tuple[Path, ...], imap_url: str | Non
     """
     if not paths and not imap_url:
         raise click.UsageError("give at least one PATH, or --imap URL")
-    key = verp.existing_key(app.settings)
-    sources = read_sources(list(paths))
-    if imap_url:
-        sources = chain(sources, read_imap(imap_url, ca_file=app.settings.imap_ca_file))
     with app.open_ledger() as led:
+        # The ledger's own key, or exit 2 before any bounce is judged: a new key would
+        # call every genuine bounce forged.
+        key = led.verp_key()
+        sources = read_sources(list(paths))
+        if imap_url:
+            sources = chain(sources, read_imap(imap_url, ca_file=app.settings.imap_ca_file))
         summary = ingest(led, sources, key=key, limits=app.settings.bounce_limits)
     click.echo(_summary_line(summary))
     if summary.unmatched or summary.forged or summary.unparseable:

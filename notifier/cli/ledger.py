@@ -1,4 +1,4 @@
-"""`notifier ledger ...`: the ledger's own health."""
+"""`notifier ledger ...`: the ledger's own health, its head, and carrying old ledgers forward."""
 
 from __future__ import annotations
 
@@ -14,17 +14,64 @@ def ledger() -> None:
 
 
 @ledger.command()
+@click.option(
+    "--anchor",
+    "anchors",
+    multiple=True,
+    metavar="SEQ:HASH",
+    help="An event hash written down earlier (notifier ledger head, a report's "
+    "ledger_head): fail unless the ledger holds that event with that hash. Repeatable.",
+)
 @pass_app
-def verify(app: AppContext) -> None:
-    """Check that no event was edited, deleted, inserted or reordered.
+def verify(app: AppContext, anchors: tuple[str, ...]) -> None:
+    """Check that no event was edited, deleted, inserted or reordered, and that the
+    volunteers, messages, suppressions and rejected-row tables are what the events say.
 
-    Exit 0 with a one-line summary when the chain is intact; exit 1 naming the first
-    bad event otherwise.
+    Exit 0 with a one-line summary when all holds; exit 1 naming the first bad event,
+    anchor or table row otherwise; exit 2 when the ledger's key file is missing or is
+    not this ledger's.
     """
     with app.open_ledger() as led:
-        result = led.verify()
+        result = led.verify(anchors)
     if result.ok:
-        click.echo(f"ledger {led.path}: {result.events} events, chain intact (head {result.head})")
+        anchored = f", {len(anchors)} anchor(s) hold" if anchors else ""
+        click.echo(
+            f"ledger {led.path}: {result.events} events, chain intact, tables match"
+            f"{anchored} (head {result.events}:{result.head})"
+        )
         return
-    click.echo(f"ledger {led.path}: TAMPERED: {result.reason}", err=True)
+    if result.first_bad_seq is None and result.reason.startswith("unkeyed"):
+        click.echo(f"ledger {led.path}: {result.reason}", err=True)
+    else:
+        click.echo(f"ledger {led.path}: TAMPERED: {result.reason}", err=True)
     raise SystemExit(ExitCode.PROBLEMS)
+
+
+@ledger.command()
+@pass_app
+def head(app: AppContext) -> None:
+    """Print SEQ:HASH of the last event: write it down outside the ledger (a ticket, an
+    e-mail, a report to a regulator) and check it later with verify --anchor."""
+    with app.open_ledger() as led:
+        click.echo(led.head())
+
+
+@ledger.command()
+@pass_app
+def upgrade(app: AppContext) -> None:
+    """Re-key a ledger written before keyed hashes, recording the step as an event.
+
+    The old chain must hold; its head is kept in the `ledger_upgraded` event, so an
+    anchor written down before still ties to this ledger. The key file is the one the
+    ledger's sends made (for VERP tokens), or a new one when there is none.
+    """
+    with app.open_ledger() as led:
+        done = led.upgrade()
+    if done is None:
+        click.echo(f"ledger {led.path}: already keyed; nothing to do")
+        return
+    made = f"made a new key file {led.key_file}" if done.key_created else f"key {led.key_file}"
+    click.echo(
+        f"ledger {led.path}: {done.events} events re-hashed ({made}), {done.adopted} table "
+        f"rows adopted; old head {done.old_head}, new head {done.new_head}"
+    )

@@ -187,6 +187,7 @@ def _print_summary(out: Console, r: CampaignReport) -> None:
         )
     else:
         out.print(f"ledger verification: FAILED: {r.verification.reason}", markup=False)
+    out.print(f"ledger head:      {r.ledger_head}  (anchor: ledger verify --anchor)", markup=False)
     out.print(f"ledger sha256:    {r.ledger.sha256}  ({r.ledger_file})", markup=False)
     if r.ledger.note:
         out.print(f"  note: {r.ledger.note}", markup=False)

@@ -5,6 +5,12 @@ its canonical content (position, time, kind, the ids it names, its data), so an 
 deletion, insertion or reordering is found by `verify()`. `meta.chain_head` records the
 last event's position and hash, so events deleted at the end are found too.
 
+The hash is keyed: HMAC-SHA256 under the ledger's chain key (`notifier.secret`,
+Purpose.CHAIN), so someone who edits an event cannot recompute the hashes after it
+without the key file. Ledgers written before keys (`meta.chain_format` absent) were
+hashed with plain SHA-256; they are verified as such, say so, and take no new events
+until `notifier ledger upgrade` re-keys them (`rekey`).
+
 There is one way to hash an event, `event_hash`, used both to append and to verify. It
 writes out, in its sorted key order, the canonical JSON (`canonical_json`) of
 
@@ -18,17 +24,60 @@ tests/ledger/test_chain.py holds it to the plain form above, and to hashes writt
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from notifier.errors import LedgerError, LedgerUnkeyed
 from notifier.ledger.schema import read_meta, write_meta
 
 GENESIS_HASH = "0" * 64
 EVENT_COLUMNS = "seq, at, kind, campaign_id, volunteer_id, message_id, data, prev_hash, hash"
+KEYED_FORMAT = "hmac-sha256"  # meta.chain_format of a keyed chain; absent: plain sha256
+UPGRADE_HINT = "unkeyed (old format): run notifier ledger upgrade"
+
+
+class ChainConnection(sqlite3.Connection):
+    """The ledger's connection: it knows how to get the chain key when a hash needs it.
+
+    `notifier.ledger.store.Ledger` sets `chain_key` to a loader, so a command that only
+    reads never needs the key file; the keyed HMAC object is made once and copied per event.
+    """
+
+    chain_key: Callable[[], bytes] | None = None
+    _mac: hmac.HMAC | None = None
+
+    def chain_mac(self) -> hmac.HMAC:
+        if self._mac is None:
+            if self.chain_key is None:
+                raise LedgerError("this connection has no chain key")
+            self._mac = mac_for_key(self.chain_key())
+        return self._mac
+
+
+def mac_for_key(key: bytes) -> hmac.HMAC:
+    """The chain's keyed hash for `key` (the chain key, `Purpose.CHAIN`)."""
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
+def _keyed(conn: sqlite3.Connection) -> bool:
+    return read_meta(conn, "chain_format") == KEYED_FORMAT
+
+
+def _mac_for(conn: sqlite3.Connection) -> hmac.HMAC:
+    """The keyed hash to append with; an old unkeyed chain takes no new events."""
+    if not _keyed(conn):
+        raise LedgerUnkeyed(
+            "the ledger's hash chain is unkeyed (old format)",
+            hint="run notifier ledger upgrade (it re-keys the chain and records that it did)",
+        )
+    if not isinstance(conn, ChainConnection):
+        raise LedgerError("the ledger was opened without its chain key")
+    return conn.chain_mac()
 
 
 def utc_now() -> str:
@@ -126,22 +175,40 @@ def event_hash(
     volunteer_id: str | None,
     message_id: str | None,
     data_json: str,
+    mac: hmac.HMAC | None = None,
 ) -> str:
     """The hash that links an event into the chain; covers position, time and content.
 
-    `data_json` is canonical_json() of the event's data.
+    `data_json` is canonical_json() of the event's data. `mac`: the chain key's HMAC
+    object (copied here, never changed); None gives the plain SHA-256 of old ledgers.
     """
     content = (
         f'{{"at":{_json_text(at)},"campaign_id":{_json_text(campaign_id)},"data":{data_json},'
         f'"kind":{_json_text(kind)},"message_id":{_json_text(message_id)},"seq":{seq},'
         f'"volunteer_id":{_json_text(volunteer_id)}}}'
     )
-    return hashlib.sha256(f"{prev_hash}\n{content}".encode()).hexdigest()
+    payload = f"{prev_hash}\n{content}".encode()
+    if mac is None:
+        return hashlib.sha256(payload).hexdigest()
+    keyed = mac.copy()
+    keyed.update(payload)
+    return keyed.hexdigest()
 
 
 def start(conn: sqlite3.Connection) -> None:
-    """Record the empty chain's head in a new ledger."""
+    """Record the empty chain's head in a new ledger, and that its hashes are keyed."""
     write_meta(conn, "chain_head", f"0:{GENESIS_HASH}")
+    write_meta(conn, "chain_format", KEYED_FORMAT)
+
+
+def is_keyed(conn: sqlite3.Connection) -> bool:
+    """False for a ledger written before keyed hashes (see `rekey`)."""
+    return _keyed(conn)
+
+
+def head_text(conn: sqlite3.Connection) -> str:
+    """`SEQ:HASH` of the last event, as `notifier ledger head` prints it."""
+    return _head_text(conn)
 
 
 def head(conn: sqlite3.Connection) -> tuple[int, str]:
@@ -162,6 +229,7 @@ def append(
     Events appended together carry one time: `at`, or now. Moving messages to a draft's
     `state` is the messages table's business (`notifier.ledger.messages.append_events`).
     """
+    mac = _mac_for(conn)
     first_seq, prev_hash = head(conn)
     first_seq += 1
     when = at or utc_now()
@@ -172,7 +240,7 @@ def append(
     for seq, d in enumerate(drafts, start=first_seq):
         data_json = encode(d.data) if d.data else "{}"  # `queued` events carry no data
         digest = event_hash(
-            link, seq, when, d.kind, d.campaign_id, d.volunteer_id, d.message_id, data_json
+            link, seq, when, d.kind, d.campaign_id, d.volunteer_id, d.message_id, data_json, mac
         )
         rows.append(
             (
@@ -197,12 +265,24 @@ def append(
     return Appended(drafts, when, first_seq, prev_hash, hashes)
 
 
-def verify(conn: sqlite3.Connection) -> VerifyResult:
-    """Walk the chain and report the first event whose link or content does not hold."""
+EventVisitor = Callable[[int, str, str | None, str | None, str | None, str], None]
+
+
+def verify(
+    conn: sqlite3.Connection, visit: EventVisitor | None = None, *, legacy: bool = False
+) -> VerifyResult:
+    """Walk the chain and report the first event whose link or content does not hold.
+
+    `visit(seq, kind, campaign_id, volunteer_id, message_id, data_json)` sees each event
+    that holds, in order (the projections are rebuilt from them in the same pass).
+    `legacy`: check an unkeyed chain's plain hashes (for `rekey`); otherwise an unkeyed
+    chain is checked the same way but reported as needing the upgrade.
+    """
+    keyed = _keyed(conn)
+    mac = _mac_for(conn) if keyed else None
     prev_hash = GENESIS_HASH
     expected_seq = 0
-    for row in conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY seq"):  # noqa: S608
-        seq = row["seq"]
+    for seq, at, kind, campaign_id, volunteer_id, message_id, data, link, stored in _rows(conn):
         expected_seq += 1
         if seq != expected_seq:
             return VerifyResult(
@@ -212,7 +292,7 @@ def verify(conn: sqlite3.Connection) -> VerifyResult:
                 expected_seq,
                 f"event {expected_seq} is missing (next is {seq}): deleted or reordered",
             )
-        if row["prev_hash"] != prev_hash:
+        if link != prev_hash:
             return VerifyResult(
                 False,
                 seq - 1,
@@ -221,29 +301,27 @@ def verify(conn: sqlite3.Connection) -> VerifyResult:
                 f"event {seq} does not link to event {seq - 1}: an event was deleted, "
                 "inserted or reordered",
             )
-        try:
-            data_json = canonical_json(json.loads(row["data"]))
-        except (TypeError, ValueError):
-            return VerifyResult(False, seq - 1, prev_hash, seq, f"event {seq} has unreadable data")
-        recomputed = event_hash(
-            prev_hash,
-            seq,
-            row["at"],
-            row["kind"],
-            row["campaign_id"],
-            row["volunteer_id"],
-            row["message_id"],
-            data_json,
-        )
-        if recomputed != row["hash"]:
-            return VerifyResult(
-                False,
-                seq - 1,
-                prev_hash,
-                seq,
-                f"event {seq} ({row['kind']}) was edited after it was written",
-            )
-        prev_hash = row["hash"]
+        # Stored data is canonical JSON as appended: hash it as it is, and only if that
+        # fails see whether a re-serialisation of the same value holds (a rare case).
+        args = (prev_hash, seq, at, kind, campaign_id, volunteer_id, message_id)
+        if event_hash(*args, data, mac) != stored:
+            try:
+                data = canonical_json(json.loads(data))
+            except (TypeError, ValueError):
+                return VerifyResult(
+                    False, seq - 1, prev_hash, seq, f"event {seq} has unreadable data"
+                )
+            if event_hash(*args, data, mac) != stored:
+                return VerifyResult(
+                    False,
+                    seq - 1,
+                    prev_hash,
+                    seq,
+                    f"event {seq} ({kind}) was edited after it was written",
+                )
+        if visit is not None:
+            visit(seq, kind, campaign_id, volunteer_id, message_id, data)
+        prev_hash = stored
     recorded = _head_text(conn)
     if recorded != f"{expected_seq}:{prev_hash}":
         return VerifyResult(
@@ -254,4 +332,48 @@ def verify(conn: sqlite3.Connection) -> VerifyResult:
             f"the chain ends at event {expected_seq} but the ledger recorded its head as "
             f"event {recorded.split(':', 1)[0]}: events at the end were deleted",
         )
+    if not keyed and not legacy:
+        return VerifyResult(False, expected_seq, prev_hash, None, UPGRADE_HINT)
     return VerifyResult(True, expected_seq, prev_hash)
+
+
+def _rows(conn: sqlite3.Connection) -> Iterator[tuple[Any, ...]]:
+    """Every event as a plain tuple in EVENT_COLUMNS order: a verify reads hundreds of
+    thousands, and tuples are read much faster than name-indexed rows."""
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    return iter(cursor.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY seq"))  # noqa: S608
+
+
+def event_hash_at(conn: sqlite3.Connection, seq: int) -> str | None:
+    """The stored hash of event `seq`, or None if the ledger holds no such event."""
+    row = conn.execute("SELECT hash FROM events WHERE seq = ?", (seq,)).fetchone()
+    return None if row is None else str(row["hash"])
+
+
+def rekey(conn: sqlite3.Connection, mac: hmac.HMAC) -> tuple[str, int]:
+    """Re-hash an unkeyed chain under the chain key, in place; its old head (`SEQ:HASH`)
+    and the number of events. Within a transaction; refuses a chain that does not hold.
+
+    The caller records the step as an event (`ledger_upgraded`) holding the old head, so
+    anyone who wrote the old head down can still tie it to this ledger.
+    """
+    checked = verify(conn, legacy=True)
+    if not checked.ok:
+        raise LedgerError(
+            f"the unkeyed chain does not hold: {checked.reason}",
+            hint="restore the ledger from a backup taken before the damage, then upgrade",
+        )
+    old_head = _head_text(conn)
+    link = GENESIS_HASH
+    updates: list[tuple[str, str, int]] = []
+    for seq, at, kind, campaign_id, volunteer_id, message_id, data, _link, _hash in list(
+        _rows(conn)
+    ):
+        digest = event_hash(link, seq, at, kind, campaign_id, volunteer_id, message_id, data, mac)
+        updates.append((link, digest, seq))
+        link = digest
+    conn.executemany("UPDATE events SET prev_hash = ?, hash = ? WHERE seq = ?", updates)
+    write_meta(conn, "chain_head", f"{len(updates)}:{link}")
+    write_meta(conn, "chain_format", KEYED_FORMAT)
+    return old_head, len(updates)

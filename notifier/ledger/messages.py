@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from notifier.errors import LedgerError
 from notifier.ledger.chain import Appended, EventDraft, append, utc_now
+from notifier.ledger.projections import OUTCOME_KINDS
 from notifier.message import DeliveryOutcome, MessageRow, MessageState, NewMessage, can_move
 
 # SQLite limits the number of parameters in one statement.
@@ -46,7 +47,17 @@ class MessageRecord:
 def append_events(
     conn: sqlite3.Connection, drafts: Sequence[EventDraft], at: str | None = None
 ) -> Appended:
-    """Append events, and move each message named by a draft with a `state` to it."""
+    """Append events, and move each message named by a draft with a `state` to it.
+
+    An event whose kind does not name the state it moves to (a report's, say) records it
+    as `moved_to`, so the messages table can be rebuilt from the chain.
+    """
+    drafts = [
+        replace(d, data={**d.data, "moved_to": d.state})
+        if d.state is not None and d.message_id is not None and d.kind not in OUTCOME_KINDS
+        else d
+        for d in drafts
+    ]
     appended = append(conn, drafts, at)
     moves = [
         (d.state, appended.at, d.message_id)
@@ -77,19 +88,34 @@ def ensure(conn: sqlite3.Connection, campaign_id: str, messages: Iterable[NewMes
         " attempts, updated_at) VALUES (?, ?, ?, ?, 'pending', 0, ?)",
         [(m.message_id, campaign_id, m.volunteer_id, m.verp_token, now) for m in new],
     )
-    # Inserted as pending above: the events need not move them.
+    # Inserted as pending above: the events need not move them. Each carries its VERP
+    # token, so the chain vouches for the whole row.
     append(
         conn,
-        [EventDraft("queued", campaign_id, m.volunteer_id, m.message_id) for m in new],
+        [
+            EventDraft(
+                "queued", campaign_id, m.volunteer_id, m.message_id, {"verp_token": m.verp_token}
+            )
+            for m in new
+        ],
         now,
     )
     return len(new)
 
 
-def claim_for_sending(conn: sqlite3.Connection, message_ids: Sequence[str]) -> dict[str, int]:
-    """Mark messages `sending`; returns each one's attempt number. See the module docstring."""
+def claim_for_sending(
+    conn: sqlite3.Connection,
+    message_ids: Sequence[str],
+    wire: Mapping[str, tuple[str, str]] | None = None,
+) -> dict[str, int]:
+    """Mark messages `sending`; returns each one's attempt number. See the module docstring.
+
+    `wire`: message_id -> (recipient, sha256 of the bytes): the `sending` event records
+    where the message goes and exactly what goes, before it goes.
+    """
     if not message_ids:
         return {}
+    wire = wire or {}
     attempts: dict[str, int] = {}
     drafts: list[EventDraft] = []
     for start in range(0, len(message_ids), _CHUNK):
@@ -101,15 +127,14 @@ def claim_for_sending(conn: sqlite3.Connection, message_ids: Sequence[str]) -> d
         )
         for row in rows:
             attempt = int(row["attempts"] or 0) + 1
-            attempts[row["message_id"]] = attempt
+            message_id = row["message_id"]
+            attempts[message_id] = attempt
+            data: dict[str, Any] = {"attempt": attempt}
+            going = wire.get(message_id)
+            if going is not None:
+                data["recipient"], data["sha256"] = going
             drafts.append(
-                EventDraft(
-                    "sending",
-                    row["campaign_id"],
-                    row["volunteer_id"],
-                    row["message_id"],
-                    {"attempt": attempt},
-                )
+                EventDraft("sending", row["campaign_id"], row["volunteer_id"], message_id, data)
             )
     missing = set(message_ids) - attempts.keys()
     if missing:
@@ -247,6 +272,16 @@ def state_counts(conn: sqlite3.Connection, campaign_id: str) -> dict[str, int]:
             "SELECT state, count(*) AS n FROM messages WHERE campaign_id = ? GROUP BY state"
             " ORDER BY state",
             (campaign_id,),
+        )
+    }
+
+
+def message_ids(conn: sqlite3.Connection, campaign_id: str) -> dict[str, str]:
+    """volunteer_id -> Message-ID of the campaign's messages."""
+    return {
+        str(row["volunteer_id"]): str(row["message_id"])
+        for row in conn.execute(
+            "SELECT volunteer_id, message_id FROM messages WHERE campaign_id = ?", (campaign_id,)
         )
     }
 

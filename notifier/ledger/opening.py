@@ -22,11 +22,14 @@ from notifier.errors import LedgerError
 _NOT_A_LEDGER_HINT = "check the path; a ledger is the SQLite file notifier created"
 
 
-def connect(path: Path) -> tuple[sqlite3.Connection, bool]:
-    """An open connection to the ledger at `path`, and whether it is read-only."""
+def connect(
+    path: Path, factory: type[sqlite3.Connection] = sqlite3.Connection
+) -> tuple[sqlite3.Connection, bool]:
+    """An open connection (of class `factory`) to the ledger at `path`, and whether it is
+    read-only."""
     read_only = not _writable(path)
     try:
-        conn = _open(path, read_only)
+        conn = _open(path, read_only, factory)
     except sqlite3.DatabaseError as exc:
         raise LedgerError(
             f"cannot open the ledger ({exc})", file=path, hint=_NOT_A_LEDGER_HINT
@@ -89,17 +92,17 @@ def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
 
 
-def _open(path: Path, read_only: bool) -> sqlite3.Connection:
+def _open(path: Path, read_only: bool, factory: type[sqlite3.Connection]) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves, nothing implicit.
     if not read_only:
-        return sqlite3.connect(path, isolation_level=None, timeout=30.0)
+        return sqlite3.connect(path, isolation_level=None, timeout=30.0, factory=factory)
     wal = path.with_name(path.name + "-wal")
     # Nobody can write a file we cannot: immutable=1 lets SQLite read a WAL-mode file
     # without creating its -shm. Unless a -wal is left with writes not yet in the file:
     # then it must be read, through the -shm that is there with it.
     pending = wal.exists() and wal.stat().st_size > 0
     uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("" if pending else "&immutable=1")
-    return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30.0)
+    return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30.0, factory=factory)
 
 
 def _refuse_foreign(conn: sqlite3.Connection, path: Path) -> None:

@@ -35,16 +35,24 @@ from typing import Any
 
 import sqlite_utils
 
-from notifier.errors import LedgerError, VolunteerNotFound
+from notifier.errors import (
+    KeyFileError,
+    LedgerError,
+    LedgerTampered,
+    LedgerUnkeyed,
+    VolunteerNotFound,
+)
 from notifier.ledger import (
     bounces,
     campaigns,
     chain,
     events,
     opening,
+    projections,
     schema,
     senders,
     suppressions,
+    upgrade,
     volunteers,
 )
 from notifier.ledger import messages as message_table
@@ -57,6 +65,7 @@ from notifier.ledger.volunteers import ImportRecord, ImportSummary, VolunteerQue
 from notifier.message import DeliveryOutcome, MessageRow, NewMessage
 from notifier.roster import RosterResult, RowProblem
 from notifier.roster_diff import plan_import
+from notifier.secret import LedgerSecret, Purpose, key_path_for, secret_for_ledger
 from notifier.volunteer import Volunteer
 
 DEFAULT_LEDGER = "notifier.db"
@@ -77,10 +86,25 @@ class LedgerDigest:
 
 
 class Ledger:
-    """An open ledger file. Use as a context manager, or call close()."""
+    """An open ledger file. Use as a context manager, or call close().
 
-    def __init__(self, path: str | Path = DEFAULT_LEDGER, *, create: bool = True) -> None:
+    Its key file (`key_file`, default beside the ledger: `notifier.secret`) is made with a
+    new ledger and read only when a command needs it (to append events, verify, send or
+    judge bounces), so reading a report never needs it. `secret`: the key already read
+    (a second connection of the same run).
+    """
+
+    def __init__(
+        self,
+        path: str | Path = DEFAULT_LEDGER,
+        *,
+        create: bool = True,
+        key_file: Path | None = None,
+        secret: LedgerSecret | None = None,
+    ) -> None:
         self.path = Path(path)
+        self.key_file = key_file or key_path_for(self.path)
+        self._secret = secret
         if not self.path.exists():
             if not create:
                 raise LedgerError(
@@ -90,8 +114,10 @@ class Ledger:
                     "or point --ledger / NOTIFIER_LEDGER at an existing ledger",
                 )
             _create_private_file(self.path)
-        conn, self.read_only = opening.connect(self.path)
+        conn, self.read_only = opening.connect(self.path, factory=chain.ChainConnection)
+        assert isinstance(conn, chain.ChainConnection)
         conn.row_factory = sqlite3.Row  # every row is read by column name
+        conn.chain_key = self._chain_key
         self.conn = conn  # for this package's modules only
         # The same connection through sqlite_utils: for tests that set up rows by hand.
         self.db = sqlite_utils.Database(conn)
@@ -103,6 +129,46 @@ class Ledger:
         with self.transaction():
             if schema.migrate(conn, self.path) == 0:
                 chain.start(conn)
+                self.secret()  # the key is made with the ledger, and only then
+
+    # -- the key
+
+    def secret(self) -> LedgerSecret:
+        """The ledger's secret, read (or, for a new ledger, made) once; a missing or
+        foreign key file is a KeyFileError (exit 2): restore it from backup."""
+        if self._secret is not None:
+            return self._secret
+        conn = self.conn
+        fingerprint = schema.read_meta(conn, "key_fingerprint")
+        has_events = chain.head(conn)[0] > 0
+        if fingerprint is None and has_events and chain.is_keyed(conn):
+            raise KeyFileError(
+                "the ledger does not name its key (meta.key_fingerprint is gone)",
+                file=self.path,
+                hint="restore the ledger from backup; it was edited outside notifier",
+            )
+        secret = secret_for_ledger(
+            self.key_file, fingerprint=fingerprint, ledger_is_new=not has_events
+        )
+        if fingerprint is None and chain.is_keyed(conn):
+            with self.transaction():
+                schema.write_meta(conn, "key_fingerprint", secret.fingerprint)
+        self._secret = secret
+        return secret
+
+    def _chain_key(self) -> bytes:
+        return self.secret().derive(Purpose.CHAIN)
+
+    def verp_key(self) -> bytes:
+        """The key of this ledger's VERP tokens (a ledger upgraded from before keyed
+        chains keeps the raw key its tokens were made with, so old bounces still match)."""
+        if schema.read_meta(self.conn, "verp_key") == upgrade.RAW_VERP_KEY:
+            return self.secret().key
+        return self.secret().derive(Purpose.VERP)
+
+    def message_id_key(self) -> bytes:
+        """The key Message-IDs are made with (notifier.compose.message_id_for)."""
+        return self.secret().derive(Purpose.MESSAGE_ID)
 
     def __enter__(self) -> Ledger:
         return self
@@ -263,9 +329,73 @@ class Ledger:
         """Every event about one campaign: naming it, or naming only one of its messages."""
         return events.campaign_events(self.conn, campaign_id)
 
-    def verify(self) -> VerifyResult:
-        """Walk the chain and report the first event whose link or content does not hold."""
-        return chain.verify(self.conn)
+    def verify(self, anchors: Sequence[str] = ()) -> VerifyResult:
+        """Walk the chain, check each anchor (`SEQ:HASH` written down earlier), and rebuild
+        the tables that decide sending from the events; the first thing that does not hold.
+        """
+        if chain.is_keyed(self.conn):
+            self.secret()  # read (and checked) before the read transaction starts
+        with self.reading():
+            replay = projections.Replay()
+            result = chain.verify(self.conn, replay.visit)
+            if not result.ok:
+                return result
+            for anchor in anchors:
+                problem = self._anchor_problem(anchor)
+                if problem:
+                    return VerifyResult(False, result.events, result.head, None, problem)
+            difference = replay.first_difference(self.conn)
+            if difference:
+                return VerifyResult(False, result.events, result.head, None, difference)
+            return result
+
+    def _anchor_problem(self, anchor: str) -> str:
+        seq_text, _, wanted = anchor.strip().partition(":")
+        if not seq_text.isdigit() or len(wanted) != 64:
+            raise LedgerError(
+                f"not an anchor: {anchor!r}",
+                hint="give SEQ:HASH as notifier ledger head printed it",
+            )
+        stored = chain.event_hash_at(self.conn, int(seq_text))
+        if stored is None:
+            return (
+                f"anchor {seq_text}:{wanted[:12]}...: the ledger holds no event {seq_text}"
+                " (events were removed, or this is an older copy)"
+            )
+        if stored != wanted.lower():
+            return (
+                f"anchor {seq_text}:{wanted[:12]}...: event {seq_text} has another hash"
+                f" ({stored[:12]}...): the history up to it was rewritten or replaced"
+            )
+        return ""
+
+    def head(self) -> str:
+        """`SEQ:HASH` of the last event: worth writing down outside the ledger (an anchor)."""
+        return chain.head_text(self.conn)
+
+    def require_intact(self) -> None:
+        """Refuse (exit 1) a ledger that fails verification: nothing is sent from it."""
+        result = self.verify()
+        if result.ok:
+            return
+        if not chain.is_keyed(self.conn) and result.first_bad_seq is None:
+            raise LedgerUnkeyed(
+                f"the ledger is {chain.UPGRADE_HINT}",
+                file=self.path,
+                hint="nothing was sent",
+            )
+        raise LedgerTampered(
+            f"the ledger fails verification: {result.reason}",
+            file=self.path,
+            hint="run notifier ledger verify; nothing was sent",
+        )
+
+    def upgrade(self) -> upgrade.Upgraded | None:
+        """Re-key an old unkeyed chain, recorded as an event (None: nothing to do)."""
+        with self.transaction():
+            done = upgrade.upgrade(self.conn, self.key_file)
+        self._secret = None
+        return done
 
     # -- volunteers and roster imports
 
@@ -349,14 +479,19 @@ class Ledger:
         with self.transaction():
             return message_table.ensure(self.conn, campaign_id, messages)
 
-    def claim_for_sending(self, message_ids: Sequence[str]) -> dict[str, int]:
+    def claim_for_sending(
+        self,
+        message_ids: Sequence[str],
+        wire: dict[str, tuple[str, str]] | None = None,
+    ) -> dict[str, int]:
         """Mark messages `sending` in one committed transaction; returns each one's attempt.
 
         Call it before the bytes go out: a crash after this leaves the messages `sending`,
-        which the next run reports as uncertain rather than sending them twice.
+        which the next run reports as uncertain rather than sending them twice. `wire`:
+        message_id -> (recipient, sha256 of the bytes), recorded in the `sending` events.
         """
         with self.transaction():
-            return message_table.claim_for_sending(self.conn, message_ids)
+            return message_table.claim_for_sending(self.conn, message_ids, wire)
 
     def record_outcomes(self, outcomes: Iterable[DeliveryOutcome]) -> int:
         """Append one event per outcome (kind = new state) and keep the server's reply."""
@@ -397,6 +532,11 @@ class Ledger:
     def state_counts(self, campaign_id: str) -> dict[str, int]:
         """Number of the campaign's messages in each state (states with none are left out)."""
         return message_table.state_counts(self.conn, campaign_id)
+
+    def message_ids(self, campaign_id: str) -> dict[str, str]:
+        """volunteer_id -> Message-ID of the campaign's messages, as the ledger issued them
+        (what a follow-up's In-Reply-To names: looked up, never recomputed)."""
+        return message_table.message_ids(self.conn, campaign_id)
 
     def has_messages(self, campaign_id: str) -> bool:
         """True when the ledger holds any message of this campaign (it has been sent)."""
@@ -446,10 +586,27 @@ class Ledger:
     def suppressions(self) -> list[Suppression]:
         return suppressions.suppressions(self.conn)
 
-    def add_suppression(self, email: str, reason: str, *, event_seq: int | None) -> Suppression:
-        """Put an address on the suppression list, as of now."""
+    def add_suppression(
+        self,
+        email: str,
+        reason: str,
+        *,
+        event_seq: int | None,
+        campaign_id: str | None = None,
+        volunteer_id: str | None = None,
+        message_id: str | None = None,
+    ) -> Suppression:
+        """Put an address on the suppression list, as of now, with its event."""
         with self.transaction():
-            return suppressions.add(self.conn, email, reason, event_seq=event_seq)
+            return suppressions.add(
+                self.conn,
+                email,
+                reason,
+                event_seq=event_seq,
+                campaign_id=campaign_id,
+                volunteer_id=volunteer_id,
+                message_id=message_id,
+            )
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

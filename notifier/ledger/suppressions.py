@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from notifier.ledger.chain import utc_now
+from notifier.ledger.chain import EventDraft, append, utc_now
 
 
 def address_key(email: str) -> str:
@@ -53,9 +53,32 @@ def is_suppressed(conn: sqlite3.Connection, email: str) -> bool:
     return address_key(email) in suppressed_addresses(conn)
 
 
-def add(conn: sqlite3.Connection, email: str, reason: str, *, event_seq: int | None) -> Suppression:
-    """Put an address on the list, as of now. Within a transaction."""
+def add(
+    conn: sqlite3.Connection,
+    email: str,
+    reason: str,
+    *,
+    event_seq: int | None,
+    campaign_id: str | None = None,
+    volunteer_id: str | None = None,
+    message_id: str | None = None,
+) -> Suppression:
+    """Put an address on the list, as of now, with its `address_suppressed` event (the
+    chain vouches for the list). Within a transaction."""
     suppression = Suppression(email, reason, utc_now(), event_seq)
+    append(
+        conn,
+        [
+            EventDraft(
+                "address_suppressed",
+                campaign_id=campaign_id,
+                volunteer_id=volunteer_id,
+                message_id=message_id,
+                data={"email": email, "reason": reason, "bounce_seq": event_seq},
+            )
+        ],
+        suppression.at,
+    )
     conn.execute(
         "INSERT INTO suppressions(email, reason, at, event_seq) VALUES (?, ?, ?, ?)",
         (suppression.email, suppression.reason, suppression.at, suppression.event_seq),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from notifier.ledger.chain import EventDraft, append, utc_now
+from notifier.ledger.projections import volunteer_row_sha256
 from notifier.roster import RosterResult, RowProblem
 from notifier.roster_diff import ImportPlan, StoredTexts, VolunteerUpdate
 from notifier.volunteer import TEXT_FIELDS, Volunteer
@@ -220,9 +221,14 @@ def record_import(
         EventDraft(
             "volunteer_added",
             volunteer_id=a.volunteer.volunteer_id,
-            # The address as imported, under the chain's protection; the rest of the
-            # person's record is in the volunteers table.
-            data={"import_id": import_id, "row": a.row, "email": a.volunteer.email},
+            # The address as imported, and the sha256 of the whole row as written: the
+            # chain vouches for the volunteers table (notifier.ledger.projections).
+            data={
+                "import_id": import_id,
+                "row": a.row,
+                "email": a.volunteer.email,
+                "row_sha256": volunteer_row_sha256(a.volunteer.volunteer_id, a.volunteer.texts()),
+            },
         )
         for a in plan.added
     ]
@@ -234,6 +240,7 @@ def record_import(
                 "import_id": import_id,
                 "row": u.row,
                 "changes": {f: {"old": o, "new": n} for f, (o, n) in u.changes.items()},
+                "row_sha256": volunteer_row_sha256(u.volunteer.volunteer_id, u.volunteer.texts()),
             },
         )
         for u in plan.updated
@@ -247,6 +254,7 @@ def record_import(
                 "column": p.column,
                 "value": p.value,
                 "reason": p.reason,
+                "field": p.field,
                 # Who the row is about, as the file has it: the person stays on the
                 # postal worklist until a later import brings them in.
                 "who": dict(p.who),

@@ -122,9 +122,9 @@ def poison_maildir(tmp_path: Path) -> Path:
 
 
 def test_poison_first_in_a_maildir_does_not_stop_ingest(notifier: Notifier, tmp_path: Path) -> None:
+    write_key(notifier.ledger_path)
     with Ledger(notifier.ledger_path) as led:
         seed_ledger(led, [1, 3])
-    write_key(notifier.ledger_path)
     box = poison_maildir(tmp_path)
     first = notifier("bounces", "ingest", str(box))
     assert first.exit_code == 0, first.output
@@ -149,9 +149,9 @@ def test_poison_first_in_a_maildir_does_not_stop_ingest(notifier: Notifier, tmp_
 
 
 def test_limits_come_from_the_settings(notifier: Notifier, tmp_path: Path) -> None:
+    write_key(notifier.ledger_path)
     with Ledger(notifier.ledger_path) as led:
         seed_ledger(led, [1])
-    write_key(notifier.ledger_path)
     (tmp_path / "notifier.toml").write_text("[bounces]\nmax_bytes = 1000\n", encoding="utf-8")
     result = notifier("bounces", "ingest", str(FIXTURES / "postfix-hard-511.eml"))
     assert result.exit_code == 0, result.output

@@ -9,6 +9,7 @@ from test_bounces import (
     fixture,
     kinds_for,
     mid,
+    report_events,
     seed_ledger,
     state_of,
     suppressed,
@@ -82,7 +83,7 @@ def test_auto_reply_never_suppresses(ledger: Ledger) -> None:
     assert suppressed(ledger) == set()
     assert state_of(ledger, 1) == "sent"
     assert kinds_for(ledger, 1) == ["bounce_unmatched"]  # kept, tied to the notice
-    (event,) = ledger.events(message_id=mid(1))
+    (event,) = report_events(ledger, 1)
     assert "Auto-Submitted: auto-replied" in str(event.data["reason"])
 
 

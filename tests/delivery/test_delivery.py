@@ -32,7 +32,7 @@ from notifier.errors import DeliveryError
 from notifier.ledger import Event, Ledger
 from notifier.pipeline import SendScope
 from notifier.sink import Sink
-from notifier.verp import key_path_for, load_or_create_key, make_token, token_is_authentic
+from notifier.verp import make_token, token_is_authentic
 from notifier.volunteer import Volunteer
 
 
@@ -94,7 +94,7 @@ def test_delivery_sends_each_message_once_with_verp_dsn_and_queue_id(
     assert summary.counts == {"sent": 8}
     assert ledger.state_counts(campaign.campaign_id) == {"sent": 8}
     assert recipients(sink.messages) == {v.email: 1 for v in people}
-    key = load_or_create_key(key_path_for(ledger.path))
+    key = ledger.verp_key()
     by_recipient = {m.rcpt_tos[0]: m for m in sink.messages}
     for volunteer in people:
         received = by_recipient[volunteer.email]
@@ -266,9 +266,7 @@ def test_delivery_skips_suppressed_addresses_with_an_event(
     ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
 ) -> None:
     bounced = people[6]
-    ledger.db.table("suppressions").insert(
-        {"email": bounced.email.upper(), "reason": "hard bounce", "at": "2020-03-25T00:00:00Z"}
-    )
+    ledger.add_suppression(bounced.email.upper(), "hard bounce", event_seq=None)
     summary = send(ledger, campaign, people, sink.url)
     assert summary.counts == {"sent": 7}
     assert summary.suppressed == 1

@@ -6,6 +6,7 @@ The tamper tests edit the file with plain sqlite3 on purpose: that is what they 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import itertools
 import json
 import sqlite3
@@ -18,6 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from notifier.ledger import GENESIS_HASH, EventDraft, Ledger, canonical_json, event_hash
+from notifier.ledger.chain import mac_for_key
+from notifier.secret import Purpose
 
 # Any text: quotes, backslashes, control characters, line separators, non-BMP.
 TEXT = st.text(max_size=20)
@@ -36,8 +39,11 @@ DRAFT = st.builds(
 )
 
 
-def reference_hash(prev_hash: str, seq: int, at: str, draft: EventDraft) -> str:
-    """The definition event_hash() writes out by hand: canonical JSON of the whole event."""
+def reference_hash(
+    prev_hash: str, seq: int, at: str, draft: EventDraft, key: bytes | None = None
+) -> str:
+    """The definition event_hash() writes out by hand: canonical JSON of the whole event,
+    HMAC-SHA256 under the chain key (plain SHA-256 in ledgers written before keys)."""
     content = json.dumps(
         {
             "seq": seq,
@@ -52,7 +58,10 @@ def reference_hash(prev_hash: str, seq: int, at: str, draft: EventDraft) -> str:
         separators=(",", ":"),
         ensure_ascii=False,
     )
-    return hashlib.sha256(f"{prev_hash}\n{content}".encode()).hexdigest()
+    payload = f"{prev_hash}\n{content}".encode()
+    if key is not None:
+        return hmac.new(key, payload, hashlib.sha256).hexdigest()
+    return hashlib.sha256(payload).hexdigest()
 
 
 def write_events(path: Path, count: int = 5) -> None:
@@ -83,14 +92,16 @@ def test_appended_events_hash_to_the_reference_and_verify(
 ) -> None:
     path = tmp_path / "append.db"
     path.unlink(missing_ok=True)
+    path.with_name("append.db.key").unlink(missing_ok=True)
     with Ledger(path) as ledger:
         events = ledger.append_events(drafts)
         assert ledger.verify().ok
         assert list(ledger.events()) == events  # read back as written
+        key = ledger.secret().derive(Purpose.CHAIN)
     prev = GENESIS_HASH
     for seq, (event, draft) in enumerate(zip(events, drafts, strict=True), start=1):
         assert (event.seq, event.prev_hash) == (seq, prev)
-        assert event.hash == reference_hash(prev, event.seq, event.at, draft)
+        assert event.hash == reference_hash(prev, event.seq, event.at, draft, key)
         prev = event.hash
 
 
@@ -106,10 +117,14 @@ def test_event_hash_is_the_reference_for_one_event() -> None:
     assert event_hash(
         GENESIS_HASH, 7, at, **fields, data_json=canonical_json(draft.data)
     ) == reference_hash(GENESIS_HASH, 7, at, draft)
+    key = b"k" * 32
+    assert event_hash(
+        GENESIS_HASH, 7, at, **fields, data_json=canonical_json(draft.data), mac=mac_for_key(key)
+    ) == reference_hash(GENESIS_HASH, 7, at, draft, key)
 
 
-# Written by notifier before the ledger became a package: ledgers in use hold such hashes,
-# so these must never change.
+# Written by notifier before the ledger became a package (unkeyed): ledgers in use hold
+# such hashes, so these must never change (they are verified, then upgraded).
 GOLDEN = [
     (
         EventDraft(
@@ -148,12 +163,15 @@ GOLDEN = [
 ]
 
 
-def test_hashes_are_those_existing_ledgers_hold(ledger: Ledger) -> None:
-    events = ledger.append_events(
-        [draft for draft, _ in GOLDEN], at="2020-04-01T10:00:00.000000+00:00"
-    )
-    assert [e.hash for e in events] == [expected for _, expected in GOLDEN]
-    assert ledger.verify().head == GOLDEN[-1][1]
+def test_hashes_are_those_existing_ledgers_hold() -> None:
+    at = "2020-04-01T10:00:00.000000+00:00"
+    prev = GENESIS_HASH
+    for seq, (d, expected) in enumerate(GOLDEN, start=1):
+        data_json = canonical_json(d.data)
+        prev = event_hash(
+            prev, seq, at, d.kind, d.campaign_id, d.volunteer_id, d.message_id, data_json
+        )
+        assert prev == expected
 
 
 # --- appending and reading back ---------------------------------------------------------

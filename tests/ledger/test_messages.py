@@ -4,10 +4,10 @@ that move each message's state in the same statement as they are written."""
 from __future__ import annotations
 
 import pytest
-from smtp_helpers import make_volunteers
+from smtp_helpers import add_volunteers, make_volunteers
 
 from notifier.errors import LedgerError
-from notifier.ledger import EventDraft, Ledger, MessageRecord, volunteer_to_row
+from notifier.ledger import EventDraft, Ledger, MessageRecord
 from notifier.message import DeliveryOutcome, NewMessage
 
 IDS = [f"<m{i}@example.org>" for i in range(3)]
@@ -16,7 +16,7 @@ IDS = [f"<m{i}@example.org>" for i in range(3)]
 @pytest.fixture
 def campaign(ledger: Ledger) -> Ledger:
     """Campaign `c` with three pending messages, to HMR-00000 .. HMR-00002."""
-    ledger.db.table("volunteers").insert_all([volunteer_to_row(v) for v in make_volunteers(3)])
+    add_volunteers(ledger, make_volunteers(3))
     assert ledger.register_campaign(
         "c", title="t", follows=None, definition={}, templates_sha256="0" * 64
     )

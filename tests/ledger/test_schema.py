@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from notifier.errors import LedgerError
+from notifier.errors import LedgerError, LedgerUnkeyed
 from notifier.ledger import MIGRATIONS, SCHEMA_VERSION, EventDraft, Ledger
 
 
@@ -82,5 +82,9 @@ def test_version_1_ledger_migrates_forward_and_keeps_its_rows(ledger_path: Path)
     with Ledger(ledger_path) as led:
         assert led.schema_version() == SCHEMA_VERSION >= 2
         assert [p.field for p in led.rejected_rows(1)] == ["email", "", "exposure"]
+        assert led.verify().reason == "unkeyed (old format): run notifier ledger upgrade"
+        with pytest.raises(LedgerUnkeyed):  # no new event until it is upgraded
+            led.append_event(EventDraft("test"))
+        assert led.upgrade() is not None  # re-keyed, its rows adopted by events
         led.append_event(EventDraft("test"))
         assert led.verify().ok

@@ -63,9 +63,7 @@ def selected(ledger: Ledger, people: list[Volunteer], scope: SendScope) -> list[
 
 
 def suppress(ledger: Ledger, volunteer: Volunteer) -> None:
-    ledger.db.table("suppressions").insert(
-        {"email": volunteer.email.upper(), "reason": "hard bounce", "at": "2020-03-25T00:00:00Z"}
-    )
+    ledger.add_suppression(volunteer.email.upper(), "hard bounce", event_seq=None)
 
 
 # --- the selection on its own ---------------------------------------------------------

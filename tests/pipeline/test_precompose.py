@@ -45,7 +45,9 @@ def test_precompose_resumed_run_sends_each_remaining_message_once(ledger: Ledger
         assert first.counts == {"sent": 150}
         # One connection: the server sees the messages in the order they were sent.
         assert _message_ids(sink) == [
-            message_id_for(campaign.campaign_id, v.volunteer_id, "example.org")
+            message_id_for(
+                campaign.campaign_id, v.volunteer_id, "example.org", ledger.message_id_key()
+            )
             for v in volunteers[:150]
         ]
     with Sink() as sink:

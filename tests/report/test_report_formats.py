@@ -64,10 +64,10 @@ def test_csv_has_the_contract_header_and_one_row_per_recipient(built: Ledger) ->
     text = report_as_csv(campaign_report(built, C1))
     assert text.splitlines()[0] == (
         "volunteer_id,email,locale,exposure,state,first_attempt_at,final_at,attempts,"
-        "smtp_reply,queue_id,diagnostic"
+        "smtp_reply,queue_id,diagnostic,ledger_head"
     )
     rows = list(csv.DictReader(io.StringIO(text)))
-    assert tuple(rows[0]) == REPORT_CSV_COLUMNS
+    assert tuple(rows[0]) == (*REPORT_CSV_COLUMNS, "ledger_head")
     assert [r["volunteer_id"] for r in rows] == [p.vid for p in PEOPLE]
     assert rows[5] == {
         "volunteer_id": "v06",
@@ -81,6 +81,7 @@ def test_csv_has_the_contract_header_and_one_row_per_recipient(built: Ledger) ->
         "smtp_reply": TEMP_REPLY,
         "queue_id": "",
         "diagnostic": "",
+        "ledger_head": built.head(),
     }
     assert rows[2]["diagnostic"] == HARD_DIAG
 
@@ -94,6 +95,7 @@ def test_json_is_one_object_with_the_documented_keys(built: Ledger) -> None:
         "registered_at",
         "generated_at",
         "ledger",
+        "ledger_head",
         "verification",
         "templates_sha256",
         "total",
