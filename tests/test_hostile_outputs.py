@@ -127,9 +127,9 @@ def test_bounces_parse_escapes_control_characters(notifier: Notifier, tmp_path: 
 def test_bounces_unmatched_escapes_control_characters(notifier: Notifier, tmp_path: Path) -> None:
     from notifier.ledger import Ledger
 
+    write_key(notifier.ledger_path)
     with Ledger(notifier.ledger_path) as led:
         seed_ledger(led, [1])
-    write_key(notifier.ledger_path)
     report = hostile_report(tmp_path)
     assert notifier("bounces", "ingest", str(report)).exit_code == 0
     listing = notifier("bounces", "unmatched")
