@@ -6,13 +6,11 @@ the late comers exit 2 at once, naming the running sender, and send nothing.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from processes import finished, run_notifier, start_notifier
 from smtp_helpers import (
     ScriptedHandler,
     add_volunteers,
@@ -30,47 +28,6 @@ COUNT = 60
 pytestmark = pytest.mark.slow
 
 
-def command(ledger_path: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "notifier", "--ledger", str(ledger_path), *args]
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
-
-
-def start(ledger_path: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        command(ledger_path, *args),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ledger_path.parent,
-        env=clean_env(),
-    )
-
-
-def run(ledger_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command(ledger_path, *args),
-        capture_output=True,
-        text=True,
-        cwd=ledger_path.parent,
-        env=clean_env(),
-        timeout=120,
-        check=False,
-    )
-
-
-def finished(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
-    try:
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-    return proc.returncode, out, err
-
-
 @pytest.fixture
 def roster(ledger_path: Path) -> list[str]:
     volunteers = make_volunteers(COUNT)
@@ -85,7 +42,7 @@ def test_two_sends_started_together_tell_everyone_once(
 ) -> None:
     with Sink() as sink:
         send = ("send", CAMPAIGN, "--yes", "--smtp", sink.url, "--rate", "40")
-        first, second = start(ledger_path, *send), start(ledger_path, *send)
+        first, second = start_notifier(ledger_path, *send), start_notifier(ledger_path, *send)
         results = [finished(first), finished(second)]
         got = recipients(sink.messages)
     codes = sorted(code for code, _, _ in results)
@@ -105,16 +62,20 @@ def test_late_resend_uncertain_is_refused_quickly_and_status_shows_in_flight(
     # the operator, in another terminal, looks at the status and tries again.
     handler = ScriptedHandler({roster[10]: ["hold", "ok"]})
     with Sink(handler=handler) as sink:
-        sender = start(ledger_path, "send", CAMPAIGN, "--yes", "--smtp", sink.url, "--rate", "20")
+        sender = start_notifier(
+            ledger_path, "send", CAMPAIGN, "--yes", "--smtp", sink.url, "--rate", "20"
+        )
         try:
             assert handler.holding.wait(60), "the first send never reached the held message"
-            status = run(ledger_path, "status", CAMPAIGN, "--format", "json")
+            status = run_notifier(ledger_path, "status", CAMPAIGN, "--format", "json")
             began = time.monotonic()
-            late = run(
+            late = run_notifier(
                 ledger_path, "send", CAMPAIGN, "--yes", "--smtp", sink.url, "--resend-uncertain"
             )
             late_seconds = time.monotonic() - began
-            resend = run(ledger_path, "resend", CAMPAIGN, "--status", "failed_temporary", "--yes")
+            resend = run_notifier(
+                ledger_path, "resend", CAMPAIGN, "--status", "failed_temporary", "--yes"
+            )
         finally:
             handler.release.set()
             code, _out, err = finished(sender)
