@@ -30,8 +30,10 @@ import threading
 import time
 from pathlib import Path
 
-from notifier.campaign import load_campaign
+from notifier.approval import approve
+from notifier.campaign import apply_overrides, load_campaign
 from notifier.compose import build_message
+from notifier.config import Settings
 from notifier.ledger import Ledger, volunteer_to_row
 from notifier.render import Renderer
 from notifier.volunteer import EXPOSURES, Volunteer
@@ -161,6 +163,9 @@ def main() -> int:
             ledger_path = work / "bench.db"
             with Ledger(ledger_path) as led:
                 led.db.table("volunteers").insert_all(volunteer_to_row(v) for v in people)
+                # A send goes ahead only once approved (the bench's directory has no
+                # notifier.toml, so the default settings are those the send sees).
+                approve(led, apply_overrides(load_campaign(CAMPAIGN), Settings()), "bench")
             command = [
                 sys.executable, "-m", "notifier", "--ledger", str(ledger_path),
                 "send", CAMPAIGN, "--yes", "--smtp", f"smtp://127.0.0.1:{port}",
