@@ -552,11 +552,12 @@ class Delivery:
                 outcome, following, connection_failed = await self._attempt(session, job, written)
                 if job.future is not None:
                     job.future.set_result(outcome)
-                    # Let the retry task record the outcome before this connection claims
-                    # its next message: the bound on unsettled claims holds for retries too.
-                    await asyncio.sleep(0)
                 else:
                     self._first_attempt_done(job.message, outcome)
+                if job.future is not None or outcome.state == "deferred":
+                    # Let its retry task record the outcome before this connection claims
+                    # its next message: the bound on unsettled claims holds for retries too.
+                    await asyncio.sleep(0)
             finally:
                 queue.task_done()
             job, written = following
