@@ -30,8 +30,10 @@ import threading
 import time
 from pathlib import Path
 
-from notifier.campaign import load_campaign
+from notifier.approval import approve
+from notifier.campaign import apply_overrides, load_campaign
 from notifier.compose import build_message
+from notifier.config import Settings
 from notifier.ledger import Ledger
 from notifier.render import Renderer
 from notifier.roster import AcceptedRow, RosterResult
@@ -171,6 +173,9 @@ def main() -> int:
                         problems=(),
                     )
                 )
+                # A send goes ahead only once approved (the bench's directory has no
+                # notifier.toml, so the default settings are those the send sees).
+                approve(led, apply_overrides(load_campaign(CAMPAIGN), Settings()), "bench")
             command = [
                 sys.executable, "-m", "notifier", "--ledger", str(ledger_path),
                 "send", CAMPAIGN, "--yes", "--smtp", f"smtp://127.0.0.1:{port}",

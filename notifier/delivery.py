@@ -4,11 +4,15 @@ journaled.
 The parts, in the order a message meets them:
 
 - `Delivery._dispatch`: the overall token bucket (`rate`), the per-domain rate
-  (`per_domain`), batches with pauses; then a small window of messages is claimed as
-  `sending` in the journal, in one transaction, before any of their bytes go out.
+  (`per_domain`), batches with pauses. Unthrottled, a window of messages is then claimed
+  as `sending` in the journal, in one transaction, before any of their bytes go out.
+  Throttled (a rate set), messages are handed on unclaimed.
 - `Delivery._worker`: one per connection (`concurrency`); each carries many messages on
   an `SmtpSession` (notifier.smtp.session), with RSET between them, and reconnects after
-  a failure.
+  a failure. A worker claims a message it was handed unclaimed (and a retry) itself,
+  just before writing it: throttled, a connection has at most two messages claimed and
+  not settled -- the one being written or awaiting its reply, and the next one, whose
+  envelope is pipelined behind it.
 - `classify_smtp_outcome` (notifier.smtp.outcome): the one place a server reply becomes
   sent / deferred / failed_permanent.
 - `RetryPolicy`: the one rule for trying again (tenacity): deferred messages up to
@@ -17,9 +21,10 @@ The parts, in the order a message meets them:
 
 The engine knows the ledger only through the `Journal` protocol (notifier.journal has
 the implementation). Crash safety rests on it: outcomes are buffered and written in
-batches, but a claim always writes the buffer first and returns only once committed, and
-the number of messages claimed and not yet settled is bounded, so a SIGKILL leaves at
-most that many messages in `sending` -- the ones the next run reports as uncertain.
+batches, but a claim always writes the buffer first, in its own transaction, and returns
+only once committed, and the number of messages claimed and not yet settled is bounded
+(`SendOptions.max_unsettled`, tied to the connections), so a SIGKILL leaves at most that
+many messages in `sending` -- the ones the next run reports as uncertain.
 """
 
 from __future__ import annotations
@@ -49,6 +54,13 @@ log = logging.getLogger(__name__)
 # A worker whose server cannot be reached waits at most this long before trying again,
 # so a server that comes back is used soon.
 RECONNECT_WAIT_MAX = 30.0
+
+# Throttled, a connection holds at most this many messages claimed and not settled: the
+# one being written or awaiting its reply, and the next one (pipelined behind it).
+CLAIMS_PER_CONNECTION = 2
+# Unthrottled, claims are batched for throughput: this many messages per transaction per
+# connection, and at most four such windows claimed and not settled.
+CLAIM_WINDOW_PER_CONNECTION = 8
 
 
 # --- options and the retry policy -----------------------------------------------------
@@ -126,15 +138,29 @@ class SendOptions:
     require_tls: bool = False
     validate_certs: bool = True
     ca_file: Path | None = None  # PEM CAs trusted besides the system's ([smtp] ca_file)
-    claim_window: int = 64  # messages claimed as `sending` per ledger transaction
     flush_interval: float = 0.25  # seconds between ledger writes of buffered outcomes
     local_hostname: str | None = None  # EHLO name; default: this machine's FQDN
 
     @property
+    def throttled(self) -> bool:
+        """A rate limit is set: messages are claimed one by one, as a connection is about
+        to write them, not in windows ahead of the sending."""
+        return self.rate > 0 or self.per_domain > 0
+
+    @property
+    def claim_window(self) -> int:
+        """Messages claimed as `sending` per ledger transaction."""
+        if self.throttled:
+            return 1
+        return CLAIM_WINDOW_PER_CONNECTION * self.concurrency
+
+    @property
     def max_unsettled(self) -> int:
         """Messages claimed but whose outcome is not yet written: the most a crash can
-        leave uncertain."""
-        return max(4 * self.claim_window, 2 * self.concurrency)
+        leave in `sending` (uncertain). Throttled, two per connection."""
+        if self.throttled:
+            return CLAIMS_PER_CONNECTION * self.concurrency
+        return 4 * self.claim_window
 
     @property
     def retry(self) -> RetryPolicy:
@@ -202,7 +228,8 @@ class DeliveryStats:
 @dataclass
 class _Job:
     message: OutgoingMessage
-    attempt: int
+    attempt: int = 0  # from the claim
+    claimed: bool = False  # committed as `sending`: its bytes may go out
     # Set for retries: the retry task waits for the outcome instead of the worker deciding.
     future: asyncio.Future[DeliveryOutcome] | None = None
 
@@ -249,8 +276,12 @@ class Delivery:
         self._queue: asyncio.Queue[_Job | None] | None = None
         self._retries: set[asyncio.Task[None]] = set()
         self._claimed = 0  # claims made (first attempts and retries)
-        self._flush_at = 0  # buffered outcomes that let a waiting claim go on (0: none waits)
+        self._recorded = 0  # outcomes recorded for claimed messages (written or buffered)
+        self._settle_to: int | None = None  # a claim waits for this many unsettled at most
         self._settled_event: asyncio.Event | None = None
+        self._unclaimed = 0  # jobs handed to the workers and not yet claimed
+        self._room: asyncio.Event | None = None  # set when a worker takes an unclaimed job
+        self._failure: Exception | None = None  # a claim made by a worker failed
         self._in_batch = 0
 
     # -- control
@@ -260,6 +291,8 @@ class Delivery:
         self.stats.stopped = True
         if self._stop is not None:
             self._stop.set()
+        if self._room is not None:
+            self._room.set()
 
     @property
     def stopping(self) -> bool:
@@ -289,6 +322,7 @@ class Delivery:
         if self.stats.stopped:
             self._stop.set()
         self._settled_event = asyncio.Event()
+        self._room = asyncio.Event()
         self._queue = asyncio.Queue()
         self.stats = DeliveryStats(stopped=self.stats.stopped)
         workers = [asyncio.create_task(self._worker(s)) for s in self.sessions]
@@ -312,6 +346,7 @@ class Delivery:
         await flusher
         await self.journal.settle()
         self.stats.finished = self.clock()
+        failure = failure or self._failure
         if failure is not None:
             raise failure
         if self.stats.fatal is not None:
@@ -348,19 +383,31 @@ class Delivery:
                 await self._admit(released, window)
 
     async def _admit(self, message: OutgoingMessage, window: list[OutgoingMessage]) -> None:
-        """Take a rate token for the message and put it in the window to be claimed."""
+        """Take a rate token for the message, then put it in the window to be claimed or,
+        throttled, hand it to the workers unclaimed (a worker claims it when it writes it)."""
+        throttled = self.options.throttled
+        if throttled:
+            # No more waiting than the connections can take up: a message's token is
+            # taken just before a worker is free for it.
+            await self._wait_unclaimed(self.options.concurrency - 1)
         while not self._bucket.take(1, self.clock()):
             await self._claim(window)  # what we hold can go while we wait
             await self._sleep(self._bucket.wait_time(self.clock()))
             if self.stopping:
                 return
-        window.append(message)
-        if len(window) >= self.options.claim_window:
-            await self._claim(window)
+        if self.stopping:
+            return
+        if throttled:
+            await self._hand_out(_Job(message))
+        else:
+            window.append(message)
+            if len(window) >= self.options.claim_window:
+                await self._claim(window)
         self._in_batch += 1
         if self.options.batch_size and self._in_batch >= self.options.batch_size:
             self._in_batch = 0
             await self._claim(window)
+            await self._wait_unclaimed(0)
             await self._wait_settled(0)
             log.info("batch done; pausing %.1f s", self.options.batch_pause)
             await self._sleep(self.options.batch_pause)
@@ -370,44 +417,80 @@ class Delivery:
         if not window:
             return
         await self._wait_settled(self.options.max_unsettled - len(window))
-        # Bound memory when a server defers everything: wait for retries to finish.
-        while len(self._retries) > 1000 and not self.stopping:
-            await asyncio.wait(set(self._retries), return_when=asyncio.FIRST_COMPLETED)
+        await self._wait_retries()
         attempts = await self.journal.claim(window)
         self._claimed += len(window)
         assert self._queue is not None
         for message in window:
-            self._queue.put_nowait(_Job(message, attempts[message.message_id]))
+            self._queue.put_nowait(_Job(message, attempts[message.message_id], claimed=True))
         window.clear()
 
+    async def _wait_retries(self) -> None:
+        """Bound memory when a server defers everything: wait for retries to finish."""
+        while len(self._retries) > 1000 and not self.stopping:
+            await asyncio.wait(set(self._retries), return_when=asyncio.FIRST_COMPLETED)
+
+    async def _hand_out(self, job: _Job) -> None:
+        """Give the workers a job to claim when one of them is about to write it."""
+        await self._wait_retries()
+        assert self._queue is not None
+        self._unclaimed += 1
+        self._queue.put_nowait(job)
+
+    async def _wait_unclaimed(self, most: int) -> None:
+        """Wait until at most `most` jobs handed out are still unclaimed."""
+        assert self._room is not None
+        while self._unclaimed > max(most, 0) and not self.stopping:
+            self._room.clear()
+            await self._room.wait()
+
+    async def _claim_taken(self, job: _Job) -> bool:
+        """Claim a job a worker has taken and is about to write; False if it is not to be
+        sent (a stop was requested before it was claimed, or the claim failed)."""
+        assert self._room is not None
+        self._unclaimed -= 1
+        self._room.set()
+        if self.stopping and job.future is None:
+            return False  # never claimed: it stays due, for the next run
+        try:
+            attempts = await self.journal.claim([job.message])
+        except Exception as exc:  # the ledger cannot be written: stop, raised by run()
+            self._failure = self._failure or exc
+            self.request_stop()
+            if job.future is not None:
+                job.future.set_exception(_Stopped())
+            return False
+        self._claimed += 1
+        job.attempt = attempts[job.message.message_id]
+        job.claimed = True
+        return True
+
     async def _wait_settled(self, most: int) -> None:
-        """Wait until at most `most` claimed messages are still without a written outcome."""
+        """Wait until at most `most` claimed messages are still without an outcome. The
+        outcomes recorded so far are written by the next claim, in its transaction, before
+        its messages are marked `sending`."""
         assert self._settled_event is not None
         most = max(most, 0)
-        while self._claimed - self.journal.written > most:
-            needed = self._claimed - self.journal.written - most
-            if self.journal.unwritten >= needed:
-                await self.journal.settle()
-                continue
+        while self._claimed - self._recorded > most:
             # Wake when enough outcomes are in to free the room in one write, not at
             # every outcome: one transaction per outcome would be the bottleneck.
-            self._flush_at = needed
+            self._settle_to = most
             self._settled_event.clear()
             await self._settled_event.wait()
-        self._flush_at = 0
+        self._settle_to = None
 
     def _record(self, outcome: DeliveryOutcome) -> None:
         self.journal.record(outcome)
-        if self._flush_at and self.journal.unwritten >= self._flush_at:
+        self._recorded += 1
+        if self._settle_to is not None and self._claimed - self._recorded <= self._settle_to:
             assert self._settled_event is not None
-            self._settled_event.set()  # the waiting claim can flush and go on
+            self._settled_event.set()  # the waiting claim can write these and go on
         self._count(outcome)
 
     def record_unsent(self, outcome: DeliveryOutcome) -> None:
         """Record and count an outcome decided without sending (an address this server
         cannot carry, a message that cannot be composed), in order with the others."""
-        self._claimed += 1  # never in flight: balances its written outcome
-        self.journal.record(outcome)
+        self.journal.record(outcome)  # never claimed: not counted among the unsettled
         self._count(outcome)
 
     def _count(self, outcome: DeliveryOutcome) -> None:
@@ -461,12 +544,20 @@ class Delivery:
                 if job is None:
                     queue.task_done()
                     break
+                if not job.claimed and not await self._claim_taken(job):
+                    queue.task_done()
+                    job = None
+                    continue
             try:
                 outcome, following, connection_failed = await self._attempt(session, job, written)
                 if job.future is not None:
                     job.future.set_result(outcome)
                 else:
                     self._first_attempt_done(job.message, outcome)
+                if job.future is not None or outcome.state == "deferred":
+                    # Let its retry task record the outcome before this connection claims
+                    # its next message: the bound on unsettled claims holds for retries too.
+                    await asyncio.sleep(0)
             finally:
                 queue.task_done()
             job, written = following
@@ -514,6 +605,12 @@ class Delivery:
             await session.envelope(message, written=written)
             if session.pipelining:
                 following = self._take_following()
+                if following is not None and not following.claimed:
+                    # Claimed now, before its envelope goes out behind this message.
+                    if not await self._claim_taken(following):
+                        assert self._queue is not None
+                        self._queue.task_done()
+                        following = None
                 if following is not None:
                     try:
                         tail = session.envelope_bytes(following.message)
@@ -567,11 +664,11 @@ class Delivery:
         async def attempt() -> DeliveryOutcome:
             if known:  # the worker already made the first attempt
                 return known.pop()
-            attempts = await self.journal.claim([message])
-            self._claimed += 1
+            # Claimed by the worker that takes it, just before it writes it.
             future: asyncio.Future[DeliveryOutcome] = asyncio.get_running_loop().create_future()
             assert self._queue is not None
-            self._queue.put_nowait(_Job(message, attempts[message.message_id], future))
+            self._unclaimed += 1
+            self._queue.put_nowait(_Job(message, future=future))
             return await future
 
         def record_deferred(state: RetryCallState) -> None:

@@ -102,12 +102,13 @@ def read_imap(
     `ca_file` (PEM, `[imap] ca_file` / NOTIFIER_IMAP_CA_FILE) adds CAs to trust besides
     the system's, for a server with a private CA.
     """
-    parts = urlsplit(url)
+    expected = "expected an IMAP URL like imaps://user@mail.example.org/INBOX"
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unclosed [ of an IPv6 host, say
+        raise BounceError(f"{expected}: {exc}", field="--imap") from exc
     if parts.scheme not in ("imap", "imaps") or not parts.hostname or not parts.username:
-        raise BounceError(
-            "expected an IMAP URL like imaps://user@mail.example.org/INBOX",
-            field="--imap",
-        )
+        raise BounceError(expected, field="--imap")
     password = password if password is not None else imap_password()
     if not password:
         raise BounceError(

@@ -7,9 +7,16 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
-from smtp_helpers import add_volunteers, make_volunteers
+from aiosmtpd.smtp import SMTP, Envelope
+from smtp_helpers import ScriptedHandler, add_volunteers, make_volunteers
 
-from notifier.delivery import Delivery, DeliveryStats, RetryPolicy, SendOptions
+from notifier.delivery import (
+    CLAIMS_PER_CONNECTION,
+    Delivery,
+    DeliveryStats,
+    RetryPolicy,
+    SendOptions,
+)
 from notifier.errors import LedgerError
 from notifier.journal import ThreadedLedgerJournal
 from notifier.ledger import Ledger
@@ -199,3 +206,108 @@ def replace_id(message: OutgoingMessage, message_id: str) -> OutgoingMessage:
         recipient=message.recipient,
         data=message.data,
     )
+
+
+# --- how far ahead of the sending messages are claimed -------------------------------
+
+
+class CountingJournal(ThreadedLedgerJournal):
+    """The ledger's journal, keeping the most messages ever claimed and not settled.
+
+    A claim writes the outcomes recorded before it in its own transaction, so once it is
+    committed the ledger has (messages claimed) - (outcomes recorded when it was made) in
+    `sending`: what a SIGKILL at that moment would leave uncertain."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.claimed = 0
+        self.recorded = 0
+        self.most_unsettled = 0
+        self.claim_sizes: list[int] = []
+
+    async def claim(self, messages: Sequence[OutgoingMessage]) -> dict[str, int]:
+        recorded = self.recorded
+        attempts = await super().claim(messages)
+        self.claimed += len(messages)
+        self.claim_sizes.append(len(messages))
+        self.most_unsettled = max(self.most_unsettled, self.claimed - recorded)
+        return attempts
+
+    def record(self, outcome: DeliveryOutcome) -> None:
+        self.recorded += 1
+        super().record(outcome)
+
+
+class SlowHandler(ScriptedHandler):
+    """A server slower than the rate: each message's reply comes after `delay` seconds,
+    so a sender that claimed ahead of its connections would pile claims up."""
+
+    delay = 0.04
+
+    async def data_reply(self, server: SMTP, envelope: Envelope) -> str | None:
+        await asyncio.sleep(self.delay)
+        return await super().data_reply(server, envelope)
+
+
+def deliver_counting(
+    ledger: Ledger, messages: list[OutgoingMessage], url: str, options: SendOptions
+) -> tuple[DeliveryStats, CountingJournal]:
+    async def source() -> AsyncIterator[list[OutgoingMessage]]:
+        yield messages[: len(messages) // 2]
+        yield messages[len(messages) // 2 :]
+
+    async def deliver() -> tuple[DeliveryStats, CountingJournal]:
+        journal = CountingJournal(ledger.path)
+        delivery = Delivery(parse_smtp_url(url), options, journal)
+        await delivery.probe()
+        await journal.open()
+        try:
+            return await delivery.run(source()), journal
+        finally:
+            await journal.close()
+
+    return asyncio.run(deliver())
+
+
+@pytest.mark.parametrize("pipelining", [False, True])
+def test_engine_throttled_claims_at_most_two_messages_per_connection(
+    ledger: Ledger, pipelining: bool
+) -> None:
+    """Throttled, a message is claimed only as a connection is about to write it: one
+    being written or awaiting its reply, one more whose envelope is pipelined behind it.
+    Retries (a greylisted address) are claimed the same way."""
+    people = make_volunteers(40)
+    add_volunteers(ledger, people)
+    messages = plain_messages(ledger, people)
+    options = SendOptions(rate=400, concurrency=3, backoff=0.01, backoff_max=0.05, timeout=5.0)
+    assert options.throttled
+    assert options.max_unsettled == CLAIMS_PER_CONNECTION * 3
+    handler = SlowHandler({people[4].email: ["451", "ok"]}, pipelining=pipelining)
+    with Sink(handler=handler) as server:
+        stats, journal = deliver_counting(ledger, messages, server.url, options)
+        received = server.messages
+    assert stats.counts == {"sent": 40}
+    assert len(received) == 40
+    assert ledger.state_counts("plain") == {"sent": 40}
+    assert set(journal.claim_sizes) == {1}  # one by one, as each goes out
+    assert journal.claimed == 41  # every message, and the greylisted one again
+    # Never more in `sending` than two per connection (one per connection without
+    # pipelining: nothing is prepared behind the message being written).
+    assert 1 <= journal.most_unsettled <= (2 if pipelining else 1) * options.concurrency
+    assert ledger.verify().ok
+
+
+def test_engine_unthrottled_claims_in_windows_bounded_by_the_connections(ledger: Ledger) -> None:
+    people = make_volunteers(60)
+    add_volunteers(ledger, people)
+    messages = plain_messages(ledger, people)
+    options = SendOptions(concurrency=2, timeout=5.0)
+    assert not options.throttled
+    assert SendOptions(concurrency=8).max_unsettled == 2 * options.max_unsettled * 2
+    assert options.max_unsettled == 4 * options.claim_window
+    with Sink(handler=SlowHandler()) as server:
+        stats, journal = deliver_counting(ledger, messages, server.url, options)
+    assert stats.counts == {"sent": 60}
+    assert max(journal.claim_sizes) == options.claim_window  # batched for throughput
+    assert journal.most_unsettled <= options.max_unsettled
+    assert ledger.state_counts("plain") == {"sent": 60}

@@ -159,3 +159,63 @@ def test_crash_ctrl_c_stops_cleanly_and_resumes(ledger_path: Path) -> None:
     assert got == {v.email: 1 for v in volunteers}
     again = run(ledger_path, "send", CAMPAIGN, "--yes", "--smtp", sink.url)
     assert "Nothing to send" in again.stdout
+
+
+@pytest.mark.parametrize("resolve", ["reconcile", "resend-uncertain"])
+def test_crash_throttled_sigkill_leaves_at_most_two_claims_per_connection(
+    ledger_path: Path, tmp_path: Path, resolve: str
+) -> None:
+    """At --rate 400 a message is claimed only as a connection is about to write it, so a
+    SIGKILL leaves at most two per connection in `sending` (the one awaiting its reply,
+    and the one whose envelope is pipelined behind it), however far the run had got. No
+    constant on top: a claim writes the outcomes recorded before it in its own
+    transaction, so the ledger never holds more. Then reconcile (or --resend-uncertain)
+    tells everyone."""
+    count, concurrency = 300, 4
+    volunteers = make_volunteers(count)
+    with Ledger(ledger_path) as led:
+        add_volunteers(led, volunteers)
+        approve_shipped(led, CAMPAIGN)
+    held = volunteers[40]
+    maildir = tmp_path / "received"
+    handler = ScriptedHandler({held.email: ["hold", "ok"]}, pipelining=True, maildir=maildir)
+    with Sink(handler=handler) as sink:
+        proc = start_send(ledger_path, sink.url, "--rate", "400", "--concurrency", str(concurrency))
+        try:
+            assert handler.holding.wait(60), "the send never reached the held message"
+            # The other connections go on while this one waits for its reply.
+            assert sink.handler.wait_for(80, timeout=30)
+            proc.kill()
+            proc.wait(10)
+        finally:
+            finish(proc)
+            handler.release.set()
+        assert proc.returncode == -signal.SIGKILL
+
+        with Ledger(ledger_path) as led:
+            after_kill = led.state_counts(CAMPAIGN)
+            in_flight = {m.email for m in led.uncertain_messages(CAMPAIGN)}
+        assert held.email in in_flight
+        assert after_kill.get("pending", 0) >= 1  # killed mid-campaign, not after it
+        assert 1 <= after_kill["sending"] <= 2 * concurrency
+
+        if resolve == "reconcile":
+            settled = run(ledger_path, "reconcile", CAMPAIGN, "--maildir", str(maildir))
+            assert settled.returncode == 0, settled.stderr
+            resumed = run(ledger_path, "send", CAMPAIGN, "--yes", "--smtp", sink.url)
+        else:
+            resumed = run(
+                ledger_path, "send", CAMPAIGN, "--yes", "--smtp", sink.url, "--resend-uncertain"
+            )
+        assert resumed.returncode == 0, resumed.stderr
+        got = recipients(sink.messages)
+
+    assert all(got[v.email] >= 1 for v in volunteers), "somebody was missed"
+    twice = {a for a, n in got.items() if n > 1}
+    if resolve == "reconcile":
+        assert not twice  # the Maildir said who had it: exactly once each
+    else:
+        assert twice <= in_flight  # only where the ledger said it could not know
+    with Ledger(ledger_path) as led:
+        assert led.state_counts(CAMPAIGN) == {"sent": count}
+        assert led.verify().ok
