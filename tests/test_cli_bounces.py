@@ -190,8 +190,7 @@ def test_ingest_imap_without_password_is_one_clean_error(notifier: Notifier) -> 
 
 @pytest.mark.parametrize("url", ["imaps://u@[::1", "imaps://u@[not-an-address]/INBOX"])
 def test_ingest_malformed_imap_url_is_one_clean_error(notifier: Notifier, url: str) -> None:
-    Ledger(notifier.ledger_path).close()
-    write_key(notifier.ledger_path)
+    write_key(notifier.ledger_path)  # makes the ledger with the fixtures' key
     result = notifier("bounces", "ingest", "--imap", url)
     assert result.exit_code == 2
     assert "expected an IMAP URL like imaps://" in result.stderr

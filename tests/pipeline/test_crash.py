@@ -7,13 +7,12 @@ ledger reports as uncertain (then --resend-uncertain completes them).
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from processes import run_notifier, start_notifier
 from smtp_helpers import (
     ScriptedHandler,
     add_volunteers,
@@ -31,35 +30,8 @@ COUNT = 40
 pytestmark = pytest.mark.slow
 
 
-def notifier(ledger_path: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "notifier", "--ledger", str(ledger_path), *args]
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
-
-
 def start_send(ledger_path: Path, url: str, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        notifier(ledger_path, "send", CAMPAIGN, "--yes", "--smtp", url, *extra),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ledger_path.parent,
-        env=clean_env(),
-    )
-
-
-def run(ledger_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        notifier(ledger_path, *args),
-        capture_output=True,
-        text=True,
-        cwd=ledger_path.parent,
-        env=clean_env(),
-        timeout=120,
-        check=False,
-    )
+    return start_notifier(ledger_path, "send", CAMPAIGN, "--yes", "--smtp", url, *extra)
 
 
 def finish(proc: subprocess.Popen[str]) -> None:
@@ -93,7 +65,7 @@ def test_crash_sigkill_then_resume_reaches_everyone_once(ledger_path: Path) -> N
         assert after_kill.get("sending", 0) >= 1
         assert after_kill.get("pending", 0) >= 1  # killed mid-campaign, not after it
 
-        resumed = run(ledger_path, "send", CAMPAIGN, "--yes", "--smtp", sink.url)
+        resumed = run_notifier(ledger_path, "send", CAMPAIGN, "--yes", "--smtp", sink.url)
         assert resumed.returncode == 0, resumed.stderr
         with Ledger(ledger_path) as led:
             uncertain = {m.email for m in led.uncertain_messages(CAMPAIGN)}
@@ -107,13 +79,13 @@ def test_crash_sigkill_then_resume_reaches_everyone_once(ledger_path: Path) -> N
         assert missed <= uncertain, "somebody was missed without being reported"
         assert "--resend-uncertain" in resumed.stdout
 
-        status = run(ledger_path, "status", CAMPAIGN, "--format", "json")
+        status = run_notifier(ledger_path, "status", CAMPAIGN, "--format", "json")
         report = json.loads(status.stdout)
         assert report["campaign"] == CAMPAIGN
         assert report["counts"] == states
         assert set(report["uncertain"]) == uncertain
 
-        final = run(
+        final = run_notifier(
             ledger_path, "send", CAMPAIGN, "--yes", "--smtp", sink.url, "--resend-uncertain"
         )
         assert final.returncode == 0, final.stderr
@@ -153,11 +125,11 @@ def test_crash_ctrl_c_stops_cleanly_and_resumes(ledger_path: Path) -> None:
         # Everything that went out was recorded as sent; nothing is left in flight.
         assert states == {"sent": received, "pending": COUNT - received}
 
-        resumed = run(ledger_path, "send", CAMPAIGN, "--yes", "--smtp", sink.url)
+        resumed = run_notifier(ledger_path, "send", CAMPAIGN, "--yes", "--smtp", sink.url)
         assert resumed.returncode == 0, resumed.stderr
         got = recipients(sink.messages)
     assert got == {v.email: 1 for v in volunteers}
-    again = run(ledger_path, "send", CAMPAIGN, "--yes", "--smtp", sink.url)
+    again = run_notifier(ledger_path, "send", CAMPAIGN, "--yes", "--smtp", sink.url)
     assert "Nothing to send" in again.stdout
 
 
@@ -200,11 +172,11 @@ def test_crash_throttled_sigkill_leaves_at_most_two_claims_per_connection(
         assert 1 <= after_kill["sending"] <= 2 * concurrency
 
         if resolve == "reconcile":
-            settled = run(ledger_path, "reconcile", CAMPAIGN, "--maildir", str(maildir))
+            settled = run_notifier(ledger_path, "reconcile", CAMPAIGN, "--maildir", str(maildir))
             assert settled.returncode == 0, settled.stderr
-            resumed = run(ledger_path, "send", CAMPAIGN, "--yes", "--smtp", sink.url)
+            resumed = run_notifier(ledger_path, "send", CAMPAIGN, "--yes", "--smtp", sink.url)
         else:
-            resumed = run(
+            resumed = run_notifier(
                 ledger_path, "send", CAMPAIGN, "--yes", "--smtp", sink.url, "--resend-uncertain"
             )
         assert resumed.returncode == 0, resumed.stderr
