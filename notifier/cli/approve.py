@@ -8,6 +8,7 @@ from notifier.approval import approve as record_approval
 from notifier.campaign import apply_overrides, load_campaign
 from notifier.cli.app import AppContext, cli, console, pass_app
 from notifier.outputs import visible
+from notifier.report_formats import shown_time
 
 
 @cli.command()
@@ -28,7 +29,8 @@ def approve(app: AppContext, campaign_id: str, by: str) -> None:
     with app.open_ledger() as led:
         approval = record_approval(led, campaign, by)
     console.print(
-        f"Approved: {campaign.campaign_id} by {visible(approval.by)} at {approval.at}"
+        f"Approved: {campaign.campaign_id} by {visible(approval.by)} at"
+        f" {shown_time(approval.at, app.settings.time_zone)}"
         f" (content sha256 {approval.sha256[:16]}…). It can now be sent with:"
         f" notifier send {campaign.campaign_id} --yes"
     )

@@ -15,6 +15,7 @@ campaign can never go out with the example contact point by accident.
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import tomllib
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def _run(ctx: click.Context, title: str, *args: str) -> None:
     """Run `notifier ARGS...` as if typed, after showing the title and the command line."""
     click.echo()
     click.secho(f"== {title}", bold=True)
-    click.secho("$ notifier " + " ".join(args), dim=True)
+    click.secho("$ notifier " + shlex.join(args), dim=True)
     command: click.Command = cli
     words = list(args)
     while isinstance(command, click.Group):

@@ -16,6 +16,7 @@ from notifier.errors import CampaignError
 from notifier.message import UNREACHED_STATES, MessageState, state_words
 from notifier.message import MessageState as S
 from notifier.outputs import visible
+from notifier.report_formats import shown_time
 from notifier.sendlock import running_sender
 
 
@@ -121,7 +122,7 @@ def _approval_line(status: ApprovalStatus | None, campaign_id: str) -> str:
         return "Approval: the campaign file is not among the shipped campaigns."
     if status.approval is None:
         return f"Not approved yet (notifier approve {campaign_id} --by NAME)."
-    who = f"{visible(status.approval.by)} at {status.approval.at}"
+    who = f"{visible(status.approval.by)} at {shown_time(status.approval.at)}"
     if status.is_current:
         return f"Approved by {who}; the content has not changed since."
     return f"Approved by {who}, but the content has changed since: approve it again before sending."
