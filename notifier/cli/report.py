@@ -16,6 +16,7 @@ from notifier.campaign import require_known_campaign
 from notifier.cli.app import AppContext, cli, console, format_option, pass_app, write_private
 from notifier.errors import CampaignError, ExitCode
 from notifier.ledger import Event
+from notifier.message import state_words
 from notifier.outputs import visible
 from notifier.report import CampaignReport, campaign_report, unreachable, volunteer_history
 from notifier.report_formats import (
@@ -24,6 +25,7 @@ from notifier.report_formats import (
     report_as_csv,
     report_as_html,
     report_as_json,
+    shown_time,
     timeline_kinds,
     unreachable_as_csv,
     unreachable_as_json,
@@ -88,10 +90,12 @@ def report(app: AppContext, campaign_id: str, fmt: str, out: Path | None) -> Non
         result = campaign_report(led, campaign_id)
     if fmt == "table":
         if out is None:
-            _print_summary(console, result)
+            _print_summary(console, result, app.settings.time_zone)
         else:
             buffer = io.StringIO()
-            _print_summary(Console(file=buffer, width=120, highlight=False), result)
+            _print_summary(
+                Console(file=buffer, width=120, highlight=False), result, app.settings.time_zone
+            )
             write_private(out, buffer.getvalue())
     else:
         if fmt == "html":
@@ -176,9 +180,11 @@ def _short_time(at: str) -> str:
     return at[:19].replace("T", " ")
 
 
-def _print_summary(out: Console, r: CampaignReport) -> None:
+def _print_summary(out: Console, r: CampaignReport, zone: str = "UTC") -> None:
+    """The report for a terminal: times to the second in the organisation's zone,
+    states in words beside their names."""
     out.print(Text(f"Campaign {r.campaign_id}  {r.title}", style="bold"))
-    out.print(f"generated at {r.generated_at} (UTC); {r.total} recipients", markup=False)
+    out.print(f"generated at {shown_time(r.generated_at, zone)}; {r.total} recipients")
     if r.verification.ok:
         out.print(
             f"ledger verification: passed, {r.verification.events} events, "
@@ -199,8 +205,8 @@ def _print_summary(out: Console, r: CampaignReport) -> None:
             markup=False,
         )
     out.print(
-        f"first send attempt {r.timeline.first_send_at or 'none'}, "
-        f"last {r.timeline.last_send_at or 'none'}",
+        f"first send attempt {shown_time(r.timeline.first_send_at, zone) or 'none'}, "
+        f"last {shown_time(r.timeline.last_send_at, zone) or 'none'}",
         markup=False,
     )
     # States down, groups across: a few narrow columns fit any terminal.
@@ -213,12 +219,20 @@ def _print_summary(out: Console, r: CampaignReport) -> None:
         table.add_column("all", justify="right")
         for key in groups:
             table.add_column(Text(key), justify="right")
+        table.add_column("what it means")
         for state in r.states:
             table.add_row(
-                Text(state), str(r.counts[state]), *(str(c[state]) for c in groups.values())
+                Text(state),
+                str(r.counts[state]),
+                *(str(c[state]) for c in groups.values()),
+                Text(state_words(state)),
             )
         table.add_row(
-            "total", str(r.total), *(str(sum(c.values())) for c in groups.values()), style="bold"
+            "total",
+            str(r.total),
+            *(str(sum(c.values())) for c in groups.values()),
+            "",
+            style="bold",
         )
         out.print(table)
     timeline = Table(title="Events per hour (UTC)", title_justify="left")
