@@ -36,6 +36,7 @@ from typing import Any
 
 import sqlite_utils
 
+from notifier.config import ROSTER_CHUNK_ROWS
 from notifier.errors import (
     KeyFileError,
     LedgerError,
@@ -419,7 +420,12 @@ class Ledger:
         return found
 
     def record_import(
-        self, roster: RosterSource, *, mapping_sha256: str = "", strict: bool = False
+        self,
+        roster: RosterSource,
+        *,
+        mapping_sha256: str = "",
+        strict: bool = False,
+        chunk_rows: int = ROSTER_CHUNK_ROWS,
     ) -> ImportSummary:
         """Record one roster import: the import, its rejected rows, volunteer changes, events.
 
@@ -437,6 +443,7 @@ class Ledger:
                     mapping_sha256=mapping_sha256,
                     strict=strict,
                     spool_dir=self.path.parent,
+                    chunk_rows=chunk_rows,
                 )
         except OSError as exc:  # the rows waiting in their file beside the ledger
             if exc.errno == errno.ENOSPC:

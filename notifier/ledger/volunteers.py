@@ -388,6 +388,14 @@ def _write_import(
     append(conn, [imported], now)
     changes: list[tuple[str, str, str, str]] = []
     if not counts.refused:
+        # Volunteers may swap addresses, or a new one take the address another is leaving,
+        # in one import: park the changing addresses first so the unique index on email
+        # never sees a transient clash.
+        for chunk in updated():
+            conn.executemany(
+                "UPDATE volunteers SET email = ? WHERE volunteer_id = ?",
+                [(f"\x00moving:{vid}", vid) for _, vid, _, changed in chunk if "email" in changed],
+            )
         _write_added(conn, import_id, now, added)
         _write_updated(conn, import_id, now, updated, changes)
     for start in range(0, len(counts.problems), _EVENT_BATCH):
@@ -460,13 +468,6 @@ def _write_updated(
     updated: _Chunks,
     changes: list[tuple[str, str, str, str]],
 ) -> None:
-    # Two volunteers may swap addresses in one import; park the changing addresses first
-    # so the unique index on email never sees a transient clash.
-    for chunk in updated():
-        conn.executemany(
-            "UPDATE volunteers SET email = ? WHERE volunteer_id = ?",
-            [(f"\x00moving:{vid}", vid) for _, vid, _, changed in chunk if "email" in changed],
-        )
     for chunk in updated():
         # Set only the changed columns (grouped by which changed): rewriting an unchanged
         # indexed column would still cost an index update.
