@@ -2,9 +2,10 @@
 
 The decision is made here, from the roster as read (`RosterResult`) and the volunteers the
 ledger already holds, as text (`Volunteer.texts()`, keyed by volunteer_id). The ledger
-reads the one and writes what `plan_import` decides, in the same transaction
-(`Ledger.record_import`). An import adds and updates volunteers; it never deletes one (a
-person missing from a later roster was still told, or still needs telling).
+reads the one and writes what is decided, in the same transaction (`Ledger.record_import`),
+a chunk of rows at a time (`ImportDiff`; `plan_import` decides for a whole roster at
+once). An import adds and updates volunteers; it never deletes one (a person missing from
+a later roster was still told, or still needs telling).
 """
 
 from __future__ import annotations
