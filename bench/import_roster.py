@@ -1,24 +1,33 @@
-"""Benchmark: import a generated 100,000-row roster into a fresh ledger.
+"""Benchmark: import generated rosters into fresh ledgers, as `notifier roster import` does.
 
-    python bench/import_roster.py [--rows N]
+    python bench/import_roster.py [--rows N] [--big-rows N] [--repeat N]
 
-Prints rows/s for the whole import (read_roster + Ledger.record_import, one transaction)
-and the process's peak RSS. Targets: at least 20,000 rows/s, peak RSS under 300 MB.
+Each import (open_roster + Ledger.record_import: read, checked and written a chunk at a
+time, in one transaction) runs in a child process of its own, so the peak RSS it reports
+is the import's own. Prints, for the 100,000-row roster, rows/s by the wall clock and per
+CPU-second (the wall clock suffers when other work shares the machine: the fastest of
+`--repeat` runs counts, and every run's time is shown), and for the 300,000-row roster
+the peak RSS. Targets: at least 20,000 rows/s at 100,000 rows; peak
+RSS under 300 MB at 300,000 rows (memory stays flat however long the file is).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import os
 import random
 import resource
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from notifier.ledger import Ledger
-from notifier.roster import read_roster
+from notifier.roster import open_roster
 from notifier.volunteer import EXPOSURES, FIELDS
 
 TARGET_ROWS_PER_S = 20_000
@@ -63,35 +72,85 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / scale / 1024
 
 
+def run_import(roster: Path, ledger: Path) -> dict[str, Any]:
+    """The child's job: one import, timed, with this process's peak RSS."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    with open_roster(roster) as stream, Ledger(ledger) as led:
+        summary = led.record_import(stream)
+    return {
+        "seconds": time.perf_counter() - start,
+        "cpu": time.process_time() - cpu_start,
+        "rss_mb": peak_rss_mb(),
+        "added": summary.added,
+        "rejected": summary.rejected,
+    }
+
+
+def measure(rows: int, tmp: Path, repeat: int = 1) -> dict[str, Any]:
+    """The fastest of `repeat` imports of one roster, each into a fresh ledger in a fresh
+    child process (on a shared machine the fastest is the least disturbed)."""
+    roster = tmp / f"roster-{rows}.csv"
+    write_roster(roster, rows)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
+    runs = []
+    for n in range(repeat):
+        ledger = tmp / f"notifier-{rows}-{n}.db"
+        child = subprocess.run(
+            [sys.executable, __file__, "--child", str(roster), str(ledger)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+            cwd=tmp,
+        )
+        runs.append(json.loads(child.stdout.strip().splitlines()[-1]))
+        for leftover in tmp.glob(f"{ledger.name}*"):
+            leftover.unlink()
+    roster.unlink()
+    best: dict[str, Any] = min(runs, key=lambda run: run["seconds"])
+    best["all_seconds"] = [run["seconds"] for run in runs]
+    return best
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--big-rows", type=int, default=300_000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs at --rows; the fastest counts")
+    parser.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_import(*args.child)))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
-        roster = Path(tmp) / "roster.csv"
-        write_roster(roster, args.rows)
-        start, cpu_start = time.perf_counter(), time.process_time()
-        result = read_roster(roster)
-        read_done = time.perf_counter()
-        with Ledger(Path(tmp) / "notifier.db") as led:
-            summary = led.record_import(result)
-        end, cpu_end = time.perf_counter(), time.process_time()
-    total = end - start
-    rate = args.rows / total
-    rss = peak_rss_mb()
+        speed = measure(args.rows, Path(tmp), args.repeat)
+        big = measure(args.big_rows, Path(tmp))
+    rate = args.rows / speed["seconds"]
+    runs = ", ".join(f"{seconds:.2f}" for seconds in speed["all_seconds"])
     print(
-        f"{args.rows} rows ({summary.added} added, {summary.rejected} rejected) in {total:.2f} s "
-        f"(read {read_done - start:.2f} s, ledger {end - read_done:.2f} s): "
-        f"{rate:,.0f} rows/s; peak RSS {rss:.0f} MB"
+        f"{args.rows} rows ({speed['added']} added, {speed['rejected']} rejected), fastest of "
+        f"{len(speed['all_seconds'])} runs ({runs} s): {speed['seconds']:.2f} s: "
+        f"{rate:,.0f} rows/s; "
+        f"CPU {speed['cpu']:.2f} s: {args.rows / speed['cpu']:,.0f} rows/CPU-s; "
+        f"peak RSS {speed['rss_mb']:.0f} MB"
     )
-    # CPU time too: wall time suffers when other work shares the machine.
-    print(f"CPU {cpu_end - cpu_start:.2f} s: {args.rows / (cpu_end - cpu_start):,.0f} rows/CPU-s")
-    ok = rate >= TARGET_ROWS_PER_S and rss < TARGET_RSS_MB
     print(
-        f"targets: >= {TARGET_ROWS_PER_S:,} rows/s, < {TARGET_RSS_MB} MB: "
-        + ("met" if ok else "NOT met")
+        f"{args.big_rows} rows ({big['added']} added, {big['rejected']} rejected) in "
+        f"{big['seconds']:.2f} s: {args.big_rows / big['seconds']:,.0f} rows/s; "
+        f"CPU {big['cpu']:.2f} s: {args.big_rows / big['cpu']:,.0f} rows/CPU-s; "
+        f"peak RSS {big['rss_mb']:.0f} MB"
     )
-    return 0 if ok else 1
+    rate_met = rate >= TARGET_ROWS_PER_S
+    rss_met = big["rss_mb"] < TARGET_RSS_MB
+    print(
+        f"speed at {args.rows:,} rows: {rate:,.0f} rows/s (target >= {TARGET_ROWS_PER_S:,}): "
+        + ("met" if rate_met else "NOT met")
+    )
+    print(
+        f"peak RSS at {args.big_rows:,} rows: {big['rss_mb']:.0f} MB "
+        f"(target < {TARGET_RSS_MB} MB): " + ("met" if rss_met else "NOT met")
+    )
+    return 0 if rate_met and rss_met else 1
 
 
 if __name__ == "__main__":

@@ -106,6 +106,9 @@ class ReportLimits:
 # device or a wrong file from filling memory.
 ROSTER_MAX_BYTES = 500 * 1024 * 1024
 ROSTER_MAX_BYTES_ENV = "NOTIFIER_ROSTER_MAX_BYTES"
+# An import reads, checks, compares and writes this many rows at a time (all in one
+# transaction), so its memory does not grow with the file.
+ROSTER_CHUNK_ROWS = 5000
 
 # [bounces] key -> environment variable overriding it.
 _LIMIT_ENV: dict[str, str] = {

@@ -28,14 +28,14 @@ import os
 import re
 import tomllib
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from email_validator import EmailNotValidError, validate_email
 
-from notifier.config import ROSTER_MAX_BYTES
+from notifier.config import ROSTER_CHUNK_ROWS, ROSTER_MAX_BYTES
 from notifier.errors import MappingError, RosterError
 from notifier.volunteer import (
     DATA_HELD,
@@ -122,29 +122,55 @@ class RosterResult:
         """Distinct spreadsheet rows with at least one problem, in order."""
         return tuple(sorted({p.row for p in self.problems}))
 
+    def chunks(self, rows: int = ROSTER_CHUNK_ROWS) -> Iterator[RosterChunk]:
+        """The roster as a RosterSource gives it: the accepted rows `rows` at a time (the
+        problems come with the first chunk)."""
+        yield RosterChunk(self.accepted[:rows], self.problems)
+        for start in range(rows, len(self.accepted), rows):
+            yield RosterChunk(self.accepted[start : start + rows], ())
+
+
+class RosterSource(Protocol):
+    """A roster as an import reads it: a RosterResult, or a RosterStream read as it goes.
+    `rows_total` and `sha256` are known once `chunks()` has run to the end."""
+
+    @property
+    def file(self) -> Path: ...
+    @property
+    def encoding(self) -> str: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def rows_total(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+    def chunks(self, rows: int = ...) -> Iterator[RosterChunk]: ...
+
 
 def contradiction_warnings(result: RosterResult) -> tuple[RowProblem, ...]:
     """Accepted rows whose data_held contradicts their exposure (screening records for
     someone never screened). They are imported: a warning, not a rejection, because only
     the organisation knows which of the two cells is wrong; `notifier check` refuses to
     pass a campaign until the roster is corrected."""
-    warnings = []
-    for accepted in result.accepted:
-        volunteer = accepted.volunteer
+    return tuple(_contradictions(result.accepted, result.headers))
+
+
+def _contradictions(
+    accepted: Iterable[AcceptedRow], headers: Mapping[str, str]
+) -> Iterator[RowProblem]:
+    for row in accepted:
+        volunteer = row.volunteer
         items = data_held_contradiction(volunteer.exposure, volunteer.data_held)
         if items:
-            warnings.append(
-                RowProblem(
-                    accepted.row,
-                    result.headers.get("data_held", "data_held"),
-                    ";".join(items),
-                    f"exposure is {volunteer.exposure} (never attended a screening visit) but "
-                    "data_held lists screening records: imported; correct the exposure or "
-                    "the data held",
-                    "data_held",
-                )
+            yield RowProblem(
+                row.row,
+                headers.get("data_held", "data_held"),
+                ";".join(items),
+                f"exposure is {volunteer.exposure} (never attended a screening visit) but "
+                "data_held lists screening records: imported; correct the exposure or "
+                "the data held",
+                "data_held",
             )
-    return tuple(warnings)
 
 
 # --- mapping file ------------------------------------------------------------------------
@@ -393,13 +419,274 @@ def read_roster(
     default_locale: str = "en",
     max_bytes: int = ROSTER_MAX_BYTES,
 ) -> RosterResult:
-    """Read and check a roster file; every bad row becomes RowProblems, good rows volunteers."""
+    """Read and check a roster file; every bad row becomes RowProblems, good rows volunteers.
+
+    The whole roster at once: an import streams it instead (`open_roster`)."""
+    with open_roster(
+        path,
+        mapping=mapping,
+        encoding=encoding,
+        default_locale=default_locale,
+        max_bytes=max_bytes,
+    ) as stream:
+        accepted: list[AcceptedRow] = []
+        problems: list[RowProblem] = []
+        for chunk in stream.chunks():
+            accepted.extend(chunk.accepted)
+            problems.extend(chunk.problems)
+        return RosterResult(
+            file=path,
+            sha256=stream.sha256,
+            encoding=stream.encoding,
+            rows_total=stream.rows_total,
+            accepted=tuple(accepted),
+            problems=tuple(problems),
+            headers=dict(stream.headers),
+        )
+
+
+@dataclass(frozen=True)
+class RosterChunk:
+    """Some consecutive rows of a roster, checked: the good ones and the bad ones' problems."""
+
+    accepted: tuple[AcceptedRow, ...]
+    problems: tuple[RowProblem, ...]
+
+
+class RosterStream:
+    """A roster file being read a chunk of rows at a time (`open_roster`).
+
+    Its encoding and header are known from the start; `rows_total`, `sha256` and the
+    contradiction `warnings` once `chunks()` has run to the end. Only the current chunk,
+    the rows' problems and warnings, and the addresses and ids seen (to find duplicates)
+    are held, so memory does not grow with the rows' size.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        text: io.TextIOWrapper,
+        reader: _HashingReader,
+        encoding: str,
+        plan_for: Callable[[Sequence[str]], _Plan],
+    ) -> None:
+        self.file = path
+        self.encoding = encoding
+        self._text = text
+        self._reader = reader
+        self._records = enumerate(csv.reader(text, strict=True), start=1)
+        self._done = False
+        self.rows_total = 0
+        self.accepted_total = 0
+        self.rejected_total = 0
+        self.warnings: list[RowProblem] = []
+        try:
+            _, header = next(self._records)
+        except StopIteration:  # pragma: no cover - an all-blank file was refused before
+            header = []
+        except csv.Error as exc:
+            raise _damaged(path, 1, exc) from exc
+        except UnicodeDecodeError as exc:
+            raise _changed(path) from exc
+        if header:
+            header[0] = header[0].removeprefix("\ufeff")
+        self._plan = plan_for(header)
+        self.headers: Mapping[str, str] = dict(self._plan.header)
+
+    @property
+    def sha256(self) -> str:
+        """Of the file's raw bytes, once they have all been read."""
+        if not self._done:
+            raise RuntimeError("the roster has not been read to its end")
+        return self._reader.hexdigest()
+
+    def chunks(self, rows: int = ROSTER_CHUNK_ROWS) -> Iterator[RosterChunk]:
+        """The rows, checked, `rows` records at a time (blank records not counted)."""
+        if self._done:
+            raise RuntimeError("the roster has already been read")
+        checker = _RowChecker(self._plan)
+        row = 1
+        pending = 0
+        try:
+            for row, cells in self._records:
+                if not "".join(cells).strip():
+                    continue  # blank rows (Excel leaves ",,,,," lines) still count in numbering
+                self.rows_total += 1
+                checker.check(row, cells)
+                pending += 1
+                if pending >= rows:
+                    yield self._take(checker)
+                    pending = 0
+        except csv.Error as exc:
+            raise _damaged(self.file, row + 1, exc) from exc
+        except UnicodeDecodeError as exc:
+            raise _changed(self.file) from exc
+        self._done = True
+        if self.rows_total == 0:
+            raise RosterError(
+                "the file has a header row but no volunteers",
+                file=self.file,
+                hint="check that you exported the right sheet",
+            )
+        last = self._take(checker)
+        log.info(
+            "%s (%s): %d rows, %d accepted, %d rows rejected",
+            self.file,
+            self.encoding,
+            self.rows_total,
+            self.accepted_total,
+            self.rejected_total,
+        )
+        if last.accepted or last.problems:
+            yield last
+
+    def _take(self, checker: _RowChecker) -> RosterChunk:
+        chunk = RosterChunk(tuple(checker.accepted), tuple(checker.problems))
+        checker.accepted.clear()
+        checker.problems.clear()
+        self.accepted_total += len(chunk.accepted)
+        self.rejected_total += len({p.row for p in chunk.problems})
+        self.warnings.extend(_contradictions(chunk.accepted, self.headers))
+        return chunk
+
+    def close(self) -> None:
+        self._text.close()
+
+    def __enter__(self) -> RosterStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_roster(
+    path: Path,
+    *,
+    mapping: RosterMapping | None = None,
+    encoding: str = "auto",
+    default_locale: str = "en",
+    max_bytes: int = ROSTER_MAX_BYTES,
+) -> RosterStream:
+    """Open a roster to read in chunks: the file is refused now (RosterError) if it cannot
+    be used at all (size, encoding, header); its rows are read by `chunks()`.
+
+    The bytes are read twice: once to tell the encoding (without holding them), once to
+    read the rows (hashing them on the way).
+    """
     mapping = mapping or RosterMapping()
     if default_locale not in LOCALES:
         raise RosterError(
             f"unknown default locale {default_locale!r}",
             hint=f"use one of {', '.join(LOCALES)}",
         )
+    detected = _scan(path, max_bytes, encoding)
+    try:
+        binary = path.open("rb")
+    except OSError as exc:
+        raise RosterError(
+            f"cannot read the roster ({exc.strerror})", file=path, hint="check the path"
+        ) from exc
+    reader = _HashingReader(binary, path, max_bytes)
+    text = io.TextIOWrapper(
+        io.BufferedReader(reader, buffer_size=_READ_BYTES), encoding=detected, newline=""
+    )
+    try:
+        return RosterStream(
+            path,
+            text,
+            reader,
+            detected,
+            lambda header: _plan(header, mapping, default_locale, path),
+        )
+    except BaseException:
+        text.close()
+        raise
+
+
+_READ_BYTES = 1024 * 1024
+
+
+class _HashingReader(io.RawIOBase):
+    """The file's bytes, hashed as they are read, and refused past the size limit."""
+
+    def __init__(self, handle: io.BufferedReader, path: Path, max_bytes: int) -> None:
+        self._handle = handle
+        self._path = path
+        self._max_bytes = max_bytes
+        self._hash = hashlib.sha256()
+        self._count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._handle.readinto(buffer)
+        if n:
+            self._count += n
+            if self._count > self._max_bytes:
+                raise _too_big(self._path, self._max_bytes)
+            self._hash.update(memoryview(buffer)[:n])
+        return n or 0
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        self._handle.close()
+        super().close()
+
+
+def _changed(path: Path) -> RosterError:
+    return RosterError(
+        "the file changed while it was being read",
+        file=path,
+        hint="import it again once nothing is writing to it",
+    )
+
+
+def _scan(path: Path, max_bytes: int, encoding: str) -> str:
+    """The encoding to read the file with, found without holding the file.
+
+    Refuses the file (RosterError) as `_read_limited` and `decode_roster` would; for a
+    file they refuse, they are run on the whole file to say exactly why.
+    """
+    try:
+        with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > max_bytes:
+                raise _too_big(path, max_bytes)
+            head = handle.read(_PROBE_BYTES)
+            if len(head) == _PROBE_BYTES and b"\n" not in head and b"\r" not in head:
+                raise RosterError(
+                    "no line break in the first MB: this is not a CSV file",
+                    file=path,
+                    hint="check the path; a roster is a CSV file saved from a spreadsheet",
+                )
+            _refuse_workbook(head, path)
+            if encoding.lower() == "auto":
+                _probe_encoding(head, path)
+            blank = not head.removeprefix(codecs.BOM_UTF8).strip()
+            for name in _candidate_encodings(head, encoding):
+                handle.seek(len(head))
+                decoder = codecs.getincrementaldecoder(name)()
+                block, total = head, len(head)
+                while ok := _decodes(name, decoder, block, final=not block):
+                    if not block:
+                        break
+                    block = handle.read(_READ_BYTES)
+                    total += len(block)
+                    blank = blank and not block.strip()
+                    if total > max_bytes:
+                        raise _too_big(path, max_bytes)
+                if ok:  # read to the end as `name`
+                    if blank:
+                        break
+                    return name
+    except OSError as exc:
+        raise RosterError(
+            f"cannot read the roster ({exc.strerror})", file=path, hint="check the path"
+        ) from exc
+    # Refused: the whole-file reading says why, exactly as it always has.
     raw = _read_limited(path, max_bytes, encoding)
     if not raw.removeprefix(codecs.BOM_UTF8).strip():
         raise RosterError(
@@ -408,54 +695,33 @@ def read_roster(
             hint="export the roster again: it needs a header row and one row per volunteer",
         )
     _refuse_workbook(raw, path)
-    text, detected = decode_roster(raw, encoding, path)
-    # strict: an unclosed quote or text after a closing quote is a damaged file, and
-    # guessing would shift every later cell into the wrong column.
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    records = enumerate(reader, start=1)
-    try:
-        _, header = next(records)
-    except StopIteration:  # pragma: no cover - an all-blank file was refused above
-        header = []
-    except csv.Error as exc:
-        raise _damaged(path, 1, exc) from exc
-    plan = _plan(header, mapping, default_locale, path)
+    decode_roster(raw, encoding, path)
+    raise _changed(path)  # pragma: no cover - read as fine the second time
 
-    checker = _RowChecker(plan)
-    rows_total = 0
-    row = 1
+
+def _candidate_encodings(head: bytes, encoding: str) -> list[str]:
+    """The encodings `decode_roster` would try, in order; empty when it would refuse the
+    file whatever the rest of it holds."""
+    if encoding.lower() != "auto":
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            return []
+        return [encoding]
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return []
+    if head.startswith(codecs.BOM_UTF8):
+        return ["utf-8-sig"]
+    return ["utf-8", "cp932"]
+
+
+def _decodes(name: str, decoder: codecs.IncrementalDecoder, block: bytes, *, final: bool) -> bool:
+    """Whether `block` (the next bytes) decodes, and as cp932 plausibly (see _NOT_TEXT)."""
     try:
-        for row, cells in records:
-            if not "".join(cells).strip():
-                continue  # blank rows (Excel leaves ",,,,," lines) still count in numbering
-            rows_total += 1
-            checker.check(row, cells)
-    except csv.Error as exc:
-        raise _damaged(path, row + 1, exc) from exc
-    if rows_total == 0:
-        raise RosterError(
-            "the file has a header row but no volunteers",
-            file=path,
-            hint="check that you exported the right sheet",
-        )
-    result = RosterResult(
-        file=path,
-        sha256=hashlib.sha256(raw).hexdigest(),
-        encoding=detected,
-        rows_total=rows_total,
-        accepted=tuple(checker.accepted),
-        problems=tuple(checker.problems),
-        headers=dict(plan.header),
-    )
-    log.info(
-        "%s (%s): %d rows, %d accepted, %d rows rejected",
-        path,
-        detected,
-        rows_total,
-        len(result.accepted),
-        len(result.rejected_rows),
-    )
-    return result
+        text = decoder.decode(block, final=final)
+    except UnicodeDecodeError:
+        return False
+    return name != "cp932" or _NOT_TEXT.search(text) is None
 
 
 # What is read first, to refuse in moments a file that is no CSV (/dev/zero, a binary).

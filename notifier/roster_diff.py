@@ -2,14 +2,15 @@
 
 The decision is made here, from the roster as read (`RosterResult`) and the volunteers the
 ledger already holds, as text (`Volunteer.texts()`, keyed by volunteer_id). The ledger
-reads the one and writes what `plan_import` decides, in the same transaction
-(`Ledger.record_import`). An import adds and updates volunteers; it never deletes one (a
-person missing from a later roster was still told, or still needs telling).
+reads the one and writes what is decided, in the same transaction (`Ledger.record_import`),
+a chunk of rows at a time (`ImportDiff`; `plan_import` decides for a whole roster at
+once). An import adds and updates volunteers; it never deletes one (a person missing from
+a later roster was still told, or still needs telling).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from notifier.roster import AcceptedRow, RosterResult, RowProblem
@@ -68,32 +69,141 @@ def plan_import(
     With `strict`, any problem refuses the whole import: nothing is added or updated (the
     problems are still recorded).
     """
-    accepted, conflicts = _claimable(result, stored)
-    problems = tuple(sorted((*result.problems, *conflicts), key=lambda p: p.row))
-    if strict and problems:
-        return ImportPlan((), (), 0, problems, strict=True, refused=True)
-    added: list[AcceptedRow] = []
-    updated: list[VolunteerUpdate] = []
-    unchanged = 0
-    for accepted_row in accepted:
-        volunteer = accepted_row.volunteer
-        old = stored.get(volunteer.volunteer_id)
-        if old is None:
-            added.append(accepted_row)
-            continue
-        changes = field_changes(old, volunteer.texts())
-        if changes:
-            updated.append(VolunteerUpdate(accepted_row.row, volunteer, changes))
-        else:
-            unchanged += 1
+    diff = ImportDiff(owners((vid, texts[_EMAIL]) for vid, texts in stored.items()), result.headers)
+    added, updated = diff.compare(result.accepted, stored)
+    outcome = diff.finish(result.problems, strict=strict)
+    if outcome.refused:
+        return ImportPlan((), (), 0, outcome.problems, strict=True, refused=True)
     return ImportPlan(
-        added=tuple(added),
-        updated=tuple(updated),
-        unchanged=unchanged,
-        problems=problems,
+        added=tuple(p.accepted for p in added if diff.keeps(p.holder)),
+        updated=tuple(p.update for p in updated if diff.keeps(p.holder)),
+        unchanged=outcome.unchanged,
+        problems=outcome.problems,
         strict=strict,
         refused=False,
     )
+
+
+def owners(stored: Iterable[tuple[str, str | None]]) -> dict[str, str]:
+    """Address (casefolded) -> the volunteer_id holding it, from the ledger's volunteers'
+    (volunteer_id, email)."""
+    return {email.casefold(): vid for vid, email in stored if email}
+
+
+@dataclass(frozen=True)
+class PendingAdd:
+    """A row to add, unless its address turns out to belong to `holder` (see ImportDiff)."""
+
+    accepted: AcceptedRow
+    holder: str | None = None
+
+
+@dataclass(frozen=True)
+class PendingUpdate:
+    update: VolunteerUpdate
+    holder: str | None = None
+
+
+@dataclass(frozen=True)
+class DiffOutcome:
+    added: int
+    updated: int
+    unchanged: int
+    problems: tuple[RowProblem, ...]  # in row order
+    refused: bool
+
+    @property
+    def rejected(self) -> int:
+        return len({p.row for p in self.problems})
+
+
+class ImportDiff:
+    """plan_import a chunk of rows at a time, holding only what the whole file decides.
+
+    An address already in the ledger under another volunteer_id is refused, unless that
+    volunteer is in this roster too (they are moving to another address): which is known
+    only at the file's end. So such a row is kept pending with the address's `holder`,
+    and `keeps()` tells, after `finish()`, whether it goes ahead.
+    """
+
+    def __init__(self, owners: Mapping[str, str], headers: Mapping[str, str]) -> None:
+        self._owners = owners
+        self._email_header = headers.get("email", "email")
+        self._present: set[str] = set()  # ids in this roster that the ledger holds
+        self._pending: list[tuple[str, str, RowProblem]] = []  # (kind, holder, problem)
+        self._counts = {"added": 0, "updated": 0, "unchanged": 0}
+        self._finished = False
+
+    def compare(
+        self, accepted: Iterable[AcceptedRow], stored: Mapping[str, StoredTexts]
+    ) -> tuple[list[PendingAdd], list[PendingUpdate]]:
+        """Rows to add and to update (in row order) among `accepted`, given the ledger's
+        volunteers with those rows' ids (`stored`; others may be left out)."""
+        added: list[PendingAdd] = []
+        updated: list[PendingUpdate] = []
+        owners, counts = self._owners, self._counts
+        for row in accepted:
+            volunteer = row.volunteer
+            vid = volunteer.volunteer_id
+            old = stored.get(vid)
+            holder = owners.get(volunteer.email.casefold()) if owners else None
+            if holder == vid:
+                holder = None
+            if old is not None and old[_EMAIL]:
+                self._present.add(vid)
+            if old is None:
+                kind = "added"
+                added.append(PendingAdd(row, holder))
+            else:
+                changes = field_changes(old, volunteer.texts())
+                if changes:
+                    kind = "updated"
+                    updated.append(
+                        PendingUpdate(VolunteerUpdate(row.row, volunteer, changes), holder)
+                    )
+                else:
+                    kind = "unchanged"
+            counts[kind] += 1
+            if holder is not None:
+                self._pending.append(
+                    (
+                        kind,
+                        holder,
+                        RowProblem(
+                            row.row,
+                            self._email_header,
+                            volunteer.email,
+                            f"already in the ledger as volunteer {holder}: "
+                            "one address, one volunteer",
+                            "email",
+                            who=_who(volunteer),
+                        ),
+                    )
+                )
+        return added, updated
+
+    def keeps(self, holder: str | None) -> bool:
+        """Whether a pending row whose address is `holder`'s goes ahead (the holder moves
+        to another address), once finish() has run."""
+        if not self._finished:
+            raise RuntimeError("keeps() is known only once the whole roster is compared")
+        return holder is None or holder in self._present
+
+    def finish(self, roster_problems: Iterable[RowProblem], *, strict: bool) -> DiffOutcome:
+        """The import's counts and problems (the roster's own and the ledger's refusals)."""
+        self._finished = True
+        counts = dict(self._counts)
+        conflicts = []
+        for kind, holder, problem in self._pending:
+            if holder not in self._present:
+                counts[kind] -= 1
+                conflicts.append(problem)
+        problems = tuple(sorted((*roster_problems, *conflicts), key=lambda p: p.row))
+        if strict and problems:
+            return DiffOutcome(0, 0, 0, problems, refused=True)
+        return DiffOutcome(
+            counts["added"], counts["updated"], counts["unchanged"], problems, refused=False
+        )
 
 
 def field_changes(old: StoredTexts, new: Sequence[str]) -> dict[str, tuple[str, str]]:
@@ -105,40 +215,6 @@ def field_changes(old: StoredTexts, new: Sequence[str]) -> dict[str, tuple[str, 
         if before != text:
             changes[name] = (str(before), text)
     return changes
-
-
-def _claimable(
-    result: RosterResult, stored: Mapping[str, StoredTexts]
-) -> tuple[Sequence[AcceptedRow], list[RowProblem]]:
-    """Accepted rows the ledger can take, and problems for those whose address belongs to
-    another volunteer_id already in the ledger (e.g. a roster that now carries its own ids)."""
-    owner = {str(texts[_EMAIL]).casefold(): vid for vid, texts in stored.items() if texts[_EMAIL]}
-    if not owner:  # a first import: the roster already refused duplicates within the file
-        return result.accepted, []
-    # Addresses of volunteers updated by this import are about to move, so free them first.
-    for accepted in result.accepted:
-        old = stored.get(accepted.volunteer.volunteer_id)
-        if old is not None and old[_EMAIL]:
-            owner.pop(str(old[_EMAIL]).casefold(), None)
-    ok: list[AcceptedRow] = []
-    problems: list[RowProblem] = []
-    for accepted in result.accepted:
-        volunteer = accepted.volunteer
-        holder = owner.setdefault(volunteer.email.casefold(), volunteer.volunteer_id)
-        if holder != volunteer.volunteer_id:
-            problems.append(
-                RowProblem(
-                    accepted.row,
-                    result.headers.get("email", "email"),
-                    volunteer.email,
-                    f"already in the ledger as volunteer {holder}: one address, one volunteer",
-                    "email",
-                    who=_who(volunteer),
-                )
-            )
-        else:
-            ok.append(accepted)
-    return ok, problems
 
 
 def _who(volunteer: Volunteer) -> tuple[tuple[str, str], ...]:

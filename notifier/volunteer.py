@@ -128,7 +128,7 @@ class Volunteer:
             self.exposure,
             ";".join(self.data_held),
             self.postal_address,
-            _EXTRA_ENCODER.encode(dict(self.extra)),
+            _EXTRA_ENCODER.encode(dict(self.extra)) if self.extra else "{}",
         )
 
     @classmethod

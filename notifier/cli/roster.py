@@ -25,11 +25,10 @@ from notifier.ledger import ImportSummary, VolunteerQuery
 from notifier.outputs import csv_text, visible
 from notifier.roster import (
     ENCODING_CHOICES,
-    RosterResult,
+    RosterStream,
     RowProblem,
-    contradiction_warnings,
     load_mapping,
-    read_roster,
+    open_roster,
 )
 from notifier.volunteer import EXPOSURES, FIELDS, LOCALES
 
@@ -109,17 +108,17 @@ def import_(
       notifier roster import partner-ja.csv --mapping partner-ja-mapping.toml
     """
     mapping = load_mapping(mapping_path) if mapping_path else None
+    # The file is read, checked and recorded a chunk of rows at a time, in one transaction.
     # A spinner on stderr for big rosters (silent when stderr is not a terminal).
-    with err_console.status(f"Reading {file} ..."):
-        result = read_roster(
+    with (
+        open_roster(
             file,
             mapping=mapping,
             encoding=encoding,
             default_locale=default_locale,
             max_bytes=app.settings.roster_max_bytes,
-        )
-    with (
-        err_console.status(f"Recording {len(result.accepted)} volunteers in the ledger ..."),
+        ) as result,
+        err_console.status(f"Importing {file} ..."),
         app.open_ledger(create=True) as led,
     ):
         summary = led.record_import(
@@ -133,7 +132,7 @@ def import_(
                 f"... and {len(summary.problems) - MAX_TABLE_ROWS} more problems; "
                 "see them all with: notifier roster rejects --format csv"
             )
-    warnings = () if summary.refused else contradiction_warnings(result)
+    warnings = () if summary.refused else tuple(result.warnings)
     if warnings:
         console.print(problems_table(warnings, limit=MAX_TABLE_ROWS, title=WARNINGS_TITLE))
         click.echo(
@@ -148,7 +147,7 @@ def import_(
         raise SystemExit(ExitCode.PROBLEMS)
 
 
-def _print_read(result: RosterResult, summary: ImportSummary) -> None:
+def _print_read(result: RosterStream, summary: ImportSummary) -> None:
     click.echo(
         f"Read {result.file} ({result.encoding}): {result.rows_total} rows, "
         f"{result.rows_total - summary.rejected} valid, {summary.rejected} rejected"

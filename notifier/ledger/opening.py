@@ -61,16 +61,23 @@ def read_only_error(path: Path, doing: str = "record anything") -> LedgerError:
     )
 
 
+def disk_full_error(exc: Exception, path: Path) -> LedgerError:
+    """The disk holding the ledger is full (SQLite's own write, or an import's spool
+    beside it): nothing of the transaction was kept."""
+    return LedgerError(
+        f"the disk holding the ledger is full ({exc})",
+        file=path,
+        hint="free some space there, then run the command again: what this command was "
+        "writing was rolled back, and the ledger still verifies",
+    )
+
+
 def write_error(exc: sqlite3.Error, path: Path) -> LedgerError:
     """One clean line for a write SQLite could not make; nothing of it was kept."""
     name = getattr(exc, "sqlite_errorname", "")
     if name == "SQLITE_FULL" or "full" in str(exc):
-        what, hint = (
-            "the disk holding the ledger is full",
-            "free some space there, then run the command again: what this command was "
-            "writing was rolled back, and the ledger still verifies",
-        )
-    elif name.startswith("SQLITE_READONLY") or "readonly" in str(exc):
+        return disk_full_error(exc, path)
+    if name.startswith("SQLITE_READONLY") or "readonly" in str(exc):
         return read_only_error(path)
     elif name.startswith("SQLITE_BUSY") or "locked" in str(exc):
         what, hint = (

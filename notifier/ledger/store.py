@@ -24,6 +24,7 @@ in `LedgerDigest.note` that the hash covers the file without the writes still in
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import sqlite3
@@ -35,6 +36,7 @@ from typing import Any
 
 import sqlite_utils
 
+from notifier.config import ROSTER_CHUNK_ROWS
 from notifier.errors import (
     KeyFileError,
     LedgerError,
@@ -63,8 +65,7 @@ from notifier.ledger.messages import MessageRecord, Settled
 from notifier.ledger.suppressions import Suppression
 from notifier.ledger.volunteers import ImportRecord, ImportSummary, VolunteerQuery
 from notifier.message import DeliveryOutcome, MessageRow, NewMessage
-from notifier.roster import RosterResult, RowProblem
-from notifier.roster_diff import plan_import
+from notifier.roster import RosterSource, RowProblem
 from notifier.secret import LedgerSecret, Purpose, key_path_for, secret_for_ledger
 from notifier.volunteer import Volunteer
 
@@ -419,17 +420,35 @@ class Ledger:
         return found
 
     def record_import(
-        self, result: RosterResult, *, mapping_sha256: str = "", strict: bool = False
+        self,
+        roster: RosterSource,
+        *,
+        mapping_sha256: str = "",
+        strict: bool = False,
+        chunk_rows: int = ROSTER_CHUNK_ROWS,
     ) -> ImportSummary:
         """Record one roster import: the import, its rejected rows, volunteer changes, events.
 
         All in one transaction: what changes is decided (notifier.roster_diff) against the
         volunteers as this transaction reads them. Re-importing the file last imported,
         when that would change no volunteer, writes nothing and says so (already_imported).
+        `roster` may be read as it goes (notifier.roster.open_roster): it is compared and
+        written a chunk of rows at a time, so memory does not grow with the file.
         """
-        with self.transaction():
-            plan = plan_import(result, volunteers.stored_texts(self.conn), strict=strict)
-            return volunteers.record_import(self.conn, result, plan, mapping_sha256=mapping_sha256)
+        try:
+            with self.transaction():
+                return volunteers.import_roster(
+                    self.conn,
+                    roster,
+                    mapping_sha256=mapping_sha256,
+                    strict=strict,
+                    spool_dir=self.path.parent,
+                    chunk_rows=chunk_rows,
+                )
+        except OSError as exc:  # the rows waiting in their file beside the ledger
+            if exc.errno == errno.ENOSPC:
+                raise opening.disk_full_error(exc, self.path) from exc
+            raise
 
     def latest_import(self) -> ImportRecord | None:
         """The most recent roster import recorded, if any."""

@@ -6,19 +6,25 @@ A volunteer is stored as text (`Volunteer.texts()`); what an import changes is d
 
 from __future__ import annotations
 
+import json
+import pickle
 import sqlite3
+import tempfile
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
+from notifier.config import ROSTER_CHUNK_ROWS
 from notifier.ledger.chain import EventDraft, append, utc_now
 from notifier.ledger.projections import volunteer_row_sha256
-from notifier.roster import RosterResult, RowProblem
-from notifier.roster_diff import ImportPlan, StoredTexts, VolunteerUpdate
+from notifier.roster import RosterResult, RosterSource, RowProblem
+from notifier.roster_diff import ImportDiff, ImportPlan, StoredTexts, owners
 from notifier.volunteer import TEXT_FIELDS, Volunteer
 
 _COLUMNS = ", ".join(("volunteer_id", *TEXT_FIELDS))
+_EMAIL = TEXT_FIELDS.index("email")
 
 
 def volunteer_to_row(v: Volunteer) -> dict[str, Any]:
@@ -164,160 +170,342 @@ def record_import(
     Re-importing the file last imported, when that would change no volunteer, writes
     nothing and says so (already_imported).
     """
+    counts = _Counts(
+        rows_total=result.rows_total,
+        added=len(plan.added),
+        updated=len(plan.updated),
+        unchanged=plan.unchanged,
+        problems=plan.problems,
+        refused=plan.refused,
+    )
+    added = [[(a.row, a.volunteer.volunteer_id, a.volunteer.texts()) for a in plan.added]]
+    updated = [
+        [(u.row, u.volunteer.volunteer_id, u.volunteer.texts(), u.changes) for u in plan.updated]
+    ]
+    return _write_import(
+        conn,
+        result,
+        counts,
+        lambda: iter(added),
+        lambda: iter(updated),
+        mapping_sha256=mapping_sha256,
+        strict=plan.strict,
+    )
+
+
+def import_roster(
+    conn: sqlite3.Connection,
+    source: RosterSource,
+    *,
+    mapping_sha256: str,
+    strict: bool,
+    spool_dir: Path | None = None,
+    chunk_rows: int = ROSTER_CHUNK_ROWS,
+) -> ImportSummary:
+    """Read, compare and record one roster import a chunk of rows at a time, within the
+    caller's transaction: the same tables and events as plan_import + record_import, but
+    the rows to add and update wait in a temporary file (in `spool_dir`, beside the
+    ledger) rather than in memory, so memory stays flat however long the roster is.
+
+    The file is read once; what it adds and updates is written once it has all been
+    read (the import's counts head its events, and --strict refuses the whole file).
+    """
+    has_volunteers = conn.execute("SELECT 1 FROM volunteers LIMIT 1").fetchone() is not None
+    owner_rows = conn.execute("SELECT volunteer_id, email FROM volunteers")
+    diff = ImportDiff(
+        owners(owner_rows) if has_volunteers else {},
+        source.headers,
+    )
+    problems: list[RowProblem] = []
+    with (
+        tempfile.TemporaryFile(dir=spool_dir) as added_spool,
+        tempfile.TemporaryFile(dir=spool_dir) as updated_spool,
+    ):
+        added_chunks = updated_chunks = 0
+        for chunk in source.chunks(chunk_rows):
+            problems.extend(chunk.problems)
+            stored = (
+                _stored_texts_of(conn, [a.volunteer.volunteer_id for a in chunk.accepted])
+                if has_volunteers
+                else {}
+            )
+            added, updated = diff.compare(chunk.accepted, stored)
+            if added:
+                pickle.dump(
+                    [
+                        (
+                            p.accepted.row,
+                            p.accepted.volunteer.volunteer_id,
+                            p.accepted.volunteer.texts(),
+                            p.holder,
+                        )
+                        for p in added
+                    ],
+                    added_spool,
+                    pickle.HIGHEST_PROTOCOL,
+                )
+                added_chunks += 1
+            if updated:
+                pickle.dump(
+                    [
+                        (
+                            p.update.row,
+                            p.update.volunteer.volunteer_id,
+                            p.update.volunteer.texts(),
+                            p.update.changes,
+                            p.holder,
+                        )
+                        for p in updated
+                    ],
+                    updated_spool,
+                    pickle.HIGHEST_PROTOCOL,
+                )
+                updated_chunks += 1
+        outcome = diff.finish(problems, strict=strict)
+        del problems
+        counts = _Counts(
+            rows_total=source.rows_total,
+            added=outcome.added,
+            updated=outcome.updated,
+            unchanged=outcome.unchanged,
+            problems=outcome.problems,
+            refused=outcome.refused,
+        )
+
+        def kept(spool: IO[bytes], chunks: int) -> Iterator[list[Any]]:
+            spool.seek(0)
+            for _ in range(chunks):
+                # Our own temporary file, written above: nothing else writes to it.
+                rows = pickle.load(spool)  # noqa: S301
+                yield [r[:-1] for r in rows if diff.keeps(r[-1])]
+
+        return _write_import(
+            conn,
+            source,
+            counts,
+            lambda: kept(added_spool, added_chunks),
+            lambda: kept(updated_spool, updated_chunks),
+            mapping_sha256=mapping_sha256,
+            strict=strict,
+        )
+
+
+def _stored_texts_of(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, StoredTexts]:
+    """stored_texts() of just these volunteers (those the ledger holds)."""
+    cursor = conn.execute(
+        f"SELECT {_COLUMNS} FROM volunteers"  # noqa: S608
+        " WHERE volunteer_id IN (SELECT value FROM json_each(?))",
+        (json.dumps(ids),),
+    )
+    return {volunteer_id: texts for volunteer_id, *texts in cursor}
+
+
+@dataclass(frozen=True)
+class _Counts:
+    rows_total: int
+    added: int
+    updated: int
+    unchanged: int
+    problems: tuple[RowProblem, ...]  # in row order
+    refused: bool
+
+    @property
+    def rejected(self) -> int:
+        return len({p.row for p in self.problems})
+
+
+# Chunks of (row, volunteer_id, texts) to add, or (row, volunteer_id, texts, changes) to
+# update, in row order.
+_Chunks = Callable[[], Iterator[list[Any]]]
+# Events are appended this many at a time.
+_EVENT_BATCH = 5000
+
+
+def _write_import(
+    conn: sqlite3.Connection,
+    source: RosterSource,
+    counts: _Counts,
+    added: _Chunks,
+    updated: _Chunks,
+    *,
+    mapping_sha256: str,
+    strict: bool,
+) -> ImportSummary:
+    """Write an import whose outcome is known, its volunteers coming a chunk at a time
+    (`added()` and `updated()` give them, in row order, each time they are called)."""
     latest = latest_import(conn)
     if (
         latest is not None
-        and latest.sha256 == result.sha256
+        and latest.sha256 == source.sha256
         and latest.mapping_sha256 == mapping_sha256
-        and not plan.changes_volunteers
+        and not (counts.added or counts.updated)
     ):
         return ImportSummary(
             import_id=latest.import_id,
             added=0,
             updated=0,
-            unchanged=plan.unchanged,
-            rejected=plan.rejected,
+            unchanged=counts.unchanged,
+            rejected=counts.rejected,
             changes=(),
             already_imported=True,
-            problems=plan.problems,
-            refused=plan.refused,
+            problems=counts.problems,
+            refused=counts.refused,
         )
     now = utc_now()
-    counts = {
-        "rows_total": result.rows_total,
-        "rows_valid": result.rows_total - plan.rejected,
-        "rows_rejected": plan.rejected,
-        "added": len(plan.added),
-        "updated": len(plan.updated),
-        "unchanged": plan.unchanged,
+    recorded = {
+        "rows_total": counts.rows_total,
+        "rows_valid": counts.rows_total - counts.rejected,
+        "rows_rejected": counts.rejected,
+        "added": counts.added,
+        "updated": counts.updated,
+        "unchanged": counts.unchanged,
     }
     cursor = conn.execute(
         "INSERT INTO imports(file_name, sha256, mapping_sha256, encoding, imported_at,"
         " rows_total, rows_valid, rows_rejected, added, updated, unchanged)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (str(result.file), result.sha256, mapping_sha256, result.encoding, now, *counts.values()),
+        (str(source.file), source.sha256, mapping_sha256, source.encoding, now, *recorded.values()),
     )
     import_id = int(cursor.lastrowid or 0)
     conn.executemany(
         "INSERT INTO rejected_rows(import_id, [row], [column], value, reason, field)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        [(import_id, p.row, p.column, p.value, p.reason, p.field) for p in plan.problems],
+        [(import_id, p.row, p.column, p.value, p.reason, p.field) for p in counts.problems],
     )
-    _write_volunteers(conn, import_id, now, plan)
     imported = EventDraft(
         "roster_imported",
         data={
             "import_id": import_id,
-            "file": result.file.name,
-            "sha256": result.sha256,
+            "file": source.file.name,
+            "sha256": source.sha256,
             "mapping_sha256": mapping_sha256,
-            "encoding": result.encoding,
-            "strict": plan.strict,
-            "applied": not plan.refused,
-            **counts,
+            "encoding": source.encoding,
+            "strict": strict,
+            "applied": not counts.refused,
+            **recorded,
         },
     )
-    added = [
-        EventDraft(
-            "volunteer_added",
-            volunteer_id=a.volunteer.volunteer_id,
-            # The address as imported, and the sha256 of the whole row as written: the
-            # chain vouches for the volunteers table (notifier.ledger.projections).
-            data={
-                "import_id": import_id,
-                "row": a.row,
-                "email": a.volunteer.email,
-                "row_sha256": volunteer_row_sha256(a.volunteer.volunteer_id, a.volunteer.texts()),
-            },
-        )
-        for a in plan.added
-    ]
-    updated = [
-        EventDraft(
-            "volunteer_updated",
-            volunteer_id=u.volunteer.volunteer_id,
-            data={
-                "import_id": import_id,
-                "row": u.row,
-                "changes": {f: {"old": o, "new": n} for f, (o, n) in u.changes.items()},
-                "row_sha256": volunteer_row_sha256(u.volunteer.volunteer_id, u.volunteer.texts()),
-            },
-        )
-        for u in plan.updated
-    ]
-    rejected = [
-        EventDraft(
-            "row_rejected",
-            data={
-                "import_id": import_id,
-                "row": p.row,
-                "column": p.column,
-                "value": p.value,
-                "reason": p.reason,
-                "field": p.field,
-                # Who the row is about, as the file has it: the person stays on the
-                # postal worklist until a later import brings them in.
-                "who": dict(p.who),
-            },
-        )
-        for p in plan.problems
-    ]
-    append(conn, [imported, *added, *updated, *rejected], now)
+    append(conn, [imported], now)
+    changes: list[tuple[str, str, str, str]] = []
+    if not counts.refused:
+        # Volunteers may swap addresses, or a new one take the address another is leaving,
+        # in one import: park the changing addresses first so the unique index on email
+        # never sees a transient clash.
+        for chunk in updated():
+            conn.executemany(
+                "UPDATE volunteers SET email = ? WHERE volunteer_id = ?",
+                [(f"\x00moving:{vid}", vid) for _, vid, _, changed in chunk if "email" in changed],
+            )
+        _write_added(conn, import_id, now, added)
+        _write_updated(conn, import_id, now, updated, changes)
+    for start in range(0, len(counts.problems), _EVENT_BATCH):
+        rejected = [
+            EventDraft(
+                "row_rejected",
+                data={
+                    "import_id": import_id,
+                    "row": p.row,
+                    "column": p.column,
+                    "value": p.value,
+                    "reason": p.reason,
+                    "field": p.field,
+                    # Who the row is about, as the file has it: the person stays on the
+                    # postal worklist until a later import brings them in.
+                    "who": dict(p.who),
+                },
+            )
+            for p in counts.problems[start : start + _EVENT_BATCH]
+        ]
+        append(conn, rejected, now)
     return ImportSummary(
         import_id=import_id,
-        added=len(plan.added),
-        updated=len(plan.updated),
-        unchanged=plan.unchanged,
-        rejected=plan.rejected,
-        changes=plan.changes,
+        added=counts.added,
+        updated=counts.updated,
+        unchanged=counts.unchanged,
+        rejected=counts.rejected,
+        changes=tuple(changes),
         already_imported=False,
-        problems=plan.problems,
-        refused=plan.refused,
+        problems=counts.problems,
+        refused=counts.refused,
     )
 
 
-def _write_volunteers(conn: sqlite3.Connection, import_id: int, now: str, plan: ImportPlan) -> None:
+def _write_added(conn: sqlite3.Connection, import_id: int, now: str, added: _Chunks) -> None:
     placeholders = ", ".join("?" for _ in ("volunteer_id", *TEXT_FIELDS))
-    conn.executemany(
+    insert = (
         f"INSERT INTO volunteers({_COLUMNS}, import_id, source_row, created_at, updated_at)"  # noqa: S608
-        f" VALUES ({placeholders}, ?, ?, ?, ?)",
-        # A generator: rows are made as SQLite takes them, never all held at once.
-        (
-            (a.volunteer.volunteer_id, *a.volunteer.texts(), import_id, a.row, now, now)
-            for a in plan.added
-        ),
+        f" VALUES ({placeholders}, ?, ?, ?, ?)"
     )
-    # Two volunteers may swap addresses in one import; park the changing addresses first
-    # so the unique index on email never sees a transient clash.
-    conn.executemany(
-        "UPDATE volunteers SET email = ? WHERE volunteer_id = ?",
-        [
-            (f"\x00moving:{u.volunteer.volunteer_id}", u.volunteer.volunteer_id)
-            for u in plan.updated
-            if "email" in u.changes
-        ],
-    )
-    # Set only the changed columns (grouped by which changed): rewriting an unchanged
-    # indexed column would still cost an index update.
-    groups: dict[tuple[str, ...], list[VolunteerUpdate]] = {}
-    for update in plan.updated:
-        groups.setdefault(tuple(update.changes), []).append(update)
-    for changed, updates in groups.items():
-        # Only fixed column names are joined into the SQL; values go in as parameters.
-        assignments = ", ".join(f"{c} = ?" for c in changed)
+    for chunk in added():
         conn.executemany(
-            f"UPDATE volunteers SET {assignments}, import_id = ?, source_row = ?,"  # noqa: S608
-            " updated_at = ? WHERE volunteer_id = ?",
+            insert, [(vid, *texts, import_id, row, now, now) for row, vid, texts in chunk]
+        )
+        append(
+            conn,
             [
-                (
-                    *(u.changes[c][1] for c in changed),
-                    import_id,
-                    u.row,
-                    now,
-                    u.volunteer.volunteer_id,
+                EventDraft(
+                    "volunteer_added",
+                    volunteer_id=vid,
+                    # The address as imported, and the sha256 of the whole row as written:
+                    # the chain vouches for the volunteers table (notifier.ledger.projections).
+                    data={
+                        "import_id": import_id,
+                        "row": row,
+                        "email": texts[_EMAIL],
+                        "row_sha256": volunteer_row_sha256(vid, texts),
+                    },
                 )
-                for u in updates
+                for row, vid, texts in chunk
             ],
+            now,
+        )
+
+
+def _write_updated(
+    conn: sqlite3.Connection,
+    import_id: int,
+    now: str,
+    updated: _Chunks,
+    changes: list[tuple[str, str, str, str]],
+) -> None:
+    for chunk in updated():
+        # Set only the changed columns (grouped by which changed): rewriting an unchanged
+        # indexed column would still cost an index update.
+        groups: dict[tuple[str, ...], list[Any]] = {}
+        for update in chunk:
+            groups.setdefault(tuple(update[3]), []).append(update)
+        for changed, updates in groups.items():
+            # Only fixed column names are joined into the SQL; values go in as parameters.
+            assignments = ", ".join(f"{c} = ?" for c in changed)
+            conn.executemany(
+                f"UPDATE volunteers SET {assignments}, import_id = ?, source_row = ?,"  # noqa: S608
+                " updated_at = ? WHERE volunteer_id = ?",
+                [
+                    (*(fields[c][1] for c in changed), import_id, row, now, vid)
+                    for row, vid, _, fields in updates
+                ],
+            )
+        append(
+            conn,
+            [
+                EventDraft(
+                    "volunteer_updated",
+                    volunteer_id=vid,
+                    data={
+                        "import_id": import_id,
+                        "row": row,
+                        "changes": {f: {"old": o, "new": n} for f, (o, n) in fields.items()},
+                        "row_sha256": volunteer_row_sha256(vid, texts),
+                    },
+                )
+                for row, vid, texts, fields in chunk
+            ],
+            now,
+        )
+        changes.extend(
+            (vid, name, old, new)
+            for _, vid, _, fields in chunk
+            for name, (old, new) in fields.items()
         )
 
 

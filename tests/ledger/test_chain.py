@@ -278,3 +278,10 @@ def test_cli_verify_without_ledger_is_one_clean_line(notifier: Notifier) -> None
     assert result.exit_code == 2
     assert "no ledger here" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@given(JSON_VALUE)
+def test_canonical_json_is_the_plain_encoders_text(value: Any) -> None:
+    # canonical_json() reuses the encoder's C core for speed: the hashes must not notice.
+    encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_json(value) == encoder.encode(value)

@@ -1,0 +1,126 @@
+"""Roster imports read, compared and written a chunk of rows at a time (open_roster +
+Ledger.record_import): the same tables and events as a roster read whole, whatever the
+chunk size, in one transaction, and --strict still all-or-nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from notifier.errors import RosterError
+from notifier.ledger import Ledger, VolunteerQuery
+from notifier.roster import open_roster, read_roster
+
+HEADER = "volunteer_id,email,family_name,given_name,locale,exposure,data_held,notes"
+FIRST = [
+    "HMR-1,ann@example.org,Smith,Ann,en,published,photo,",
+    "HMR-2,bob@example.org,O'Brien,Bob,en,screened,,call first",
+    "HMR-3,taro@example.jp,鈴木,太郎,ja,database_only,id_documents;photo,",
+    "HMR-4,cy@example.org,Jones,Cy,en,published,,",
+]
+# Rows 2-3 take the addresses of HMR-2 and HMR-1 before those volunteers' own rows (in
+# later chunks) move them on; row 4 takes HMR-4's address, and HMR-4 is not in the file
+# to move: refused. Row 7 is bad, row 8 unchanged, row 9 is new.
+SECOND = [
+    "HMR-5,bob@example.org,New,Five,en,published,,",
+    "HMR-6,ANN@example.org,New,Six,en,published,,",
+    "HMR-7,cy@example.org,New,Seven,en,published,,",
+    "HMR-1,ann.smith@example.org,Smith,Ann,en,screened,photo,",
+    "HMR-2,bob.obrien@example.org,O'Brien,Bob,en,screened,,call first",
+    "HMR-8,not-an-address,Bad,Row,en,published,,",
+    FIRST[2],
+    "HMR-9,nine@example.org,New,Nine,en,published,,",
+]
+
+
+def write(tmp_path: Path, name: str, rows: list[str]) -> Path:
+    path = tmp_path / name
+    path.write_text("\r\n".join([HEADER, *rows]) + "\r\n", encoding="utf-8")
+    return path
+
+
+def state(led: Ledger) -> tuple[Any, ...]:
+    """Everything an import leaves behind, but the times."""
+    events = [(e.seq, e.kind, e.volunteer_id, e.data) for e in led.events()]
+    people = [v for v in led.volunteers(VolunteerQuery())]
+    rejected = [(p.row, p.column, p.value, p.reason, p.field) for p in led.rejected_rows()]
+    return events, people, rejected
+
+
+def import_both(tmp_path: Path, files: list[Path], **kwargs: Any) -> tuple[Any, Any]:
+    """The same imports into a ledger from rosters read whole and into one streamed a
+    row at a time."""
+    whole, streamed = Ledger(tmp_path / "whole.db"), Ledger(tmp_path / "streamed.db")
+    with whole, streamed:
+        for path in files:
+            a = whole.record_import(read_roster(path), **kwargs)
+            with open_roster(path) as stream:
+                b = streamed.record_import(stream, chunk_rows=1, **kwargs)
+            assert a == b
+        assert whole.verify().ok and streamed.verify().ok
+        return state(whole), state(streamed)
+
+
+def test_streamed_import_writes_what_a_whole_one_does(tmp_path: Path) -> None:
+    first, second = write(tmp_path, "a.csv", FIRST), write(tmp_path, "b.csv", SECOND)
+    whole, streamed = import_both(tmp_path, [first, second, second])
+    assert whole == streamed
+    events, people, rejected = streamed
+    assert [r[0] for r in rejected] == [4, 7]  # the address held by HMR-4; the bad one
+    assert {v.volunteer_id: v.email for v in people} == {
+        "HMR-1": "ann.smith@example.org",
+        "HMR-2": "bob.obrien@example.org",
+        "HMR-3": "taro@example.jp",
+        "HMR-4": "cy@example.org",
+        "HMR-5": "bob@example.org",
+        "HMR-6": "ANN@example.org",
+        "HMR-9": "nine@example.org",
+    }
+    second_import = [e for e in events if e[3].get("import_id") == 2]
+    assert [e[1] for e in second_import] == [
+        "roster_imported",
+        *["volunteer_added"] * 3,
+        *["volunteer_updated"] * 2,
+        *["row_rejected"] * 2,
+    ]
+    imported = second_import[0][3]
+    assert (imported["added"], imported["updated"], imported["unchanged"]) == (3, 2, 1)
+    # The third import is the second file again: nothing written.
+    assert not [e for e in events if e[3].get("import_id") == 3]
+
+
+def test_streamed_strict_import_refuses_for_a_bad_row_in_the_last_chunk(tmp_path: Path) -> None:
+    rows = [*FIRST, "HMR-8,not-an-address,Bad,Row,en,published,,"]
+    whole, streamed = import_both(tmp_path, [write(tmp_path, "a.csv", rows)], strict=True)
+    assert whole == streamed
+    events, people, rejected = streamed
+    assert people == [] and [r[0] for r in rejected] == [6]
+    assert [e[1] for e in events] == ["roster_imported", "row_rejected"]
+    assert events[0][3]["applied"] is False
+
+
+def test_a_file_damaged_past_the_first_chunk_leaves_nothing(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.csv", [*FIRST, 'HMR-9,"unclosed@example.org,X,Y,en,published,,'])
+    with Ledger(tmp_path / "n.db") as led, open_roster(path) as stream:
+        with pytest.raises(RosterError, match="row 6"):
+            led.record_import(stream, chunk_rows=2)
+        assert led.count("imports") == led.count("events") == led.count("volunteers") == 0
+
+
+def test_encoding_is_told_from_the_whole_file_not_just_its_start(tmp_path: Path) -> None:
+    # The first MB is plain ASCII; a cp932 name comes only after it.
+    filler = [f"HMR-{n},p{n}@example.org,Smith,Ann,en,published,," for n in range(30_000)]
+    rows = [*filler, "HMR-X,taka@example.jp,髙橋,一郎,ja,published,,"]
+    sjis = tmp_path / "sjis.csv"
+    sjis.write_bytes(("\r\n".join([HEADER, *rows]) + "\r\n").encode("cp932"))
+    assert sjis.stat().st_size > 1024 * 1024
+    result = read_roster(sjis)
+    assert result.encoding == "cp932"
+    assert result.accepted[-1].volunteer.family_name == "髙橋"
+    # A byte no encoding reads, past the first MB: refused, naming its row.
+    broken = tmp_path / "broken.csv"
+    broken.write_bytes(sjis.read_bytes().replace("髙".encode("cp932"), b"\xff\xff"))
+    with pytest.raises(RosterError, match=f"row {len(rows) + 1}"):
+        read_roster(broken)
