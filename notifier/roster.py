@@ -31,7 +31,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -644,6 +644,26 @@ def _changed(path: Path) -> RosterError:
     )
 
 
+def _checked_head(handle: BinaryIO, path: Path, max_bytes: int, encoding: str) -> bytes:
+    """The file's first MB, after refusing at once a file that is too big, has no line
+    break there (a device, a binary), is a workbook, or whose start is text in no
+    encoding we read: a wrong path never fills memory or takes minutes."""
+    size = os.fstat(handle.fileno()).st_size
+    if size > max_bytes:
+        raise _too_big(path, max_bytes)
+    head = handle.read(_PROBE_BYTES)
+    if len(head) == _PROBE_BYTES and b"\n" not in head and b"\r" not in head:
+        raise RosterError(
+            "no line break in the first MB: this is not a CSV file",
+            file=path,
+            hint="check the path; a roster is a CSV file saved from a spreadsheet",
+        )
+    _refuse_workbook(head, path)
+    if encoding.lower() == "auto":
+        _probe_encoding(head, path)
+    return head
+
+
 def _scan(path: Path, max_bytes: int, encoding: str) -> str:
     """The encoding to read the file with, found without holding the file.
 
@@ -652,19 +672,7 @@ def _scan(path: Path, max_bytes: int, encoding: str) -> str:
     """
     try:
         with path.open("rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > max_bytes:
-                raise _too_big(path, max_bytes)
-            head = handle.read(_PROBE_BYTES)
-            if len(head) == _PROBE_BYTES and b"\n" not in head and b"\r" not in head:
-                raise RosterError(
-                    "no line break in the first MB: this is not a CSV file",
-                    file=path,
-                    hint="check the path; a roster is a CSV file saved from a spreadsheet",
-                )
-            _refuse_workbook(head, path)
-            if encoding.lower() == "auto":
-                _probe_encoding(head, path)
+            head = _checked_head(handle, path, max_bytes, encoding)
             blank = not head.removeprefix(codecs.BOM_UTF8).strip()
             for name in _candidate_encodings(head, encoding):
                 handle.seek(len(head))
@@ -737,19 +745,7 @@ def _read_limited(path: Path, max_bytes: int, encoding: str) -> bytes:
     """
     try:
         with path.open("rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > max_bytes:
-                raise _too_big(path, max_bytes)
-            head = handle.read(_PROBE_BYTES)
-            if len(head) == _PROBE_BYTES and b"\n" not in head and b"\r" not in head:
-                raise RosterError(
-                    "no line break in the first MB: this is not a CSV file",
-                    file=path,
-                    hint="check the path; a roster is a CSV file saved from a spreadsheet",
-                )
-            _refuse_workbook(head, path)
-            if encoding.lower() == "auto":
-                _probe_encoding(head, path)
+            head = _checked_head(handle, path, max_bytes, encoding)
             rest = handle.read(max_bytes + 1 - len(head))
     except OSError as exc:
         raise RosterError(
