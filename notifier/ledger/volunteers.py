@@ -20,7 +20,7 @@ from notifier.config import ROSTER_CHUNK_ROWS
 from notifier.ledger.chain import EventDraft, append, utc_now
 from notifier.ledger.projections import volunteer_row_sha256
 from notifier.roster import RosterResult, RosterSource, RowProblem
-from notifier.roster_diff import ImportDiff, ImportPlan, StoredTexts, owners
+from notifier.roster_diff import DiffOutcome, ImportDiff, ImportPlan, StoredTexts, owners
 from notifier.volunteer import TEXT_FIELDS, Volunteer
 
 _COLUMNS = ", ".join(("volunteer_id", *TEXT_FIELDS))
@@ -170,8 +170,7 @@ def record_import(
     Re-importing the file last imported, when that would change no volunteer, writes
     nothing and says so (already_imported).
     """
-    counts = _Counts(
-        rows_total=result.rows_total,
+    counts = DiffOutcome(
         added=len(plan.added),
         updated=len(plan.updated),
         unchanged=plan.unchanged,
@@ -263,14 +262,7 @@ def import_roster(
                 updated_chunks += 1
         outcome = diff.finish(problems, strict=strict)
         del problems
-        counts = _Counts(
-            rows_total=source.rows_total,
-            added=outcome.added,
-            updated=outcome.updated,
-            unchanged=outcome.unchanged,
-            problems=outcome.problems,
-            refused=outcome.refused,
-        )
+        counts = outcome
 
         def kept(spool: IO[bytes], chunks: int) -> Iterator[list[Any]]:
             spool.seek(0)
@@ -300,20 +292,6 @@ def _stored_texts_of(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, 
     return {volunteer_id: texts for volunteer_id, *texts in cursor}
 
 
-@dataclass(frozen=True)
-class _Counts:
-    rows_total: int
-    added: int
-    updated: int
-    unchanged: int
-    problems: tuple[RowProblem, ...]  # in row order
-    refused: bool
-
-    @property
-    def rejected(self) -> int:
-        return len({p.row for p in self.problems})
-
-
 # Chunks of (row, volunteer_id, texts) to add, or (row, volunteer_id, texts, changes) to
 # update, in row order.
 _Chunks = Callable[[], Iterator[list[Any]]]
@@ -324,7 +302,7 @@ _EVENT_BATCH = 5000
 def _write_import(
     conn: sqlite3.Connection,
     source: RosterSource,
-    counts: _Counts,
+    counts: DiffOutcome,
     added: _Chunks,
     updated: _Chunks,
     *,
@@ -353,8 +331,8 @@ def _write_import(
         )
     now = utc_now()
     recorded = {
-        "rows_total": counts.rows_total,
-        "rows_valid": counts.rows_total - counts.rejected,
+        "rows_total": source.rows_total,
+        "rows_valid": source.rows_total - counts.rejected,
         "rows_rejected": counts.rejected,
         "added": counts.added,
         "updated": counts.updated,
