@@ -56,8 +56,10 @@ class Sender:
 
 
 def lock_path(ledger_path: Path) -> Path:
-    """The lock file that belongs to a ledger: `LEDGER.lock`, beside it."""
-    return ledger_path.with_name(ledger_path.name + ".lock")
+    """The lock file that belongs to a ledger: `LEDGER.lock`, beside the real file (a
+    ledger reached through a symlink or another relative path has the same lock)."""
+    real = ledger_path.resolve()
+    return real.with_name(real.name + ".lock")
 
 
 class SendLock:

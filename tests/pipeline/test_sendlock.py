@@ -86,3 +86,14 @@ def test_a_status_probe_does_not_refuse_a_starting_sender(tmp_path: Path) -> Non
         assert running_sender(ledger) is None
         with SendLock(ledger, "c"):
             pass
+
+
+def test_one_lock_whatever_path_names_the_ledger(tmp_path: Path) -> None:
+    ledger = tmp_path / "data" / "notifier.db"
+    ledger.parent.mkdir()
+    ledger.touch()
+    link = tmp_path / "link.db"
+    link.symlink_to(ledger)
+    with SendLock(ledger, "c"), pytest.raises(SendInProgress):
+        SendLock(link, "c").acquire()
+    assert lock_path(link) == lock_path(ledger)
