@@ -45,7 +45,9 @@ def status(app: AppContext, campaign_id: str, fmt: str) -> None:
         registered = led.campaign_is_registered(campaign_id)
     # While a sender holds the lock, what it has claimed is in flight, not uncertain:
     # only a run that died leaves messages whose outcome nobody knows.
-    in_flight = [m for m in claimed if running and m.state == MessageState.SENDING]
+    # (Only the running send's own campaign: another campaign's claims are a crash's.)
+    live = running is not None and running.campaign_id == campaign_id
+    in_flight = [m for m in claimed if live and m.state == MessageState.SENDING]
     uncertain = [m for m in claimed if m not in in_flight]
     sender = {**(recorded or {}), **asdict(running)} if running else None
     if fmt == "json":
@@ -89,14 +91,17 @@ def status(app: AppContext, campaign_id: str, fmt: str) -> None:
     if running:
         console.print(
             f"Sending now: {visible(running.describe())};"
-            f" {len(in_flight)} message(s) in flight (not uncertain: that send is alive)."
+            f" {len(in_flight)} message(s) of {campaign_id} in flight"
+            " (not uncertain: that send is alive).",
+            markup=False,
         )
     for line in unreached_lines(campaign_id, counts):
         console.print(line, markup=False)
     if uncertain:
         console.print(
-            f"{len(uncertain)} message(s) with an unknown outcome "
-            f"(re-send with: notifier send {campaign_id} --yes --resend-uncertain):"
+            f"{len(uncertain)} message(s) with an unknown outcome: settle them from the mail"
+            f" server's log (notifier reconcile {campaign_id} --mta-log FILE) or re-send"
+            f" them (notifier send {campaign_id} --yes --resend-uncertain):"
         )
         for m in uncertain:
             console.print(visible(f"  {m.email}  ({m.volunteer_id}, {m.state})"), markup=False)

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import Notifier
+from smtp_helpers import add_volunteers, make_volunteers, send
 
+from notifier.campaign import load_campaign
 from notifier.errors import ExitCode, SendInProgress
+from notifier.ledger import Ledger
+from notifier.pipeline import SendScope
 from notifier.sendlock import SendLock, lock_path, running_sender
+from notifier.sink import Sink
+
+FIRST = "2020-03-breach"
 
 HOLD = """
 import sys, time
@@ -97,3 +108,35 @@ def test_one_lock_whatever_path_names_the_ledger(tmp_path: Path) -> None:
     with SendLock(ledger, "c"), pytest.raises(SendInProgress):
         SendLock(link, "c").acquire()
     assert lock_path(link) == lock_path(ledger)
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    with Sink() as server:
+        yield server
+
+
+def test_status_calls_claims_in_flight_only_for_the_running_campaign(
+    notifier: Notifier, ledger: Ledger, sink: Sink
+) -> None:
+    # A crash left one message of the first notice claimed; now a send is running.
+    people = make_volunteers(3)
+    add_volunteers(ledger, people)
+    send(ledger, load_campaign(FIRST), people, sink.url, scope=SendScope(limit=0))
+    (claimed, *_) = ledger.campaign_messages(FIRST)
+    ledger.claim_for_sending([claimed.message_id])
+
+    def shown() -> dict[str, Any]:
+        result = notifier("status", FIRST, "--format", "json")
+        assert result.exit_code == 0, result.output
+        answer: dict[str, Any] = json.loads(result.stdout)
+        return answer
+
+    with SendLock(ledger.path, "2020-04-29-update", "send"):
+        other = shown()  # another campaign is sending: this claim is a crash's
+    with SendLock(ledger.path, FIRST, "send"):
+        live = shown()  # this campaign is sending: its claim is in flight
+    assert (other["in_flight"], other["uncertain"]) == (0, [claimed.email])
+    assert other["running"]["campaign_id"] == "2020-04-29-update"
+    assert (live["in_flight"], live["uncertain"]) == (1, [])
+    assert shown()["running"] is None
