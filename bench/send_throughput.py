@@ -30,6 +30,8 @@ import threading
 import time
 from pathlib import Path
 
+from bench_people import bench_volunteers
+
 from notifier.approval import approve
 from notifier.campaign import apply_overrides, load_campaign
 from notifier.compose import build_message
@@ -37,10 +39,9 @@ from notifier.config import Settings
 from notifier.ledger import Ledger
 from notifier.render import Renderer
 from notifier.roster import AcceptedRow, RosterResult
-from notifier.volunteer import EXPOSURES, Volunteer
+from notifier.volunteer import Volunteer
 
 CAMPAIGN = "2020-03-breach"
-DATA_HELD = ("id_documents", "photo", "health_questionnaire", "consent_form", "test_results")
 
 
 def find_tool(name: str) -> str | None:
@@ -65,25 +66,6 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise SystemExit(f"smtp-sink did not start on port {port}")
-
-
-def volunteers(count: int) -> list[Volunteer]:
-    people = []
-    for i in range(count):
-        ja = i % 4 == 0
-        people.append(
-            Volunteer(
-                volunteer_id=f"HMR-{i:06d}",
-                email=f"volunteer{i}@example.{'jp' if ja else 'org'}",
-                email_ascii=f"volunteer{i}@example.{'jp' if ja else 'org'}",
-                family_name="鈴木" if ja else f"Family{i}",
-                given_name="一郎" if ja else "Alex",
-                locale="ja" if ja else "en",
-                exposure=EXPOSURES[i % 3],
-                data_held=DATA_HELD[: 1 + i % len(DATA_HELD)],
-            )
-        )
-    return people
 
 
 def average_size(people: list[Volunteer]) -> int:
@@ -149,7 +131,7 @@ def main() -> int:
         sink = subprocess.Popen([*sink_args, f"127.0.0.1:{port}", "1024"])
         try:
             wait_for_port(port)
-            people = volunteers(args.volunteers)
+            people = bench_volunteers(args.volunteers)
             size = average_size(people)
             print(f"{args.volunteers} messages, ~{size} bytes each, {args.concurrency} connections")
             # Other work on the machine moves both rates; say how busy it was.

@@ -20,10 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_people import bench_volunteers
+
 from notifier.ledger import Ledger
 from notifier.message import DeliveryOutcome, NewMessage
 from notifier.roster import AcceptedRow, RosterResult
-from notifier.volunteer import EXPOSURES, Volunteer
 
 TARGET_SECONDS = 10.0
 TARGET_RSS_MB = 300
@@ -31,27 +32,8 @@ CAMPAIGN = "2020-03-breach"
 CHUNK = 256  # messages claimed and recorded together, as a send's journal does
 
 
-def people(count: int) -> list[Volunteer]:
-    out = []
-    for i in range(count):
-        ja = i % 4 == 0
-        out.append(
-            Volunteer(
-                volunteer_id=f"HMR-{i:06d}",
-                email=f"volunteer{i}@example.{'jp' if ja else 'org'}",
-                email_ascii=f"volunteer{i}@example.{'jp' if ja else 'org'}",
-                family_name="鈴木" if ja else f"Family{i}",
-                given_name="一郎" if ja else "Alex",
-                locale="ja" if ja else "en",
-                exposure=EXPOSURES[i % 3],
-                data_held=("id_documents", "photo"),
-            )
-        )
-    return out
-
-
 def build(path: Path, count: int) -> None:
-    volunteers = people(count)
+    volunteers = bench_volunteers(count)
     roster = RosterResult(
         file=Path("roster.csv"),
         sha256=hashlib.sha256(str(count).encode()).hexdigest(),

@@ -1,0 +1,28 @@
+"""Generated volunteers for the benchmarks: a quarter of them Japanese, exposures in turn,
+one to five kinds of data held. The same people every run."""
+
+from __future__ import annotations
+
+from notifier.volunteer import EXPOSURES, Volunteer
+
+DATA_HELD = ("id_documents", "photo", "health_questionnaire", "consent_form", "test_results")
+
+
+def bench_volunteers(count: int) -> list[Volunteer]:
+    people = []
+    for i in range(count):
+        ja = i % 4 == 0
+        address = f"volunteer{i}@example.{'jp' if ja else 'org'}"
+        people.append(
+            Volunteer(
+                volunteer_id=f"HMR-{i:06d}",
+                email=address,
+                email_ascii=address,
+                family_name="鈴木" if ja else f"Family{i}",
+                given_name="一郎" if ja else "Alex",
+                locale="ja" if ja else "en",
+                exposure=EXPOSURES[i % 3],
+                data_held=DATA_HELD[: 1 + i % len(DATA_HELD)],
+            )
+        )
+    return people
