@@ -167,7 +167,8 @@ def state_after_report(current: str, proposed: MessageState) -> MessageState | N
 
 @dataclass(frozen=True)
 class MessageRow:
-    """A message as the ledger knows it, joined with its recipient."""
+    """A message as the ledger knows it (with its recipient's address where the query
+    joined it, and when its state last moved where the query read that)."""
 
     message_id: str  # RFC 5322 Message-ID, with angle brackets
     campaign_id: str
@@ -178,6 +179,7 @@ class MessageRow:
     email: str = ""
     smtp_reply: str = ""
     queue_id: str = ""
+    updated_at: str | None = None  # when the state last moved; None if it never did
 
 
 @dataclass(frozen=True)

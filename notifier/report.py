@@ -29,14 +29,13 @@ from notifier.ledger import (
     Event,
     Ledger,
     LedgerDigest,
-    MessageRecord,
     Suppression,
     VerifyResult,
     VolunteerQuery,
     address_key,
 )
 from notifier.ledger.projections import BOOKKEEPING
-from notifier.message import MessageState
+from notifier.message import MessageRow, MessageState
 from notifier.volunteer import EXPOSURES, LOCALES, Volunteer, display_name
 
 # Event kinds that are an attempt to hand the message to a server.
@@ -246,7 +245,7 @@ def campaign_report(
 
 
 def _recipients(
-    messages: Sequence[MessageRecord],
+    messages: Sequence[MessageRow],
     people: Mapping[str, Volunteer],
     events: Sequence[Event],
 ) -> tuple[tuple[RecipientOutcome, ...], tuple[str, ...]]:
@@ -267,7 +266,7 @@ def _recipients(
 
 
 def _outcome(
-    message: MessageRecord, person: Volunteer | None, events: Sequence[Event]
+    message: MessageRow, person: Volunteer | None, events: Sequence[Event]
 ) -> tuple[RecipientOutcome, bool]:
     """One recipient's outcome, and whether its stored state is backed by an event.
 
@@ -417,7 +416,7 @@ def unreachable(ledger: Ledger) -> list[UnreachablePerson]:
 
 def _unreachable_volunteers(
     volunteers: Sequence[Volunteer],
-    messages: Sequence[MessageRecord],
+    messages: Sequence[MessageRow],
     events: Sequence[Event],
     suppressions: Sequence[Suppression],
 ) -> list[UnreachablePerson]:

@@ -39,7 +39,7 @@ from notifier.ledger.chain import (
     event_hash,
     utc_now,
 )
-from notifier.ledger.messages import MessageRecord, Settled
+from notifier.ledger.messages import Settled
 from notifier.ledger.schema import MIGRATIONS, SCHEMA_VERSION
 from notifier.ledger.store import DEFAULT_LEDGER, Ledger, LedgerDigest
 from notifier.ledger.suppressions import Suppression, address_key
@@ -64,7 +64,6 @@ __all__ = [
     "Ledger",
     "LedgerDigest",
     "MatchedMessage",
-    "MessageRecord",
     "RecordedReport",
     "Settled",
     "Suppression",

@@ -29,21 +29,6 @@ from notifier.message import DeliveryOutcome, MessageRow, MessageState, NewMessa
 _CHUNK = 500
 
 
-@dataclass(frozen=True)
-class MessageRecord:
-    """A message as the messages table holds it."""
-
-    message_id: str
-    campaign_id: str
-    volunteer_id: str
-    verp_token: str
-    state: str
-    attempts: int
-    smtp_reply: str
-    queue_id: str
-    updated_at: str | None  # when the state last moved; None if it never did
-
-
 def append_events(
     conn: sqlite3.Connection, drafts: Sequence[EventDraft], at: str | None = None
 ) -> Appended:
@@ -208,7 +193,7 @@ def campaign_messages(
     """A campaign's messages with their recipients, in volunteer order."""
     sql = (
         "SELECT m.message_id, m.campaign_id, m.volunteer_id, m.verp_token, m.state,"
-        " m.attempts, v.email, m.smtp_reply, m.queue_id"
+        " m.attempts, v.email, m.smtp_reply, m.queue_id, m.updated_at"
         " FROM messages m JOIN volunteers v ON v.volunteer_id = m.volunteer_id"
         " WHERE m.campaign_id = ?"
     )
@@ -218,40 +203,30 @@ def campaign_messages(
         sql += f" AND m.state IN ({', '.join('?' for _ in states)})"
         params.extend(states)
     sql += " ORDER BY m.volunteer_id"
-    return [
-        MessageRow(
-            message_id=row["message_id"],
-            campaign_id=row["campaign_id"],
-            volunteer_id=row["volunteer_id"],
-            verp_token=row["verp_token"] or "",
-            state=row["state"],
-            attempts=int(row["attempts"] or 0),
-            email=row["email"],
-            smtp_reply=row["smtp_reply"] or "",
-            queue_id=row["queue_id"] or "",
-        )
-        for row in conn.execute(sql, params)
-    ]
+    return [_message_row(row, row["email"]) for row in conn.execute(sql, params)]
 
 
-def messages(conn: sqlite3.Connection, campaign_id: str | None = None) -> list[MessageRecord]:
-    """The messages of one campaign (default: of every campaign), in volunteer order."""
+def messages(conn: sqlite3.Connection, campaign_id: str | None = None) -> list[MessageRow]:
+    """The messages of one campaign (default: of every campaign), in volunteer order, as
+    the table holds them (no address: `campaign_messages` joins it)."""
     where, params = ("WHERE campaign_id = ?", (campaign_id,)) if campaign_id else ("", ())
     sql = f"SELECT * FROM messages {where} ORDER BY volunteer_id, campaign_id"  # noqa: S608
-    return [
-        MessageRecord(
-            message_id=row["message_id"],
-            campaign_id=row["campaign_id"],
-            volunteer_id=row["volunteer_id"],
-            verp_token=row["verp_token"] or "",
-            state=row["state"],
-            attempts=int(row["attempts"] or 0),
-            smtp_reply=row["smtp_reply"] or "",
-            queue_id=row["queue_id"] or "",
-            updated_at=row["updated_at"],
-        )
-        for row in conn.execute(sql, params)
-    ]
+    return [_message_row(row, "") for row in conn.execute(sql, params)]
+
+
+def _message_row(row: sqlite3.Row, email: str) -> MessageRow:
+    return MessageRow(
+        message_id=row["message_id"],
+        campaign_id=row["campaign_id"],
+        volunteer_id=row["volunteer_id"],
+        verp_token=row["verp_token"] or "",
+        state=row["state"],
+        attempts=int(row["attempts"] or 0),
+        email=email,
+        smtp_reply=row["smtp_reply"] or "",
+        queue_id=row["queue_id"] or "",
+        updated_at=row["updated_at"],
+    )
 
 
 def message_states(conn: sqlite3.Connection, campaign_id: str) -> dict[str, str]:

@@ -61,7 +61,7 @@ from notifier.ledger import messages as message_table
 from notifier.ledger.bounces import MatchedMessage, RecordedReport
 from notifier.ledger.campaigns import CampaignRecord
 from notifier.ledger.chain import Event, EventDraft, VerifyResult
-from notifier.ledger.messages import MessageRecord, Settled
+from notifier.ledger.messages import Settled
 from notifier.ledger.suppressions import Suppression
 from notifier.ledger.volunteers import ImportRecord, ImportSummary, VolunteerQuery
 from notifier.message import DeliveryOutcome, MessageRow, NewMessage
@@ -540,7 +540,7 @@ class Ledger:
         """Messages whose outcome is unknown after a crash (still to be decided on)."""
         return self.campaign_messages(campaign_id, states=("uncertain", "sending"))
 
-    def messages(self, campaign_id: str | None = None) -> list[MessageRecord]:
+    def messages(self, campaign_id: str | None = None) -> list[MessageRow]:
         """The messages of one campaign (default: of every campaign), as stored."""
         return message_table.messages(self.conn, campaign_id)
 

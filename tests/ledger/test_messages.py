@@ -7,8 +7,8 @@ import pytest
 from smtp_helpers import add_volunteers, make_volunteers
 
 from notifier.errors import LedgerError
-from notifier.ledger import EventDraft, Ledger, MessageRecord
-from notifier.message import DeliveryOutcome, NewMessage
+from notifier.ledger import EventDraft, Ledger
+from notifier.message import DeliveryOutcome, MessageRow, NewMessage
 
 IDS = [f"<m{i}@example.org>" for i in range(3)]
 
@@ -34,7 +34,7 @@ def test_messages_are_registered_pending_with_a_queued_event(campaign: Ledger) -
         "queued"
     ] * 3
     first = campaign.messages("c")[0]
-    assert first == MessageRecord(
+    assert first == MessageRow(
         message_id=IDS[0],
         campaign_id="c",
         volunteer_id="HMR-00000",
