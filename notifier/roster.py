@@ -159,18 +159,24 @@ def _contradictions(
     accepted: Iterable[AcceptedRow], headers: Mapping[str, str]
 ) -> Iterator[RowProblem]:
     for row in accepted:
-        volunteer = row.volunteer
-        items = data_held_contradiction(volunteer.exposure, volunteer.data_held)
-        if items:
-            yield RowProblem(
-                row.row,
-                headers.get("data_held", "data_held"),
-                ";".join(items),
-                f"exposure is {volunteer.exposure} (never attended a screening visit) but "
-                "data_held lists screening records: imported; correct the exposure or "
-                "the data held",
-                "data_held",
-            )
+        warning = _contradiction(row.row, row.volunteer, headers)
+        if warning is not None:
+            yield warning
+
+
+def _contradiction(row: int, volunteer: Volunteer, headers: Mapping[str, str]) -> RowProblem | None:
+    items = data_held_contradiction(volunteer.exposure, volunteer.data_held)
+    if not items:
+        return None
+    return RowProblem(
+        row,
+        headers.get("data_held", "data_held"),
+        ";".join(items),
+        f"exposure is {volunteer.exposure} (never attended a screening visit) but "
+        "data_held lists screening records: imported; correct the exposure or "
+        "the data held",
+        "data_held",
+    )
 
 
 # --- mapping file ------------------------------------------------------------------------
@@ -542,11 +548,12 @@ class RosterStream:
 
     def _take(self, checker: _RowChecker) -> RosterChunk:
         chunk = RosterChunk(tuple(checker.accepted), tuple(checker.problems))
+        self.warnings.extend(checker.warnings)
         checker.accepted.clear()
         checker.problems.clear()
+        checker.warnings.clear()
         self.accepted_total += len(chunk.accepted)
         self.rejected_total += len({p.row for p in chunk.problems})
-        self.warnings.extend(_contradictions(chunk.accepted, self.headers))
         return chunk
 
     def close(self) -> None:
@@ -893,136 +900,158 @@ def _missing_hint(headers: Sequence[str], missing: Iterable[str]) -> str:
 
 # --- checking rows ----------------------------------------------------------------------
 
-# Records one problem of the row being checked: (canonical field, value, reason).
-_Problem = Callable[[str, str, str], None]
+
+@functools.lru_cache(maxsize=8192)
+def name_verdict(raw: str) -> tuple[str, str]:
+    """(the name as stored, why the cell is refused or "").
+
+    Cached: family and given names repeat through a roster (Smith, 佐藤, John).
+    """
+    name = normalise_name(raw)
+    if _BREAKS.search(name):
+        # A line break (Alt+Enter) or control character inside a name is always a
+        # spreadsheet accident: no one's name contains one, and sent as-is it would
+        # break the salutation. (HTML-like text is allowed: templates escape it.)
+        return name, "contains a line break or control character"
+    if _GARBLED.search(name):
+        return name, (
+            "looks garbled (Latin and Japanese letters run together): "
+            "is the file's encoding right? name it with --encoding"
+        )
+    return name, ""
 
 
 class _RowChecker:
     """Checks rows one by one, remembering addresses and ids to find duplicates.
 
-    Written for speed (100,000 rows in a few seconds): vocabulary cells repeat, so their
-    verdicts are cached by the cell's exact text.
+    Written for speed (100,000 rows in about a second): every field is read by a fixed
+    cell position, problems are gathered only when there are some, and verdicts on cells
+    that repeat (vocabulary values, names) are cached by the cell's exact text.
     """
 
     def __init__(self, plan: _Plan) -> None:
         self.plan = plan
         self.accepted: list[AcceptedRow] = []
         self.problems: list[RowProblem] = []
+        self.warnings: list[RowProblem] = []
         self.first_row_of_email: dict[str, int] = {}
         self.first_row_of_id: dict[str, int] = {}
-        # Cell position of each canonical field; -1 when the file has no such column.
-        self.at = {f: plan.index.get(f, -1) for f in FIELDS}
+        width = plan.width
+        # Cells are padded to width + 1: a field the file has no column for reads the
+        # last, always-empty cell.
+        self.at = {f: plan.index.get(f, width) for f in FIELDS}
+        self.padding = [[""] * (width + 1 - n) for n in range(width + 1)]
         self.vocabulary_verdicts: dict[tuple[str, str], tuple[str, str]] = {}
         self.data_held_verdicts: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
-    def check(self, row: int, cells: Sequence[str]) -> None:
+    def check(self, row: int, cells: list[str]) -> None:
         plan, at, width = self.plan, self.at, self.plan.width
         count = len(cells)
-        problems: list[RowProblem] = []
-
-        def cell(fld: str) -> str:
-            i = at[fld]
-            return cells[i] if 0 <= i < count else ""
-
-        def problem(fld: str, value: str, reason: str) -> None:
-            problems.append(RowProblem(row, plan.header.get(fld, fld), value, reason, fld))
-
-        if count > width and any(c.strip() for c in cells[width:]):
-            problems.append(
-                RowProblem(
+        # (canonical field, value, reason) of each problem found in this row.
+        bad: list[tuple[str, str, str]] = []
+        overflow: RowProblem | None = None
+        if count <= width:
+            cells.extend(self.padding[count])
+        else:
+            if any(c.strip() for c in cells[width:]):
+                overflow = RowProblem(
                     row,
                     f"(cells after column {width})",
                     ",".join(cells[width:]),
                     f"the row has {count} cells but the header only {width}: "
                     "a comma inside an unquoted cell?",
                 )
-            )
+            cells = [*cells[:width], ""]
 
         email, email_ascii = "", ""
-        raw_email = cell("email")
+        raw_email = cells[at["email"]]
         if not raw_email.strip():
-            problem("email", raw_email, "required, but empty")
+            bad.append(("email", raw_email, "required, but empty"))
         else:
             checked = check_email(raw_email)
             if isinstance(checked, str):
-                problem("email", raw_email, checked)
+                bad.append(("email", raw_email, checked))
             else:
                 email, email_ascii = checked
                 earlier = self.first_row_of_email.setdefault(email.casefold(), row)
                 if earlier != row:
-                    problem(
-                        "email",
-                        raw_email,
-                        f"duplicate of row {earlier} (the same address, ignoring case)",
+                    bad.append(
+                        (
+                            "email",
+                            raw_email,
+                            f"duplicate of row {earlier} (the same address, ignoring case)",
+                        )
                     )
 
-        family_name = self._name(cell("family_name"), "family_name", problem)
-        given_name = self._name(cell("given_name"), "given_name", problem)
-        exposure = self._vocabulary("exposure", cell("exposure"), problem)
-        if at["locale"] >= 0:
-            locale = self._vocabulary("locale", cell("locale"), problem)
+        raw = cells[at["family_name"]]
+        family_name, reason = name_verdict(raw)
+        if reason or not family_name:
+            bad.append(("family_name", raw, reason or "required, but empty"))
+        raw = cells[at["given_name"]]
+        given_name, reason = name_verdict(raw)
+        if reason:
+            bad.append(("given_name", raw, reason))
+        exposure = self._vocabulary("exposure", cells[at["exposure"]], bad)
+        if at["locale"] < width:
+            locale = self._vocabulary("locale", cells[at["locale"]], bad)
         else:
             locale = plan.default_locale
-        data_held = self._data_held(cell("data_held"), problem)
+        data_held = self._data_held(cells[at["data_held"]], bad)
 
-        raw_id = cell("volunteer_id")
-        volunteer_id = normalise_name(raw_id)
+        raw_id = cells[at["volunteer_id"]]
+        volunteer_id = normalise_name(raw_id) if raw_id else ""
         if volunteer_id:
             earlier = self.first_row_of_id.setdefault(volunteer_id, row)
             if earlier != row:
-                problem("volunteer_id", raw_id, f"duplicate of row {earlier}")
+                bad.append(("volunteer_id", raw_id, f"duplicate of row {earlier}"))
         elif email:
             volunteer_id = derive_volunteer_id(email)
 
-        if problems:
-            who = tuple((f, cell(f)) for f in IDENTITY_FIELDS if cell(f).strip())
-            self.problems.extend(dataclasses.replace(p, who=who) for p in problems)
+        if bad or overflow:
+            self._reject(row, cells, overflow, bad)
             return
-        extra = {h: v for i, h in plan.extras if i < count and (v := cells[i].strip())}
-        self.accepted.append(
-            AcceptedRow(
-                row,
-                Volunteer(
-                    volunteer_id=volunteer_id,
-                    email=email,
-                    email_ascii=email_ascii,
-                    family_name=family_name,
-                    given_name=given_name,
-                    locale=locale,
-                    exposure=exposure,
-                    data_held=data_held,
-                    postal_address=cell("postal_address").strip().replace("\r\n", "\n"),
-                    extra=extra,
-                ),
-            )
+        volunteer = Volunteer(
+            volunteer_id=volunteer_id,
+            email=email,
+            email_ascii=email_ascii,
+            family_name=family_name,
+            given_name=given_name,
+            locale=locale,
+            exposure=exposure,
+            data_held=data_held,
+            postal_address=cells[at["postal_address"]].strip().replace("\r\n", "\n"),
+            extra={h: v for i, h in plan.extras if (v := cells[i].strip())},
+        )
+        self.accepted.append(AcceptedRow(row, volunteer))
+        if data_held and exposure == "database_only":
+            warning = _contradiction(row, volunteer, plan.header)
+            if warning is not None:
+                self.warnings.append(warning)
+
+    def _reject(
+        self,
+        row: int,
+        cells: Sequence[str],
+        overflow: RowProblem | None,
+        bad: Sequence[tuple[str, str, str]],
+    ) -> None:
+        at, header = self.at, self.plan.header
+        who = tuple((f, cells[at[f]]) for f in IDENTITY_FIELDS if cells[at[f]].strip())
+        if overflow is not None:
+            self.problems.append(dataclasses.replace(overflow, who=who))
+        self.problems.extend(
+            RowProblem(row, header.get(fld, fld), value, reason, fld, who)
+            for fld, value, reason in bad
         )
 
-    def _name(self, raw: str, fld: str, problem: _Problem) -> str:
-        name = normalise_name(raw)
-        if not name and fld in REQUIRED_FIELDS:
-            problem(fld, raw, "required, but empty")
-        elif _BREAKS.search(name):
-            # A line break (Alt+Enter) or control character inside a name is always a
-            # spreadsheet accident: no one's name contains one, and sent as-is it would
-            # break the salutation. (HTML-like text is allowed: templates escape it.)
-            problem(fld, raw, "contains a line break or control character")
-        elif _GARBLED.search(name):
-            problem(
-                fld,
-                raw,
-                "looks garbled (Latin and Japanese letters run together): "
-                "is the file's encoding right? name it with --encoding",
-            )
-        return name
-
-    def _vocabulary(self, fld: str, raw: str, problem: _Problem) -> str:
-        """The canonical value, or "" after reporting why the cell is refused."""
+    def _vocabulary(self, fld: str, raw: str, bad: list[tuple[str, str, str]]) -> str:
+        """The canonical value, or "" after noting why the cell is refused."""
         verdict = self.vocabulary_verdicts.get((fld, raw))
         if verdict is None:
             verdict = self.vocabulary_verdicts[fld, raw] = self._vocabulary_verdict(fld, raw)
         value, reason = verdict
         if reason:
-            problem(fld, raw, reason)
+            bad.append((fld, raw, reason))
         return value
 
     def _vocabulary_verdict(self, fld: str, raw: str) -> tuple[str, str]:
@@ -1041,16 +1070,19 @@ class _RowChecker:
             )
         return "", "required, but empty"
 
-    def _data_held(self, raw: str, problem: _Problem) -> tuple[str, ...]:
+    def _data_held(self, raw: str, bad: list[tuple[str, str, str]]) -> tuple[str, ...]:
         verdict = self.data_held_verdicts.get(raw)
         if verdict is None:
             verdict = self.data_held_verdicts[raw] = self._data_held_verdict(raw)
         held, unknown = verdict
         for item in unknown:
-            problem(
-                "data_held",
-                item,
-                f"unknown data_held item; expected ';'-separated items from {', '.join(DATA_HELD)}",
+            bad.append(
+                (
+                    "data_held",
+                    item,
+                    "unknown data_held item; expected ';'-separated items from "
+                    + ", ".join(DATA_HELD),
+                )
             )
         return held
 

@@ -123,6 +123,20 @@ def test_event_hash_is_the_reference_for_one_event() -> None:
     ) == reference_hash(GENESIS_HASH, 7, at, draft, key)
 
 
+def test_a_pure_python_hmac_hashes_as_openssls_does() -> None:
+    """event_hash copies OpenSSL's HMAC object when the standard library made one; an
+    HMAC built without it (a digest constructor OpenSSL does not know) gives the same."""
+    draft = EventDraft("volunteer_added", None, "v-1", None, {"email": "鈴木@例え.jp"})
+    at = "2020-04-01T10:00:00.000000+00:00"
+    key = b"k" * 32
+    pure = hmac.new(key, digestmod=lambda: hashlib.sha256())
+    assert getattr(pure, "_hmac", None) is None  # really the pure-Python path
+    args = (GENESIS_HASH, 3, at, draft.kind, None, "v-1", None, canonical_json(draft.data))
+    expected = reference_hash(GENESIS_HASH, 3, at, draft, key)
+    assert event_hash(*args, mac=pure) == expected
+    assert event_hash(*args, mac=mac_for_key(key)) == expected
+
+
 # Written by notifier before the ledger became a package (unkeyed): ledgers in use hold
 # such hashes, so these must never change (they are verified, then upgraded).
 GOLDEN = [

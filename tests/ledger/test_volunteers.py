@@ -7,9 +7,18 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from notifier.errors import VolunteerNotFound
-from notifier.ledger import Ledger, VolunteerQuery, volunteer_from_row, volunteer_to_row
+from notifier.ledger import (
+    Ledger,
+    VolunteerQuery,
+    canonical_json,
+    volunteer_from_row,
+    volunteer_to_row,
+)
+from notifier.ledger.volunteers import volunteer_added_data
 from notifier.message import NewMessage
 from notifier.roster import read_roster
 from notifier.volunteer import Volunteer
@@ -250,3 +259,19 @@ def test_volunteer_query_filters_and_counts(ledger: Ledger) -> None:
         ("ja", "screened"): 1,
         ("ja", "database_only"): 1,
     }
+
+
+@given(
+    import_id=st.integers(min_value=1, max_value=10**9),
+    row=st.integers(min_value=2, max_value=10**7),
+    email=st.text(max_size=40),
+    row_sha256=st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+)
+def test_volunteer_added_data_is_the_canonical_json_of_its_dict(
+    import_id: int, row: int, email: str, row_sha256: str
+) -> None:
+    """An import writes this event's data as text; it must be exactly what canonical_json
+    makes of the dict, or verify would fail on the next re-serialisation (any address:
+    quotes, backslashes, control characters, line separators, non-BMP)."""
+    data = {"import_id": import_id, "row": row, "email": email, "row_sha256": row_sha256}
+    assert volunteer_added_data(import_id, row, email, row_sha256) == canonical_json(data)
