@@ -4,6 +4,7 @@ chunk size, in one transaction, and --strict still all-or-nothing."""
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,23 @@ def test_encoding_is_told_from_the_whole_file_not_just_its_start(tmp_path: Path)
     broken.write_bytes(sjis.read_bytes().replace("髙".encode("cp932"), b"\xff\xff"))
     with pytest.raises(RosterError, match=f"row {len(rows) + 1}"):
         read_roster(broken)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_an_import_leaves_the_cycle_collector_as_it_found_it(tmp_path: Path, enabled: bool) -> None:
+    """An import pauses Python's cycle collector (see Ledger.record_import); after it, and
+    after one that fails halfway, the collector is on again, or still off if it was."""
+    good = write(tmp_path, "good.csv", FIRST)
+    damaged = write(tmp_path, "bad.csv", [*FIRST, 'HMR-9,"unclosed@x.org,X,Y,en,published,,'])
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        with Ledger(tmp_path / "n.db") as led:
+            with open_roster(good) as stream:
+                assert led.record_import(stream).added == 4
+            assert gc.isenabled() is enabled
+            with open_roster(damaged) as stream, pytest.raises(RosterError):
+                led.record_import(stream, chunk_rows=2)
+            assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
