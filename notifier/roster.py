@@ -1109,6 +1109,9 @@ def check_email(value: str) -> tuple[str, str] | str:
     cell holds something else too (two addresses, a note), and guessing would mail the
     wrong person.
     """
+    plain = _check_plain_address(value)
+    if plain is not None:
+        return plain
     space = _SPACE_OR_BREAK.search(value)
     if space:
         at, char = space.start(), space.group()
@@ -1121,9 +1124,6 @@ def check_email(value: str) -> tuple[str, str] | str:
             f"contains whitespace {where} (U+{ord(char):04X} "
             f"{unicodedata.name(char, 'control character')}); never trimmed, fix the cell"
         )
-    fast = _check_plain_address(value)
-    if fast is not None:
-        return fast
     return _check_email_fully(value)
 
 
@@ -1138,8 +1138,10 @@ def _check_email_fully(value: str) -> tuple[str, str] | str:
 
 # The dot-atom local part of RFC 5322 (as email-validator checks it), lower case only:
 # email-validator lower-cases some role mailboxes (Postmaster, ...), which the full check
-# is left to do.
-_PLAIN_LOCAL = re.compile(r"[a-z0-9_!#$%&'*+\-/=?^`{|}~]+(?:\.[a-z0-9_!#$%&'*+\-/=?^`{|}~]+)*\Z")
+# is left to do. Then one @ and a domain without whitespace or control characters (what
+# the domain may be is email-validator's to say).
+_ATOM = r"[a-z0-9_!#$%&'*+\-/=?^`{|}~]+"
+_PLAIN_ADDRESS = re.compile(rf"({_ATOM}(?:\.{_ATOM})*)@([^@\s\x00-\x1f\x7f-\x9f\u2028\u2029]+)\Z")
 
 
 def _check_plain_address(value: str) -> tuple[str, str] | None:
@@ -1150,10 +1152,11 @@ def _check_plain_address(value: str) -> tuple[str, str] | None:
     which also gives the exact reason for a bad address. A property test holds this to
     the same answers as the full check.
     """
-    local, sep, domain = value.partition("@")
-    if not sep or "@" in domain or len(value) > 200 or not _PLAIN_LOCAL.match(local):
+    plain = _PLAIN_ADDRESS.match(value)
+    if plain is None or len(value) > 200:
         return None
-    checked = _check_domain(domain)
+    local = plain[1]
+    checked = _check_domain(plain[2])
     if checked is None:
         return None
     unicode_domain, ascii_domain = checked
