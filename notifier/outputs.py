@@ -2,8 +2,9 @@
 
 Roster cells come from whoever filled in the spreadsheet, and bounce text from anyone who
 can send mail, so nothing from them is written out raw:
-- every CSV the tool writes goes through `csv_text`, which neutralises cells a spreadsheet
-  would run as a formula (OWASP's rule: a leading `=`, `+`, `-`, `@`, tab or CR gets a `'`);
+- every CSV the tool writes goes through `csv_text` (or `csv_lines`), which neutralises
+  cells a spreadsheet would run as a formula (OWASP's rule: a leading `=`, `+`, `-`, `@`,
+  tab or CR gets a `'`);
 - every cell or message printed to a terminal goes through `visible`, which shows control
   characters (escape sequences, NUL, bidirectional overrides) as `\\x1b`-style escapes
   instead of letting them move the cursor, recolour the screen or hide text;
@@ -15,9 +16,10 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -31,12 +33,19 @@ def csv_cell(value: Any) -> str:
 
 def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """The one CSV writer: a header, then rows, every cell neutralised, CRLF line ends."""
+    return "".join(csv_lines(header, rows))
+
+
+def csv_lines(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[str]:
+    """csv_text() a line (a record: a quoted cell may hold line breaks) at a time, for
+    outputs too long to hold whole."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(header)
-    for row in rows:
-        writer.writerow([csv_cell(v) for v in row])
-    return out.getvalue()
+    for cells in itertools.chain([header], ([csv_cell(v) for v in row] for row in rows)):
+        writer.writerow(cells)
+        yield out.getvalue()
+        out.seek(0)
+        out.truncate()
 
 
 def _is_hidden(ch: str) -> bool:

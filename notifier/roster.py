@@ -37,6 +37,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from notifier.config import ROSTER_CHUNK_ROWS, ROSTER_MAX_BYTES
 from notifier.errors import MappingError, RosterError
+from notifier.spool import Spool
 from notifier.volunteer import (
     DATA_HELD,
     EXPOSURES,
@@ -459,6 +460,10 @@ class RosterChunk:
     problems: tuple[RowProblem, ...]
 
 
+# A RosterStream keeps this many of its warnings in memory, to show.
+WARNINGS_KEPT = 1000
+
+
 class RosterStream:
     """A roster file being read a chunk of rows at a time (`open_roster`).
 
@@ -485,6 +490,8 @@ class RosterStream:
         self.rows_total = 0
         self.accepted_total = 0
         self.rejected_total = 0
+        # Warnings (contradictions, see contradiction_warnings): the first WARNINGS_KEPT
+        # here, every one in a temporary file (all_warnings), however many rows have one.
         self.warnings: list[RowProblem] = []
         try:
             _, header = next(self._records)
@@ -498,6 +505,7 @@ class RosterStream:
             header[0] = header[0].removeprefix("\ufeff")
         self._plan = plan_for(header)
         self.headers: Mapping[str, str] = dict(self._plan.header)
+        self._all_warnings = Spool()
 
     @property
     def sha256(self) -> str:
@@ -548,7 +556,8 @@ class RosterStream:
 
     def _take(self, checker: _RowChecker) -> RosterChunk:
         chunk = RosterChunk(tuple(checker.accepted), tuple(checker.problems))
-        self.warnings.extend(checker.warnings)
+        self._all_warnings.add(checker.warnings)
+        self.warnings.extend(checker.warnings[: WARNINGS_KEPT - len(self.warnings)])
         checker.accepted.clear()
         checker.problems.clear()
         checker.warnings.clear()
@@ -556,8 +565,18 @@ class RosterStream:
         self.rejected_total += len({p.row for p in chunk.problems})
         return chunk
 
+    @property
+    def warning_count(self) -> int:
+        """How many rows were imported with a warning (`warnings` keeps the first few)."""
+        return self._all_warnings.count
+
+    def all_warnings(self) -> Iterator[RowProblem]:
+        """Every warning, in row order, once chunks() has run to the end."""
+        return iter(self._all_warnings)
+
     def close(self) -> None:
         self._text.close()
+        self._all_warnings.close()
 
     def __enter__(self) -> RosterStream:
         return self

@@ -10,7 +10,8 @@ a later roster was still told, or still needs telling).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import heapq
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from notifier.roster import AcceptedRow, RosterResult, RowProblem
@@ -71,17 +72,30 @@ def plan_import(
     """
     diff = ImportDiff(owners((vid, texts[_EMAIL]) for vid, texts in stored.items()), result.headers)
     added, updated = diff.compare(result.accepted, stored)
-    outcome = diff.finish(result.problems, strict=strict)
+    outcome = diff.finish(roster_problems=bool(result.problems), strict=strict)
+    problems = tuple(merge_problems(result.problems, outcome.conflicts))
     if outcome.refused:
-        return ImportPlan((), (), 0, outcome.problems, strict=True, refused=True)
+        return ImportPlan((), (), 0, problems, strict=True, refused=True)
     return ImportPlan(
         added=tuple(p.accepted for p in added if diff.keeps(p.holder)),
         updated=tuple(p.update for p in updated if diff.keeps(p.holder)),
         unchanged=outcome.unchanged,
-        problems=outcome.problems,
+        problems=problems,
         strict=strict,
         refused=False,
     )
+
+
+def merge_problems(
+    roster_problems: Iterable[RowProblem], conflicts: Iterable[RowProblem]
+) -> Iterator[RowProblem]:
+    """An import's problems in row order: the roster's own and the ledger's refusals
+    (`DiffOutcome.conflicts`), each already in row order; read as they go."""
+    return heapq.merge(roster_problems, conflicts, key=_row_of)
+
+
+def _row_of(problem: RowProblem) -> int:
+    return problem.row
 
 
 def owners(stored: Iterable[tuple[str, str | None]]) -> dict[str, str]:
@@ -109,12 +123,10 @@ class DiffOutcome:
     added: int
     updated: int
     unchanged: int
-    problems: tuple[RowProblem, ...]  # in row order
+    # Rows the ledger refuses (an address another volunteer keeps), in row order: each
+    # one an accepted row of the roster, so never a row with a problem of its own.
+    conflicts: tuple[RowProblem, ...]
     refused: bool
-
-    @property
-    def rejected(self) -> int:
-        return len({p.row for p in self.problems})
 
 
 class ImportDiff:
@@ -189,8 +201,9 @@ class ImportDiff:
             raise RuntimeError("keeps() is known only once the whole roster is compared")
         return holder is None or holder in self._present
 
-    def finish(self, roster_problems: Iterable[RowProblem], *, strict: bool) -> DiffOutcome:
-        """The import's counts and problems (the roster's own and the ledger's refusals)."""
+    def finish(self, *, roster_problems: bool, strict: bool) -> DiffOutcome:
+        """The import's counts and the ledger's refusals; `roster_problems`: whether the
+        roster itself had any bad row (with `strict`, that refuses the import too)."""
         self._finished = True
         counts = dict(self._counts)
         conflicts = []
@@ -198,11 +211,10 @@ class ImportDiff:
             if holder not in self._present:
                 counts[kind] -= 1
                 conflicts.append(problem)
-        problems = tuple(sorted((*roster_problems, *conflicts), key=lambda p: p.row))
-        if strict and problems:
-            return DiffOutcome(0, 0, 0, problems, refused=True)
+        if strict and (roster_problems or conflicts):
+            return DiffOutcome(0, 0, 0, tuple(conflicts), refused=True)
         return DiffOutcome(
-            counts["added"], counts["updated"], counts["unchanged"], problems, refused=False
+            counts["added"], counts["updated"], counts["unchanged"], tuple(conflicts), False
         )
 
 

@@ -17,6 +17,7 @@ from test_roster import (
     excel_cp932,
 )
 
+from notifier.cli.roster import MAX_TABLE_ROWS
 from notifier.ledger import Ledger
 from notifier.volunteer import FIELDS
 
@@ -261,3 +262,34 @@ def test_cli_roster_default_locale(tmp_path: Path, notifier: Notifier) -> None:
     assert notifier("roster", "import", str(path), "--default-locale", "ja").exit_code == 0
     (record,) = json.loads(notifier("roster", "list", "--format", "json").output)
     assert record["locale"] == "ja"
+
+
+def test_cli_many_problems_and_warnings_are_all_written_but_not_all_shown(
+    tmp_path: Path, notifier: Notifier
+) -> None:
+    """A terminal shows the first MAX_TABLE_ROWS problems and warnings and says how many
+    more; --rejects and `roster rejects --format csv` have every one, in row order."""
+    bad = [f"p{n}.example.org,Smith,Ann,en,published,," for n in range(MAX_TABLE_ROWS + 30)]
+    warned = [
+        f"w{n}@example.org,Jones,Cy,en,database_only,photo," for n in range(MAX_TABLE_ROWS + 20)
+    ]
+    path = write_roster(tmp_path, bad + warned)
+    out = tmp_path / "rejects.csv"
+    result = notifier("roster", "import", str(path), "--rejects", str(out))
+    assert result.exit_code == 0, result.output
+    assert "... and 30 more problems; see them all with" in result.output
+    assert "... and 20 more warnings; see them all with --rejects FILE" in result.output
+    assert f"Warning: {MAX_TABLE_ROWS + 20} rows imported with data_held" in result.output
+    assert "Rejected rows and warnings written to" in result.output
+    rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8"), newline="")))[1:]
+    assert [int(r[0]) for r in rows if r[4] == ""] == list(range(2, MAX_TABLE_ROWS + 32))
+    first_warned = MAX_TABLE_ROWS + 32
+    assert [int(r[0]) for r in rows if r[4] == "yes"] == list(
+        range(first_warned, first_warned + MAX_TABLE_ROWS + 20)
+    )
+
+    shown = notifier("roster", "rejects")
+    assert shown.exit_code == 0, shown.output
+    assert "... and 30 more problems; see them all with" in shown.output
+    listed = notifier("roster", "rejects", "--format", "csv")
+    assert len(list(csv.reader(io.StringIO(listed.output)))) == 1 + MAX_TABLE_ROWS + 30

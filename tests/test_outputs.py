@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from notifier.outputs import csv_cell, csv_text, redact_urls, visible
+from notifier.outputs import csv_cell, csv_lines, csv_text, redact_urls, visible
 
 
 @pytest.mark.parametrize(
@@ -83,3 +83,17 @@ def test_visible_output_has_no_control_characters(text: str) -> None:
 def test_redact_urls(text: str, shown: str) -> None:
     assert redact_urls(text) == shown
     assert "secret" not in redact_urls(text)
+
+
+@given(
+    rows=st.lists(
+        st.lists(st.text(max_size=8) | st.integers() | st.none(), min_size=2, max_size=2),
+        max_size=6,
+    )
+)
+def test_csv_lines_are_csv_text_a_record_at_a_time(rows: list[list[object]]) -> None:
+    lines = list(csv_lines(["a", "b"], rows))
+    assert "".join(lines) == csv_text(["a", "b"], rows)
+    assert len(lines) == len(rows) + 1  # a cell with a line break stays in its record
+    parsed = list(csv.reader(io.StringIO("".join(lines), newline="")))
+    assert parsed[1:] == [[csv_cell(v) for v in row] for row in rows]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,18 +64,24 @@ def format_option(*choices: str, help: str | None = None) -> Callable[[F], F]:
     )
 
 
-def write_private(path: Path, data: str | bytes) -> None:
+def write_private(path: Path, data: str | bytes | Iterable[str]) -> None:
     """Write an output the user asked for, readable by its owner only.
 
     Reports, previews, rejected rows and exports all carry personal data, like the ledger
-    itself, so they are created with mode 0600 rather than the umask's usual 0644.
+    itself, so they are created with mode 0600 rather than the umask's usual 0644. `data`
+    may come a piece of text at a time (an output too long to hold whole).
     """
-    payload = data.encode("utf-8") if isinstance(data, str) else data
+    if isinstance(data, str):
+        pieces: Iterable[bytes] = [data.encode("utf-8")]
+    elif isinstance(data, bytes):
+        pieces = [data]
+    else:
+        pieces = (text.encode("utf-8") for text in data)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), 0o600)
-            handle.write(payload)
+            handle.writelines(pieces)
     except OSError as exc:
         raise NotifierError(
             f"cannot write ({exc.strerror})",

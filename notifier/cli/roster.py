@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from notifier.cli.app import (
 )
 from notifier.errors import ExitCode
 from notifier.ledger import ImportSummary, VolunteerQuery
-from notifier.outputs import csv_text, visible
+from notifier.outputs import csv_lines, csv_text, visible
 from notifier.roster import (
     ENCODING_CHOICES,
     RosterStream,
@@ -118,41 +119,48 @@ def import_(
             default_locale=default_locale,
             max_bytes=app.settings.roster_max_bytes,
         ) as result,
-        err_console.status(f"Importing {file} ..."),
         app.open_ledger(create=True) as led,
     ):
-        summary = led.record_import(
-            result, mapping_sha256=mapping.sha256 if mapping else "", strict=strict
-        )
-    _print_read(result, summary)
-    if summary.problems:
-        console.print(problems_table(summary.problems, limit=MAX_TABLE_ROWS))
-        if len(summary.problems) > MAX_TABLE_ROWS:
-            click.echo(
-                f"... and {len(summary.problems) - MAX_TABLE_ROWS} more problems; "
-                "see them all with: notifier roster rejects --format csv"
+        with err_console.status(f"Importing {file} ..."):
+            summary = led.record_import(
+                result, mapping_sha256=mapping.sha256 if mapping else "", strict=strict
             )
-    warnings = () if summary.refused else tuple(result.warnings)
-    if warnings:
-        console.print(problems_table(warnings, limit=MAX_TABLE_ROWS, title=WARNINGS_TITLE))
-        click.echo(
-            f"Warning: {_count(len(warnings), 'row')} imported with data_held that contradicts "
-            "the exposure; `notifier check` fails until the roster is corrected."
-        )
-    if rejects_path is not None:
-        write_rejects_csv(rejects_path, summary.problems, warnings)
-        click.echo(f"Rejected rows{' and warnings' if warnings else ''} written to {rejects_path}")
+        _print_problems(result, summary)
+        if rejects_path is not None:
+            # Every problem, as the ledger recorded it, and every warning: read as written.
+            warnings = iter(()) if summary.refused else result.all_warnings()
+            write_rejects_csv(rejects_path, led.rejected_rows(summary.import_id), warnings)
+            also = " and warnings" if result.warning_count and not summary.refused else ""
+            click.echo(f"Rejected rows{also} written to {rejects_path}")
     _print_outcome(summary, strict)
     if summary.refused:
         raise SystemExit(ExitCode.PROBLEMS)
 
 
-def _print_read(result: RosterStream, summary: ImportSummary) -> None:
+def _print_problems(result: RosterStream, summary: ImportSummary) -> None:
     click.echo(
         f"Read {result.file} ({result.encoding}): {result.rows_total} rows, "
         f"{result.rows_total - summary.rejected} valid, {summary.rejected} rejected"
-        + (f" ({_count(len(summary.problems), 'problem')})" if summary.problems else "")
+        + (f" ({_count(summary.problem_count, 'problem')})" if summary.problem_count else "")
     )
+    if summary.problem_count:
+        console.print(problems_table(summary.problems, limit=MAX_TABLE_ROWS))
+        if summary.problem_count > MAX_TABLE_ROWS:
+            click.echo(
+                f"... and {summary.problem_count - MAX_TABLE_ROWS} more problems; "
+                "see them all with: notifier roster rejects --format csv"
+            )
+    if result.warning_count and not summary.refused:
+        console.print(problems_table(result.warnings, limit=MAX_TABLE_ROWS, title=WARNINGS_TITLE))
+        if result.warning_count > MAX_TABLE_ROWS:
+            click.echo(
+                f"... and {result.warning_count - MAX_TABLE_ROWS} more warnings; "
+                "see them all with --rejects FILE"
+            )
+        click.echo(
+            f"Warning: {_count(result.warning_count, 'row')} imported with data_held that "
+            "contradicts the exposure; `notifier check` fails until the roster is corrected."
+        )
 
 
 def _count(n: int, noun: str) -> str:
@@ -181,22 +189,25 @@ def _print_outcome(summary: ImportSummary, strict: bool) -> None:
         click.echo("Nothing changed in the ledger's volunteers.")
     for vid, name, old, new in summary.changes[:MAX_CHANGES_SHOWN]:
         click.echo(f"  {vid}: {name}: {old!r} -> {new!r}")
-    if len(summary.changes) > MAX_CHANGES_SHOWN:
-        click.echo(f"  ... and {len(summary.changes) - MAX_CHANGES_SHOWN} more changes")
+    if summary.change_count > MAX_CHANGES_SHOWN:
+        click.echo(
+            f"  ... and {summary.change_count - MAX_CHANGES_SHOWN} more changes "
+            "(each person's are in: notifier history VOLUNTEER)"
+        )
 
 
 WARNINGS_TITLE = "Imported with a warning"
 
 
 def problems_table(
-    problems: Sequence[RowProblem], *, limit: int | None = None, title: str = "Rejected rows"
+    problems: Iterable[RowProblem], *, limit: int | None = None, title: str = "Rejected rows"
 ) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("row", justify="right")
     table.add_column("column")
     table.add_column("value", overflow="fold")  # wrapped, never cut: it is what to fix
     table.add_column("reason")
-    for p in problems[:limit]:
+    for p in itertools.islice(problems, limit):
         # Text(), not markup: a value such as "[b]" must show as typed.
         table.add_row(
             str(p.row), Text(visible(p.column)), Text(visible(p.value)), Text(visible(p.reason))
@@ -204,10 +215,15 @@ def problems_table(
     return table
 
 
-def rejects_csv_text(problems: Iterable[RowProblem], warnings: Iterable[RowProblem] = ()) -> str:
-    rows = [(p.row, p.column, p.value, p.reason, "") for p in problems]
-    rows += [(p.row, p.column, p.value, p.reason, "yes") for p in warnings]
-    return csv_text(REJECTS_HEADER, rows)
+def rejects_csv_lines(
+    problems: Iterable[RowProblem], warnings: Iterable[RowProblem] = ()
+) -> Iterator[str]:
+    """The rejects file (`row,column,value,reason,warning`), a line at a time."""
+    rows = itertools.chain(
+        ((p.row, p.column, p.value, p.reason, "") for p in problems),
+        ((p.row, p.column, p.value, p.reason, "yes") for p in warnings),
+    )
+    return csv_lines(REJECTS_HEADER, rows)
 
 
 def write_rejects_csv(
@@ -215,7 +231,7 @@ def write_rejects_csv(
 ) -> None:
     # Plain UTF-8 so the header is exactly `row,column,value,reason,warning`; the roster
     # importer reads such a file back whatever its origin.
-    write_private(path, rejects_csv_text(problems, warnings))
+    write_private(path, rejects_csv_lines(problems, warnings))
 
 
 @roster.command("list")
@@ -299,15 +315,22 @@ def rejects(app: AppContext, fmt: str) -> None:
     with app.open_ledger() as led:
         latest = led.latest_import()
         problems = led.rejected_rows()
-    if fmt == "csv":
-        click.echo(rejects_csv_text(problems), nl=False)
-        return
-    if latest is None:
-        click.echo("No roster has been imported yet.")
-        return
-    click.echo(
-        f"Import {latest.import_id} of {latest.file_name} at {latest.imported_at}: "
-        f"{latest.rows_rejected} of {latest.rows_total} rows rejected"
-    )
-    if problems:
-        console.print(problems_table(problems))
+        if fmt == "csv":
+            for line in rejects_csv_lines(problems):
+                click.echo(line, nl=False)
+            return
+        if latest is None:
+            click.echo("No roster has been imported yet.")
+            return
+        click.echo(
+            f"Import {latest.import_id} of {latest.file_name} at {latest.imported_at}: "
+            f"{latest.rows_rejected} of {latest.rows_total} rows rejected"
+        )
+        shown = list(itertools.islice(problems, MAX_TABLE_ROWS))
+        more = sum(1 for _ in problems)
+    if shown:
+        console.print(problems_table(shown))
+    if more:
+        click.echo(
+            f"... and {more} more problems; see them all with: notifier roster rejects --format csv"
+        )

@@ -469,8 +469,9 @@ class Ledger:
         """The most recent roster import recorded, if any."""
         return volunteers.latest_import(self.conn)
 
-    def rejected_rows(self, import_id: int | None = None) -> list[RowProblem]:
-        """The problems recorded for one import (default: the latest), in row order."""
+    def rejected_rows(self, import_id: int | None = None) -> Iterator[RowProblem]:
+        """The problems recorded for one import (default: the latest), in row order, read
+        as they are used: use them while the ledger is open."""
         return volunteers.rejected_rows(self.conn, import_id)
 
     # -- campaigns

@@ -6,15 +6,14 @@ A volunteer is stored as text (`Volunteer.texts()`); what an import changes is d
 
 from __future__ import annotations
 
+import itertools
 import json
-import pickle
 import sqlite3
-import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from notifier.config import ROSTER_CHUNK_ROWS
 from notifier.ledger.chain import (
@@ -25,8 +24,9 @@ from notifier.ledger.chain import (
     utc_now,
 )
 from notifier.ledger.projections import volunteer_row_sha256
-from notifier.roster import RosterResult, RosterSource, RowProblem
-from notifier.roster_diff import DiffOutcome, ImportDiff, ImportPlan, StoredTexts, owners
+from notifier.roster import RosterSource, RowProblem
+from notifier.roster_diff import ImportDiff, StoredTexts, merge_problems, owners
+from notifier.spool import Spool
 from notifier.volunteer import TEXT_FIELDS, Volunteer
 
 _COLUMNS = ", ".join(("volunteer_id", *TEXT_FIELDS))
@@ -127,6 +127,11 @@ def stored_texts(conn: sqlite3.Connection) -> dict[str, StoredTexts]:
 # --- roster imports ---------------------------------------------------------------------
 
 
+# An import's summary keeps this many of its problems and changes to show; the rest are in
+# the ledger (`rejected_rows`, the events), so memory stays flat however many there are.
+SUMMARY_LIMIT = 1000
+
+
 @dataclass(frozen=True)
 class ImportSummary:
     """What record_import() did."""
@@ -136,12 +141,16 @@ class ImportSummary:
     updated: int
     unchanged: int
     rejected: int  # rows with at least one problem
-    changes: tuple[tuple[str, str, str, str], ...]  # (volunteer_id, field, old, new)
+    # (volunteer_id, field, old, new): the first SUMMARY_LIMIT changes, in row order.
+    changes: tuple[tuple[str, str, str, str], ...]
     already_imported: bool
-    # Every problem recorded: the roster's own, plus rows the ledger refused (an address
-    # that already belongs to another volunteer_id).
+    # The first SUMMARY_LIMIT problems, in row order: the roster's own, plus rows the
+    # ledger refused (an address that already belongs to another volunteer_id). All of
+    # them are in the ledger: rejected_rows(import_id).
     problems: tuple[RowProblem, ...] = ()
     refused: bool = False  # --strict and some row was bad: no volunteer was written
+    problem_count: int = 0  # every problem, shown or not
+    change_count: int = 0  # every change, shown or not
 
 
 @dataclass(frozen=True)
@@ -162,40 +171,16 @@ class ImportRecord:
     unchanged: int
 
 
-def record_import(
-    conn: sqlite3.Connection,
-    result: RosterResult,
-    plan: ImportPlan,
-    *,
-    mapping_sha256: str,
-) -> ImportSummary:
-    """Write one planned roster import: the import, its rejected rows, the volunteers'
-    changes and the events. Within a transaction, with `plan` made from the volunteers
-    as the transaction reads them.
+@dataclass(frozen=True)
+class _Outcome:
+    """What an import will do, once its whole roster is read."""
 
-    Re-importing the file last imported, when that would change no volunteer, writes
-    nothing and says so (already_imported).
-    """
-    counts = DiffOutcome(
-        added=len(plan.added),
-        updated=len(plan.updated),
-        unchanged=plan.unchanged,
-        problems=plan.problems,
-        refused=plan.refused,
-    )
-    added = [[(a.row, a.volunteer.volunteer_id, a.volunteer.texts()) for a in plan.added]]
-    updated = [
-        [(u.row, u.volunteer.volunteer_id, u.volunteer.texts(), u.changes) for u in plan.updated]
-    ]
-    return _write_import(
-        conn,
-        result,
-        counts,
-        lambda: iter(added),
-        lambda: iter(updated),
-        mapping_sha256=mapping_sha256,
-        strict=plan.strict,
-    )
+    added: int
+    updated: int
+    unchanged: int
+    rejected: int  # rows with at least one problem
+    problem_count: int
+    refused: bool
 
 
 def import_roster(
@@ -208,12 +193,17 @@ def import_roster(
     chunk_rows: int = ROSTER_CHUNK_ROWS,
 ) -> ImportSummary:
     """Read, compare and record one roster import a chunk of rows at a time, within the
-    caller's transaction: the same tables and events as plan_import + record_import, but
-    the rows to add and update wait in a temporary file (in `spool_dir`, beside the
-    ledger) rather than in memory, so memory stays flat however long the roster is.
+    caller's transaction: the import, its rejected rows, the volunteers' changes and the
+    events, with what changes decided (notifier.roster_diff) against the volunteers as
+    the transaction reads them.
 
-    The file is read once; what it adds and updates is written once it has all been
-    read (the import's counts head its events, and --strict refuses the whole file).
+    The file is read once; what it adds and updates, and its problems, wait in temporary
+    files (in `spool_dir`, beside the ledger) until it has all been read (the import's
+    counts head its events, and --strict refuses the whole file), so memory stays flat
+    however long the roster is, and however many of its rows are bad or changed.
+
+    Re-importing the file last imported, when that would change no volunteer, writes
+    nothing and says so (already_imported).
     """
     has_volunteers = conn.execute("SELECT 1 FROM volunteers LIMIT 1").fetchone() is not None
     owner_rows = conn.execute("SELECT volunteer_id, email FROM volunteers")
@@ -221,68 +211,62 @@ def import_roster(
         owners(owner_rows) if has_volunteers else {},
         source.headers,
     )
-    problems: list[RowProblem] = []
-    with (
-        tempfile.TemporaryFile(dir=spool_dir) as added_spool,
-        tempfile.TemporaryFile(dir=spool_dir) as updated_spool,
-    ):
-        added_chunks = updated_chunks = 0
+    rejected_rows = 0
+    with Spool(spool_dir) as added, Spool(spool_dir) as updated, Spool(spool_dir) as problems:
         for chunk in source.chunks(chunk_rows):
-            problems.extend(chunk.problems)
+            problems.add(chunk.problems)
+            rejected_rows += len({p.row for p in chunk.problems})
             stored = (
                 _stored_texts_of(conn, [a.volunteer.volunteer_id for a in chunk.accepted])
                 if has_volunteers
                 else {}
             )
-            added, updated = diff.compare(chunk.accepted, stored)
-            if added:
-                pickle.dump(
-                    [
-                        (
-                            p.accepted.row,
-                            p.accepted.volunteer.volunteer_id,
-                            p.accepted.volunteer.texts(),
-                            p.holder,
-                        )
-                        for p in added
-                    ],
-                    added_spool,
-                    pickle.HIGHEST_PROTOCOL,
-                )
-                added_chunks += 1
-            if updated:
-                pickle.dump(
-                    [
-                        (
-                            p.update.row,
-                            p.update.volunteer.volunteer_id,
-                            p.update.volunteer.texts(),
-                            p.update.changes,
-                            p.holder,
-                        )
-                        for p in updated
-                    ],
-                    updated_spool,
-                    pickle.HIGHEST_PROTOCOL,
-                )
-                updated_chunks += 1
-        outcome = diff.finish(problems, strict=strict)
-        del problems
-        counts = outcome
+            to_add, to_update = diff.compare(chunk.accepted, stored)
+            added.add(
+                [
+                    (
+                        p.accepted.row,
+                        p.accepted.volunteer.volunteer_id,
+                        p.accepted.volunteer.texts(),
+                        p.holder,
+                    )
+                    for p in to_add
+                ]
+            )
+            updated.add(
+                [
+                    (
+                        p.update.row,
+                        p.update.volunteer.volunteer_id,
+                        p.update.volunteer.texts(),
+                        p.update.changes,
+                        p.holder,
+                    )
+                    for p in to_update
+                ]
+            )
+        decided = diff.finish(roster_problems=problems.count > 0, strict=strict)
+        outcome = _Outcome(
+            added=decided.added,
+            updated=decided.updated,
+            unchanged=decided.unchanged,
+            # A refused row was accepted by the roster: a row of its own.
+            rejected=rejected_rows + len(decided.conflicts),
+            problem_count=problems.count + len(decided.conflicts),
+            refused=decided.refused,
+        )
 
-        def kept(spool: IO[bytes], chunks: int) -> Iterator[list[Any]]:
-            spool.seek(0)
-            for _ in range(chunks):
-                # Our own temporary file, written above: nothing else writes to it.
-                rows = pickle.load(spool)  # noqa: S301
-                yield [r[:-1] for r in rows if diff.keeps(r[-1])]
+        def kept(spool: Spool) -> Iterator[list[Any]]:
+            for batch in spool.batches():
+                yield [r[:-1] for r in batch if diff.keeps(r[-1])]
 
         return _write_import(
             conn,
             source,
-            counts,
-            lambda: kept(added_spool, added_chunks),
-            lambda: kept(updated_spool, updated_chunks),
+            outcome,
+            lambda: kept(added),
+            lambda: kept(updated),
+            lambda: merge_problems(problems, decided.conflicts),
             mapping_sha256=mapping_sha256,
             strict=strict,
         )
@@ -308,41 +292,44 @@ _EVENT_BATCH = 5000
 def _write_import(
     conn: sqlite3.Connection,
     source: RosterSource,
-    counts: DiffOutcome,
+    outcome: _Outcome,
     added: _Chunks,
     updated: _Chunks,
+    problems: Callable[[], Iterator[RowProblem]],
     *,
     mapping_sha256: str,
     strict: bool,
 ) -> ImportSummary:
-    """Write an import whose outcome is known, its volunteers coming a chunk at a time
-    (`added()` and `updated()` give them, in row order, each time they are called)."""
+    """Write an import whose outcome is known, its volunteers and problems coming a chunk
+    at a time (`added()`, `updated()` and `problems()` give them, in row order, each time
+    they are called)."""
     latest = latest_import(conn)
     if (
         latest is not None
         and latest.sha256 == source.sha256
         and latest.mapping_sha256 == mapping_sha256
-        and not (counts.added or counts.updated)
+        and not (outcome.added or outcome.updated)
     ):
         return ImportSummary(
             import_id=latest.import_id,
             added=0,
             updated=0,
-            unchanged=counts.unchanged,
-            rejected=counts.rejected,
+            unchanged=outcome.unchanged,
+            rejected=outcome.rejected,
             changes=(),
             already_imported=True,
-            problems=counts.problems,
-            refused=counts.refused,
+            problems=tuple(itertools.islice(problems(), SUMMARY_LIMIT)),
+            refused=outcome.refused,
+            problem_count=outcome.problem_count,
         )
     now = utc_now()
     recorded = {
         "rows_total": source.rows_total,
-        "rows_valid": source.rows_total - counts.rejected,
-        "rows_rejected": counts.rejected,
-        "added": counts.added,
-        "updated": counts.updated,
-        "unchanged": counts.unchanged,
+        "rows_valid": source.rows_total - outcome.rejected,
+        "rows_rejected": outcome.rejected,
+        "added": outcome.added,
+        "updated": outcome.updated,
+        "unchanged": outcome.unchanged,
     }
     cursor = conn.execute(
         "INSERT INTO imports(file_name, sha256, mapping_sha256, encoding, imported_at,"
@@ -351,11 +338,6 @@ def _write_import(
         (str(source.file), source.sha256, mapping_sha256, source.encoding, now, *recorded.values()),
     )
     import_id = int(cursor.lastrowid or 0)
-    conn.executemany(
-        "INSERT INTO rejected_rows(import_id, [row], [column], value, reason, field)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        [(import_id, p.row, p.column, p.value, p.reason, p.field) for p in counts.problems],
-    )
     imported = EventDraft(
         "roster_imported",
         data={
@@ -365,13 +347,13 @@ def _write_import(
             "mapping_sha256": mapping_sha256,
             "encoding": source.encoding,
             "strict": strict,
-            "applied": not counts.refused,
+            "applied": not outcome.refused,
             **recorded,
         },
     )
     append(conn, [imported], now)
-    changes: list[tuple[str, str, str, str]] = []
-    if not counts.refused:
+    changes = _Changes()
+    if not outcome.refused:
         # Volunteers may swap addresses, or a new one take the address another is leaving,
         # in one import: park the changing addresses first so the unique index on email
         # never sees a transient clash.
@@ -382,7 +364,36 @@ def _write_import(
             )
         _write_added(conn, import_id, now, added)
         _write_updated(conn, import_id, now, updated, changes)
-    for start in range(0, len(counts.problems), _EVENT_BATCH):
+    shown = _write_rejected(conn, import_id, now, problems())
+    return ImportSummary(
+        import_id=import_id,
+        added=outcome.added,
+        updated=outcome.updated,
+        unchanged=outcome.unchanged,
+        rejected=outcome.rejected,
+        changes=tuple(changes.shown),
+        already_imported=False,
+        problems=shown,
+        refused=outcome.refused,
+        problem_count=outcome.problem_count,
+        change_count=changes.count,
+    )
+
+
+def _write_rejected(
+    conn: sqlite3.Connection, import_id: int, now: str, problems: Iterator[RowProblem]
+) -> tuple[RowProblem, ...]:
+    """Record the problems (the rejected_rows table and row_rejected events), a batch at a
+    time; the first SUMMARY_LIMIT of them."""
+    shown: list[RowProblem] = []
+    while batch := list(itertools.islice(problems, _EVENT_BATCH)):
+        if len(shown) < SUMMARY_LIMIT:
+            shown.extend(batch[: SUMMARY_LIMIT - len(shown)])
+        conn.executemany(
+            "INSERT INTO rejected_rows(import_id, [row], [column], value, reason, field)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [(import_id, p.row, p.column, p.value, p.reason, p.field) for p in batch],
+        )
         rejected = [
             EventDraft(
                 "row_rejected",
@@ -398,20 +409,24 @@ def _write_import(
                     "who": dict(p.who),
                 },
             )
-            for p in counts.problems[start : start + _EVENT_BATCH]
+            for p in batch
         ]
         append(conn, rejected, now)
-    return ImportSummary(
-        import_id=import_id,
-        added=counts.added,
-        updated=counts.updated,
-        unchanged=counts.unchanged,
-        rejected=counts.rejected,
-        changes=tuple(changes),
-        already_imported=False,
-        problems=counts.problems,
-        refused=counts.refused,
-    )
+    return tuple(shown)
+
+
+class _Changes:
+    """The fields an import changes: how many, and the first SUMMARY_LIMIT of them."""
+
+    def __init__(self) -> None:
+        self.shown: list[tuple[str, str, str, str]] = []
+        self.count = 0
+
+    def extend(self, changes: Iterable[tuple[str, str, str, str]]) -> None:
+        for change in changes:
+            self.count += 1
+            if len(self.shown) < SUMMARY_LIMIT:
+                self.shown.append(change)
 
 
 def _write_added(conn: sqlite3.Connection, import_id: int, now: str, added: _Chunks) -> None:
@@ -458,7 +473,7 @@ def _write_updated(
     import_id: int,
     now: str,
     updated: _Chunks,
-    changes: list[tuple[str, str, str, str]],
+    changes: _Changes,
 ) -> None:
     for chunk in updated():
         # Set only the changed columns (grouped by which changed): rewriting an unchanged
@@ -522,25 +537,24 @@ def latest_import(conn: sqlite3.Connection) -> ImportRecord | None:
     )
 
 
-def rejected_rows(conn: sqlite3.Connection, import_id: int | None = None) -> list[RowProblem]:
-    """The problems recorded for one import (default: the latest), in row order."""
+def rejected_rows(conn: sqlite3.Connection, import_id: int | None = None) -> Iterator[RowProblem]:
+    """The problems recorded for one import (default: the latest), in row order, read as
+    they are used (an import may have hundreds of thousands)."""
     if import_id is None:
         latest = latest_import(conn)
         if latest is None:
-            return []
+            return
         import_id = latest.import_id
     cursor = conn.execute(
         "SELECT [row], [column], value, reason, field FROM rejected_rows"
         " WHERE import_id = ? ORDER BY [row], id",
         (import_id,),
     )
-    return [
-        RowProblem(
+    for row in cursor:
+        yield RowProblem(
             row=row["row"],
             column=row["column"],
             value=row["value"],
             reason=row["reason"],
             field=row["field"] or "",
         )
-        for row in cursor
-    ]

@@ -12,6 +12,7 @@ import pytest
 
 from notifier.errors import RosterError
 from notifier.ledger import Ledger, VolunteerQuery
+from notifier.ledger.volunteers import SUMMARY_LIMIT
 from notifier.roster import open_roster, read_roster
 
 HEADER = "volunteer_id,email,family_name,given_name,locale,exposure,data_held,notes"
@@ -145,3 +146,55 @@ def test_an_import_leaves_the_cycle_collector_as_it_found_it(tmp_path: Path, ena
             assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_an_import_of_only_bad_rows_keeps_every_problem_in_the_ledger(tmp_path: Path) -> None:
+    """Memory stays flat when every row is bad (a whole file with an unmapped exposure):
+    the summary keeps the first SUMMARY_LIMIT problems to show, the ledger all of them,
+    in row order, each with its event."""
+    count = SUMMARY_LIMIT + 37
+    rows = [f"HMR-{n},p{n}@example.org,Smith,Ann,en,member,," for n in range(count)]
+    with Ledger(tmp_path / "n.db") as led, open_roster(write(tmp_path, "a.csv", rows)) as stream:
+        summary = led.record_import(stream, chunk_rows=100)
+        recorded = list(led.rejected_rows(summary.import_id))
+        assert (summary.added, summary.rejected, summary.problem_count) == (0, count, count)
+        assert [p.row for p in recorded] == list(range(2, count + 2))
+        assert summary.problems == tuple(recorded[:SUMMARY_LIMIT])
+        assert [e.kind for e in led.events()].count("row_rejected") == count
+        assert led.verify().ok
+
+
+def test_a_re_import_changing_everyone_counts_every_change(tmp_path: Path) -> None:
+    count = SUMMARY_LIMIT + 5
+    before = [f"HMR-{n},p{n}@example.org,Smith,Ann,en,published,," for n in range(count)]
+    after = [row.replace(",Ann,", ",Anne,") for row in before]
+    with Ledger(tmp_path / "n.db") as led:
+        for rows, name in ((before, "a.csv"), (after, "b.csv")):
+            with open_roster(write(tmp_path, name, rows)) as stream:
+                summary = led.record_import(stream, chunk_rows=100)
+        assert (summary.updated, summary.change_count) == (count, count)
+        assert summary.changes[:2] == (
+            ("HMR-0", "given_name", "Ann", "Anne"),
+            ("HMR-1", "given_name", "Ann", "Anne"),
+        )
+        assert len(summary.changes) == SUMMARY_LIMIT
+        assert led.verify().ok
+
+
+def test_problems_and_refusals_come_in_row_order(tmp_path: Path) -> None:
+    """The roster's own problems and the ledger's refusals (an address another volunteer
+    keeps), found in different chunks, are recorded merged in row order."""
+    with Ledger(tmp_path / "n.db") as led:
+        with open_roster(write(tmp_path, "a.csv", FIRST)) as stream:
+            led.record_import(stream)
+        rows = [
+            "HMR-10,bad-address,X,Y,en,published,,",  # row 2: the roster's
+            "HMR-11,cy@example.org,X,Y,en,published,,",  # row 3: HMR-4 keeps it
+            "HMR-12,also bad,X,Y,en,published,,",  # row 4: the roster's
+            "HMR-13,ann@example.org,X,Y,en,published,,",  # row 5: HMR-1 keeps it
+        ]
+        with open_roster(write(tmp_path, "b.csv", rows)) as stream:
+            summary = led.record_import(stream, chunk_rows=1)
+        assert [p.row for p in led.rejected_rows()] == [2, 3, 4, 5]
+        assert [p.row for p in summary.problems] == [2, 3, 4, 5]
+        assert summary.rejected == summary.problem_count == 4

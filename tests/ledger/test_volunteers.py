@@ -114,7 +114,7 @@ def test_ledger_edited_roster_updates_and_records_changes(tmp_path: Path, ledger
     assert update.volunteer_id == "HMR-1"
     assert update.data["changes"]["exposure"] == {"old": "published", "new": "screened"}
     # The latest import had no problems, so there are no rejected rows to show now.
-    assert ledger.rejected_rows() == []
+    assert list(ledger.rejected_rows()) == []
     assert ledger.verify().ok
 
 
