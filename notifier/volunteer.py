@@ -6,6 +6,7 @@ kinds of data held); every other module imports them from here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -119,6 +120,12 @@ class Volunteer:
 
     def texts(self) -> tuple[str, ...]:
         """The TEXT_FIELDS, in order, as text."""
+        return self._texts
+
+    # Made once: an import compares a volunteer's texts with the ledger's and then writes
+    # them, and encoding the extra columns is the dear part.
+    @functools.cached_property
+    def _texts(self) -> tuple[str, ...]:
         return (
             self.email,
             self.email_ascii,

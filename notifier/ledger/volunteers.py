@@ -279,7 +279,8 @@ def _stored_texts_of(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, 
         " WHERE volunteer_id IN (SELECT value FROM json_each(?))",
         (json.dumps(ids),),
     )
-    return {volunteer_id: texts for volunteer_id, *texts in cursor}
+    cursor.row_factory = None  # plain tuples: the id, then the texts
+    return {row[0]: row[1:] for row in cursor}
 
 
 # Chunks of (row, volunteer_id, texts) to add, or (row, volunteer_id, texts, changes) to
