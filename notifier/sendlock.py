@@ -3,6 +3,10 @@
 Two `notifier send` runs against one ledger would each claim and send the same pending
 messages, and every person would be told twice. So every command that claims messages
 (send, resend, --resend-uncertain) first takes an exclusive `flock` on `LEDGER.lock`.
+So do the commands that change what a send works from: `roster import` (who the people
+are, and their addresses: an import also holds the ledger's write lock for as long as it
+runs, which would stall a send's records) and `reconcile` (which messages are still to
+go). Each of them, started while another holds the lock, is refused at once.
 
 Why `flock` on a file of its own:
 - the kernel releases it when the process dies, however it dies (a SIGKILLed sender never
@@ -20,6 +24,7 @@ another sender is running.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -31,6 +36,7 @@ from pathlib import Path
 from types import TracebackType
 
 from notifier.errors import SendInProgress
+from notifier.ledger.opening import read_only_error
 
 # A reader's probe holds the lock for microseconds: this many tries, this far apart, tell
 # a probe from a sender (a refused sender still answers well under a second).
@@ -54,6 +60,15 @@ class Sender:
             f" running since {self.since}"
         )
 
+    @property
+    def is_sending(self) -> bool:
+        """A send, resend or --resend-uncertain (not an import or a reconcile)."""
+        return self.command.split(" ", 1)[0] in SENDING_COMMANDS
+
+
+# The commands that claim and send messages, as Sender.command starts.
+SENDING_COMMANDS = frozenset({"send", "resend"})
+
 
 def lock_path(ledger_path: Path) -> Path:
     """The lock file that belongs to a ledger: `LEDGER.lock`, beside the real file (a
@@ -63,32 +78,36 @@ def lock_path(ledger_path: Path) -> Path:
 
 
 class SendLock:
-    """Held for the whole of a sending run; `with SendLock(path, campaign, command):`."""
+    """Held for the whole of a sending run; `with SendLock(path, campaign, command):`.
 
-    def __init__(self, ledger_path: Path, campaign_id: str, command: str = "send") -> None:
+    Also by a roster import (`subject`: the file's name) and a reconcile: see above.
+    """
+
+    def __init__(self, ledger_path: Path, subject: str, command: str = "send") -> None:
+        self._ledger_path = ledger_path
         self.path = lock_path(ledger_path)
         self.sender = Sender(
             pid=os.getpid(),
             host=socket.gethostname(),
             since=datetime.now(UTC).isoformat(timespec="seconds"),
-            campaign_id=campaign_id,
+            campaign_id=subject,
             command=command,
         )
         self._fd: int | None = None
 
     def acquire(self) -> None:
         """Take the lock, or raise SendInProgress naming the sender that holds it."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                # Nothing can be sent from, or imported into, a ledger where this cannot
+                # even be made: say so as the ledger does, in one line.
+                raise read_only_error(self._ledger_path, f"run {self.sender.command}") from exc
+            raise
         try:
             if not _try_lock(fd, fcntl.LOCK_EX):
-                holder = _read_sender(fd)
-                raise SendInProgress(
-                    "another send is running on this ledger"
-                    + (f": {holder.describe()}" if holder else ""),
-                    file=self.path,
-                    hint="wait for it to finish (notifier status shows its progress);"
-                    " nothing was sent by this run",
-                )
+                raise self._refused(_read_sender(fd))
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(asdict(self.sender)).encode(), 0)
             os.fsync(fd)
@@ -96,6 +115,20 @@ class SendLock:
             os.close(fd)  # closing releases the lock if we took it
             raise
         self._fd = fd
+
+    def _refused(self, holder: Sender | None) -> SendInProgress:
+        doing = "sent" if self.sender.is_sending else "changed"
+        if holder is None or holder.is_sending:
+            what = "another send is running on this ledger"
+            hint = "wait for it to finish (notifier status shows its progress)"
+        else:
+            what = f"a {holder.command} is running on this ledger"
+            hint = "wait for it to finish, then run this again"
+        return SendInProgress(
+            what + (f": {holder.describe()}" if holder else ""),
+            file=self.path,
+            hint=f"{hint}; nothing was {doing} by this run",
+        )
 
     def release(self) -> None:
         if self._fd is None:

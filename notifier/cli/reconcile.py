@@ -14,7 +14,7 @@ from notifier.ledger import Settled
 from notifier.message import MessageState
 from notifier.outputs import visible
 from notifier.reconcile import Evidence, maildir_evidence, postfix_log_evidence
-from notifier.sendlock import lock_path, running_sender
+from notifier.sendlock import SendLock, lock_path, running_sender
 
 # Each decision is listed; beyond this many, the counts say the rest.
 MAX_SHOWN = 200
@@ -57,7 +57,7 @@ def reconcile(
             hint="name the MTA's log with --mta-log FILE, or a Maildir with --maildir DIR",
         )
     sender = running_sender(app.settings.ledger)
-    if sender is not None:
+    if sender is not None and sender.is_sending:
         raise SendInProgress(
             f"a send is running on this ledger: {sender.describe()}",
             file=lock_path(app.settings.ledger),
@@ -69,7 +69,8 @@ def reconcile(
     for maildir in maildirs:
         found.update(maildir_evidence(maildir))
     searched = ", ".join(str(p) for p in (*mta_logs, *maildirs))
-    with app.open_ledger() as led:
+    # Held while settling: a send starting meanwhile would find messages moving under it.
+    with app.open_ledger() as led, SendLock(led.path, campaign_id, "reconcile"):
         settled = led.settle_uncertain(
             campaign_id, {mid: e.event_data() for mid, e in found.items()}, searched
         )

@@ -31,6 +31,7 @@ from notifier.roster import (
     load_mapping,
     open_roster,
 )
+from notifier.sendlock import SendLock
 from notifier.volunteer import EXPOSURES, FIELDS, LOCALES
 
 # `warning` is "yes" for a row that was imported all the same (see contradiction_warnings).
@@ -120,6 +121,8 @@ def import_(
             max_bytes=app.settings.roster_max_bytes,
         ) as result,
         app.open_ledger(create=True) as led,
+        # No send while the people it is sending to change (see notifier.sendlock).
+        SendLock(led.path, file.name, "roster import"),
     ):
         with err_console.status(f"Importing {file} ..."):
             summary = led.record_import(

@@ -46,7 +46,7 @@ def status(app: AppContext, campaign_id: str, fmt: str) -> None:
     # While a sender holds the lock, what it has claimed is in flight, not uncertain:
     # only a run that died leaves messages whose outcome nobody knows.
     # (Only the running send's own campaign: another campaign's claims are a crash's.)
-    live = running is not None and running.campaign_id == campaign_id
+    live = running is not None and running.is_sending and running.campaign_id == campaign_id
     in_flight = [m for m in claimed if live and m.state == MessageState.SENDING]
     uncertain = [m for m in claimed if m not in in_flight]
     sender = {**(recorded or {}), **asdict(running)} if running else None
@@ -88,11 +88,16 @@ def status(app: AppContext, campaign_id: str, fmt: str) -> None:
     table.add_row("total", str(sum(counts.values())), "", style="bold")
     console.print(f"Campaign {campaign_id}")
     console.print(table)
-    if running:
+    if running and running.is_sending:
         console.print(
             f"Sending now: {visible(running.describe())};"
             f" {len(in_flight)} message(s) of {campaign_id} in flight"
             " (not uncertain: that send is alive).",
+            markup=False,
+        )
+    elif running:
+        console.print(
+            f"Running now: {visible(running.describe())} (no send can start until it ends).",
             markup=False,
         )
     for line in unreached_lines(campaign_id, counts):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mailbox
 import os
 import signal
 import subprocess
@@ -140,3 +141,43 @@ def test_status_calls_claims_in_flight_only_for_the_running_campaign(
     assert other["running"]["campaign_id"] == "2020-04-29-update"
     assert (live["in_flight"], live["uncertain"]) == (1, [])
     assert shown()["running"] is None
+
+
+def test_no_import_while_a_send_runs_and_no_send_while_an_import_runs(
+    notifier: Notifier, ledger: Ledger, sink: Sink, tmp_path: Path
+) -> None:
+    """An import changes the people a send is writing to (and holds the ledger's write
+    lock while it runs): the two exclude each other, each refused at once, naming the
+    other, with nothing done."""
+    people = make_volunteers(3)
+    add_volunteers(ledger, people)
+    send(ledger, load_campaign(FIRST), people, sink.url, scope=SendScope(limit=0))
+    waiting = ledger.state_counts(FIRST)
+    roster = tmp_path / "volunteers.csv"
+    roster.write_text(
+        "email,family_name,exposure\r\nnew@example.org,New,published\r\n", encoding="utf-8"
+    )
+    imports_before = ledger.latest_import()
+
+    with SendLock(ledger.path, FIRST, "send"):
+        refused = notifier("roster", "import", str(roster))
+    assert refused.exit_code == ExitCode.UNUSABLE
+    assert f"another send is running on this ledger: send of {FIRST}" in refused.output
+    assert "nothing was changed by this run" in refused.output
+    assert ledger.latest_import() == imports_before
+
+    with SendLock(ledger.path, roster.name, "roster import"):
+        with pytest.raises(SendInProgress) as sending:
+            send(ledger, load_campaign(FIRST), people, sink.url)
+        status = notifier("status", FIRST)
+        mailbox.Maildir(tmp_path / "received", create=True)  # received nothing
+        settle = notifier("reconcile", FIRST, "--maildir", str(tmp_path / "received"))
+    text = str(sending.value)
+    assert "a roster import is running on this ledger: roster import of volunteers.csv" in text
+    assert "nothing was sent by this run" in text
+    assert ledger.state_counts(FIRST) == waiting and sink.messages == []
+    assert "Running now: roster import of volunteers.csv" in status.output
+    assert settle.exit_code == ExitCode.UNUSABLE
+    assert "a roster import is running on this ledger" in settle.output
+
+    assert notifier("roster", "import", str(roster)).exit_code == 0  # once it has ended
