@@ -468,9 +468,10 @@ class RosterStream:
     """A roster file being read a chunk of rows at a time (`open_roster`).
 
     Its encoding and header are known from the start; `rows_total`, `sha256` and the
-    contradiction `warnings` once `chunks()` has run to the end. Only the current chunk,
-    the rows' problems and warnings, and the addresses and ids seen (to find duplicates)
-    are held, so memory does not grow with the rows' size.
+    contradiction warnings once `chunks()` has run to the end. Only the current chunk (its
+    rows and their problems), the first WARNINGS_KEPT warnings (the rest wait in a
+    temporary file) and the addresses and ids seen (to find duplicates) are held, so
+    memory does not grow with the rows' size.
     """
 
     def __init__(

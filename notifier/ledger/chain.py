@@ -11,14 +11,16 @@ without the key file. Ledgers written before keys (`meta.chain_format` absent) w
 hashed with plain SHA-256; they are verified as such, say so, and take no new events
 until `notifier ledger upgrade` re-keys them (`rekey`).
 
-There is one way to hash an event, `event_hash`, used both to append and to verify. It
+There is one way to write what an event's hash covers, `_content`, used by `event_hash`
+(to verify) and by `append` (which reuses the JSON of what a batch of events shares). It
 writes out, in its sorted key order, the canonical JSON (`canonical_json`) of
 
     {"seq": seq, "at": at, "kind": kind, "campaign_id": campaign_id,
      "volunteer_id": volunteer_id, "message_id": message_id, "data": data}
 
-without building that object: sending appends two events a message, so this is lean.
-tests/ledger/test_chain.py holds it to the plain form above, and to hashes written before.
+without building that object: sending appends two events a message, and an import one a
+row, so this is lean. tests/ledger/test_chain.py holds both to the plain form above, and
+to hashes written before.
 """
 
 from __future__ import annotations

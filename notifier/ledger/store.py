@@ -661,8 +661,8 @@ def _create_private_file(path: Path) -> None:
 def _collector_paused() -> Iterator[None]:
     """Python's cycle collector off for the block (as it was, after).
 
-    An import makes a few objects a row and keeps the addresses seen, the problems and
-    the warnings: each full collection walks them all again, and at 300,000 rows those
+    An import makes a few objects a row and keeps every address and id it has seen (to
+    find duplicates): each full collection walks them all again, and at 300,000 rows those
     walks were a sixth of the import. The rows make no reference cycles (the collections
     found none), so nothing is left for the collector that it would have freed sooner.
     """
