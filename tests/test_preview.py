@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pytest
 from conftest import Notifier
+from smtp_helpers import add_volunteers, approve_shipped, send
 
 from notifier.campaign import apply_overrides, load_campaign
-from notifier.compose import build_message, message_id_for
+from notifier.compose import Composer, message_id_for
 from notifier.config import Settings
 from notifier.ledger import EventDraft, Ledger, volunteer_to_row
+from notifier.pipeline import MessageIds
 from notifier.render import Renderer
+from notifier.sink import Sink
 from notifier.volunteer import Volunteer
 
 FIRST = "2020-03-breach"
@@ -76,6 +79,12 @@ def mark_sent(ledger_path: Path, campaign_id: str, volunteer_ids: list[str]) -> 
             )
 
 
+def send_ids(ledger_path: Path, campaign_id: str) -> MessageIds:
+    """The Message-IDs a send of `campaign_id` would use on this ledger (keyed)."""
+    with Ledger(ledger_path) as led:
+        return MessageIds.of(led, apply_overrides(load_campaign(campaign_id), Settings()))
+
+
 def parse(data: bytes) -> EmailMessage:
     message = email.message_from_bytes(data, policy=email.policy.default)
     assert isinstance(message, EmailMessage)
@@ -109,11 +118,18 @@ def test_eml_is_exactly_what_build_message_produces(
     assert result.exit_code == 0, result.output
     data = result.stdout_bytes
     campaign = apply_overrides(load_campaign(FIRST), Settings())
-    expected = build_message(Renderer(campaign), campaign, volunteer, date=datetime.now(UTC)).data
-    assert without_date(data) == without_date(expected)
+    ids = send_ids(notifier.ledger_path, FIRST)
+    mid = ids.message_id(volunteer.volunteer_id)
+    expected = Composer(campaign, Renderer(campaign)).build(
+        volunteer, date=datetime.now(UTC), message_id=mid
+    )
+    assert without_date(data) == without_date(expected.data)
 
     message = parse(data)
-    assert message["Message-ID"] == message_id_for(FIRST, volunteer.volunteer_id, "example.org")
+    # The ID a send would use: keyed with the ledger's key, not a preview's own.
+    assert (
+        message["Message-ID"] == mid != message_id_for(FIRST, volunteer.volunteer_id, "example.org")
+    )
     assert message["Content-Language"] == volunteer.locale
     assert message["Subject"] == Renderer(campaign).render(volunteer).subject
     assert abs((message["Date"].datetime - datetime.now(UTC)).total_seconds()) < 300
@@ -232,7 +248,9 @@ def test_sender_override_from_the_config_file(
     )
     assert message["From"].addresses[0].addr_spec == "privacy@example.net"
     assert message["Reply-To"].addresses[0].addr_spec == "help@example.net"
-    assert message["Message-ID"] == message_id_for(FIRST, "HMR-0001", "example.net")
+    with Ledger(notifier.ledger_path) as led:
+        key = led.message_id_key()
+    assert message["Message-ID"] == message_id_for(FIRST, "HMR-0001", "example.net", key)
 
 
 def test_a_configured_dkim_key_is_used_by_the_preview(
@@ -270,7 +288,7 @@ def test_all_writes_one_parseable_eml_per_recipient(
         message = parse(f.read_bytes())
         volunteer = next(v for v in PEOPLE if v.volunteer_id == f.stem)
         assert message["To"].addresses[0].addr_spec == volunteer.email
-        assert message["Message-ID"] == message_id_for(FIRST, f.stem, "example.org")
+        assert message["Message-ID"] == send_ids(notifier.ledger_path, FIRST).message_id(f.stem)
         assert message["Content-Language"] == volunteer.locale
         assert len(list(message.iter_parts())) == 2
 
@@ -315,3 +333,49 @@ def test_all_keeps_odd_volunteer_ids_inside_the_directory(
     assert result.exit_code == 0, result.output
     assert [f.name for f in out.iterdir()] == ["%2E%2E%2Fescape.eml"]
     assert not (tmp_path / "escape.eml").exists()
+
+
+def test_a_preview_is_the_message_a_send_delivers(
+    notifier: Notifier, ledger: Ledger, tmp_path: Path
+) -> None:
+    """The bytes a preview writes are those a real send puts on the wire, headers and
+    boundary included (only the Date differs), for the first notice and for a follow-up
+    threaded under it; and a preview made after the send shows the ID it went with."""
+    people = [PEOPLE[0], PEOPLE[4]]
+    add_volunteers(ledger, people)
+    approve_shipped(ledger, FIRST, UPDATE)
+    for campaign_id in (FIRST, UPDATE):
+        before = {
+            v.volunteer_id: notifier(
+                "preview", campaign_id, "--volunteer", v.volunteer_id, "--format", "eml"
+            ).stdout_bytes
+            for v in people
+        }
+        with Sink() as sink:
+            send(ledger, load_campaign(campaign_id), people, sink.url)
+        received = {parse(m.data)["Message-ID"]: m.data for m in sink.messages}
+        for vid, preview in before.items():
+            mid = parse(preview)["Message-ID"]
+            assert without_date(preview) == without_date(received[mid])
+            after = notifier("preview", campaign_id, "--volunteer", vid, "--format", "eml")
+            assert parse(after.stdout_bytes)["Message-ID"] == mid
+        if campaign_id == UPDATE:
+            first_ids = ledger.message_ids(FIRST)
+            for data in received.values():
+                message = parse(data)
+                vid = next(v.volunteer_id for v in people if v.email in message["To"])
+                assert message["In-Reply-To"] == first_ids[vid]
+
+
+def test_without_the_key_file_a_preview_says_its_ids_are_its_own(
+    notifier: Notifier, ledger: Ledger
+) -> None:
+    add_volunteers(ledger, PEOPLE[:1])
+    ledger.key_file.rename(ledger.key_file.with_name("elsewhere.key"))
+    result = notifier("preview", FIRST, "--volunteer", "HMR-0001", "--format", "eml")
+    assert result.exit_code == 0, result.output
+    assert "no key file at" in result.stderr
+    assert "the text is the same" in result.stderr
+    assert not ledger.key_file.exists()  # a preview never makes one
+    message = parse(result.stdout_bytes)
+    assert message["Message-ID"] == message_id_for(FIRST, "HMR-0001", "example.org")

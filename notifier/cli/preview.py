@@ -16,9 +16,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from notifier.audience import count_audience, history_applies, membership_of, select_audience
 from notifier.campaign import Campaign, apply_overrides, load_campaign
 from notifier.cli.app import AppContext, cli, err_console, pass_app, write_private
-from notifier.compose import ComposedMessage, Composer, DkimKey, build_message, load_dkim_key
+from notifier.compose import ComposedMessage, Composer, DkimKey, load_dkim_key
 from notifier.errors import NotifierError
 from notifier.ledger import Ledger
+from notifier.outputs import visible
+from notifier.pipeline import MessageIds
 from notifier.render import Renderer
 from notifier.volunteer import Volunteer
 
@@ -110,9 +112,9 @@ def _preview_one(
             f"{campaign.campaign_id}; this is what they would receive if they were",
             err=True,
         )
-    composed = build_message(
-        Renderer(campaign), campaign, volunteer, date=datetime.now(UTC), dkim=dkim
-    )
+    ids = _message_ids(led, campaign)
+    composer = Composer(campaign, Renderer(campaign), dkim=dkim)
+    composed = _build(composer, volunteer, datetime.now(UTC), ids)
     data = composed.data if output_format == "eml" else _readable(composed, output_format)
     if out is None:
         click.echo(data, nl=False)
@@ -156,6 +158,7 @@ def _preview_all(led: Ledger, campaign: Campaign, directory: Path, dkim: DkimKey
     total = sum(count_audience(led, campaign, history).values())
     directory.mkdir(parents=True, exist_ok=True)
     composer = Composer(campaign, Renderer(campaign), dkim=dkim)  # one for every message
+    ids = _message_ids(led, campaign)
     when = datetime.now(UTC)
     written = 0
     columns = (
@@ -167,17 +170,43 @@ def _preview_all(led: Ledger, campaign: Campaign, directory: Path, dkim: DkimKey
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task("preview", total=total)
         for volunteer in select_audience(led, campaign, history):
-            composed = _build(composer, volunteer, when)
+            composed = _build(composer, volunteer, when, ids)
             write_private(directory / f"{_file_name(volunteer.volunteer_id)}.eml", composed.data)
             written += 1
             progress.advance(task)
     click.echo(f"wrote {written} messages to {directory}")
 
 
-def _build(composer: Composer, volunteer: Volunteer, when: datetime) -> ComposedMessage:
+def _message_ids(led: Ledger, campaign: Campaign) -> MessageIds | None:
+    """The Message-IDs a send would use (those the ledger issued, keyed new ones, and a
+    follow-up's In-Reply-To), so a preview is the bytes that would go out; None, with a
+    warning, without the ledger's key: a preview never makes or needs one."""
+    if led.key_file.exists():
+        try:
+            return MessageIds.of(led, campaign)
+        except NotifierError as exc:  # a foreign key, a ledger that names none
+            reason = exc.message
+    else:
+        reason = f"no key file at {led.key_file}"
+    click.echo(
+        f"warning: {visible(reason)}: the Message-ID (and the MIME boundary made from it) "
+        "is a preview's, not the one a send would use; the text is the same",
+        err=True,
+    )
+    return None
+
+
+def _build(
+    composer: Composer, volunteer: Volunteer, when: datetime, ids: MessageIds | None
+) -> ComposedMessage:
     campaign = composer.campaign
+    vid = volunteer.volunteer_id
     try:
-        return composer.build(volunteer, date=when)
+        if ids is None:
+            return composer.build(volunteer, date=when)
+        return composer.build(
+            volunteer, date=when, message_id=ids.message_id(vid), in_reply_to=ids.earlier.get(vid)
+        )
     except NotifierError as exc:
         # Name the person: the error itself knows the field, not whose message failed.
         exc.message = f"{volunteer.volunteer_id}: {exc.message}"
