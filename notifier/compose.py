@@ -455,7 +455,8 @@ class Composer:
         """The Message-ID and the whole message (see compose): the ID is worked out once.
 
         `message_id` / `in_reply_to`: as the ledger issued them (a send); otherwise worked
-        out without a key, for a preview.
+        out without a key, for a preview. `in_reply_to=""`: a follow-up to someone the
+        notice it follows never reached, so there is nothing to thread under.
         """
         if date.tzinfo is None or date.utcoffset() is None:
             raise ValueError("compose needs a timezone-aware date")
@@ -496,10 +497,13 @@ class Composer:
             f"Message-ID: {message_id}{CRLF}",
         ]
         if campaign.follows:
-            earlier = in_reply_to or message_id_for(
-                campaign.follows, volunteer.volunteer_id, self.domain
+            earlier = (
+                message_id_for(campaign.follows, volunteer.volunteer_id, self.domain)
+                if in_reply_to is None
+                else in_reply_to
             )
-            headers.append(f"In-Reply-To: {earlier}{CRLF}References: {earlier}{CRLF}")
+            if earlier:
+                headers.append(f"In-Reply-To: {earlier}{CRLF}References: {earlier}{CRLF}")
         headers.append(
             f"MIME-Version: 1.0{CRLF}"
             f"Content-Language: {clean_header_text(rendered.locale)}{CRLF}"

@@ -249,6 +249,7 @@ class MessageIds:
     key: bytes  # Ledger.message_id_key()
     issued: Mapping[str, str]  # volunteer_id -> Message-ID, this campaign
     earlier: Mapping[str, str]  # volunteer_id -> Message-ID, the campaign it follows
+    follows: bool = False  # a follow-up
 
     @classmethod
     def of(cls, ledger: Ledger, campaign: Campaign) -> MessageIds:
@@ -258,6 +259,7 @@ class MessageIds:
             ledger.message_id_key(),
             ledger.message_ids(campaign.campaign_id),
             ledger.message_ids(campaign.follows) if campaign.follows else {},
+            follows=bool(campaign.follows),
         )
 
     def message_id(self, volunteer_id: str) -> str:
@@ -266,7 +268,12 @@ class MessageIds:
 
     def job(self, volunteer: Volunteer, smtputf8: bool) -> ComposeJob:
         vid = volunteer.volunteer_id
-        return ComposeJob(volunteer, smtputf8, self.message_id(vid), self.earlier.get(vid))
+        return ComposeJob(volunteer, smtputf8, self.message_id(vid), self.in_reply_to(vid))
+
+    def in_reply_to(self, volunteer_id: str) -> str | None:
+        """For a follow-up, the notice it follows as this person got it; "" when that
+        notice never reached them (nothing to thread under); None for a first notice."""
+        return self.earlier.get(volunteer_id, "") if self.follows else None
 
 
 def new_messages(

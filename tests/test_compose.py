@@ -269,6 +269,20 @@ def test_follow_up_threads_under_the_first_notice() -> None:
         )
 
 
+def test_a_follow_up_to_someone_the_first_notice_never_reached_is_not_threaded() -> None:
+    """As a send composes it (the ledger's IDs given): "" means the notice it follows has
+    no message for this person, so no In-Reply-To naming a message they never got."""
+    v = volunteer("en")
+    issued = "<issued-by-the-ledger@example.org>"
+    composer = Composer(UPDATE, FixedRenderer(UPDATE))
+    lonely = parse(composer.build(v, date=WHEN, message_id="<u@example.org>", in_reply_to="").data)
+    assert "In-Reply-To" not in lonely and "References" not in lonely
+    reached = parse(
+        composer.build(v, date=WHEN, message_id="<u@example.org>", in_reply_to=issued).data
+    )
+    assert reached["In-Reply-To"] == reached["References"] == issued
+
+
 def test_idn_sender_domain_is_written_as_an_a_label() -> None:
     campaign = replace(FIRST, sender="HMR データ保護 <dpo@例え.jp>")
     assert sender_domain(campaign) == "xn--r8jz45g.jp"

@@ -205,8 +205,13 @@ def test_someone_outside_the_audience_gets_a_preview_and_a_warning(
     assert outside.exit_code == 0, outside.output
     assert "HMR-0006 is not in the audience of 2020-04-29-update" in outside.stderr
     message = parse(outside.stdout_bytes)
-    assert message["In-Reply-To"] == message_id_for(FIRST, "HMR-0006", "example.org")
-    assert message["References"] == message["In-Reply-To"]
+    # The first notice never reached HMR-0006: there is nothing to thread the update under.
+    assert message["In-Reply-To"] is None and message["References"] is None
+    inside_message = parse(
+        notifier("preview", UPDATE, "--volunteer", "HMR-0005", "--format", "eml").stdout_bytes
+    )
+    issued = message_id_for(FIRST, "HMR-0005", "example.org")  # as mark_sent recorded it
+    assert inside_message["In-Reply-To"] == inside_message["References"] == issued
 
 
 def test_unknown_volunteer_is_one_line_and_exit_2(
@@ -310,7 +315,7 @@ def test_all_for_an_unsent_follow_up_uses_the_attribute_filters(
     assert {f.stem for f in out.iterdir()} == expected
     for f in out.iterdir():
         message = parse(f.read_bytes())
-        assert message["In-Reply-To"] == message_id_for(FIRST, f.stem, "example.org")
+        assert message["In-Reply-To"] is None  # no first notice yet to thread under
 
 
 def test_all_after_the_first_notice_goes_to_those_it_reached(

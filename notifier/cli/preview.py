@@ -205,7 +205,7 @@ def _build(
         if ids is None:
             return composer.build(volunteer, date=when)
         return composer.build(
-            volunteer, date=when, message_id=ids.message_id(vid), in_reply_to=ids.earlier.get(vid)
+            volunteer, date=when, message_id=ids.message_id(vid), in_reply_to=ids.in_reply_to(vid)
         )
     except NotifierError as exc:
         # Name the person: the error itself knows the field, not whose message failed.
