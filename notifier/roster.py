@@ -481,6 +481,7 @@ class RosterStream:
         reader: _HashingReader,
         encoding: str,
         plan_for: Callable[[Sequence[str]], _Plan],
+        spool_dir: Path | None = None,
     ) -> None:
         self.file = path
         self.encoding = encoding
@@ -506,7 +507,7 @@ class RosterStream:
             header[0] = header[0].removeprefix("\ufeff")
         self._plan = plan_for(header)
         self.headers: Mapping[str, str] = dict(self._plan.header)
-        self._all_warnings = Spool()
+        self._all_warnings = Spool(spool_dir)
 
     @property
     def sha256(self) -> str:
@@ -593,9 +594,11 @@ def open_roster(
     encoding: str = "auto",
     default_locale: str = "en",
     max_bytes: int = ROSTER_MAX_BYTES,
+    spool_dir: Path | None = None,
 ) -> RosterStream:
     """Open a roster to read in chunks: the file is refused now (RosterError) if it cannot
-    be used at all (size, encoding, header); its rows are read by `chunks()`.
+    be used at all (size, encoding, header); its rows are read by `chunks()`. Warnings
+    beyond the first few wait in a temporary file in `spool_dir` (beside the ledger).
 
     The bytes are read twice: once to tell the encoding (without holding them), once to
     read the rows (hashing them on the way).
@@ -624,6 +627,7 @@ def open_roster(
             reader,
             detected,
             lambda header: _plan(header, mapping, default_locale, path),
+            spool_dir,
         )
     except BaseException:
         text.close()

@@ -77,8 +77,12 @@ def plan_import(
     if outcome.refused:
         return ImportPlan((), (), 0, problems, strict=True, refused=True)
     return ImportPlan(
-        added=tuple(p.accepted for p in added if diff.keeps(p.holder)),
-        updated=tuple(p.update for p in updated if diff.keeps(p.holder)),
+        added=tuple(
+            p.accepted for p in added if diff.keeps(p.accepted.volunteer.volunteer_id, p.holder)
+        ),
+        updated=tuple(
+            p.update for p in updated if diff.keeps(p.update.volunteer.volunteer_id, p.holder)
+        ),
         unchanged=outcome.unchanged,
         problems=problems,
         strict=strict,
@@ -133,16 +137,19 @@ class ImportDiff:
     """plan_import a chunk of rows at a time, holding only what the whole file decides.
 
     An address already in the ledger under another volunteer_id is refused, unless that
-    volunteer is in this roster too (they are moving to another address): which is known
-    only at the file's end. So such a row is kept pending with the address's `holder`,
-    and `keeps()` tells, after `finish()`, whether it goes ahead.
+    volunteer is in this roster too, moving to another address, and that move goes ahead
+    (it may itself wait on another holder who stays): which is known only at the file's
+    end. So such a row is kept pending with the address's `holder`, and `keeps()` tells,
+    after `finish()`, whether it goes ahead.
     """
 
     def __init__(self, owners: Mapping[str, str], headers: Mapping[str, str]) -> None:
         self._owners = owners
         self._email_header = headers.get("email", "email")
         self._present: set[str] = set()  # ids in this roster that the ledger holds
-        self._pending: list[tuple[str, str, RowProblem]] = []  # (kind, holder, problem)
+        # (kind, volunteer_id, holder, problem) of each row whose address has a holder.
+        self._pending: list[tuple[str, str, str, RowProblem]] = []
+        self._refused: set[str] = set()  # volunteer_ids of the pending rows refused
         self._counts = {"added": 0, "updated": 0, "unchanged": 0}
         self._finished = False
 
@@ -180,6 +187,7 @@ class ImportDiff:
                 self._pending.append(
                     (
                         kind,
+                        vid,
                         holder,
                         RowProblem(
                             row.row,
@@ -194,21 +202,22 @@ class ImportDiff:
                 )
         return added, updated
 
-    def keeps(self, holder: str | None) -> bool:
-        """Whether a pending row whose address is `holder`'s goes ahead (the holder moves
-        to another address), once finish() has run."""
+    def keeps(self, volunteer_id: str, holder: str | None) -> bool:
+        """Whether a row (its volunteer_id, and its address's `holder`) goes ahead, once
+        finish() has run: yes unless its address is held by a volunteer who keeps it."""
         if not self._finished:
             raise RuntimeError("keeps() is known only once the whole roster is compared")
-        return holder is None or holder in self._present
+        return holder is None or volunteer_id not in self._refused
 
     def finish(self, *, roster_problems: bool, strict: bool) -> DiffOutcome:
         """The import's counts and the ledger's refusals; `roster_problems`: whether the
         roster itself had any bad row (with `strict`, that refuses the import too)."""
         self._finished = True
+        self._refused = self._refusals()
         counts = dict(self._counts)
         conflicts = []
-        for kind, holder, problem in self._pending:
-            if holder not in self._present:
+        for kind, vid, _holder, problem in self._pending:
+            if vid in self._refused:
                 counts[kind] -= 1
                 conflicts.append(problem)
         if strict and (roster_problems or conflicts):
@@ -216,6 +225,24 @@ class ImportDiff:
         return DiffOutcome(
             counts["added"], counts["updated"], counts["unchanged"], tuple(conflicts), False
         )
+
+    def _refusals(self) -> set[str]:
+        """The pending rows refused: those whose holder is not in the roster, then, one
+        link at a time, those whose holder's own move was refused (so the holder keeps the
+        address). A chain of moves ending at someone who stays is refused whole; a ring
+        of moves (a swap) goes ahead."""
+        waiting_on: dict[str, list[str]] = {}  # holder -> the rows that need it to move
+        for _kind, vid, holder, _problem in self._pending:
+            waiting_on.setdefault(holder, []).append(vid)
+        refused: set[str] = set()
+        # Each volunteer_id is refused at most once: bounded by the pending rows.
+        stack = [vid for _k, vid, holder, _p in self._pending if holder not in self._present]
+        while stack:
+            vid = stack.pop()
+            if vid not in refused:
+                refused.add(vid)
+                stack.extend(waiting_on.get(vid, ()))
+        return refused
 
 
 def field_changes(old: StoredTexts, new: Sequence[str]) -> dict[str, tuple[str, str]]:

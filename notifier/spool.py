@@ -13,7 +13,9 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
+
+from notifier.errors import NotifierError
 
 
 class Spool:
@@ -24,21 +26,42 @@ class Spool:
     """
 
     def __init__(self, directory: Path | None = None) -> None:
-        # Beside the ledger when given, so a full disk there is the ledger's full disk.
-        self._file = tempfile.TemporaryFile(dir=directory)
+        # Beside the ledger when given: personal data stays where the ledger is kept, and
+        # a full disk there is the ledger's full disk.
+        self._directory = directory
+        self._file: IO[bytes] | None = None  # made by the first batch: most spools get none
         self._batches = 0
         self.count = 0  # records added
+        self._closed = False
 
     def add(self, batch: Sequence[Any]) -> None:
         """Set a batch of records aside (an empty one is not kept)."""
         if batch:
-            pickle.dump(list(batch), self._file, pickle.HIGHEST_PROTOCOL)
+            pickle.dump(list(batch), self._opened(), pickle.HIGHEST_PROTOCOL)
             self._batches += 1
             self.count += len(batch)
+
+    def _opened(self) -> IO[bytes]:
+        if self._closed:
+            raise ValueError("I/O operation on a closed spool")
+        if self._file is None:
+            try:
+                self._file = tempfile.TemporaryFile(dir=self._directory)
+            except OSError as exc:
+                raise NotifierError(
+                    f"cannot make a temporary file ({exc.strerror})",
+                    file=self._directory or Path(tempfile.gettempdir()),
+                    hint="check that the folder exists, may be written to and has room",
+                ) from exc
+        return self._file
 
     def batches(self) -> Iterator[list[Any]]:
         """The batches added, in order; may be read any number of times, even two
         readings at once (each keeps its own place)."""
+        if self._closed:
+            raise ValueError("I/O operation on a closed spool")
+        if self._file is None:
+            return
         self._file.flush()
         offset = 0
         for _ in range(self._batches):
@@ -54,7 +77,9 @@ class Spool:
             yield from batch
 
     def close(self) -> None:
-        self._file.close()
+        self._closed = True
+        if self._file is not None:
+            self._file.close()
 
     def __enter__(self) -> Spool:
         return self

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import REPO, Notifier
+
+from notifier.cli.app import write_private
+from notifier.errors import NotifierError
 
 
 @pytest.fixture
@@ -68,3 +74,41 @@ def test_a_password_in_a_mistyped_url_is_never_echoed(notifier: Notifier, import
     assert result.exit_code == 2
     assert "s3cret" not in result.output
     assert "smtpx://***@mail.example.org" in result.output
+
+
+def test_a_long_output_that_fails_halfway_leaves_what_was_there(tmp_path: Path) -> None:
+    """A streamed output (the rejects file) is moved into place only once whole."""
+    target = tmp_path / "rejects.csv"
+    target.write_text("the last complete file\n", encoding="utf-8")
+
+    def lines() -> Iterator[str]:
+        yield "row,column,value,reason,warning\r\n"
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(NotifierError, match="No space left on device") as failed:
+        write_private(target, lines())
+    assert failed.value.file == str(target)
+    assert target.read_text(encoding="utf-8") == "the last complete file\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["rejects.csv"]  # no partial file left
+
+    os.chmod(target, 0o644)
+    write_private(target, iter(["a\r\n", "b\r\n"]))
+    assert target.read_bytes() == b"a\r\nb\r\n" and mode(target) == 0o600
+
+
+def test_a_streamed_output_through_a_link_or_a_pipe_is_written_in_place(tmp_path: Path) -> None:
+    real = tmp_path / "real.csv"
+    real.write_text("old", encoding="utf-8")
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    write_private(link, iter(["new\r\n"]))
+    assert link.is_symlink() and real.read_bytes() == b"new\r\n"
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    write_private(fifo, iter(["through ", "a pipe"]))
+    reader.join(timeout=10)
+    assert received == [b"through a pipe"] and stat.S_ISFIFO(os.stat(fifo).st_mode)

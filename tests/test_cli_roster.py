@@ -293,3 +293,30 @@ def test_cli_many_problems_and_warnings_are_all_written_but_not_all_shown(
     assert "... and 30 more problems; see them all with" in shown.output
     listed = notifier("roster", "rejects", "--format", "csv")
     assert len(list(csv.reader(io.StringIO(listed.output)))) == 1 + MAX_TABLE_ROWS + 30
+
+
+def test_the_same_file_read_otherwise_records_what_it_found(
+    tmp_path: Path, notifier: Notifier
+) -> None:
+    """Re-importing the file last imported is "already imported" only when it finds the
+    same problems: read with another --encoding it finds others, and they are an import
+    of their own, recorded and written to --rejects as shown."""
+    path = tmp_path / "r.csv"
+    path.write_bytes(
+        "volunteer_id,email,family_name,exposure\r\n"
+        "V1,a@example.com,Ōno,screened\r\nV2,b@example.com,Smith,screened\r\n".encode()
+    )
+    assert notifier("roster", "import", str(path)).exit_code == 0
+    again = notifier("roster", "import", str(path))
+    assert "already imported (import 1)" in again.output
+    out = tmp_path / "rejects.csv"
+    misread = notifier(
+        "roster", "import", str(path), "--encoding", "latin-1", "--rejects", str(out)
+    )
+    assert misread.exit_code == 0, misread.output
+    assert "already imported" not in misread.output
+    assert "Import 2: 0 added, 0 updated, 1 unchanged." in misread.output
+    rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8"), newline="")))[1:]
+    assert [(r[0], r[1]) for r in rows] == [("2", "family_name")]
+    listed = notifier("roster", "rejects", "--format", "csv")
+    assert [r[:2] for r in csv.reader(io.StringIO(listed.output))][1:] == [["2", "family_name"]]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from notifier.errors import NotifierError
 from notifier.roster import RowProblem
 from notifier.spool import Spool
 
@@ -43,3 +44,13 @@ def test_nothing_is_left_beside_the_ledger(tmp_path: Path) -> None:
         assert list(spool) == [1, 2, 3]
     with pytest.raises(ValueError, match="closed"):
         list(spool)
+
+
+def test_a_folder_that_cannot_hold_it_is_one_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "gone"
+    with Spool(missing) as spool:
+        spool.add([])
+        assert list(spool) == []  # nothing set aside: no file was needed
+        with pytest.raises(NotifierError, match="cannot make a temporary file") as failed:
+            spool.add([1])
+    assert failed.value.file == str(missing)

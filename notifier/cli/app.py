@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -69,25 +70,40 @@ def write_private(path: Path, data: str | bytes | Iterable[str]) -> None:
 
     Reports, previews, rejected rows and exports all carry personal data, like the ledger
     itself, so they are created with mode 0600 rather than the umask's usual 0644. `data`
-    may come a piece of text at a time (an output too long to hold whole).
+    may come a piece of text at a time (an output too long to hold whole): then it is
+    written beside `path` and moved into place once whole, so a failure halfway (a full
+    disk) never leaves a file that looks complete. A FIFO, a device (`/dev/stdout`) or a
+    symbolic link is written in place, as it is.
     """
-    if isinstance(data, str):
-        pieces: Iterable[bytes] = [data.encode("utf-8")]
-    elif isinstance(data, bytes):
-        pieces = [data]
-    else:
-        pieces = (text.encode("utf-8") for text in data)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.writelines(pieces)
+        if isinstance(data, str | bytes):
+            _write_in_place(path, [data.encode("utf-8") if isinstance(data, str) else data])
+            return
+        pieces = (text.encode("utf-8") for text in data)
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            _write_in_place(path, pieces)
+            return
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        try:
+            _write_in_place(partial, pieces, exclusive=True)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
     except OSError as exc:
         raise NotifierError(
             f"cannot write ({exc.strerror})",
             file=path,
-            hint="check the folder exists and that you may write there",
+            hint="check the folder exists, that you may write there and that it has room",
         ) from exc
+
+
+def _write_in_place(path: Path, pieces: Iterable[bytes], *, exclusive: bool = False) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.fchmod(fd, 0o600)  # a file that was there keeps no wider mode
+        handle.writelines(pieces)
 
 
 @click.group(cls=NotifierGroup, context_settings={"help_option_names": ["-h", "--help"]})

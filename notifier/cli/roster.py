@@ -110,6 +110,8 @@ def import_(
       notifier roster import partner-ja.csv --mapping partner-ja-mapping.toml
     """
     mapping = load_mapping(mapping_path) if mapping_path else None
+    # What waits while the file is read waits beside the ledger (see notifier.spool).
+    ledger_folder = app.settings.ledger.resolve().parent
     # The file is read, checked and recorded a chunk of rows at a time, in one transaction.
     # A spinner on stderr for big rosters (silent when stderr is not a terminal).
     with (
@@ -119,6 +121,7 @@ def import_(
             encoding=encoding,
             default_locale=default_locale,
             max_bytes=app.settings.roster_max_bytes,
+            spool_dir=ledger_folder if ledger_folder.is_dir() else None,
         ) as result,
         app.open_ledger(create=True) as led,
         # No send while the people it is sending to change (see notifier.sendlock).

@@ -258,7 +258,8 @@ def import_roster(
 
         def kept(spool: Spool) -> Iterator[list[Any]]:
             for batch in spool.batches():
-                yield [r[:-1] for r in batch if diff.keeps(r[-1])]
+                # (row, volunteer_id, ..., holder): the holder is not written.
+                yield [r[:-1] for r in batch if diff.keeps(r[1], r[-1])]
 
         return _write_import(
             conn,
@@ -310,6 +311,9 @@ def _write_import(
         and latest.sha256 == source.sha256
         and latest.mapping_sha256 == mapping_sha256
         and not (outcome.added or outcome.updated)
+        # The same file read otherwise (--encoding, --default-locale) may find other
+        # problems: then it is an import of its own, and they are recorded.
+        and _same_problems(rejected_rows(conn, latest.import_id), problems())
     ):
         return ImportSummary(
             import_id=latest.import_id,
@@ -379,6 +383,12 @@ def _write_import(
         problem_count=outcome.problem_count,
         change_count=changes.count,
     )
+
+
+def _same_problems(recorded: Iterator[RowProblem], found: Iterator[RowProblem]) -> bool:
+    """Whether two streams of problems are the same, in the same order (`who` aside)."""
+    missing = object()
+    return all(a == b for a, b in itertools.zip_longest(recorded, found, fillvalue=missing))
 
 
 def _write_rejected(

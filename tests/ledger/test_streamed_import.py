@@ -198,3 +198,35 @@ def test_problems_and_refusals_come_in_row_order(tmp_path: Path) -> None:
         assert [p.row for p in led.rejected_rows()] == [2, 3, 4, 5]
         assert [p.row for p in summary.problems] == [2, 3, 4, 5]
         assert summary.rejected == summary.problem_count == 4
+
+
+def test_a_chain_of_moves_ending_at_someone_who_stays_is_refused_whole(tmp_path: Path) -> None:
+    """HMR-1 moves to HMR-2's address and HMR-2 to HMR-3's, but HMR-3 is not in the file
+    and keeps it: HMR-2's move is refused, so HMR-2 keeps its address, so HMR-1's is
+    refused too (it crashed on the unique index). A swap in the same file goes ahead."""
+    first = [
+        "HMR-1,a@example.org,A,A,en,published,,",
+        "HMR-2,b@example.org,B,B,en,published,,",
+        "HMR-3,c@example.org,C,C,en,published,,",
+        "HMR-4,d@example.org,D,D,en,published,,",
+        "HMR-5,e@example.org,E,E,en,published,,",
+    ]
+    second = [
+        "HMR-1,b@example.org,A,A,en,published,,",  # row 2: waits on HMR-2
+        "HMR-4,e@example.org,D,D,en,published,,",  # row 3: a swap with HMR-5
+        "HMR-2,c@example.org,B,B,en,published,,",  # row 4: HMR-3 stays
+        "HMR-5,d@example.org,E,E,en,published,,",  # row 5
+    ]
+    files = [write(tmp_path, "a.csv", first), write(tmp_path, "b.csv", second)]
+    whole, streamed = import_both(tmp_path, files)
+    assert whole == streamed
+    _events, people, rejected = streamed
+    assert {p.volunteer_id: p.email for p in people} == {
+        "HMR-1": "a@example.org",
+        "HMR-2": "b@example.org",
+        "HMR-3": "c@example.org",
+        "HMR-4": "e@example.org",
+        "HMR-5": "d@example.org",
+    }
+    assert [(r[0], r[2]) for r in rejected] == [(2, "b@example.org"), (4, "c@example.org")]
+    assert "volunteer HMR-2" in rejected[0][3] and "volunteer HMR-3" in rejected[1][3]
