@@ -106,6 +106,9 @@ class RowProblem:
 class AcceptedRow:
     row: int
     volunteer: Volunteer
+    # The row's volunteer_id cell was empty: the id was made from the address
+    # (derive_volunteer_id), so it stands for whoever had that address when it was made.
+    id_from_address: bool = False
 
 
 @dataclass(frozen=True)
@@ -959,7 +962,10 @@ class _RowChecker:
         self.problems: list[RowProblem] = []
         self.warnings: list[RowProblem] = []
         self.first_row_of_email: dict[str, int] = {}
-        self.first_row_of_id: dict[str, int] = {}
+        # volunteer_id -> (the first row with it, whether that row's id was made from
+        # its address).
+        self.first_row_of_id: dict[str, tuple[int, bool]] = {}
+        self.has_id_column = "volunteer_id" in plan.index
         width = plan.width
         # Cells are padded to width + 1: a field the file has no column for reads the
         # last, always-empty cell.
@@ -1024,12 +1030,28 @@ class _RowChecker:
 
         raw_id = cells[at["volunteer_id"]]
         volunteer_id = normalise_name(raw_id) if raw_id else ""
+        id_from_address = not volunteer_id
         if volunteer_id:
-            earlier = self.first_row_of_id.setdefault(volunteer_id, row)
+            earlier, made = self.first_row_of_id.setdefault(volunteer_id, (row, False))
             if earlier != row:
-                bad.append(("volunteer_id", raw_id, f"duplicate of row {earlier}"))
+                whose = ", whose id is made from its address" if made else ""
+                bad.append(("volunteer_id", raw_id, f"duplicate of row {earlier}{whose}"))
         elif email:
             volunteer_id = derive_volunteer_id(email)
+            # Without an id column every id is made from an address, and two alike are
+            # the duplicate address already reported; with one, a made id may be the id
+            # another row gives (a roster exported with its ids, a person added below).
+            if self.has_id_column:
+                earlier, made = self.first_row_of_id.setdefault(volunteer_id, (row, True))
+                if earlier != row and not made:
+                    bad.append(
+                        (
+                            "volunteer_id",
+                            raw_id,
+                            f"empty, and the id made from the address ({volunteer_id}) is "
+                            f"the id row {earlier} gives: give this row an id of its own",
+                        )
+                    )
 
         if bad or overflow:
             self._reject(row, cells, overflow, bad)
@@ -1046,7 +1068,7 @@ class _RowChecker:
             postal_address=cells[at["postal_address"]].strip().replace("\r\n", "\n"),
             extra={h: v for i, h in plan.extras if (v := cells[i].strip())},
         )
-        self.accepted.append(AcceptedRow(row, volunteer))
+        self.accepted.append(AcceptedRow(row, volunteer, id_from_address))
         if data_held and exposure == "database_only":
             warning = _contradiction(row, volunteer, plan.header)
             if warning is not None:

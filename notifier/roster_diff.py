@@ -150,6 +150,10 @@ class ImportDiff:
         # (kind, volunteer_id, holder, problem) of each row whose address has a holder.
         self._pending: list[tuple[str, str, str, RowProblem]] = []
         self._refused: set[str] = set()  # volunteer_ids of the pending rows refused
+        # Rows whose id, made from their address, is that of a volunteer who has since
+        # moved to another address: someone else, refused at once (see _stranger).
+        self._strangers: list[RowProblem] = []
+        self._id_header = headers.get("volunteer_id", "volunteer_id")
         self._counts = {"added": 0, "updated": 0, "unchanged": 0}
         self._finished = False
 
@@ -165,6 +169,9 @@ class ImportDiff:
             volunteer = row.volunteer
             vid = volunteer.volunteer_id
             old = stored.get(vid)
+            if old is not None and row.id_from_address and _moved_away(old, volunteer):
+                self._strangers.append(_stranger(row, self._id_header))
+                continue
             holder = owners.get(volunteer.email.casefold()) if owners else None
             if holder == vid:
                 holder = None
@@ -215,11 +222,12 @@ class ImportDiff:
         self._finished = True
         self._refused = self._refusals()
         counts = dict(self._counts)
-        conflicts = []
+        conflicts = list(self._strangers)
         for kind, vid, _holder, problem in self._pending:
             if vid in self._refused:
                 counts[kind] -= 1
                 conflicts.append(problem)
+        conflicts.sort(key=_row_of)  # stable: each row has one refusal
         if strict and (roster_problems or conflicts):
             return DiffOutcome(0, 0, 0, tuple(conflicts), refused=True)
         return DiffOutcome(
@@ -254,6 +262,28 @@ def field_changes(old: StoredTexts, new: Sequence[str]) -> dict[str, tuple[str, 
         if before != text:
             changes[name] = (str(before), text)
     return changes
+
+
+def _moved_away(old: StoredTexts, volunteer: Volunteer) -> bool:
+    """Whether the ledger's volunteer with this id now has another address than the row."""
+    stored = old[_EMAIL] or ""
+    return stored.casefold() != volunteer.email.casefold()
+
+
+def _stranger(row: AcceptedRow, id_header: str) -> RowProblem:
+    """A row without an id whose address once made the id of a volunteer who has moved
+    on: taking it for that volunteer would overwrite them with someone else."""
+    vid = row.volunteer.volunteer_id
+    return RowProblem(
+        row.row,
+        id_header,
+        "",
+        f"empty, and the id made from the address ({vid}) is volunteer {vid}'s, who now "
+        "has another address: give this row an id of its own (or that volunteer's id, if "
+        "it is the same person moving back)",
+        "volunteer_id",
+        who=_who(row.volunteer),
+    )
 
 
 def _who(volunteer: Volunteer) -> tuple[tuple[str, str], ...]:

@@ -112,3 +112,19 @@ def test_a_streamed_output_through_a_link_or_a_pipe_is_written_in_place(tmp_path
     write_private(fifo, iter(["through ", "a pipe"]))
     reader.join(timeout=10)
     assert received == [b"through a pipe"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_a_streamed_output_is_written_in_place_where_nothing_can_be_made_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder one may not create files in, holding a file one may write (as root, only
+    a refusal of the temporary file shows it): the output is written in place."""
+    target = tmp_path / "rejects.csv"
+    target.write_text("old", encoding="utf-8")
+
+    def refused(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr("notifier.cli.app.tempfile.mkstemp", refused)
+    write_private(target, iter(["new\r\n"]))
+    assert target.read_bytes() == b"new\r\n" and mode(target) == 0o600

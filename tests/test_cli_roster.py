@@ -320,3 +320,25 @@ def test_the_same_file_read_otherwise_records_what_it_found(
     assert [(r[0], r[1]) for r in rows] == [("2", "family_name")]
     listed = notifier("roster", "rejects", "--format", "csv")
     assert [r[:2] for r in csv.reader(io.StringIO(listed.output))][1:] == [["2", "family_name"]]
+
+
+def test_the_same_file_in_another_encoding_is_an_import_of_its_own(
+    tmp_path: Path, notifier: Notifier
+) -> None:
+    """Read first as latin-1 (wrong), then as it is: the refused row's postal address is
+    kept as the file really has it, not as first misread."""
+    path = tmp_path / "e.csv"
+    path.write_bytes(
+        "volunteer_id,email,family_name,exposure,postal_address\r\n"
+        "V1,a@example.org,Smith,screened,1 Road\r\n"
+        "V2,b@example.org,Smith,member,Müllerstraße 5\r\n".encode()
+    )
+    assert notifier("roster", "import", str(path), "--encoding", "latin-1").exit_code == 0
+    again = notifier("roster", "import", str(path))
+    assert again.exit_code == 0, again.output
+    assert "already imported" not in again.output and "Import 2:" in again.output
+    with Ledger(notifier.ledger_path) as led:
+        latest = led.latest_import()
+        assert latest is not None and latest.encoding == "utf-8"
+        (problem,) = [e for e in led.events() if e.kind == "row_rejected"][-1:]
+        assert problem.data["who"]["postal_address"] == "Müllerstraße 5"

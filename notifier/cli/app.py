@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -80,12 +81,14 @@ def write_private(path: Path, data: str | bytes | Iterable[str]) -> None:
             _write_in_place(path, [data.encode("utf-8") if isinstance(data, str) else data])
             return
         pieces = (text.encode("utf-8") for text in data)
-        if path.is_symlink() or (path.exists() and not path.is_file()):
+        partial = None
+        if not path.is_symlink() and (path.is_file() or not path.exists()):
+            partial = _partial_beside(path)
+        if partial is None:
             _write_in_place(path, pieces)
             return
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
         try:
-            _write_in_place(partial, pieces, exclusive=True)
+            _write_in_place(partial, pieces)
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)
@@ -97,13 +100,29 @@ def write_private(path: Path, data: str | bytes | Iterable[str]) -> None:
         ) from exc
 
 
-def _write_in_place(path: Path, pieces: Iterable[bytes], *, exclusive: bool = False) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
-    fd = os.open(path, flags, 0o600)
+def _partial_beside(path: Path) -> Path | None:
+    """A new, empty, owner-only file of our own beside `path`, or None where none can be
+    made (a folder we may not write to, though the file itself may be written)."""
+    try:
+        fd, name = tempfile.mkstemp(
+            prefix=f".{path.name[:40]}.", suffix=".partial", dir=path.parent
+        )
+    except OSError:
+        return None
+    os.close(fd)
+    return Path(name)
+
+
+def _write_in_place(path: Path, pieces: Iterable[bytes]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
-        if stat.S_ISREG(os.fstat(fd).st_mode):
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        if regular:
             os.fchmod(fd, 0o600)  # a file that was there keeps no wider mode
         handle.writelines(pieces)
+        if regular:
+            handle.flush()
+            os.fsync(fd)  # whole on disk before it is moved into place
 
 
 @click.group(cls=NotifierGroup, context_settings={"help_option_names": ["-h", "--help"]})

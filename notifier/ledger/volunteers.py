@@ -310,9 +310,10 @@ def _write_import(
         latest is not None
         and latest.sha256 == source.sha256
         and latest.mapping_sha256 == mapping_sha256
+        # The same file read otherwise (another --encoding) is an import of its own: what
+        # it finds, down to a refused row's postal address, is recorded as found.
+        and latest.encoding == source.encoding
         and not (outcome.added or outcome.updated)
-        # The same file read otherwise (--encoding, --default-locale) may find other
-        # problems: then it is an import of its own, and they are recorded.
         and _same_problems(rejected_rows(conn, latest.import_id), problems())
     ):
         return ImportSummary(

@@ -14,6 +14,7 @@ from notifier.errors import RosterError
 from notifier.ledger import Ledger, VolunteerQuery
 from notifier.ledger.volunteers import SUMMARY_LIMIT
 from notifier.roster import open_roster, read_roster
+from notifier.volunteer import derive_volunteer_id
 
 HEADER = "volunteer_id,email,family_name,given_name,locale,exposure,data_held,notes"
 FIRST = [
@@ -230,3 +231,56 @@ def test_a_chain_of_moves_ending_at_someone_who_stays_is_refused_whole(tmp_path:
     }
     assert [(r[0], r[2]) for r in rejected] == [(2, "b@example.org"), (4, "c@example.org")]
     assert "volunteer HMR-2" in rejected[0][3] and "volunteer HMR-3" in rejected[1][3]
+
+
+def made_id(address: str) -> str:
+    return derive_volunteer_id(address)
+
+
+@pytest.mark.parametrize("blank_first", [True, False])
+def test_an_id_made_from_an_address_never_merges_two_rows(
+    tmp_path: Path, blank_first: bool
+) -> None:
+    """A roster exported with its ids, one person's address changed and a new person
+    added without an id at the old address: the id made from that address is the id
+    another row gives. Rows are checked in order, so the later of the two is refused,
+    with the reason; nobody is merged into anybody (it made two updates of one
+    volunteer, and verify said TAMPERED)."""
+    first = write(tmp_path, "a.csv", ["HMR-1,x@example.org,X,X,en,published,,"])
+    smith = f"{made_id('a@example.org')},a2@example.org,Smith,S,en,published,,"
+    jones = ",a@example.org,Jones,J,en,screened,,"
+    rows = [jones, smith] if blank_first else [smith, jones]
+    whole, streamed = import_both(tmp_path, [first, write(tmp_path, "b.csv", rows)])
+    assert whole == streamed
+    _events, people, rejected = streamed
+    ((row, column, value, reason, field),) = rejected
+    assert (row, column, field) == (3, "volunteer_id", "volunteer_id")
+    if blank_first:
+        assert sorted(p.family_name for p in people) == ["Jones", "X"]
+        assert value == made_id("a@example.org")
+        assert reason == "duplicate of row 2, whose id is made from its address"
+    else:
+        assert sorted(p.family_name for p in people) == ["Smith", "X"]
+        assert value == "" and made_id("a@example.org") in reason
+        assert "give this row an id of its own" in reason
+
+
+def test_an_id_made_from_an_address_someone_has_left_is_not_theirs(tmp_path: Path) -> None:
+    """Smith was imported without an id (one made from a@), then moved to a2@ in a roster
+    with ids; a later row without an id at a@ is somebody else: refused, not written over
+    Smith (who would have vanished from the worklists)."""
+    smith_id = made_id("a@example.org")
+    files = [
+        write(tmp_path, "a.csv", [",a@example.org,Smith,S,en,published,,"]),
+        write(tmp_path, "b.csv", [f"{smith_id},a2@example.org,Smith,S,en,published,,"]),
+        write(tmp_path, "c.csv", [",a@example.org,Jones,J,en,screened,,"]),
+    ]
+    whole, streamed = import_both(tmp_path, files)
+    assert whole == streamed
+    _events, people, rejected = streamed
+    assert [(p.volunteer_id, p.email, p.family_name) for p in people] == [
+        (smith_id, "a2@example.org", "Smith")
+    ]
+    ((row, column, _value, reason, _field),) = rejected
+    assert (row, column) == (2, "volunteer_id")
+    assert f"volunteer {smith_id}'s, who now has another address" in reason
