@@ -203,7 +203,7 @@ class ImportDiff:
                             f"already in the ledger as volunteer {holder}: "
                             "one address, one volunteer",
                             "email",
-                            who=_who(volunteer),
+                            who=_who(row),
                         ),
                     )
                 )
@@ -282,14 +282,17 @@ def _stranger(row: AcceptedRow, id_header: str) -> RowProblem:
         "has another address: give this row an id of its own (or that volunteer's id, if "
         "it is the same person moving back)",
         "volunteer_id",
-        who=_who(row.volunteer),
+        who=_who(row),
     )
 
 
-def _who(volunteer: Volunteer) -> tuple[tuple[str, str], ...]:
-    """A refused row's identity cells (see RowProblem.who), from its parsed volunteer."""
+def _who(row: AcceptedRow) -> tuple[tuple[str, str], ...]:
+    """A refused row's identity cells (see RowProblem.who), from its parsed volunteer; an
+    id made from the address is not the file's, and would tie the row to whoever that id
+    now belongs to (the unreachable list matches rows to people by it)."""
+    volunteer = row.volunteer
     cells = (
-        ("volunteer_id", volunteer.volunteer_id),
+        ("volunteer_id", "" if row.id_from_address else volunteer.volunteer_id),
         ("family_name", volunteer.family_name),
         ("given_name", volunteer.given_name),
         ("email", volunteer.email),

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from conftest import REPO, Notifier
 
+from notifier.volunteer import derive_volunteer_id
+
 
 def listed(notifier: Notifier) -> list[dict[str, str]]:
     result = notifier("export", "unreachable")
@@ -46,3 +48,40 @@ def test_every_rejected_row_is_listed_until_imported(notifier: Notifier, tmp_pat
     assert notifier("roster", "import", str(roster)).exit_code == 0
     after = listed(notifier)
     assert len(after) == 5 and "HMR-0042" not in {r["volunteer_id"] for r in after}
+
+
+def roster(tmp_path: Path, name: str, header: str, *rows: str) -> str:
+    path = tmp_path / name
+    path.write_text("\r\n".join([header, *rows]) + "\r\n", encoding="utf-8")
+    return str(path)
+
+
+def test_a_refused_row_without_an_id_is_matched_by_its_address_not_a_made_id(
+    notifier: Notifier, tmp_path: Path
+) -> None:
+    """A row without an id is nobody's by the id made from its address: refused because
+    its address belongs to a volunteer, it is that volunteer's (not a letter to send);
+    refused as a stranger at an address its made id's owner has left, it stays listed."""
+    with_ids = "volunteer_id,email,family_name,exposure"
+    no_ids = "email,family_name,exposure"
+    imports = [
+        roster(tmp_path, "a.csv", with_ids, "A1,alice@example.org,Smith,screened"),
+        roster(tmp_path, "b.csv", no_ids, "alice@example.org,Smith,screened"),
+        roster(tmp_path, "c.csv", no_ids, "henry@example.org,Hill,screened"),
+    ]
+    for path in imports:
+        assert notifier("roster", "import", path).exit_code == 0
+    assert listed(notifier) == []  # b.csv's refused row is A1's address: A1's, on the roster
+
+    henry = derive_volunteer_id("henry@example.org")  # c.csv gave no id
+    moved = roster(tmp_path, "d.csv", with_ids, f"{henry},henry@new.example,Hill,screened")
+    harriet = roster(tmp_path, "e.csv", no_ids, "henry@example.org,Hill,screened")
+    assert notifier("roster", "import", moved).exit_code == 0
+    result = notifier("roster", "import", harriet)
+    assert result.exit_code == 0 and "who now has another address" in result.output
+    (row,) = listed(notifier)
+    assert (row["email"], row["volunteer_id"], row["import_file"]) == (
+        "henry@example.org",
+        "",
+        "e.csv",
+    )

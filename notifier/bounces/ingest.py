@@ -215,8 +215,9 @@ def _record_matched(
 def _suppress(
     ledger: Ledger, message: MatchedMessage, record: BounceRecord, bounce_seq: int
 ) -> int:
-    """Suppress the address on the roster (what later campaigns send to); 1 if new."""
-    address = message.email or record.recipient
+    """Suppress the address the message bounced from (the roster's, unless a correction
+    has been imported since: see MatchedMessage.bounced_address); 1 if new."""
+    address = message.bounced_address or record.recipient
     if not address:
         return 0
     if ledger.suppressed(address):

@@ -26,14 +26,29 @@ class MatchedMessage:
     campaign_id: str
     volunteer_id: str
     state: str
-    email: str | None  # the roster address: what a hard bounce suppresses
+    email: str | None  # the roster address now
     email_ascii: str | None
+    # The address the message went to (its latest `sending` event), which a roster
+    # import may since have corrected; None for a message never sent.
+    sent_to: str | None = None
 
     def is_addressed_to(self, recipient: str | None) -> bool:
+        """Whether `recipient` is this message's: the address it went to, or the roster's."""
         if not recipient:
             return False
         wanted = recipient.casefold()
-        return any(a and a.casefold() == wanted for a in (self.email, self.email_ascii))
+        addresses = (self.sent_to, self.email, self.email_ascii)
+        return any(a and a.casefold() == wanted for a in addresses)
+
+    @property
+    def bounced_address(self) -> str | None:
+        """What a hard bounce of this message suppresses: the roster's address, unless
+        the roster has moved on from the address the message went to (a correction
+        imported since), which is then the dead one."""
+        roster = {a.casefold() for a in (self.email, self.email_ascii) if a}
+        if self.sent_to and self.sent_to.casefold() not in roster:
+            return self.sent_to
+        return self.email
 
 
 @dataclass(frozen=True)
@@ -49,7 +64,10 @@ class RecordedReport:
 
 
 _SELECT_MESSAGE = (
-    "SELECT m.message_id, m.campaign_id, m.volunteer_id, m.state, v.email, v.email_ascii"
+    "SELECT m.message_id, m.campaign_id, m.volunteer_id, m.state, v.email, v.email_ascii,"
+    " (SELECT json_extract(e.data, '$.recipient') FROM events e"
+    "  WHERE e.message_id = m.message_id AND e.kind = 'sending'"
+    "  ORDER BY e.seq DESC LIMIT 1) AS sent_to"
     " FROM messages m LEFT JOIN volunteers v ON v.volunteer_id = m.volunteer_id"
 )
 
@@ -79,6 +97,7 @@ def _matched(row: sqlite3.Row | None) -> MatchedMessage | None:
         state=row["state"],
         email=row["email"],
         email_ascii=row["email_ascii"],
+        sent_to=row["sent_to"],
     )
 
 
