@@ -84,7 +84,7 @@ _PART_NAMES = {"txt": "text", "html": "HTML"}
 @dataclass(frozen=True)
 class Problem:
     # render_error | catalog | out_of_step | missing_element | contact | contradiction |
-    # cohort | link | audience
+    # cohort | link | audience | correction
     kind: str
     message: str
     volunteers: int  # how many volunteers of the audience it affects
@@ -167,6 +167,7 @@ def check_campaign(
         )
     renderer = Renderer(campaign)
     tally = _Tally()
+    corrected = _corrected_since(ledger, campaign.follows) if campaign.follows and history else {}
     by_locale: Counter[str] = Counter()
     examples_by_locale: dict[str, list[str]] = {}
     shapes: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
@@ -184,6 +185,8 @@ def check_campaign(
         if progress is not None:
             progress()
         _check_contradiction(volunteer, tally)
+        if volunteer.volunteer_id in corrected:
+            _report_correction(campaign, volunteer.volunteer_id, corrected, tally)
         if volunteer.locale in failed_locales:
             continue
         _check_volunteer(renderer, volunteer, shapes, tally, failed_locales)
@@ -227,6 +230,47 @@ def _check_contradiction(volunteer: Volunteer, tally: _Tally) -> None:
             1,
             [volunteer.volunteer_id],
         )
+
+
+# What a notice says differently for someone: their exposure, and what was held on them.
+_WHAT_A_NOTICE_SAYS = ("exposure", "data_held")
+
+
+def _corrected_since(ledger: Ledger, followed: str) -> dict[str, tuple[str, ...]]:
+    """volunteer_id -> the fields (exposure, data_held) a roster import corrected after
+    the notice of `followed` was sent to them: that notice told them otherwise."""
+    sent: set[str] = set()
+    corrected: dict[str, tuple[str, ...]] = {}
+    for event in ledger.events(kinds=("sent", "volunteer_updated")):
+        vid = event.volunteer_id
+        if vid is None:
+            continue
+        if event.kind == "sent":
+            if event.campaign_id == followed:
+                sent.add(vid)
+            continue
+        changes = event.data.get("changes")
+        if vid in sent and isinstance(changes, dict):
+            fields = tuple(f for f in _WHAT_A_NOTICE_SAYS if f in changes)
+            if fields:
+                corrected[vid] = tuple(sorted({*corrected.get(vid, ()), *fields}))
+    return corrected
+
+
+def _report_correction(
+    campaign: Campaign, volunteer_id: str, corrected: dict[str, tuple[str, ...]], tally: _Tally
+) -> None:
+    fields = " and ".join(corrected[volunteer_id])
+    tally.add(
+        "correction",
+        f"people whose {fields} the roster corrected after {campaign.follows} reached "
+        f"them: {campaign.campaign_id}, written from the corrected roster, would tell them "
+        '"as we told you in our earlier notice" something that notice did not say; write '
+        "to them apart (a correction of their own), or undo the roster change if it was "
+        "the mistake",
+        1,
+        [volunteer_id],
+    )
 
 
 def _check_volunteer(

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 from conftest import Notifier, with_contact, write_example_config
+from smtp_helpers import add_volunteers, send
 
 from notifier.campaign import TEMPLATES_DIR, load_campaign
 from notifier.catalogs import LOCALE_DIR
 from notifier.check import REQUIRED_ELEMENTS, CheckReport, check_campaign
 from notifier.ledger import Ledger, volunteer_to_row
+from notifier.sink import Sink
 from notifier.volunteer import DATA_HELD, EXPOSURES, LOCALES, Volunteer
 
 FAMILY = {"en": ["Smith", "O'Neill", "Dąbrowski", "Nguyen"], "ja": ["鈴木", "田中", "佐藤"]}
@@ -438,3 +440,30 @@ def test_check_cli_on_the_example_rosters(notifier: Notifier, tmp_path: Path) ->
     result = notifier("check", "2020-03-breach")
     assert result.exit_code == 1
     assert "problem: database_only volunteers with screening records in data_held" in result.stdout
+
+
+def test_check_follow_up_names_people_corrected_after_the_first_notice(ledger: Ledger) -> None:
+    """The update says "as we told you in our earlier notice" from the roster as it is:
+    for someone whose exposure or data held was corrected after that notice reached them,
+    it would state what the earlier notice did not. check names them (a name change,
+    which the update does not restate, is no problem)."""
+    people = roster(6)
+    add_volunteers(ledger, people)
+    with Sink() as sink:
+        send(ledger, with_contact(load_campaign("2020-03-breach")), people, sink.url)
+    by_id = {v.volunteer_id: v for v in people}
+    screened_to_published = dataclasses.replace(by_id["HMR-0002"], exposure="published")
+    more_data = dataclasses.replace(by_id["HMR-0001"], data_held=DATA_HELD)
+    renamed = dataclasses.replace(by_id["HMR-0003"], given_name="Renamed")
+    add_volunteers(ledger, [screened_to_published, more_data, renamed])
+
+    report = check_campaign(ledger, with_contact(load_campaign("2020-04-29-update")))
+    corrections = [p for p in report.problems if p.kind == "correction"]
+    assert {(p.volunteers, p.examples) for p in corrections} == {
+        (1, ("HMR-0002",)),
+        (1, ("HMR-0001",)),
+    }
+    assert any("exposure" in p.message for p in corrections)
+    assert any("data_held" in p.message for p in corrections)
+    assert all('"as we told you in our earlier notice"' in p.message for p in corrections)
+    assert not report.ok
