@@ -118,9 +118,9 @@ def cohort(
 
     \b
     For a follow-up, the cohort comes from ledger history: by default the
-    2020-04-29-update goes to screened and database_only volunteers whose
-    2020-03-breach notice was sent (not hard-bounced). The same options narrow
-    `notifier send`:
+    2020-04-29-update goes to everyone (published, screened and database_only)
+    whom the 2020-03-breach notice reached (sent or delivered, as its
+    [audience] follows_states says). The same options narrow `notifier send`:
       notifier cohort 2020-04-29-update --locale ja
       notifier cohort 2020-04-29-update --status bounced_soft --format csv
     """
