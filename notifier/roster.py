@@ -151,24 +151,11 @@ class RosterSource(Protocol):
     def chunks(self, rows: int = ...) -> Iterator[RosterChunk]: ...
 
 
-def contradiction_warnings(result: RosterResult) -> tuple[RowProblem, ...]:
-    """Accepted rows whose data_held contradicts their exposure (screening records for
-    someone never screened). They are imported: a warning, not a rejection, because only
-    the organisation knows which of the two cells is wrong; `notifier check` refuses to
-    pass a campaign until the roster is corrected."""
-    return tuple(_contradictions(result.accepted, result.headers))
-
-
-def _contradictions(
-    accepted: Iterable[AcceptedRow], headers: Mapping[str, str]
-) -> Iterator[RowProblem]:
-    for row in accepted:
-        warning = _contradiction(row.row, row.volunteer, headers)
-        if warning is not None:
-            yield warning
-
-
 def _contradiction(row: int, volunteer: Volunteer, headers: Mapping[str, str]) -> RowProblem | None:
+    """The warning for an accepted row whose data_held contradicts its exposure
+    (screening records for someone never screened). The row is imported: only the
+    organisation knows which of the two cells is wrong; `notifier check` refuses to pass
+    a campaign until the roster is corrected."""
     items = data_held_contradiction(volunteer.exposure, volunteer.data_held)
     if not items:
         return None
@@ -495,7 +482,7 @@ class RosterStream:
         self.rows_total = 0
         self.accepted_total = 0
         self.rejected_total = 0
-        # Warnings (contradictions, see contradiction_warnings): the first WARNINGS_KEPT
+        # Warnings (contradictions, see _contradiction): the first WARNINGS_KEPT
         # here, every one in a temporary file (all_warnings), however many rows have one.
         self.warnings: list[RowProblem] = []
         try:

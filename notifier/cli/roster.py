@@ -34,7 +34,7 @@ from notifier.roster import (
 from notifier.sendlock import SendLock
 from notifier.volunteer import EXPOSURES, FIELDS, LOCALES
 
-# `warning` is "yes" for a row that was imported all the same (see contradiction_warnings).
+# `warning` is "yes" for a row that was imported all the same (see notifier.roster._contradiction).
 REJECTS_HEADER: tuple[str, ...] = ("row", "column", "value", "reason", "warning")
 # A terminal is no place for thousands of problems: beyond this many, point to the CSV.
 MAX_TABLE_ROWS = 200
