@@ -32,16 +32,16 @@ from pathlib import Path
 
 from bench_people import bench_volunteers
 
-from notifier.approval import approve
-from notifier.campaign import apply_overrides, load_campaign
+from notifier.campaign import load_campaign
 from notifier.compose import build_message
-from notifier.config import Settings
 from notifier.ledger import Ledger
 from notifier.render import Renderer
 from notifier.roster import AcceptedRow, RosterResult
+from notifier.service import Workspace
 from notifier.volunteer import Volunteer
 
 CAMPAIGN = "2020-03-breach"
+EXAMPLE_SETTINGS = Path(__file__).resolve().parent.parent / "examples" / "notifier.toml"
 
 
 def find_tool(name: str) -> str | None:
@@ -155,9 +155,12 @@ def main() -> int:
                         problems=(),
                     )
                 )
-                # A send goes ahead only once approved (the bench's directory has no
-                # notifier.toml, so the default settings are those the send sees).
-                approve(led, apply_overrides(load_campaign(CAMPAIGN), Settings()), "bench")
+            # The example organisation's settings beside the ledger, as a send needs a
+            # contact point; approved as `notifier approve` does it (its check runs then,
+            # not in the timed send, as an operator's approval comes before the send).
+            shutil.copy(EXAMPLE_SETTINGS, work / "notifier.toml")
+            with Workspace.open(ledger_path, env={}) as ws:
+                ws.approve(CAMPAIGN, "bench")
             command = [
                 sys.executable, "-m", "notifier", "--ledger", str(ledger_path),
                 "send", CAMPAIGN, "--yes", "--smtp", f"smtp://127.0.0.1:{port}",

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from notifier.campaign import Campaign
 from notifier.errors import ApprovalError
+from notifier.event import EventKind
 from notifier.ledger import Event, EventDraft, Ledger
 
-APPROVED = "campaign_approved"
+APPROVED = EventKind.CAMPAIGN_APPROVED
 
 
 @dataclass(frozen=True)
@@ -108,20 +110,28 @@ def content_digest(campaign: Campaign) -> ContentDigest:
     return ContentDigest(overall, parts)
 
 
-def approve(ledger: Ledger, campaign: Campaign, by: str) -> Approval:
-    """Record that `by` approved the campaign's current content."""
+def approve(
+    ledger: Ledger, campaign: Campaign, by: str, *, checked: Mapping[str, Any] | None = None
+) -> Approval:
+    """Record that `by` approved the campaign's current content; `checked`: what the
+    campaign's check, which passed just before, was run against (notifier.service)."""
     name = " ".join(by.split())
     if not name:
         raise ApprovalError(
             "an approval needs the approver's name", field="--by", hint='--by "Jane Doe, DPO"'
         )
     digest = content_digest(campaign)
-    (event,) = ledger.append_events(
+    (event,) = ledger.record(
         [
             EventDraft(
                 APPROVED,
                 campaign_id=campaign.campaign_id,
-                data={"by": name, "sha256": digest.sha256, "parts": digest.parts},
+                data={
+                    "by": name,
+                    "sha256": digest.sha256,
+                    "parts": digest.parts,
+                    **({"check": dict(checked)} if checked is not None else {}),
+                },
             )
         ]
     )

@@ -23,7 +23,8 @@ from pathlib import Path
 from notifier.audience import followed_message_states, membership, select_audience
 from notifier.campaign import Campaign
 from notifier.errors import CohortError
-from notifier.ledger import Ledger, address_key
+from notifier.ledger import Ledger
+from notifier.ledger.suppressions import is_suppressed
 from notifier.message import MessageState
 from notifier.volunteer import Volunteer
 
@@ -146,9 +147,7 @@ def explain_cohort(
         state = followed.get(volunteer.volunteer_id)
         included, reason = _decide(volunteer, narrowed, cohort, state)
         members.append(
-            CohortMember(
-                volunteer, included, reason, state, address_key(volunteer.email) in suppressed
-            )
+            CohortMember(volunteer, included, reason, state, is_suppressed(volunteer, suppressed))
         )
     return members
 

@@ -1,8 +1,14 @@
 """Settings, with one precedence order: command-line flag > environment > notifier.toml > default.
 
-`notifier.toml` (in the working directory, or named by --config / NOTIFIER_CONFIG) lets an
-organisation set its own sender, reply addresses and SMTP target without editing the
-shipped campaign files:
+Settings belong to the ledger: `notifier.toml` is read from the folder of the ledger file
+(the real file, whatever name or symlink reached it), never from the current folder, so
+every command run against one ledger, from any folder, sends with the same sender and
+contact point. `--config FILE` / NOTIFIER_CONFIG name another file instead. Relative paths
+inside a settings file (key files, CA files, the ledger it names) are relative to that
+file's folder.
+
+It lets an organisation set its own sender, reply addresses and SMTP target without
+editing the shipped campaign files:
 
     ledger = "notifier.db"
 
@@ -150,10 +156,21 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     ledger: str | Path | None = None,
 ) -> Settings:
-    """Read settings from the config file and environment; `ledger` is the flag value."""
+    """Read settings from the settings file and environment; `ledger` is the flag value.
+
+    Without `config_path` (--config) or NOTIFIER_CONFIG, the settings file is the one
+    beside the ledger file (see the module docstring); such a file may not name another
+    ledger.
+    """
     env = os.environ if env is None else env
-    path = Path(config_path or env.get("NOTIFIER_CONFIG") or CONFIG_FILE)
-    explicit = config_path is not None or "NOTIFIER_CONFIG" in env
+    chosen = config_path or env.get("NOTIFIER_CONFIG")
+    named_ledger = ledger or env.get("NOTIFIER_LEDGER")
+    if chosen:
+        path = Path(chosen)
+        if not path.exists():
+            raise ConfigError("config file not found", file=path)
+    else:
+        path = settings_beside(Path(named_ledger or DEFAULT_LEDGER))
     data: dict[str, Any] = {}
     if path.exists():
         try:
@@ -164,8 +181,13 @@ def load_settings(
                 file=path,
                 hint="fix the syntax, or remove the file to use the defaults",
             ) from exc
-    elif explicit:
-        raise ConfigError("config file not found", file=path)
+        except OSError as exc:
+            raise ConfigError(f"cannot read the settings ({exc.strerror})", file=path) from exc
+    folder = path.parent
+
+    def beside(value: str) -> Path:
+        """A path written in the settings file: relative to its folder."""
+        return folder / Path(value).expanduser()
 
     smtp = _table(data, "smtp", path)
     sender = _table(data, "sender", path)
@@ -176,14 +198,14 @@ def load_settings(
             "expected a table of locale = address", file=path, field="sender.reply_to"
         )
 
-    ledger_path = ledger or env.get("NOTIFIER_LEDGER") or data.get("ledger") or "notifier.db"
+    ledger_path = Path(named_ledger) if named_ledger else _ledger_from_file(data, path, chosen)
     rate = env.get("NOTIFIER_RATE", smtp.get("rate", 0))
     try:
         rate_value = float(rate)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"expected a number, got {rate!r}", file=path, field="smtp.rate") from exc
-    secret = env.get("NOTIFIER_SECRET_FILE") or data.get("secret_file")
-    key_file = dkim.get("key_file")
+    secret = _path_setting(env.get("NOTIFIER_SECRET_FILE"), data.get("secret_file"), beside)
+    key_file = _path_setting(None, dkim.get("key_file"), beside)
     ca_file = env.get("NOTIFIER_SMTP_CA_FILE") or smtp.get("ca_file")
     if ca_file is not None and not isinstance(ca_file, str):
         raise ConfigError("expected the path of a PEM file", file=path, field="smtp.ca_file")
@@ -191,16 +213,18 @@ def load_settings(
     if imap_ca is not None and not isinstance(imap_ca, str):
         raise ConfigError("expected the path of a PEM file", file=path, field="imap.ca_file")
     return Settings(
-        ledger=Path(ledger_path),
+        ledger=ledger_path,
         smtp_url=str(env.get("NOTIFIER_SMTP_URL") or smtp.get("url") or DEFAULT_SMTP_URL),
         rate=rate_value,
-        smtp_ca_file=Path(ca_file) if ca_file else None,
-        imap_ca_file=Path(imap_ca) if imap_ca else None,
+        smtp_ca_file=_path_setting(env.get("NOTIFIER_SMTP_CA_FILE"), smtp.get("ca_file"), beside),
+        imap_ca_file=_path_setting(
+            env.get("NOTIFIER_IMAP_CA_FILE"), _table(data, "imap", path).get("ca_file"), beside
+        ),
         sender_from=sender.get("from"),
         reply_to={str(k): str(v) for k, v in reply_to.items()},
-        secret_file=Path(secret) if secret else None,
+        secret_file=secret,
         dkim_selector=dkim.get("selector"),
-        dkim_key_file=Path(key_file) if key_file else None,
+        dkim_key_file=key_file,
         bounce_limits=_report_limits(_table(data, "bounces", path), env, path),
         roster_max_bytes=_roster_max_bytes(_table(data, "roster", path), env, path),
         source=path if path.exists() else None,
@@ -210,6 +234,45 @@ def load_settings(
             env.get("NOTIFIER_TIME_ZONE") or _table(data, "report", path).get("time_zone"), path
         ),
     )
+
+
+DEFAULT_LEDGER = "notifier.db"
+
+
+def settings_beside(ledger: Path) -> Path:
+    """The settings file that belongs to a ledger: notifier.toml in the folder of the real
+    ledger file (a symlink's target's folder)."""
+    return ledger.resolve().parent / CONFIG_FILE
+
+
+def _ledger_from_file(data: Mapping[str, Any], path: Path, chosen: object) -> Path:
+    """The ledger a settings file names (relative to its folder), or the default."""
+    value = data.get("ledger")
+    if value is None:
+        return Path(DEFAULT_LEDGER)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError("expected the path of the ledger file", file=path, field="ledger")
+    named = path.parent / Path(value).expanduser()
+    if not chosen and named.resolve() != Path(DEFAULT_LEDGER).resolve():
+        # Found beside ./notifier.db: it belongs to that ledger, and may not send the run
+        # to another one (whose own settings would then be the ones that count).
+        raise ConfigError(
+            f"the settings beside the ledger name another ledger ({value!r})",
+            file=path,
+            field="ledger",
+            hint=f"remove `ledger` from it, or use it on purpose: notifier --config {path} ...",
+        )
+    return named
+
+
+def _path_setting(from_env: str | None, from_file: object, beside: Any) -> Path | None:
+    """A path setting: the environment's as given (relative to where the command runs),
+    else the settings file's, relative to that file's folder."""
+    if from_env:
+        return Path(from_env)
+    if isinstance(from_file, str) and from_file:
+        return Path(beside(from_file))
+    return None
 
 
 def _require_approval(send: Mapping[str, Any], path: Path) -> bool:

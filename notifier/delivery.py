@@ -43,7 +43,7 @@ from tenacity.wait import wait_base, wait_exponential, wait_random
 
 from notifier.config import Credentials
 from notifier.errors import DeliveryError, FatalDeliveryError
-from notifier.message import DeliveryOutcome, OutgoingMessage
+from notifier.message import DeliveryOutcome, MessageState, OutgoingMessage
 from notifier.smtp.outcome import classify_smtp_outcome, describe_error, parse_queue_id, reply_of
 from notifier.smtp.session import ServerInfo, SessionOptions, SmtpSession, this_host
 from notifier.smtp.target import SmtpTarget, connection_hint
@@ -196,8 +196,10 @@ class Journal(Protocol):
         ...
 
     async def claim(self, messages: Sequence[OutgoingMessage]) -> dict[str, int]:
-        """Commit `sending` for these messages, after the outcomes recorded so far; their
-        attempt numbers. Returns once committed: only then may their bytes go out."""
+        """Commit `sending` for these messages, after the outcomes recorded so far; the
+        attempt number of each one claimed. Returns once committed: only then may their
+        bytes go out. A message missing from the result was not claimed (another sender
+        has it, or it moved on): its bytes must not go out."""
         ...
 
     def record(self, outcome: DeliveryOutcome) -> None:
@@ -206,6 +208,10 @@ class Journal(Protocol):
 
     async def settle(self) -> None:
         """Write every outcome recorded so far, and wait until they are written."""
+        ...
+
+    def keep_alive(self) -> None:
+        """Show the run is alive when it has nothing to write for a while (a slow send)."""
         ...
 
 
@@ -219,6 +225,7 @@ class DeliveryStats:
     finished: float | None = None
     stopped: bool = False  # interrupted: some messages were left for a later run
     fatal: DeliveryError | None = None
+    taken_elsewhere: int = 0  # chosen, but another sender claimed them first: not sent
 
     @property
     def elapsed(self) -> float:
@@ -419,11 +426,23 @@ class Delivery:
         await self._wait_settled(self.options.max_unsettled - len(window))
         await self._wait_retries()
         attempts = await self.journal.claim(window)
-        self._claimed += len(window)
+        self._claimed += len(attempts)
         assert self._queue is not None
         for message in window:
-            self._queue.put_nowait(_Job(message, attempts[message.message_id], claimed=True))
+            attempt = attempts.get(message.message_id)
+            if attempt is None:
+                self._taken_elsewhere(message)
+                continue
+            self._queue.put_nowait(_Job(message, attempt, claimed=True))
         window.clear()
+
+    def _taken_elsewhere(self, message: OutgoingMessage) -> None:
+        """A message this run chose, but could not claim: someone else has it."""
+        self.stats.taken_elsewhere += 1
+        log.warning(
+            "%s: claimed by another sender (or moved on) before this run could: not sent",
+            message.message_id,
+        )
 
     async def _wait_retries(self) -> None:
         """Bound memory when a server defers everything: wait for retries to finish."""
@@ -460,8 +479,14 @@ class Delivery:
             if job.future is not None:
                 job.future.set_exception(_Stopped())
             return False
+        attempt = attempts.get(job.message.message_id)
+        if attempt is None:
+            self._taken_elsewhere(job.message)
+            if job.future is not None:
+                job.future.set_exception(_Stopped())  # a retry ends: not ours any more
+            return False
         self._claimed += 1
-        job.attempt = attempts[job.message.message_id]
+        job.attempt = attempt
         job.claimed = True
         return True
 
@@ -495,7 +520,7 @@ class Delivery:
 
     def _count(self, outcome: DeliveryOutcome) -> None:
         """Count an outcome in the stats and show it."""
-        if outcome.state != "deferred":
+        if outcome.state != MessageState.DEFERRED:
             self.stats.counts[outcome.state] = self.stats.counts.get(outcome.state, 0) + 1
         if self.progress is not None:
             self.progress(outcome)
@@ -513,6 +538,8 @@ class Delivery:
                 await self.journal.settle()
                 if self._settled_event is not None:
                     self._settled_event.set()
+            else:
+                self.journal.keep_alive()
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake at once when a stop is requested."""
@@ -554,7 +581,7 @@ class Delivery:
                     job.future.set_result(outcome)
                 else:
                     self._first_attempt_done(job.message, outcome)
-                if job.future is not None or outcome.state == "deferred":
+                if job.future is not None or outcome.state == MessageState.DEFERRED:
                     # Let its retry task record the outcome before this connection claims
                     # its next message: the bound on unsettled claims holds for retries too.
                     await asyncio.sleep(0)
@@ -635,17 +662,17 @@ class Delivery:
             attempt=job.attempt,
             code=code,
             reply=reply,
-            queue_id=parse_queue_id(reply) if state == "sent" else None,
+            queue_id=parse_queue_id(reply) if state == MessageState.SENT else None,
             # What the server took, and where to: recorded in the `sent` event.
-            recipient=message.recipient if state == "sent" else "",
-            sha256=message.digest() if state == "sent" else "",
+            recipient=message.recipient if state == MessageState.SENT else "",
+            sha256=message.digest() if state == MessageState.SENT else "",
         )
-        if state != "sent":
+        if state != MessageState.SENT:
             log.info("%s to %s: %s %s", state, message.recipient, code, reply)
         return outcome, (following, bool(tail) and session.connected), connection_failed
 
     def _first_attempt_done(self, message: OutgoingMessage, outcome: DeliveryOutcome) -> None:
-        if outcome.state != "deferred":
+        if outcome.state != MessageState.DEFERRED:
             self._record(outcome)
         elif self.retry.max_attempts <= 1:
             self._record(_gave_up(outcome))
@@ -676,7 +703,7 @@ class Delivery:
             self._record(state.outcome.result())
 
         retrying = self.retry.retrying(
-            again=lambda outcome: outcome.state == "deferred",
+            again=lambda outcome: outcome.state == MessageState.DEFERRED,
             before_sleep=record_deferred,
             sleep=self._backoff_sleep,
         )
@@ -684,12 +711,12 @@ class Delivery:
             final: DeliveryOutcome = await retrying(attempt)
         except _Stopped:
             return  # its last outcome (deferred) is recorded; the next run retries it
-        self._record(_gave_up(final) if final.state == "deferred" else final)
+        self._record(_gave_up(final) if final.state == MessageState.DEFERRED else final)
 
 
 def _gave_up(outcome: DeliveryOutcome) -> DeliveryOutcome:
     return replace(
         outcome,
-        state="failed_temporary",
+        state=MessageState.FAILED_TEMPORARY,
         reason=f"still deferred after attempt {outcome.attempt}",
     )

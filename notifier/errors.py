@@ -148,10 +148,24 @@ class ApprovalError(NotifierError):
     exit_code = ExitCode.PROBLEMS
 
 
+class CheckFailed(NotifierError):
+    """The whole-campaign check finds problems: nothing is approved or sent until it passes."""
+
+    exit_code = ExitCode.PROBLEMS
+
+    def __init__(self, message: str, *, problems: tuple[str, ...], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = problems
+
+
 class LedgerUnkeyed(LedgerError):
     """A ledger written before keyed hashes: it takes no new events until upgraded."""
 
     exit_code = ExitCode.PROBLEMS
+
+
+class IllegalTransition(LedgerError):
+    """A move of a message's state that the lifecycle does not allow: nothing was written."""
 
 
 class LedgerTampered(LedgerError):

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from notifier.ledger import Ledger
-from notifier.message import DeliveryOutcome, OutgoingMessage
+from notifier.ledger import Holder, Ledger
+from notifier.ledger.lease import HEARTBEAT_EVERY
+from notifier.message import RESUMABLE_STATES, DeliveryOutcome, MessageState, OutgoingMessage
 from notifier.secret import LedgerSecret
+
+log = logging.getLogger(__name__)
 
 
 class ThreadedLedgerJournal:
@@ -27,13 +32,26 @@ class ThreadedLedgerJournal:
     core, instead of stopping it. Writes go one at a time in the order they were asked
     for, so events keep the order things happened; a claim still returns only once it is
     committed. A failed write is raised by the next claim, `written` or `settle`.
+
+    A claim is of the messages still in one of the `claimable` states (the run's own):
+    one taken or moved on by someone else meanwhile is not claimed, and not sent. With a
+    `holder`, the run's hold on the ledger's lease gets a fresh heartbeat as it goes.
     """
 
     def __init__(
-        self, path: Path, *, flush_size: int = 256, secret: LedgerSecret | None = None
+        self,
+        path: Path,
+        *,
+        claimable: Collection[MessageState] = RESUMABLE_STATES,
+        flush_size: int = 256,
+        secret: LedgerSecret | None = None,
+        holder: Holder | None = None,
     ) -> None:
         self.path = path
+        self.claimable = frozenset(claimable)
         self.secret = secret  # the ledger's key, already read by the caller
+        self.holder = holder
+        self._beat = time.monotonic()
         self.flush_size = flush_size
         self._buffer: list[DeliveryOutcome] = []
         self._written = 0
@@ -107,10 +125,25 @@ class ThreadedLedgerJournal:
         with ledger.transaction():
             if outcomes:
                 ledger.record_outcomes(outcomes)
-            return ledger.claim_for_sending(claim, wire) if claim else {}
+            self._heartbeat(ledger)
+            return ledger.claim_for_sending(claim, wire, claimable=self.claimable) if claim else {}
+
+    def _heartbeat(self, ledger: Ledger) -> None:
+        """Refresh the run's lease when it is due (on the writer thread)."""
+        if self.holder is None or time.monotonic() - self._beat < HEARTBEAT_EVERY:
+            return
+        self._beat = time.monotonic()
+        if ledger.refresh_lease(self.holder) is None:
+            log.warning("this send no longer holds the ledger's lease; claims still guard it")
+
+    def keep_alive(self) -> None:
+        """Refresh the run's lease if it is due, with nothing else to write (a slow send)."""
+        if self.holder is not None and time.monotonic() - self._beat >= HEARTBEAT_EVERY:
+            self._submit([])
 
     async def claim(self, messages: Sequence[OutgoingMessage]) -> dict[str, int]:
-        # Each `sending` event records where the message goes and the sha256 of its bytes.
+        # Each `sending` event records where the message goes and the sha256 of its bytes;
+        # a message missing from the result was not claimed (someone else has it).
         future = self._submit(
             [m.message_id for m in messages],
             {m.message_id: (m.recipient, m.digest()) for m in messages},

@@ -38,27 +38,36 @@ _REPORTED = frozenset({S.DELIVERED, S.BOUNCED_SOFT, S.BLOCKED, S.BOUNCED_HARD})
 
 # Every allowed move, from -> to. A state not listed as a source is final. Delivery moves a
 # message forward through `sending`; a resend or --resend-uncertain starts a new attempt
-# (-> sending). A report is evidence the message went out whatever the sender recorded
-# (it can arrive before `sent` is written, or after a crash), so it may move any message
-# but one refused outright or never sent; among reports, worse news wins (`REPORT_RANK`).
-TRANSITIONS: dict[MessageState, frozenset[MessageState]] = {
-    S.PENDING: frozenset({S.SENDING, S.SUPPRESSED}) | _REPORTED,
-    S.DEFERRED: frozenset({S.SENDING, S.SUPPRESSED, S.FAILED_TEMPORARY}) | _REPORTED,
+# (-> sending). A message that cannot be sent at all (it cannot be composed, or its address
+# cannot go to this server) is failed_permanent without an attempt, from any state a run
+# may pick up. An outcome settles an uncertain message: it is evidence of what the server
+# did. A report is evidence the message went out whatever the sender recorded (it can
+# arrive before `sent` is written, or after a crash), so it may move any message but one
+# refused outright or never sent; among reports, worse news wins (`REPORT_RANK`).
+# The ledger's one transition function (notifier.ledger.messages.move) refuses any other.
+_PICKED_UP = frozenset({S.SENDING, S.SUPPRESSED, S.FAILED_PERMANENT})
+_MOVES: dict[MessageState, frozenset[MessageState]] = {
+    S.PENDING: _PICKED_UP | _REPORTED,
+    S.DEFERRED: _PICKED_UP | {S.FAILED_TEMPORARY} | _REPORTED,
     S.SENDING: frozenset(
         {S.SENT, S.DEFERRED, S.FAILED_TEMPORARY, S.FAILED_PERMANENT, S.UNCERTAIN, S.SUPPRESSED}
     )
     | _REPORTED,
-    S.UNCERTAIN: frozenset({S.SENDING, S.SENT, S.PENDING}) | _REPORTED,
+    S.UNCERTAIN: _PICKED_UP | {S.SENT, S.PENDING, S.DEFERRED, S.FAILED_TEMPORARY} | _REPORTED,
     S.SENT: _REPORTED,
     S.DELIVERED: _REPORTED,
-    S.BOUNCED_SOFT: frozenset({S.SENDING}) | _REPORTED,
+    S.BOUNCED_SOFT: _PICKED_UP | _REPORTED,
     # Blocked: the address is fine, our mail was refused. Never a suppression; it may be
     # sent again once the sender has fixed what was refused (reputation, SPF, DKIM, ...).
-    S.BLOCKED: frozenset({S.SENDING}) | _REPORTED,
-    S.FAILED_TEMPORARY: frozenset({S.SENDING}) | _REPORTED,
-    S.FAILED_PERMANENT: frozenset({S.SENDING}),
+    S.BLOCKED: _PICKED_UP | _REPORTED,
+    S.FAILED_TEMPORARY: _PICKED_UP | _REPORTED,
+    S.FAILED_PERMANENT: _PICKED_UP,
     S.BOUNCED_HARD: _REPORTED,
     S.SUPPRESSED: frozenset(),
+}
+# Staying put is not a move (the transition function records such an event unmoved).
+TRANSITIONS: dict[MessageState, frozenset[MessageState]] = {
+    state: moves - {state} for state, moves in _MOVES.items()
 }
 
 
@@ -78,25 +87,37 @@ RESENDABLE_STATES: tuple[MessageState, ...] = (
     S.BOUNCED_SOFT,
     S.BLOCKED,
 )
-# States that mean the message left us and the server took it (or later told us more).
-DELIVERED_STATES: tuple[MessageState, ...] = (
-    S.SENT,
-    S.DELIVERED,
-    S.BOUNCED_SOFT,
-    S.BLOCKED,
-    S.BOUNCED_HARD,
-)
-# Outcomes of one delivery attempt, as classified by the SMTP outcome rule.
+# Outcomes of one delivery attempt, as classified by the SMTP outcome rule
+# (notifier.smtp.outcome): a refusal at SMTP time is judged by the same rule as a
+# delivery report's status, so a full mailbox is bounced_soft and a policy refusal
+# blocked, whether the server said so at once or in a report later.
 ATTEMPT_OUTCOMES: tuple[MessageState, ...] = (
     S.SENT,
     S.DEFERRED,
     S.FAILED_TEMPORARY,
     S.FAILED_PERMANENT,
+    S.BOUNCED_SOFT,
+    S.BLOCKED,
+)
+# The states a run may claim a message from (-> sending): those with that move.
+CLAIMABLE_STATES: frozenset[MessageState] = frozenset(
+    s for s, moves in TRANSITIONS.items() if S.SENDING in moves
 )
 # Failures at SMTP time (the server never took the message).
 FAILED_STATES: tuple[MessageState, ...] = (S.FAILED_PERMANENT, S.FAILED_TEMPORARY)
 # A follow-up's default cohort: people whose earlier notice reached them.
 REACHED_STATES: tuple[MessageState, ...] = (S.SENT, S.DELIVERED)
+
+# A message a run claimed and has no outcome for: `sending` while that run is alive (in
+# flight), or left `sending` by a run that stopped and marked `uncertain` by the next.
+CLAIMED_STATES: tuple[MessageState, ...] = (S.SENDING, S.UNCERTAIN)
+
+
+def is_uncertain(state: str, *, run_is_live: bool) -> bool:
+    """Whether nobody knows if this message went: uncertain, or `sending` with no live run
+    to finish it (the one rule `status`, `report` and a send's summary use)."""
+    return state == S.UNCERTAIN or (state == S.SENDING and not run_is_live)
+
 
 # Messages whose notice has not reached the person, and that nothing will settle on its
 # own: a person left here is on the postal worklist (`export unreachable`) until a later
@@ -174,7 +195,7 @@ class MessageRow:
     campaign_id: str
     volunteer_id: str
     verp_token: str
-    state: str
+    state: MessageState
     attempts: int  # delivery attempts so far: each `sending` event adds one
     email: str = ""
     smtp_reply: str = ""
@@ -202,7 +223,7 @@ class DeliveryOutcome:
     message_id: str
     campaign_id: str
     volunteer_id: str
-    state: str
+    state: MessageState
     attempt: int
     code: int | None = None
     reply: str = ""

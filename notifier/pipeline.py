@@ -7,6 +7,11 @@ composed (first, in worker processes, while the ledger set-up runs), recorded an
 
 Each volunteer's message has a stable Message-ID and VERP token; what happens to it is
 appended to the ledger as events, and its `attempts` counter grows with every try.
+
+This is the machinery, not the way in: `notifier.service.Workspace.send` runs it once
+every rule holds (approval, a clean check, the ledger's lease, an intact ledger) and
+records the run. Whatever the caller, a message is sent only once the ledger has let
+this run claim it (notifier.ledger.messages.claim).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import logging
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,8 +37,10 @@ from notifier.config import Settings, credentials_from_env
 from notifier.delivery import Delivery, DeliveryStats, SendOptions
 from notifier.errors import CampaignError, CohortError
 from notifier.journal import ThreadedLedgerJournal
-from notifier.ledger import Ledger
+from notifier.ledger import Holder, Ledger
+from notifier.ledger.suppressions import is_suppressed
 from notifier.message import (
+    CLAIMED_STATES,
     RESENDABLE_STATES,
     RESUMABLE_STATES,
     DeliveryOutcome,
@@ -41,9 +48,9 @@ from notifier.message import (
     MessageState,
     NewMessage,
     OutgoingMessage,
+    is_uncertain,
 )
 from notifier.secret import LedgerSecret
-from notifier.sendlock import SendLock
 from notifier.smtp.session import ServerInfo
 from notifier.smtp.target import SmtpTarget, parse_smtp_url
 from notifier.volunteer import Volunteer
@@ -58,20 +65,12 @@ log = logging.getLogger(__name__)
 class SendScope:
     """Which messages a run sends besides the ones still to go (new, pending, deferred)."""
 
-    resend_states: tuple[str, ...] = ()  # send these again, as new attempts (`resend`)
+    resend_states: tuple[MessageState, ...] = ()  # send these again, as new attempts (`resend`)
     resend_uncertain: bool = False  # also those whose outcome a crash left unknown
     limit: int | None = None  # send at most this many messages in this run
 
     def __post_init__(self) -> None:
-        refused = [s for s in self.resend_states if s not in RESENDABLE_STATES]
-        if refused:
-            # Not sent/delivered (that would tell someone twice) nor bounced_hard
-            # (suppressed: a letter), nor a state that does not exist.
-            raise CohortError(
-                f"{', '.join(refused)} cannot be re-sent; "
-                f"choose from {', '.join(RESENDABLE_STATES)}",
-                field="--status",
-            )
+        object.__setattr__(self, "resend_states", resend_states(self.resend_states))
 
     @property
     def command(self) -> str:
@@ -81,13 +80,34 @@ class SendScope:
         return "send --resend-uncertain" if self.resend_uncertain else "send"
 
     @property
-    def states(self) -> frozenset[str]:
+    def states(self) -> frozenset[MessageState]:
         """The message states this run sends. `sending` counts with --resend-uncertain: a
         run marks what it finds in flight as uncertain before it selects."""
-        states: set[str] = {*RESUMABLE_STATES, *self.resend_states}
+        states: set[MessageState] = {*RESUMABLE_STATES, *self.resend_states}
         if self.resend_uncertain:
             states |= {MessageState.UNCERTAIN, MessageState.SENDING}
         return frozenset(states)
+
+    @property
+    def claimable(self) -> frozenset[MessageState]:
+        """The states this run may claim a message from, when it is about to send it:
+        its own states, less `sending` (a message someone else is sending)."""
+        return self.states - {MessageState.SENDING}
+
+
+def resend_states(values: Iterable[str]) -> tuple[MessageState, ...]:
+    """The states a person asked `resend` to send again (`--status a,b`), checked: one
+    clean error naming those that cannot be re-sent, and which can."""
+    wanted = tuple(dict.fromkeys(v.strip() for v in values if v.strip()))
+    refused = [s for s in wanted if s not in RESENDABLE_STATES]
+    if refused:
+        # Not sent/delivered (that would tell someone twice) nor bounced_hard
+        # (suppressed: a letter), nor a state that does not exist.
+        raise CohortError(
+            f"{', '.join(refused)} cannot be re-sent; choose from {', '.join(RESENDABLE_STATES)}",
+            field="--status",
+        )
+    return tuple(MessageState(s) for s in wanted)
 
 
 @dataclass(frozen=True)
@@ -100,7 +120,7 @@ class Selection:
 
 def select_messages(
     audience: Iterable[Volunteer],
-    states: Mapping[str, str],
+    states: Mapping[str, MessageState],
     suppressed: Collection[str],
     scope: SendScope,
 ) -> Selection:
@@ -108,8 +128,8 @@ def select_messages(
     sends (no message yet counts as pending), in volunteer_id order; a suppressed address
     is set aside (whatever the limit), and at most `scope.limit` are sent.
 
-    `states`: volunteer_id -> state of the campaign's message; `suppressed`: lowercased
-    addresses on the suppression list.
+    `states`: volunteer_id -> state of the campaign's message; `suppressed`: the
+    suppression list's keys (notifier.ledger.suppressions.is_suppressed).
     """
     wanted = scope.states
     send: list[Volunteer] = []
@@ -117,7 +137,7 @@ def select_messages(
     for volunteer in sorted(audience, key=lambda v: v.volunteer_id):
         if states.get(volunteer.volunteer_id, MessageState.PENDING) not in wanted:
             continue
-        if volunteer.email.lower() in suppressed:
+        if is_suppressed(volunteer, suppressed):
             skipped.append(volunteer)
         elif scope.limit is None or len(send) < scope.limit:
             send.append(volunteer)
@@ -181,6 +201,7 @@ class SendPlan:
     uncertain: int  # outcome unknown after a crash (sent only with --resend-uncertain)
     target: str
     rate: float
+    chosen: tuple[str, ...] = ()  # the volunteer ids it would send to, when asked for
 
 
 @dataclass(frozen=True)
@@ -196,6 +217,9 @@ class SendSummary:
     stopped: bool  # interrupted (Ctrl-C): run again to resume
     target: str
     server: ServerInfo | None = None
+    # Chosen by this run, but claimed by another sender (or moved on) before this one
+    # could: not sent by this run.
+    taken_elsewhere: int = 0
 
     @property
     def nothing_to_send(self) -> bool:
@@ -215,8 +239,10 @@ class SendObserver(Protocol):
     def outcome(self, outcome: DeliveryOutcome) -> None: ...
 
 
-def plan_send(ledger: Ledger, request: SendRequest, settings: Settings) -> SendPlan:
-    """What a send would do now, without writing anything."""
+def plan_send(
+    ledger: Ledger, request: SendRequest, settings: Settings, *, chosen: bool = False
+) -> SendPlan:
+    """What a send would do now, without writing anything (with `chosen`, also whom)."""
     campaign_id = request.campaign.campaign_id
     audience = _by_id(request.audience)
     selection = read_selection(ledger, campaign_id, audience.values(), request.scope)
@@ -229,9 +255,10 @@ def plan_send(ledger: Ledger, request: SendRequest, settings: Settings) -> SendP
         by_group=dict(sorted(by_group.items())),
         states=states,
         suppressed=len(selection.suppressed),
-        uncertain=states.get("uncertain", 0) + states.get("sending", 0),
+        uncertain=sum(states.get(s, 0) for s in CLAIMED_STATES),
         target=str(request.target(settings)),
         rate=request.options.rate,
+        chosen=tuple(v.volunteer_id for v in selection.send) if chosen else (),
     )
 
 
@@ -312,37 +339,22 @@ def send_campaign(
     request: SendRequest,
     settings: Settings,
     *,
+    holder: Holder,
     observer: SendObserver | None = None,
     handle_signals: bool = True,
 ) -> SendSummary:
     """Send the campaign to the request's audience: new messages, and those still to go.
 
+    `holder` is this run's hold on the ledger's lease (notifier.service takes it): while
+    it is held no other run can be live, so what is left `sending` was a dead run's.
     Messages already sent (or failed for good) are not sent again; the request's scope
     adds states to send again (as further attempts of the same message) and the messages
     whose outcome a crash left unknown. With `handle_signals`, SIGINT/SIGTERM stop
     gracefully: messages in flight are finished and recorded, the rest stay pending for
     the next run.
     """
-    # One sender per ledger: taken before anything is read, so a second run never selects
-    # messages that this one is about to send (it exits 2, naming this process).
-    with SendLock(ledger.path, request.campaign.campaign_id, request.scope.command) as lock:
-        ledger.record_sender(asdict(lock.sender))
-        try:
-            return _send_locked(ledger, request, settings, observer, handle_signals)
-        finally:
-            ledger.clear_sender()
-
-
-def _send_locked(
-    ledger: Ledger,
-    request: SendRequest,
-    settings: Settings,
-    observer: SendObserver | None,
-    handle_signals: bool,
-) -> SendSummary:
     campaign = request.campaign
     target = request.target(settings)
-    ledger.require_intact()  # an address edited behind the chain's back is never mailed
     key = ledger.verp_key()
     ids = MessageIds.of(ledger, campaign)
     dkim = load_dkim_key(settings)  # a half-set or unusable key stops the send here
@@ -370,7 +382,7 @@ def _send_locked(
         stats, server = DeliveryStats(), None
         if selection.send:
             stats, server = asyncio.run(
-                run.deliver(ledger.path, ledger.secret(), handle_signals=handle_signals)
+                run.deliver(ledger.path, ledger.secret(), holder, handle_signals=handle_signals)
             )
     finally:
         composing.close()
@@ -379,13 +391,18 @@ def _send_locked(
         planned=len(selection.send),
         counts=dict(stats.counts),
         states=ledger.state_counts(campaign.campaign_id),
-        uncertain=tuple(ledger.uncertain_messages(campaign.campaign_id)),
+        uncertain=tuple(
+            m
+            for m in ledger.claimed_messages(campaign.campaign_id)
+            if is_uncertain(m.state, run_is_live=False)
+        ),
         newly_uncertain=newly_uncertain,
         suppressed=len(selection.suppressed),
         elapsed=stats.elapsed if selection.send else 0.0,
         stopped=stats.stopped,
         target=str(target),
         server=server,
+        taken_elsewhere=stats.taken_elsewhere,
     )
 
 
@@ -404,7 +421,7 @@ def _set_up_ledger(ledger: Ledger, campaign: Campaign, fresh: list[NewMessage]) 
         templates_sha256=templates_sha256(campaign),
     )
     ledger.ensure_messages(campaign.campaign_id, fresh)
-    newly_uncertain = ledger.mark_uncertain(campaign.campaign_id)
+    newly_uncertain = ledger.mark_uncertain(campaign.campaign_id)  # no live run owns them
     if newly_uncertain:
         log.warning(
             "%d message(s) of %s were in flight when an earlier send stopped: now uncertain",
@@ -420,7 +437,7 @@ def _record_suppressed(
     outcomes = [
         _not_sent(
             rows[v.volunteer_id],
-            "suppressed",
+            MessageState.SUPPRESSED,
             "the address is on the suppression list (an earlier hard bounce)",
         )
         for v in suppressed
@@ -430,7 +447,7 @@ def _record_suppressed(
         ledger.record_outcomes(outcomes)
 
 
-def _not_sent(row: MessageRow, state: str, reason: str) -> DeliveryOutcome:
+def _not_sent(row: MessageRow, state: MessageState, reason: str) -> DeliveryOutcome:
     return DeliveryOutcome(
         message_id=row.message_id,
         campaign_id=row.campaign_id,
@@ -455,9 +472,11 @@ class _Run:
     observer: SendObserver | None
 
     async def deliver(
-        self, ledger_path: Path, secret: LedgerSecret, *, handle_signals: bool
+        self, ledger_path: Path, secret: LedgerSecret, holder: Holder, *, handle_signals: bool
     ) -> tuple[DeliveryStats, ServerInfo]:
-        journal = ThreadedLedgerJournal(ledger_path, secret=secret)
+        journal = ThreadedLedgerJournal(
+            ledger_path, claimable=self.request.scope.claimable, secret=secret, holder=holder
+        )
         observer = self.observer
         delivery = Delivery(
             self.target,
@@ -507,7 +526,7 @@ class _Run:
                 continue
             problem = _address_problem(volunteer, server)
             if problem:
-                delivery.record_unsent(_not_sent(row, "failed_permanent", problem))
+                delivery.record_unsent(_not_sent(row, MessageState.FAILED_PERMANENT, problem))
                 continue
             volunteers[volunteer.volunteer_id] = volunteer
             jobs.append(self.ids.job(volunteer, _needs_smtputf8(volunteer, server)))
@@ -517,7 +536,9 @@ class _Run:
             for done in chunk:
                 row = self.rows[done.volunteer_id]
                 if done.data is None:
-                    delivery.record_unsent(_not_sent(row, "failed_permanent", done.error))
+                    delivery.record_unsent(
+                        _not_sent(row, MessageState.FAILED_PERMANENT, done.error)
+                    )
                     continue
                 volunteer = volunteers[done.volunteer_id]
                 utf8 = _needs_smtputf8(volunteer, server)

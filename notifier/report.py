@@ -24,9 +24,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from notifier.audience import history_applies, select_audience
+from notifier.campaign import Campaign
 from notifier.errors import CampaignError, VolunteerNotFound
+from notifier.event import BOOKKEEPING_KINDS, state_after_event
 from notifier.ledger import (
     Event,
+    Holder,
     Ledger,
     LedgerDigest,
     Suppression,
@@ -34,8 +38,7 @@ from notifier.ledger import (
     VolunteerQuery,
     address_key,
 )
-from notifier.ledger.projections import BOOKKEEPING
-from notifier.message import MessageRow, MessageState
+from notifier.message import REACHED_STATES, MessageRow, MessageState
 from notifier.volunteer import EXPOSURES, LOCALES, Volunteer, display_name
 
 # Event kinds that are an attempt to hand the message to a server.
@@ -69,13 +72,6 @@ REASON_BY_KIND: Mapping[str, str] = {
 OPEN_KINDS: frozenset[str] = frozenset({"bounced_soft", "blocked", "deferred"})
 REASON_REJECTED = "rejected_at_import"
 REASON_SUPPRESSED = "suppressed"
-
-
-def state_of_event(kind: str) -> str | None:
-    """The message state an event of this kind moves its message to, if any."""
-    if kind == "queued":
-        return "pending"
-    return kind if kind in tuple(MessageState) else None
 
 
 # --- data -----------------------------------------------------------------------------
@@ -123,6 +119,86 @@ class RecipientOutcome:
     diagnostic: str
 
 
+# Why a person of the audience is still owed the notice, by the state of their message.
+OWED_REASONS: Mapping[str | None, str] = {
+    None: "not sent yet (no message)",
+    MessageState.PENDING: "not sent yet",
+    MessageState.DEFERRED: "delayed: the server asked to try later",
+    MessageState.SENDING: "being sent, or in flight when a send stopped",
+    MessageState.UNCERTAIN: "uncertain: a send stopped while it was in flight",
+    MessageState.FAILED_TEMPORARY: "not sent: the server kept asking to try later",
+    MessageState.FAILED_PERMANENT: "not sent: the server refused it (write to them)",
+    MessageState.SUPPRESSED: "not sent: the address bounced before (write to them)",
+    MessageState.BOUNCED_SOFT: "bounced for now: mailbox full or unavailable",
+    MessageState.BLOCKED: "blocked: our mail was refused; the sender must act",
+    MessageState.BOUNCED_HARD: "bounced: the address does not exist (write to them)",
+}
+
+
+@dataclass(frozen=True)
+class OwedPerson:
+    volunteer_id: str
+    name: str
+    email: str
+    locale: str
+    exposure: str
+    state: str | None  # of their message in this campaign; None: they have none yet
+    reason: str
+
+
+@dataclass(frozen=True)
+class Owed:
+    """Who a campaign is meant for now (its audience), whom its notice reached (`sent`:
+    a server accepted it and no report since said it failed), and who is still owed it,
+    each with the reason."""
+
+    audience: int
+    sent: int
+    people: tuple[OwedPerson, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.people)
+
+    @property
+    def reasons(self) -> dict[str, int]:
+        """How many are owed for each reason, in the order of OWED_REASONS."""
+        counted = Counter(p.reason for p in self.people)
+        order = [r for r in OWED_REASONS.values() if r in counted]
+        return {reason: counted[reason] for reason in [*order, *sorted(set(counted) - set(order))]}
+
+
+def owed(ledger: Ledger, campaign: Campaign | None, campaign_id: str) -> Owed:
+    """The campaign's audience now (as `send` and `check` choose it: notifier.audience),
+    and who of it the notice has not reached, and why. `campaign` is None for a campaign
+    only the ledger knows (sent from a file elsewhere): its messages are its audience."""
+    states = ledger.message_states(campaign_id)
+    if campaign is None:
+        audience: Iterable[Volunteer] = ledger.volunteers(VolunteerQuery(in_campaign=campaign_id))
+    else:
+        audience = select_audience(ledger, campaign, history_applies(ledger, campaign))
+    size = sent = 0
+    people = []
+    for volunteer in audience:
+        size += 1
+        state = states.get(volunteer.volunteer_id)
+        if state in REACHED_STATES:
+            sent += 1
+            continue
+        people.append(
+            OwedPerson(
+                volunteer.volunteer_id,
+                volunteer.display_name,
+                volunteer.email,
+                volunteer.locale,
+                volunteer.exposure,
+                state,
+                OWED_REASONS.get(state, str(state)),
+            )
+        )
+    return Owed(size, sent, tuple(people))
+
+
 @dataclass(frozen=True)
 class CampaignReport:
     campaign_id: str
@@ -142,6 +218,11 @@ class CampaignReport:
     state_mismatches: tuple[str, ...]  # message ids whose state no event backs
     # `SEQ:HASH` of the ledger's last event: an anchor for `notifier ledger verify --anchor`
     ledger_head: str = ""
+    # Who the campaign is meant for now, and who is still owed its notice (and why)
+    owed: Owed | None = None
+    # A send (or an import) holding the ledger as the report was made: its figures are
+    # a moment of a run still going on
+    running: Holder | None = None
 
     @property
     def total(self) -> int:
@@ -193,19 +274,25 @@ def volunteer_history(ledger: Ledger, volunteer_id_or_email: str) -> list[Event]
 
 def _happened(events: list[Event]) -> list[Event]:
     """Events without the ledger's own upkeep (rows adopted by `ledger upgrade`)."""
-    return [e for e in events if e.kind not in BOOKKEEPING]
+    return [e for e in events if e.kind not in BOOKKEEPING_KINDS]
 
 
 # --- the campaign report ----------------------------------------------------------------
 
 
 def campaign_report(
-    ledger: Ledger, campaign_id: str, *, templates_sha256: str | None = None
+    ledger: Ledger,
+    campaign_id: str,
+    *,
+    templates_sha256: str | None = None,
+    campaign_now: Campaign | None = None,
 ) -> CampaignReport:
     """Everything a regulator may ask about one campaign, from one snapshot of the ledger.
 
     `templates_sha256` is the hash of the templates as they are now, if the caller
-    computed it; it is shown next to the hash recorded at registration.
+    computed it; it is shown next to the hash recorded at registration. `campaign_now`:
+    the campaign as it would be sent now, for its audience (who is still owed the
+    notice); without it, the people it has messages for.
     """
     with ledger.snapshot() as digest:
         campaign = ledger.campaign(campaign_id)
@@ -222,6 +309,8 @@ def campaign_report(
         people = {
             v.volunteer_id: v for v in ledger.volunteers(VolunteerQuery(in_campaign=campaign_id))
         }
+        still_owed = owed(ledger, campaign_now, campaign_id)
+        running = ledger.running()
     recipients, mismatches = _recipients(messages, people, events)
     states = _ordered_states(r.state for r in recipients)
     return CampaignReport(
@@ -241,6 +330,8 @@ def campaign_report(
         timeline=_timeline(events),
         recipients=recipients,
         state_mismatches=mismatches,
+        owed=still_owed,
+        running=running,
     )
 
 
@@ -281,7 +372,7 @@ def _outcome(
     diagnostic = ""
     sending = 0
     for event in events:
-        if state_of_event(event.kind) == state:
+        if state_after_event(event.kind, event.data) == state:
             final_at = event.at
         if event.kind in ATTEMPT_KINDS and first_attempt_at is None:
             first_attempt_at = event.at

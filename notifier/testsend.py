@@ -29,6 +29,7 @@ from notifier.campaign import Campaign
 from notifier.compose import Composer, DkimKey
 from notifier.config import Settings, credentials_from_env
 from notifier.errors import CohortError, DeliveryError
+from notifier.event import EventKind
 from notifier.ledger import EventDraft, Ledger
 from notifier.message import OutgoingMessage
 from notifier.render import RenderedMessage, Renderer
@@ -39,8 +40,8 @@ from notifier.smtp.target import SmtpTarget, connection_hint
 from notifier.volunteer import Volunteer
 
 TEST_PREFIX = "[TEST] "
-TEST_SENT = "test_sent"
-TEST_REFUSED = "test_refused"
+TEST_SENT = EventKind.TEST_SENT
+TEST_REFUSED = EventKind.TEST_REFUSED
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ def send_tests(
                 },
             )
         )
-    ledger.append_events(drafts)
+    ledger.record(drafts)
     return results
 
 

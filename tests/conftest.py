@@ -11,7 +11,8 @@ from click.testing import CliRunner, Result
 from notifier.campaign import Campaign, apply_overrides
 from notifier.cli import cli
 from notifier.config import Settings, load_settings
-from notifier.ledger import Ledger
+from notifier.event import EventKind
+from notifier.ledger import EventDraft, Ledger
 
 REPO = Path(__file__).resolve().parent.parent
 # The example organisation's settings: its [contact] is the contact point notices give.
@@ -32,6 +33,12 @@ def write_example_config(directory: Path) -> Path:
     path = directory / "notifier.toml"
     path.write_text(EXAMPLE_SETTINGS.read_text(encoding="utf-8"), encoding="utf-8")
     return path
+
+
+def fact(label: object = "", **data: object) -> EventDraft:
+    """An event that records a fact and builds no table (a test send, here): what
+    `Ledger.record` appends, for tests of the chain itself."""
+    return EventDraft(EventKind.TEST_SENT, campaign_id="c", data={"label": label, **data})
 
 
 @pytest.fixture

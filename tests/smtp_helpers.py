@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from conftest import write_example_config
 
-from notifier.approval import approve
-from notifier.campaign import Campaign, apply_overrides, load_campaign
-from notifier.config import Settings
+from notifier.campaign import Campaign
+from notifier.config import Settings, load_settings
 from notifier.delivery import SendOptions
 from notifier.ledger import Ledger
 from notifier.pipeline import SendRequest, SendScope, SendSummary, send_campaign
 from notifier.roster import AcceptedRow, RosterResult
+from notifier.service import Workspace
 from notifier.sink import ReceivedMessage, SinkHandler
 from notifier.volunteer import Volunteer
 
@@ -101,17 +102,25 @@ def send(
     settings: Settings | None = None,
     **options: Any,
 ) -> SendSummary:
-    """A send as `notifier send --yes` makes it, with short waits (retries, timeouts)."""
+    """The sending engine as a send runs it, with short waits (retries, timeouts): under
+    the ledger's lease, from an intact ledger, to `volunteers` (a subset of the audience).
+
+    The service's own rules before it (approval, a clean check, the cohort) are tested
+    through the service (tests/service/); this drives the machinery they guard.
+    """
     opts: dict[str, Any] = {"backoff": 0.01, "backoff_max": 0.05, "timeout": 5.0, **options}
+    scope = scope or SendScope()
     request = SendRequest(
         campaign,
         tuple(volunteers),
         options=SendOptions(**opts),
-        scope=scope or SendScope(),
+        scope=scope,
         compose_workers=compose_workers,
     )
     settings = settings or Settings(ledger=ledger.path, smtp_url=url)
-    return send_campaign(ledger, request, settings, handle_signals=False)
+    with ledger.lease(scope.command, campaign.campaign_id) as holder:
+        ledger.require_intact()
+        return send_campaign(ledger, request, settings, holder=holder, handle_signals=False)
 
 
 def recipients(messages: Iterable[ReceivedMessage]) -> Counter[str]:
@@ -224,10 +233,17 @@ class ScriptedHandler(SinkHandler):
 
 
 def approve_shipped(ledger: Ledger, *campaign_ids: str, settings: Settings | None = None) -> None:
-    """Sign off shipped campaigns as `notifier approve` would, for `send --yes` to run.
+    """Sign off shipped campaigns as `notifier approve` does (the whole campaign's check
+    passes first), for `send --yes` to run.
 
-    `settings` must be those the sending command sees (default: no notifier.toml).
+    `settings` must be those the sending command sees; by default, the example
+    organisation's, written beside the ledger (where a command finds them).
     """
-    for campaign_id in campaign_ids:
-        campaign = apply_overrides(load_campaign(campaign_id), settings or Settings())
-        approve(ledger, campaign, "Test approver")
+    if settings is None:
+        config = ledger.path.parent / "notifier.toml"
+        if not config.exists():
+            write_example_config(ledger.path.parent)
+        settings = load_settings(env={}, ledger=ledger.path)
+    with Workspace(settings) as ws:
+        for campaign_id in campaign_ids:
+            ws.approve(campaign_id, "Test approver")

@@ -23,6 +23,8 @@ CONTACT = (REPO / "examples" / "notifier.toml").read_text(encoding="utf-8")
 
 @pytest.fixture
 def roster(ledger: Ledger) -> Ledger:
+    """Six volunteers, and the example organisation's settings beside the ledger."""
+    (ledger.path.parent / "notifier.toml").write_text(CONTACT, encoding="utf-8")
     add_volunteers(ledger, make_volunteers(6))
     return ledger
 
@@ -89,7 +91,9 @@ def test_resend_needs_approval_too(notifier: Notifier, roster: Ledger) -> None:
 def test_approval_can_be_turned_off_only_explicitly(
     notifier: Notifier, roster: Ledger, tmp_path: Path
 ) -> None:
-    (tmp_path / "notifier.toml").write_text("[send]\nrequire_approval = false\n", "utf-8")
+    (tmp_path / "notifier.toml").write_text(
+        CONTACT + "\n[send]\nrequire_approval = false\n", "utf-8"
+    )
     with Sink() as sink:
         assert notifier("send", CAMPAIGN, "--yes", "--smtp", sink.url).exit_code == 0
         assert len(sink.messages) == 6

@@ -559,7 +559,7 @@ def seed_ledger(led: Ledger, numbers: list[int] | None = None, state: str = "sen
     led.ensure_messages(CAMPAIGN, [NewMessage(mid(n), f"v-{n:06d}", token(n)) for n in numbers])
     led.claim_for_sending([mid(n) for n in numbers])
     led.record_outcomes(
-        [DeliveryOutcome(mid(n), CAMPAIGN, f"v-{n:06d}", state, 1) for n in numbers]
+        [DeliveryOutcome(mid(n), CAMPAIGN, f"v-{n:06d}", MessageState(state), 1) for n in numbers]
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,6 @@ from test_bounces import (
 from notifier import verp
 from notifier.bounces import RECORD_KEYS
 from notifier.ledger import Ledger
-from notifier.ledger.upgrade import RAW_VERP_KEY
 from notifier.secret import key_path_for
 
 
@@ -33,12 +33,20 @@ def _no_outside_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def write_key(ledger_path: Path) -> None:
-    """A new ledger made with FIXTURE_KEY as its key file, whose VERP tokens are made with
-    that raw key, as in a ledger upgraded from before keyed chains: the fixtures' tokens
-    were made so. Call before anything else opens the ledger."""
+    """A ledger with FIXTURE_KEY as its key file, whose VERP tokens are made with that raw
+    key: a ledger of before keyed chains, upgraded with the key file its sends had made
+    (the fixtures' tokens were made so). Call before anything else opens the ledger."""
+    Ledger(ledger_path).close()
+    conn = sqlite3.connect(ledger_path)
+    # An empty ledger of before keyed chains: no chain format, no key fingerprint.
+    conn.execute("DELETE FROM meta WHERE key IN ('chain_format', 'key_fingerprint')")
+    conn.commit()
+    conn.close()
     key_path_for(ledger_path).write_text(FIXTURE_KEY.hex() + "\n", encoding="ascii")
     with Ledger(ledger_path) as led:
-        led.db.table("meta").upsert({"key": "verp_key", "value": RAW_VERP_KEY}, pk="key")
+        upgraded = led.upgrade()
+        assert upgraded is not None and not upgraded.key_created
+        assert led.verp_key() == FIXTURE_KEY  # the chain says the raw key makes tokens
 
 
 def maildir_of(tmp_path: Path, names: list[str]) -> Path:

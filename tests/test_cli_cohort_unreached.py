@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from conftest import REPO, Notifier, write_example_config
 
-from notifier.ledger import EventDraft, Ledger
+from notifier.event import EventKind
+from notifier.ledger import Ledger, ReportEvent
 from notifier.sink import Sink
 
 FIRST = "2020-03-breach"
@@ -21,15 +22,15 @@ def test_cohort_excluded_names_the_soft_bounced(notifier: Notifier) -> None:
         assert sent.exit_code == 0, sent.output
     with Ledger(notifier.ledger_path) as led:
         message = next(m for m in led.messages(FIRST) if m.volunteer_id == "HMR-0004")
-        led.append_event(
-            EventDraft(
-                "bounced_soft",
-                campaign_id=FIRST,
-                volunteer_id="HMR-0004",
-                message_id=message.message_id,
-                data={"diagnostic": "smtp; 452 4.2.2 Mailbox full"},
-                state="bounced_soft",
-            )
+        # A report: the mailbox is full (as `bounces ingest` records one).
+        led.record_report(
+            "f" * 64,
+            "new/1.eml",
+            message=led.message_by_message_id(message.message_id),
+            events=[
+                ReportEvent(EventKind.BOUNCED_SOFT, {"diagnostic": "smtp; 452 4.2.2 Mailbox full"})
+            ],
+            detail={"outcome": "matched"},
         )
     out = notifier("cohort", UPDATE, "--excluded").stdout
     assert "1 left out because the earlier notice has not reached them" in out
@@ -38,5 +39,6 @@ def test_cohort_excluded_names_the_soft_bounced(notifier: Notifier) -> None:
     letters = notifier("export", "unreachable").stdout
     assert "HMR-0004,Ava Wright,ava.wright@example.org" in letters and "bounced_soft" in letters
     status = " ".join(notifier("status", FIRST).stdout.split())
-    assert f"1 people not reached yet by {FIRST}:" in status
+    assert "still owed: 1" in status
+    assert "1 bounced for now: mailbox full or unavailable" in status
     assert f"notifier resend {FIRST} --status bounced_soft,failed_temporary --yes" in status

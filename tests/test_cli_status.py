@@ -22,21 +22,20 @@ def test_status_names_the_unreached_and_the_commands(notifier: Notifier) -> None
     assert result.exit_code == 0, result.output
     out = " ".join(result.stdout.split())
     assert "bounced: address does not exist" in out
-    unreached = sum(
-        counts.get(s, 0)
-        for s in (
-            "pending",
-            "deferred",
-            "failed_temporary",
-            "failed_permanent",
-            "suppressed",
-            "bounced_soft",
-            "blocked",
-            "bounced_hard",
-        )
-    )
-    assert f"{unreached} people not reached yet by {C1}:" in out
+    reached = counts.get("sent", 0) + counts.get("delivered", 0)
+    # Everyone the campaign is meant for, whom it reached, whom it still owes, and why.
+    assert f"Audience now: 10; sent: {reached}; still owed: {10 - reached}" in out
+    for reason in (
+        "bounced: the address does not exist (write to them)",
+        "bounced for now: mailbox full or unavailable",
+        "blocked: our mail was refused; the sender must act",
+        "uncertain: a send stopped while it was in flight",
+        "not sent yet",
+    ):
+        assert f"1 {reason}" in out
+    # Not approved: every send it suggests comes after the approval it needs.
+    assert out.index(f"notifier approve {C1}") < out.index(f"notifier resend {C1}")
     assert f"notifier resend {C1} --status bounced_soft,failed_temporary --yes" in out
     assert "notifier export unreachable" in out
     assert "1 blocked: our mail was refused; the addresses are fine" in out
-    assert f"notifier resend {C1} --status blocked --yes" in out
+    assert f"then: notifier resend {C1} --status blocked --yes" in out

@@ -35,7 +35,7 @@ def test_file_values_are_read(tmp_path: Path) -> None:
     path = tmp_path / "notifier.toml"
     path.write_text(CONFIG, encoding="utf-8")
     settings = load_settings(path, env={})
-    assert settings.ledger == Path("from-file.db")
+    assert settings.ledger == tmp_path / "from-file.db"  # beside the settings that name it
     assert settings.smtp_url == "smtp://mail.example.org:2525"
     assert settings.rate == 12.5
     assert settings.sender_from == "DPO <dpo@example.org>"

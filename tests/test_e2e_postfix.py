@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Notifier
+from conftest import Notifier, write_example_config
 from mta import (
     MAILBOX_FULL,
     TRY_LATER,
@@ -35,6 +35,7 @@ from mta import (
 )
 
 from notifier.ledger import Ledger
+from notifier.message import MessageState
 
 CAMPAIGN = "2020-03-breach"
 DSN_TIMEOUT = 60.0  # seconds; Postfix returns these within a few seconds here
@@ -89,7 +90,7 @@ def final_states(ledger_path: Path) -> dict[str, str]:
         return {m.volunteer_id: m.state for m in led.campaign_messages(CAMPAIGN)}
 
 
-def ledger_snapshot(ledger_path: Path) -> tuple[dict[str, str], set[str], int, int]:
+def ledger_snapshot(ledger_path: Path) -> tuple[dict[str, MessageState], set[str], int, int]:
     """States, suppressed addresses, number of events, number of reports: all that ingest moves."""
     with Ledger(ledger_path, create=False) as led:
         states = {m.volunteer_id: m.state for m in led.campaign_messages(CAMPAIGN)}
@@ -120,6 +121,7 @@ def send_and_collect_dsns(
     """Import the roster, send the campaign through Postfix, wait for the DSNs."""
     roster = tmp_path / "roster.csv"
     roster.write_text(ROSTER_CSV, encoding="utf-8")
+    write_example_config(cli.ledger_path.parent)  # the organisation's contact point
     imported = cli("roster", "import", str(roster))
     assert imported.exit_code == 0, imported.output
     assert "10 valid, 0 rejected" in imported.output

@@ -7,7 +7,6 @@ import pytest
 
 from notifier.message import (
     ATTEMPT_OUTCOMES,
-    DELIVERED_STATES,
     FAILED_STATES,
     REACHED_STATES,
     REPORT_RANK,
@@ -36,7 +35,6 @@ def test_message_state_groups_are_made_of_states() -> None:
     for group in (
         RESUMABLE_STATES,
         RESENDABLE_STATES,
-        DELIVERED_STATES,
         ATTEMPT_OUTCOMES,
         FAILED_STATES,
         REACHED_STATES,
@@ -113,9 +111,9 @@ def test_message_a_report_never_moves_a_message_to_a_lower_rank() -> None:
 
 
 def test_message_outcome_event_data_and_outgoing_domain() -> None:
-    sent = DeliveryOutcome("<m@x>", "c", "V1", "sent", 2, 250, "ok", queue_id="Q1")
+    sent = DeliveryOutcome("<m@x>", "c", "V1", MessageState.SENT, 2, 250, "ok", queue_id="Q1")
     assert sent.event_data() == {"attempt": 2, "code": 250, "reply": "ok", "queue_id": "Q1"}
-    skipped = DeliveryOutcome("<m@x>", "c", "V1", "suppressed", 0, reason="hard bounce")
+    skipped = DeliveryOutcome("<m@x>", "c", "V1", MessageState.SUPPRESSED, 0, reason="hard bounce")
     assert skipped.event_data() == {
         "attempt": 0,
         "code": None,

@@ -7,13 +7,14 @@ import stat
 from pathlib import Path
 
 import pytest
+from conftest import fact
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from notifier import verp
 from notifier.config import load_settings
 from notifier.errors import KeyFileError
-from notifier.ledger import EventDraft, Ledger
+from notifier.ledger import Ledger
 
 KEY = bytes(range(32))
 
@@ -82,7 +83,7 @@ def test_verp_key_follows_the_secret_file(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_a_missing_key_is_never_replaced(tmp_path: Path) -> None:
     with Ledger(tmp_path / "notifier.db") as led:
-        led.append_event(EventDraft("test"))
+        led.record([fact("test")])
     (tmp_path / "notifier.db.key").unlink()
     with Ledger(tmp_path / "notifier.db") as led, pytest.raises(KeyFileError, match="restore"):
         led.verp_key()  # bounces are never judged with a new key: it would match nothing

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from notifier import verp
 from notifier.config import ReportLimits
+from notifier.smtp.outcome import STATUS_PATTERN, failure_kind
 
 log = logging.getLogger(__name__)
 
@@ -123,55 +124,17 @@ _ACTION_OUTCOME: dict[str, Literal["failed", "delayed", "delivered"]] = {
     "expanded": "delivered",
 }
 
-# The fate of the address when delivery failed, by status (RFC 3463): a whole code first,
-# then its class.subject. A status not listed here is a hard bounce: a permanent failure
-# says nothing better, and `failed` with a 4.x.x status means the queue lifetime ran out
-# (Postfix keeps the last temporary status) and the message will not be retried.
-_FAILURE_BY_STATUS: dict[str, Kind] = {
-    # The mailbox exists but cannot take this message now: the person can fix it.
-    "4.2.2": "soft",  # mailbox full
-    "5.2.2": "soft",  # mailbox full (quota): permanent for this message, not the address
-    "4.2.3": "soft",  # message too big for the mailbox
-    "5.2.3": "soft",
-    "4.3.4": "soft",  # message too big for the system
-    "5.3.4": "soft",
-    # Policy, reputation, authentication: the address is fine, our mail was refused.
-    "5.7": "blocked",
-    # The address does not exist or cannot be reached.
-    "5.1": "hard",
-    "5.4.4": "hard",  # no route to the domain
-}
-
-# When a failure comes with no status, or only a generic one (X.0.0), the server's words.
-_FAILURE_BY_WORDS: tuple[tuple[re.Pattern[str], Kind], ...] = (
-    (
-        re.compile(
-            r"mailbox (is )?full|over ?quota|quota (is )?exceeded|exceeds? (the )?"
-            r"(storage|quota)|insufficient (system )?storage|message (is )?too (big|large)",
-            re.IGNORECASE,
-        ),
-        "soft",
-    ),
-    (
-        re.compile(
-            r"\b(blocked|black ?listed|block ?listed|deny ?listed|spam|spamhaus|reputation)\b",
-            re.IGNORECASE,
-        ),
-        "blocked",
-    ),
-)
-
 
 def classify(action: str | None, status: str | None, diagnostic: str | None = None) -> Kind:
     """The one rule from a report's Action, Status (and the server's words) to a kind.
 
-    hard: the address does not exist or cannot receive (5.1.x, 5.4.4, `failed` after the
-    queue lifetime ran out); only these suppress the address. soft: temporary, or on the
-    mailbox's side (`delayed`, mailbox full, message too big). blocked: refused for policy
-    or reputation (5.7.x): the address is fine, the sender has to act. A non-standard
-    Action with a 5.x.x status is a failure; without an Action there is no telling what
-    happened (unknown). The words of `diagnostic` are read only when the status says
-    nothing more specific than X.0.0, and an enhanced status in them is used first.
+    A failure is judged by `notifier.smtp.outcome.failure_kind`, the same rule a refusal
+    at SMTP time is judged by: hard (the address does not exist or cannot receive: 5.1.x,
+    5.4.4, `failed` after the queue lifetime ran out; only these suppress the address),
+    soft (on the mailbox's side: mailbox full, message too big), blocked (refused for
+    policy or reputation, 5.7.x: the address is fine, the sender has to act). `delayed`
+    is soft. A non-standard Action with a 5.x.x status is a failure; without an Action
+    there is no telling what happened (unknown).
     """
     word = (action or "").strip().lower()
     outcome = _ACTION_OUTCOME.get(word)
@@ -183,34 +146,12 @@ def classify(action: str | None, status: str | None, diagnostic: str | None = No
         return "delivered"
     if outcome == "delayed":
         return "soft"
-    return _failure_kind(status, diagnostic)
-
-
-def _failure_kind(status: str | None, diagnostic: str | None) -> Kind:
-    specific = _specific_status(status)
-    if specific is None and diagnostic:
-        found = _STATUS.search(diagnostic)
-        specific = _specific_status(found.group(1) if found else None)
-    if specific is not None:
-        class_subject = specific.rsplit(".", 1)[0]
-        return _FAILURE_BY_STATUS.get(specific) or _FAILURE_BY_STATUS.get(class_subject, "hard")
-    for pattern, kind in _FAILURE_BY_WORDS:
-        if diagnostic and pattern.search(diagnostic):
-            return kind
-    return "hard"
-
-
-def _specific_status(status: str | None) -> str | None:
-    """The status, unless it is missing or generic (X.0.0 says only "it failed")."""
-    if not status or status.endswith(".0.0"):
-        return None
-    return status
+    return failure_kind(status, diagnostic)
 
 
 # --- parsing --------------------------------------------------------------------------
 
 _FOLD = re.compile(r"\s*\r?\n[ \t]*")
-_STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
 _UTF8_ADDR_ESCAPE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
 _ADDR_TYPE = re.compile(r"^\s*([A-Za-z0-9-]+)\s*;\s*(.*)$", re.DOTALL)
@@ -594,7 +535,7 @@ def _record_from_block(
 ) -> BounceRecord:
     action_words = fields.get("action", "").split()
     action = action_words[0].lower() if action_words else None
-    status_match = _STATUS.search(fields.get("status", ""))
+    status_match = STATUS_PATTERN.search(fields.get("status", ""))
     status = status_match.group(1) if status_match else None
     diagnostic = _diagnostic(fields.get("diagnostic-code"))
     return BounceRecord(

@@ -7,11 +7,12 @@ Correlation, in order of trust:
   2. `Original-Envelope-Id` (the sender passes the token as ENVID);
   3. the `Message-ID` of the returned message or headers.
 
-State rule: a report never moves a message to a better state than one it already holds
-(`notifier.message.REPORT_RANK`). A `delivered` DSN that arrives after a hard bounce is
-recorded as an event, but the message stays `bounced_hard`; a hard bounce after a `delivered` DSN (a
-relay that accepted, then failed) does move it. `Action: delayed` is recorded as
-`bounced_soft`, the state `notifier resend --status bounced_soft` selects.
+State rule (applied by the ledger as it records the report): a report never moves a
+message to a better state than one it already holds (`notifier.message.REPORT_RANK`). A
+`delivered` DSN that arrives after a hard bounce is recorded as an event, but the
+message stays `bounced_hard`; a hard bounce after a `delivered` DSN (a relay that
+accepted, then failed) does move it. `Action: delayed` is recorded as `bounced_soft`,
+the state `notifier resend --status bounced_soft` selects.
 """
 
 from __future__ import annotations
@@ -24,21 +25,22 @@ from typing import Any, Literal
 from notifier import verp
 from notifier.bounces.dsn import (
     DEFAULT_LIMITS,
-    BounceRecord,
     ParsedReport,
     kept_copy,
     parse_full_report,
 )
 from notifier.config import ReportLimits
-from notifier.ledger import EventDraft, Ledger, MatchedMessage
-from notifier.message import MessageState, state_after_report
+from notifier.event import EventKind
+from notifier.ledger import Ledger, MatchedMessage, ReportEvent
 
-# The message state each kind of report moves a message to, and the event kind.
-EVENT_FOR_KIND: dict[str, MessageState] = {
-    "hard": MessageState.BOUNCED_HARD,
-    "soft": MessageState.BOUNCED_SOFT,
-    "blocked": MessageState.BLOCKED,
-    "delivered": MessageState.DELIVERED,
+# The event each kind of report block is recorded as (the state it moves its message to,
+# but for `unknown`: tied to the message, it says nothing we understand).
+EVENT_FOR_KIND: dict[str, EventKind] = {
+    "hard": EventKind.BOUNCED_HARD,
+    "soft": EventKind.BOUNCED_SOFT,
+    "blocked": EventKind.BLOCKED,
+    "delivered": EventKind.DELIVERED,
+    "unknown": EventKind.BOUNCE_UNCLEAR,
 }
 
 
@@ -173,98 +175,63 @@ def _record_matched(
     message = correlation.message
     assert message is not None
     counts = {"hard": 0, "soft": 0, "blocked": 0, "delivered": 0, "unknown": 0, "suppressed": 0}
-    state = message.state
     # One message goes to one person, but a report may list others (a message that was
     # expanded, or someone else's report): keep to the blocks about this person when
     # there are any; otherwise (forwarding, aliases) every block is about this message.
     records = [r for r in report.records if message.is_addressed_to(r.recipient)]
+    events = []
     for record in records or report.records:
         counts[record.kind] += 1
-        event_kind = EVENT_FOR_KIND.get(record.kind)
-        if event_kind is None:
-            continue  # no Action we understand: kept in bounce_reports.detail only
-        moved = state_after_report(state, event_kind)
-        state = moved or state
         data = {
             "status": record.status,
             "action": record.action,
             "diagnostic": record.diagnostic,
             "recipient": record.recipient,
-            "source": report.source,
-            "report_sha256": digest,
             "correlated_by": correlation.by,
         }
-        (bounce_event,) = ledger.append_events(
-            [
-                EventDraft(
-                    event_kind,
-                    campaign_id=message.campaign_id,
-                    volunteer_id=message.volunteer_id,
-                    message_id=message.message_id,
-                    data=data,
-                    state=moved,
-                )
-            ]
-        )
-        if record.kind == "hard":
-            counts["suppressed"] += _suppress(ledger, message, record, bounce_event.seq)
-    _insert_report(ledger, report, correlation, digest, matched=True, message=message)
-    return counts
-
-
-def _suppress(
-    ledger: Ledger, message: MatchedMessage, record: BounceRecord, bounce_seq: int
-) -> int:
-    """Suppress the address the message bounced from (the roster's, unless a correction
-    has been imported since: see MatchedMessage.bounced_address); 1 if new."""
-    address = message.bounced_address or record.recipient
-    if not address:
-        return 0
-    if ledger.suppressed(address):
-        return 0
-    reason = f"bounced_hard {record.status or ''}".strip()
-    # The `address_suppressed` event is appended with the row (notifier.ledger).
-    ledger.add_suppression(
-        address,
-        reason,
-        event_seq=bounce_seq,
-        campaign_id=message.campaign_id,
-        volunteer_id=message.volunteer_id,
-        message_id=message.message_id,
+        # A hard bounce suppresses the address the message bounced from (the roster's,
+        # unless a correction has been imported since: MatchedMessage.bounced_address).
+        suppress = (message.bounced_address or record.recipient) if record.kind == "hard" else None
+        events.append(ReportEvent(EVENT_FOR_KIND[record.kind], data, suppress or None))
+    kept = ledger.record_report(
+        digest,
+        report.source,
+        message=message,
+        events=events,
+        detail=_detail(report, correlation),
     )
-    return 1
+    counts["suppressed"] = len(kept.suppressed)
+    return counts
 
 
 def _record_unmatched(
     ledger: Ledger, report: ParsedReport, correlation: Correlation, digest: str, data: bytes
 ) -> None:
-    kind = _UNMATCHED_EVENT.get(correlation.outcome, "bounce_unmatched")
-    message = correlation.message
-    ledger.append_events(
-        [
-            EventDraft(
-                kind,
-                campaign_id=message.campaign_id if message else None,
-                volunteer_id=message.volunteer_id if message else None,
-                message_id=message.message_id if message else None,
-                data={
-                    "source": report.source,
-                    "report_sha256": digest,
-                    "reason": report.problem or _REASONS[correlation.outcome],
-                    "verp_token": report.verp_token,
-                    "envelope_id": report.envelope_id,
-                    "original_message_id": report.original_message_id,
-                    "recipients": [r.recipient for r in report.records],
-                },
-            )
-        ]
+    kind = _UNMATCHED_EVENT.get(correlation.outcome, EventKind.BOUNCE_UNMATCHED)
+    event = ReportEvent(
+        kind,
+        {
+            "reason": report.problem or _REASONS[correlation.outcome],
+            "verp_token": report.verp_token,
+            "envelope_id": report.envelope_id,
+            "original_message_id": report.original_message_id,
+            "recipients": [r.recipient for r in report.records],
+        },
     )
     # Its headers and first bytes are kept so a person can read it, or match it by hand.
-    kept = kept_copy(data)
-    _insert_report(ledger, report, correlation, digest, matched=False, message=message, kept=kept)
+    ledger.record_report(
+        digest,
+        report.source,
+        message=correlation.message,
+        events=[event],
+        detail={**_detail(report, correlation), **kept_copy(data)},
+    )
 
 
-_UNMATCHED_EVENT = {"forged": "bounce_forged", "unparseable": "bounce_unparseable"}
+_UNMATCHED_EVENT = {
+    "forged": EventKind.BOUNCE_FORGED,
+    "unparseable": EventKind.BOUNCE_UNPARSEABLE,
+}
 
 
 _REASONS = {
@@ -278,31 +245,14 @@ _REASONS = {
 }
 
 
-def _insert_report(
-    ledger: Ledger,
-    report: ParsedReport,
-    correlation: Correlation,
-    digest: str,
-    *,
-    matched: bool,
-    message: MatchedMessage | None = None,
-    kept: dict[str, Any] | None = None,
-) -> None:
-    detail: dict[str, Any] = {
+def _detail(report: ParsedReport, correlation: Correlation) -> dict[str, Any]:
+    """What is kept of a report beside its events, for a person to read later."""
+    return {
         "outcome": correlation.outcome,
         "correlated_by": correlation.by,
         "reason": report.problem or _REASONS[correlation.outcome],
         "records": [asdict(r) for r in report.records],
     }
-    if kept is not None:
-        detail.update(kept)
-    ledger.record_bounce_report(
-        digest,
-        report.source,
-        matched=matched,
-        message_id=message.message_id if message else None,
-        detail=detail,
-    )
 
 
 def unmatched_reports(ledger: Ledger) -> list[UnmatchedReport]:

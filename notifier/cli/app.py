@@ -16,8 +16,8 @@ from rich.console import Console
 from notifier import __version__
 from notifier.config import Settings, load_settings
 from notifier.errors import NotifierError
-from notifier.ledger import Ledger
 from notifier.outputs import redact_urls, visible
+from notifier.service import Workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,13 +42,15 @@ def echo_error(exc: NotifierError) -> None:
 
 
 class AppContext:
-    """What every command needs: settings, and a way to open the ledger."""
+    """What every command needs: the settings, and the workspace every operation goes
+    through (notifier.service): commands parse options, call it, and print."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def open_ledger(self, *, create: bool = False) -> Ledger:
-        return Ledger(self.settings.ledger, create=create, key_file=self.settings.secret_file)
+    def workspace(self) -> Workspace:
+        """The ledger's workspace; use it as a context manager (it closes the ledger)."""
+        return Workspace(self.settings)
 
 
 pass_app = click.make_pass_decorator(AppContext)
@@ -138,7 +140,8 @@ def _write_in_place(path: Path, pieces: Iterable[bytes]) -> None:
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Settings file (default ./notifier.toml if present, or $NOTIFIER_CONFIG).",
+    help="Settings file (default: notifier.toml beside the ledger file, whatever folder "
+    "you run in; or $NOTIFIER_CONFIG).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens, for diagnosis.")
 @click.pass_context

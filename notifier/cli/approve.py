@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from notifier.approval import approve as record_approval
-from notifier.campaign import apply_overrides, load_campaign
-from notifier.cli.app import AppContext, cli, console, pass_app
+from notifier.cli.app import AppContext, cli, console, err_console, pass_app
 from notifier.outputs import visible
 from notifier.report_formats import shown_time
 
@@ -22,15 +21,26 @@ def approve(app: AppContext, campaign_id: str, by: str) -> None:
     The approval covers the exact content: the campaign file, its templates and
     catalogs, and the settings that appear in messages (From, Reply-To, the contact
     point). Change any of them and `send --yes` stops until it is approved again.
+    The whole campaign is checked first (as `notifier check` does): while the check
+    finds a problem nothing is approved (exit 1, naming each problem).
       notifier check 2020-03-breach --proof proof.html    # what the approver reads
       notifier approve 2020-03-breach --by "Jane Doe, DPO"
     """
-    campaign = apply_overrides(load_campaign(campaign_id), app.settings)
-    with app.open_ledger() as led:
-        approval = record_approval(led, campaign, by)
+    with app.workspace() as ws:
+        total = sum(ws.audience_counts(campaign_id).values())
+        columns = (TextColumn("checking {task.description}"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, console=err_console, transient=True) as bar:
+            task = bar.add_task(campaign_id, total=total)
+            approved = ws.approve(campaign_id, by, progress=lambda: bar.advance(task))
+    approval = approved.approval
     console.print(
-        f"Approved: {campaign.campaign_id} by {visible(approval.by)} at"
+        f"Checked: {approved.check.volunteers} messages render with no problems.",
+        markup=False,
+    )
+    console.print(
+        f"Approved: {campaign_id} by {visible(approval.by)} at"
         f" {shown_time(approval.at, app.settings.time_zone)}"
         f" (content sha256 {approval.sha256[:16]}…). It can now be sent with:"
-        f" notifier send {campaign.campaign_id} --yes"
+        f" notifier send {campaign_id} --yes",
+        markup=False,
     )

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from itertools import chain
 from pathlib import Path
 
 import click
 
-from notifier.bounces import (
-    BounceRecord,
-    IngestSummary,
-    ingest,
-    parse_report,
-    read_imap,
-    read_sources,
-    unmatched_reports,
-)
+from notifier.bounces import BounceRecord, IngestSummary, parse_report, read_sources
 from notifier.cli.app import AppContext, cli, format_option, pass_app
 from notifier.outputs import visible
 
@@ -89,14 +80,8 @@ def ingest_command(app: AppContext, paths: tuple[Path, ...], imap_url: str | Non
     """
     if not paths and not imap_url:
         raise click.UsageError("give at least one PATH, or --imap URL")
-    with app.open_ledger() as led:
-        # The ledger's own key, or exit 2 before any bounce is judged: a new key would
-        # call every genuine bounce forged.
-        key = led.verp_key()
-        sources = read_sources(list(paths))
-        if imap_url:
-            sources = chain(sources, read_imap(imap_url, ca_file=app.settings.imap_ca_file))
-        summary = ingest(led, sources, key=key, limits=app.settings.bounce_limits)
+    with app.workspace() as ws:
+        summary = ws.ingest_bounces(paths, imap_url=imap_url)
     click.echo(_summary_line(summary))
     if summary.unmatched or summary.forged or summary.unparseable:
         click.echo("see the reports not matched with: notifier bounces unmatched")
@@ -128,8 +113,8 @@ def _summary_line(s: IngestSummary) -> str:
 @pass_app
 def unmatched(app: AppContext, fmt: str) -> None:
     """List the reports that could not be tied to a notice (forged ones included)."""
-    with app.open_ledger() as led:
-        reports = unmatched_reports(led)
+    with app.workspace() as ws:
+        reports = ws.unmatched_reports()
     if fmt == "json":
         payload = [
             {

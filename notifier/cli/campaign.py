@@ -10,14 +10,10 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from notifier.audience import count_audience, history_applies
-from notifier.campaign import Campaign, apply_overrides, list_campaigns, load_campaign
-from notifier.check import check_campaign
 from notifier.cli.app import AppContext, cli, console, err_console, pass_app, write_private
 from notifier.errors import ExitCode
-from notifier.ledger import Ledger
-from notifier.proof import proof_sheet
 from notifier.render import long_date
+from notifier.service import Campaign, Workspace
 from notifier.volunteer import EXPOSURES, LOCALES
 
 
@@ -27,10 +23,11 @@ def campaign() -> None:
 
 
 @campaign.command("list")
-def list_command() -> None:
+@pass_app
+def list_command(app: AppContext) -> None:
     """List the campaigns shipped in notifier/campaigns, oldest notice first."""
     table = Table("id", "date", "title", "follows", box=None, pad_edge=False)
-    for item in list_campaigns():
+    for item in app.workspace().campaigns():
         table.add_row(
             item.campaign_id, item.notice_date.isoformat(), item.title, item.follows or ""
         )
@@ -46,15 +43,15 @@ def show_command(app: AppContext, campaign_id: str) -> None:
     ID is a campaign id from `notifier campaign list`, or the path of a campaign file.
     From and Reply-To are shown as they will be sent, after notifier.toml's [sender].
     """
-    item = apply_overrides(load_campaign(campaign_id), app.settings)
-    _print_definition(item, app)
-    if not app.settings.ledger.exists():
-        console.print(
-            f"\nNo ledger at {app.settings.ledger}: import a roster to see who it goes to."
-        )
-        return
-    with app.open_ledger() as led:
-        _print_audience(led, item)
+    with app.workspace() as ws:
+        item = ws.campaign(campaign_id)
+        _print_definition(item, app)
+        if not ws.has_ledger():
+            console.print(
+                f"\nNo ledger at {app.settings.ledger}: import a roster to see who it goes to."
+            )
+            return
+        _print_audience(ws, item)
 
 
 def _print_definition(item: Campaign, app: AppContext) -> None:
@@ -87,10 +84,9 @@ def _print_definition(item: Campaign, app: AppContext) -> None:
     console.print(table)
 
 
-def _print_audience(led: Ledger, item: Campaign) -> None:
-    history = history_applies(led, item)
-    counts = count_audience(led, item, history=history)
-    if item.follows and not history:
+def _print_audience(ws: Workspace, item: Campaign) -> None:
+    counts = ws.audience_counts(item.campaign_id)
+    if ws.follows_unsent(item.campaign_id):
         console.print(
             f"\n{item.follows} has not been sent yet, so it is not yet known who it reached: "
             f"counting everyone {item.campaign_id} could go to (this is fine until then)."
@@ -145,9 +141,9 @@ def check_command(app: AppContext, campaign_id: str, proof_path: Path | None) ->
     With --proof, the proof sheet is written even when there are problems (it lists
     them at the top): notifier check 2020-03-breach --proof proof.html
     """
-    item = apply_overrides(load_campaign(campaign_id), app.settings)
-    with app.open_ledger() as led:
-        total = sum(count_audience(led, item, history=history_applies(led, item)).values())
+    with app.workspace() as ws:
+        item = ws.campaign(campaign_id)
+        total = sum(ws.audience_counts(campaign_id).values())
         with Progress(
             TextColumn("checking {task.description}"),
             BarColumn(),
@@ -157,12 +153,14 @@ def check_command(app: AppContext, campaign_id: str, proof_path: Path | None) ->
             transient=True,
         ) as bar:
             task = bar.add_task(item.campaign_id, total=total)
-            report = check_campaign(led, item, progress=lambda: bar.advance(task))
-    if report.note:
-        click.echo(f"note: {report.note}", err=True)
-    if proof_path is not None:
-        write_private(proof_path, proof_sheet(item, report))
-        click.echo(f"wrote the proof sheet {proof_path} ({len(report.shapes)} shapes)", err=True)
+            report = ws.check(campaign_id, progress=lambda: bar.advance(task))
+        if report.note:
+            click.echo(f"note: {report.note}", err=True)
+        if proof_path is not None:
+            write_private(proof_path, ws.proof(campaign_id, report))
+            click.echo(
+                f"wrote the proof sheet {proof_path} ({len(report.shapes)} shapes)", err=True
+            )
     by_locale = ", ".join(f"{loc} {n}" for loc, n in report.by_locale.items())
     rendered = f"{report.volunteers} messages rendered ({by_locale or 'none'})"
     if report.ok:

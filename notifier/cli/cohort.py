@@ -12,11 +12,10 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from notifier.campaign import apply_overrides, load_campaign
 from notifier.cli.app import AppContext, cli, console, format_option, pass_app
-from notifier.cohort import CohortFilter, CohortMember, explain_cohort, read_ids_file
 from notifier.message import UNREACHED_STATES, state_words
 from notifier.outputs import csv_text, visible
+from notifier.service import CohortMember, cohort_filter
 from notifier.volunteer import EXPOSURES, LOCALES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -72,17 +71,6 @@ def cohort_options(*, with_status: bool = True) -> Callable[[F], F]:
     return apply
 
 
-def cohort_filter(
-    exposures: tuple[str, ...], locales: tuple[str, ...], statuses: str, ids_file: Path | None
-) -> CohortFilter:
-    return CohortFilter(
-        exposures=tuple(exposures),
-        locales=tuple(locales),
-        statuses=tuple(s.strip() for s in statuses.split(",") if s.strip()),
-        ids=read_ids_file(ids_file) if ids_file is not None else None,
-    )
-
-
 def _record(member: CohortMember) -> dict[str, Any]:
     v = member.volunteer
     return {
@@ -124,10 +112,9 @@ def cohort(
       notifier cohort 2020-04-29-update --locale ja
       notifier cohort 2020-04-29-update --status bounced_soft --format csv
     """
-    campaign = apply_overrides(load_campaign(campaign_id), app.settings)
     filt = cohort_filter(exposures, locales, statuses, ids_file)
-    with app.open_ledger() as led:
-        members = explain_cohort(led, campaign, filt)
+    with app.workspace() as ws:
+        members = ws.cohort(campaign_id, filt)
     records = [_record(m) for m in members]
     if fmt == "json":
         click.echo(json.dumps(records, ensure_ascii=False, indent=2))

@@ -24,7 +24,7 @@ import click
 from notifier.cli.app import AppContext, cli, pass_app
 from notifier.config import load_contact
 from notifier.errors import ConfigError, RosterError
-from notifier.ledger import VolunteerQuery
+from notifier.service import VolunteerQuery
 from notifier.sink import Sink
 from notifier.volunteer import EXPOSURES, LOCALES
 
@@ -110,8 +110,8 @@ def _print_roster_summary(app: AppContext) -> None:
     whole list is one command away)."""
     click.echo()
     click.secho("== The volunteers now in the ledger", bold=True)
-    with app.open_ledger() as led:
-        counts = led.count_volunteers()
+    with app.workspace() as ws:
+        counts = ws.volunteer_counts()
     exposures = [e for e in EXPOSURES if any(counts[(loc, e)] for loc in LOCALES)]
     click.echo("        " + "".join(f"{e:>15}" for e in exposures) + f"{'total':>8}")
     for locale in LOCALES:
@@ -161,9 +161,9 @@ def demo(app: AppContext, ctx: click.Context, roster: Path | None, maildir: Path
             campaign_id,
         )
 
-    with app.open_ledger() as led:
-        first_en = next(led.volunteers(VolunteerQuery(locales=("en",))), None)
-        first_ja = next(led.volunteers(VolunteerQuery(locales=("ja",))), None)
+    with app.workspace() as ws:
+        first_en = next(ws.volunteers(VolunteerQuery(locales=("en",))), None)
+        first_ja = next(ws.volunteers(VolunteerQuery(locales=("ja",))), None)
     for volunteer in (first_en, first_ja):
         if volunteer is not None:
             _run(

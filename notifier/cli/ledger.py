@@ -27,23 +27,27 @@ def verify(app: AppContext, anchors: tuple[str, ...]) -> None:
     """Check that no event was edited, deleted, inserted or reordered, and that the
     volunteers, messages, suppressions and rejected-row tables are what the events say.
 
-    Exit 0 with a one-line summary when all holds; exit 1 naming the first bad event,
-    anchor or table row otherwise; exit 2 when the ledger's key file is missing or is
-    not this ledger's.
+    Exit 0 with a one-line summary when all holds (and a warning line when an event is
+    dated earlier than the one before it: the clock was set back); exit 1 naming the
+    first bad event, anchor or table row otherwise; exit 2 when the ledger's key file
+    is missing or is not this ledger's.
     """
-    with app.open_ledger() as led:
-        result = led.verify(anchors)
+    with app.workspace() as ws:
+        result = ws.verify(anchors)
+        path = ws.ledger().path
+    if result.warning:
+        click.echo(f"ledger {path}: warning: {result.warning}", err=True)
     if result.ok:
         anchored = f", {len(anchors)} anchor(s) hold" if anchors else ""
         click.echo(
-            f"ledger {led.path}: {result.events} events, chain intact, tables match"
+            f"ledger {path}: {result.events} events, chain intact, tables match"
             f"{anchored} (head {result.events}:{result.head})"
         )
         return
     if result.first_bad_seq is None and result.reason.startswith("unkeyed"):
-        click.echo(f"ledger {led.path}: {result.reason}", err=True)
+        click.echo(f"ledger {path}: {result.reason}", err=True)
     else:
-        click.echo(f"ledger {led.path}: TAMPERED: {result.reason}", err=True)
+        click.echo(f"ledger {path}: TAMPERED: {result.reason}", err=True)
     raise SystemExit(ExitCode.PROBLEMS)
 
 
@@ -52,8 +56,8 @@ def verify(app: AppContext, anchors: tuple[str, ...]) -> None:
 def head(app: AppContext) -> None:
     """Print SEQ:HASH of the last event: write it down outside the ledger (a ticket, an
     e-mail, a report to a regulator) and check it later with verify --anchor."""
-    with app.open_ledger() as led:
-        click.echo(led.head())
+    with app.workspace() as ws:
+        click.echo(ws.head())
 
 
 @ledger.command()
@@ -63,15 +67,18 @@ def upgrade(app: AppContext) -> None:
 
     The old chain must hold; its head is kept in the `ledger_upgraded` event, so an
     anchor written down before still ties to this ledger. The key file is the one the
-    ledger's sends made (for VERP tokens), or a new one when there is none.
+    ledger's sends made (for VERP tokens), or a new one when there is none. A ledger
+    that shows it was written keyed (it records a key fingerprint, or holds events only
+    a keyed notifier writes) is refused: its hashes were recomputed without the key.
     """
-    with app.open_ledger() as led:
-        done = led.upgrade()
+    with app.workspace() as ws:
+        done = ws.upgrade()
+        path, key_file = ws.ledger().path, ws.ledger().key_file
     if done is None:
-        click.echo(f"ledger {led.path}: already keyed; nothing to do")
+        click.echo(f"ledger {path}: already keyed; nothing to do")
         return
-    made = f"made a new key file {led.key_file}" if done.key_created else f"key {led.key_file}"
+    made = f"made a new key file {key_file}" if done.key_created else f"key {key_file}"
     click.echo(
-        f"ledger {led.path}: {done.events} events re-hashed ({made}), {done.adopted} table "
+        f"ledger {path}: {done.events} events re-hashed ({made}), {done.adopted} table "
         f"rows adopted; old head {done.old_head}, new head {done.new_head}"
     )

@@ -9,12 +9,9 @@ from rich.table import Table
 from rich.text import Text
 
 from notifier.cli.app import AppContext, cli, console, pass_app
-from notifier.errors import EvidenceError, SendInProgress
-from notifier.ledger import Settled
 from notifier.message import MessageState
 from notifier.outputs import visible
-from notifier.reconcile import Evidence, maildir_evidence, postfix_log_evidence
-from notifier.sendlock import SendLock, lock_path, running_sender
+from notifier.service import Settled
 
 # Each decision is listed; beyond this many, the counts say the rest.
 MAX_SHOWN = 200
@@ -51,29 +48,9 @@ def reconcile(
     Example:
       notifier reconcile 2020-03-breach --mta-log /var/log/mail.log
     """
-    if not mta_logs and not maildirs:
-        raise EvidenceError(
-            "no evidence given",
-            hint="name the MTA's log with --mta-log FILE, or a Maildir with --maildir DIR",
-        )
-    sender = running_sender(app.settings.ledger)
-    if sender is not None and sender.is_sending:
-        raise SendInProgress(
-            f"a send is running on this ledger: {sender.describe()}",
-            file=lock_path(app.settings.ledger),
-            hint="its messages in flight are not uncertain; reconcile after it has stopped",
-        )
-    found: dict[str, Evidence] = {}
-    for log in mta_logs:
-        found.update(postfix_log_evidence(log))
-    for maildir in maildirs:
-        found.update(maildir_evidence(maildir))
+    with app.workspace() as ws:
+        settled = ws.reconcile(campaign_id, mta_logs=mta_logs, maildirs=maildirs)
     searched = ", ".join(str(p) for p in (*mta_logs, *maildirs))
-    # Held while settling: a send starting meanwhile would find messages moving under it.
-    with app.open_ledger() as led, SendLock(led.path, campaign_id, "reconcile"):
-        settled = led.settle_uncertain(
-            campaign_id, {mid: e.event_data() for mid, e in found.items()}, searched
-        )
     _print_settled(campaign_id, settled, searched)
 
 

@@ -12,13 +12,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from notifier.campaign import require_known_campaign
 from notifier.cli.app import AppContext, cli, console, format_option, pass_app, write_private
-from notifier.errors import CampaignError, ExitCode
-from notifier.ledger import Event
+from notifier.errors import ExitCode
 from notifier.message import state_words
 from notifier.outputs import visible
-from notifier.report import CampaignReport, campaign_report, unreachable, volunteer_history
 from notifier.report_formats import (
     NOT_RECORDED,
     history_as_dicts,
@@ -30,6 +27,7 @@ from notifier.report_formats import (
     unreachable_as_csv,
     unreachable_as_json,
 )
+from notifier.service import CampaignReport, Event
 
 
 @cli.command()
@@ -42,8 +40,8 @@ def history(app: AppContext, volunteer: str, fmt: str) -> None:
     VOLUNTEER is a volunteer id or an email address. Each event carries its hash, so the
     history can be checked against `notifier ledger verify`.
     """
-    with app.open_ledger() as led:
-        events = volunteer_history(led, volunteer)
+    with app.workspace() as ws:
+        events = ws.history(volunteer)
     if fmt == "json":
         click.echo(_json(history_as_dicts(events)))
         return
@@ -72,22 +70,17 @@ def report(app: AppContext, campaign_id: str, fmt: str, out: Path | None) -> Non
 
     Counts by state, per language and exposure, a timeline, and each recipient's final
     state with times and server replies, together with the ledger's verification result
-    and the sha256 of the ledger and of the templates used. Exits 1 (after writing the
-    report) when the ledger fails verification.
+    and the sha256 of the ledger and of the templates used; who the campaign is meant
+    for now and who of them is still owed the notice, and why. A report made while a
+    send runs says so at its top. Exits 1 (after writing the report) when the ledger
+    fails verification.
 
     \b
       notifier report 2020-03-breach
       notifier report 2020-03-breach --format html --out 2020-03-breach-report.html
     """
-    with app.open_ledger() as led:
-        registered = led.campaign_ids()
-        require_known_campaign(campaign_id, registered)
-        if campaign_id not in registered:
-            raise CampaignError(
-                f"{campaign_id} has not been sent yet, so there is nothing to report",
-                hint=f"see what a send would do: notifier send {campaign_id}",
-            )
-        result = campaign_report(led, campaign_id)
+    with app.workspace() as ws:
+        result = ws.report(campaign_id)
     if fmt == "table":
         if out is None:
             _print_summary(console, result, app.settings.time_zone)
@@ -138,8 +131,8 @@ def export_unreachable(app: AppContext, fmt: str, out: Path | None) -> None:
     notices still soft-bounced, blocked or deferred (the reason names the state). A
     person is left out once a later message reached them. Write to these people.
     """
-    with app.open_ledger() as led:
-        people = unreachable(led)
+    with app.workspace() as ws:
+        people = ws.unreachable()
     text = unreachable_as_csv(people) if fmt == "csv" else unreachable_as_json(people)
     if out is None:
         click.echo(text, nl=False)
@@ -184,7 +177,22 @@ def _print_summary(out: Console, r: CampaignReport, zone: str = "UTC") -> None:
     """The report for a terminal: times to the second in the organisation's zone,
     states in words beside their names."""
     out.print(Text(f"Campaign {r.campaign_id}  {r.title}", style="bold"))
-    out.print(f"generated at {shown_time(r.generated_at, zone)}; {r.total} recipients")
+    if r.running is not None:
+        out.print(
+            f"NOTE: {visible(r.running.describe())} was running as this report was made:"
+            " its figures are a moment of a run still going on.",
+            markup=False,
+        )
+    out.print(f"generated at {shown_time(r.generated_at, zone)}; {r.total} messages")
+    if r.owed is not None:
+        owed = r.owed
+        complete = "" if owed.count else " (everyone in it has been sent the notice)"
+        out.print(
+            f"audience now: {owed.audience}; sent: {owed.sent}; still owed: {owed.count}{complete}",
+            markup=False,
+        )
+        for reason, n in owed.reasons.items():
+            out.print(f"  {n:>6}  {reason}", markup=False)
     if r.verification.ok:
         out.print(
             f"ledger verification: passed, {r.verification.events} events, "
@@ -193,6 +201,8 @@ def _print_summary(out: Console, r: CampaignReport, zone: str = "UTC") -> None:
         )
     else:
         out.print(f"ledger verification: FAILED: {r.verification.reason}", markup=False)
+    if r.verification.warning:
+        out.print(f"ledger warning: {r.verification.warning}", markup=False)
     out.print(f"ledger head:      {r.ledger_head}  (anchor: ledger verify --anchor)", markup=False)
     out.print(f"ledger sha256:    {r.ledger.sha256}  ({r.ledger_file})", markup=False)
     if r.ledger.note:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,16 +23,10 @@ from notifier.cli.app import (
     write_private,
 )
 from notifier.errors import ExitCode
-from notifier.ledger import ImportSummary, VolunteerQuery
+from notifier.ledger import ImportSummary
 from notifier.outputs import csv_lines, csv_text, visible
-from notifier.roster import (
-    ENCODING_CHOICES,
-    RosterStream,
-    RowProblem,
-    load_mapping,
-    open_roster,
-)
-from notifier.sendlock import SendLock
+from notifier.roster import ENCODING_CHOICES, RosterStream, RowProblem
+from notifier.service import VolunteerQuery
 from notifier.volunteer import EXPOSURES, FIELDS, LOCALES
 
 # `warning` is "yes" for a row that was imported all the same (see notifier.roster._contradiction).
@@ -109,33 +104,25 @@ def import_(
     Example, for a Japanese partner's Excel export:
       notifier roster import partner-ja.csv --mapping partner-ja-mapping.toml
     """
-    mapping = load_mapping(mapping_path) if mapping_path else None
-    # What waits while the file is read waits beside the ledger (see notifier.spool).
-    ledger_folder = app.settings.ledger.resolve().parent
-    # The file is read, checked and recorded a chunk of rows at a time, in one transaction.
-    # A spinner on stderr for big rosters (silent when stderr is not a terminal).
-    with (
-        open_roster(
-            file,
-            mapping=mapping,
-            encoding=encoding,
-            default_locale=default_locale,
-            max_bytes=app.settings.roster_max_bytes,
-            spool_dir=ledger_folder if ledger_folder.is_dir() else None,
-        ) as result,
-        app.open_ledger(create=True) as led,
-        # No send while the people it is sending to change (see notifier.sendlock).
-        SendLock(led.path, file.name, "roster import"),
-    ):
+    with app.workspace() as ws, contextlib.ExitStack() as stack:
+        # The file is read, checked and recorded a chunk of rows at a time, in one
+        # transaction; a spinner on stderr meanwhile (silent when it is not a terminal).
         with err_console.status(f"Importing {file} ..."):
-            summary = led.record_import(
-                result, mapping_sha256=mapping.sha256 if mapping else "", strict=strict
+            imported = stack.enter_context(
+                ws.import_roster(
+                    file,
+                    mapping=mapping_path,
+                    encoding=encoding,
+                    default_locale=default_locale,
+                    strict=strict,
+                )
             )
+        summary, result = imported.summary, imported.stream
         _print_problems(result, summary)
         if rejects_path is not None:
             # Every problem, as the ledger recorded it, and every warning: read as written.
             warnings = iter(()) if summary.refused else result.all_warnings()
-            write_rejects_csv(rejects_path, led.rejected_rows(summary.import_id), warnings)
+            write_rejects_csv(rejects_path, ws.rejected_rows(summary.import_id), warnings)
             also = " and warnings" if result.warning_count and not summary.refused else ""
             click.echo(f"Rejected rows{also} written to {rejects_path}")
     _print_outcome(summary, strict)
@@ -249,11 +236,11 @@ def write_rejects_csv(
 @pass_app
 def list_(app: AppContext, fmt: str, exposure: str | None, locale: str | None) -> None:
     """List the volunteers in the ledger."""
-    with app.open_ledger() as led:
+    with app.workspace() as ws:
         query = VolunteerQuery(
             exposures=(exposure,) if exposure else (), locales=(locale,) if locale else ()
         )
-        records = [v.as_record() for v in led.volunteers(query)]
+        records = [v.as_record() for v in ws.volunteers(query)]
     if fmt == "json":
         click.echo(json.dumps(records, ensure_ascii=False, indent=2))
     elif fmt == "csv":
@@ -296,8 +283,8 @@ def show(app: AppContext, volunteer: str, fmt: str) -> None:
     VOLUNTEER is a volunteer id or an address. Columns of the file that no mapping named
     are shown too, under the header the file gave them.
     """
-    with app.open_ledger() as led:
-        person = led.get_volunteer(volunteer)
+    with app.workspace() as ws:
+        person = ws.volunteer(volunteer)
     record = person.as_record()
     extra = dict(person.extra)
     if fmt == "json":
@@ -318,9 +305,9 @@ def show(app: AppContext, volunteer: str, fmt: str) -> None:
 @pass_app
 def rejects(app: AppContext, fmt: str) -> None:
     """Show the rejected rows of the latest import."""
-    with app.open_ledger() as led:
-        latest = led.latest_import()
-        problems = led.rejected_rows()
+    with app.workspace() as ws:
+        latest = ws.latest_import()
+        problems = ws.rejected_rows()
         if fmt == "csv":
             for line in rejects_csv_lines(problems):
                 click.echo(line, nl=False)

@@ -1,7 +1,8 @@
 """`notifier send` and `notifier resend`: a dry run, or a send of a campaign to its cohort.
 
 Options are parsed here, and the plan and summary printed; who is sent what, and every
-rule about it, is notifier.pipeline's. Option defaults are read from SendOptions.
+rule about it (approval, a clean check, one sender, resuming a run), is the service's
+(notifier.service.Workspace). Option defaults are read from SendOptions.
 """
 
 from __future__ import annotations
@@ -15,28 +16,27 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from notifier.approval import require_approval
-from notifier.campaign import Campaign, apply_overrides, load_campaign
 from notifier.cli.app import AppContext, cli, console, err_console, pass_app
-from notifier.cli.cohort import F, cohort_filter, cohort_options
-from notifier.cohort import CohortFilter
-from notifier.compose import load_dkim_key
+from notifier.cli.cohort import F, cohort_options
 from notifier.config import Settings
-from notifier.delivery import SendOptions
 from notifier.errors import CohortError, ExitCode
-from notifier.message import FAILED_STATES, DeliveryOutcome
-from notifier.pipeline import (
+from notifier.message import FAILED_STATES, DeliveryOutcome, MessageState
+from notifier.service import (
+    RESUME_HINT,
+    Campaign,
+    SendOptions,
     SendPlan,
-    SendRequest,
     SendScope,
+    SendSpec,
     SendSummary,
-    plan_send,
-    send_audience,
-    send_campaign,
+    ServerInfo,
+    TestSendResult,
+    Workspace,
+    cohort_filter,
+    narrowing_given,
+    resend_states,
 )
-from notifier.smtp.session import ServerInfo, SessionOptions
-from notifier.smtp.target import parse_smtp_url
-from notifier.testsend import TEST_PREFIX, checked_test_address, send_tests, volunteers_for_test
+from notifier.testsend import TEST_PREFIX
 
 DEFAULTS = SendOptions()
 
@@ -46,6 +46,13 @@ def delivery_options(function: F) -> F:
     decorators = [
         click.option(
             "--yes", is_flag=True, help="Really send. Without it: show what would be sent."
+        ),
+        click.option(
+            "--resume",
+            is_flag=True,
+            help="Continue the campaign's last send run exactly: its cohort, states and "
+            "limit (the command a stopped send prints). Options saying how to send "
+            "(--rate, --smtp, ...) may change; options saying whom may not. Sends at once.",
         ),
         click.option(
             "--limit",
@@ -147,42 +154,68 @@ def _send_options(settings: Settings, params: dict[str, Any]) -> SendOptions:
     )
 
 
-def _run(
-    app: AppContext,
-    campaign_id: str,
-    cohort: CohortFilter,
-    params: dict[str, Any],
-    resend_states: tuple[str, ...] = (),
-) -> None:
+def _run(app: AppContext, campaign_id: str, spec: SendSpec, params: dict[str, Any]) -> None:
     """Plan (without --yes) or perform one send of a campaign to its narrowed cohort."""
-    settings = app.settings
-    scope = SendScope(
-        resend_states=resend_states,
-        resend_uncertain=params["resend_uncertain"],
-        limit=params["limit"],
-    )
-    campaign = apply_overrides(load_campaign(campaign_id), settings)
-    with app.open_ledger() as led:
-        request = SendRequest(
-            campaign=campaign,
-            audience=send_audience(led, campaign, cohort),
-            options=_send_options(settings, params),
-            scope=scope,
-            smtp_url=params["smtp_url"],
-        )
-        if not params["yes"]:
-            _print_plan(campaign, plan_send(led, request, settings), request)
+    with app.workspace() as ws:
+        if params["resume"]:
+            summary = _resume(ws, campaign_id, spec, params)
+        elif not params["yes"]:
+            _print_plan(ws, campaign_id, spec)
             return
-        if settings.require_approval:
-            require_approval(led, campaign)  # four eyes: exit 1 saying what to run
-        display = ProgressDisplay()
-        try:
-            summary = send_campaign(led, request, settings, observer=display)
-        finally:
-            display.close()
+        else:
+            display = ProgressDisplay()
+            try:
+                summary = ws.send(campaign_id, spec, observer=display, progress=display.checking)
+            finally:
+                display.close()
     _print_summary(summary)
     if summary.stopped:
         raise SystemExit(ExitCode.INTERRUPTED)
+
+
+def _resume(ws: Workspace, campaign_id: str, spec: SendSpec, params: dict[str, Any]) -> SendSummary:
+    if narrowing_given(spec.cohort, spec.scope):
+        raise CohortError(
+            "--resume continues the last run's own selection: options saying whom to send "
+            "to (--exposure, --locale, --status, --ids, --limit, --resend-uncertain) cannot "
+            "change it",
+            field="--resume",
+            hint=f"leave them out, or start a new run: notifier send {campaign_id} ... --yes",
+        )
+    recorded = ws.resume_spec(campaign_id)
+    how = {k for k in ("rate", "smtp_url") if params[k] is not None}
+    options = spec.options if how or _changed_options(params) else recorded.options
+    display = ProgressDisplay()
+    try:
+        return ws.resume(
+            campaign_id,
+            options=options,
+            smtp_url=spec.smtp_url,
+            observer=display,
+            progress=display.checking,
+        )
+    finally:
+        display.close()
+
+
+def _changed_options(params: dict[str, Any]) -> bool:
+    """Whether a delivery option other than --rate and --smtp was given a new value."""
+    names = ["concurrency", "batch_size", "batch_pause", "per_domain", "timeout"]
+    names += ["max_attempts", "backoff"]
+    return params["require_tls"] or any(params[n] != getattr(DEFAULTS, n) for n in names)
+
+
+def _spec(
+    app: AppContext, cohort_args: dict[str, Any], params: dict[str, Any], **scope: Any
+) -> SendSpec:
+    return SendSpec(
+        cohort=cohort_filter(**cohort_args),
+        scope=SendScope(
+            resend_uncertain=params["resend_uncertain"], limit=params["limit"], **scope
+        ),
+        options=_send_options(app.settings, params),
+        smtp_url=params["smtp_url"],
+    )
 
 
 # --- notifier send / resend -------------------------------------------------------------
@@ -229,11 +262,13 @@ def send(
       notifier send 2020-03-breach --yes --rate 20    # everyone, 20 a second
       notifier send 2020-04-29-update --yes --locale ja   # part of a follow-up's cohort
 
-    Every outcome is written to the ledger. Ctrl-C stops cleanly; run the same
-    command again to resume. Nobody is sent the notice twice: if the process was
-    killed, the few messages that were in flight are reported as uncertain and
-    re-sent only with --resend-uncertain. A follow-up goes to its cohort (see
-    `notifier cohort ID`), threaded under each person's earlier notice.
+    Every outcome is written to the ledger. Ctrl-C stops cleanly; then
+    `notifier send ID --resume` continues exactly that run (the same people, the
+    same limit). Nobody is sent the notice twice: if the process was killed, the
+    few messages that were in flight are reported as uncertain and re-sent only
+    with --resend-uncertain. A follow-up goes to its cohort (see `notifier cohort
+    ID`), threaded under each person's earlier notice. A send needs a current
+    approval (notifier approve) and a campaign whose check passes.
 
     SMTP credentials come from NOTIFIER_SMTP_USER and NOTIFIER_SMTP_PASSWORD.
     """
@@ -244,8 +279,13 @@ def send(
         raise CohortError(
             "--as names whose message a test sends", field="--as", hint="add --test-to YOUR-ADDRESS"
         )
-    cohort = cohort_filter(exposures, locales, statuses, ids_file)
-    _run(app, campaign_id, cohort, params)
+    cohort = {
+        "exposures": exposures,
+        "locales": locales,
+        "statuses": statuses,
+        "ids_file": ids_file,
+    }
+    _run(app, campaign_id, _spec(app, cohort, params), params)
 
 
 def _send_tests(
@@ -256,26 +296,21 @@ def _send_tests(
     params: dict[str, Any],
 ) -> None:
     """`send ID --test-to ADDRESS [--as V ...]`: the exact messages, to ADDRESS only."""
-    settings = app.settings
-    to = checked_test_address(test_to)
-    campaign = apply_overrides(load_campaign(campaign_id), settings)
-    target = parse_smtp_url(params["smtp_url"] or settings.smtp_url)
-    with app.open_ledger() as led:
-        volunteers = volunteers_for_test(led, campaign, as_volunteers)
-        results = send_tests(
-            led,
-            campaign,
-            volunteers,
-            to,
-            target,
-            settings,
-            dkim=load_dkim_key(settings),
-            options=SessionOptions(
-                timeout=params["timeout"],
-                require_tls=params["require_tls"],
-                ca_file=settings.smtp_ca_file,
-            ),
+    with app.workspace() as ws:
+        results = ws.test_send(
+            campaign_id,
+            test_to,
+            as_volunteers=as_volunteers,
+            smtp_url=params["smtp_url"],
+            timeout=params["timeout"],
+            require_tls=params["require_tls"],
         )
+        target = ws.smtp_target(params["smtp_url"])
+    _print_tests(results, campaign_id, target)
+
+
+def _print_tests(results: list[TestSendResult], campaign_id: str, target: str) -> None:
+    to = results[0].to if results else ""
     for r in results:
         held = ", ".join(r.data_held) or "nothing on record"
         outcome = "sent" if r.accepted else "REFUSED"
@@ -286,7 +321,8 @@ def _send_tests(
         )
     refused = sum(not r.accepted for r in results)
     console.print(
-        f"{len(results) - refused} test message(s) sent to {to} via {target}; subjects start "
+        f"{len(results) - refused} test message(s) sent to {to} via {target};"
+        f" subjects start "
         f"with {TEST_PREFIX.strip()}. Nobody else was sent anything, and no volunteer's "
         f"message changed. When they read right: notifier send {campaign_id}",
         markup=False,
@@ -327,18 +363,21 @@ def resend(
       notifier resend 2020-03-breach --status failed_temporary --yes
     Hard bounces stay suppressed; send them a letter (notifier export unreachable).
     """
-    states = tuple(dict.fromkeys(s.strip() for s in statuses.split(",") if s.strip()))
-    cohort = cohort_filter(exposures, locales, "", ids_file)
-    _run(app, campaign_id, cohort, params, resend_states=states)
+    states = resend_states(statuses.split(","))
+    cohort = {"exposures": exposures, "locales": locales, "statuses": "", "ids_file": ids_file}
+    spec = _spec(app, cohort, params, resend_states=states)
+    _run(app, campaign_id, spec, params)
 
 
 def _rate_text(rate: float) -> str:
     return "no limit" if rate == 0 else f"{rate:g} messages/s"
 
 
-def _print_plan(campaign: Campaign, plan: SendPlan, request: SendRequest) -> None:
-    resend_states = request.scope.resend_states
-    console.print(f"Campaign {plan.campaign_id}: {campaign.title}")
+def _print_plan(ws: Workspace, campaign_id: str, spec: SendSpec) -> None:
+    campaign: Campaign = ws.campaign(campaign_id)
+    plan: SendPlan = ws.plan_send(campaign_id, spec)
+    resend_states = spec.scope.resend_states
+    console.print(f"Campaign {plan.campaign_id}: {campaign.title}", markup=False)
     if plan.states:
         console.print("Already in the ledger: " + _counts_text(plan.states))
     if plan.to_send == 0 and resend_states:
@@ -352,16 +391,30 @@ def _print_plan(campaign: Campaign, plan: SendPlan, request: SendRequest) -> Non
         table.add_row("", "total", str(plan.to_send), style="bold")
         console.print(
             f"Would send {plan.to_send} of {plan.audience} message(s) to {plan.target}, "
-            f"rate {_rate_text(plan.rate)}, {request.options.concurrency} connection(s):"
+            f"rate {_rate_text(plan.rate)}, {spec.options.concurrency} connection(s):"
         )
         console.print(table)
     if plan.suppressed:
         console.print(f"{plan.suppressed} suppressed address(es) would be skipped (hard bounces).")
-    if plan.uncertain and not request.scope.resend_uncertain:
+    if plan.uncertain and not spec.scope.resend_uncertain:
         console.print(
             f"{plan.uncertain} message(s) have an unknown outcome after a crash; "
             "they are not sent again unless you add --resend-uncertain."
         )
+    blockers = ws.send_blockers(campaign_id)
+    if blockers:
+        console.print(
+            "Nothing was sent. A send would be refused now: " + "; ".join(blockers) + ".",
+            markup=False,
+        )
+        if any("approved" in b for b in blockers):
+            console.print(
+                f"Have the person who signs it off read the proof sheet (notifier check"
+                f" {plan.campaign_id} --proof proof.html), then: notifier approve"
+                f' {plan.campaign_id} --by "NAME"',
+                markup=False,
+            )
+        return
     # The same command, options and all, is the one to run: narrowing options included.
     console.print(
         "Nothing was sent. To send, run the same command again with --yes "
@@ -389,6 +442,11 @@ def _print_summary(summary: SendSummary) -> None:
         )
     if summary.suppressed:
         console.print(f"Skipped {summary.suppressed} suppressed address(es).")
+    if summary.taken_elsewhere:
+        console.print(
+            f"{summary.taken_elsewhere} message(s) were claimed by another sender before this"
+            " run could send them: not sent by this run."
+        )
     console.print(f"Ledger: {_counts_text(summary.states)}")
     if summary.uncertain:
         shown = ", ".join(m.email for m in summary.uncertain[:5])
@@ -399,7 +457,7 @@ def _print_summary(summary: SendSummary) -> None:
             f"To send them again: notifier send {cid} --yes --resend-uncertain"
         )
     if summary.stopped:
-        console.print(f"Stopped. To resume: notifier send {cid} --yes")
+        console.print(f"Stopped. To resume exactly this run: {RESUME_HINT.format(campaign_id=cid)}")
 
 
 class ProgressDisplay:
@@ -411,12 +469,20 @@ class ProgressDisplay:
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
         self.deferrals = 0
+        self._checking: Any = None  # a spinner while the send checks the campaign
         self._recent: deque[float] = deque()
         self._drawn = 0.0
         self._progress: Progress | None = None
         self._task: Any = None
 
+    def checking(self) -> None:
+        """One more person checked before the send (shown as a spinner)."""
+        if self._checking is None:
+            self._checking = err_console.status("checking the campaign before sending ...")
+            self._checking.start()
+
     def started(self, total: int, server: ServerInfo) -> None:
+        self._stop_checking()
         self._progress = Progress(
             TextColumn("sending"),
             BarColumn(),
@@ -430,7 +496,7 @@ class ProgressDisplay:
         self._progress.start()
 
     def outcome(self, outcome: DeliveryOutcome) -> None:
-        if outcome.state == "deferred":
+        if outcome.state == MessageState.DEFERRED:
             self.deferrals += 1
         else:
             self.counts[outcome.state] = self.counts.get(outcome.state, 0) + 1
@@ -456,7 +522,13 @@ class ProgressDisplay:
         done = sum(self.counts.values())
         self._progress.update(self._task, completed=done, detail=detail)
 
+    def _stop_checking(self) -> None:
+        if self._checking is not None:
+            self._checking.stop()
+            self._checking = None
+
     def close(self) -> None:
+        self._stop_checking()
         if self._progress is not None:
             self._draw(time.monotonic())  # the final counts, whenever the last redraw was
             self._progress.stop()

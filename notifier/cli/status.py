@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import asdict
+from typing import Any
 
 import click
 from rich.table import Table
 
-from notifier.approval import ApprovalStatus, approval_status
-from notifier.campaign import Campaign, apply_overrides, load_campaign, require_known_campaign
+from notifier.approval import ApprovalStatus
 from notifier.cli.app import AppContext, cli, console, format_option, pass_app
-from notifier.errors import CampaignError
-from notifier.message import UNREACHED_STATES, MessageState, state_words
-from notifier.message import MessageState as S
+from notifier.message import state_words
 from notifier.outputs import visible
 from notifier.report_formats import shown_time
-from notifier.sendlock import running_sender
+from notifier.service import CampaignStatus, SendRun
 
 
 @cli.command()
@@ -25,100 +22,69 @@ from notifier.sendlock import running_sender
 @format_option("table", "json")
 @pass_app
 def status(app: AppContext, campaign_id: str, fmt: str) -> None:
-    """How far a campaign has got: messages by state, at any time.
+    """How far a campaign has got: who it is for, who was sent it, who is still owed it.
 
-    Works while a send is running in another process. JSON output is one object
-    with `campaign`, `counts` (state -> number), `total`, `running` (the live
-    sender: pid, host, since, command; null when none), `in_flight` and
-    `uncertain` (the addresses whose outcome is unknown after a crash).
+    Works while a send is running in another process. `audience` is who the campaign
+    is meant for now (its cohort, from the roster and, for a follow-up, the outcomes
+    of the notice it follows); `sent`, those of them whose notice a mail server
+    accepted (and no report since said it failed); `owed`, the rest, each with the
+    reason (not sent yet, deferred, bounced, ...). A partly sent campaign always shows
+    what it still owes.
+
+    JSON output is one object with `campaign`, `audience`, `sent`, `owed`,
+    `owed_reasons` (reason -> number), `counts` (the campaign's messages by state),
+    `total` (messages), `approval`, `running` (the live holder of the ledger: pid,
+    host, since, command; null when none), `in_flight`, `uncertain` (the addresses
+    whose outcome is unknown after a crash), `last_run` and `next_steps`.
     """
-    with app.open_ledger() as led:
-        require_known_campaign(campaign_id, led.campaign_ids())  # a typo exits 2
-        campaign = _shipped_campaign(campaign_id, app)
-        signed_off = approval_status(led, campaign) if campaign else None
-        # Read the lock before the messages: a send that ends in between is then seen
-        # as running with its messages settled, never as a crash.
-        running = running_sender(led.path)
-        recorded = led.recorded_sender() if running else None
-        counts = led.state_counts(campaign_id)
-        claimed = led.uncertain_messages(campaign_id)
-        registered = led.campaign_is_registered(campaign_id)
-    # While a sender holds the lock, what it has claimed is in flight, not uncertain:
-    # only a run that died leaves messages whose outcome nobody knows.
-    # (Only the running send's own campaign: another campaign's claims are a crash's.)
-    live = running is not None and running.is_sending and running.campaign_id == campaign_id
-    in_flight = [m for m in claimed if live and m.state == MessageState.SENDING]
-    uncertain = [m for m in claimed if m not in in_flight]
-    sender = {**(recorded or {}), **asdict(running)} if running else None
+    with app.workspace() as ws:
+        found = ws.status(campaign_id)
     if fmt == "json":
-        click.echo(
-            json.dumps(
-                {
-                    "campaign": campaign_id,
-                    "registered": registered,
-                    "total": sum(counts.values()),
-                    "counts": counts,
-                    "approval": _approval_json(signed_off),
-                    "running": sender,
-                    "in_flight": len(in_flight),
-                    "uncertain": [m.email for m in uncertain],
-                    "uncertain_messages": [
-                        {
-                            "volunteer_id": m.volunteer_id,
-                            "email": m.email,
-                            "message_id": m.message_id,
-                            "state": m.state,
-                            "attempts": m.attempts,
-                        }
-                        for m in uncertain
-                    ],
-                },
-                ensure_ascii=False,
-                indent=2,
-            )
-        )
+        click.echo(json.dumps(status_json(found), ensure_ascii=False, indent=2))
         return
-    console.print(_approval_line(signed_off, campaign_id))
-    if not registered:
-        console.print(f"Campaign {campaign_id} has not been sent yet (no messages in the ledger).")
-        return
-    table = Table("state", "messages", "what it means", box=None, pad_edge=False)
-    for state, n in counts.items():
-        table.add_row(state, str(n), state_words(state))
-    table.add_row("total", str(sum(counts.values())), "", style="bold")
-    console.print(f"Campaign {campaign_id}")
-    console.print(table)
-    if running and running.is_sending:
-        console.print(
-            f"Sending now: {visible(running.describe())};"
-            f" {len(in_flight)} message(s) of {campaign_id} in flight"
-            " (not uncertain: that send is alive).",
-            markup=False,
-        )
-    elif running:
-        console.print(
-            f"Running now: {visible(running.describe())} (no send can start until it ends).",
-            markup=False,
-        )
-    for line in unreached_lines(campaign_id, counts):
-        console.print(line, markup=False)
-    if uncertain:
-        console.print(
-            f"{len(uncertain)} message(s) with an unknown outcome: settle them from the mail"
-            f" server's log (notifier reconcile {campaign_id} --mta-log FILE) or re-send"
-            f" them (notifier send {campaign_id} --yes --resend-uncertain):"
-        )
-        for m in uncertain:
-            console.print(visible(f"  {m.email}  ({m.volunteer_id}, {m.state})"), markup=False)
+    _print(found, app.settings.time_zone)
 
 
-def _shipped_campaign(campaign_id: str, app: AppContext) -> Campaign | None:
-    """The campaign as it would be sent now, or None when only the ledger knows it (a
-    campaign sent from a file elsewhere): then there is no content to compare."""
-    try:
-        return apply_overrides(load_campaign(campaign_id), app.settings)
-    except CampaignError:
+def status_json(s: CampaignStatus) -> dict[str, Any]:
+    return {
+        "campaign": s.campaign_id,
+        "registered": s.registered,
+        "audience": s.owed.audience,
+        "sent": s.owed.sent,
+        "owed": s.owed.count,
+        "owed_reasons": s.owed.reasons,
+        "total": s.total,
+        "counts": dict(s.counts),
+        "approval": _approval_json(s.approval),
+        "running": asdict(s.running) if s.running else None,
+        "in_flight": len(s.in_flight),
+        "uncertain": [m.email for m in s.uncertain],
+        "uncertain_messages": [
+            {
+                "volunteer_id": m.volunteer_id,
+                "email": m.email,
+                "message_id": m.message_id,
+                "state": m.state,
+                "attempts": m.attempts,
+            }
+            for m in s.uncertain
+        ],
+        "last_run": _run_json(s.last_run),
+        "next_steps": list(s.next_steps),
+    }
+
+
+def _run_json(run: SendRun | None) -> dict[str, Any] | None:
+    if run is None:
         return None
+    return {
+        "run": run.seq,
+        "started_at": run.started_at,
+        "command": run.command,
+        "selection": run.data.get("selection"),
+        "ended": dict(run.ended) if run.ended is not None else None,
+        "finished": run.finished,
+    }
 
 
 def _approval_json(status: ApprovalStatus | None) -> dict[str, object] | None:
@@ -127,45 +93,80 @@ def _approval_json(status: ApprovalStatus | None) -> dict[str, object] | None:
     return {"by": status.approval.by, "at": status.approval.at, "current": status.is_current}
 
 
-def _approval_line(status: ApprovalStatus | None, campaign_id: str) -> str:
+def _print(s: CampaignStatus, zone: str) -> None:
+    cid = s.campaign_id
+    console.print(_approval_line(s.approval, cid, zone), markup=False)
+    console.print(f"Campaign {cid}", markup=False)
+    owed = s.owed
+    complete = "" if owed.count else " (everyone in it has been sent the notice)"
+    console.print(
+        f"Audience now: {owed.audience}; sent: {owed.sent}; still owed: {owed.count}{complete}",
+        markup=False,
+    )
+    for reason, n in owed.reasons.items():
+        console.print(f"  {n:>6}  {reason}", markup=False)
+    if s.follows_unsent:
+        console.print(
+            f"{s.follows_unsent}, which it follows, has not been sent yet: its audience is"
+            " everyone it could go to, until that notice has gone out.",
+            markup=False,
+        )
+    if s.registered:
+        table = Table("state", "messages", "what it means", box=None, pad_edge=False)
+        for state, n in s.counts.items():
+            table.add_row(state, str(n), state_words(state))
+        table.add_row("total", str(s.total), "", style="bold")
+        console.print(table)
+    else:
+        console.print(f"Campaign {cid} has not been sent yet (no messages in the ledger).")
+    running = s.running
+    if running is not None and running.is_sending:
+        mine = f"; {len(s.in_flight)} message(s) of {cid} in flight" if s.sending_now else ""
+        console.print(
+            f"Sending now: {visible(running.describe())}{mine}"
+            " (not uncertain: that send is alive).",
+            markup=False,
+        )
+    elif running is not None:
+        console.print(
+            f"Running now: {visible(running.describe())} (no send can start until it ends).",
+            markup=False,
+        )
+    _print_last_run(s)
+    if s.uncertain:
+        console.print(f"{len(s.uncertain)} message(s) with an unknown outcome:", markup=False)
+        for m in s.uncertain:
+            console.print(visible(f"  {m.email}  ({m.volunteer_id}, {m.state})"), markup=False)
+    if s.next_steps:
+        console.print("Next:", markup=False)
+        for step in s.next_steps:
+            console.print(f"  {step}", markup=False)
+
+
+def _print_last_run(s: CampaignStatus) -> None:
+    run = s.last_run
+    if run is None or s.sending_now:
+        return
+    if run.ended is None:
+        how = "never ended (the process was killed, or the machine stopped)"
+    elif run.ended.get("error"):
+        how = f"ended with an error: {run.ended['error']}"
+    elif run.ended.get("stopped"):
+        how = "was stopped before it was done"
+    else:
+        how = "finished"
+    console.print(
+        f"Last send run: {run.command}, started {shown_time(run.started_at)}; it {how}.",
+        markup=False,
+    )
+
+
+def _approval_line(status: ApprovalStatus | None, campaign_id: str, zone: str) -> str:
     if status is None:
         return "Approval: the campaign file is not among the shipped campaigns."
     if status.approval is None:
         return f"Not approved yet (notifier approve {campaign_id} --by NAME)."
-    who = f"{visible(status.approval.by)} at {shown_time(status.approval.at)}"
+    who = f"{visible(status.approval.by)} at {shown_time(status.approval.at, zone)}"
     if status.is_current:
         return f"Approved by {who}; the content has not changed since."
     return f"Approved by {who}, but the content has changed since: approve it again before sending."
-
-
-def unreached_lines(campaign_id: str, counts: Mapping[str, int]) -> list[str]:
-    """What `status` says about the people this campaign has not reached yet, and the
-    command that reaches each group. Blocked is apart: the fix is the sender's."""
-    n = {state: counts.get(state, 0) for state in UNREACHED_STATES}
-    total = sum(n.values())
-    if total == 0:
-        return []
-    lines = [f"{total} people not reached yet by {campaign_id}:"]
-    steps = (
-        ((S.PENDING, S.DEFERRED), f"notifier send {campaign_id} --yes"),
-        (
-            (S.BOUNCED_SOFT, S.FAILED_TEMPORARY),
-            f"notifier resend {campaign_id} --status bounced_soft,failed_temporary --yes",
-        ),
-        (
-            (S.BOUNCED_HARD, S.SUPPRESSED, S.FAILED_PERMANENT),
-            "notifier export unreachable --out letters.csv (write to them)",
-        ),
-    )
-    for states, command in steps:
-        group = sum(n[s] for s in states)
-        if group:
-            what = ", ".join(f"{n[s]} {s}" for s in states if n[s])
-            lines.append(f"  {group} ({what}): {command}")
-    if n[S.BLOCKED]:
-        lines.append(
-            f"  {n[S.BLOCKED]} blocked: our mail was refused; the addresses are fine. This needs "
-            "action by the sender (reputation, SPF, DKIM), then: "
-            f"notifier resend {campaign_id} --status blocked --yes"
-        )
-    return lines

@@ -12,23 +12,21 @@ Every SQL statement of notifier is in this package, one module per kind of recor
     messages       messages, their states, claims and delivery outcomes
     bounces        delivery reports kept, and the messages they are matched to
     suppressions   the suppression list
+    lease          one sender at a time: the lease row, its holder and heartbeat
+    projections    the tables rebuilt from the events, for verify()
+    upgrade        carrying a ledger written before keyed hashes forward
     store          `Ledger`: the open file, transactions, snapshots, and the API
 
 Everything outside this package goes through `Ledger` and the records it returns.
 
-Event kinds. For events about one message, the kind is also the state it moves the
-message to (EventDraft.state), so "what happened" and "where it stands" never disagree.
-  roster:    roster_imported, volunteer_added, volunteer_updated, row_rejected
-  campaign:  campaign_registered
-  message:   queued (-> pending), sending, sent, deferred, failed_temporary,
-             failed_permanent, uncertain, suppressed (skipped: address suppressed),
-             pending and sent after reconcile (data: reconciled, the evidence),
-             resend_requested
-  bounces:   bounced_hard, bounced_soft (a DSN saying "delayed"), delivered, bounce_forged,
-             bounce_unmatched, address_suppressed
+Event kinds are `notifier.event.EventKind`; which ones anyone may append, and which the
+ledger writes with their table rows, is said there. A message's state moves only through
+the one transition function, `messages.move` (`Ledger.move_messages`), which refuses
+what `notifier.message.TRANSITIONS` does not allow.
 """
 
-from notifier.ledger.bounces import MatchedMessage, RecordedReport
+from notifier.config import DEFAULT_LEDGER
+from notifier.ledger.bounces import MatchedMessage, RecordedReport, ReportEvent
 from notifier.ledger.campaigns import CampaignRecord
 from notifier.ledger.chain import (
     GENESIS_HASH,
@@ -39,9 +37,10 @@ from notifier.ledger.chain import (
     event_hash,
     utc_now,
 )
-from notifier.ledger.messages import Settled
+from notifier.ledger.lease import Holder
+from notifier.ledger.messages import Move, Settled
 from notifier.ledger.schema import MIGRATIONS, SCHEMA_VERSION
-from notifier.ledger.store import DEFAULT_LEDGER, Ledger, LedgerDigest
+from notifier.ledger.store import Ledger, LedgerDigest
 from notifier.ledger.suppressions import Suppression, address_key
 from notifier.ledger.volunteers import (
     ImportRecord,
@@ -59,12 +58,15 @@ __all__ = [
     "CampaignRecord",
     "Event",
     "EventDraft",
+    "Holder",
     "ImportRecord",
     "ImportSummary",
     "Ledger",
     "LedgerDigest",
     "MatchedMessage",
+    "Move",
     "RecordedReport",
+    "ReportEvent",
     "Settled",
     "Suppression",
     "VerifyResult",

@@ -2,20 +2,29 @@
 
 Every report read is kept once (`bounce_reports`, keyed by the sha256 of its bytes): the
 matched ones with the message they are about, the others with the raw report, so a person
-can read them or match them by hand later. What a report says about its message is an
-event (`notifier.bounces` appends it); a hard bounce also suppresses the address
-(`notifier.ledger.suppressions`).
+can read them or match them by hand later. `record` writes the row together with the
+events the report makes, each naming the report's sha256: what it says about its
+message (moving it through the one transition function, as far as REPORT_RANK allows;
+a hard bounce also suppresses the address, `notifier.ledger.suppressions`), or why it
+was kept unmatched. So the chain vouches for every row: a row deleted (the report would
+be read again) or made up (a genuine report would be skipped as "already recorded") is
+found by `ledger verify`.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from notifier.ledger.chain import utc_now
+from notifier.errors import LedgerError
+from notifier.event import REPORT_KINDS, UNMATCHED_REPORT_KINDS, EventKind
+from notifier.ledger import suppressions
+from notifier.ledger.chain import EventDraft, append
+from notifier.ledger.messages import Move, current_state, move
+from notifier.message import MessageState, state_after_report
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,18 @@ class RecordedReport:
     matched: bool
     message_id: str | None  # the message it was matched to
     detail: Mapping[str, Any]  # the outcome, the per-recipient records, the raw report
+    suppressed: tuple[str, ...] = ()  # addresses this report put on the suppression list
+
+
+@dataclass(frozen=True)
+class ReportEvent:
+    """One thing a report says: for a matched report, a REPORT_KINDS event about its
+    message (`suppress`: for a hard bounce, the address it bounced from); else one
+    UNMATCHED_REPORT_KINDS event (it may still name the message an auto-reply was to)."""
+
+    kind: EventKind
+    data: Mapping[str, Any] = field(default_factory=dict)
+    suppress: str | None = None
 
 
 _SELECT_MESSAGE = (
@@ -111,13 +132,70 @@ def record(
     sha256: str,
     source: str,
     *,
-    matched: bool,
-    message_id: str | None,
+    message: MatchedMessage | None,
+    events: Sequence[ReportEvent],
     detail: Mapping[str, Any],
 ) -> RecordedReport:
-    """Keep one report, received now. `message_id` may name the message of a report that
-    is not matched all the same (an auto-reply to it: nothing to record about it)."""
-    report = RecordedReport(sha256, source, utc_now(), matched, message_id, detail)
+    """Keep one report, received now, with its events. Within a transaction.
+
+    `message` is the message the report is tied to: with REPORT_KINDS events it is
+    matched; with an UNMATCHED_REPORT_KINDS event it is only named (an auto-reply to it).
+    """
+    matched = any(e.kind in REPORT_KINDS for e in events)
+    if not events or (matched and message is None):
+        raise LedgerError("a report is kept with what it says, about a message if matched")
+    if matched != all(e.kind in REPORT_KINDS for e in events) or not (
+        matched or (len(events) == 1 and events[0].kind in UNMATCHED_REPORT_KINDS)
+    ):
+        raise LedgerError("a report is either matched (its events) or kept unmatched (one)")
+    common = {"report_sha256": sha256, "source": source}
+    suppressed: list[str] = []
+    if matched:
+        assert message is not None
+        state = current_state(conn, message.message_id)
+        for event in events:
+            moved = None
+            if event.kind != EventKind.BOUNCE_UNCLEAR:
+                moved = state_after_report(state, MessageState(event.kind))
+            state = moved or state
+            data = {**event.data, **common}
+            (written,) = move(conn, [Move(message.message_id, event.kind, data, moved)]).events()
+            if event.suppress and not suppressions.address_is_suppressed(conn, event.suppress):
+                reason = f"bounced_hard {event.data.get('status') or ''}".strip()
+                suppressions.add(
+                    conn,
+                    event.suppress,
+                    reason,
+                    event_seq=written.seq,
+                    campaign_id=message.campaign_id,
+                    volunteer_id=message.volunteer_id,
+                    message_id=message.message_id,
+                )
+                suppressed.append(event.suppress)
+        at = written.at
+    else:
+        (event,) = events
+        at = append(
+            conn,
+            [
+                EventDraft(
+                    event.kind,
+                    campaign_id=message.campaign_id if message else None,
+                    volunteer_id=message.volunteer_id if message else None,
+                    message_id=message.message_id if message else None,
+                    data={**event.data, **common},
+                )
+            ],
+        ).at
+    report = RecordedReport(
+        sha256,
+        source,
+        at,
+        matched,
+        message.message_id if message else None,
+        detail,
+        tuple(suppressed),
+    )
     conn.execute(
         "INSERT INTO bounce_reports(sha256, source, received_at, matched, message_id, detail)"
         " VALUES (?, ?, ?, ?, ?, ?)",
@@ -131,6 +209,19 @@ def record(
         ),
     )
     return report
+
+
+def unbacked_reports(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    """Kept reports that no event names (kept by a notifier that wrote none for them)."""
+    kinds = sorted({*REPORT_KINDS, *UNMATCHED_REPORT_KINDS})
+    return list(
+        conn.execute(
+            "SELECT * FROM bounce_reports b WHERE NOT EXISTS (SELECT 1 FROM events e"  # noqa: S608
+            f" WHERE e.kind IN ({', '.join('?' for _ in kinds)})"
+            " AND json_extract(e.data, '$.report_sha256') = b.sha256) ORDER BY sha256",
+            kinds,
+        )
+    )
 
 
 def reports(conn: sqlite3.Connection, *, matched: bool | None = None) -> list[RecordedReport]:

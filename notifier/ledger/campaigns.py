@@ -1,12 +1,19 @@
-"""Campaigns as the ledger knows them: registered the first time one is sent."""
+"""Campaigns as the ledger knows them: registered the first time one is sent.
+
+The `campaign_registered` event carries everything the row holds (title, the campaign it
+follows, the sha256 of its definition and of its templates; the event's time is the
+registration's), so `ledger verify` finds a row edited after it was written.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from notifier.event import EventKind
 from notifier.ledger.chain import EventDraft, append, canonical_json, utc_now
 
 log = logging.getLogger(__name__)
@@ -45,23 +52,34 @@ def register(
             )
         return False
     now = utc_now()
+    definition_json = canonical_json(definition)
     conn.execute(
         "INSERT INTO campaigns(campaign_id, title, follows, definition, templates_sha256,"
         " registered_at) VALUES (?, ?, ?, ?, ?, ?)",
-        (campaign_id, title, follows, canonical_json(definition), templates_sha256, now),
+        (campaign_id, title, follows, definition_json, templates_sha256, now),
     )
     append(
         conn,
         [
             EventDraft(
-                "campaign_registered",
+                EventKind.CAMPAIGN_REGISTERED,
                 campaign_id=campaign_id,
-                data={"title": title, "templates_sha256": templates_sha256},
+                data={
+                    "title": title,
+                    "follows": follows,
+                    "templates_sha256": templates_sha256,
+                    "definition_sha256": definition_sha256(definition_json),
+                },
             )
         ],
         now,
     )
     return True
+
+
+def definition_sha256(definition_json: str) -> str:
+    """What a registration's event says of the stored definition (its canonical JSON)."""
+    return hashlib.sha256(definition_json.encode("utf-8")).hexdigest()
 
 
 def ids(conn: sqlite3.Connection) -> list[str]:

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from notifier.errors import LedgerError, LedgerUnkeyed
+from notifier.event import UNKEYED_ERA_KINDS, EventKind
 from notifier.ledger.schema import read_meta, write_meta
 
 GENESIS_HASH = "0" * 64
@@ -127,14 +128,14 @@ def _json_text(value: Any) -> str:
 
 @dataclass(frozen=True)
 class EventDraft:
-    """An event about to be appended. `state`, with `message_id`, moves that message."""
+    """An event about to be appended (an event that moves a message is written by the
+    transition function, `notifier.ledger.messages.move`, from a Move)."""
 
-    kind: str
+    kind: EventKind
     campaign_id: str | None = None
     volunteer_id: str | None = None
     message_id: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
-    state: str | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,9 @@ class VerifyResult:
     head: str  # hash of the last good event: worth writing down outside the ledger
     first_bad_seq: int | None = None
     reason: str = ""
+    # Not tampering, but worth a reader's attention: events dated earlier than the event
+    # before them (the clock was set back), in one line.
+    warning: str = ""
 
 
 @dataclass(frozen=True)
@@ -283,8 +287,8 @@ def append(
 ) -> Appended:
     """Link the drafts into the chain, in order, and insert them. Within a transaction.
 
-    Events appended together carry one time: `at`, or now. Moving messages to a draft's
-    `state` is the messages table's business (`notifier.ledger.messages.append_events`).
+    Events appended together carry one time: `at`, or now. Only this package appends:
+    each kind with the table row it vouches for (see notifier.event).
     """
     encode = canonical_json
     when, first_seq, prev_hash, hashes = _link(
@@ -363,7 +367,7 @@ def _link(
     return when, first_seq, prev_hash, hashes
 
 
-EventVisitor = Callable[[int, str, str | None, str | None, str | None, str], None]
+EventVisitor = Callable[[int, str, str, str | None, str | None, str | None, str], None]
 
 
 def verify(
@@ -371,15 +375,21 @@ def verify(
 ) -> VerifyResult:
     """Walk the chain and report the first event whose link or content does not hold.
 
-    `visit(seq, kind, campaign_id, volunteer_id, message_id, data_json)` sees each event
-    that holds, in order (the projections are rebuilt from them in the same pass).
+    `visit(seq, at, kind, campaign_id, volunteer_id, message_id, data_json)` sees each
+    event that holds, in order (the projections are rebuilt from them in the same pass).
     `legacy`: check an unkeyed chain's plain hashes (for `rekey`); otherwise an unkeyed
-    chain is checked the same way but reported as needing the upgrade.
+    chain is checked the same way but reported as needing the upgrade, or as tampered
+    when the ledger shows it was written keyed (`keyed_sign`): a keyed history rewritten
+    with plain hashes by someone without the key.
     """
     keyed = _keyed(conn)
     mac = _mac_for(conn) if keyed else None
     prev_hash = GENESIS_HASH
+    prev_at = ""
     expected_seq = 0
+    backwards = 0
+    first_backwards = ""
+    sign = None if keyed or read_meta(conn, "key_fingerprint") is None else _FINGERPRINT_SIGN
     for seq, at, kind, campaign_id, volunteer_id, message_id, data, link, stored in _rows(conn):
         expected_seq += 1
         if seq != expected_seq:
@@ -417,8 +427,16 @@ def verify(
                     seq,
                     f"event {seq} ({kind}) was edited after it was written",
                 )
+        if not keyed and sign is None:
+            sign = keyed_sign(seq, kind, data)
+        if at < prev_at and _earlier(at, prev_at):
+            backwards += 1
+            first_backwards = first_backwards or (
+                f"event {seq} is dated {at}, earlier than event {seq - 1} ({prev_at})"
+            )
+        prev_at = at
         if visit is not None:
-            visit(seq, kind, campaign_id, volunteer_id, message_id, data)
+            visit(seq, at, kind, campaign_id, volunteer_id, message_id, data)
         prev_hash = stored
     recorded = _head_text(conn)
     if recorded != f"{expected_seq}:{prev_hash}":
@@ -430,9 +448,62 @@ def verify(
             f"the chain ends at event {expected_seq} but the ledger recorded its head as "
             f"event {recorded.split(':', 1)[0]}: events at the end were deleted",
         )
+    warning = ""
+    if backwards:
+        more = f" ({backwards} such events in all)" if backwards > 1 else ""
+        warning = (
+            f"{first_backwards}{more}: the clock of the machine that wrote it was set back;"
+            " times in reports may be out of order"
+        )
+    if not keyed and sign is not None:
+        return VerifyResult(
+            False,
+            expected_seq,
+            prev_hash,
+            sign[0] or None,
+            f"the chain is unkeyed but {sign[1]}: a keyed ledger was rewritten without its"
+            " key; restore it from a backup",
+            warning,
+        )
     if not keyed and not legacy:
-        return VerifyResult(False, expected_seq, prev_hash, None, UPGRADE_HINT)
-    return VerifyResult(True, expected_seq, prev_hash)
+        return VerifyResult(False, expected_seq, prev_hash, None, UPGRADE_HINT, warning)
+    return VerifyResult(True, expected_seq, prev_hash, warning=warning)
+
+
+_FINGERPRINT_SIGN = (0, "the ledger records a key (meta key_fingerprint)")
+
+
+def keyed_sign(seq: int, kind: str, data_json: str) -> tuple[int, str] | None:
+    """Why event `seq` can only have been written by a notifier with keyed hashes, or None.
+
+    Such a notifier writes kinds an unkeyed one never did, and fields it never wrote (a
+    volunteer's row sha256, a message's VERP token in `queued`, the sha256 of the bytes
+    in `sending`). A ledger holding either can never honestly be unkeyed.
+    """
+    if kind not in UNKEYED_ERA_KINDS:
+        return seq, f"event {seq} ({kind}) is of a kind only keyed ledgers hold"
+    if kind in _KEYED_FIELDS and f'"{_KEYED_FIELDS[kind]}"' in data_json:
+        return seq, f"event {seq} ({kind}) has a field only keyed ledgers write"
+    return None
+
+
+_KEYED_FIELDS: dict[str, str] = {
+    EventKind.VOLUNTEER_ADDED: "row_sha256",
+    EventKind.VOLUNTEER_UPDATED: "row_sha256",
+    EventKind.QUEUED: "verp_token",
+    EventKind.SENDING: "sha256",
+}
+
+
+def _earlier(at: str, before: str) -> bool:
+    """Whether time `at` is earlier than `before` (ISO 8601; compared as times when
+    their texts are not of one form)."""
+    if len(at) == len(before) and at[19:] == before[19:]:
+        return True  # one form, one zone: the text order is the time order
+    try:
+        return datetime.fromisoformat(at) < datetime.fromisoformat(before)
+    except (TypeError, ValueError):
+        return False
 
 
 def _rows(conn: sqlite3.Connection) -> Iterator[tuple[Any, ...]]:

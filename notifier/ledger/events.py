@@ -22,8 +22,9 @@ def events(
     campaign_id: str | None = None,
     message_id: str | None = None,
     kinds: Sequence[str] | None = None,
+    newest_first: bool = False,
 ) -> Iterator[Event]:
-    """Events in chain order, filtered by any of the given attributes."""
+    """Events in chain order (or newest first), filtered by any of the given attributes."""
     clauses, params = [], []
     for column, value in (
         ("volunteer_id", volunteer_id),
@@ -37,8 +38,26 @@ def events(
         clauses.append(f"kind IN ({', '.join('?' for _ in kinds)})")
         params.extend(kinds)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    order = "DESC" if newest_first else ""
     # Only fixed column names are joined into the SQL; values go in as parameters.
-    return _read(conn, f"SELECT {EVENT_COLUMNS} FROM events {where} ORDER BY seq", params)  # noqa: S608
+    sql = f"SELECT {EVENT_COLUMNS} FROM events {where} ORDER BY seq {order}"  # noqa: S608
+    return _read(conn, sql, params)
+
+
+def latest_seq(
+    conn: sqlite3.Connection, *, kind: str | None = None, campaign_id: str | None = None
+) -> int:
+    """The seq of the latest event of `kind` (an event naming no campaign) or naming
+    `campaign_id`; 0 when there is none. Both are read through the (campaign, kind) index."""
+    if campaign_id is not None:
+        row = conn.execute(
+            "SELECT max(seq) AS seq FROM events WHERE campaign_id = ?", (campaign_id,)
+        ).fetchone()
+    else:
+        row = conn.execute(
+            "SELECT max(seq) AS seq FROM events WHERE campaign_id IS NULL AND kind = ?", (kind,)
+        ).fetchone()
+    return int(row["seq"] or 0)
 
 
 def volunteer_events(conn: sqlite3.Connection, volunteer_id: str) -> list[Event]:

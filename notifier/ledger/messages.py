@@ -1,14 +1,19 @@
 """Messages: one campaign to one volunteer, where each stands, and the events that move them.
 
-A message's state is a cached column (`notifier.message.MessageState`), updated in the
-same transaction as the event that moves it: for events about one message, the event's
-kind is the state it moves the message to (`EventDraft.state`), so "what happened" and
-"where it stands" never disagree.
+A message's state is a cached column (`notifier.message.MessageState`), written only by
+`move`, the one transition function: it reads each message's state inside the caller's
+write transaction, refuses any move `notifier.message.TRANSITIONS` does not allow
+(IllegalTransition, nothing written), and appends the event that records the move with
+the table update, so "what happened" and "where it stands" never disagree
+(`notifier.event.state_after_event` reads the state back from the event).
 
-Write-ahead intent: a message is committed as `sending` (claim_for_sending) before its
-bytes go to the server, and as sent/deferred/failed (record_outcomes) after. A message
-found in `sending` by a later run was in flight when a run died: nobody knows whether the
-server took it, so mark_uncertain() says so instead of guessing.
+Write-ahead intent: a message is committed as `sending` (`claim`) before its bytes go to
+the server, and as sent/deferred/failed (`record_outcomes`) after. A claim is conditional:
+a message is claimed only if it is, at that moment, in a state the run may send from, so
+two senders that both got past every lock still cannot both send one message (the second
+claim finds it `sending` or `sent` and leaves it). A message found in `sending` by a later
+run, with no live run to finish it, was in flight when a run died: nobody knows whether
+the server took it, so `mark_uncertain` says so instead of guessing.
 
 Every function that writes does so within the caller's transaction.
 """
@@ -16,44 +21,136 @@ Every function that writes does so within the caller's transaction.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from notifier.errors import LedgerError
+from notifier.errors import IllegalTransition, LedgerError
+from notifier.event import SELF_NAMING_KINDS, EventKind
 from notifier.ledger.chain import Appended, EventDraft, append, utc_now
-from notifier.ledger.projections import OUTCOME_KINDS
-from notifier.message import DeliveryOutcome, MessageRow, MessageState, NewMessage, can_move
+from notifier.message import (
+    CLAIMABLE_STATES,
+    DeliveryOutcome,
+    MessageRow,
+    MessageState,
+    NewMessage,
+    can_move,
+)
 
 # SQLite limits the number of parameters in one statement.
 _CHUNK = 500
 
 
-def append_events(
-    conn: sqlite3.Connection, drafts: Sequence[EventDraft], at: str | None = None
-) -> Appended:
-    """Append events, and move each message named by a draft with a `state` to it.
+@dataclass(frozen=True)
+class Move:
+    """One event about one message, and the state it moves the message to.
 
-    An event whose kind does not name the state it moves to (a report's, say) records it
-    as `moved_to`, so the messages table can be rebuilt from the chain.
+    For an event whose kind is a state (`sent`, `uncertain`, ...) the state is the kind;
+    for a report's event it is `to`, or None when the report leaves the state as it is.
     """
-    drafts = [
-        replace(d, data={**d.data, "moved_to": d.state})
-        if d.state is not None and d.message_id is not None and d.kind not in OUTCOME_KINDS
-        else d
-        for d in drafts
-    ]
+
+    message_id: str
+    kind: EventKind
+    data: Mapping[str, Any] = field(default_factory=dict)
+    to: MessageState | None = None
+
+    @property
+    def state(self) -> MessageState | None:
+        if self.kind in SELF_NAMING_KINDS:
+            return MessageState(self.kind)
+        return self.to
+
+
+def move(
+    conn: sqlite3.Connection,
+    moves: Sequence[Move],
+    at: str | None = None,
+    *,
+    claiming: bool = False,
+    write_states: bool = True,
+) -> Appended:
+    """Append each move's event and move its message, if every move is allowed.
+
+    Moves are checked in order (one message may move twice in a batch) against the
+    states as this transaction reads them; the first one not allowed raises
+    IllegalTransition and nothing is written. An event whose state is the message's own
+    records a fact without moving it (a second report of the same kind, an unsendable
+    message failed again), except `sending`: only `claim` moves a message there
+    (`claiming`), and never one already claimed.
+    """
+    current = _current(conn, {m.message_id for m in moves})
+    drafts: list[EventDraft] = []
+    for m in moves:
+        if m.kind == EventKind.SENDING and not claiming:
+            raise IllegalTransition(f"{m.message_id}: only a claim moves a message to sending")
+        if m.kind not in SELF_NAMING_KINDS and m.kind not in _REPORT_EVENT_KINDS:
+            raise IllegalTransition(f"{m.message_id}: a {m.kind} event does not move a message")
+        found = current.get(m.message_id)
+        if found is None:
+            raise LedgerError(f"no such message in the ledger: {m.message_id}")
+        campaign_id, volunteer_id, state = found
+        to = m.state
+        if to is not None and not (to == state and to != MessageState.SENDING):
+            if not can_move(state, to):
+                raise IllegalTransition(
+                    f"{m.message_id}: a message that is {state} cannot become {to}",
+                    hint="nothing was written; the ledger keeps every message's history "
+                    "in the order the states allow",
+                )
+            current[m.message_id] = (campaign_id, volunteer_id, to)
+        data = dict(m.data)
+        if m.kind not in SELF_NAMING_KINDS and to is not None:
+            data["moved_to"] = str(to)  # a report's event says where it moved its message
+        drafts.append(EventDraft(m.kind, campaign_id, volunteer_id, m.message_id, data))
     appended = append(conn, drafts, at)
-    moves = [
-        (d.state, appended.at, d.message_id)
-        for d in drafts
-        if d.state is not None and d.message_id is not None
-    ]
-    if moves:
+    updates = [(str(m.state), appended.at, m.message_id) for m in moves if m.state is not None]
+    if updates and write_states:
         conn.executemany(
-            "UPDATE messages SET state = ?, updated_at = ? WHERE message_id = ?", moves
+            "UPDATE messages SET state = ?, updated_at = ? WHERE message_id = ?", updates
         )
     return appended
+
+
+# Kinds that may name a message without being a state: what reports say about it.
+_REPORT_EVENT_KINDS: frozenset[EventKind] = frozenset(
+    {
+        EventKind.BOUNCED_HARD,
+        EventKind.BOUNCED_SOFT,
+        EventKind.BLOCKED,
+        EventKind.DELIVERED,
+        EventKind.BOUNCE_UNCLEAR,
+    }
+)
+
+
+def _current(
+    conn: sqlite3.Connection, message_ids: Collection[str]
+) -> dict[str, tuple[str, str, MessageState]]:
+    """message_id -> (campaign, volunteer, state), as this transaction reads them."""
+    found: dict[str, tuple[str, str, MessageState]] = {}
+    ids = list(message_ids)
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        rows = conn.execute(
+            "SELECT message_id, campaign_id, volunteer_id, state FROM messages"  # noqa: S608
+            f" WHERE message_id IN ({', '.join('?' for _ in chunk)})",
+            chunk,
+        )
+        for row in rows:
+            found[row["message_id"]] = (
+                row["campaign_id"],
+                row["volunteer_id"],
+                MessageState(row["state"]),
+            )
+    return found
+
+
+def current_state(conn: sqlite3.Connection, message_id: str) -> MessageState:
+    """The state of one message as this transaction reads it."""
+    found = _current(conn, [message_id]).get(message_id)
+    if found is None:
+        raise LedgerError(f"no such message in the ledger: {message_id}")
+    return found[2]
 
 
 def ensure(conn: sqlite3.Connection, campaign_id: str, messages: Iterable[NewMessage]) -> int:
@@ -73,13 +170,17 @@ def ensure(conn: sqlite3.Connection, campaign_id: str, messages: Iterable[NewMes
         " attempts, updated_at) VALUES (?, ?, ?, ?, 'pending', 0, ?)",
         [(m.message_id, campaign_id, m.volunteer_id, m.verp_token, now) for m in new],
     )
-    # Inserted as pending above: the events need not move them. Each carries its VERP
-    # token, so the chain vouches for the whole row.
+    # Inserted as pending above: a new message's first state. Each event carries its
+    # VERP token, so the chain vouches for the whole row.
     append(
         conn,
         [
             EventDraft(
-                "queued", campaign_id, m.volunteer_id, m.message_id, {"verp_token": m.verp_token}
+                EventKind.QUEUED,
+                campaign_id,
+                m.volunteer_id,
+                m.message_id,
+                {"verp_token": m.verp_token},
             )
             for m in new
         ],
@@ -88,43 +189,39 @@ def ensure(conn: sqlite3.Connection, campaign_id: str, messages: Iterable[NewMes
     return len(new)
 
 
-def claim_for_sending(
+def claim(
     conn: sqlite3.Connection,
     message_ids: Sequence[str],
+    claimable: Collection[MessageState],
     wire: Mapping[str, tuple[str, str]] | None = None,
 ) -> dict[str, int]:
-    """Mark messages `sending`; returns each one's attempt number. See the module docstring.
+    """Claim for sending each message that is, now, in one of the `claimable` states;
+    returns the attempt number of each one claimed. See the module docstring.
 
-    `wire`: message_id -> (recipient, sha256 of the bytes): the `sending` event records
-    where the message goes and exactly what goes, before it goes.
+    A message in any other state (already claimed, sent, or moved on by another process
+    since the caller chose it) is left as it is and missing from the result: its bytes
+    must not go out. `wire`: message_id -> (recipient, sha256 of the bytes): the
+    `sending` event records where the message goes and exactly what goes, before it goes.
     """
     if not message_ids:
         return {}
+    allowed = CLAIMABLE_STATES.intersection(claimable)
     wire = wire or {}
-    attempts: dict[str, int] = {}
-    drafts: list[EventDraft] = []
-    for start in range(0, len(message_ids), _CHUNK):
-        chunk = list(message_ids[start : start + _CHUNK])
-        rows = conn.execute(
-            "SELECT message_id, campaign_id, volunteer_id, attempts FROM messages"  # noqa: S608
-            f" WHERE message_id IN ({', '.join('?' for _ in chunk)})",
-            chunk,
-        )
-        for row in rows:
-            attempt = int(row["attempts"] or 0) + 1
-            message_id = row["message_id"]
-            attempts[message_id] = attempt
-            data: dict[str, Any] = {"attempt": attempt}
-            going = wire.get(message_id)
-            if going is not None:
-                data["recipient"], data["sha256"] = going
-            drafts.append(
-                EventDraft("sending", row["campaign_id"], row["volunteer_id"], message_id, data)
-            )
-    missing = set(message_ids) - attempts.keys()
+    current = _current(conn, message_ids)
+    missing = set(message_ids) - current.keys()
     if missing:
         raise LedgerError(f"no such message in the ledger: {sorted(missing)[0]}")
-    when = append(conn, drafts).at
+    attempts = _attempts(conn, [m for m in message_ids if current[m][2] in allowed])
+    moves = []
+    for message_id, attempt in attempts.items():
+        data: dict[str, Any] = {"attempt": attempt}
+        going = wire.get(message_id)
+        if going is not None:
+            data["recipient"], data["sha256"] = going
+        moves.append(Move(message_id, EventKind.SENDING, data))
+    if not moves:
+        return {}
+    when = move(conn, moves, claiming=True, write_states=False).at
     # The state, the attempt and the time in one statement a message.
     conn.executemany(
         "UPDATE messages SET state = 'sending', attempts = ?, updated_at = ? WHERE message_id = ?",
@@ -133,16 +230,28 @@ def claim_for_sending(
     return attempts
 
 
+def _attempts(conn: sqlite3.Connection, message_ids: Sequence[str]) -> dict[str, int]:
+    """message_id -> the number its next attempt will have, in the order given."""
+    counted: dict[str, int] = {}
+    for start in range(0, len(message_ids), _CHUNK):
+        chunk = list(message_ids[start : start + _CHUNK])
+        rows = conn.execute(
+            "SELECT message_id, attempts FROM messages"  # noqa: S608
+            f" WHERE message_id IN ({', '.join('?' for _ in chunk)})",
+            chunk,
+        )
+        counted.update({row["message_id"]: int(row["attempts"] or 0) + 1 for row in rows})
+    return {m: counted[m] for m in message_ids}
+
+
 def record_outcomes(conn: sqlite3.Connection, outcomes: Sequence[DeliveryOutcome]) -> int:
-    """Append one event per outcome (kind = new state) and keep the server's reply."""
+    """Move each message to its outcome (kind = the new state), keeping the server's reply."""
     if not outcomes:
         return 0
-    when = append(
+    when = move(
         conn,
-        [
-            EventDraft(o.state, o.campaign_id, o.volunteer_id, o.message_id, o.event_data())
-            for o in outcomes
-        ],
+        [Move(o.message_id, EventKind(o.state), o.event_data(), o.state) for o in outcomes],
+        write_states=False,
     ).at
     # One statement a message: the state, and the reply when there is one (a message's
     # earlier reply stays when this outcome has none).
@@ -150,36 +259,36 @@ def record_outcomes(conn: sqlite3.Connection, outcomes: Sequence[DeliveryOutcome
         "UPDATE messages SET state = ?, updated_at = ?, smtp_reply = ?, queue_id = ?"
         " WHERE message_id = ?",
         [
-            (o.state, when, o.reply or o.reason, o.queue_id, o.message_id)
+            (str(o.state), when, o.reply or o.reason, o.queue_id, o.message_id)
             for o in outcomes
             if o.reply or o.reason
         ],
     )
     conn.executemany(
         "UPDATE messages SET state = ?, updated_at = ? WHERE message_id = ?",
-        [(o.state, when, o.message_id) for o in outcomes if not (o.reply or o.reason)],
+        [(str(o.state), when, o.message_id) for o in outcomes if not (o.reply or o.reason)],
     )
     return len(outcomes)
 
 
 def mark_uncertain(conn: sqlite3.Connection, campaign_id: str) -> list[MessageRow]:
-    """Messages left `sending` by a run that died: move them to `uncertain`, with an event."""
-    stuck = campaign_messages(conn, campaign_id, states=("sending",))
+    """Messages left `sending` by a run that died: move them to `uncertain`, with an event.
+
+    Call only while holding the ledger's send lease: then no live run can own them.
+    """
+    stuck = campaign_messages(conn, campaign_id, states=(MessageState.SENDING,))
     if stuck:
-        append_events(
+        move(
             conn,
             [
-                EventDraft(
-                    "uncertain",
-                    campaign_id=campaign_id,
-                    volunteer_id=m.volunteer_id,
-                    message_id=m.message_id,
-                    data={
+                Move(
+                    m.message_id,
+                    EventKind.UNCERTAIN,
+                    {
                         "attempt": m.attempts,
                         "reason": "a send stopped while this message was in flight: "
                         "the server may or may not have it",
                     },
-                    state="uncertain",
                 )
                 for m in stuck
             ],
@@ -220,7 +329,7 @@ def _message_row(row: sqlite3.Row, email: str) -> MessageRow:
         campaign_id=row["campaign_id"],
         volunteer_id=row["volunteer_id"],
         verp_token=row["verp_token"] or "",
-        state=row["state"],
+        state=MessageState(row["state"]),
         attempts=int(row["attempts"] or 0),
         email=email,
         smtp_reply=row["smtp_reply"] or "",
@@ -229,10 +338,10 @@ def _message_row(row: sqlite3.Row, email: str) -> MessageRow:
     )
 
 
-def message_states(conn: sqlite3.Connection, campaign_id: str) -> dict[str, str]:
+def message_states(conn: sqlite3.Connection, campaign_id: str) -> dict[str, MessageState]:
     """volunteer_id -> state of the campaign's messages (volunteers without one left out)."""
     return {
-        str(row["volunteer_id"]): str(row["state"])
+        str(row["volunteer_id"]): MessageState(row["state"])
         for row in conn.execute(
             "SELECT volunteer_id, state FROM messages WHERE campaign_id = ?", (campaign_id,)
         )
@@ -308,23 +417,10 @@ def settle_uncertain(
                 "it was never taken, and goes back to be sent",
             }
             settled.append(Settled(m, MessageState.PENDING, data))
-    for s in settled:
-        if not can_move(s.message.state, s.state):  # pragma: no cover - the table allows both
-            raise LedgerError(f"cannot move {s.message.message_id} from {s.message.state}")
     if settled:
-        append_events(
+        move(
             conn,
-            [
-                EventDraft(
-                    s.state,
-                    campaign_id=campaign_id,
-                    volunteer_id=s.message.volunteer_id,
-                    message_id=s.message.message_id,
-                    data=s.data,
-                    state=s.state,
-                )
-                for s in settled
-            ],
+            [Move(s.message.message_id, EventKind(s.state), s.data, s.state) for s in settled],
         )
         # A sent message keeps the MTA's queue id, as a sent reply would have given it.
         conn.executemany(

@@ -52,6 +52,25 @@ def connect(
     return conn, read_only
 
 
+def refuse_hard_links(path: Path) -> None:
+    """Refuse a ledger file with more than one name (hard link): SQLite keeps a write-ahead
+    log and a lock index per name, so two names are two ledgers that overwrite each other,
+    and no lock held under one name is seen under the other."""
+    try:
+        links = os.stat(path).st_nlink
+    except OSError:
+        return  # opening it says what is wrong
+    if links > 1:
+        raise LedgerError(
+            f"the ledger file has {links} names (hard links): SQLite would keep a separate"
+            " journal and locks for each, losing writes and letting two senders run;"
+            " nothing was read or written",
+            file=path,
+            hint=f"keep one name: find the others with `find / -xdev -samefile {path}` and"
+            " remove them (to keep a copy, copy the file and its key instead)",
+        )
+
+
 def read_only_error(path: Path, doing: str = "record anything") -> LedgerError:
     return LedgerError(
         f"the ledger is read-only (a read-only mount, or an immutable file): cannot {doing}",

@@ -1,15 +1,23 @@
-"""The tables that decide sending, rebuilt from the chain and compared with the file.
+"""The tables, rebuilt from the chain and compared with the file.
 
-The volunteers, messages, suppressions and rejected_rows tables are projections: every
-row was written with a chained event that says what it holds. `Replay` reads the events
-(one pass, in chain order, inside `chain.verify`) and keeps what each row must be:
+Every row of the tables that decide what is sent, and what a report says, was written
+with a chained event that says what it holds. `Replay` reads the events (one pass, in
+chain order, inside `chain.verify`) and keeps what each row must be:
 
     volunteers     volunteer_added / volunteer_updated / volunteer_adopted carry the
-                   sha256 of the row's canonical text (`volunteer_row_sha256`)
-    messages       queued (campaign, volunteer, VERP token), sending (attempt), the
-                   outcome kinds and any event with `moved_to` (the state)
+                   sha256 of the row's canonical text (`volunteer_row_sha256`), the import
+                   and roster row it came from; the event's time is the row's
+    messages       queued (campaign, volunteer, VERP token), sending (attempt), and the
+                   state every other event puts it in (notifier.event.state_after_event)
     suppressions   address_suppressed / suppression_adopted (address, reason, event)
     rejected_rows  row_rejected / rejected_row_adopted, in the order they were written
+    imports        roster_imported (file, sha256s, encoding, counts; its time)
+    campaigns      campaign_registered (title, follows, templates' and definition's
+                   sha256; its time)
+    bounce_reports every report's events name its sha256 (matched or not, its message,
+                   where it was read): a row deleted would let the report be read again,
+                   a row made up would have a genuine report skipped as recorded
+    meta           only the keys notifier writes; none that the chain contradicts
 
 `ledger_upgraded` starts the projections afresh: an old ledger's rows are adopted, each
 by its own event, when it is re-keyed (`notifier ledger upgrade`).
@@ -24,27 +32,37 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import PurePath
 from typing import Any
 
+from notifier.event import (
+    REPORT_KINDS,
+    UNMATCHED_REPORT_KINDS,
+    EventKind,
+    state_after_event,
+)
 from notifier.ledger.chain import canonical_json
-from notifier.message import ATTEMPT_OUTCOMES, MessageState
+from notifier.message import MessageState
 from notifier.volunteer import TEXT_FIELDS
 
-# Events whose kind is the state their message moves to (appended with the table update).
-OUTCOME_KINDS = frozenset({*ATTEMPT_OUTCOMES, MessageState.UNCERTAIN, MessageState.SUPPRESSED})
-_VOLUNTEER_KINDS = frozenset({"volunteer_added", "volunteer_updated", "volunteer_adopted"})
-_SUPPRESSION_KINDS = frozenset({"address_suppressed", "suppression_adopted"})
-_REJECTED_KINDS = frozenset({"row_rejected", "rejected_row_adopted"})
-UPGRADED = "ledger_upgraded"
-# Events that record the ledger's own upkeep, not something that happened to anyone.
-BOOKKEEPING = frozenset(
+K = EventKind
+_VOLUNTEER_KINDS = frozenset({K.VOLUNTEER_ADDED, K.VOLUNTEER_UPDATED, K.VOLUNTEER_ADOPTED})
+_SUPPRESSION_KINDS = frozenset({K.ADDRESS_SUPPRESSED, K.SUPPRESSION_ADOPTED})
+_REJECTED_KINDS = frozenset({K.ROW_REJECTED, K.REJECTED_ROW_ADOPTED})
+_REPORT_KINDS = REPORT_KINDS | UNMATCHED_REPORT_KINDS
+
+# The meta keys notifier writes. `verp_key` and `running_sender` were written by earlier
+# versions (the chain now decides the first; the lease replaced the second).
+META_KEYS = frozenset(
     {
-        UPGRADED,
-        "volunteer_adopted",
-        "message_adopted",
-        "suppression_adopted",
-        "rejected_row_adopted",
+        "schema_version",
+        "chain_head",
+        "chain_format",
+        "key_fingerprint",
+        "lease",
+        "verp_key",
+        "running_sender",
     }
 )
 
@@ -52,6 +70,13 @@ BOOKKEEPING = frozenset(
 def volunteer_row_sha256(volunteer_id: str, texts: Sequence[str | None]) -> str:
     """What a volunteer's chained events vouch for: their id and every text field."""
     return hashlib.sha256(canonical_json([volunteer_id, *texts]).encode()).hexdigest()
+
+
+def volunteer_digest(row_sha256: str, import_id: Any, source_row: Any, updated_at: Any) -> bytes:
+    """A volunteer row in 16 bytes: its text's sha256, the import and roster row it came
+    from, and when it last changed (a 200,000-person ledger is verified in flat memory)."""
+    text = canonical_json([row_sha256, import_id, source_row, updated_at])
+    return hashlib.sha256(text.encode()).digest()[:16]
 
 
 # A message as the chain says it is: campaign, volunteer, VERP token, state, attempts.
@@ -62,20 +87,28 @@ class Replay:
     """The projections as the events say they are; `visit` is chain.verify's visitor."""
 
     def __init__(self) -> None:
-        self.volunteers: dict[str, str] = {}
+        self.raw_verp_key: bool | None = None  # what `ledger_upgraded` said, if any
+        self._start_afresh()
+
+    def _start_afresh(self) -> None:
+        """Forget every table: after an upgrade, each row is adopted by an event."""
+        # import id -> (imported at, the roster_imported event's data)
+        self.imports: dict[int, tuple[str, dict[str, Any]]] = {}
+        # campaign id -> (registered at, the campaign_registered event's data)
+        self.campaigns: dict[str, tuple[str, dict[str, Any]]] = {}
+        # volunteer_digest() of each row; an adoption by an older upgrade, which said only
+        # the text's sha256, keeps that
+        self.volunteers: dict[str, bytes | str] = {}
         self.messages: dict[str, _Message] = {}
         self.suppressions: dict[str, tuple[str, str | None, int | None]] = {}
         self.rejected: list[tuple[Any, ...]] = []
-
-    def _start_afresh(self) -> None:
-        self.volunteers = {}
-        self.messages = {}
-        self.suppressions = {}
-        self.rejected = []
+        # report sha256 -> matched, its message, where it was read
+        self.reports: dict[str, tuple[bool, str | None, str | None]] = {}
 
     def visit(
         self,
         seq: int,
+        at: str,
         kind: str,
         campaign_id: str | None,
         volunteer_id: str | None,
@@ -84,31 +117,95 @@ class Replay:
     ) -> None:
         if message_id is not None:
             self._message_event(kind, campaign_id, volunteer_id, message_id, data_json)
-            if kind not in _SUPPRESSION_KINDS:
-                return
-        if kind in _VOLUNTEER_KINDS and volunteer_id is not None:
-            digest = json.loads(data_json).get("row_sha256")
-            if digest is not None:
-                self.volunteers[volunteer_id] = digest
-        elif kind in _SUPPRESSION_KINDS:
-            data = json.loads(data_json)
-            email = data.get("email")
-            if isinstance(email, str):
-                self.suppressions[email] = (email, data.get("reason"), data.get("bounce_seq"))
-        elif kind in _REJECTED_KINDS:
-            d = json.loads(data_json)
-            self.rejected.append(
-                (
-                    d.get("import_id"),
-                    d.get("row"),
-                    d.get("column"),
-                    d.get("value"),
-                    d.get("reason"),
-                    d.get("field"),
-                )
+        handler = self._HANDLERS.get(kind)
+        if handler is not None:
+            handler(self, at, campaign_id, volunteer_id, message_id, data_json)
+
+    # -- one handler per kind of event that builds a table row
+
+    def _volunteer(
+        self, at: str, _c: str | None, volunteer_id: str | None, _m: str | None, data_json: str
+    ) -> None:
+        if volunteer_id is None:
+            return
+        d = json.loads(data_json)
+        row_sha256 = d.get("row_sha256")
+        if not isinstance(row_sha256, str):
+            return
+        if "import_id" in d:  # added or changed by an import, at this event's time
+            self.volunteers[volunteer_id] = volunteer_digest(
+                row_sha256, d["import_id"], d.get("row"), at
             )
-        elif kind == UPGRADED:
-            self._start_afresh()  # the adopted rows follow
+        elif "updated_at" in d:  # adopted, with everything the row held
+            self.volunteers[volunteer_id] = volunteer_digest(
+                row_sha256, d.get("source_import_id"), d.get("source_row"), d["updated_at"]
+            )
+        else:
+            self.volunteers[volunteer_id] = row_sha256
+
+    def _suppression(
+        self, _at: str, _c: str | None, _v: str | None, _m: str | None, data_json: str
+    ) -> None:
+        data = json.loads(data_json)
+        email = data.get("email")
+        if isinstance(email, str):
+            self.suppressions[email] = (email, data.get("reason"), data.get("bounce_seq"))
+
+    def _rejected(
+        self, _at: str, _c: str | None, _v: str | None, _m: str | None, data_json: str
+    ) -> None:
+        d = json.loads(data_json)
+        fields = ("import_id", "row", "column", "value", "reason", "field")
+        self.rejected.append(tuple(d.get(f) for f in fields))
+
+    def _import(
+        self, at: str, _c: str | None, _v: str | None, _m: str | None, data_json: str
+    ) -> None:
+        d = json.loads(data_json)
+        if isinstance(d.get("import_id"), int):
+            # An adoption says when the import was; a roster_imported event is when.
+            self.imports[d["import_id"]] = (d.get("imported_at", at), d)
+
+    def _campaign(
+        self, at: str, campaign_id: str | None, _v: str | None, _m: str | None, data_json: str
+    ) -> None:
+        if campaign_id is not None:
+            d = json.loads(data_json)
+            self.campaigns[campaign_id] = (d.get("registered_at", at), d)
+
+    def _matched_report(
+        self, at: str, c: str | None, v: str | None, message_id: str | None, data_json: str
+    ) -> None:
+        d = json.loads(data_json)
+        sha256 = d.get("report_sha256")
+        if isinstance(sha256, str):
+            self.reports[sha256] = (True, message_id, d.get("source"))
+
+    def _unmatched_report(
+        self, at: str, c: str | None, v: str | None, message_id: str | None, data_json: str
+    ) -> None:
+        d = json.loads(data_json)
+        sha256 = d.get("report_sha256")
+        if isinstance(sha256, str):
+            self.reports[sha256] = (False, message_id, d.get("source"))
+
+    def _adopted_report(
+        self, at: str, c: str | None, v: str | None, message_id: str | None, data_json: str
+    ) -> None:
+        d = json.loads(data_json)
+        sha256 = d.get("sha256")
+        if isinstance(sha256, str):
+            self.reports[sha256] = (bool(d.get("matched")), d.get("message_id"), d.get("source"))
+
+    def _upgraded(
+        self, at: str, c: str | None, v: str | None, m: str | None, data_json: str
+    ) -> None:
+        self._start_afresh()  # the adopted rows follow
+        # Tokens made before keys were HMACs under the raw key: kept valid when the old key
+        # file was kept (notifier.ledger.upgrade).
+        self.raw_verp_key = not json.loads(data_json).get("key_created", True)
+
+    _HANDLERS: dict[str, Callable[[Replay, str, str | None, str | None, str | None, str], None]]
 
     def _message_event(
         self,
@@ -118,19 +215,11 @@ class Replay:
         message_id: str,
         data_json: str,
     ) -> None:
-        if kind == MessageState.SENDING:
-            message = self.messages.get(message_id)
-            if message is not None:
-                message[3] = MessageState.SENDING
-                message[4] = json.loads(data_json).get("attempt")
-        elif kind in OUTCOME_KINDS:
-            message = self.messages.get(message_id)
-            if message is not None:
-                message[3] = kind
-        elif kind == "queued":
+        if kind == K.QUEUED:
             token = json.loads(data_json).get("verp_token") if data_json != "{}" else None
             self.messages[message_id] = [campaign_id, volunteer_id, token, "pending", 0]
-        elif kind == "message_adopted":
+            return
+        if kind == K.MESSAGE_ADOPTED:
             d = json.loads(data_json)
             self.messages[message_id] = [
                 campaign_id,
@@ -139,37 +228,73 @@ class Replay:
                 d.get("state"),
                 d.get("attempts"),
             ]
-        elif '"moved_to"' in data_json:  # a report's event that moved its message
-            message = self.messages.get(message_id)
-            moved = json.loads(data_json).get("moved_to")
-            if message is not None and moved is not None:
-                message[3] = moved
+            return
+        message = self.messages.get(message_id)
+        if message is None:
+            return
+        state = state_after_event(kind, data_json)
+        if state is None:
+            return
+        message[3] = state
+        if state is MessageState.SENDING:
+            message[4] = json.loads(data_json).get("attempt")
+
+    # -- comparing with the tables
 
     def first_difference(self, conn: sqlite3.Connection) -> str | None:
         """The first table row that is not what the events say, in words; None if none."""
         return (
-            self._volunteers(conn)
-            or self._messages(conn)
-            or self._suppressions(conn)
-            or self._rejected(conn)
+            self._meta(conn)
+            or self._volunteers_differ(conn)
+            or self._messages_differ(conn)
+            or self._suppressions_differ(conn)
+            or self._rejected_differ(conn)
+            or self._imports_differ(conn)
+            or self._campaigns_differ(conn)
+            or self._reports_differ(conn)
         )
 
-    def _volunteers(self, conn: sqlite3.Connection) -> str | None:
+    def _meta(self, conn: sqlite3.Connection) -> str | None:
+        for row in conn.execute("SELECT key, value FROM meta ORDER BY key"):
+            key, value = row["key"], row["value"]
+            if key not in META_KEYS:
+                return _row("meta", f"key {key}", "is not one notifier writes")
+            if key == "verp_key" and (value != "raw" or not self.raw_verp_key):
+                return _row(
+                    "meta",
+                    "key verp_key",
+                    "says how bounces are authenticated, but the chain says otherwise",
+                )
+        return None
+
+    def _volunteers_differ(self, conn: sqlite3.Connection) -> str | None:
         expected = self.volunteers
         cursor = conn.cursor()
         cursor.row_factory = None  # 200,000 rows: plain tuples, in the order selected
-        sql = f"SELECT volunteer_id, {', '.join(TEXT_FIELDS)} FROM volunteers ORDER BY volunteer_id"  # noqa: S608
-        for volunteer_id, *texts in cursor.execute(sql):
+        fields = ", ".join(TEXT_FIELDS)
+        sql = (
+            f"SELECT volunteer_id, import_id, source_row, updated_at, {fields}"  # noqa: S608
+            " FROM volunteers ORDER BY volunteer_id"
+        )
+        for volunteer_id, import_id, source_row, updated_at, *texts in cursor.execute(sql):
             want = expected.pop(volunteer_id, None)
+            where = f"volunteer_id {volunteer_id}"
             if want is None:
-                return _row("volunteers", f"volunteer_id {volunteer_id}", "is not in the chain")
-            if volunteer_row_sha256(volunteer_id, texts) != want:
-                return _row("volunteers", f"volunteer_id {volunteer_id}", "differs from the chain")
+                return _row("volunteers", where, "is not in the chain")
+            row_sha256 = volunteer_row_sha256(volunteer_id, texts)
+            if isinstance(want, str):
+                found: bytes | str = row_sha256
+            else:
+                found = volunteer_digest(row_sha256, import_id, source_row, updated_at)
+            if found != want:
+                return _row(
+                    "volunteers", where, "differs from the chain (its fields, import or times)"
+                )
         if expected:
             return _row("volunteers", f"volunteer_id {min(expected)}", "is missing (deleted)")
         return None
 
-    def _messages(self, conn: sqlite3.Connection) -> str | None:
+    def _messages_differ(self, conn: sqlite3.Connection) -> str | None:
         expected = self.messages
         cursor = conn.cursor()
         cursor.row_factory = None
@@ -196,7 +321,7 @@ class Replay:
             return _row("messages", f"message_id {min(expected)}", "is missing (deleted)")
         return None
 
-    def _suppressions(self, conn: sqlite3.Connection) -> str | None:
+    def _suppressions_differ(self, conn: sqlite3.Connection) -> str | None:
         expected = self.suppressions
         for row in conn.execute("SELECT email, reason, event_seq FROM suppressions ORDER BY email"):
             want = expected.pop(row["email"], None)
@@ -208,7 +333,7 @@ class Replay:
             return _row("suppressions", f"email {min(expected)}", "is missing (deleted)")
         return None
 
-    def _rejected(self, conn: sqlite3.Connection) -> str | None:
+    def _rejected_differ(self, conn: sqlite3.Connection) -> str | None:
         expected = iter(self.rejected)
         sql = (
             "SELECT id, import_id, [row], [column], value, reason, field FROM rejected_rows"
@@ -235,6 +360,105 @@ class Replay:
                 "rejected_rows", f"import {missing[0]}, row {missing[1]}", "is missing (deleted)"
             )
         return None
+
+    def _imports_differ(self, conn: sqlite3.Connection) -> str | None:
+        expected = dict(self.imports)
+        for row in conn.execute("SELECT * FROM imports ORDER BY id"):
+            found = expected.pop(row["id"], None)
+            where = f"id {row['id']}"
+            if found is None:
+                return _row("imports", where, "is not in the chain")
+            at, d = found
+            name = row["file_name"] or ""
+            checks: list[tuple[str, Any, Any]] = [
+                ("imported_at", row["imported_at"], at),
+                ("file_name", name, d.get("file_name", name)),
+                ("file_name", PurePath(name).name, d.get("file")),
+            ]
+            checks += [
+                (column, row[column], d.get(column))
+                for column in (
+                    "sha256",
+                    "mapping_sha256",
+                    "encoding",
+                    "rows_total",
+                    "rows_valid",
+                    "rows_rejected",
+                    "added",
+                    "updated",
+                    "unchanged",
+                )
+            ]
+            for column, stored, wanted in checks:
+                if stored != wanted:
+                    return _row("imports", where, f"differs from the chain in {column}")
+        if expected:
+            return _row("imports", f"id {min(expected)}", "is missing (deleted)")
+        return None
+
+    def _campaigns_differ(self, conn: sqlite3.Connection) -> str | None:
+        expected = dict(self.campaigns)
+        sql = (
+            "SELECT campaign_id, title, follows, definition, templates_sha256, registered_at"
+            " FROM campaigns ORDER BY campaign_id"
+        )
+        for row in conn.execute(sql):
+            found = expected.pop(row["campaign_id"], None)
+            where = f"campaign_id {row['campaign_id']}"
+            if found is None:
+                return _row("campaigns", where, "is not in the chain")
+            at, d = found
+            checks: list[tuple[str, Any, Any]] = [
+                ("title", row["title"], d.get("title")),
+                ("templates_sha256", row["templates_sha256"], d.get("templates_sha256")),
+                ("registered_at", row["registered_at"], at),
+            ]
+            if "follows" in d:  # registered since registrations said everything
+                checks.append(("follows", row["follows"], d["follows"]))
+                definition = hashlib.sha256((row["definition"] or "").encode()).hexdigest()
+                checks.append(("definition", definition, d.get("definition_sha256")))
+            for column, stored, wanted in checks:
+                if stored != wanted:
+                    return _row("campaigns", where, f"differs from the chain in {column}")
+        if expected:
+            return _row("campaigns", f"campaign_id {min(expected)}", "is missing (deleted)")
+        return None
+
+    def _reports_differ(self, conn: sqlite3.Connection) -> str | None:
+        expected = dict(self.reports)
+        sql = "SELECT sha256, source, matched, message_id FROM bounce_reports ORDER BY sha256"
+        for row in conn.execute(sql):
+            found = expected.pop(row["sha256"], None)
+            where = f"sha256 {row['sha256'][:16]}..."
+            if found is None:
+                return _row("bounce_reports", where, "is not in the chain")
+            matched, message_id, source = found
+            checks: list[tuple[str, Any, Any]] = [
+                ("matched", bool(row["matched"]), matched),
+                ("message_id", row["message_id"], message_id),
+                ("source", row["source"], source if source is not None else row["source"]),
+            ]
+            for column, stored, wanted in checks:
+                if stored != wanted:
+                    return _row("bounce_reports", where, f"differs from the chain in {column}")
+        if expected:
+            return _row("bounce_reports", f"sha256 {min(expected)[:16]}...", "is missing (deleted)")
+        return None
+
+
+Replay._HANDLERS = {
+    **dict.fromkeys(_VOLUNTEER_KINDS, Replay._volunteer),
+    **dict.fromkeys(_SUPPRESSION_KINDS, Replay._suppression),
+    **dict.fromkeys(_REJECTED_KINDS, Replay._rejected),
+    **dict.fromkeys(REPORT_KINDS, Replay._matched_report),
+    **dict.fromkeys(UNMATCHED_REPORT_KINDS, Replay._unmatched_report),
+    K.BOUNCE_REPORT_ADOPTED: Replay._adopted_report,
+    K.ROSTER_IMPORTED: Replay._import,
+    K.IMPORT_ADOPTED: Replay._import,
+    K.CAMPAIGN_REGISTERED: Replay._campaign,
+    K.CAMPAIGN_ADOPTED: Replay._campaign,
+    K.LEDGER_UPGRADED: Replay._upgraded,
+}
 
 
 def _row(table: str, row: str, what: str) -> str:

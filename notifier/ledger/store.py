@@ -30,47 +30,58 @@ import hashlib
 import os
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
-from notifier.config import ROSTER_CHUNK_ROWS
+from notifier.config import (
+    DEFAULT_LEDGER,
+    ROSTER_CHUNK_ROWS,
+)
 from notifier.errors import (
     KeyFileError,
     LedgerError,
     LedgerTampered,
     LedgerUnkeyed,
+    SendInProgress,
     VolunteerNotFound,
 )
+from notifier.event import RECORD_KINDS
 from notifier.ledger import (
     bounces,
     campaigns,
     chain,
     events,
+    lease,
     opening,
     projections,
     schema,
-    senders,
     suppressions,
     upgrade,
     volunteers,
 )
 from notifier.ledger import messages as message_table
-from notifier.ledger.bounces import MatchedMessage, RecordedReport
+from notifier.ledger.bounces import MatchedMessage, RecordedReport, ReportEvent
 from notifier.ledger.campaigns import CampaignRecord
 from notifier.ledger.chain import Event, EventDraft, VerifyResult
-from notifier.ledger.messages import Settled
+from notifier.ledger.lease import Holder
+from notifier.ledger.messages import Move, Settled
 from notifier.ledger.suppressions import Suppression
 from notifier.ledger.volunteers import ImportRecord, ImportSummary, VolunteerQuery
-from notifier.message import DeliveryOutcome, MessageRow, NewMessage
+from notifier.message import (
+    CLAIMED_STATES,
+    RESUMABLE_STATES,
+    DeliveryOutcome,
+    MessageRow,
+    MessageState,
+    NewMessage,
+)
 from notifier.roster import RosterSource, RowProblem
 from notifier.secret import LedgerSecret, Purpose, key_path_for, secret_for_ledger
 from notifier.volunteer import Volunteer
-
-DEFAULT_LEDGER = "notifier.db"
 
 _EVERYONE = VolunteerQuery()
 
@@ -108,7 +119,9 @@ class Ledger:
         key_file: Path | None = None,
         secret: LedgerSecret | None = None,
     ) -> None:
-        self.path = Path(path)
+        # The file itself, whatever name reached it: its journal, key, settings and
+        # lease are the real file's, never a symlink's or another relative path's.
+        self.path = Path(path).resolve()
         self.key_file = key_file or key_path_for(self.path)
         self._secret = secret
         if not self.path.exists():
@@ -120,6 +133,7 @@ class Ledger:
                     "or point --ledger / NOTIFIER_LEDGER at an existing ledger",
                 )
             _create_private_file(self.path)
+        opening.refuse_hard_links(self.path)
         conn, self.read_only = opening.connect(self.path, factory=chain.ChainConnection)
         assert isinstance(conn, chain.ChainConnection)
         conn.row_factory = sqlite3.Row  # every row is read by column name
@@ -133,9 +147,16 @@ class Ledger:
                 raise opening.read_only_error(self.path, "bring its schema up to date")
             return
         with self.transaction():
-            if schema.migrate(conn, self.path) == 0:
+            before = schema.migrate(conn, self.path)
+            if before == 0:
                 chain.start(conn)
                 self.secret()  # the key is made with the ledger, and only then
+            elif before < 3 and chain.is_keyed(conn):
+                # Reports kept before every report had an event (an unkeyed ledger's are
+                # adopted by `ledger upgrade`): the chain vouches for them from now on.
+                unbacked = bounces.unbacked_reports(conn)
+                if unbacked:
+                    chain.append(conn, upgrade.report_adoptions(conn, unbacked))
 
     # -- the key
 
@@ -166,9 +187,10 @@ class Ledger:
         return self.secret().derive(Purpose.CHAIN)
 
     def verp_key(self) -> bytes:
-        """The key of this ledger's VERP tokens (a ledger upgraded from before keyed
-        chains keeps the raw key its tokens were made with, so old bounces still match)."""
-        if schema.read_meta(self.conn, "verp_key") == upgrade.RAW_VERP_KEY:
+        """The key of this ledger's VERP tokens. A ledger upgraded from before keyed
+        chains keeps the raw key its tokens were made with, so old bounces still match:
+        its `ledger_upgraded` event says so (the chain decides, not a setting)."""
+        if upgrade.tokens_use_raw_key(self.conn):
             return self.secret().key
         return self.secret().derive(Purpose.VERP)
 
@@ -221,18 +243,38 @@ class Ledger:
             _rollback(self.conn)
             raise opening.write_error(exc, self.path) from exc
 
-    # -- the running sender (the OS lock in notifier.sendlock is the authority)
+    # -- one sender at a time (notifier.ledger.lease)
 
-    def record_sender(self, sender: dict[str, Any]) -> None:
+    @contextlib.contextmanager
+    def lease(self, command: str, subject: str) -> Iterator[Holder]:
+        """Hold the ledger's lease for the block, or raise SendInProgress (exit 2) naming
+        the live holder. `command`: send, resend, roster import, reconcile, ...; `subject`:
+        the campaign, or the roster file."""
+        holder = lease.new_holder(command, subject)
+        if self.read_only:
+            raise opening.read_only_error(self.path, f"run {command}")
+        try:
+            with self.transaction():
+                other = lease.take(self.conn, holder)
+        except BaseException:
+            lease.forget(holder)  # it was never recorded
+            raise
+        if other is not None:
+            raise _refused(self.path, holder, other)
+        try:
+            yield holder
+        finally:
+            with self.transaction():
+                lease.give_up(self.conn, holder)
+
+    def refresh_lease(self, holder: Holder, **changes: object) -> Holder | None:
+        """A new heartbeat for `holder` (and `changes`, e.g. its run); None if it lost it."""
         with self.transaction():
-            senders.record_sender(self.conn, sender)
+            return lease.refresh(self.conn, holder, **changes)
 
-    def clear_sender(self) -> None:
-        with self.transaction():
-            senders.clear_sender(self.conn)
-
-    def recorded_sender(self) -> dict[str, Any] | None:
-        return senders.recorded_sender(self.conn)
+    def running(self) -> Holder | None:
+        """Who holds the lease right now (a live send, import or reconcile), or None."""
+        return lease.live_holder(self.conn)
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[None]:
@@ -299,16 +341,31 @@ class Ledger:
 
     # -- events and the chain
 
-    def append_events(self, drafts: Iterable[EventDraft], at: str | None = None) -> list[Event]:
-        """Append events in order, linking each into the chain; moves messages with a state.
+    def record(self, drafts: Iterable[EventDraft], at: str | None = None) -> list[Event]:
+        """Append facts that build no table (notifier.event.RECORD_KINDS: an approval, a
+        test send, a send run starting or ending), in order, in one transaction.
 
-        Events appended together are committed together, and carry one time: `at`, or now.
+        Every other kind is written by the method that writes its table row with it, so
+        nothing appended here can make a sound ledger fail verification. Events appended
+        together carry one time: `at`, or now.
         """
+        drafts = list(drafts)
+        for draft in drafts:
+            if draft.kind not in RECORD_KINDS or draft.message_id is not None:
+                raise LedgerError(
+                    f"{draft.kind!r} events are written with their records, not appended"
+                    " alone" + (" (and never about a message)" if draft.message_id else ""),
+                    hint="use the Ledger method that records what it is about",
+                )
         with self.transaction():
-            return message_table.append_events(self.conn, list(drafts), at).events()
+            return chain.append(self.conn, drafts, at).events()
 
-    def append_event(self, draft: EventDraft) -> Event:
-        return self.append_events([draft])[0]
+    def move_messages(self, moves: Sequence[Move], at: str | None = None) -> list[Event]:
+        """The one transition function: append each move's event and move its message, if
+        the lifecycle allows every move (else IllegalTransition, and nothing is written).
+        Claims go through claim_for_sending."""
+        with self.transaction():
+            return message_table.move(self.conn, moves, at).events()
 
     def events(
         self,
@@ -317,15 +374,22 @@ class Ledger:
         campaign_id: str | None = None,
         message_id: str | None = None,
         kinds: Sequence[str] | None = None,
+        newest_first: bool = False,
     ) -> Iterator[Event]:
-        """Events in chain order, filtered by any of the given attributes."""
+        """Events in chain order (or newest first), filtered by any of the attributes."""
         return events.events(
             self.conn,
             volunteer_id=volunteer_id,
             campaign_id=campaign_id,
             message_id=message_id,
             kinds=kinds,
+            newest_first=newest_first,
         )
+
+    def latest_seq(self, *, kind: str | None = None, campaign_id: str | None = None) -> int:
+        """The position of the latest event of this kind, or naming this campaign (0:
+        none): a mark of how far something has moved on."""
+        return events.latest_seq(self.conn, kind=kind, campaign_id=campaign_id)
 
     def volunteer_events(self, volunteer_id: str) -> list[Event]:
         """Every event about one person: naming them, or naming only one of their messages."""
@@ -349,10 +413,10 @@ class Ledger:
             for anchor in anchors:
                 problem = self._anchor_problem(anchor)
                 if problem:
-                    return VerifyResult(False, result.events, result.head, None, problem)
+                    return replace(result, ok=False, reason=problem)
             difference = replay.first_difference(self.conn)
             if difference:
-                return VerifyResult(False, result.events, result.head, None, difference)
+                return replace(result, ok=False, reason=difference)
             return result
 
     def _anchor_problem(self, anchor: str) -> str:
@@ -518,15 +582,20 @@ class Ledger:
         self,
         message_ids: Sequence[str],
         wire: dict[str, tuple[str, str]] | None = None,
+        *,
+        claimable: Collection[MessageState] = RESUMABLE_STATES,
     ) -> dict[str, int]:
-        """Mark messages `sending` in one committed transaction; returns each one's attempt.
+        """Mark `sending`, in one committed transaction, each message that is still in one
+        of the `claimable` states (default: still to go, as a plain send takes them);
+        returns the attempt of each one claimed (a message not in the result was taken or
+        moved on by someone else: do not send it).
 
         Call it before the bytes go out: a crash after this leaves the messages `sending`,
         which the next run reports as uncertain rather than sending them twice. `wire`:
         message_id -> (recipient, sha256 of the bytes), recorded in the `sending` events.
         """
         with self.transaction():
-            return message_table.claim_for_sending(self.conn, message_ids, wire)
+            return message_table.claim(self.conn, message_ids, claimable, wire)
 
     def record_outcomes(self, outcomes: Iterable[DeliveryOutcome]) -> int:
         """Append one event per outcome (kind = new state) and keep the server's reply."""
@@ -552,15 +621,16 @@ class Ledger:
         """A campaign's messages with their recipients, in volunteer order."""
         return message_table.campaign_messages(self.conn, campaign_id, states=states)
 
-    def uncertain_messages(self, campaign_id: str) -> list[MessageRow]:
-        """Messages whose outcome is unknown after a crash (still to be decided on)."""
-        return self.campaign_messages(campaign_id, states=("uncertain", "sending"))
+    def claimed_messages(self, campaign_id: str) -> list[MessageRow]:
+        """Messages claimed and without an outcome (`sending`, `uncertain`): in flight while
+        a send of the campaign is live, else uncertain (notifier.message.is_uncertain)."""
+        return self.campaign_messages(campaign_id, states=CLAIMED_STATES)
 
     def messages(self, campaign_id: str | None = None) -> list[MessageRow]:
         """The messages of one campaign (default: of every campaign), as stored."""
         return message_table.messages(self.conn, campaign_id)
 
-    def message_states(self, campaign_id: str) -> dict[str, str]:
+    def message_states(self, campaign_id: str) -> dict[str, MessageState]:
         """volunteer_id -> state of the campaign's messages (volunteers without one left out)."""
         return message_table.message_states(self.conn, campaign_id)
 
@@ -589,19 +659,22 @@ class Ledger:
     def bounce_report_recorded(self, sha256: str) -> bool:
         return bounces.is_recorded(self.conn, sha256)
 
-    def record_bounce_report(
+    def record_report(
         self,
         sha256: str,
         source: str,
         *,
-        matched: bool,
-        message_id: str | None,
+        message: MatchedMessage | None,
+        events: Sequence[ReportEvent],
         detail: dict[str, Any],
     ) -> RecordedReport:
-        """Keep one delivery report, received now."""
+        """Keep one delivery report, received now, with the events it makes: for a report
+        tied to `message`, what it says about it (each moves the message as far as the
+        lifecycle and REPORT_RANK allow; a hard bounce also suppresses the address it
+        bounced from); else one event saying why it was kept unmatched. One transaction."""
         with self.transaction():
             return bounces.record(
-                self.conn, sha256, source, matched=matched, message_id=message_id, detail=detail
+                self.conn, sha256, source, message=message, events=events, detail=detail
             )
 
     def bounce_reports(self, *, matched: bool | None = None) -> list[RecordedReport]:
@@ -612,7 +685,7 @@ class Ledger:
 
     def suppressed(self, email: str) -> bool:
         """True when the address is on the suppression list (hard bounce), any case."""
-        return suppressions.is_suppressed(self.conn, email)
+        return suppressions.address_is_suppressed(self.conn, email)
 
     def suppressed_addresses(self) -> set[str]:
         """The whole suppression list, as address_key() (lowercase), to check many at once."""
@@ -626,12 +699,13 @@ class Ledger:
         email: str,
         reason: str,
         *,
-        event_seq: int | None,
+        event_seq: int | None = None,
         campaign_id: str | None = None,
         volunteer_id: str | None = None,
         message_id: str | None = None,
     ) -> Suppression:
-        """Put an address on the suppression list, as of now, with its event."""
+        """Put an address on the suppression list, as of now, with its event (a hard
+        bounce does so as its report is recorded: see record_report)."""
         with self.transaction():
             return suppressions.add(
                 self.conn,
@@ -642,6 +716,21 @@ class Ledger:
                 volunteer_id=volunteer_id,
                 message_id=message_id,
             )
+
+
+def _refused(path: Path, holder: Holder, other: Holder) -> SendInProgress:
+    """The one line for a command refused while another holds the lease."""
+    doing = "sent" if holder.is_sending else "changed"
+    if other.is_sending:
+        what = f"another send is running on this ledger: {other.describe()}"
+        hint = (
+            f"wait for it to finish (watch it with: notifier status {other.subject});"
+            f" nothing was {doing} by this run"
+        )
+    else:
+        what = f"a {other.command} is running on this ledger: {other.describe()}"
+        hint = f"wait for it to finish, then run this again; nothing was {doing} by this run"
+    return SendInProgress(what, file=path, hint=hint)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

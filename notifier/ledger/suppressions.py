@@ -3,20 +3,33 @@
 One rule says whether two addresses are the same here, `address_key`: case does not
 matter, in any script. Every lookup goes through it, in Python, so the list, a single
 address and a roster matched against the list never disagree (SQLite's own lower() folds
-ASCII letters only).
+ASCII letters only). And one rule says whether a volunteer is suppressed, `is_suppressed`:
+either form of their address (as written, or with its domain in A-label form) is on the
+list. The send's selection, the cohort and the postal worklist all ask it.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Collection
 from dataclasses import dataclass
 
+from notifier.event import EventKind
 from notifier.ledger.chain import EventDraft, append, utc_now
+from notifier.volunteer import Volunteer
 
 
 def address_key(email: str) -> str:
     """What a suppressed address is compared by."""
     return email.lower()
+
+
+def is_suppressed(volunteer: Volunteer, keys: Collection[str]) -> bool:
+    """Whether either form of the volunteer's address is on the list (`keys`: the
+    address_key of every suppressed address, `suppressed_addresses`)."""
+    return address_key(volunteer.email) in keys or (
+        bool(volunteer.email_ascii) and address_key(volunteer.email_ascii) in keys
+    )
 
 
 @dataclass(frozen=True)
@@ -49,7 +62,7 @@ def suppressed_addresses(conn: sqlite3.Connection) -> set[str]:
     return {address_key(row["email"]) for row in conn.execute("SELECT email FROM suppressions")}
 
 
-def is_suppressed(conn: sqlite3.Connection, email: str) -> bool:
+def address_is_suppressed(conn: sqlite3.Connection, email: str) -> bool:
     return address_key(email) in suppressed_addresses(conn)
 
 
@@ -70,7 +83,7 @@ def add(
         conn,
         [
             EventDraft(
-                "address_suppressed",
+                EventKind.ADDRESS_SUPPRESSED,
                 campaign_id=campaign_id,
                 volunteer_id=volunteer_id,
                 message_id=message_id,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from notifier.config import ROSTER_CHUNK_ROWS
+from notifier.event import EventKind
 from notifier.ledger.chain import (
     EventDraft,
     append,
@@ -345,10 +346,11 @@ def _write_import(
     )
     import_id = int(cursor.lastrowid or 0)
     imported = EventDraft(
-        "roster_imported",
+        EventKind.ROSTER_IMPORTED,
         data={
             "import_id": import_id,
             "file": source.file.name,
+            "file_name": str(source.file),
             "sha256": source.sha256,
             "mapping_sha256": mapping_sha256,
             "encoding": source.encoding,
@@ -408,7 +410,7 @@ def _write_rejected(
         )
         rejected = [
             EventDraft(
-                "row_rejected",
+                EventKind.ROW_REJECTED,
                 data={
                     "import_id": import_id,
                     "row": p.row,
@@ -457,7 +459,7 @@ def _write_added(conn: sqlite3.Connection, import_id: int, now: str, added: _Chu
             conn,
             [
                 (
-                    "volunteer_added",
+                    EventKind.VOLUNTEER_ADDED,
                     None,
                     vid,
                     None,
@@ -508,7 +510,7 @@ def _write_updated(
             conn,
             [
                 EventDraft(
-                    "volunteer_updated",
+                    EventKind.VOLUNTEER_UPDATED,
                     volunteer_id=vid,
                     data={
                         "import_id": import_id,

@@ -208,13 +208,18 @@ def test_delivery_stalled_server_times_out_and_retries(
     assert "imed out" in events[2].data["reply"]
 
 
-def test_delivery_refusal_at_end_of_data_is_permanent(
+def test_delivery_refusal_at_end_of_data_is_final_and_judged_as_a_report_would_be(
     ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
 ) -> None:
+    """`554 5.7.1 message refused` is a policy refusal: blocked (the address is fine, the
+    sender must act), as the same status in a delivery report is; never retried."""
     script(sink, people[5].email, "data554")
     summary = send(ledger, campaign, people, sink.url)
-    assert summary.counts == {"sent": 7, "failed_permanent": 1}
+    assert summary.counts == {"sent": 7, "blocked": 1}
     assert tries(sink, people[5].email) == 1
+    (event,) = ledger.events(kinds=["blocked"])
+    assert event.data["moved_to"] == "blocked" and event.data["code"] == 554
+    assert ledger.verify().ok
 
 
 def test_delivery_no_dsn_parameters_when_server_does_not_offer_dsn(
@@ -411,7 +416,7 @@ def test_delivery_pipelined_refusals_are_read_reply_by_reply(
 
     summary = send(ledger, campaign, people, sink.url, concurrency=1)
 
-    assert summary.counts == {"sent": 6, "failed_permanent": 2}
+    assert summary.counts == {"sent": 6, "failed_permanent": 1, "blocked": 1}
     assert recipients(sink.messages) == {v.email: 1 for v in people if v not in (refused, late)}
     failed = message_events(ledger, refused)
     assert kinds(failed) == ["queued", "sending", "failed_permanent"]

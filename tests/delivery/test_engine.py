@@ -20,7 +20,7 @@ from notifier.delivery import (
 from notifier.errors import LedgerError
 from notifier.journal import ThreadedLedgerJournal
 from notifier.ledger import Ledger
-from notifier.message import DeliveryOutcome, NewMessage, OutgoingMessage
+from notifier.message import DeliveryOutcome, MessageState, NewMessage, OutgoingMessage
 from notifier.sink import Sink
 from notifier.smtp.target import parse_smtp_url
 from notifier.volunteer import Volunteer
@@ -159,7 +159,7 @@ def test_engine_threaded_journal_keeps_order_and_raises_failed_writes(
 
     def sent(message: OutgoingMessage, attempt: int) -> DeliveryOutcome:
         return DeliveryOutcome(
-            message.message_id, "plain", message.volunteer_id, "sent", attempt, 250, "ok"
+            message.message_id, "plain", message.volunteer_id, MessageState.SENT, attempt, 250, "ok"
         )
 
     async def run() -> tuple[dict[str, int], int, int]:

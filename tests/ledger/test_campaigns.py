@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import pytest
@@ -22,7 +23,14 @@ def test_campaign_is_registered_once_with_an_event(
     assert ledger.campaign_is_registered("c")
     (event,) = ledger.events(campaign_id="c")
     assert (event.kind, event.at) == ("campaign_registered", record.registered_at)
-    assert event.data == {"title": "First", "templates_sha256": "ab"}
+    # Everything the row holds is in the event: an edit of the row is found by verify.
+    definition = hashlib.sha256(b'{"a":[2],"b":1}').hexdigest()
+    assert event.data == {
+        "title": "First",
+        "follows": None,
+        "templates_sha256": "ab",
+        "definition_sha256": definition,
+    }
 
     with caplog.at_level(logging.WARNING):
         again = ledger.register_campaign(

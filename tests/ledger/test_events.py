@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from smtp_helpers import make_volunteers
 
-from notifier.ledger import EventDraft, Ledger, volunteer_to_row
+from notifier.event import EventKind
+from notifier.ledger import EventDraft, Ledger, Move, volunteer_to_row
 from notifier.message import NewMessage
 
 
@@ -20,19 +21,31 @@ def test_events_of_a_person_and_of_a_campaign_include_those_naming_only_a_messag
             campaign,
             [NewMessage(f"<{campaign}.{i}@x>", f"HMR-{i:05d}", f"{campaign}{i}") for i in range(2)],
         )
-    # A delivery report matched by Message-ID names only the message.
-    (report,) = ledger.append_events([EventDraft("delivered", message_id="<first.0@x>")])
-    ledger.append_event(EventDraft("volunteer_updated", volunteer_id="HMR-00000"))
+    # Events about a message are written by the transition function, naming the message
+    # and its campaign and volunteer; one named only by its message (an event written
+    # before that) still belongs to the person and the campaign.
+    ledger.claim_for_sending(["<first.0@x>"])
+    ledger.move_messages([Move("<first.0@x>", EventKind.SENT, {})])
+    ledger.db.execute("UPDATE events SET campaign_id = NULL, volunteer_id = NULL WHERE seq = 8")
+    (report,) = ledger.events(kinds=["sent"])
+    ledger.record([EventDraft(EventKind.TEST_SENT, volunteer_id="HMR-00000")])
 
     mine = ledger.volunteer_events("HMR-00000")
     assert [(e.kind, e.campaign_id) for e in mine] == [
         ("queued", "first"),
         ("queued", "second"),
-        ("delivered", None),
-        ("volunteer_updated", None),
+        ("sending", "first"),
+        ("sent", None),
+        ("test_sent", None),
     ]
     first = ledger.campaign_events("first")
-    assert [e.kind for e in first] == ["campaign_registered", "queued", "queued", "delivered"]
+    assert [e.kind for e in first] == [
+        "campaign_registered",
+        "queued",
+        "queued",
+        "sending",
+        "sent",
+    ]
     assert first[-1] == report
     assert ledger.volunteer_events("nobody") == []
     assert ledger.campaign_events("none") == []

@@ -15,7 +15,7 @@ from smtp_helpers import add_volunteers, make_volunteers
 
 from notifier.errors import KeyFileError, LedgerTampered
 from notifier.ledger import GENESIS_HASH, Ledger, canonical_json, event_hash
-from notifier.message import DeliveryOutcome, NewMessage
+from notifier.message import DeliveryOutcome, MessageState, NewMessage
 from notifier.roster import RosterResult, RowProblem
 
 
@@ -49,7 +49,10 @@ def sent(ledger_path: Path) -> Path:
         led.ensure_messages("c", [NewMessage(ids[i], f"HMR-{i:05d}", f"t{i}") for i in range(3)])
         led.claim_for_sending(ids[:2], {ids[0]: ("person0@example.jp", "a" * 64)})
         led.record_outcomes(
-            [DeliveryOutcome(m, "c", f"HMR-{i:05d}", "sent", 1) for i, m in enumerate(ids[:2])]
+            [
+                DeliveryOutcome(m, "c", f"HMR-{i:05d}", MessageState.SENT, 1)
+                for i, m in enumerate(ids[:2])
+            ]
         )
         led.add_suppression("person2@example.com", "bounced_hard 5.1.1", event_seq=None)
         assert led.verify().ok

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 from smtp_helpers import add_volunteers, make_volunteers
 
-from notifier.errors import LedgerError
-from notifier.ledger import EventDraft, Ledger
-from notifier.message import DeliveryOutcome, MessageRow, NewMessage
+from notifier.errors import IllegalTransition, LedgerError
+from notifier.event import EventKind
+from notifier.ledger import Ledger, Move
+from notifier.message import TRANSITIONS, DeliveryOutcome, MessageRow, MessageState, NewMessage
 
 IDS = [f"<m{i}@example.org>" for i in range(3)]
 
@@ -39,7 +40,7 @@ def test_messages_are_registered_pending_with_a_queued_event(campaign: Ledger) -
         campaign_id="c",
         volunteer_id="HMR-00000",
         verp_token="t0",
-        state="pending",
+        state=MessageState.PENDING,
         attempts=0,
         smtp_reply="",
         queue_id="",
@@ -56,10 +57,14 @@ def test_claims_and_outcomes_move_messages_in_one_statement(campaign: Ledger) ->
     campaign.record_outcomes(
         [
             DeliveryOutcome(
-                IDS[0], "c", "HMR-00000", "sent", 1, 250, "2.0.0 Ok: queued as Q1", "Q1"
+                IDS[0], "c", "HMR-00000", MessageState.SENT, 1, 250, "2.0.0 Ok: queued as Q1", "Q1"
             ),
-            DeliveryOutcome(IDS[1], "c", "HMR-00001", "deferred", 1, None, "Connection lost"),
-            DeliveryOutcome(IDS[2], "c", "HMR-00002", "failed_permanent", 1, reason="no way"),
+            DeliveryOutcome(
+                IDS[1], "c", "HMR-00001", MessageState.DEFERRED, 1, None, "Connection lost"
+            ),
+            DeliveryOutcome(
+                IDS[2], "c", "HMR-00002", MessageState.FAILED_PERMANENT, 1, reason="no way"
+            ),
         ]
     )
     assert campaign.claim_for_sending([IDS[1]]) == {IDS[1]: 2}
@@ -86,7 +91,7 @@ def test_claiming_an_unknown_message_claims_nothing(campaign: Ledger) -> None:
 
 def test_messages_left_sending_become_uncertain(campaign: Ledger) -> None:
     campaign.claim_for_sending(IDS[:2])
-    assert [m.message_id for m in campaign.uncertain_messages("c")] == IDS[:2]
+    assert [m.message_id for m in campaign.claimed_messages("c")] == IDS[:2]
     stuck = campaign.mark_uncertain("c")
     assert [m.message_id for m in stuck] == IDS[:2]
     assert campaign.state_counts("c") == {"pending": 1, "uncertain": 2}
@@ -95,13 +100,124 @@ def test_messages_left_sending_become_uncertain(campaign: Ledger) -> None:
     assert campaign.mark_uncertain("c") == []  # nothing left sending
 
 
-def test_event_with_state_moves_its_message(campaign: Ledger) -> None:
-    (event,) = campaign.append_events(
-        [EventDraft("sent", "c", "HMR-00000", IDS[0], state="sent")],
-        at="2020-04-01T10:00:00.000000+00:00",
+def test_a_move_writes_its_event_and_the_state_together(campaign: Ledger) -> None:
+    campaign.claim_for_sending([IDS[0]])
+    (event,) = campaign.move_messages(
+        [Move(IDS[0], EventKind.SENT, {"attempt": 1})], at="2020-04-01T10:00:00.000000+00:00"
     )
     moved = {m.message_id: m for m in campaign.messages("c")}[IDS[0]]
     assert (moved.state, moved.updated_at) == ("sent", event.at)
-    # An event without a state records, and moves nothing.
-    campaign.append_event(EventDraft("delivered", "c", "HMR-00001", IDS[1]))
+    assert (event.campaign_id, event.volunteer_id) == ("c", "HMR-00000")  # from the message
+    # A report that moves nothing records, and leaves the state as it was.
+    (unclear,) = campaign.move_messages([Move(IDS[1], EventKind.BOUNCE_UNCLEAR, {"x": 1})])
+    assert "moved_to" not in unclear.data
     assert campaign.message_states("c")["HMR-00001"] == "pending"
+    # A report that moves its message says where, so the chain can rebuild the state.
+    (bounce,) = campaign.move_messages(
+        [Move(IDS[0], EventKind.BOUNCED_HARD, {}, MessageState.BOUNCED_HARD)]
+    )
+    assert bounce.data["moved_to"] == "bounced_hard"
+    assert campaign.verify().ok
+
+
+# How to bring a message to each state through allowed moves only.
+S = MessageState
+_PATH: dict[MessageState, list[tuple[EventKind, MessageState | None]]] = {
+    S.PENDING: [],
+    S.SENDING: [(EventKind.SENDING, None)],
+    S.SUPPRESSED: [(EventKind.SUPPRESSED, None)],
+    **{
+        state: [(EventKind.SENDING, None), (EventKind(state), None)]
+        for state in (S.SENT, S.DEFERRED, S.FAILED_TEMPORARY, S.FAILED_PERMANENT, S.UNCERTAIN)
+    },
+    **{
+        state: [(EventKind.SENDING, None), (EventKind.SENT, None), (EventKind(state), state)]
+        for state in (S.DELIVERED, S.BOUNCED_SOFT, S.BLOCKED, S.BOUNCED_HARD)
+    },
+}
+
+
+def _bring(ledger: Ledger, message_id: str, state: MessageState) -> None:
+    for kind, to in _PATH[state]:
+        if kind == EventKind.SENDING:
+            assert ledger.claim_for_sending([message_id], claimable=set(MessageState))
+        else:
+            ledger.move_messages([Move(message_id, kind, {}, to)])
+    assert {m.message_id: m.state for m in ledger.messages("c")}[message_id] == state
+
+
+ILLEGAL = [
+    (before, after)
+    for before in MessageState
+    for after in MessageState
+    if after not in TRANSITIONS[before] and (after != before or after == S.SENDING)
+]
+
+
+@pytest.mark.parametrize(("before", "after"), ILLEGAL, ids=[f"{a}->{b}" for a, b in ILLEGAL])
+def test_every_illegal_move_is_refused_and_writes_nothing(
+    campaign: Ledger, before: MessageState, after: MessageState
+) -> None:
+    """The transition table is enforced, not advisory: every move it does not list is
+    refused by the ledger itself (a claim simply does not take the message)."""
+    _bring(campaign, IDS[0], before)
+    events = campaign.count("events")
+    if after == S.SENDING:
+        assert campaign.claim_for_sending([IDS[0]], claimable=set(MessageState)) == {}
+    else:
+        kind = EventKind(after.value)
+        with pytest.raises(IllegalTransition, match=f"is {before} cannot become {after}"):
+            campaign.move_messages(
+                [Move(IDS[1], EventKind.SUPPRESSED, {}), Move(IDS[0], kind, {}, after)]
+            )
+    assert campaign.count("events") == events  # not even the batch's other, legal move
+    assert {m.message_id: m.state for m in campaign.messages("c")}[IDS[0]] == before
+    assert campaign.verify().ok
+
+
+def test_every_allowed_move_is_taken(campaign: Ledger) -> None:
+    pairs = [
+        (before, after)
+        for before, targets in TRANSITIONS.items()
+        for after in sorted(targets - {S.SENDING})  # claims: tested on their own
+    ]
+    add_volunteers(campaign, make_volunteers(len(pairs), start=10))
+    for number, (before, after) in enumerate(pairs, start=10):
+        message_id = f"<{before}-{after}@example.org>"
+        campaign.ensure_messages("c", [NewMessage(message_id, f"HMR-{number:05d}", message_id)])
+        _bring(campaign, message_id, before)
+        campaign.move_messages([Move(message_id, EventKind(after), {}, after)])
+        assert {m.message_id: m.state for m in campaign.messages("c")}[message_id] == after
+    assert campaign.verify().ok
+
+
+def test_only_a_claim_moves_a_message_to_sending_and_never_twice(campaign: Ledger) -> None:
+    with pytest.raises(IllegalTransition, match="only a claim"):
+        campaign.move_messages([Move(IDS[0], EventKind.SENDING, {"attempt": 1})])
+    assert campaign.claim_for_sending([IDS[0]]) == {IDS[0]: 1}
+    assert campaign.claim_for_sending([IDS[0]]) == {}  # claimed already: not again
+    campaign.move_messages([Move(IDS[0], EventKind.SENT, {})])
+    assert campaign.claim_for_sending([IDS[0]], claimable=set(MessageState)) == {}  # sent
+    # A run claims only from its own states: a deferred message is not a resend's to take
+    # unless its states say so.
+    assert campaign.claim_for_sending([IDS[1]]) == {IDS[1]: 1}
+    campaign.move_messages([Move(IDS[1], EventKind.DEFERRED, {})])
+    assert campaign.claim_for_sending([IDS[1]], claimable={S.FAILED_TEMPORARY}) == {}
+    assert campaign.claim_for_sending([IDS[1]]) == {IDS[1]: 2}
+    assert campaign.verify().ok
+
+
+def test_two_connections_claiming_the_same_messages_take_each_once(campaign: Ledger) -> None:
+    """The claim is conditional inside the write transaction: two senders (here two
+    connections, as two processes would have) that both chose the same messages split
+    them, whatever the order their claims reach the ledger."""
+    other = Ledger(campaign.path)
+    try:
+        first = campaign.claim_for_sending(IDS[:2])
+        second = other.claim_for_sending(IDS)
+        assert first == {IDS[0]: 1, IDS[1]: 1} and second == {IDS[2]: 1}
+        assert not first.keys() & second.keys()
+    finally:
+        other.close()
+    assert campaign.state_counts("c") == {"sending": 3}
+    assert campaign.verify().ok

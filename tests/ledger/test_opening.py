@@ -187,7 +187,7 @@ def test_disk_full_during_a_send_is_one_line_and_a_resume_finishes(
     small_fs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    write_example_config(tmp_path)
+    write_example_config(small_fs)  # settings belong beside the ledger
     ledger = small_fs / "notifier.db"
     with Ledger(ledger) as led:
         add_volunteers(led, make_volunteers(30))
@@ -213,7 +213,7 @@ def test_disk_full_during_a_send_is_one_line_and_a_resume_finishes(
         assert resumed.exit_code == 0, resumed.output
         got = recipients(sink.messages)
     with Ledger(ledger) as led:
-        uncertain = {m.email for m in led.uncertain_messages(CAMPAIGN)}
+        uncertain = {m.email for m in led.claimed_messages(CAMPAIGN)}
         assert led.verify().ok
     assert max(got.values()) == 1
     assert {v.email for v in make_volunteers(30)} - set(got) <= uncertain

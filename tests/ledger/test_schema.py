@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import sqlite_utils
+from conftest import fact
 
 from notifier.errors import LedgerError, LedgerUnkeyed
-from notifier.ledger import MIGRATIONS, SCHEMA_VERSION, EventDraft, Ledger
+from notifier.ledger import MIGRATIONS, SCHEMA_VERSION, Ledger
 
 
 def tamper(path: Path, sql: str, params: tuple[object, ...] = ()) -> None:
@@ -34,7 +35,7 @@ def test_new_ledger_is_private_wal_and_versioned(ledger_path: Path) -> None:
 
 def test_reopening_does_not_migrate_again(ledger_path: Path) -> None:
     with Ledger(ledger_path) as led:
-        led.append_events([EventDraft("test"), EventDraft("test")])
+        led.record([fact("test"), fact("test")])
     with Ledger(ledger_path) as led:
         assert led.schema_version() == SCHEMA_VERSION
         assert led.count("events") == 2
@@ -84,7 +85,7 @@ def test_version_1_ledger_migrates_forward_and_keeps_its_rows(ledger_path: Path)
         assert [p.field for p in led.rejected_rows(1)] == ["email", "", "exposure"]
         assert led.verify().reason == "unkeyed (old format): run notifier ledger upgrade"
         with pytest.raises(LedgerUnkeyed):  # no new event until it is upgraded
-            led.append_event(EventDraft("test"))
+            led.record([fact("test")])
         assert led.upgrade() is not None  # re-keyed, its rows adopted by events
-        led.append_event(EventDraft("test"))
+        led.record([fact("test")])
         assert led.verify().ok

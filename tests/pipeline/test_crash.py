@@ -68,7 +68,7 @@ def test_crash_sigkill_then_resume_reaches_everyone_once(ledger_path: Path) -> N
         resumed = run_notifier(ledger_path, "send", CAMPAIGN, "--yes", "--smtp", sink.url)
         assert resumed.returncode == 0, resumed.stderr
         with Ledger(ledger_path) as led:
-            uncertain = {m.email for m in led.uncertain_messages(CAMPAIGN)}
+            uncertain = {m.email for m in led.claimed_messages(CAMPAIGN)}
             states = led.state_counts(CAMPAIGN)
         assert held.email in uncertain
         assert len(uncertain) <= after_kill["sending"]
@@ -115,7 +115,7 @@ def test_crash_ctrl_c_stops_cleanly_and_resumes(ledger_path: Path) -> None:
         finally:
             finish(proc)
         assert proc.returncode == 130, err
-        assert f"To resume: notifier send {CAMPAIGN} --yes" in out
+        assert f"To resume exactly this run: notifier send {CAMPAIGN} --resume" in out
         assert "Traceback" not in err
 
         with Ledger(ledger_path) as led:
@@ -166,7 +166,7 @@ def test_crash_throttled_sigkill_leaves_at_most_two_claims_per_connection(
 
         with Ledger(ledger_path) as led:
             after_kill = led.state_counts(CAMPAIGN)
-            in_flight = {m.email for m in led.uncertain_messages(CAMPAIGN)}
+            in_flight = {m.email for m in led.claimed_messages(CAMPAIGN)}
         assert held.email in in_flight
         assert after_kill.get("pending", 0) >= 1  # killed mid-campaign, not after it
         assert 1 <= after_kill["sending"] <= 2 * concurrency

@@ -16,7 +16,7 @@ from typing import Any
 
 import dkim
 import pytest
-from conftest import Notifier
+from conftest import EXAMPLE_SETTINGS, Notifier
 from smtp_helpers import (
     INTERNATIONAL,
     add_volunteers,
@@ -199,11 +199,12 @@ def test_dkim_cli_large_campaign_signs_in_worker_processes(
     assert compose_workers_for(count) > 0
     volunteers = make_volunteers(count)
     add_volunteers(ledger, volunteers)
-    approve_shipped(ledger, CAMPAIGN)
     (tmp_path / "notifier.toml").write_text(
-        f'[dkim]\nselector = "{SELECTOR}"\nkey_file = "{fast_key.private_file.as_posix()}"\n',
+        EXAMPLE_SETTINGS.read_text(encoding="utf-8")
+        + f'[dkim]\nselector = "{SELECTOR}"\nkey_file = "{fast_key.private_file.as_posix()}"\n',
         encoding="utf-8",
     )
+    approve_shipped(ledger, CAMPAIGN)
 
     result = notifier("send", CAMPAIGN, "--yes", "--smtp", sink.url, "--timeout", "10")
 
@@ -251,10 +252,12 @@ def test_dkim_half_configured_is_one_clean_error_before_sending(
     table: str,
 ) -> None:
     add_volunteers(ledger, make_volunteers(4))
-    approve_shipped(ledger, CAMPAIGN)
     (tmp_path / "notifier.toml").write_text(
-        table.format(key=dkim_key.private_file.as_posix()), encoding="utf-8"
+        EXAMPLE_SETTINGS.read_text(encoding="utf-8")
+        + table.format(key=dkim_key.private_file.as_posix()),
+        encoding="utf-8",
     )
+    approve_shipped(ledger, CAMPAIGN)
     result = notifier("send", CAMPAIGN, "--yes", "--smtp", sink.url, "--timeout", "5")
     assert_clean_refusal(result, sink, ledger, "dkim", "selector and a key_file")
 
@@ -263,11 +266,13 @@ def test_dkim_missing_key_file_is_one_clean_error_before_sending(
     notifier: Notifier, ledger: Ledger, sink: Sink, tmp_path: Path
 ) -> None:
     add_volunteers(ledger, make_volunteers(4))
-    approve_shipped(ledger, CAMPAIGN)
     missing = tmp_path / "keys" / "absent.pem"
     (tmp_path / "notifier.toml").write_text(
-        f'[dkim]\nselector = "{SELECTOR}"\nkey_file = "{missing.as_posix()}"\n', encoding="utf-8"
+        EXAMPLE_SETTINGS.read_text(encoding="utf-8")
+        + f'[dkim]\nselector = "{SELECTOR}"\nkey_file = "{missing.as_posix()}"\n',
+        encoding="utf-8",
     )
+    approve_shipped(ledger, CAMPAIGN)
     result = notifier("send", CAMPAIGN, "--yes", "--smtp", sink.url, "--timeout", "5")
     assert_clean_refusal(result, sink, ledger, "cannot read the DKIM key", "absent.pem")
 
@@ -276,12 +281,14 @@ def test_dkim_unusable_key_is_one_clean_error_before_sending(
     notifier: Notifier, ledger: Ledger, sink: Sink, tmp_path: Path
 ) -> None:
     add_volunteers(ledger, make_volunteers(4))
-    approve_shipped(ledger, CAMPAIGN)
     bad = tmp_path / "not-a-key.pem"
     bad.write_text("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
     (tmp_path / "notifier.toml").write_text(
-        f'[dkim]\nselector = "{SELECTOR}"\nkey_file = "{bad.as_posix()}"\n', encoding="utf-8"
+        EXAMPLE_SETTINGS.read_text(encoding="utf-8")
+        + f'[dkim]\nselector = "{SELECTOR}"\nkey_file = "{bad.as_posix()}"\n',
+        encoding="utf-8",
     )
+    approve_shipped(ledger, CAMPAIGN)
     result = notifier("send", CAMPAIGN, "--yes", "--smtp", sink.url, "--timeout", "5")
     # The key is tried before anything connects: one error line, nothing sent.
     assert_clean_refusal(result, sink, ledger, "cannot be used for signing", "not-a-key.pem")

@@ -14,17 +14,21 @@ from notifier.cohort import CohortFilter
 from notifier.config import Settings
 from notifier.errors import CampaignError, CohortError
 from notifier.ledger import Ledger
+from notifier.message import MessageState
 from notifier.pipeline import (
     SendPlan,
     SendRequest,
     SendScope,
     plan_send,
     read_selection,
+    resend_states,
     select_messages,
     send_audience,
 )
 from notifier.sink import Sink
 from notifier.volunteer import Volunteer
+
+S = MessageState
 
 CAMPAIGN = "2020-03-breach"
 
@@ -72,7 +76,7 @@ def suppress(ledger: Ledger, volunteer: Volunteer) -> None:
 def test_pipeline_select_in_volunteer_order_with_limit_and_suppressions() -> None:
     people = make_volunteers(6)
     shuffled = [people[i] for i in (4, 1, 5, 0, 3, 2)]
-    states = {people[0].volunteer_id: "sent", people[1].volunteer_id: "deferred"}
+    states = {people[0].volunteer_id: S.SENT, people[1].volunteer_id: S.DEFERRED}
     suppressed = {people[5].email.lower()}
 
     everyone = select_messages(shuffled, states, suppressed, SendScope())
@@ -86,7 +90,7 @@ def test_pipeline_select_in_volunteer_order_with_limit_and_suppressions() -> Non
 
 def test_pipeline_scope_states() -> None:
     assert SendScope().states == {"pending", "deferred"}
-    assert SendScope(resend_states=("bounced_soft",)).states == {
+    assert SendScope(resend_states=(S.BOUNCED_SOFT,)).states == {
         "pending",
         "deferred",
         "bounced_soft",
@@ -103,7 +107,7 @@ def test_pipeline_scope_states() -> None:
 @pytest.mark.parametrize("state", ["sent", "delivered", "bounced_hard", "pending", "nonsense"])
 def test_pipeline_scope_refuses_states_that_cannot_be_resent(state: str) -> None:
     with pytest.raises(CohortError, match="cannot be re-sent") as caught:
-        SendScope(resend_states=("failed_temporary", state))
+        resend_states(["failed_temporary", state])
     assert caught.value.field == "--status"
 
 
@@ -154,8 +158,8 @@ def test_pipeline_resend_selects_only_the_chosen_states(
         first = send(ledger, campaign, people, first_sink.url, max_attempts=1)
     assert first.counts == {"sent": 6, "failed_permanent": 1, "failed_temporary": 1}
 
-    temporary = SendScope(resend_states=("failed_temporary",))
-    both = SendScope(resend_states=("failed_temporary", "failed_permanent"))
+    temporary = SendScope(resend_states=(S.FAILED_TEMPORARY,))
+    both = SendScope(resend_states=(S.FAILED_TEMPORARY, S.FAILED_PERMANENT))
     assert selected(ledger, people, SendScope()) == []
     assert selected(ledger, people, temporary) == [greylisted.volunteer_id]
     assert selected(ledger, people, both) == ids([refused, greylisted])

@@ -27,7 +27,6 @@ from smtp_helpers import (
 from notifier.ledger import Ledger
 from notifier.message import NewMessage
 from notifier.reconcile import postfix_log_evidence
-from notifier.sendlock import SendLock
 from notifier.sink import Sink
 
 LOG = Path(__file__).resolve().parent.parent / "fixtures" / "reconcile" / "postfix-maillog"
@@ -84,10 +83,10 @@ def test_reconcile_refuses_while_a_send_holds_the_lock(
 ) -> None:
     with Ledger(ledger_path) as led:
         uncertain_ledger(led, CAMPAIGN)
-    with SendLock(ledger_path, CAMPAIGN):
-        result = notifier("reconcile", CAMPAIGN, "--mta-log", str(LOG))
+        with led.lease("send", CAMPAIGN):
+            result = notifier("reconcile", CAMPAIGN, "--mta-log", str(LOG))
     assert result.exit_code == 2
-    assert "a send is running on this ledger" in result.output
+    assert "another send is running on this ledger" in result.output
     assert f"process {os.getpid()}" in result.output
     with Ledger(ledger_path) as led:
         assert led.state_counts(CAMPAIGN) == {"sending": 3}  # nothing touched

@@ -6,6 +6,7 @@ import hashlib
 import sqlite3
 
 import pytest
+from conftest import fact
 from report_scenario import (
     C1,
     C2,
@@ -15,6 +16,7 @@ from report_scenario import (
     TEMP_REPLY,
     TEMPLATES_SHA,
     Builder,
+    append,
     at,
     build,
     by_vid,
@@ -23,6 +25,7 @@ from report_scenario import (
 )
 
 from notifier.errors import CampaignError, VolunteerNotFound
+from notifier.event import EventKind
 from notifier.ledger import EventDraft, Ledger
 from notifier.ledger import store as store_module
 from notifier.report import campaign_report, unreachable, volunteer_history
@@ -65,7 +68,12 @@ def test_history_of_unknown_person_is_an_error(built: Ledger) -> None:
 
 
 def test_history_of_someone_no_longer_on_the_roster(built: Ledger) -> None:
-    built.append_event(EventDraft("volunteer_added", volunteer_id="v99", data={"row": 2}))
+    # Someone whose roster row was removed by hand: their events remain.
+    append(
+        built,
+        [EventDraft(EventKind.VOLUNTEER_ADDED, volunteer_id="v99", data={"row": 2})],
+        at("14:00"),
+    )
     (event,) = volunteer_history(built, " v99 ")
     assert (event.kind, event.volunteer_id) == ("volunteer_added", "v99")
 
@@ -193,7 +201,7 @@ def test_ledger_hash_says_so_when_writes_are_still_in_the_wal(
         # An open read (another `notifier status`, say) pins the file while a send writes.
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM events").fetchone()
-        built.append_events([EventDraft("volunteer_updated", volunteer_id="v01")])
+        built.record([fact("written meanwhile")])
         r = campaign_report(built, C1)
         assert not r.ledger.complete and "-wal" in r.ledger.note
         assert r.verification.ok  # the report itself still sees every event

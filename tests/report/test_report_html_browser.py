@@ -76,7 +76,7 @@ def test_report_fits_a_1000px_window(browser: Any, ledger: Ledger, tmp_path: Pat
 def test_sent_row_shows_only_its_own_attempt(browser: Any, ledger: Ledger, tmp_path: Path) -> None:
     build(ledger)
     # v04 was soft-bounced ("452 4.2.2 Mailbox full"); resent, the new attempt went out.
-    ledger.claim_for_sending([f"<{C1}.v04@example.org>"])
+    ledger.claim_for_sending([f"<{C1}.v04@example.org>"], claimable={MessageState.BOUNCED_SOFT})
     report = campaign_report(ledger, C1)
     v04 = next(r for r in report.recipients if r.volunteer_id == "v04")
     assert v04.diagnostic == "" and v04.smtp_reply == ""

@@ -18,7 +18,7 @@ import secrets
 from pathlib import Path
 
 import pytest
-from conftest import Notifier
+from conftest import EXAMPLE_SETTINGS, Notifier
 from smtp_helpers import add_volunteers, approve_shipped, make_volunteers, recipients, send
 from tls_helpers import (
     ImplicitTlsSink,
@@ -215,7 +215,9 @@ def test_tls_ca_file_comes_from_the_config_file_or_the_environment(
 ) -> None:
     config = tmp_path / "notifier.toml"
     config.write_text('[smtp]\nurl = "smtps://mail.example.org"\nca_file = "relay-ca.pem"\n')
-    assert load_settings(config, env={}).smtp_ca_file == Path("relay-ca.pem")
+    # A path in the settings is relative to the settings file's folder, wherever the
+    # command runs; one from the environment is as given.
+    assert load_settings(config, env={}).smtp_ca_file == tmp_path / "relay-ca.pem"
     from_env = load_settings(config, env={CA_ENV: "/etc/ssl/other.pem"})
     assert from_env.smtp_ca_file == Path("/etc/ssl/other.pem")
     config.write_text('[smtp]\nurl = "smtps://mail.example.org"\n')
@@ -340,7 +342,8 @@ def test_tls_cli_sends_over_smtps_with_config_and_environment(
     monkeypatch.delenv(CA_ENV, raising=False)
     with ImplicitTlsSink(certificate, password=password) as server:
         (tmp_path / "notifier.toml").write_text(
-            f'[smtp]\nurl = "{server.url}"\nca_file = "{certificate.cert_file.as_posix()}"\n',
+            EXAMPLE_SETTINGS.read_text(encoding="utf-8")
+            + f'[smtp]\nurl = "{server.url}"\nca_file = "{certificate.cert_file.as_posix()}"\n',
             encoding="utf-8",
         )
         dry = notifier("send", CAMPAIGN)

@@ -1,0 +1,1100 @@
+"""The one way in: every operation on a ledger, with every rule enforced here.
+
+`Workspace` is a ledger and the settings that belong to it. The command line
+(`notifier.cli`) and the web console only parse what a person asked for, call a method
+here, and show what it returns; nothing they do can skip a rule, because the rules are
+here and in the ledger, not at the edges:
+
+- **Settings belong to the ledger**: `notifier.toml` beside the ledger file (or the one
+  named by --config / NOTIFIER_CONFIG), whatever folder the command runs in.
+- **Four eyes**: a send goes ahead only on a current approval of the campaign's exact
+  content (`[send] require_approval = false` turns that off, explicitly).
+- **A clean check**: approving runs the whole-campaign check and refuses while it finds
+  problems; a send refuses too, unless a check of the same content against the same
+  roster and history already passed (recorded in the chain with the approval, or by the
+  send that ran it).
+- **One sender**: sends, resends, roster imports and reconciles hold the ledger's lease
+  (notifier.ledger.lease); a claim is conditional in the ledger itself.
+- **In flight or uncertain**: a claimed message is in flight while the send that claimed
+  it is alive, uncertain otherwise (notifier.message.is_uncertain).
+- **A send run is recorded**: its exact selection is its `send_started` event, so
+  `resume` continues exactly that run, and `status` names the command that does.
+- **The whole truth**: `status` and `report` count the campaign's audience, who was
+  sent the notice and who is still owed it, and why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from notifier import approval as four_eyes
+from notifier.approval import Approval, ApprovalStatus
+from notifier.audience import count_audience, history_applies, membership_of, select_audience
+from notifier.bounces import IngestSummary, UnmatchedReport, ingest, read_imap, read_sources
+from notifier.bounces import unmatched_reports as kept_unmatched
+from notifier.campaign import Campaign, apply_overrides, list_campaigns, load_campaign
+from notifier.campaign import require_known_campaign as _require_known
+from notifier.check import CheckReport, check_campaign
+from notifier.cohort import CohortFilter, CohortMember, explain_cohort, read_ids_file
+from notifier.compose import ComposedMessage, Composer, load_dkim_key
+from notifier.config import Settings, load_settings
+from notifier.delivery import SendOptions
+from notifier.errors import (
+    ApprovalError,
+    CampaignError,
+    CheckFailed,
+    EvidenceError,
+    NotifierError,
+)
+from notifier.event import EventKind
+from notifier.ledger import (
+    Event,
+    EventDraft,
+    Holder,
+    ImportRecord,
+    ImportSummary,
+    Ledger,
+    Settled,
+    VolunteerQuery,
+)
+from notifier.ledger.upgrade import Upgraded
+from notifier.message import (
+    MessageRow,
+    MessageState,
+    is_uncertain,
+)
+from notifier.pipeline import (
+    MessageIds,
+    SendPlan,
+    SendRequest,
+    SendScope,
+    SendSummary,
+    plan_send,
+    resend_states,
+    send_audience,
+    send_campaign,
+)
+from notifier.proof import proof_sheet
+from notifier.reconcile import Evidence, maildir_evidence, postfix_log_evidence
+from notifier.render import Renderer
+from notifier.report import (
+    CampaignReport,
+    Owed,
+    UnreachablePerson,
+    campaign_report,
+    owed,
+    unreachable,
+)
+from notifier.report import volunteer_history as history_of
+from notifier.roster import RosterStream, RowProblem, load_mapping, open_roster
+from notifier.smtp.session import ServerInfo, SessionOptions
+from notifier.smtp.target import parse_smtp_url
+from notifier.testsend import TestSendResult, checked_test_address, send_tests, volunteers_for_test
+from notifier.volunteer import Volunteer
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[], None]
+
+# What callers (the command line, the console) use: the workspace, and the plain records
+# its operations take and return.
+__all__ = [
+    "RESUME_HINT",
+    "Approved",
+    "Campaign",
+    "CampaignReport",
+    "CampaignStatus",
+    "CheckReport",
+    "CohortFilter",
+    "CohortMember",
+    "Event",
+    "ImportRecord",
+    "IngestSummary",
+    "Owed",
+    "Preview",
+    "PreviewRun",
+    "RosterImport",
+    "RowProblem",
+    "SendOptions",
+    "SendPlan",
+    "SendRun",
+    "SendScope",
+    "SendSpec",
+    "SendSummary",
+    "ServerInfo",
+    "Settled",
+    "TestSendResult",
+    "UnmatchedReport",
+    "UnreachablePerson",
+    "Volunteer",
+    "VolunteerQuery",
+    "Workspace",
+    "cohort_filter",
+    "narrowing_given",
+    "resend_states",
+]
+
+
+# --- what a send run is --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendSpec:
+    """One send run: whom (the cohort's narrowing and which of their messages), and how.
+
+    It is recorded, whole, in the run's `send_started` event: `Workspace.resume`
+    continues exactly it.
+    """
+
+    cohort: CohortFilter = field(default_factory=CohortFilter)
+    scope: SendScope = field(default_factory=SendScope)
+    options: SendOptions = field(default_factory=SendOptions)
+    smtp_url: str | None = None  # default: the settings' [smtp] url
+    compose_workers: int | None = None  # default: by the size of the send
+
+    def selection_json(self) -> dict[str, Any]:
+        """The selection as the `send_started` event records it."""
+        cohort = self.cohort
+        return {
+            "exposures": list(cohort.exposures),
+            "locales": list(cohort.locales),
+            "statuses": list(cohort.statuses),
+            "ids": sorted(cohort.ids) if cohort.ids is not None else None,
+            "resend_states": list(self.scope.resend_states),
+            "resend_uncertain": self.scope.resend_uncertain,
+            "limit": self.scope.limit,
+        }
+
+    def options_json(self) -> dict[str, Any]:
+        """How the run sends, as its `send_started` event records it (no secrets: the
+        SMTP credentials come from the environment and are never written)."""
+        o = self.options
+        return {
+            "rate": o.rate,
+            "concurrency": o.concurrency,
+            "batch_size": o.batch_size,
+            "batch_pause": o.batch_pause,
+            "per_domain": o.per_domain,
+            "timeout": o.timeout,
+            "max_attempts": o.max_attempts,
+            "backoff": o.backoff,
+            "require_tls": o.require_tls,
+        }
+
+    @classmethod
+    def recorded(cls, data: Mapping[str, Any], ca_file: Path | None) -> SendSpec:
+        """The spec a `send_started` event recorded (what `resume` runs again)."""
+        selection = data.get("selection") or {}
+        options = data.get("options") or {}
+        ids = selection.get("ids")
+        chosen = selection.get("chosen")  # a run with --limit: the people it chose
+        if chosen is not None:
+            ids = sorted(set(chosen) & set(ids)) if ids is not None else chosen
+        known = {f.name for f in dataclasses.fields(SendOptions)}
+        return cls(
+            cohort=CohortFilter(
+                exposures=tuple(selection.get("exposures") or ()),
+                locales=tuple(selection.get("locales") or ()),
+                statuses=tuple(selection.get("statuses") or ()),
+                ids=frozenset(ids) if ids is not None else None,
+            ),
+            scope=SendScope(
+                resend_states=tuple(selection.get("resend_states") or ()),
+                resend_uncertain=bool(selection.get("resend_uncertain")),
+                limit=selection.get("limit"),
+            ),
+            options=SendOptions(
+                **{k: v for k, v in options.items() if k in known}, ca_file=ca_file
+            ),
+            smtp_url=data.get("smtp_url"),
+        )
+
+
+@dataclass(frozen=True)
+class SendRun:
+    """A send run as the ledger recorded it: started, and ended or not."""
+
+    seq: int  # its `send_started` event: the run's id
+    campaign_id: str
+    started_at: str
+    command: str
+    data: Mapping[str, Any]  # the `send_started` event's data
+    ended: Mapping[str, Any] | None  # the `send_ended` event's data; None: it never ended
+
+    @property
+    def finished(self) -> bool:
+        """It ended having sent everything it set out to send."""
+        return (
+            self.ended is not None and not self.ended.get("stopped") and not self.ended.get("error")
+        )
+
+
+RESUME_HINT = "notifier send {campaign_id} --resume"
+
+
+# --- what the other operations return ---------------------------------------------------
+
+
+@dataclass
+class RosterImport:
+    """A roster import: what the ledger recorded, and the file as read (its warnings)."""
+
+    summary: ImportSummary
+    stream: RosterStream
+
+
+@dataclass(frozen=True)
+class Preview:
+    """Exactly what one person would receive, and anything the reader should know."""
+
+    volunteer: Volunteer
+    message: ComposedMessage
+    in_audience: bool
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PreviewRun:
+    """Every message of a campaign, as a send would make it (composed as they are read)."""
+
+    total: int
+    warnings: tuple[str, ...]
+    messages: Iterator[tuple[Volunteer, ComposedMessage]]
+
+
+@dataclass(frozen=True)
+class Approved:
+    approval: Approval
+    check: CheckReport
+
+
+@dataclass(frozen=True)
+class CampaignStatus:
+    """Where one campaign stands, at any moment (also while a send runs)."""
+
+    campaign_id: str
+    registered: bool  # it has messages in the ledger
+    approval: ApprovalStatus | None  # None: no campaign file to compare (known to the ledger only)
+    owed: Owed
+    counts: Mapping[str, int]  # the campaign's messages by state
+    running: Holder | None  # who holds the ledger's lease now (a send, an import, ...)
+    in_flight: tuple[MessageRow, ...]
+    uncertain: tuple[MessageRow, ...]
+    last_run: SendRun | None
+    follows_unsent: str | None  # a follow-up whose earlier campaign has not been sent
+    next_steps: tuple[str, ...]  # what to run now: never a command that would be refused
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def sending_now(self) -> bool:
+        return (
+            self.running is not None
+            and self.running.is_sending
+            and (self.running.subject == self.campaign_id)
+        )
+
+
+# --- the workspace ---------------------------------------------------------------------
+
+
+class Workspace:
+    """A ledger and the settings that belong to it; every operation, every rule.
+
+    Use as a context manager (or call close()): the ledger is opened when first needed.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._ledger: Ledger | None = None
+
+    @classmethod
+    def open(
+        cls,
+        ledger: str | Path | None = None,
+        *,
+        config: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Workspace:
+        """The workspace of a ledger (default ./notifier.db or $NOTIFIER_LEDGER), with
+        the settings beside it, or those `config` names."""
+        return cls(load_settings(config, ledger=ledger, env=env))
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.settings.ledger
+
+    def has_ledger(self) -> bool:
+        return self.settings.ledger.exists()
+
+    def ledger(self, *, create: bool = False) -> Ledger:
+        """The open ledger (opened on first use). For this module and the bench: callers
+        elsewhere use the operations below."""
+        if self._ledger is None:
+            self._ledger = Ledger(
+                self.settings.ledger, create=create, key_file=self.settings.secret_file
+            )
+        return self._ledger
+
+    # -- campaigns
+
+    def campaign(self, campaign_id: str | Path) -> Campaign:
+        """The campaign as it is sent from this ledger: with the settings' From, Reply-To
+        and contact point (the one place those are applied)."""
+        return apply_overrides(load_campaign(campaign_id), self.settings)
+
+    def campaigns(self) -> list[Campaign]:
+        """The shipped campaigns, oldest notice first, as they are sent from here."""
+        return [apply_overrides(c, self.settings) for c in list_campaigns()]
+
+    def require_known_campaign(self, campaign_id: str) -> None:
+        """Stop (exit 2, with the closest ids) unless the id names a shipped campaign or
+        one in the ledger: for operations that read the ledger only."""
+        _require_known(campaign_id, self.ledger().campaign_ids())
+
+    def audience_counts(self, campaign_id: str | Path) -> Counter[tuple[str, str]]:
+        """How many the campaign goes to now, by (locale, exposure)."""
+        campaign = self.campaign(campaign_id)
+        led = self.ledger()
+        return count_audience(led, campaign, history=history_applies(led, campaign))
+
+    def follows_unsent(self, campaign_id: str | Path) -> str | None:
+        """For a follow-up whose earlier campaign has not been sent: that campaign."""
+        campaign = self.campaign(campaign_id)
+        if campaign.follows and not history_applies(self.ledger(), campaign):
+            return campaign.follows
+        return None
+
+    # -- the roster
+
+    @contextlib.contextmanager
+    def import_roster(
+        self,
+        file: Path,
+        *,
+        mapping: Path | None = None,
+        encoding: str = "auto",
+        default_locale: str = "en",
+        strict: bool = False,
+    ) -> Iterator[RosterImport]:
+        """Import a roster file under the ledger's lease (no send runs meanwhile); the
+        file stays readable (its warnings) for the block."""
+        roster_mapping = load_mapping(mapping) if mapping else None
+        # What waits while the file is read waits beside the ledger (see notifier.spool).
+        folder = self.settings.ledger.resolve().parent
+        with open_roster(
+            file,
+            mapping=roster_mapping,
+            encoding=encoding,
+            default_locale=default_locale,
+            max_bytes=self.settings.roster_max_bytes,
+            spool_dir=folder if folder.is_dir() else None,
+        ) as stream:
+            led = self.ledger(create=True)
+            # No send while the people it is sending to change.
+            with led.lease("roster import", file.name):
+                summary = led.record_import(
+                    stream,
+                    mapping_sha256=roster_mapping.sha256 if roster_mapping else "",
+                    strict=strict,
+                )
+            yield RosterImport(summary, stream)
+
+    def volunteers(self, query: VolunteerQuery | None = None) -> Iterator[Volunteer]:
+        return self.ledger().volunteers(query or VolunteerQuery())
+
+    def volunteer(self, id_or_email: str) -> Volunteer:
+        return self.ledger().get_volunteer(id_or_email)
+
+    def volunteer_counts(self) -> Counter[tuple[str, str]]:
+        return self.ledger().count_volunteers()
+
+    def latest_import(self) -> ImportRecord | None:
+        return self.ledger().latest_import()
+
+    def rejected_rows(self, import_id: int | None = None) -> Iterator[RowProblem]:
+        """The problems of one import (default: the latest), read as used."""
+        return self.ledger().rejected_rows(import_id)
+
+    def history(self, volunteer: str) -> list[Event]:
+        return history_of(self.ledger(), volunteer)
+
+    # -- checking, the proof sheet, previews
+
+    def check(self, campaign_id: str | Path, *, progress: Progress | None = None) -> CheckReport:
+        """Render the campaign for its whole audience, without sending; every problem."""
+        return check_campaign(self.ledger(), self.campaign(campaign_id), progress=progress)
+
+    def proof(self, campaign_id: str | Path, report: CheckReport) -> str:
+        """The proof sheet (one HTML page) of the campaign, as checked in `report`."""
+        return proof_sheet(self.campaign(campaign_id), report)
+
+    def preview(self, campaign_id: str | Path, volunteer: str) -> Preview:
+        """Exactly the message a send would make for one person (but its Date)."""
+        campaign = self.campaign(campaign_id)
+        led = self.ledger()
+        person = led.get_volunteer(volunteer)
+        warnings = list(_contact_warning(campaign))
+        history = history_applies(led, campaign)
+        in_audience = membership_of(led, campaign, person, history=history).included
+        if not in_audience:
+            warnings.append(
+                f"{person.volunteer_id} is not in the audience of {campaign.campaign_id}; "
+                "this is what they would receive if they were"
+            )
+        ids, id_warning = self._message_ids(campaign)
+        warnings += id_warning
+        composer = Composer(campaign, Renderer(campaign), dkim=load_dkim_key(self.settings))
+        message = _composed(composer, person, datetime.now(UTC), ids)
+        return Preview(person, message, in_audience, tuple(warnings))
+
+    def preview_all(self, campaign_id: str | Path) -> PreviewRun:
+        """Every message of the campaign's audience, as a send would make it."""
+        campaign = self.campaign(campaign_id)
+        led = self.ledger()
+        history = history_applies(led, campaign)
+        warnings = []
+        if campaign.follows and not history:
+            warnings.append(
+                f"{campaign.follows} has not been sent yet, so it is not yet known who it "
+                f"reached: previewing {campaign.campaign_id} for everyone it could go to"
+            )
+        warnings += _contact_warning(campaign)
+        ids, id_warning = self._message_ids(campaign)
+        warnings += id_warning
+        total = sum(count_audience(led, campaign, history).values())
+        composer = Composer(campaign, Renderer(campaign), dkim=load_dkim_key(self.settings))
+        when = datetime.now(UTC)
+        messages = (
+            (v, _composed(composer, v, when, ids)) for v in select_audience(led, campaign, history)
+        )
+        return PreviewRun(total, tuple(warnings), messages)
+
+    def _message_ids(self, campaign: Campaign) -> tuple[MessageIds | None, list[str]]:
+        """The Message-IDs a send would use, so a preview is the bytes that would go out;
+        without the ledger's key (a preview never makes or needs one), a warning."""
+        led = self.ledger()
+        if led.key_file.exists():
+            try:
+                return MessageIds.of(led, campaign), []
+            except NotifierError as exc:  # a foreign key, a ledger that names none
+                reason = exc.message
+        else:
+            reason = f"no key file at {led.key_file}"
+        return None, [
+            f"{reason}: the Message-ID (and the MIME boundary made from it) is a preview's, "
+            "not the one a send would use; the text is the same"
+        ]
+
+    # -- approval
+
+    def approval_status(self, campaign_id: str | Path) -> ApprovalStatus:
+        return four_eyes.approval_status(self.ledger(), self.campaign(campaign_id))
+
+    def approve(
+        self, campaign_id: str | Path, by: str, *, progress: Progress | None = None
+    ) -> Approved:
+        """Record that `by` approves the campaign's current content, once the whole
+        campaign's check passes (CheckFailed, exit 1, naming the problems, otherwise)."""
+        campaign = self.campaign(campaign_id)
+        led = self.ledger()
+        report = check_campaign(led, campaign, progress=progress)
+        if not report.ok:
+            raise _check_failed(report, "nothing was approved")
+        recorded = four_eyes.approve(led, campaign, by, checked=self._check_record(report))
+        return Approved(recorded, report)
+
+    def _check_record(self, report: CheckReport) -> dict[str, Any]:
+        """What a passing check says in the chain: for how many people, against which
+        state of the roster and of the campaign a follow-up follows."""
+        campaign = self.campaign(report.campaign_id)
+        return {"volunteers": report.volunteers, "inputs": self._check_inputs(campaign)}
+
+    def _check_inputs(self, campaign: Campaign) -> dict[str, int]:
+        """The state of what a check reads besides the content: the roster (its last
+        import) and, for a follow-up, the campaign it follows (its last event)."""
+        led = self.ledger()
+        inputs = {"roster": led.latest_seq(kind=EventKind.ROSTER_IMPORTED)}
+        if campaign.follows:
+            inputs["followed"] = led.latest_seq(campaign_id=campaign.follows)
+        return inputs
+
+    def _require_clean_check(self, campaign: Campaign, progress: Progress | None) -> None:
+        """Refuse (CheckFailed) while the campaign's check finds problems: run it, unless
+        one of this content against these inputs already passed (recorded in the chain)."""
+        led = self.ledger()
+        content = four_eyes.content_digest(campaign).sha256
+        inputs = self._check_inputs(campaign)
+        kinds = [EventKind.CAMPAIGN_APPROVED, EventKind.CAMPAIGN_CHECKED]
+        for event in led.events(campaign_id=campaign.campaign_id, kinds=kinds, newest_first=True):
+            check = event.data.get("check")
+            if event.data.get("sha256") == content and isinstance(check, dict):
+                if check.get("inputs") == inputs:
+                    return
+                break  # the latest check of this content is of another roster: check again
+        report = check_campaign(led, campaign, progress=progress)
+        if not report.ok:
+            raise _check_failed(report, "nothing was sent")
+        led.record(
+            [
+                EventDraft(
+                    EventKind.CAMPAIGN_CHECKED,
+                    campaign_id=campaign.campaign_id,
+                    data={"sha256": content, "check": self._check_record(report)},
+                )
+            ]
+        )
+
+    # -- sending
+
+    def plan_send(self, campaign_id: str | Path, spec: SendSpec = SendSpec()) -> SendPlan:
+        """What `send` would do now, writing nothing."""
+        campaign = self.campaign(campaign_id)
+        led = self.ledger()
+        request = self._request(led, campaign, spec)
+        return plan_send(led, request, self.settings)
+
+    def send_blockers(self, campaign_id: str | Path) -> list[str]:
+        """Why a send of the campaign would be refused right now (no check is run: a send
+        runs it if none of this content against this roster has passed)."""
+        campaign = self.campaign(campaign_id)
+        led = self.ledger()
+        blockers = []
+        running = led.running()
+        if running is not None:
+            blockers.append(f"a {running.command} is running: {running.describe()}")
+        if campaign.follows and not led.has_messages(campaign.follows):
+            blockers.append(f"{campaign.follows}, which it follows, has not been sent yet")
+        if self.settings.require_approval:
+            status = four_eyes.approval_status(led, campaign)
+            if status.approval is None:
+                blockers.append("it has not been approved")
+            elif not status.is_current:
+                blockers.append("its content changed since it was approved")
+        return blockers
+
+    def send(
+        self,
+        campaign_id: str | Path,
+        spec: SendSpec = SendSpec(),
+        *,
+        observer: Any = None,
+        handle_signals: bool = True,
+        progress: Progress | None = None,
+        resumes: int | None = None,
+    ) -> SendSummary:
+        """Send the campaign to its cohort as `spec` narrows it, under every rule.
+
+        Refused, with nothing sent, while: the campaign it follows has not been sent;
+        its content is not approved as it is now (unless approval is turned off); its
+        check finds problems; another send, import or reconcile holds the ledger; the
+        ledger fails verification. The run is recorded (`send_started`, `send_ended`).
+        """
+        campaign = self.campaign(campaign_id)
+        led = self.ledger()
+        cid = campaign.campaign_id
+        request = self._request(led, campaign, spec)  # a follow-up needs its notice sent
+        if self.settings.require_approval:
+            four_eyes.require_approval(led, campaign)  # four eyes: exit 1 saying what to run
+        with led.lease(spec.scope.command, cid) as holder:
+            self._require_clean_check(campaign, progress)
+            led.require_intact()  # an address edited behind the chain's back is never mailed
+            started = self._record_start(led, campaign, spec, request, resumes)
+            led.refresh_lease(holder, run=started.seq)
+            try:
+                summary = send_campaign(
+                    led,
+                    request,
+                    self.settings,
+                    holder=holder,
+                    observer=observer,
+                    handle_signals=handle_signals,
+                )
+            except BaseException as exc:
+                _record_end(led, cid, started.seq, error=_why_stopped(exc))
+                raise
+            _record_end(led, cid, started.seq, summary=summary)
+        return summary
+
+    def resume_spec(self, campaign_id: str) -> SendSpec:
+        """The selection and options of the campaign's last send run, to run again."""
+        run = self.last_run(campaign_id)
+        if run is None:
+            raise CampaignError(
+                f"{campaign_id} has no send run to resume",
+                hint=f"start one: notifier send {campaign_id} (a dry run), then with --yes",
+            )
+        return SendSpec.recorded(run.data, self.settings.smtp_ca_file)
+
+    def resume(
+        self,
+        campaign_id: str,
+        *,
+        options: SendOptions | None = None,
+        smtp_url: str | None = None,
+        observer: Any = None,
+        handle_signals: bool = True,
+        progress: Progress | None = None,
+    ) -> SendSummary:
+        """Continue the campaign's last send run: exactly its selection (cohort, states,
+        limit) and, unless given here, its options."""
+        run = self.last_run(campaign_id)
+        spec = self.resume_spec(campaign_id)
+        if options is not None:
+            spec = dataclasses.replace(spec, options=options)
+        if smtp_url is not None:
+            spec = dataclasses.replace(spec, smtp_url=smtp_url)
+        return self.send(
+            campaign_id,
+            spec,
+            observer=observer,
+            handle_signals=handle_signals,
+            progress=progress,
+            resumes=run.seq if run else None,
+        )
+
+    def last_run(self, campaign_id: str) -> SendRun | None:
+        """The campaign's latest send run, as the ledger recorded it."""
+        runs = self.runs(campaign_id)
+        return runs[-1] if runs else None
+
+    def runs(self, campaign_id: str) -> list[SendRun]:
+        """Every send run of the campaign, oldest first."""
+        started: dict[int, Event] = {}
+        ended: dict[int, Mapping[str, Any]] = {}
+        kinds = [EventKind.SEND_STARTED, EventKind.SEND_ENDED]
+        for event in self.ledger().events(campaign_id=campaign_id, kinds=kinds):
+            if event.kind == EventKind.SEND_STARTED:
+                started[event.seq] = event
+            elif isinstance(event.data.get("run"), int):
+                ended[event.data["run"]] = event.data
+        return [
+            SendRun(
+                seq,
+                campaign_id,
+                e.at,
+                str(e.data.get("command", "send")),
+                e.data,
+                ended.get(seq),
+            )
+            for seq, e in sorted(started.items())
+        ]
+
+    def _request(self, led: Ledger, campaign: Campaign, spec: SendSpec) -> SendRequest:
+        return SendRequest(
+            campaign=campaign,
+            audience=send_audience(led, campaign, spec.cohort),
+            options=spec.options,
+            scope=spec.scope,
+            smtp_url=spec.smtp_url,
+            compose_workers=spec.compose_workers,
+        )
+
+    def _record_start(
+        self,
+        led: Ledger,
+        campaign: Campaign,
+        spec: SendSpec,
+        request: SendRequest,
+        resumes: int | None,
+    ) -> Event:
+        selection = spec.selection_json()
+        if spec.scope.limit is not None:
+            # A run of at most N: the N it chooses now are its selection, so a resume
+            # finishes them rather than choosing N more.
+            chosen = plan_send(led, request, self.settings, chosen=True).chosen
+            selection["chosen"] = sorted(chosen)
+        data: dict[str, Any] = {
+            "command": spec.scope.command,
+            "selection": selection,
+            "options": spec.options_json(),
+            "smtp_url": str(request.target(self.settings)),
+            "audience": len(request.audience),
+        }
+        if resumes is not None:
+            data["resumes"] = resumes
+        (event,) = led.record(
+            [EventDraft(EventKind.SEND_STARTED, campaign_id=campaign.campaign_id, data=data)]
+        )
+        return event
+
+    # -- test sends, cohorts
+
+    def test_send(
+        self,
+        campaign_id: str | Path,
+        to: str,
+        *,
+        as_volunteers: Sequence[str] = (),
+        smtp_url: str | None = None,
+        timeout: float = 30.0,
+        require_tls: bool = False,
+    ) -> list[TestSendResult]:
+        """Each named volunteer's exact message (or one of each shape), marked as a test,
+        to `to` only. Needs no approval: it reaches only the person running it."""
+        address = checked_test_address(to)
+        campaign = self.campaign(campaign_id)
+        target = parse_smtp_url(smtp_url or self.settings.smtp_url)
+        led = self.ledger()
+        people = volunteers_for_test(led, campaign, as_volunteers)
+        return send_tests(
+            led,
+            campaign,
+            people,
+            address,
+            target,
+            self.settings,
+            dkim=load_dkim_key(self.settings),
+            options=SessionOptions(
+                timeout=timeout, require_tls=require_tls, ca_file=self.settings.smtp_ca_file
+            ),
+        )
+
+    def smtp_target(self, smtp_url: str | None = None) -> str:
+        """The SMTP server a send would use (`smtp_url`, else the settings'), as shown:
+        without credentials."""
+        return str(parse_smtp_url(smtp_url or self.settings.smtp_url))
+
+    def cohort(
+        self, campaign_id: str | Path, cohort: CohortFilter | None = None
+    ) -> list[CohortMember]:
+        """Every volunteer, in or out of the campaign's cohort (narrowed), and why."""
+        return explain_cohort(self.ledger(), self.campaign(campaign_id), cohort or CohortFilter())
+
+    # -- bounces and reconciling
+
+    def ingest_bounces(
+        self, paths: Sequence[Path] = (), *, imap_url: str | None = None
+    ) -> IngestSummary:
+        """Record every delivery report found, once each."""
+        led = self.ledger()
+        # The ledger's own key, or exit 2 before any bounce is judged: a new key would call
+        # every genuine bounce forged.
+        key = led.verp_key()
+        sources = read_sources(list(paths))
+        if imap_url:
+            sources = _chained(sources, read_imap(imap_url, ca_file=self.settings.imap_ca_file))
+        return ingest(led, sources, key=key, limits=self.settings.bounce_limits)
+
+    def unmatched_reports(self) -> list[UnmatchedReport]:
+        return kept_unmatched(self.ledger())
+
+    def reconcile(
+        self,
+        campaign_id: str,
+        *,
+        mta_logs: Sequence[Path] = (),
+        maildirs: Sequence[Path] = (),
+    ) -> list[Settled]:
+        """Settle the messages a crash left uncertain, from what the mail system shows it
+        received; under the ledger's lease (never while a send runs)."""
+        if not mta_logs and not maildirs:
+            raise EvidenceError(
+                "no evidence given",
+                hint="name the MTA's log with --mta-log FILE, or a Maildir with --maildir DIR",
+            )
+        found: dict[str, Evidence] = {}
+        for path in mta_logs:
+            found.update(postfix_log_evidence(path))
+        for maildir in maildirs:
+            found.update(maildir_evidence(maildir))
+        searched = ", ".join(str(p) for p in (*mta_logs, *maildirs))
+        led = self.ledger()
+        with led.lease("reconcile", campaign_id):
+            return led.settle_uncertain(
+                campaign_id, {mid: e.event_data() for mid, e in found.items()}, searched
+            )
+
+    # -- where things stand, and proof
+
+    def status(self, campaign_id: str) -> CampaignStatus:
+        """Where the campaign stands: audience, sent, owed (and why), runs, and what to
+        run next."""
+        led = self.ledger()
+        self.require_known_campaign(campaign_id)
+        campaign = _loadable(lambda: self.campaign(campaign_id))
+        with led.reading():
+            # Read the lease before the messages: a send that ends in between is then seen
+            # as running with its messages settled, never as a crash.
+            running = led.running()
+            counts = led.state_counts(campaign_id)
+            claimed = led.claimed_messages(campaign_id)
+            registered = led.campaign_is_registered(campaign_id)
+            still_owed = owed(led, campaign, campaign_id)
+            signed_off = four_eyes.approval_status(led, campaign) if campaign else None
+            runs = self.runs(campaign_id)
+            follows_unsent = (
+                campaign.follows
+                if campaign and campaign.follows and not led.has_messages(campaign.follows)
+                else None
+            )
+        live = running is not None and running.is_sending and running.subject == campaign_id
+        in_flight = tuple(m for m in claimed if not is_uncertain(m.state, run_is_live=live))
+        uncertain = tuple(m for m in claimed if is_uncertain(m.state, run_is_live=live))
+        status = CampaignStatus(
+            campaign_id=campaign_id,
+            registered=registered,
+            approval=signed_off,
+            owed=still_owed,
+            counts=counts,
+            running=running,
+            in_flight=in_flight,
+            uncertain=uncertain,
+            last_run=runs[-1] if runs else None,
+            follows_unsent=follows_unsent,
+            next_steps=(),
+        )
+        return dataclasses.replace(status, next_steps=tuple(_next_steps(status)))
+
+    def report(self, campaign_id: str) -> CampaignReport:
+        """Everything a regulator may ask about one campaign, from one snapshot; with who
+        is still owed the notice, and whether a send is running as it is made."""
+        led = self.ledger()
+        registered = led.campaign_ids()
+        _require_known(campaign_id, registered)
+        if campaign_id not in registered:
+            raise CampaignError(
+                f"{campaign_id} has not been sent yet, so there is nothing to report",
+                hint=f"see what a send would do: notifier send {campaign_id}",
+            )
+        campaign = _loadable(lambda: self.campaign(campaign_id))
+        return campaign_report(led, campaign_id, campaign_now=campaign)
+
+    def unreachable(self) -> list[UnreachablePerson]:
+        """Everyone no notice has reached, so they can be written to another way."""
+        return unreachable(self.ledger())
+
+    # -- the ledger itself
+
+    def verify(self, anchors: Sequence[str] = ()) -> Any:
+        return self.ledger().verify(anchors)
+
+    def head(self) -> str:
+        return self.ledger().head()
+
+    def upgrade(self) -> Upgraded | None:
+        return self.ledger().upgrade()
+
+    def running(self) -> Holder | None:
+        return self.ledger().running()
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def cohort_filter(
+    exposures: Sequence[str] = (),
+    locales: Sequence[str] = (),
+    statuses: str | Sequence[str] = (),
+    ids_file: Path | None = None,
+) -> CohortFilter:
+    """A cohort narrowing from what a person typed: `statuses` as `a,b` or a list."""
+    if isinstance(statuses, str):
+        statuses = [s for s in statuses.split(",")]
+    return CohortFilter(
+        exposures=tuple(exposures),
+        locales=tuple(locales),
+        statuses=tuple(s.strip() for s in statuses if s.strip()),
+        ids=read_ids_file(ids_file) if ids_file is not None else None,
+    )
+
+
+def _contact_warning(campaign: Campaign) -> list[str]:
+    if campaign.contact:
+        return []
+    return [
+        "no [contact] in notifier.toml, so this notice gives no contact point beyond its "
+        "reply address; `notifier check` refuses it until one is configured"
+    ]
+
+
+def _composed(
+    composer: Composer, volunteer: Volunteer, when: datetime, ids: MessageIds | None
+) -> ComposedMessage:
+    campaign = composer.campaign
+    vid = volunteer.volunteer_id
+    try:
+        if ids is None:
+            return composer.build(volunteer, date=when)
+        return composer.build(
+            volunteer, date=when, message_id=ids.message_id(vid), in_reply_to=ids.in_reply_to(vid)
+        )
+    except NotifierError as exc:
+        # Name the person: the error itself knows the field, not whose message failed.
+        exc.message = f"{volunteer.volunteer_id}: {exc.message}"
+        exc.hint = exc.hint or f"run `notifier check {campaign.campaign_id}` to see every problem"
+        raise
+
+
+def _check_failed(report: CheckReport, what: str) -> CheckFailed:
+    count = len(report.problems)
+    listed = "\n".join(f"  problem: {p}" for p in report.problems)
+    return CheckFailed(
+        f"{report.campaign_id} fails its check ({count} problem{'s' if count != 1 else ''}):"
+        f" {what}\n{listed}",
+        problems=tuple(str(p) for p in report.problems),
+        hint=f"see them with: notifier check {report.campaign_id} --proof proof.html; fix them,"
+        " then try again",
+    )
+
+
+def _record_end(
+    led: Ledger,
+    campaign_id: str,
+    run: int,
+    *,
+    summary: SendSummary | None = None,
+    error: str | None = None,
+) -> None:
+    data: dict[str, Any] = {"run": run}
+    if summary is not None:
+        data.update(
+            planned=summary.planned,
+            counts=dict(summary.counts),
+            stopped=summary.stopped,
+            taken_elsewhere=summary.taken_elsewhere,
+        )
+    if error is not None:
+        data["error"] = error
+    try:
+        led.record([EventDraft(EventKind.SEND_ENDED, campaign_id=campaign_id, data=data)])
+    except NotifierError:
+        if summary is not None:
+            raise
+        # The run already failed (a full disk, say): that error is the one to show; the
+        # run stays recorded as started and never ended, which `status` reports.
+        log.warning("could not record the end of send run %d", run)
+
+
+def _why_stopped(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, NotifierError):
+        return exc.message
+    return type(exc).__name__
+
+
+def _loadable(load: Callable[[], Campaign]) -> Campaign | None:
+    """The campaign as it would be sent now, or None when only the ledger knows it (a
+    campaign sent from a file elsewhere): then there is no content to compare."""
+    try:
+        return load()
+    except CampaignError:
+        return None
+
+
+def _chained(*sources: Iterator[tuple[str, bytes]]) -> Iterator[tuple[str, bytes]]:
+    for source in sources:
+        yield from source
+
+
+def _next_steps(status: CampaignStatus) -> list[str]:
+    """What to run now, for the people the campaign has not reached: only commands that
+    would not be refused (none while a send or an import holds the ledger; approval
+    first, where a send would be refused without it)."""
+    cid = status.campaign_id
+    running = status.running
+    if running is not None:
+        if status.sending_now:
+            return [f"a send of {cid} is running: watch it with notifier status {cid}"]
+        return [f"wait for the {running.command} to finish ({running.describe()})"]
+    if status.follows_unsent:
+        return [f"send {status.follows_unsent} first: {cid} follows it"]
+    approval = status.approval
+    ready = approval is None or (approval.approval is not None and approval.is_current)
+    first: list[str] = []
+    if not ready:
+        what = "approve it" if approval and approval.approval is None else "approve it again"
+        first.append(
+            f"before any send, read the proof sheet (notifier check {cid} --proof proof.html)"
+            f' and {what}: notifier approve {cid} --by "NAME"'
+        )
+    then = "then " if not ready else ""
+    sends: list[str] = []
+    owed = Counter(p.state for p in status.owed.people)
+    due = owed[None] + owed[MessageState.PENDING] + owed[MessageState.DEFERRED]
+    run = status.last_run
+    if due and run is not None and not run.finished:
+        sends.append(f"{then}resume the send that stopped: " + RESUME_HINT.format(campaign_id=cid))
+    elif due:
+        sends.append(
+            f"{then}send to the {due} not sent yet: notifier send {cid} (a dry run), then"
+            " with --yes"
+        )
+    soft = owed[MessageState.BOUNCED_SOFT] + owed[MessageState.FAILED_TEMPORARY]
+    if soft:
+        sends.append(
+            f"{then}try the {soft} soft-bounced or delayed again:"
+            f" notifier resend {cid} --status bounced_soft,failed_temporary --yes"
+        )
+    if owed[MessageState.BLOCKED]:
+        sends.append(
+            f"{owed[MessageState.BLOCKED]} blocked: our mail was refused; the addresses are"
+            " fine. Fix the sending (reputation, SPF, DKIM), then:"
+            f" notifier resend {cid} --status blocked --yes"
+        )
+    others: list[str] = []
+    if status.uncertain:
+        others.append(
+            f"settle the {len(status.uncertain)} uncertain message(s) from the mail server's"
+            f" log (notifier reconcile {cid} --mta-log FILE), or {then}send them again"
+            f" (notifier send {cid} --yes --resend-uncertain)"
+        )
+    letters = (
+        owed[MessageState.BOUNCED_HARD]
+        + owed[MessageState.SUPPRESSED]
+        + owed[MessageState.FAILED_PERMANENT]
+    )
+    if letters:
+        others.append(
+            f"write to the {letters} no e-mail can reach:"
+            " notifier export unreachable --out letters.csv"
+        )
+    return [*first, *sends, *others]
+
+
+def require_send_allowed(blockers: Sequence[str], campaign_id: str) -> None:
+    """Raise ApprovalError naming the first reason a send would be refused (for callers
+    that want to ask before they start a long job)."""
+    if blockers:
+        raise ApprovalError(f"{campaign_id} cannot be sent now: {blockers[0]}")
+
+
+def narrowing_given(cohort: CohortFilter, scope: SendScope) -> bool:
+    """Whether a selection option was given (they cannot be changed by a resume)."""
+    return bool(
+        cohort.exposures
+        or cohort.locales
+        or cohort.statuses
+        or cohort.ids is not None
+        or scope.limit is not None
+        or scope.resend_uncertain
+        or scope.resend_states
+    )
