@@ -198,7 +198,9 @@ class SendSpec:
         ids = selection.get("ids")
         chosen = selection.get("chosen")  # a run with --limit: the people it chose
         if chosen is not None:
-            ids = sorted(set(chosen) & set(ids)) if ids is not None else chosen
+            # Ids as a cohort compares them (casefolded), and only those chosen.
+            chosen = {c.casefold() for c in chosen}
+            ids = sorted(chosen & set(ids)) if ids is not None else sorted(chosen)
         known = {f.name for f in dataclasses.fields(SendOptions)}
         return cls(
             cohort=CohortFilter(

@@ -6,6 +6,7 @@ import click
 
 from notifier.cli.app import AppContext, cli, pass_app
 from notifier.errors import ExitCode
+from notifier.ledger.chain import UPGRADE_HINT
 
 
 @cli.group()
@@ -44,7 +45,7 @@ def verify(app: AppContext, anchors: tuple[str, ...]) -> None:
             f"{anchored} (head {result.events}:{result.head})"
         )
         return
-    if result.first_bad_seq is None and result.reason.startswith("unkeyed"):
+    if result.reason == UPGRADE_HINT:
         click.echo(f"ledger {path}: {result.reason}", err=True)
     else:
         click.echo(f"ledger {path}: TAMPERED: {result.reason}", err=True)

@@ -448,7 +448,7 @@ class Ledger:
         result = self.verify()
         if result.ok:
             return
-        if not chain.is_keyed(self.conn) and result.first_bad_seq is None:
+        if result.reason == chain.UPGRADE_HINT:
             raise LedgerUnkeyed(
                 f"the ledger is {chain.UPGRADE_HINT}",
                 file=self.path,
