@@ -40,7 +40,6 @@ from notifier.journal import ThreadedLedgerJournal
 from notifier.ledger import Holder, Ledger
 from notifier.ledger.suppressions import is_suppressed
 from notifier.message import (
-    CLAIMED_STATES,
     RESENDABLE_STATES,
     RESUMABLE_STATES,
     DeliveryOutcome,
@@ -240,9 +239,15 @@ class SendObserver(Protocol):
 
 
 def plan_send(
-    ledger: Ledger, request: SendRequest, settings: Settings, *, chosen: bool = False
+    ledger: Ledger,
+    request: SendRequest,
+    settings: Settings,
+    *,
+    chosen: bool = False,
+    run_is_live: bool = False,
 ) -> SendPlan:
-    """What a send would do now, without writing anything (with `chosen`, also whom)."""
+    """What a send would do now, without writing anything (with `chosen`, also whom).
+    `run_is_live`: a send of this campaign holds the ledger (its claims are in flight)."""
     campaign_id = request.campaign.campaign_id
     audience = _by_id(request.audience)
     selection = read_selection(ledger, campaign_id, audience.values(), request.scope)
@@ -255,7 +260,9 @@ def plan_send(
         by_group=dict(sorted(by_group.items())),
         states=states,
         suppressed=len(selection.suppressed),
-        uncertain=sum(states.get(s, 0) for s in CLAIMED_STATES),
+        uncertain=sum(
+            n for s, n in states.items() if is_uncertain(s, run_is_live=run_is_live)
+        ),
         target=str(request.target(settings)),
         rate=request.options.rate,
         chosen=tuple(v.volunteer_id for v in selection.send) if chosen else (),

@@ -79,6 +79,14 @@ def report_as_dict(report: CampaignReport) -> dict[str, Any]:
         },
         "recipients": [asdict(r) for r in report.recipients],
         "state_mismatches": list(report.state_mismatches),
+        # Who the campaign is for now, and who of them is still owed its notice (and why).
+        "audience": report.owed.audience if report.owed else None,
+        "sent": report.owed.sent if report.owed else None,
+        "owed": report.owed.count if report.owed else None,
+        "owed_reasons": report.owed.reasons if report.owed else {},
+        "owed_people": [asdict(p) for p in report.owed.people] if report.owed else [],
+        # A send (or an import) that held the ledger as the report was made.
+        "running": asdict(report.running) if report.running else None,
     }
 
 
@@ -155,6 +163,7 @@ table.recipients col.id { width: 9%; } table.recipients col.addr { width: 16%; }
 table.recipients col.who { width: 9%; } table.recipients col.state { width: 15%; }
 table.recipients col.time { width: 10%; } table.recipients col.n { width: 5%; }
 table.recipients col.reply { width: 14%; } table.recipients col.diag { width: 12%; }
+table.owed { width: 100%; table-layout: fixed; font-size: 0.8em; }
 .time { white-space: nowrap; }
 table.recipients .time { white-space: normal; }
 code { font-family: "DejaVu Sans Mono", Menlo, monospace; font-size: 0.85em; word-break: break-all; }
@@ -175,6 +184,11 @@ code { font-family: "DejaVu Sans Mono", Menlo, monospace; font-size: 0.85em; wor
 </head>
 <body>
 <h1>Notification report: {{ r.campaign_id }}</h1>
+{% if r.running %}
+<p class="apart"><strong>A {{ r.running.command }} was running as this report was made</strong>
+({{ r.running.describe() }}): its figures are a moment of a run still going on. Make the
+report again once it has ended.</p>
+{% endif %}
 <p>{{ r.title }}</p>
 <p class="small">All times are shown to the second in {{ zone }}.</p>
 <table class="facts">
@@ -182,7 +196,12 @@ code { font-family: "DejaVu Sans Mono", Menlo, monospace; font-size: 0.85em; wor
 {% if r.follows %}<tr><th>Follows up</th><td>{{ r.follows }}</td></tr>{% endif %}
 <tr><th>Registered at</th><td>{{ when(r.registered_at) or "not recorded" }}</td></tr>
 <tr><th>Report generated at</th><td>{{ when(r.generated_at) }}</td></tr>
-<tr><th>Recipients</th><td>{{ r.total }}</td></tr>
+{% if r.owed %}
+<tr><th>Who it is for now (audience)</th><td>{{ r.owed.audience }}</td></tr>
+<tr><th>Sent: a mail server accepted it</th><td>{{ r.owed.sent }}</td></tr>
+<tr><th>Still owed the notice</th><td>{% if r.owed.count %}<span class="bad">{{ r.owed.count }}</span> (see "Still owed" below){% else %}none: everyone it is for was sent it{% endif %}</td></tr>
+{% endif %}
+<tr><th>Messages</th><td>{{ r.total }}</td></tr>
 <tr><th>First send attempt</th><td>{{ when(r.timeline.first_send_at) or "none" }}</td></tr>
 <tr><th>Last send attempt</th><td>{{ when(r.timeline.last_send_at) or "none" }}</td></tr>
 </table>
@@ -197,6 +216,9 @@ code { font-family: "DejaVu Sans Mono", Menlo, monospace; font-size: 0.85em; wor
 (first bad event: {{ r.verification.first_bad_seq }}; {{ r.verification.events }} events before it are intact)
 {% endif %}
 </td></tr>
+{% if r.verification.warning %}
+<tr><th>Warning</th><td>{{ r.verification.warning }}</td></tr>
+{% endif %}
 <tr><th>Head hash (last intact event)</th><td><code>{{ r.verification.head }}</code></td></tr>
 <tr><th>Ledger head (anchor: notifier ledger verify --anchor)</th><td><code>{{ r.ledger_head }}</code></td></tr>
 <tr><th>Ledger file</th><td>{{ r.ledger_file }}</td></tr>
@@ -250,6 +272,24 @@ the sender (reputation, SPF, DKIM, content), then: <code>notifier resend {{ r.ca
 {% endfor %}
 </table>
 
+{% if r.owed and r.owed.count %}
+<h2>Still owed the notice</h2>
+<p>People the campaign is for who have not been sent it (no server has accepted it, or a
+report since said it failed), and why.</p>
+<table>
+<thead><tr><th>Why</th><th class="n">People</th></tr></thead>
+{% for reason, n in r.owed.reasons.items() %}
+<tr><td>{{ reason }}</td><td class="n">{{ n }}</td></tr>
+{% endfor %}
+</table>
+<table class="owed">
+<thead><tr><th>Volunteer</th><th>Address</th><th>Language, exposure</th><th>Why</th></tr></thead>
+{% for p in r.owed.people %}
+<tr><td>{{ p.volunteer_id }}<br>{{ p.name }}</td><td>{{ breakable(p.email) }}</td><td>{{ p.locale }}, {{ p.exposure }}</td><td>{{ p.reason }}</td></tr>
+{% endfor %}
+</table>
+{% endif %}
+
 <h2>Recipients</h2>
 <table class="recipients">
 <colgroup><col class="id"><col class="addr"><col class="who"><col class="state"><col class="time"><col class="time"><col class="n"><col class="reply"><col class="diag"></colgroup>
@@ -270,7 +310,6 @@ hash-chained events; the exact times (with microseconds, UTC) are in the report'
 _KIND_ORDER: tuple[str, ...] = (
     "campaign_registered",
     "queued",
-    "resend_requested",
     *tuple(MessageState),
     "address_suppressed",
 )

@@ -39,7 +39,15 @@ from typing import Any
 from notifier import approval as four_eyes
 from notifier.approval import Approval, ApprovalStatus
 from notifier.audience import count_audience, history_applies, membership_of, select_audience
-from notifier.bounces import IngestSummary, UnmatchedReport, ingest, read_imap, read_sources
+from notifier.bounces import (
+    BounceRecord,
+    IngestSummary,
+    UnmatchedReport,
+    ingest,
+    parse_report,
+    read_imap,
+    read_sources,
+)
 from notifier.bounces import unmatched_reports as kept_unmatched
 from notifier.campaign import Campaign, apply_overrides, list_campaigns, load_campaign
 from notifier.campaign import require_known_campaign as _require_known
@@ -66,6 +74,7 @@ from notifier.ledger import (
     Settled,
     VolunteerQuery,
 )
+from notifier.ledger.chain import UPGRADE_HINT
 from notifier.ledger.upgrade import Upgraded
 from notifier.message import (
     MessageRow,
@@ -95,10 +104,16 @@ from notifier.report import (
     unreachable,
 )
 from notifier.report import volunteer_history as history_of
-from notifier.roster import RosterStream, RowProblem, load_mapping, open_roster
+from notifier.roster import ENCODING_CHOICES, RosterStream, RowProblem, load_mapping, open_roster
 from notifier.smtp.session import ServerInfo, SessionOptions
 from notifier.smtp.target import parse_smtp_url
-from notifier.testsend import TestSendResult, checked_test_address, send_tests, volunteers_for_test
+from notifier.testsend import (
+    TEST_PREFIX,
+    TestSendResult,
+    checked_test_address,
+    send_tests,
+    volunteers_for_test,
+)
 from notifier.volunteer import Volunteer
 
 log = logging.getLogger(__name__)
@@ -108,21 +123,29 @@ Progress = Callable[[], None]
 # What callers (the command line, the console) use: the workspace, and the plain records
 # its operations take and return.
 __all__ = [
+    "ENCODING_CHOICES",
     "RESUME_HINT",
+    "TEST_PREFIX",
+    "UPGRADE_HINT",
+    "ApprovalStatus",
     "Approved",
+    "BounceRecord",
     "Campaign",
     "CampaignReport",
     "CampaignStatus",
     "CheckReport",
     "CohortFilter",
     "CohortMember",
+    "ComposedMessage",
     "Event",
     "ImportRecord",
+    "ImportSummary",
     "IngestSummary",
     "Owed",
     "Preview",
     "PreviewRun",
     "RosterImport",
+    "RosterStream",
     "RowProblem",
     "SendOptions",
     "SendPlan",
@@ -140,6 +163,7 @@ __all__ = [
     "Workspace",
     "cohort_filter",
     "narrowing_given",
+    "parse_reports",
     "resend_states",
 ]
 
@@ -581,7 +605,9 @@ class Workspace:
         campaign = self.campaign(campaign_id)
         led = self.ledger()
         request = self._request(led, campaign, spec)
-        return plan_send(led, request, self.settings)
+        running = led.running()
+        live = running is not None and running.is_sending and running.subject == campaign_id
+        return plan_send(led, request, self.settings, run_is_live=live)
 
     def send_blockers(self, campaign_id: str | Path) -> list[str]:
         """Why a send of the campaign would be refused right now (no check is run: a send
@@ -909,6 +935,16 @@ class Workspace:
 
 
 # --- helpers ---------------------------------------------------------------------------
+
+
+def parse_reports(paths: Sequence[Path]) -> list[BounceRecord]:
+    """What each delivery report in these files or folders says, per recipient, without
+    touching any ledger (`notifier bounces parse`)."""
+    return [
+        record
+        for source, data in read_sources(list(paths))
+        for record in parse_report(data, source=source)
+    ]
 
 
 def cohort_filter(

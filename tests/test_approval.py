@@ -129,3 +129,21 @@ def test_every_part_of_the_content_is_covered(roster: Ledger, tmp_path: Path) ->
 def test_an_approver_must_be_named(roster: Ledger) -> None:
     with pytest.raises(ApprovalError, match="needs the approver's name"):
         approve(roster, load_campaign(CAMPAIGN), "   ")
+
+
+def test_approve_and_send_refuse_while_the_check_fails(notifier: Notifier, roster: Ledger) -> None:
+    """`check` exiting 1 stops `approve` and `send --yes` too (exit 1), each naming the
+    problem; here a link in a volunteer's name, which a breach notice must never carry."""
+    assert notifier("approve", CAMPAIGN, "--by", "Jane Doe").exit_code == 0
+    linked = make_volunteers(1, start=50)[0]
+    add_volunteers(roster, [dataclasses.replace(linked, given_name="http://evil.example")])
+    with Sink() as sink:
+        sent = notifier("send", CAMPAIGN, "--yes", "--smtp", sink.url)
+        assert sink.messages == []
+    assert sent.exit_code == ExitCode.PROBLEMS
+    assert "fails its check" in sent.stderr and "nothing was sent" in sent.stderr
+    assert "problem: " in sent.stderr and "HMR-00050" in sent.stderr
+    again = notifier("approve", CAMPAIGN, "--by", "Jane Doe")
+    assert again.exit_code == ExitCode.PROBLEMS
+    assert "nothing was approved" in again.stderr and "HMR-00050" in again.stderr
+    assert roster.state_counts(CAMPAIGN) == {}

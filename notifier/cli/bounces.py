@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from notifier.bounces import BounceRecord, IngestSummary, parse_report, read_sources
 from notifier.cli.app import AppContext, cli, format_option, pass_app
 from notifier.outputs import visible
+from notifier.service import BounceRecord, IngestSummary, parse_reports
 
 
 @cli.group()
@@ -26,11 +26,7 @@ def parse(files: tuple[Path, ...], fmt: str) -> None:
 
     FILES may be .eml files, mbox files, Maildir folders or folders of .eml files.
     """
-    records = [
-        record
-        for source, data in read_sources(list(files))
-        for record in parse_report(data, source=source)
-    ]
+    records = parse_reports(files)
     if fmt == "json":
         click.echo(json.dumps([r.to_json() for r in records], ensure_ascii=False, indent=2))
         return

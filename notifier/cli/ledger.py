@@ -6,7 +6,7 @@ import click
 
 from notifier.cli.app import AppContext, cli, pass_app
 from notifier.errors import ExitCode
-from notifier.ledger.chain import UPGRADE_HINT
+from notifier.service import UPGRADE_HINT
 
 
 @cli.group()

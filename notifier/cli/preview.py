@@ -13,9 +13,8 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from notifier.cli.app import AppContext, cli, err_console, pass_app, write_private
-from notifier.compose import ComposedMessage
 from notifier.outputs import visible
-from notifier.service import Workspace
+from notifier.service import ComposedMessage, Workspace
 
 FORMATS = ("text", "html", "eml")
 # The headers a reader sees above the text, in the order mail clients show them.

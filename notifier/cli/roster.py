@@ -23,10 +23,14 @@ from notifier.cli.app import (
     write_private,
 )
 from notifier.errors import ExitCode
-from notifier.ledger import ImportSummary
 from notifier.outputs import csv_lines, csv_text, visible
-from notifier.roster import ENCODING_CHOICES, RosterStream, RowProblem
-from notifier.service import VolunteerQuery
+from notifier.service import (
+    ENCODING_CHOICES,
+    ImportSummary,
+    RosterStream,
+    RowProblem,
+    VolunteerQuery,
+)
 from notifier.volunteer import EXPOSURES, FIELDS, LOCALES
 
 # `warning` is "yes" for a row that was imported all the same (see notifier.roster._contradiction).

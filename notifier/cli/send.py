@@ -23,6 +23,7 @@ from notifier.errors import CohortError, ExitCode
 from notifier.message import FAILED_STATES, DeliveryOutcome, MessageState
 from notifier.service import (
     RESUME_HINT,
+    TEST_PREFIX,
     Campaign,
     SendOptions,
     SendPlan,
@@ -36,7 +37,6 @@ from notifier.service import (
     narrowing_given,
     resend_states,
 )
-from notifier.testsend import TEST_PREFIX
 
 DEFAULTS = SendOptions()
 

@@ -9,12 +9,11 @@ from typing import Any
 import click
 from rich.table import Table
 
-from notifier.approval import ApprovalStatus
 from notifier.cli.app import AppContext, cli, console, format_option, pass_app
 from notifier.message import state_words
 from notifier.outputs import visible
 from notifier.report_formats import shown_time
-from notifier.service import CampaignStatus, SendRun
+from notifier.service import ApprovalStatus, CampaignStatus, SendRun
 
 
 @cli.command()

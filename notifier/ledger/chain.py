@@ -432,7 +432,8 @@ def verify(
         if at < prev_at and _earlier(at, prev_at):
             backwards += 1
             first_backwards = first_backwards or (
-                f"event {seq} is dated {at}, earlier than event {seq - 1} ({prev_at})"
+                f"event {seq} is dated {_shown(at)}, earlier than event {seq - 1}"
+                f" ({_shown(prev_at)})"
             )
         prev_at = at
         if visit is not None:
@@ -493,6 +494,15 @@ _KEYED_FIELDS: dict[str, str] = {
     EventKind.QUEUED: "verp_token",
     EventKind.SENDING: "sha256",
 }
+
+
+def _shown(at: str) -> str:
+    """An event's time for a person: to the second, UTC (`2020-04-01 10:00:00 UTC`)."""
+    try:
+        moment = datetime.fromisoformat(at).astimezone(UTC)
+    except (TypeError, ValueError):
+        return at
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _earlier(at: str, before: str) -> bool:

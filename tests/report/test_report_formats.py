@@ -105,8 +105,19 @@ def test_json_is_one_object_with_the_documented_keys(built: Ledger) -> None:
         "timeline",
         "recipients",
         "state_mismatches",
+        "audience",
+        "sent",
+        "owed",
+        "owed_reasons",
+        "owed_people",
+        "running",
     }
     assert data["campaign"] == C1 and data["total"] == 10 and data["counts"]["sent"] == 3
+    # Without the campaign as sent now, its messages are its audience.
+    reached = data["counts"]["sent"] + data["counts"].get("delivered", 0)
+    assert (data["audience"], data["sent"], data["owed"]) == (10, reached, 10 - reached)
+    assert sum(data["owed_reasons"].values()) == data["owed"] == len(data["owed_people"])
+    assert data["running"] is None
     assert set(data["ledger"]) == {"file", "sha256", "complete", "note"}
     assert data["verification"]["ok"] is True
     assert data["counts_by_locale"]["ja"]["sent"] == 3
@@ -128,7 +139,8 @@ def test_html_is_self_contained_escaped_and_carries_the_proof(built: Ledger) -> 
     assert "鈴木 一郎" in html and HARD_DIAG.replace("<", "&lt;").replace(">", "&gt;") in html
     # Times to the second, labelled with their zone (UTC unless the settings name one).
     assert shown_time(r.generated_at) in html and shown_time(r.generated_at).endswith(" UTC")
-    assert html.count("<tr><td>v") == 10  # one recipients row each
+    recipients = html[html.index("<h2>Recipients</h2>") :]
+    assert recipients.count("<tr><td>v") == 10  # one recipients row each
     assert "not recorded" in report_as_html(campaign_report(built, C2))
 
 
