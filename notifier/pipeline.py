@@ -260,9 +260,7 @@ def plan_send(
         by_group=dict(sorted(by_group.items())),
         states=states,
         suppressed=len(selection.suppressed),
-        uncertain=sum(
-            n for s, n in states.items() if is_uncertain(s, run_is_live=run_is_live)
-        ),
+        uncertain=sum(n for s, n in states.items() if is_uncertain(s, run_is_live=run_is_live)),
         target=str(request.target(settings)),
         rate=request.options.rate,
         chosen=tuple(v.volunteer_id for v in selection.send) if chosen else (),

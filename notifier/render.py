@@ -463,8 +463,3 @@ class Renderer:
         except TEMPLATE_ERRORS as exc:
             raise render_error(exc, self.campaign, template.name or "", volunteer) from exc
         return whole, blocks
-
-
-def render_message(campaign: Campaign, volunteer: Volunteer) -> RenderedMessage:
-    """One message, for a one-off preview. For many, build a Renderer once."""
-    return Renderer(campaign).render(volunteer)

@@ -98,9 +98,6 @@ class RowProblem:
     # to. Not part of the problem's identity.
     who: tuple[tuple[str, str], ...] = dataclasses.field(default=(), compare=False)
 
-    def who_cell(self, name: str) -> str:
-        return dict(self.who).get(name, "")
-
 
 @dataclass(frozen=True)
 class AcceptedRow:
@@ -406,40 +403,6 @@ class _Plan:
     lookups: Mapping[str, Mapping[str, str]]  # field -> {value_key(file value): canonical}
     width: int
     default_locale: str
-
-
-def read_roster(
-    path: Path,
-    *,
-    mapping: RosterMapping | None = None,
-    encoding: str = "auto",
-    default_locale: str = "en",
-    max_bytes: int = ROSTER_MAX_BYTES,
-) -> RosterResult:
-    """Read and check a roster file; every bad row becomes RowProblems, good rows volunteers.
-
-    The whole roster at once: an import streams it instead (`open_roster`)."""
-    with open_roster(
-        path,
-        mapping=mapping,
-        encoding=encoding,
-        default_locale=default_locale,
-        max_bytes=max_bytes,
-    ) as stream:
-        accepted: list[AcceptedRow] = []
-        problems: list[RowProblem] = []
-        for chunk in stream.chunks():
-            accepted.extend(chunk.accepted)
-            problems.extend(chunk.problems)
-        return RosterResult(
-            file=path,
-            sha256=stream.sha256,
-            encoding=stream.encoding,
-            rows_total=stream.rows_total,
-            accepted=tuple(accepted),
-            problems=tuple(problems),
-            headers=dict(stream.headers),
-        )
 
 
 @dataclass(frozen=True)

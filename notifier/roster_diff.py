@@ -3,9 +3,8 @@
 The decision is made here, from the roster as read (`RosterResult`) and the volunteers the
 ledger already holds, as text (`Volunteer.texts()`, keyed by volunteer_id). The ledger
 reads the one and writes what is decided, in the same transaction (`Ledger.record_import`),
-a chunk of rows at a time (`ImportDiff`; `plan_import` decides for a whole roster at
-once). An import adds and updates volunteers; it never deletes one (a person missing from
-a later roster was still told, or still needs telling).
+a chunk of rows at a time (`ImportDiff`). An import adds and updates volunteers; it never
+deletes one (a person missing from a later roster was still told, or still needs telling).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import heapq
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from notifier.roster import AcceptedRow, RosterResult, RowProblem
+from notifier.roster import AcceptedRow, RowProblem
 from notifier.volunteer import TEXT_FIELDS, Volunteer
 
 # A volunteer as the ledger holds it: the TEXT_FIELDS in order, None where nothing is stored.
@@ -30,64 +29,6 @@ class VolunteerUpdate:
     row: int  # spreadsheet row
     volunteer: Volunteer  # as the roster now has them
     changes: Mapping[str, tuple[str, str]]  # field -> (old, new) text, in TEXT_FIELDS order
-
-
-@dataclass(frozen=True)
-class ImportPlan:
-    added: tuple[AcceptedRow, ...]
-    updated: tuple[VolunteerUpdate, ...]
-    unchanged: int
-    # Every problem, in row order: the roster's own, plus rows the ledger cannot take (an
-    # address that already belongs to another volunteer_id).
-    problems: tuple[RowProblem, ...]
-    strict: bool  # planned to refuse everything if any row is bad ...
-    refused: bool  # ... and some row was: nothing is to be applied
-
-    @property
-    def rejected(self) -> int:
-        """Rows with at least one problem."""
-        return len({p.row for p in self.problems})
-
-    @property
-    def changes_volunteers(self) -> bool:
-        return bool(self.added or self.updated)
-
-    @property
-    def changes(self) -> tuple[tuple[str, str, str, str], ...]:
-        """(volunteer_id, field, old, new) for every field an update changes."""
-        return tuple(
-            (u.volunteer.volunteer_id, name, old, new)
-            for u in self.updated
-            for name, (old, new) in u.changes.items()
-        )
-
-
-def plan_import(
-    result: RosterResult, stored: Mapping[str, StoredTexts], *, strict: bool = False
-) -> ImportPlan:
-    """What recording `result` over the `stored` volunteers does.
-
-    With `strict`, any problem refuses the whole import: nothing is added or updated (the
-    problems are still recorded).
-    """
-    diff = ImportDiff(owners((vid, texts[_EMAIL]) for vid, texts in stored.items()), result.headers)
-    added, updated = diff.compare(result.accepted, stored)
-    outcome = diff.finish(roster_problems=bool(result.problems), strict=strict)
-    problems = tuple(merge_problems(result.problems, outcome.conflicts))
-    if outcome.refused:
-        return ImportPlan((), (), 0, problems, strict=True, refused=True)
-    return ImportPlan(
-        added=tuple(
-            p.accepted for p in added if diff.keeps(p.accepted.volunteer.volunteer_id, p.holder)
-        ),
-        updated=tuple(
-            p.update for p in updated if diff.keeps(p.update.volunteer.volunteer_id, p.holder)
-        ),
-        unchanged=outcome.unchanged,
-        problems=problems,
-        strict=strict,
-        refused=False,
-    )
 
 
 def merge_problems(

@@ -57,7 +57,6 @@ from notifier.compose import ComposedMessage, Composer, load_dkim_key
 from notifier.config import Settings, load_settings
 from notifier.delivery import SendOptions
 from notifier.errors import (
-    ApprovalError,
     CampaignError,
     CheckFailed,
     EvidenceError,
@@ -1116,13 +1115,6 @@ def _next_steps(status: CampaignStatus) -> list[str]:
             " notifier export unreachable --out letters.csv"
         )
     return [*first, *sends, *others]
-
-
-def require_send_allowed(blockers: Sequence[str], campaign_id: str) -> None:
-    """Raise ApprovalError naming the first reason a send would be refused (for callers
-    that want to ask before they start a long job)."""
-    if blockers:
-        raise ApprovalError(f"{campaign_id} cannot be sent now: {blockers[0]}")
 
 
 def narrowing_given(cohort: CohortFilter, scope: SendScope) -> bool:

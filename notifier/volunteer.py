@@ -32,11 +32,6 @@ DATA_HELD: tuple[str, ...] = (
     "bank_details",
 )
 
-# Every kind of data held comes from a screening visit: the scanned documents and results
-# collected at screening (and the bank details taken then). Someone who never attended
-# one (`database_only`) can hold none of them; `check` and `roster import` say so.
-SCREENING_DATA: tuple[str, ...] = DATA_HELD
-
 
 def data_held_contradiction(exposure: str, data_held: tuple[str, ...]) -> tuple[str, ...]:
     """The items of `data_held` that cannot be true for this exposure (none: consistent).
@@ -45,9 +40,11 @@ def data_held_contradiction(exposure: str, data_held: tuple[str, ...]) -> tuple[
     records in their data_held contradict their exposure: one of the two is wrong, and
     their notice would tell them something untrue either way.
     """
+    # Every kind of data held comes from a screening visit: the scanned documents and
+    # results collected at screening (and the bank details taken then).
     if exposure != "database_only":
         return ()
-    return tuple(item for item in data_held if item in SCREENING_DATA)
+    return tuple(item for item in data_held if item in DATA_HELD)
 
 
 # Canonical roster fields, in the order they are shown and exported.

@@ -23,7 +23,7 @@ from conftest import write_example_config
 from notifier.campaign import Campaign
 from notifier.config import Settings, load_settings
 from notifier.delivery import SendOptions
-from notifier.ledger import Ledger
+from notifier.ledger import Ledger, suppressions
 from notifier.pipeline import SendRequest, SendScope, SendSummary, send_campaign
 from notifier.roster import AcceptedRow, RosterResult
 from notifier.service import Workspace
@@ -89,6 +89,15 @@ def add_volunteers(ledger: Ledger, volunteers: Iterable[Volunteer]) -> None:
         problems=(),
     )
     ledger.record_import(result)
+
+
+def suppress(
+    ledger: Ledger, email: str, reason: str, *, event_seq: int | None = None
+) -> suppressions.Suppression:
+    """Put an address on the suppression list with its chained event, as a recorded hard
+    bounce does (notifier.ledger.Ledger.record_report), without the bounce."""
+    with ledger.transaction():
+        return suppressions.add(ledger.conn, email, reason, event_seq=event_seq)
 
 
 def send(

@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from notifier.roster import load_mapping, read_roster
+from roster_helpers import read_roster
+
+from notifier.roster import load_mapping
 from notifier.volunteer import EXPOSURES, LOCALES
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from conftest import with_contact
 
-from notifier.campaign import TEMPLATES_DIR, load_campaign
+from notifier.campaign import TEMPLATES_DIR, Campaign, load_campaign
 from notifier.catalogs import load_translations
 from notifier.errors import TemplateRenderError
-from notifier.render import Renderer, date_range, long_date, render_message
+from notifier.render import RenderedMessage, Renderer, date_range, long_date
 from notifier.volunteer import DATA_HELD, EXPOSURES, LOCALES, Volunteer
 
 FIRST = "2020-03-breach"
@@ -74,6 +74,10 @@ MORE_ADVICE = ["Action Fraud", "Police Scotland", "Bank Safe Online", "Financial
 BULLET = {"en": "  - ", "ja": "・"}
 
 
+def render_message_of(campaign: Campaign, volunteer: Volunteer) -> RenderedMessage:
+    return Renderer(campaign).render(volunteer)
+
+
 def person(
     locale: str,
     exposure: str,
@@ -99,7 +103,7 @@ def test_render_paragraphs_per_locale_and_exposure(
     campaign_id: str, locale: str, exposure: str
 ) -> None:
     campaign = with_contact(load_campaign(campaign_id))
-    message = render_message(campaign, person(locale, exposure))
+    message = render_message_of(campaign, person(locale, exposure))
     assert message.locale == locale and message.subject == campaign.subject[locale]
     for part in (message.text, visible(message.html)):
         for other, phrase in ONLY[(campaign_id, locale)].items():
@@ -122,8 +126,8 @@ def test_render_paragraphs_per_locale_and_exposure(
 
 @pytest.mark.parametrize("locale", LOCALES)
 def test_render_greeting_and_dates_in_locale_format(locale: str) -> None:
-    first = render_message(load_campaign(FIRST), person(locale, "published"))
-    update = render_message(load_campaign(UPDATE), person(locale, "screened"))
+    first = render_message_of(load_campaign(FIRST), person(locale, "published"))
+    update = render_message_of(load_campaign(UPDATE), person(locale, "screened"))
     if locale == "en":
         assert first.text.startswith("Dear Jo Smith,\n")
         assert "On 14 March 2020, HMR" in first.text
@@ -198,7 +202,7 @@ def test_render_names_never_inject_markup() -> None:
         "en",
         "published",
     )
-    message = render_message(load_campaign(FIRST), nasty)
+    message = render_message_of(load_campaign(FIRST), nasty)
     assert "<script" not in message.html
     assert (
         "&lt;script&gt;alert(1)&lt;/script&gt; Bcc: victim@example.com O&#39;Brien &#34;Bob&#34;"

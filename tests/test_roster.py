@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from roster_helpers import read_roster
 
 from notifier.errors import MappingError, RosterError
 from notifier.roster import (
@@ -19,7 +20,6 @@ from notifier.roster import (
     _check_email_fully,
     check_email,
     load_mapping,
-    read_roster,
 )
 from notifier.volunteer import FIELDS, derive_volunteer_id
 

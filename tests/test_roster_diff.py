@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from roster_helpers import plan_import
+
 from notifier.roster import AcceptedRow, RosterResult, RowProblem
-from notifier.roster_diff import StoredTexts, field_changes, plan_import
+from notifier.roster_diff import StoredTexts, field_changes
 from notifier.volunteer import TEXT_FIELDS, Volunteer
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, Notifier
+from roster_helpers import read_roster
 
 from notifier.config import load_settings
 from notifier.errors import ConfigError, RosterError
-from notifier.roster import read_roster
 
 ROSTER = REPO / "examples" / "volunteers.csv"
 ARGS = ("roster", "import")

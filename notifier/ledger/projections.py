@@ -50,7 +50,6 @@ K = EventKind
 _VOLUNTEER_KINDS = frozenset({K.VOLUNTEER_ADDED, K.VOLUNTEER_UPDATED, K.VOLUNTEER_ADOPTED})
 _SUPPRESSION_KINDS = frozenset({K.ADDRESS_SUPPRESSED, K.SUPPRESSION_ADOPTED})
 _REJECTED_KINDS = frozenset({K.ROW_REJECTED, K.REJECTED_ROW_ADOPTED})
-_REPORT_KINDS = REPORT_KINDS | UNMATCHED_REPORT_KINDS
 
 # The meta keys notifier writes. `verp_key` and `running_sender` were written by earlier
 # versions (the chain now decides the first; the lease replaced the second).

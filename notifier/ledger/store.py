@@ -694,29 +694,6 @@ class Ledger:
     def suppressions(self) -> list[Suppression]:
         return suppressions.suppressions(self.conn)
 
-    def add_suppression(
-        self,
-        email: str,
-        reason: str,
-        *,
-        event_seq: int | None = None,
-        campaign_id: str | None = None,
-        volunteer_id: str | None = None,
-        message_id: str | None = None,
-    ) -> Suppression:
-        """Put an address on the suppression list, as of now, with its event (a hard
-        bounce does so as its report is recorded: see record_report)."""
-        with self.transaction():
-            return suppressions.add(
-                self.conn,
-                email,
-                reason,
-                event_seq=event_seq,
-                campaign_id=campaign_id,
-                volunteer_id=volunteer_id,
-                message_id=message_id,
-            )
-
 
 def _refused(path: Path, holder: Holder, other: Holder) -> SendInProgress:
     """The one line for a command refused while another holds the lease."""

@@ -117,14 +117,6 @@ def find(conn: sqlite3.Connection, id_or_email: str) -> Volunteer | None:
     return None if row is None else volunteer_from_row(row)
 
 
-def stored_texts(conn: sqlite3.Connection) -> dict[str, StoredTexts]:
-    """volunteer_id -> the TEXT_FIELDS as stored, for every volunteer: what an import
-    compares against."""
-    cursor = conn.execute(f"SELECT {_COLUMNS} FROM volunteers")  # noqa: S608
-    # The columns are selected in TEXT_FIELDS order, after the id.
-    return {volunteer_id: texts for volunteer_id, *texts in cursor}
-
-
 # --- roster imports ---------------------------------------------------------------------
 
 
@@ -275,7 +267,8 @@ def import_roster(
 
 
 def _stored_texts_of(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, StoredTexts]:
-    """stored_texts() of just these volunteers (those the ledger holds)."""
+    """The TEXT_FIELDS of just these volunteers, as stored (those the ledger holds): what an
+    import compares a chunk of rows against."""
     cursor = conn.execute(
         f"SELECT {_COLUMNS} FROM volunteers"  # noqa: S608
         " WHERE volunteer_id IN (SELECT value FROM json_each(?))",

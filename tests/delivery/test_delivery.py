@@ -25,6 +25,7 @@ from smtp_helpers import (
     make_volunteers,
     recipients,
     send,
+    suppress,
 )
 
 from notifier.campaign import Campaign, load_campaign
@@ -271,7 +272,7 @@ def test_delivery_skips_suppressed_addresses_with_an_event(
     ledger: Ledger, people: list[Volunteer], campaign: Campaign, sink: Sink
 ) -> None:
     bounced = people[6]
-    ledger.add_suppression(bounced.email.upper(), "hard bounce", event_seq=None)
+    suppress(ledger, bounced.email.upper(), "hard bounce", event_seq=None)
     summary = send(ledger, campaign, people, sink.url)
     assert summary.counts == {"sent": 7}
     assert summary.suppressed == 1

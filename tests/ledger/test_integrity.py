@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from smtp_helpers import add_volunteers, make_volunteers
+from smtp_helpers import add_volunteers, make_volunteers, suppress
 
 from notifier.errors import KeyFileError, LedgerTampered
 from notifier.ledger import GENESIS_HASH, Ledger, canonical_json, event_hash
@@ -54,7 +54,7 @@ def sent(ledger_path: Path) -> Path:
                 for i, m in enumerate(ids[:2])
             ]
         )
-        led.add_suppression("person2@example.com", "bounced_hard 5.1.1", event_seq=None)
+        suppress(led, "person2@example.com", "bounced_hard 5.1.1", event_seq=None)
         assert led.verify().ok
     return ledger_path
 
@@ -203,7 +203,7 @@ def test_an_anchor_catches_a_restored_older_copy(sent: Path, tmp_path: Path) -> 
     older = tmp_path / "older.db"
     with Ledger(sent) as led:
         shutil.copy(sent, older)  # a backup, taken now (WAL checkpointed on close below)
-        led.add_suppression("late@example.org", "bounced_hard", event_seq=None)
+        suppress(led, "late@example.org", "bounced_hard", event_seq=None)
         anchor = led.head()
     with Ledger(sent) as led:
         assert led.verify([anchor]).ok

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from roster_helpers import read_roster
 
 from notifier.errors import RosterError
 from notifier.ledger import Ledger, VolunteerQuery
 from notifier.ledger.volunteers import SUMMARY_LIMIT
-from notifier.roster import open_roster, read_roster
+from notifier.roster import open_roster
 from notifier.volunteer import derive_volunteer_id
 
 HEADER = "volunteer_id,email,family_name,given_name,locale,exposure,data_held,notes"

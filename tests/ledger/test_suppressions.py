@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from smtp_helpers import suppress
+
 from notifier.ledger import Ledger, Suppression, address_key
 
 
@@ -13,8 +15,8 @@ def test_address_key_ignores_case_in_any_script() -> None:
 def test_suppressed_whatever_the_case(ledger: Ledger) -> None:
     assert not ledger.suppressed("alice@example.org")
     assert ledger.suppressions() == []
-    added = ledger.add_suppression("Alice@Example.org", "bounced_hard 5.1.1", event_seq=7)
-    ledger.add_suppression("ÉLODIE@example.fr", "asked by phone", event_seq=None)
+    added = suppress(ledger, "Alice@Example.org", "bounced_hard 5.1.1", event_seq=7)
+    suppress(ledger, "ÉLODIE@example.fr", "asked by phone", event_seq=None)
     assert added == Suppression("Alice@Example.org", "bounced_hard 5.1.1", added.at, 7)
     assert ledger.suppressions()[0] == added
     assert ledger.suppressed("alice@EXAMPLE.org")

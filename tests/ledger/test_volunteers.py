@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from roster_helpers import read_roster
 
 from notifier.errors import VolunteerNotFound
 from notifier.ledger import (
@@ -20,7 +21,6 @@ from notifier.ledger import (
 )
 from notifier.ledger.volunteers import volunteer_added_data
 from notifier.message import NewMessage
-from notifier.roster import read_roster
 from notifier.volunteer import Volunteer
 
 HEADER = "volunteer_id,email,family_name,given_name,locale,exposure,data_held,notes"

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from smtp_helpers import add_volunteers, make_volunteers, recipients, send
+from smtp_helpers import add_volunteers, make_volunteers, recipients, send, suppress
 
 from notifier.campaign import Campaign, load_campaign
 from notifier.cohort import CohortFilter
@@ -66,8 +66,8 @@ def selected(ledger: Ledger, people: list[Volunteer], scope: SendScope) -> list[
     return ids(read_selection(ledger, CAMPAIGN, people, scope).send)
 
 
-def suppress(ledger: Ledger, volunteer: Volunteer) -> None:
-    ledger.add_suppression(volunteer.email.upper(), "hard bounce", event_seq=None)
+def suppress_volunteer(ledger: Ledger, volunteer: Volunteer) -> None:
+    suppress(ledger, volunteer.email.upper(), "hard bounce", event_seq=None)
 
 
 # --- the selection on its own ---------------------------------------------------------
@@ -210,7 +210,7 @@ def test_pipeline_suppressed_addresses_are_skipped_and_recorded(
     ledger: Ledger, campaign: Campaign, people: list[Volunteer], sink: Sink
 ) -> None:
     bounced = people[4]
-    suppress(ledger, bounced)
+    suppress_volunteer(ledger, bounced)
     selection = read_selection(ledger, CAMPAIGN, people, SendScope(limit=3))
     assert ids(selection.suppressed) == [bounced.volunteer_id]
     assert plan(ledger, campaign, people, SendScope(), sink.url).suppressed == 1
