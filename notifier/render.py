@@ -38,7 +38,7 @@ from notifier.campaign import Campaign
 from notifier.catalogs import load_translations
 from notifier.config import Contact
 from notifier.errors import RenderError, TemplateRenderError
-from notifier.volunteer import Volunteer
+from notifier.volunteer import Volunteer, display_name
 
 FORMATS: tuple[str, ...] = ("txt", "html")
 # Babel locale per notice locale: the notices come from a UK organisation, so English
@@ -386,8 +386,7 @@ class Renderer:
         """(name as the person's convention writes it, family name, given name)."""
         family = clean_name(volunteer.family_name)
         given = clean_name(volunteer.given_name)
-        parts = (family, given) if volunteer.locale == "ja" else (given, family)
-        return " ".join(p for p in parts if p), family, given
+        return display_name(family, given, volunteer.locale), family, given
 
     def context(self, volunteer: Volunteer, names: tuple[str, ...] | None = None) -> dict[str, Any]:
         """The variables a template sees for this volunteer (`names` overrides the names)."""

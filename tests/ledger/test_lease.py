@@ -3,6 +3,7 @@ holder, dies with its process, and is the same whatever name reaches the ledger.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import mailbox
 import os
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,11 @@ import pytest
 from conftest import Notifier
 from smtp_helpers import add_volunteers, make_volunteers, send
 
+from notifier import journal as journal_module
 from notifier.campaign import load_campaign
 from notifier.errors import ExitCode, LedgerError, SendInProgress
 from notifier.ledger import Ledger
+from notifier.ledger.lease import LEASE_TTL
 from notifier.pipeline import SendScope
 from notifier.sink import Sink
 
@@ -29,6 +33,7 @@ FIRST = "2020-03-breach"
 HOLD = """
 import sys, time
 from notifier.ledger import Ledger
+from notifier.ledger.lease import LEASE_TTL
 with Ledger(sys.argv[1]) as led, led.lease("send", "2020-03-breach"):
     print("held", flush=True)
     time.sleep(60)
@@ -222,3 +227,67 @@ def test_no_import_while_a_send_runs_and_no_send_while_an_import_runs(
     assert "a roster import is running on this ledger" in settle.output
 
     assert notifier("roster", "import", str(roster)).exit_code == 0  # once it has ended
+
+
+def _recorded(ledger: Ledger) -> dict[str, Any]:
+    row = ledger.conn.execute("SELECT value FROM meta WHERE key = 'lease'").fetchone()
+    assert row is not None
+    value: dict[str, Any] = json.loads(row["value"])
+    return value
+
+
+def test_a_holder_on_another_machine_is_believed_while_its_heartbeat_is_fresh(
+    ledger: Ledger,
+) -> None:
+    """Its process cannot be looked at from here: its heartbeat says whether it runs."""
+    now = datetime.now(UTC)
+    elsewhere = {
+        "pid": 1,
+        "host": "another-machine",
+        "boot_id": "x",
+        "started": "",
+        "since": now.isoformat(timespec="seconds"),
+        "command": "send",
+        "subject": FIRST,
+        "token": "theirs",
+        "run": None,
+    }
+    for age, refused in ((10, True), (LEASE_TTL.total_seconds() + 10, False)):
+        beat = (now - timedelta(seconds=age)).isoformat(timespec="seconds")
+        with ledger.transaction():
+            ledger.conn.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('lease', ?)",
+                (json.dumps({**elsewhere, "heartbeat": beat}),),
+            )
+        if refused:
+            with (
+                pytest.raises(SendInProgress, match="on another-machine"),
+                ledger.lease("send", FIRST),
+            ):
+                pass
+        else:
+            with ledger.lease("send", FIRST):  # gone quiet: taken over
+                assert ledger.running() is not None
+                assert ledger.running().host != "another-machine"  # type: ignore[union-attr]
+
+
+def test_a_long_send_keeps_its_heartbeat_fresh(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "HEARTBEAT_EVERY", 0.0)
+    with ledger.lease("send", FIRST) as holder:
+        with ledger.transaction():  # as if it had last beaten long ago
+            ledger.conn.execute(
+                "UPDATE meta SET value = json_set(value, '$.heartbeat', ?) WHERE key = 'lease'",
+                ("2020-01-01T00:00:00+00:00",),
+            )
+        journal = journal_module.ThreadedLedgerJournal(ledger.path, holder=holder)
+
+        async def idle() -> None:
+            await journal.open()
+            journal.keep_alive()  # a slow send with nothing to write still beats
+            await journal.close()
+
+        asyncio.run(idle())
+        assert _recorded(ledger)["heartbeat"] > "2020-01-01T00:00:00+00:00"
+        assert _recorded(ledger)["token"] == holder.token
