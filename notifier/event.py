@@ -153,6 +153,13 @@ BOOKKEEPING_KINDS: frozenset[EventKind] = frozenset(
 )
 
 
+# The state each kind that names one puts its message in (`queued`: pending).
+STATE_OF_KIND: Mapping[str, MessageState] = {
+    K.QUEUED: MessageState.PENDING,
+    **{kind: MessageState(kind) for kind in SELF_NAMING_KINDS},
+}
+
+
 def state_after_event(kind: str, data: str | Mapping[str, Any]) -> MessageState | None:
     """The state an event about one message puts it in, or None when it leaves it as it
     was. `data` is the event's data, as stored (canonical JSON) or read.
@@ -161,10 +168,9 @@ def state_after_event(kind: str, data: str | Mapping[str, Any]) -> MessageState 
     any other event about a message (a delivery report, an outcome refused at SMTP time
     whose kind is a report's) names the state in `moved_to`, when it moved it.
     """
-    if kind == K.QUEUED:
-        return MessageState.PENDING
-    if kind in SELF_NAMING_KINDS:
-        return MessageState(kind)
+    named = STATE_OF_KIND.get(kind)
+    if named is not None:
+        return named
     if isinstance(data, str):
         if '"moved_to"' not in data:  # cheap: most events carry none
             return None

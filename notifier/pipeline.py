@@ -153,11 +153,18 @@ def read_selection(
 
 
 def send_audience(ledger: Ledger, campaign: Campaign, cohort: CohortFilter) -> list[Volunteer]:
-    """The volunteers a send of `campaign` considers: its cohort, narrowed by `cohort`.
+    """The volunteers a send of `campaign` considers: its cohort, narrowed by `cohort`
+    (a follow-up only once the notice it follows was sent: `require_followed_sent`)."""
+    require_followed_sent(ledger, campaign)
+    return select_cohort(ledger, campaign, cohort, history=history_applies(ledger, campaign))
 
-    A follow-up is chosen by the outcomes of the campaign it follows, so it cannot be
-    sent before that campaign: everyone matching its filters would get a correction of a
-    notice they never received. (`check` and `preview` may still look at it.)
+
+def require_followed_sent(ledger: Ledger, campaign: Campaign) -> None:
+    """Refuse a follow-up before the campaign it follows has been sent.
+
+    A follow-up is chosen by the outcomes of the campaign it follows: sent before it,
+    everyone matching its filters would get a correction of a notice they never received.
+    (`check` and `preview` may still look at it.)
     """
     if campaign.follows and not ledger.has_messages(campaign.follows):
         raise CampaignError(
@@ -166,7 +173,6 @@ def send_audience(ledger: Ledger, campaign: Campaign, cohort: CohortFilter) -> l
             hint=f"send {campaign.follows} first; `notifier check {campaign.campaign_id}` "
             "works already",
         )
-    return select_cohort(ledger, campaign, cohort, history=history_applies(ledger, campaign))
 
 
 # --- the request, the plan, the summary ------------------------------------------------

@@ -71,6 +71,7 @@ from notifier.ledger import (
     ImportSummary,
     Ledger,
     Settled,
+    VerifyResult,
     VolunteerQuery,
 )
 from notifier.ledger.chain import UPGRADE_HINT
@@ -82,11 +83,13 @@ from notifier.message import (
 )
 from notifier.pipeline import (
     MessageIds,
+    SendObserver,
     SendPlan,
     SendRequest,
     SendScope,
     SendSummary,
     plan_send,
+    require_followed_sent,
     resend_states,
     send_audience,
     send_campaign,
@@ -632,7 +635,7 @@ class Workspace:
         campaign_id: str | Path,
         spec: SendSpec = SendSpec(),
         *,
-        observer: Any = None,
+        observer: SendObserver | None = None,
         handle_signals: bool = True,
         progress: Progress | None = None,
         resumes: int | None = None,
@@ -647,10 +650,12 @@ class Workspace:
         campaign = self.campaign(campaign_id)
         led = self.ledger()
         cid = campaign.campaign_id
-        request = self._request(led, campaign, spec)  # a follow-up needs its notice sent
+        require_followed_sent(led, campaign)
         if self.settings.require_approval:
             four_eyes.require_approval(led, campaign)  # four eyes: exit 1 saying what to run
         with led.lease(spec.scope.command, cid) as holder:
+            # Who it goes to is read under the lease: no import can change them meanwhile.
+            request = self._request(led, campaign, spec)
             self._require_clean_check(campaign, progress)
             led.require_intact()  # an address edited behind the chain's back is never mailed
             started = self._record_start(led, campaign, spec, request, resumes)
@@ -686,7 +691,7 @@ class Workspace:
         *,
         options: SendOptions | None = None,
         smtp_url: str | None = None,
-        observer: Any = None,
+        observer: SendObserver | None = None,
         handle_signals: bool = True,
         progress: Progress | None = None,
     ) -> SendSummary:
@@ -920,7 +925,7 @@ class Workspace:
 
     # -- the ledger itself
 
-    def verify(self, anchors: Sequence[str] = ()) -> Any:
+    def verify(self, anchors: Sequence[str] = ()) -> VerifyResult:
         return self.ledger().verify(anchors)
 
     def head(self) -> str:

@@ -106,11 +106,10 @@ def adoptions(conn: sqlite3.Connection) -> list[EventDraft]:
                 ),
                 "source_import_id": row["import_id"],
                 "source_row": row["source_row"],
-                "updated_at": row["updated_at"],
             },
         )
         for row in conn.execute(
-            f"SELECT volunteer_id, import_id, source_row, updated_at, {', '.join(TEXT_FIELDS)}"  # noqa: S608
+            f"SELECT volunteer_id, import_id, source_row, {', '.join(TEXT_FIELDS)}"  # noqa: S608
             " FROM volunteers ORDER BY volunteer_id"
         )
     ]
