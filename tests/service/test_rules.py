@@ -23,7 +23,15 @@ from notifier.errors import ApprovalError, CampaignError, CheckFailed, SendInPro
 from notifier.event import EventKind
 from notifier.ledger import Ledger
 from notifier.message import DeliveryOutcome
-from notifier.service import CohortFilter, SendOptions, SendScope, SendSpec, Workspace
+from notifier.pipeline import SendObserver
+from notifier.service import (
+    CohortFilter,
+    SendOptions,
+    SendScope,
+    SendSpec,
+    ServerInfo,
+    Workspace,
+)
 from notifier.sink import Sink
 from notifier.volunteer import Volunteer
 
@@ -224,13 +232,13 @@ def test_nothing_that_changes_a_send_runs_beside_one(
 # --- a send run is a recorded thing --------------------------------------------------------
 
 
-def interrupt_after(count: int) -> object:
+def interrupt_after(count: int) -> SendObserver:
     """An observer that presses Ctrl-C (a real SIGINT) once `count` outcomes are in."""
 
     class Interrupting:
         seen = 0
 
-        def started(self, total: int, server: object) -> None:
+        def started(self, total: int, server: ServerInfo) -> None:
             pass
 
         def outcome(self, outcome: DeliveryOutcome) -> None:
