@@ -109,7 +109,8 @@ UNMATCHED_REPORT_KINDS: frozenset[EventKind] = frozenset(
     {K.BOUNCE_FORGED, K.BOUNCE_UNMATCHED, K.BOUNCE_UNPARSEABLE}
 )
 
-# The kinds a ledger written before keyed hashes could hold. Any other kind (or one of
+# The kinds a ledger written before keyed hashes could hold (the message states, the
+# roster, the reports, approvals and test sends were all older). Any other kind (or one of
 # these with a field only keyed ledgers write) shows a ledger was written keyed: such a
 # ledger can never be "upgraded" from an unkeyed-looking state (notifier.ledger.upgrade).
 UNKEYED_ERA_KINDS: frozenset[str] = frozenset(
@@ -119,22 +120,14 @@ UNKEYED_ERA_KINDS: frozenset[str] = frozenset(
         K.VOLUNTEER_UPDATED,
         K.ROW_REJECTED,
         K.CAMPAIGN_REGISTERED,
+        K.CAMPAIGN_APPROVED,
+        K.TEST_SENT,
+        K.TEST_REFUSED,
         K.QUEUED,
-        K.SENDING,
-        K.SENT,
-        K.DEFERRED,
-        K.FAILED_TEMPORARY,
-        K.FAILED_PERMANENT,
-        K.UNCERTAIN,
-        K.SUPPRESSED,
-        K.BOUNCED_HARD,
-        K.BOUNCED_SOFT,
-        K.BLOCKED,
-        K.DELIVERED,
-        K.BOUNCE_FORGED,
-        K.BOUNCE_UNMATCHED,
-        K.BOUNCE_UNPARSEABLE,
         K.ADDRESS_SUPPRESSED,
+        *SELF_NAMING_KINDS,
+        *(REPORT_KINDS - {K.BOUNCE_UNCLEAR}),
+        *UNMATCHED_REPORT_KINDS,
     }
 )
 

@@ -38,7 +38,8 @@ from notifier.ledger import (
     VolunteerQuery,
     address_key,
 )
-from notifier.message import REACHED_STATES, MessageRow, MessageState
+from notifier.message import REACHED_STATES, STATE_WORDS, MessageRow, MessageState
+from notifier.message import MessageState as S
 from notifier.volunteer import EXPOSURES, LOCALES, Volunteer, display_name
 
 # Event kinds that are an attempt to hand the message to a server.
@@ -119,19 +120,17 @@ class RecipientOutcome:
     diagnostic: str
 
 
-# Why a person of the audience is still owed the notice, by the state of their message.
+# Why a person of the audience is still owed the notice: the state of their message in
+# the words every output uses (STATE_WORDS), and what to do where e-mail cannot reach them.
+_WRITE_TO_THEM = " (write to them)"
 OWED_REASONS: Mapping[str | None, str] = {
     None: "not sent yet (no message)",
-    MessageState.PENDING: "not sent yet",
-    MessageState.DEFERRED: "delayed: the server asked to try later",
-    MessageState.SENDING: "being sent, or in flight when a send stopped",
-    MessageState.UNCERTAIN: "uncertain: a send stopped while it was in flight",
-    MessageState.FAILED_TEMPORARY: "not sent: the server kept asking to try later",
-    MessageState.FAILED_PERMANENT: "not sent: the server refused it (write to them)",
-    MessageState.SUPPRESSED: "not sent: the address bounced before (write to them)",
-    MessageState.BOUNCED_SOFT: "bounced for now: mailbox full or unavailable",
-    MessageState.BLOCKED: "blocked: our mail was refused; the sender must act",
-    MessageState.BOUNCED_HARD: "bounced: the address does not exist (write to them)",
+    **{
+        state: STATE_WORDS[state]
+        + (_WRITE_TO_THEM if state in (S.FAILED_PERMANENT, S.SUPPRESSED, S.BOUNCED_HARD) else "")
+        for state in MessageState
+        if state not in REACHED_STATES
+    },
 }
 
 

@@ -20,7 +20,7 @@ from markupsafe import Markup, escape
 from notifier.ledger import Event
 from notifier.message import MessageState, state_words
 from notifier.outputs import csv_text
-from notifier.report import CampaignReport, Timeline, UnreachablePerson
+from notifier.report import CampaignReport, Owed, Timeline, UnreachablePerson
 
 NOT_RECORDED = "not recorded"
 
@@ -319,6 +319,15 @@ def timeline_kinds(timeline: Timeline) -> list[str]:
     """The event kinds in a timeline, in lifecycle order, unknown ones last."""
     present = {kind for bucket in timeline.hours for kind in bucket.counts}
     return [k for k in _KIND_ORDER if k in present] + sorted(present - set(_KIND_ORDER))
+
+
+def owed_lines(owed: Owed) -> list[str]:
+    """Who a campaign is for, was sent and still owes, and why, for a terminal."""
+    complete = "" if owed.count else " (everyone in it has been sent the notice)"
+    return [
+        f"Audience now: {owed.audience}; sent: {owed.sent}; still owed: {owed.count}{complete}",
+        *(f"  {n:>6}  {reason}" for reason, n in owed.reasons.items()),
+    ]
 
 
 def shown_time(at: str | None, zone: str = "UTC") -> str:

@@ -26,10 +26,10 @@ def test_status_names_the_unreached_and_the_commands(notifier: Notifier) -> None
     # Everyone the campaign is meant for, whom it reached, whom it still owes, and why.
     assert f"Audience now: 10; sent: {reached}; still owed: {10 - reached}" in out
     for reason in (
-        "bounced: the address does not exist (write to them)",
+        "bounced: address does not exist (write to them)",
         "bounced for now: mailbox full or unavailable",
-        "blocked: our mail was refused; the sender must act",
-        "uncertain: a send stopped while it was in flight",
+        "refused: our mail was blocked; the address is fine; needs action by the sender",
+        "unknown: sending was interrupted; it may or may not have gone",
         "not sent yet",
     ):
         assert f"1 {reason}" in out

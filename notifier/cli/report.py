@@ -19,6 +19,7 @@ from notifier.outputs import visible
 from notifier.report_formats import (
     NOT_RECORDED,
     history_as_dicts,
+    owed_lines,
     report_as_csv,
     report_as_html,
     report_as_json,
@@ -185,14 +186,8 @@ def _print_summary(out: Console, r: CampaignReport, zone: str = "UTC") -> None:
         )
     out.print(f"generated at {shown_time(r.generated_at, zone)}; {r.total} messages")
     if r.owed is not None:
-        owed = r.owed
-        complete = "" if owed.count else " (everyone in it has been sent the notice)"
-        out.print(
-            f"audience now: {owed.audience}; sent: {owed.sent}; still owed: {owed.count}{complete}",
-            markup=False,
-        )
-        for reason, n in owed.reasons.items():
-            out.print(f"  {n:>6}  {reason}", markup=False)
+        for line in owed_lines(r.owed):
+            out.print(line, markup=False)
     if r.verification.ok:
         out.print(
             f"ledger verification: passed, {r.verification.events} events, "

@@ -12,7 +12,7 @@ from rich.table import Table
 from notifier.cli.app import AppContext, cli, console, format_option, pass_app
 from notifier.message import state_words
 from notifier.outputs import visible
-from notifier.report_formats import shown_time
+from notifier.report_formats import owed_lines, shown_time
 from notifier.service import ApprovalStatus, CampaignStatus, SendRun
 
 
@@ -96,14 +96,8 @@ def _print(s: CampaignStatus, zone: str) -> None:
     cid = s.campaign_id
     console.print(_approval_line(s.approval, cid, zone), markup=False)
     console.print(f"Campaign {cid}", markup=False)
-    owed = s.owed
-    complete = "" if owed.count else " (everyone in it has been sent the notice)"
-    console.print(
-        f"Audience now: {owed.audience}; sent: {owed.sent}; still owed: {owed.count}{complete}",
-        markup=False,
-    )
-    for reason, n in owed.reasons.items():
-        console.print(f"  {n:>6}  {reason}", markup=False)
+    for line in owed_lines(s.owed):
+        console.print(line, markup=False)
     if s.follows_unsent:
         console.print(
             f"{s.follows_unsent}, which it follows, has not been sent yet: its audience is"

@@ -44,6 +44,7 @@ from notifier.event import (
     state_after_event,
 )
 from notifier.ledger.chain import canonical_json
+from notifier.ledger.schema import IMPORT_FACTS
 from notifier.message import MessageState
 from notifier.volunteer import TEXT_FIELDS
 
@@ -112,12 +113,18 @@ class Replay:
             self._message_event(kind, campaign_id, volunteer_id, message_id, data_json)
         handler = self._HANDLERS.get(kind)
         if handler is not None:
-            handler(self, at, campaign_id, volunteer_id, message_id, data_json)
+            handler(self, kind, at, campaign_id, volunteer_id, message_id, data_json)
 
     # -- one handler per kind of event that builds a table row
 
     def _volunteer(
-        self, _at: str, _c: str | None, volunteer_id: str | None, _m: str | None, data_json: str
+        self,
+        _kind: str,
+        _at: str,
+        _c: str | None,
+        volunteer_id: str | None,
+        _m: str | None,
+        data_json: str,
     ) -> None:
         if volunteer_id is None:
             return
@@ -135,7 +142,7 @@ class Replay:
             )
 
     def _suppression(
-        self, _at: str, _c: str | None, _v: str | None, _m: str | None, data_json: str
+        self, _kind: str, _at: str, _c: str | None, _v: str | None, _m: str | None, data_json: str
     ) -> None:
         data = json.loads(data_json)
         email = data.get("email")
@@ -143,14 +150,14 @@ class Replay:
             self.suppressions[email] = (email, data.get("reason"), data.get("bounce_seq"))
 
     def _rejected(
-        self, _at: str, _c: str | None, _v: str | None, _m: str | None, data_json: str
+        self, _kind: str, _at: str, _c: str | None, _v: str | None, _m: str | None, data_json: str
     ) -> None:
         d = json.loads(data_json)
         fields = ("import_id", "row", "column", "value", "reason", "field")
         self.rejected.append(tuple(d.get(f) for f in fields))
 
     def _import(
-        self, at: str, _c: str | None, _v: str | None, _m: str | None, data_json: str
+        self, _kind: str, at: str, _c: str | None, _v: str | None, _m: str | None, data_json: str
     ) -> None:
         d = json.loads(data_json)
         if isinstance(d.get("import_id"), int):
@@ -158,45 +165,48 @@ class Replay:
             self.imports[d["import_id"]] = (d.get("imported_at", at), d)
 
     def _campaign(
-        self, at: str, campaign_id: str | None, _v: str | None, _m: str | None, data_json: str
+        self,
+        _kind: str,
+        at: str,
+        campaign_id: str | None,
+        _v: str | None,
+        _m: str | None,
+        data_json: str,
     ) -> None:
         if campaign_id is not None:
             d = json.loads(data_json)
             self.campaigns[campaign_id] = (d.get("registered_at", at), d)
 
-    def _matched_report(
-        self, at: str, c: str | None, v: str | None, message_id: str | None, data_json: str
+    def _report(
+        self,
+        kind: str,
+        _at: str,
+        _c: str | None,
+        _v: str | None,
+        message_id: str | None,
+        data_json: str,
     ) -> None:
+        """A kept report's row, as its events say: matched (what it says about its
+        message) or kept unmatched, and where it was read; or as an adoption said."""
         d = json.loads(data_json)
-        sha256 = d.get("report_sha256")
+        if kind == K.BOUNCE_REPORT_ADOPTED:
+            sha256, matched, message_id = d.get("sha256"), d.get("matched"), d.get("message_id")
+        else:
+            sha256, matched = d.get("report_sha256"), kind in REPORT_KINDS
         if isinstance(sha256, str):
-            self.reports[sha256] = (True, message_id, d.get("source"))
-
-    def _unmatched_report(
-        self, at: str, c: str | None, v: str | None, message_id: str | None, data_json: str
-    ) -> None:
-        d = json.loads(data_json)
-        sha256 = d.get("report_sha256")
-        if isinstance(sha256, str):
-            self.reports[sha256] = (False, message_id, d.get("source"))
-
-    def _adopted_report(
-        self, at: str, c: str | None, v: str | None, message_id: str | None, data_json: str
-    ) -> None:
-        d = json.loads(data_json)
-        sha256 = d.get("sha256")
-        if isinstance(sha256, str):
-            self.reports[sha256] = (bool(d.get("matched")), d.get("message_id"), d.get("source"))
+            self.reports[sha256] = (bool(matched), message_id, d.get("source"))
 
     def _upgraded(
-        self, at: str, c: str | None, v: str | None, m: str | None, data_json: str
+        self, _kind: str, at: str, c: str | None, v: str | None, m: str | None, data_json: str
     ) -> None:
         self._start_afresh()  # the adopted rows follow
         # Tokens made before keys were HMACs under the raw key: kept valid when the old key
         # file was kept (notifier.ledger.upgrade).
         self.raw_verp_key = not json.loads(data_json).get("key_created", True)
 
-    _HANDLERS: dict[str, Callable[[Replay, str, str | None, str | None, str | None, str], None]]
+    _HANDLERS: dict[
+        str, Callable[[Replay, str, str, str | None, str | None, str | None, str], None]
+    ]
 
     def _message_event(
         self,
@@ -366,20 +376,7 @@ class Replay:
                 ("file_name", name, d.get("file_name", name)),
                 ("file_name", PurePath(name).name, d.get("file")),
             ]
-            checks += [
-                (column, row[column], d.get(column))
-                for column in (
-                    "sha256",
-                    "mapping_sha256",
-                    "encoding",
-                    "rows_total",
-                    "rows_valid",
-                    "rows_rejected",
-                    "added",
-                    "updated",
-                    "unchanged",
-                )
-            ]
+            checks += [(column, row[column], d.get(column)) for column in IMPORT_FACTS]
             for column, stored, wanted in checks:
                 if stored != wanted:
                     return _row("imports", where, f"differs from the chain in {column}")
@@ -441,9 +438,8 @@ Replay._HANDLERS = {
     **dict.fromkeys(_VOLUNTEER_KINDS, Replay._volunteer),
     **dict.fromkeys(_SUPPRESSION_KINDS, Replay._suppression),
     **dict.fromkeys(_REJECTED_KINDS, Replay._rejected),
-    **dict.fromkeys(REPORT_KINDS, Replay._matched_report),
-    **dict.fromkeys(UNMATCHED_REPORT_KINDS, Replay._unmatched_report),
-    K.BOUNCE_REPORT_ADOPTED: Replay._adopted_report,
+    **dict.fromkeys((*REPORT_KINDS, *UNMATCHED_REPORT_KINDS), Replay._report),
+    K.BOUNCE_REPORT_ADOPTED: Replay._report,
     K.ROSTER_IMPORTED: Replay._import,
     K.IMPORT_ADOPTED: Replay._import,
     K.CAMPAIGN_REGISTERED: Replay._campaign,

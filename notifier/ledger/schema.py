@@ -16,6 +16,20 @@ import sqlite_utils
 
 from notifier.errors import LedgerError
 
+# The columns of `imports` that an import's event (`roster_imported`) repeats, so the chain
+# vouches for them (notifier.ledger.projections).
+IMPORT_FACTS: tuple[str, ...] = (
+    "sha256",
+    "mapping_sha256",
+    "encoding",
+    "rows_total",
+    "rows_valid",
+    "rows_rejected",
+    "added",
+    "updated",
+    "unchanged",
+)
+
 
 def _migration_1(db: sqlite_utils.Database) -> None:
     db.table("meta").create({"key": str, "value": str}, pk="key")

@@ -156,21 +156,8 @@ def adoptions(conn: sqlite3.Connection) -> list[EventDraft]:
                 "import_id": row["id"],
                 "file_name": row["file_name"] or "",
                 "file": PurePath(row["file_name"] or "").name,
-                **{
-                    column: row[column]
-                    for column in (
-                        "sha256",
-                        "mapping_sha256",
-                        "encoding",
-                        "imported_at",
-                        "rows_total",
-                        "rows_valid",
-                        "rows_rejected",
-                        "added",
-                        "updated",
-                        "unchanged",
-                    )
-                },
+                "imported_at": row["imported_at"],
+                **{column: row[column] for column in schema.IMPORT_FACTS},
             },
         )
         for row in conn.execute("SELECT * FROM imports ORDER BY id")

@@ -317,7 +317,7 @@ def test_a_partly_sent_follow_up_says_what_it_still_owes(
     assert (shown["audience"], shown["sent"], shown["owed"]) == (6, 3, 3)
     assert shown["owed_reasons"] == {"not sent yet (no message)": 3}
     table = " ".join(notifier_here("report", UPDATE).stdout.split())
-    assert "audience now: 6; sent: 3; still owed: 3" in table
+    assert "Audience now: 6; sent: 3; still owed: 3" in table
 
 
 def test_a_report_made_during_a_send_says_so(
