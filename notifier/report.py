@@ -124,7 +124,7 @@ class RecipientOutcome:
 # the words every output uses (STATE_WORDS), and what to do where e-mail cannot reach them.
 _WRITE_TO_THEM = " (write to them)"
 OWED_REASONS: Mapping[str | None, str] = {
-    None: "not sent yet (no message)",
+    None: STATE_WORDS[S.PENDING],  # no message yet: as good as pending
     **{
         state: STATE_WORDS[state]
         + (_WRITE_TO_THEM if state in (S.FAILED_PERMANENT, S.SUPPRESSED, S.BOUNCED_HARD) else "")

@@ -1085,6 +1085,11 @@ def _next_steps(status: CampaignStatus) -> list[str]:
     run = status.last_run
     if due and run is not None and not run.finished:
         sends.append(f"{then}resume the send that stopped: " + RESUME_HINT.format(campaign_id=cid))
+        if _narrowed(run):
+            sends.append(
+                f"then, to the people that send was not for: notifier send {cid} (a dry run),"
+                " then with --yes"
+            )
     elif due:
         sends.append(
             f"{then}send to the {due} not sent yet: notifier send {cid} (a dry run), then"
@@ -1120,6 +1125,15 @@ def _next_steps(status: CampaignStatus) -> list[str]:
             " notifier export unreachable --out letters.csv"
         )
     return [*first, *sends, *others]
+
+
+def _narrowed(run: SendRun) -> bool:
+    """Whether a recorded run was for part of the campaign's cohort only."""
+    selection = run.data.get("selection") or {}
+    return any(
+        selection.get(key)
+        for key in ("exposures", "locales", "statuses", "ids", "limit", "resend_states")
+    )
 
 
 def narrowing_given(cohort: CohortFilter, scope: SendScope) -> bool:

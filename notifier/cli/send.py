@@ -176,8 +176,8 @@ def _run(app: AppContext, campaign_id: str, spec: SendSpec, params: dict[str, An
 def _resume(ws: Workspace, campaign_id: str, spec: SendSpec, params: dict[str, Any]) -> SendSummary:
     if narrowing_given(spec.cohort, spec.scope):
         raise CohortError(
-            "--resume continues the last run's own selection: options saying whom to send "
-            "to (--exposure, --locale, --status, --ids, --limit, --resend-uncertain) cannot "
+            "continues the last run's own selection: options saying whom to send to "
+            "(--exposure, --locale, --status, --ids, --limit, --resend-uncertain) cannot "
             "change it",
             field="--resume",
             hint=f"leave them out, or start a new run: notifier send {campaign_id} ... --yes",

@@ -267,6 +267,10 @@ def test_ctrl_c_then_resume_continues_exactly_that_run(ws: Workspace, sink: Sink
     assert run is not None and not run.finished and run.ended is not None
     assert run.data["selection"]["locales"] == ["ja"] and run.ended["stopped"] is True
     assert ws.resume_spec(FIRST).cohort.locales == ("ja",)
+    # What status suggests: resume that run, and for the readers it was not for, a send.
+    steps = ws.status(FIRST).next_steps
+    assert steps[0] == "resume the send that stopped: notifier send 2020-03-breach --resume"
+    assert "the people that send was not for: notifier send 2020-03-breach" in steps[1]
 
     resumed = ws.resume(FIRST)
     assert not resumed.stopped
@@ -309,13 +313,13 @@ def test_a_partly_sent_follow_up_says_what_it_still_owes(
     status = ws.status(UPDATE)
     assert (status.owed.audience, status.owed.sent, status.owed.count) == (6, 3, 3)
     assert {p.volunteer_id for p in status.owed.people} == {v.volunteer_id for v in EN}
-    assert status.owed.reasons == {"not sent yet (no message)": 3}
+    assert status.owed.reasons == {"not sent yet": 3}
     assert any("notifier send 2020-04-29-update" in step for step in status.next_steps)
     report = ws.report(UPDATE)
     assert report.owed is not None and report.owed.count == 3
     shown = json.loads(notifier_here("status", UPDATE, "--format", "json").stdout)
     assert (shown["audience"], shown["sent"], shown["owed"]) == (6, 3, 3)
-    assert shown["owed_reasons"] == {"not sent yet (no message)": 3}
+    assert shown["owed_reasons"] == {"not sent yet": 3}
     table = " ".join(notifier_here("report", UPDATE).stdout.split())
     assert "Audience now: 6; sent: 3; still owed: 3" in table
 
