@@ -71,3 +71,34 @@ def test_bad_rate_names_the_field(tmp_path: Path) -> None:
 def test_named_but_missing_config_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "nope.toml", env={})
+
+
+def test_settings_are_read_beside_the_ledger_not_in_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case, here = tmp_path / "case", tmp_path / "here"
+    for folder in (case, here):
+        folder.mkdir()
+    (case / "notifier.toml").write_text('[smtp]\nurl = "smtp://beside.example:25"\n')
+    (here / "notifier.toml").write_text('[smtp]\nurl = "smtp://here.example:25"\n')
+    monkeypatch.chdir(here)
+    beside = load_settings(env={}, ledger=case / "notifier.db")
+    assert beside.smtp_url == "smtp://beside.example:25"
+    assert beside.source == case / "notifier.toml"
+    from_env = load_settings(env={"NOTIFIER_LEDGER": str(case / "notifier.db")})
+    assert from_env.smtp_url == "smtp://beside.example:25"
+    assert load_settings(env={}).smtp_url == "smtp://here.example:25"  # ./notifier.db's own
+
+
+def test_settings_beside_a_ledger_cannot_send_the_run_to_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notifier.toml").write_text('ledger = "elsewhere/x.db"\n')
+    with pytest.raises(ConfigError, match="name another ledger") as caught:
+        load_settings(env={})
+    assert caught.value.field == "ledger" and "--config" in (caught.value.hint or "")
+    (tmp_path / "notifier.toml").write_text('ledger = "notifier.db"\n')  # itself: fine
+    assert load_settings(env={}).ledger == tmp_path / "notifier.db"
+    # Named on purpose, a settings file may name its ledger, relative to itself.
+    assert load_settings(tmp_path / "notifier.toml", env={}).ledger == tmp_path / "notifier.db"
