@@ -7,12 +7,15 @@ rule about it (approval, a clean check, one sender, resuming a run), is the serv
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -182,14 +185,14 @@ def _resume(ws: Workspace, campaign_id: str, spec: SendSpec, params: dict[str, A
             field="--resume",
             hint=f"leave them out, or start a new run: notifier send {campaign_id} ... --yes",
         )
-    recorded = ws.resume_spec(campaign_id)
-    how = {k for k in ("rate", "smtp_url") if params[k] is not None}
-    options = spec.options if how or _changed_options(params) else recorded.options
+    # The run's own options, but those given on this command line.
+    recorded = ws.resume_spec(campaign_id).options
+    given = {name: getattr(spec.options, name) for name in _given(DELIVERY_OPTIONS)}
     display = ProgressDisplay()
     try:
         return ws.resume(
             campaign_id,
-            options=options,
+            options=dataclasses.replace(recorded, **given),
             smtp_url=spec.smtp_url,
             observer=display,
             progress=display.checking,
@@ -198,11 +201,24 @@ def _resume(ws: Workspace, campaign_id: str, spec: SendSpec, params: dict[str, A
         display.close()
 
 
-def _changed_options(params: dict[str, Any]) -> bool:
-    """Whether a delivery option other than --rate and --smtp was given a new value."""
-    names = ["concurrency", "batch_size", "batch_pause", "per_domain", "timeout"]
-    names += ["max_attempts", "backoff"]
-    return params["require_tls"] or any(params[n] != getattr(DEFAULTS, n) for n in names)
+# The options that say how a run sends (SendOptions fields, as the command line names them).
+DELIVERY_OPTIONS: tuple[str, ...] = (
+    "rate",
+    "concurrency",
+    "batch_size",
+    "batch_pause",
+    "per_domain",
+    "timeout",
+    "max_attempts",
+    "backoff",
+    "require_tls",
+)
+
+
+def _given(names: Iterable[str]) -> list[str]:
+    """Those of `names` the person gave on the command line (not left to their default)."""
+    ctx = click.get_current_context()
+    return [n for n in names if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE]
 
 
 def _spec(

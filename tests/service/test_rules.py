@@ -350,3 +350,20 @@ def notifier_here(ledger_path: Path, monkeypatch: pytest.MonkeyPatch) -> Notifie
     for var in ("NOTIFIER_LEDGER", "NOTIFIER_CONFIG", "NOTIFIER_SMTP_URL", "NOTIFIER_RATE"):
         monkeypatch.delenv(var, raising=False)
     return Notifier(ledger_path, ledger_path.parent)
+
+
+def test_cli_resume_keeps_the_runs_options_but_those_given_again(
+    ws: Workspace, sink: Sink, notifier_here: Notifier
+) -> None:
+    ws.approve(FIRST, "Jane Doe")
+    first = notifier_here(
+        "send", FIRST, "--yes", "--smtp", sink.url, "--limit", "2", "--rate", "50", "--locale", "ja"
+    )
+    assert first.exit_code == 0, first.output
+    again = notifier_here("send", FIRST, "--resume", "--smtp", sink.url, "--timeout", "7")
+    assert again.exit_code == 0, again.output
+    runs = ws.runs(FIRST)
+    assert [r.data["options"]["rate"] for r in runs] == [50, 50]  # kept: not given again
+    assert [r.data["options"]["timeout"] for r in runs] == [30.0, 7.0]  # given: changed
+    assert runs[1].data["selection"]["locales"] == ["ja"]
+    assert recipients(sink.messages) == {v.email: 1 for v in JA[:2]}
