@@ -89,3 +89,35 @@ def test_version_1_ledger_migrates_forward_and_keeps_its_rows(ledger_path: Path)
         assert led.upgrade() is not None  # re-keyed, its rows adopted by events
         led.record([fact("test")])
         assert led.verify().ok
+
+
+def test_reports_kept_without_an_event_are_adopted_as_the_ledger_moves_forward(
+    ledger_path: Path,
+) -> None:
+    """Before every kept report had an event, a matched report saying nothing understood
+    was kept with none: moving such a ledger forward adopts it, so it verifies and is
+    vouched for from then on (a row made up later is not)."""
+    Ledger(ledger_path).close()
+    tamper(
+        ledger_path,
+        "INSERT INTO bounce_reports(sha256, source, received_at, matched, message_id, detail)"
+        " VALUES ('ab12', 'new/1.eml', '2020-04-01T10:00:00+00:00', 1, '<m@x>', '{}')",
+    )
+    tamper(ledger_path, "UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    with Ledger(ledger_path) as led:
+        assert led.schema_version() == SCHEMA_VERSION
+        (adopted,) = led.events(kinds=["bounce_report_adopted"])
+        assert adopted.data == {
+            "sha256": "ab12",
+            "source": "new/1.eml",
+            "matched": True,
+            "message_id": "<m@x>",
+        }
+        assert led.verify().ok
+    tamper(
+        ledger_path,
+        "INSERT INTO bounce_reports(sha256, source, received_at, matched, message_id, detail)"
+        " VALUES ('cd34', 'x', 'now', 0, NULL, '{}')",
+    )
+    with Ledger(ledger_path) as led:  # at the current schema: nothing is adopted again
+        assert "table bounce_reports, row sha256 cd34" in led.verify().reason
