@@ -161,7 +161,7 @@ def _run(app: AppContext, campaign_id: str, spec: SendSpec, params: dict[str, An
     """Plan (without --yes) or perform one send of a campaign to its narrowed cohort."""
     with app.workspace() as ws:
         if params["resume"]:
-            summary = _resume(ws, campaign_id, spec, params)
+            summary = _resume(ws, campaign_id, spec)
         elif not params["yes"]:
             _print_plan(ws, campaign_id, spec)
             return
@@ -176,7 +176,7 @@ def _run(app: AppContext, campaign_id: str, spec: SendSpec, params: dict[str, An
         raise SystemExit(ExitCode.INTERRUPTED)
 
 
-def _resume(ws: Workspace, campaign_id: str, spec: SendSpec, params: dict[str, Any]) -> SendSummary:
+def _resume(ws: Workspace, campaign_id: str, spec: SendSpec) -> SendSummary:
     if narrowing_given(spec.cohort, spec.scope):
         raise CohortError(
             "continues the last run's own selection: options saying whom to send to "
