@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -115,11 +117,7 @@ def approve(
 ) -> Approval:
     """Record that `by` approved the campaign's current content; `checked`: what the
     campaign's check, which passed just before, was run against (notifier.service)."""
-    name = " ".join(by.split())
-    if not name:
-        raise ApprovalError(
-            "an approval needs the approver's name", field="--by", hint='--by "Jane Doe, DPO"'
-        )
+    name = approver_name(by)
     digest = content_digest(campaign)
     (event,) = ledger.record(
         [
@@ -136,6 +134,32 @@ def approve(
         ]
     )
     return _approval_from(event)
+
+
+# Terminal escape sequences (CSI and OSC): what follows ESC is no part of a name.
+_ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|.)?")
+
+
+def approver_name(by: str) -> str:
+    """The approver's name as recorded: without terminal escapes, control or invisible
+    format characters (zero-width spaces, word joiners, byte-order marks, bidi controls),
+    spaces collapsed. It must keep at least one visible letter: an approval signed with
+    nothing a reader can see signs off nothing (ApprovalError, exit 1)."""
+    text = _ESCAPES.sub("", by)
+    kept = "".join(c for c in text if unicodedata.category(c) not in _INVISIBLE)
+    name = " ".join(kept.split())
+    if not any(unicodedata.category(c).startswith("L") for c in name):
+        raise ApprovalError(
+            "an approval needs the approver's name, with at least one visible letter",
+            field="--by",
+            hint='--by "Jane Doe, DPO"',
+        )
+    return name
+
+
+# Unicode categories that show nothing: controls, format characters (U+200B, U+2060,
+# U+FEFF, bidi controls), line and paragraph separators, unassigned and private use.
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 def approval_status(ledger: Ledger, campaign: Campaign) -> ApprovalStatus:

@@ -551,6 +551,7 @@ class Workspace:
     ) -> Approved:
         """Record that `by` approves the campaign's current content, once the whole
         campaign's check passes (CheckFailed, exit 1, naming the problems, otherwise)."""
+        four_eyes.approver_name(by)  # a name to sign with, before a long check
         campaign = self.campaign(campaign_id)
         led = self.ledger()
         report = check_campaign(led, campaign, progress=progress)

@@ -147,3 +147,23 @@ def test_approve_and_send_refuse_while_the_check_fails(notifier: Notifier, roste
     assert again.exit_code == ExitCode.PROBLEMS
     assert "nothing was approved" in again.stderr and "HMR-00050" in again.stderr
     assert roster.state_counts(CAMPAIGN) == {}
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["\u200b", "\u2060\u2060", "\ufeff", "\x1b[8m", "\u202e\u202c", " \t ", "\x1b]0;x\x07"],
+    ids=["zero-width-space", "word-joiners", "bom", "ansi-hidden", "bidi", "blank", "osc"],
+)
+def test_an_approver_name_needs_a_visible_letter(roster: Ledger, name: str) -> None:
+    with pytest.raises(ApprovalError, match="at least one visible letter"):
+        approve(roster, load_campaign(CAMPAIGN), name)
+    assert list(roster.events(kinds=["campaign_approved"])) == []
+
+
+def test_what_an_approver_name_hides_is_not_recorded(notifier: Notifier, roster: Ledger) -> None:
+    result = notifier("approve", CAMPAIGN, "--by", "Jane\u200b Doe\x1b[8m, \u202eDPO")
+    assert result.exit_code == 0, result.output
+    (event,) = roster.events(kinds=["campaign_approved"])
+    assert event.data["by"] == "Jane Doe, DPO"
+    refused = notifier("approve", CAMPAIGN, "--by", "\u200b\u2060")
+    assert refused.exit_code == ExitCode.PROBLEMS and "visible letter" in refused.stderr
