@@ -416,6 +416,14 @@ class RosterChunk:
 # A RosterStream keeps this many of its warnings in memory, to show.
 WARNINGS_KEPT = 1000
 
+# The most a roster cell may hold. A name, an address or a list of data held is a few
+# dozen characters; a cell far larger is a mistake (a pasted document, a broken export):
+# its row is refused with that reason, and the rest of the file imports. Python's csv
+# module stops at 128 KB a cell and would abort the whole file, so its own limit is
+# lifted to the largest roster read: the row-by-row rule above is the one that counts.
+CELL_MAX_CHARS = 64 * 1024
+csv.field_size_limit(max(csv.field_size_limit(), ROSTER_MAX_BYTES))
+
 
 class RosterStream:
     """A roster file being read a chunk of rows at a time (`open_roster`).
@@ -925,6 +933,9 @@ class _RowChecker:
         self.data_held_verdicts: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
     def check(self, row: int, cells: list[str]) -> None:
+        if any(len(cell) > CELL_MAX_CHARS for cell in cells):
+            self._refuse_oversized(row, cells)
+            return
         plan, at, width = self.plan, self.at, self.plan.width
         count = len(cells)
         # (canonical field, value, reason) of each problem found in this row.
@@ -1023,6 +1034,23 @@ class _RowChecker:
             warning = _contradiction(row, volunteer, plan.header)
             if warning is not None:
                 self.warnings.append(warning)
+
+    def _refuse_oversized(self, row: int, cells: list[str]) -> None:
+        """A row with a cell over CELL_MAX_CHARS: refused, what it shows cut short."""
+        plan = self.plan
+        for index, cell in enumerate(cells):
+            if len(cell) <= CELL_MAX_CHARS:
+                continue
+            field = next((f for f, i in plan.index.items() if i == index), "")
+            header = plan.header.get(field) or dict(plan.extras).get(index)
+            reason = (
+                f"the cell holds {len(cell) // 1024} KB of text; a roster cell holds at most"
+                f" {CELL_MAX_CHARS // 1024} KB: check this row in the spreadsheet"
+            )
+            shown = cell[:60].replace("\n", " ") + "…"
+            column = header or f"(column {index + 1})"
+            self.problems.append(RowProblem(row, column, shown, reason, field))
+            return
 
     def _reject(
         self,

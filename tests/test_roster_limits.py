@@ -3,6 +3,8 @@ in one line, with exit 2: it never fills memory or runs for minutes."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import subprocess
 import sys
@@ -67,3 +69,33 @@ def test_the_limit_is_a_setting(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="expected a whole number of bytes"):
         config.write_text('[roster]\nmax_bytes = "lots"\n', encoding="utf-8")
         load_settings(config, env={})
+
+
+def test_a_huge_cell_refuses_its_row_and_the_rest_imports(
+    notifier: Notifier, tmp_path: Path
+) -> None:
+    """A 10 MB cell (a pasted document, a broken export) is one bad row, not a damaged
+    file: the row is refused with the reason, the others import."""
+    roster = tmp_path / "roster.csv"
+    huge = "x" * (10 * 1024 * 1024)
+    roster.write_text(
+        "volunteer_id,email,family_name,exposure,notes\r\n"
+        "V1,a@example.org,Ashe,published,\r\n"
+        f'V2,b@example.org,Brown,screened,"{huge}"\r\n'
+        "V3,c@example.org,Chen,screened,\r\n",
+        encoding="utf-8",
+    )
+    result = notifier("roster", "import", str(roster))
+    assert result.exit_code == 0, result.output
+    assert "3 rows, 2 valid, 1 rejected" in result.stdout
+    (problem,) = read_rejected(notifier)
+    assert problem["row"] == "3" and problem["column"] == "notes"
+    assert "10240 KB of text; a roster cell holds at most 64 KB" in problem["reason"]
+    assert len(problem["value"]) < 100  # what is kept of it is cut short
+    listed = notifier("roster", "list", "--format", "csv").stdout
+    assert "V1" in listed and "V3" in listed and "V2" not in listed
+
+
+def read_rejected(notifier: Notifier) -> list[dict[str, str]]:
+    text = notifier("roster", "rejects", "--format", "csv").stdout
+    return list(csv.DictReader(io.StringIO(text)))
