@@ -766,10 +766,10 @@ def test_unmatched_report_is_kept_and_listed(ledger: Ledger) -> None:
 def test_auto_reply_to_a_verp_address_is_listed_not_recorded_as_bounce(ledger: Ledger) -> None:
     seed_ledger(ledger, [1])
     summary = ingest(ledger, [("ooo.eml", auto_reply(1))], key=FIXTURE_KEY)
-    assert summary.unmatched == 1
+    assert (summary.auto_replies, summary.unmatched, summary.hard) == (1, 0, 0)
     assert state_of(ledger, 1) == "sent"
     (listed,) = unmatched_reports(ledger)
-    assert "no delivery status" in listed.reason
+    assert "an automatic reply (subject" in listed.reason
     assert kinds_for(ledger, 1) == ["bounce_unmatched"]
 
 

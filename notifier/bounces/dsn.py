@@ -15,6 +15,8 @@ import base64
 import binascii
 import contextlib
 import email
+import email.errors
+import email.header
 import email.policy
 import logging
 import quopri
@@ -341,7 +343,15 @@ def kept_copy(data: bytes) -> dict[str, Any]:
 # --- auto-replies and other mail that is not a bounce ---------------------------------
 
 _DELIVERY_REPORT_TYPES = frozenset({"delivery-status", "global-delivery-status"})
-_AUTO_REPLY_MARKERS = ("x-autoreply", "x-autorespond")
+# Headers whose presence alone marks an automatic reply (any value).
+_AUTO_REPLY_MARKERS = ("x-autoreply", "x-autorespond", "x-auto-response-suppress")
+# Precedence values automatic mail carries (a person's reply carries none).
+_AUTO_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
+# Subjects vacation responders write (Outlook, Exchange, Gmail, Japanese clients).
+_AUTO_REPLY_SUBJECT = re.compile(
+    r"^\s*(automatic reply|auto(matic)?[ -]?reply|auto:|out of (the )?office|自動応答|自動返信|不在)",
+    re.IGNORECASE,
+)
 # Senders a bounce comes from when it has no null Return-Path to show for it.
 _MAIL_SYSTEMS = re.compile(r"^(mailer-daemon|postmaster|mail-daemon|mdaemon)@", re.IGNORECASE)
 
@@ -362,13 +372,28 @@ def _not_a_report(msg: Message, parts: list[Message]) -> tuple[Category, str] | 
     for name in _AUTO_REPLY_MARKERS:
         if _first_header(msg, name) is not None:
             return "auto_reply", f"an automatic reply ({name} header), not a bounce"
-    if (_first_header(msg, "precedence") or "").lower() == "auto_reply":
-        return "auto_reply", "an automatic reply (Precedence: auto_reply), not a bounce"
+    precedence = (_first_header(msg, "precedence") or "").strip().lower()
+    if precedence in _AUTO_PRECEDENCE:
+        return "auto_reply", f"an automatic reply (Precedence: {precedence}), not a bounce"
+    subject = _decoded_subject(msg)
+    if _AUTO_REPLY_SUBJECT.match(subject):
+        return "auto_reply", f"an automatic reply (subject {subject[:60]!r}), not a bounce"
     if _is_read_receipt(msg, parts):
         return "not_a_bounce", "a read receipt (message disposition notification), not a bounce"
     if _is_reply_from_a_person(msg):
         return "not_a_bounce", "a reply from a person (In-Reply-To, not a mail system)"
     return None
+
+
+def _decoded_subject(msg: Message) -> str:
+    """The Subject as a person reads it (RFC 2047 words decoded), "" if none."""
+    raw = _first_header(msg, "subject")
+    if raw is None:
+        return ""
+    try:
+        return str(email.header.make_header(email.header.decode_header(raw)))
+    except (ValueError, LookupError, email.errors.HeaderParseError):
+        return raw
 
 
 def _first_header(msg: Message, name: str) -> str | None:

@@ -33,17 +33,21 @@ Your message:
 """
 
 
-def reply_from(n: int, *, headers: str, body: str) -> bytes:
+def reply_from(
+    n: int, *, headers: str, body: str, subject: str = "Re: Important: a data breach"
+) -> bytes:
     """A message from volunteer n to the VERP address of their notice."""
     return (
         f"From: {PEOPLE[n]}\nTo: bounces+{token(n)}@notify.example.org\n"
-        f"Subject: Out of office: Important: a data breach\n{headers}"
+        f"Subject: {subject}\n{headers}"
         f"Content-Type: text/plain; charset=utf-8\n\n{body}"
     ).encode()
 
 
-def vacation(n: int, marker: str) -> bytes:
-    return reply_from(n, headers=f"{marker}\n", body=QUOTED_BOUNCE.format(address=PEOPLE[n]))
+def vacation(n: int, marker: str, subject: str = "Re: Important: a data breach") -> bytes:
+    return reply_from(
+        n, headers=f"{marker}\n", body=QUOTED_BOUNCE.format(address=PEOPLE[n]), subject=subject
+    )
 
 
 AUTO_REPLY_MARKERS = [
@@ -53,6 +57,21 @@ AUTO_REPLY_MARKERS = [
     "X-Autoreply: yes",
     "X-Autorespond: vacation",
     "Precedence: auto_reply",
+    "Precedence: bulk",
+    "Precedence: junk",
+    "Precedence: List",
+    "X-Auto-Response-Suppress: All",
+    "X-Auto-Response-Suppress: DR, RN, NRN, OOF, AutoReply",
+]
+
+# What vacation responders put in the subject, when they mark nothing else.
+AUTO_REPLY_SUBJECTS = [
+    "Automatic reply: Important: a data breach",
+    "Auto: Important: a data breach",
+    "Out of Office: Important: a data breach",
+    "AutoReply: away until 4 May",
+    "=?utf-8?b?6Ieq5YuV5b+c562U?= Important",  # 自動応答
+    "不在のお知らせ",
 ]
 
 
@@ -68,6 +87,33 @@ def test_auto_reply_quoting_a_bounce_is_an_auto_reply(marker: str) -> None:
     assert (report.category, report.records) == ("auto_reply", ())
     assert report.problem is not None and "automatic reply" in report.problem
     assert report.verp_token == token(1)
+
+
+@pytest.mark.parametrize("subject", AUTO_REPLY_SUBJECTS)
+def test_an_auto_reply_subject_alone_marks_an_auto_reply(subject: str) -> None:
+    report = parse_full_report(vacation(1, "X-Note: none", subject), source="x")
+    assert (report.category, report.records) == ("auto_reply", ())
+    assert report.problem is not None and "subject" in report.problem
+
+
+@pytest.mark.parametrize(
+    ("marker", "subject"),
+    [
+        ("Precedence: bulk", "Re: Important: a data breach"),
+        ("X-Auto-Response-Suppress: All", "Re: Important: a data breach"),
+        ("X-Note: none", "Automatic reply: Important: a data breach"),
+    ],
+    ids=["precedence-bulk", "auto-response-suppress", "automatic-reply-subject"],
+)
+def test_the_vacation_replies_that_suppressed_people_suppress_no_one(
+    ledger: Ledger, marker: str, subject: str
+) -> None:
+    """Three vacation replies without Auto-Submitted, each quoting "permanent fatal
+    errors", used to be taken for hard bounces and suppress the person who sent them."""
+    seed_ledger(ledger, [1])
+    summary = ingest(ledger, [("vacation.eml", vacation(1, marker, subject))], key=FIXTURE_KEY)
+    assert (summary.auto_replies, summary.hard, summary.suppressed) == (1, 0, 0)
+    assert suppressed(ledger) == set() and state_of(ledger, 1) == "sent"
 
 
 def test_auto_submitted_no_is_not_an_auto_reply() -> None:
