@@ -349,7 +349,8 @@ _AUTO_REPLY_MARKERS = ("x-autoreply", "x-autorespond", "x-auto-response-suppress
 _AUTO_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
 # Subjects vacation responders write (Outlook, Exchange, Gmail, Japanese clients).
 _AUTO_REPLY_SUBJECT = re.compile(
-    r"^\s*(automatic reply|auto(matic)?[ -]?reply|auto:|out of (the )?office|自動応答|自動返信|不在)",
+    r"^\s*(automatic reply|auto(matic)?[ -]?reply|auto:|out of (the )?office"
+    r"|自動応答|自動返信|不在)",
     re.IGNORECASE,
 )
 # Senders a bounce comes from when it has no null Return-Path to show for it.
