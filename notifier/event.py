@@ -57,6 +57,7 @@ class EventKind(StrEnum):
     BLOCKED = "blocked"
     DELIVERED = "delivered"
     BOUNCE_UNCLEAR = "bounce_unclear"  # tied to a message, but says nothing we understand
+    DELAY_REPORTED = "delay_reported"  # the mail system is still trying: a note, no move
     BOUNCE_FORGED = "bounce_forged"
     BOUNCE_UNMATCHED = "bounce_unmatched"
     BOUNCE_UNPARSEABLE = "bounce_unparseable"
@@ -102,8 +103,10 @@ SELF_NAMING_KINDS: frozenset[EventKind] = frozenset(
 
 # What a delivery report says about its message, as the event recording it.
 REPORT_KINDS: frozenset[EventKind] = frozenset(
-    {K.BOUNCED_HARD, K.BOUNCED_SOFT, K.BLOCKED, K.DELIVERED, K.BOUNCE_UNCLEAR}
+    {K.BOUNCED_HARD, K.BOUNCED_SOFT, K.BLOCKED, K.DELIVERED, K.BOUNCE_UNCLEAR, K.DELAY_REPORTED}
 )
+# Of those, the ones that only note what a report said, and never move their message.
+NOTE_KINDS: frozenset[EventKind] = frozenset({K.BOUNCE_UNCLEAR, K.DELAY_REPORTED})
 # Reports kept without being tied to a message they could say anything about.
 UNMATCHED_REPORT_KINDS: frozenset[EventKind] = frozenset(
     {K.BOUNCE_FORGED, K.BOUNCE_UNMATCHED, K.BOUNCE_UNPARSEABLE}
@@ -126,7 +129,7 @@ UNKEYED_ERA_KINDS: frozenset[str] = frozenset(
         K.QUEUED,
         K.ADDRESS_SUPPRESSED,
         *SELF_NAMING_KINDS,
-        *(REPORT_KINDS - {K.BOUNCE_UNCLEAR}),
+        *(REPORT_KINDS - NOTE_KINDS),
         *UNMATCHED_REPORT_KINDS,
     }
 )

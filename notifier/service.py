@@ -1099,7 +1099,7 @@ def _next_steps(status: CampaignStatus) -> list[str]:
     soft = owed[MessageState.BOUNCED_SOFT] + owed[MessageState.FAILED_TEMPORARY]
     if soft:
         sends.append(
-            f"{then}try the {soft} soft-bounced or delayed again:"
+            f"{then}try again the {soft} soft-bounced or failed for now:"
             f" notifier resend {cid} --status bounced_soft,failed_temporary --yes"
         )
     if owed[MessageState.BLOCKED]:

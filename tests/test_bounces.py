@@ -127,7 +127,7 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
             "delayed",
             "4.7.1",
             "carol@example.jp",
-            "soft",
+            "delayed",
             "451 4.7.1 Service unavailable - try again later",
         )
     ],
@@ -205,7 +205,7 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
         rec(10, "failure", "5.0.0", "ken@example.com", "hard", "550 Mailbox not found", envid=False)
     ],
     "action-delayed-case.eml": [
-        rec(11, "delayed", "4.2.2", "lena@example.org", "soft", "452 4.2.2 Mailbox full")
+        rec(11, "delayed", "4.2.2", "lena@example.org", "delayed", "452 4.2.2 Mailbox full")
     ],
     "no-status.eml": [
         rec(
@@ -302,8 +302,8 @@ def test_fixture_tokens_are_authentic(name: str) -> None:
         ("failed", None, "hard"),
         ("failure", "5.0.0", "hard"),
         ("Failed", "5.1.1", "hard"),
-        ("delayed", "4.4.1", "soft"),
-        ("Delayed", "4.2.2", "soft"),
+        ("delayed", "4.4.1", "delayed"),
+        ("Delayed", "4.2.2", "delayed"),
         ("delivered", "2.0.0", "delivered"),
         ("relayed", "2.0.0", "delivered"),
         ("expanded", "2.0.0", "delivered"),
@@ -382,7 +382,7 @@ Status: 2.0.0
 """ % token(7).encode()
     records = parse_report(data, source="x")
     assert [(r.recipient, r.kind) for r in records] == [
-        ("one@example.jp", "soft"),
+        ("one@example.jp", "delayed"),
         ("two@example.jp", "delivered"),
     ]
     assert records[0].verp_token == token(7)
@@ -440,7 +440,7 @@ def test_parse_never_raises_on_mutated_fixtures(
     if cut is not None:
         data = data[: cut % (len(data) + 1)]
     for record in parse_report(bytes(data), source="fuzz"):
-        assert record.kind in ("hard", "soft", "blocked", "delivered", "unknown")
+        assert record.kind in ("hard", "soft", "blocked", "delayed", "delivered", "unknown")
 
 
 # --- sources -------------------------------------------------------------------------
@@ -592,7 +592,7 @@ def suppressed(led: Ledger) -> set[str]:
 FINAL_STATES = {
     1: "bounced_hard",
     2: "bounced_hard",
-    3: "bounced_soft",
+    3: "sent",  # delayed: the mail system is still trying, nothing changes
     4: "bounced_hard",
     5: "bounced_hard",
     6: "bounced_hard",
@@ -600,7 +600,7 @@ FINAL_STATES = {
     8: "delivered",
     9: "delivered",
     10: "bounced_hard",
-    11: "bounced_soft",
+    11: "sent",
     12: "bounced_hard",
     13: "bounced_hard",
     14: "bounced_hard",
@@ -613,7 +613,8 @@ def test_ingest_every_fixture_sets_states_and_suppresses(ledger: Ledger) -> None
     seed_ledger(ledger)
     summary = ingest(ledger, sources(*HAND_WRITTEN), key=FIXTURE_KEY)
     assert (summary.reports, summary.matched, summary.unmatched, summary.forged) == (16, 16, 0, 0)
-    assert (summary.hard, summary.soft, summary.delivered) == (12, 2, 2)
+    assert (summary.hard, summary.soft, summary.delayed, summary.delivered) == (12, 0, 2, 2)
+    assert kinds_for(ledger, 3) == ["delay_reported"]  # a note on the message
     assert {n: state_of(ledger, n) for n in PEOPLE} == FINAL_STATES
     hard = {PEOPLE[n] for n, s in FINAL_STATES.items() if s == "bounced_hard"}
     assert suppressed(ledger) == hard

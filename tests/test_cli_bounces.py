@@ -67,7 +67,7 @@ def test_parse_json_is_one_array_with_exact_keys(notifier: Notifier) -> None:
     assert len(rows) == sum(len(v) for v in EXPECTED.values())
     for row in rows:
         assert list(row) == list(RECORD_KEYS)
-        assert row["kind"] in ("hard", "soft", "blocked", "delivered", "unknown")
+        assert row["kind"] in ("hard", "soft", "blocked", "delayed", "delivered", "unknown")
     by_file: dict[str, list[dict[str, object]]] = {}
     for row in rows:
         by_file.setdefault(Path(str(row["file"])).name, []).append(row)
@@ -129,7 +129,7 @@ def test_ingest_maildir_then_again_records_once(notifier: Notifier, tmp_path: Pa
     first = notifier("bounces", "ingest", str(box))
     assert first.exit_code == 0, first.output
     assert first.stdout.startswith("16 reports read (0 already recorded): 16 matched, 0 unmatched")
-    assert "12 hard, 2 soft, 2 delivered" in first.stdout
+    assert "12 hard, 0 soft, 2 delayed (still being tried), 2 delivered" in first.stdout
     second = notifier("bounces", "ingest", str(box))
     assert second.stdout.startswith("16 reports read (16 already recorded): 0 matched")
     with Ledger(notifier.ledger_path) as led:

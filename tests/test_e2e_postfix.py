@@ -13,6 +13,8 @@ Skipped, saying why, only where Postfix is not installed or we are not root
 
 from __future__ import annotations
 
+import json
+
 import csv
 import email
 import email.policy
@@ -215,10 +217,12 @@ def test_dsns_from_postfix_after_expiry_are_hard_bounces(
     assert_ledger_verifies(cli)
 
 
-def test_delay_warning_from_postfix_is_a_soft_bounce(
+def test_delay_warning_from_postfix_changes_nothing_and_offers_no_resend(
     cli: Notifier, remote: ScriptedRemote, tmp_path: Path
 ) -> None:
-    """Queue lifetime of an hour, warnings after a second: a 450 gives Action: delayed."""
+    """Queue lifetime of an hour, warnings after a second: a 450 gives Action: delayed.
+    Postfix is still trying: the message stays sent, with a note, and nothing offers to
+    send it again (a resend would deliver twice once Postfix gets through)."""
     refused = [p for p in ROSTER if p.reply is not None]
     failed = [p for p in refused if p.reply in FAILED_REPLIES]
     hard = [p for p in refused if p.reply is USER_UNKNOWN]
@@ -237,16 +241,24 @@ def test_delay_warning_from_postfix_is_a_soft_bounce(
     assert f"{len(refused)} matched, 0 unmatched, 0 refused as forged" in summary, summary
     expected = {
         p.volunteer_id: (
-            "sent"
-            if p.reply is None
-            else "bounced_hard"
+            "bounced_hard"
             if p.reply is USER_UNKNOWN
             else "bounced_soft"
+            if p.reply is MAILBOX_FULL
+            else "sent"  # delivered, or still being tried by Postfix
         )
         for p in ROSTER
     }
     assert final_states(cli.ledger_path) == expected
+    later = {p.volunteer_id for p in ROSTER if p.reply is TRY_LATER}
     with Ledger(cli.ledger_path, create=False) as led:
         # A delay is no reason to stop writing to someone.
         assert led.suppressed_addresses() == {p.email for p in hard}
+        noted = {e.volunteer_id for e in led.events(kinds=["delay_reported"])}
+    assert noted == later
+    status = json.loads(cli("status", CAMPAIGN, "--format", "json").stdout)
+    steps = " ".join(status["next_steps"])
+    full = sum(p.reply is MAILBOX_FULL for p in ROSTER)
+    assert f"try again the {full} soft-bounced or failed for now" in steps
+    assert all(vid not in steps for vid in later)
     assert_ledger_verifies(cli)

@@ -33,7 +33,7 @@ from notifier.smtp.outcome import STATUS_PATTERN, failure_kind
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["hard", "soft", "blocked", "delivered", "unknown"]
+Kind = Literal["hard", "soft", "blocked", "delayed", "delivered", "unknown"]
 # What a message read as a report turned out to be. Only a "report" is searched for
 # recipients; the others are recorded (once) with the reason, and never move a message.
 Category = Literal["report", "auto_reply", "not_a_bounce", "unparseable"]
@@ -135,8 +135,9 @@ def classify(action: str | None, status: str | None, diagnostic: str | None = No
     5.4.4, `failed` after the queue lifetime ran out; only these suppress the address),
     soft (on the mailbox's side: mailbox full, message too big), blocked (refused for
     policy or reputation, 5.7.x: the address is fine, the sender has to act). `delayed`
-    is soft. A non-standard Action with a 5.x.x status is a failure; without an Action
-    there is no telling what happened (unknown).
+    is delayed: the mail system is still trying, so nothing is decided yet. A
+    non-standard Action with a 5.x.x status is a failure; without an Action there is no
+    telling what happened (unknown).
     """
     word = (action or "").strip().lower()
     outcome = _ACTION_OUTCOME.get(word)
@@ -147,7 +148,7 @@ def classify(action: str | None, status: str | None, diagnostic: str | None = No
     if outcome == "delivered":
         return "delivered"
     if outcome == "delayed":
-        return "soft"
+        return "delayed"  # still being retried: news, not an outcome
     return failure_kind(status, diagnostic)
 
 

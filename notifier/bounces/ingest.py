@@ -11,8 +11,9 @@ State rule (applied by the ledger as it records the report): a report never move
 message to a better state than one it already holds (`notifier.message.REPORT_RANK`). A
 `delivered` DSN that arrives after a hard bounce is recorded as an event, but the
 message stays `bounced_hard`; a hard bounce after a `delivered` DSN (a relay that
-accepted, then failed) does move it. `Action: delayed` is recorded as `bounced_soft`,
-the state `notifier resend --status bounced_soft` selects.
+accepted, then failed) does move it. `Action: delayed` (the mail system is still trying)
+is noted on the message and changes nothing: offering it for a resend would deliver
+twice once the first attempt gets through.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from notifier.ledger import Ledger, MatchedMessage, ReportEvent
 EVENT_FOR_KIND: dict[str, EventKind] = {
     "hard": EventKind.BOUNCED_HARD,
     "soft": EventKind.BOUNCED_SOFT,
+    "delayed": EventKind.DELAY_REPORTED,
     "blocked": EventKind.BLOCKED,
     "delivered": EventKind.DELIVERED,
     "unknown": EventKind.BOUNCE_UNCLEAR,
@@ -53,6 +55,7 @@ class IngestSummary:
     forged: int = 0  # VERP token present but not authentic: refused
     hard: int = 0
     soft: int = 0
+    delayed: int = 0  # still being retried by the mail system: noted, nothing changes
     blocked: int = 0  # refused for policy or reputation: the sender has to act
     delivered: int = 0
     unknown: int = 0
@@ -174,7 +177,8 @@ def _record_matched(
 ) -> dict[str, int]:
     message = correlation.message
     assert message is not None
-    counts = {"hard": 0, "soft": 0, "blocked": 0, "delivered": 0, "unknown": 0, "suppressed": 0}
+    counts = {"hard": 0, "soft": 0, "delayed": 0, "blocked": 0, "delivered": 0, "unknown": 0}
+    counts["suppressed"] = 0
     # One message goes to one person, but a report may list others (a message that was
     # expanded, or someone else's report): keep to the blocks about this person when
     # there are any; otherwise (forwarding, aliases) every block is about this message.

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from notifier.errors import LedgerError
-from notifier.event import REPORT_KINDS, UNMATCHED_REPORT_KINDS, EventKind
+from notifier.event import NOTE_KINDS, REPORT_KINDS, UNMATCHED_REPORT_KINDS, EventKind
 from notifier.ledger import suppressions
 from notifier.ledger.chain import EventDraft, append
 from notifier.ledger.messages import Move, current_state, move
@@ -155,7 +155,7 @@ def record(
         state = current_state(conn, message.message_id)
         for event in events:
             moved = None
-            if event.kind != EventKind.BOUNCE_UNCLEAR:
+            if event.kind not in NOTE_KINDS:
                 moved = state_after_report(state, MessageState(event.kind))
             state = moved or state
             data = {**event.data, **common}

@@ -119,6 +119,7 @@ _REPORT_EVENT_KINDS: frozenset[EventKind] = frozenset(
         EventKind.BLOCKED,
         EventKind.DELIVERED,
         EventKind.BOUNCE_UNCLEAR,
+        EventKind.DELAY_REPORTED,
     }
 )
 

@@ -32,7 +32,7 @@ from notifier.message import RESENDABLE_STATES, MessageState, state_after_report
         ("failed", "5.2.3", None, "soft"),
         ("failed", "5.7.1", None, "blocked"),  # policy
         ("failed", "5.7.26", None, "blocked"),  # DMARC
-        ("delayed", "4.7.1", None, "soft"),
+        ("delayed", "4.7.1", None, "delayed"),  # still being tried: nothing decided
         ("error", "5.1.1", None, "hard"),  # non-standard Action
         ("error", "5.7.1", None, "blocked"),
         ("error", "4.4.1", None, "unknown"),

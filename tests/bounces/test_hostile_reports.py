@@ -132,7 +132,7 @@ def test_poison_first_in_a_maildir_does_not_stop_ingest(notifier: Notifier, tmp_
     assert first.stdout.startswith("3 reports read (0 already recorded): 2 matched")
     assert "1 skipped as unparseable" in first.stdout
     with Ledger(notifier.ledger_path) as led:
-        assert (state_of(led, 1), state_of(led, 3)) == ("bounced_hard", "bounced_soft")
+        assert (state_of(led, 1), state_of(led, 3)) == ("bounced_hard", "sent")
         (event,) = led.events(kinds=["bounce_unparseable"])
         assert event.data["source"] == str(box / "new" / "1000000000.M0P1.mx")
         assert "nested over 32 deep" in str(event.data["reason"])
