@@ -13,12 +13,11 @@ Skipped, saying why, only where Postfix is not installed or we are not root
 
 from __future__ import annotations
 
-import json
-
 import csv
 import email
 import email.policy
 import io
+import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
