@@ -48,7 +48,7 @@ from notifier.errors import CampaignError, CatalogError, RenderError, TemplateRe
 from notifier.ledger import Ledger
 from notifier.message import REACHED_STATES
 from notifier.render import FORMATS, TEXT_STYLES, RenderedMessage, Renderer, environment
-from notifier.volunteer import Volunteer, data_held_contradiction
+from notifier.volunteer import Volunteer, data_held_contradiction, spoofing_risks
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,7 @@ def check_campaign(
         if progress is not None:
             progress()
         _check_contradiction(volunteer, tally)
+        _check_spoofing(volunteer, tally)
         if volunteer.volunteer_id in corrected:
             _report_correction(campaign, volunteer.volunteer_id, corrected, tally)
         if volunteer.locale in failed_locales:
@@ -227,6 +228,18 @@ def _check_contradiction(volunteer: Volunteer, tally: _Tally) -> None:
             f"{volunteer.exposure} volunteers with screening records in data_held: someone "
             "who never attended a screening visit has none, so their notice would be "
             "untrue; correct the exposure or the data held in the roster and import it again",
+            1,
+            [volunteer.volunteer_id],
+        )
+
+
+def _check_spoofing(volunteer: Volunteer, tally: _Tally) -> None:
+    for part, _value, reason in spoofing_risks(volunteer):
+        tally.add(
+            "spoofing",
+            f"volunteers whose {part} could mislead ({reason.split(':')[0]}): their notice "
+            "could read wrong or reach the wrong person; correct the roster and import it "
+            "again",
             1,
             [volunteer.volunteer_id],
         )

@@ -39,6 +39,7 @@ from notifier.config import ROSTER_CHUNK_ROWS, ROSTER_MAX_BYTES
 from notifier.errors import MappingError, RosterError
 from notifier.spool import Spool
 from notifier.volunteer import (
+    BIDI_CONTROLS,
     DATA_HELD,
     EXPOSURES,
     FIELDS,
@@ -47,6 +48,7 @@ from notifier.volunteer import (
     Volunteer,
     data_held_contradiction,
     derive_volunteer_id,
+    spoofing_risks,
 )
 
 log = logging.getLogger(__name__)
@@ -165,6 +167,16 @@ def _contradiction(row: int, volunteer: Volunteer, headers: Mapping[str, str]) -
         "the data held",
         "data_held",
     )
+
+
+def _spoofing(row: int, volunteer: Volunteer, headers: Mapping[str, str]) -> list[RowProblem]:
+    """Warnings for an accepted row with a part that could mislead (see
+    notifier.volunteer.spoofing_risks): imported, and `notifier check` refuses to pass a
+    campaign until the roster is corrected."""
+    return [
+        RowProblem(row, headers.get(field, field), value, f"{reason}: imported; check it", field)
+        for field, value, reason in spoofing_risks(volunteer)
+    ]
 
 
 # --- mapping file ------------------------------------------------------------------------
@@ -1034,6 +1046,8 @@ class _RowChecker:
             warning = _contradiction(row, volunteer, plan.header)
             if warning is not None:
                 self.warnings.append(warning)
+        if not email.isascii() or BIDI_CONTROLS.search(family_name + given_name):
+            self.warnings.extend(_spoofing(row, volunteer, plan.header))
 
     def _refuse_oversized(self, row: int, cells: list[str]) -> None:
         """A row with a cell over CELL_MAX_CHARS: refused, what it shows cut short."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -45,6 +47,55 @@ def data_held_contradiction(exposure: str, data_held: tuple[str, ...]) -> tuple[
     if exposure != "database_only":
         return ()
     return tuple(item for item in data_held if item in DATA_HELD)
+
+
+# Text-direction controls (Unicode bidi: LRM, RLM, ALM, embeddings, overrides, isolates):
+# inside a name they can make it display otherwise than it is written.
+BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Scripts that mix in one label of an ordinary Japanese address (例え.jp, メール.jp).
+_JAPANESE_MIX = frozenset({"LATIN", "CJK", "HIRAGANA", "KATAKANA"})
+
+
+def spoofing_risks(volunteer: Volunteer) -> tuple[tuple[str, str, str], ...]:
+    """(field, value, reason) for each part of a volunteer that could mislead: a name with
+    text-direction controls, an address whose domain (or mailbox) mixes the letters of
+    several scripts (a Cyrillic "а" among Latin letters: a look-alike of someone else's
+    address). The roster imports such a row with a warning; `notifier check` refuses a
+    campaign until it is corrected, so no notice reads wrong or reaches the wrong person.
+    """
+    risks = []
+    for name in ("family_name", "given_name"):
+        value = getattr(volunteer, name)
+        control = BIDI_CONTROLS.search(value)
+        if control:
+            risks.append(
+                (
+                    name,
+                    value,
+                    f"holds a text-direction control (U+{ord(control.group()):04X}): the name "
+                    "can display otherwise than it is written",
+                )
+            )
+    if not volunteer.email.isascii():
+        local, _, domain = volunteer.email.rpartition("@")
+        for part in (local, *domain.split(".")):
+            scripts = _scripts(part)
+            if len(scripts) > 1 and not scripts <= _JAPANESE_MIX:
+                risks.append(
+                    (
+                        "email",
+                        volunteer.email,
+                        f"{part!r} mixes {' and '.join(sorted(s.title() for s in scripts))}"
+                        " letters: it may be a look-alike of another address",
+                    )
+                )
+                break
+    return tuple(risks)
+
+
+def _scripts(text: str) -> set[str]:
+    """The scripts of the letters in `text`, by the first word of their Unicode names."""
+    return {unicodedata.name(c, "?").split(" ", 1)[0] for c in text if c.isalpha()}
 
 
 # Canonical roster fields, in the order they are shown and exported.

@@ -467,3 +467,24 @@ def test_check_follow_up_names_people_corrected_after_the_first_notice(ledger: L
     assert any("data_held" in p.message for p in corrections)
     assert all('"as we told you in our earlier notice"' in p.message for p in corrections)
     assert not report.ok
+
+
+def test_check_names_names_and_addresses_that_could_mislead(ledger: Ledger) -> None:
+    """A text-direction control in a name, a Cyrillic "а" among the Latin letters of a
+    domain or a mailbox: named by the check (the roster imported them with a warning)."""
+    people = roster(6)
+    people[1] = dataclasses.replace(people[1], family_name="Ha\u202ell")
+    look_alike = "volunteer2@exаmple.com"  # a Cyrillic а
+    people[2] = dataclasses.replace(people[2], email=look_alike, email_ascii=look_alike)
+    people[3] = dataclasses.replace(
+        people[3], email="すずき@例え.jp", email_ascii="すずき@xn--r8jz45g.jp"
+    )  # Japanese letters mixed as a Japanese address mixes them: fine
+    ledger.db.table("volunteers").insert_all([volunteer_to_row(v) for v in people])
+    report = check_campaign(ledger, with_contact(load_campaign("2020-03-breach")))
+    spoofing = {p.message: p for p in report.problems if p.kind == "spoofing"}
+    assert len(spoofing) == 2
+    by_field = {m.split(" could mislead")[0]: p.examples for m, p in spoofing.items()}
+    assert by_field == {
+        "volunteers whose family_name": ("HMR-0001",),
+        "volunteers whose email": ("HMR-0002",),
+    }

@@ -83,7 +83,7 @@ def test_cli_roster_import_warns_about_contradictions_and_imports_the_row(
     assert result.exit_code == 0, result.output
     assert "3 added" in result.output
     assert "Imported with a warning" in result.output
-    assert "1 row imported with data_held that contradicts the exposure" in result.output
+    assert "1 warning on rows imported all the same (data held that contradicts" in result.output
     rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8"), newline="")))
     assert rows[0] == ["row", "column", "value", "reason", "warning"]
     assert rows[1][:3] + rows[1][4:] == ["5", "email", "ann.example.org", ""]
@@ -279,7 +279,7 @@ def test_cli_many_problems_and_warnings_are_all_written_but_not_all_shown(
     assert result.exit_code == 0, result.output
     assert "... and 30 more problems; see them all with" in result.output
     assert "... and 20 more warnings; see them all with --rejects FILE" in result.output
-    assert f"Warning: {MAX_TABLE_ROWS + 20} rows imported with data_held" in result.output
+    assert f"Warning: {MAX_TABLE_ROWS + 20} warnings on rows imported all the same" in result.output
     assert "Rejected rows and warnings written to" in result.output
     rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8"), newline="")))[1:]
     assert [int(r[0]) for r in rows if r[4] == ""] == list(range(2, MAX_TABLE_ROWS + 32))

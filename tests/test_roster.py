@@ -20,6 +20,7 @@ from notifier.roster import (
     _check_email_fully,
     check_email,
     load_mapping,
+    open_roster,
 )
 from notifier.volunteer import FIELDS, derive_volunteer_id
 
@@ -583,3 +584,24 @@ def test_roster_result_fields(tmp_path: Path) -> None:
     assert len(result.sha256) == 64
     assert result.rows_total == 1
     assert set(result.accepted[0].volunteer.as_record()) == {*FIELDS, "display_name", "email_ascii"}
+
+
+def test_names_and_addresses_that_could_mislead_import_with_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "roster.csv"
+    path.write_text(
+        "volunteer_id,email,family_name,given_name,exposure\n"
+        "V1,oliver@example.org,Ha\u202ell,Oliver,published\n"
+        "V2,mia@exаmple.org,Garcia,Mia,published\n"  # a Cyrillic а in the domain
+        "V3,すずき@例え.jp,鈴木,花子,screened\n",
+        encoding="utf-8",
+    )
+    result = read_roster(path)
+    assert [a.volunteer.volunteer_id for a in result.accepted] == ["V1", "V2", "V3"]
+    with open_roster(path) as stream:
+        for _ in stream.chunks():
+            pass
+        warnings = list(stream.all_warnings())
+    assert [(w.row, w.field) for w in warnings] == [(2, "family_name"), (3, "email")]
+    assert "text-direction control (U+202E)" in warnings[0].reason
+    assert "mixes Cyrillic and Latin letters" in warnings[1].reason
+    assert all(w.reason.endswith("imported; check it") for w in warnings)

@@ -155,8 +155,9 @@ def _print_problems(result: RosterStream, summary: ImportSummary) -> None:
                 "see them all with --rejects FILE"
             )
         click.echo(
-            f"Warning: {_count(result.warning_count, 'row')} imported with data_held that "
-            "contradicts the exposure; `notifier check` fails until the roster is corrected."
+            f"Warning: {_count(result.warning_count, 'warning')} on rows imported all the"
+            " same (data held that contradicts the exposure, a name or address that could"
+            " mislead); `notifier check` fails until the roster is corrected."
         )
 
 
