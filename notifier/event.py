@@ -55,6 +55,7 @@ class EventKind(StrEnum):
     BOUNCED_HARD = "bounced_hard"
     BOUNCED_SOFT = "bounced_soft"
     BLOCKED = "blocked"
+    EXPIRED = "expired"  # the mail system gave up when its queue lifetime ran out
     DELIVERED = "delivered"
     BOUNCE_UNCLEAR = "bounce_unclear"  # tied to a message, but says nothing we understand
     DELAY_REPORTED = "delay_reported"  # the mail system is still trying: a note, no move
@@ -103,7 +104,15 @@ SELF_NAMING_KINDS: frozenset[EventKind] = frozenset(
 
 # What a delivery report says about its message, as the event recording it.
 REPORT_KINDS: frozenset[EventKind] = frozenset(
-    {K.BOUNCED_HARD, K.BOUNCED_SOFT, K.BLOCKED, K.DELIVERED, K.BOUNCE_UNCLEAR, K.DELAY_REPORTED}
+    {
+        K.BOUNCED_HARD,
+        K.BOUNCED_SOFT,
+        K.BLOCKED,
+        K.EXPIRED,
+        K.DELIVERED,
+        K.BOUNCE_UNCLEAR,
+        K.DELAY_REPORTED,
+    }
 )
 # Of those, the ones that only note what a report said, and never move their message.
 NOTE_KINDS: frozenset[EventKind] = frozenset({K.BOUNCE_UNCLEAR, K.DELAY_REPORTED})
@@ -129,7 +138,7 @@ UNKEYED_ERA_KINDS: frozenset[str] = frozenset(
         K.QUEUED,
         K.ADDRESS_SUPPRESSED,
         *SELF_NAMING_KINDS,
-        *(REPORT_KINDS - NOTE_KINDS),
+        *(REPORT_KINDS - NOTE_KINDS - {K.EXPIRED}),
         *UNMATCHED_REPORT_KINDS,
     }
 )

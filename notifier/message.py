@@ -26,15 +26,18 @@ class MessageState(StrEnum):
     UNCERTAIN = "uncertain"  # claimed by a run that died: it may or may not have gone
     SUPPRESSED = "suppressed"  # skipped: the address is suppressed (an earlier hard bounce)
     BOUNCED_HARD = "bounced_hard"  # a report said the address cannot receive
-    BOUNCED_SOFT = "bounced_soft"  # a report said "delayed" or a temporary failure
+    BOUNCED_SOFT = "bounced_soft"  # a report said the mailbox is full or the message too big
     BLOCKED = "blocked"  # a report said our mail was refused for policy or reputation (5.7.x)
+    # A report said the mail system gave up when its queue lifetime ran out (`failed` with
+    # a 4.x.x status, or X.4.7): a server was down, the address was never refused.
+    EXPIRED = "expired"
     DELIVERED = "delivered"  # a report confirmed delivery
 
 
 S = MessageState
 
 # What a delivery report can say about a message that went out.
-_REPORTED = frozenset({S.DELIVERED, S.BOUNCED_SOFT, S.BLOCKED, S.BOUNCED_HARD})
+_REPORTED = frozenset({S.DELIVERED, S.BOUNCED_SOFT, S.EXPIRED, S.BLOCKED, S.BOUNCED_HARD})
 
 # Every allowed move, from -> to. A state not listed as a source is final. Delivery moves a
 # message forward through `sending`; a resend or --resend-uncertain starts a new attempt
@@ -60,6 +63,9 @@ _MOVES: dict[MessageState, frozenset[MessageState]] = {
     # Blocked: the address is fine, our mail was refused. Never a suppression; it may be
     # sent again once the sender has fixed what was refused (reputation, SPF, DKIM, ...).
     S.BLOCKED: _PICKED_UP | _REPORTED,
+    # Expired: the mail system gave up while a server was down. The address is fine, so
+    # it is never suppressed, and the notice may go again.
+    S.EXPIRED: _PICKED_UP | _REPORTED,
     S.FAILED_TEMPORARY: _PICKED_UP | _REPORTED,
     S.FAILED_PERMANENT: _PICKED_UP,
     S.BOUNCED_HARD: _REPORTED,
@@ -80,12 +86,14 @@ def can_move(current: str, proposed: str) -> bool:
 RESUMABLE_STATES: tuple[MessageState, ...] = (S.PENDING, S.DEFERRED)
 # States `notifier resend` may send again, as a new attempt of the same message. Not
 # sent/delivered (that would tell someone twice) nor bounced_hard (suppressed: a letter).
-# Blocked is: the refusal was about our mail, not the address, and the sender can fix it.
+# Blocked is: the refusal was about our mail, not the address, and the sender can fix it;
+# so is expired: the mail system gave up while a server was down.
 RESENDABLE_STATES: tuple[MessageState, ...] = (
     S.FAILED_TEMPORARY,
     S.FAILED_PERMANENT,
     S.BOUNCED_SOFT,
     S.BLOCKED,
+    S.EXPIRED,
 )
 # Outcomes of one delivery attempt, as classified by the SMTP outcome rule
 # (notifier.smtp.outcome): a refusal at SMTP time is judged by the same rule as a
@@ -130,6 +138,7 @@ UNREACHED_STATES: tuple[MessageState, ...] = (
     S.SUPPRESSED,
     S.BOUNCED_SOFT,
     S.BLOCKED,
+    S.EXPIRED,
     S.BOUNCED_HARD,
 )
 
@@ -147,6 +156,8 @@ STATE_WORDS: dict[MessageState, str] = {
     S.BOUNCED_HARD: "bounced: address does not exist",
     S.BOUNCED_SOFT: "bounced for now: mailbox full or unavailable",
     S.BLOCKED: "refused: our mail was blocked; the address is fine; needs action by the sender",
+    S.EXPIRED: "not delivered: the mail system gave up retrying (a server was down);"
+    " the address is fine",
     S.DELIVERED: "delivered: confirmed by the receiving server",
 }
 
@@ -163,13 +174,17 @@ def state_words(state: str) -> str:
 # report never moves a message to a lower rank (a late "delivered" does not un-bounce it).
 # Blocked ranks above delivered and soft: it is a final refusal of this message (a relay
 # may say "delivered" and the next hop refuse it; a later soft report would only be a
-# retry of the same refused mail), so it must not be hidden by either. It ranks below hard:
-# "the address does not exist" is the stronger fact, and only it suppresses the address.
+# retry of the same refused mail), so it must not be hidden by either. Expired is final
+# for this message too (the mail system stopped trying), above delivered for the same
+# reason, and below blocked: a refusal says the sender must act before trying again. Hard
+# ranks highest: "the address does not exist" is the strongest fact, and only it
+# suppresses the address.
 REPORT_RANK: dict[MessageState, int] = {
     S.BOUNCED_SOFT: 1,
     S.DELIVERED: 2,
-    S.BLOCKED: 3,
-    S.BOUNCED_HARD: 4,
+    S.EXPIRED: 3,
+    S.BLOCKED: 4,
+    S.BOUNCED_HARD: 5,
 }
 
 

@@ -51,7 +51,7 @@ REPLY_KINDS: frozenset[str] = frozenset(
     {"sent", "deferred", "failed_temporary", "failed_permanent", "uncertain"}
 )
 # Event kinds whose data carries a delivery status notification's diagnostic.
-BOUNCE_KINDS: frozenset[str] = frozenset({"bounced_hard", "bounced_soft"})
+BOUNCE_KINDS: frozenset[str] = frozenset({"bounced_hard", "bounced_soft", "blocked", "expired"})
 # Event kinds that count as "the notice reached the person" (unless a hard bounce of the
 # same message follows).
 REACHED_KINDS: frozenset[str] = frozenset({"sent", "delivered"})
@@ -66,11 +66,12 @@ REASON_BY_KIND: Mapping[str, str] = {
     # was refused for policy, or is still waiting to be retried has not reached anyone.
     "bounced_soft": "bounced_soft",
     "blocked": "blocked",
+    "expired": "expired",
     "deferred": "deferred",
 }
 # Failures that hold only while their message is still in that state (a later report or
 # retry may settle them).
-OPEN_KINDS: frozenset[str] = frozenset({"bounced_soft", "blocked", "deferred"})
+OPEN_KINDS: frozenset[str] = frozenset({"bounced_soft", "blocked", "expired", "deferred"})
 REASON_REJECTED = "rejected_at_import"
 REASON_SUPPRESSED = "suppressed"
 
@@ -458,9 +459,6 @@ def _hour(at: str) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:00Z")
-
-
-# --- who no notice reached ----------------------------------------------------------------
 
 
 # --- who no notice reached ----------------------------------------------------------------

@@ -44,9 +44,10 @@ from notifier.bounces import (
     IngestSummary,
     UnmatchedReport,
     ingest,
-    parse_report,
+    parse_full_report,
     read_imap,
     read_sources,
+    records_for_people,
 )
 from notifier.bounces import unmatched_reports as kept_unmatched
 from notifier.campaign import Campaign, apply_overrides, list_campaigns, load_campaign
@@ -948,7 +949,7 @@ def parse_reports(paths: Sequence[Path]) -> list[BounceRecord]:
     return [
         record
         for source, data in read_sources(list(paths))
-        for record in parse_report(data, source=source)
+        for record in records_for_people(parse_full_report(data, source=source))
     ]
 
 
@@ -1107,6 +1108,12 @@ def _next_steps(status: CampaignStatus) -> list[str]:
             f"{owed[MessageState.BLOCKED]} blocked: our mail was refused; the addresses are"
             " fine. Fix the sending (reputation, SPF, DKIM), then:"
             f" notifier resend {cid} --status blocked --yes"
+        )
+    if owed[MessageState.EXPIRED]:
+        sends.append(
+            f"{then}send again the {owed[MessageState.EXPIRED]} the mail system gave up on"
+            " (expired while a server was down; the addresses are fine):"
+            f" notifier resend {cid} --status expired --yes"
         )
     others: list[str] = []
     if status.uncertain:

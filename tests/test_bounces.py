@@ -117,7 +117,7 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
             "failed",
             "4.4.1",
             "bob@example.com",
-            "hard",
+            "expired",
             "connect to mx.example.com[192.0.2.20]:25: Connection timed out",
         )
     ],
@@ -256,7 +256,7 @@ EXPECTED["postfix-real-expired.eml"] = [
         "action": "failed",
         "status": "4.2.0",
         "recipient": "soft@example.com",
-        "kind": "hard",
+        "kind": "expired",
         **real("<pf.soft@notify.example.org>", "dt6hn3mhskzcx7zu3y2bbrfgr6o54d3y"),
         "diagnostic": "450 4.2.0 <soft@example.com>: Recipient address rejected: Greylisted",
     }
@@ -298,7 +298,7 @@ def test_fixture_tokens_are_authentic(name: str) -> None:
     ("action", "status", "kind"),
     [
         ("failed", "5.1.1", "hard"),
-        ("failed", "4.4.1", "hard"),  # queue lifetime expired: Postfix keeps the 4.x.x
+        ("failed", "4.4.1", "expired"),  # queue lifetime ran out: Postfix keeps the 4.x.x
         ("failed", None, "hard"),
         ("failure", "5.0.0", "hard"),
         ("Failed", "5.1.1", "hard"),
@@ -308,10 +308,10 @@ def test_fixture_tokens_are_authentic(name: str) -> None:
         ("relayed", "2.0.0", "delivered"),
         ("expanded", "2.0.0", "delivered"),
         (" RELAYED ", None, "delivered"),
-        (None, "5.1.1", "unknown"),
-        ("", None, "unknown"),
+        (None, "5.1.1", "unparseable"),
+        ("", None, "unparseable"),
         ("bounced", "5.1.1", "hard"),  # a non-standard Action with a 5.x.x status fails
-        ("bounced", "4.4.1", "unknown"),
+        ("bounced", "4.4.1", "unparseable"),
         ("error", "5.7.1", "blocked"),
     ],
 )
@@ -440,7 +440,8 @@ def test_parse_never_raises_on_mutated_fixtures(
     if cut is not None:
         data = data[: cut % (len(data) + 1)]
     for record in parse_report(bytes(data), source="fuzz"):
-        assert record.kind in ("hard", "soft", "blocked", "delayed", "delivered", "unknown")
+        kinds = ("hard", "soft", "blocked", "expired", "delayed", "delivered", "unparseable")
+        assert record.kind in kinds
 
 
 # --- sources -------------------------------------------------------------------------
@@ -591,7 +592,7 @@ def suppressed(led: Ledger) -> set[str]:
 
 FINAL_STATES = {
     1: "bounced_hard",
-    2: "bounced_hard",
+    2: "expired",  # the queue lifetime ran out: the address is fine, never suppressed
     3: "sent",  # delayed: the mail system is still trying, nothing changes
     4: "bounced_hard",
     5: "bounced_hard",
@@ -613,7 +614,8 @@ def test_ingest_every_fixture_sets_states_and_suppresses(ledger: Ledger) -> None
     seed_ledger(ledger)
     summary = ingest(ledger, sources(*HAND_WRITTEN), key=FIXTURE_KEY)
     assert (summary.reports, summary.matched, summary.unmatched, summary.forged) == (16, 16, 0, 0)
-    assert (summary.hard, summary.soft, summary.delayed, summary.delivered) == (12, 0, 2, 2)
+    assert (summary.hard, summary.soft, summary.delayed, summary.delivered) == (11, 0, 2, 2)
+    assert summary.expired == 1
     assert kinds_for(ledger, 3) == ["delay_reported"]  # a note on the message
     assert {n: state_of(ledger, n) for n in PEOPLE} == FINAL_STATES
     hard = {PEOPLE[n] for n, s in FINAL_STATES.items() if s == "bounced_hard"}

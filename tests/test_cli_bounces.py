@@ -25,6 +25,18 @@ from notifier.bounces import RECORD_KEYS
 from notifier.ledger import Ledger
 from notifier.secret import key_path_for
 
+# The kinds `bounces parse --format json` may give (a contract other tools read).
+PARSE_KINDS = (
+    "hard",
+    "soft",
+    "blocked",
+    "expired",
+    "delayed",
+    "delivered",
+    "not_a_bounce",
+    "unparseable",
+)
+
 
 @pytest.fixture(autouse=True)
 def _no_outside_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,13 +79,47 @@ def test_parse_json_is_one_array_with_exact_keys(notifier: Notifier) -> None:
     assert len(rows) == sum(len(v) for v in EXPECTED.values())
     for row in rows:
         assert list(row) == list(RECORD_KEYS)
-        assert row["kind"] in ("hard", "soft", "blocked", "delayed", "delivered", "unknown")
+        assert row["kind"] in PARSE_KINDS
     by_file: dict[str, list[dict[str, object]]] = {}
     for row in rows:
         by_file.setdefault(Path(str(row["file"])).name, []).append(row)
     for name in names:
         got = [{k: v for k, v in r.items() if k != "file"} for r in by_file[name]]
         assert got == EXPECTED[name], name
+
+
+def test_parse_gives_every_file_a_row_saying_what_it_is(notifier: Notifier, tmp_path: Path) -> None:
+    """A vacation reply, a letter and an over-limit report are each one row, with a kind
+    from the contract and the reason, never passed over in silence."""
+    vacation = tmp_path / "vacation.eml"
+    vacation.write_bytes(
+        b"From: alice@example.org\nTo: bounces@notify.example.org\n"
+        b"Subject: Out of Office: Important\nX-Auto-Response-Suppress: All\n\n"
+        b"The following addresses had permanent fatal errors\n"
+    )
+    letter = tmp_path / "letter.eml"
+    letter.write_bytes(b"From: bob@example.com\nSubject: hello\n\nJust a note.\n")
+    broken = tmp_path / "broken.eml"
+    broken.write_bytes(
+        b"From: MAILER-DAEMON@mx.example.org\nMIME-Version: 1.0\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
+        b"--b\nContent-Type: text/plain\n\nundeliverable\n"
+        b"--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx\n\n"
+        b"--b--\n"
+    )
+    paths = [vacation, letter, broken, FIXTURES / "postfix-expired-441.eml"]
+    result = notifier("bounces", "parse", *map(str, paths), "--format", "json")
+    assert result.exit_code == 0, result.output
+    rows = {Path(str(r["file"])).name: r for r in json.loads(result.stdout)}
+    assert {name: r["kind"] for name, r in rows.items()} == {
+        "vacation.eml": "not_a_bounce",
+        "letter.eml": "not_a_bounce",
+        "broken.eml": "unparseable",
+        "postfix-expired-441.eml": "expired",
+    }
+    assert "automatic reply" in str(rows["vacation.eml"]["diagnostic"])
+    assert rows["vacation.eml"]["recipient"] is None
+    assert "no recipient could be read" in str(rows["broken.eml"]["diagnostic"])
 
 
 def test_parse_json_exact_object_with_nulls(notifier: Notifier) -> None:
@@ -129,12 +175,15 @@ def test_ingest_maildir_then_again_records_once(notifier: Notifier, tmp_path: Pa
     first = notifier("bounces", "ingest", str(box))
     assert first.exit_code == 0, first.output
     assert first.stdout.startswith("16 reports read (0 already recorded): 16 matched, 0 unmatched")
-    assert "12 hard, 0 soft, 2 delayed (still being tried), 2 delivered" in first.stdout
+    assert (
+        "11 hard, 0 soft, 2 delayed (still being tried), "
+        "1 expired (the mail system gave up; not suppressed), 2 delivered"
+    ) in first.stdout
     second = notifier("bounces", "ingest", str(box))
     assert second.stdout.startswith("16 reports read (16 already recorded): 0 matched")
     with Ledger(notifier.ledger_path) as led:
         assert led.count("bounce_reports") == 16
-        assert led.count("suppressions") == 12
+        assert led.count("suppressions") == 11
         assert led.verify().ok
     assert notifier("bounces", "unmatched").stdout.strip() == "no unmatched reports"
 

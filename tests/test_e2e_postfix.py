@@ -173,10 +173,13 @@ def assert_ledger_verifies(cli: Notifier) -> None:
     assert verified.exit_code == 0, verified.output
 
 
-def test_dsns_from_postfix_after_expiry_are_hard_bounces(
+def test_messages_postfix_gave_up_on_are_expired_never_suppressed(
     cli: Notifier, remote: ScriptedRemote, tmp_path: Path
 ) -> None:
-    """One try only (maximal_queue_lifetime=0): a 450 comes back as Action: failed, 4.x.x."""
+    """One try only (maximal_queue_lifetime=0): a 450 comes back as Action: failed with
+    its 4.x.x status kept. The server was busy, the address is fine: the message is
+    expired, the address is not suppressed, the person is on the unreachable list and
+    `status` offers to send their notice again."""
     refused = [p for p in ROSTER if p.reply is not None]
     with PostfixInstance(remote.port, {"maximal_queue_lifetime": "0"}) as postfix:
         send_and_collect_dsns(cli, postfix, tmp_path, expected_dsns=len(refused))
@@ -188,31 +191,36 @@ def test_dsns_from_postfix_after_expiry_are_hard_bounces(
         summary = ingest_twice_changes_nothing(cli, postfix.maildir)
 
     assert f"{len(refused)} matched, 0 unmatched, 0 refused as forged" in summary, summary
-    hard = [p for p in refused if p.reply is not MAILBOX_FULL]
-    expected = {
-        p.volunteer_id: (
-            "sent"
-            if p.reply is None
-            else "bounced_soft"
-            if p.reply is MAILBOX_FULL
-            else "bounced_hard"
-        )
-        for p in ROSTER
-    }
+    expired = [p for p in refused if p.reply is TRY_LATER]
+    hard = [p for p in refused if p.reply is USER_UNKNOWN]
+    state_of_reply = {None: "sent", MAILBOX_FULL: "bounced_soft", USER_UNKNOWN: "bounced_hard"}
+    expected = {p.volunteer_id: state_of_reply.get(p.reply, "expired") for p in ROSTER}
     assert final_states(cli.ledger_path) == expected
+    assert f"{len(hard)} hard, 1 soft, 0 delayed" in summary, summary
+    assert f"{len(expired)} expired" in summary, summary
 
     with Ledger(cli.ledger_path, create=False) as led:
         assert led.suppressed_addresses() == {p.email for p in hard}
-        bounced = list(led.events(campaign_id=CAMPAIGN, kinds=("bounced_hard",)))
+        gave_up = list(led.events(campaign_id=CAMPAIGN, kinds=("expired",)))
     # The 450s kept their temporary status: the failure is final because the queue
     # lifetime ran out, not because the remote said so.
-    statuses = {e.volunteer_id: e.data["status"] for e in bounced}
-    assert statuses == {p.volunteer_id: p.reply.status for p in hard if p.reply is not None}
+    statuses = {e.volunteer_id: e.data["status"] for e in gave_up}
+    assert statuses == {p.volunteer_id: TRY_LATER.status for p in expired}
     # Tied to the message by the VERP address Postfix delivered each report to.
-    assert {e.data["correlated_by"] for e in bounced} == {"verp_token"}
+    assert {e.data["correlated_by"] for e in gave_up} == {"verp_token"}
     # Each message was accepted by the remote once, and the refused never.
     delivered = Counter(r for rcpts, _ in remote.record.accepted for r in rcpts)
     assert delivered == Counter({p.email: 1 for p in ROSTER if p.reply is None})
+
+    unreachable = cli("export", "unreachable", "--format", "json")
+    assert unreachable.exit_code == 0, unreachable.output
+    reasons = {r["volunteer_id"]: r["reason"] for r in json.loads(unreachable.stdout)}
+    assert {vid: reasons[vid] for vid in (p.volunteer_id for p in expired)} == dict.fromkeys(
+        (p.volunteer_id for p in expired), "expired"
+    )
+    status = json.loads(cli("status", CAMPAIGN, "--format", "json").stdout)
+    steps = " ".join(status["next_steps"])
+    assert f"notifier resend {CAMPAIGN} --status expired --yes" in steps, steps
     assert_ledger_verifies(cli)
 
 

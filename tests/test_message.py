@@ -21,7 +21,7 @@ from notifier.message import (
 )
 
 S = MessageState
-REPORTS = (S.DELIVERED, S.BOUNCED_SOFT, S.BLOCKED, S.BOUNCED_HARD)
+REPORTS = (S.DELIVERED, S.BOUNCED_SOFT, S.EXPIRED, S.BLOCKED, S.BOUNCED_HARD)
 
 
 def test_message_every_state_has_its_moves_and_every_move_a_known_state() -> None:
@@ -93,6 +93,11 @@ def test_message_suppressed_is_final() -> None:
         ("bounced_soft", S.BOUNCED_SOFT, None),  # nothing new
         ("failed_permanent", S.BOUNCED_HARD, None),  # refused at SMTP time: never went
         ("suppressed", S.DELIVERED, None),
+        ("sent", S.EXPIRED, S.EXPIRED),
+        ("delivered", S.EXPIRED, S.EXPIRED),  # a relay took it; the next hop gave up
+        ("expired", S.DELIVERED, None),
+        ("expired", S.BOUNCED_HARD, S.BOUNCED_HARD),
+        ("blocked", S.EXPIRED, None),
     ],
 )
 def test_message_state_after_report(

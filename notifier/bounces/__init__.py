@@ -25,6 +25,7 @@ from notifier.bounces.dsn import (
     parse_full_report,
     parse_header_blocks,
     parse_report,
+    records_for_people,
 )
 from notifier.bounces.ingest import (
     EVENT_FOR_KIND,
@@ -63,6 +64,7 @@ __all__ = [
     "parse_report",
     "read_imap",
     "read_sources",
+    "records_for_people",
     "report_digest",
     "unmatched_reports",
 ]

@@ -33,7 +33,18 @@ from notifier.smtp.outcome import STATUS_PATTERN, failure_kind
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["hard", "soft", "blocked", "delayed", "delivered", "unknown"]
+# What one report says happened to one recipient, and (not_a_bounce, unparseable) what a
+# report that says nothing about a recipient is: `bounces parse` gives exactly these.
+Kind = Literal[
+    "hard",
+    "soft",
+    "blocked",
+    "expired",
+    "delayed",
+    "delivered",
+    "not_a_bounce",
+    "unparseable",
+]
 # What a message read as a report turned out to be. Only a "report" is searched for
 # recipients; the others are recorded (once) with the reason, and never move a message.
 Category = Literal["report", "auto_reply", "not_a_bounce", "unparseable"]
@@ -130,26 +141,74 @@ _ACTION_OUTCOME: dict[str, Literal["failed", "delayed", "delivered"]] = {
 def classify(action: str | None, status: str | None, diagnostic: str | None = None) -> Kind:
     """The one rule from a report's Action, Status (and the server's words) to a kind.
 
-    A failure is judged by `notifier.smtp.outcome.failure_kind`, the same rule a refusal
-    at SMTP time is judged by: hard (the address does not exist or cannot receive: 5.1.x,
-    5.4.4, `failed` after the queue lifetime ran out; only these suppress the address),
-    soft (on the mailbox's side: mailbox full, message too big), blocked (refused for
-    policy or reputation, 5.7.x: the address is fine, the sender has to act). `delayed`
-    is delayed: the mail system is still trying, so nothing is decided yet. A
-    non-standard Action with a 5.x.x status is a failure; without an Action there is no
-    telling what happened (unknown).
+    `failed` with a 4.x.x status, or with X.4.7 (delivery time expired), is expired: the
+    mail system kept the message for its queue lifetime and gave up, because a server was
+    down or slow, not because the address is bad; Postfix reports the last temporary
+    status it saw. Any other failure is judged by `notifier.smtp.outcome.failure_kind`, the
+    rule a refusal at SMTP time is judged by: hard (the address does not exist or cannot
+    receive: 5.1.x, 5.4.4; only these suppress the address), soft (on the mailbox's side:
+    mailbox full, message too big), blocked (refused for policy or reputation, 5.7.x: the
+    address is fine, the sender has to act). `delayed`: the mail system is still trying,
+    nothing is decided yet. A non-standard Action with a 5.x.x status is a failure;
+    without an Action there is no telling what happened (unparseable).
     """
     word = (action or "").strip().lower()
     outcome = _ACTION_OUTCOME.get(word)
     if outcome is None and word and (status or "").startswith("5."):
         outcome = "failed"  # "Action: error", "bounced", ...: still a permanent failure
     if outcome is None:
-        return "unknown"
+        return "unparseable"
     if outcome == "delivered":
         return "delivered"
     if outcome == "delayed":
         return "delayed"  # still being retried: news, not an outcome
+    if status and (status.startswith("4.") or status.endswith(".4.7")):
+        return "expired"
     return failure_kind(status, diagnostic)
+
+
+def report_kind(report: ParsedReport) -> Kind | None:
+    """What a report with no recipient to speak of is (None: it has records).
+
+    Auto-replies, read receipts and replies from people are not bounces; a report over a
+    limit, or a delivery report in which no recipient could be read, is unparseable; mail
+    with neither a delivery status nor a failure a detector knows is not a bounce.
+    """
+    if report.records:
+        return None
+    if report.category in ("auto_reply", "not_a_bounce"):
+        return "not_a_bounce"
+    if report.category == "unparseable" or report.is_dsn:
+        return "unparseable"
+    return "not_a_bounce"
+
+
+def records_for_people(report: ParsedReport) -> tuple[BounceRecord, ...]:
+    """The report's records, or one saying what it is when it has none, so every file
+    read gets a line in `bounces parse` (nothing is passed over without a word)."""
+    kind = report_kind(report)
+    if kind is None:
+        return report.records
+    reason = report.problem or _NO_RECORD_REASON[kind]
+    return (
+        BounceRecord(
+            file=report.source,
+            action=None,
+            status=None,
+            recipient=None,
+            kind=kind,
+            original_message_id=report.original_message_id,
+            envelope_id=report.envelope_id,
+            verp_token=report.verp_token,
+            diagnostic=reason,
+        ),
+    )
+
+
+_NO_RECORD_REASON: dict[Kind, str] = {
+    "not_a_bounce": "no delivery status and no failure found in it: not a bounce",
+    "unparseable": "a delivery report in which no recipient could be read",
+}
 
 
 # --- parsing --------------------------------------------------------------------------

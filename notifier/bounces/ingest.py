@@ -35,14 +35,19 @@ from notifier.event import EventKind
 from notifier.ledger import Ledger, MatchedMessage, ReportEvent
 
 # The event each kind of report block is recorded as (the state it moves its message to,
-# but for `unknown`: tied to the message, it says nothing we understand).
+# but for the notes: `delayed`, and `unparseable`: tied to the message, it says nothing we
+# understand), and the IngestSummary count each adds to.
 EVENT_FOR_KIND: dict[str, EventKind] = {
     "hard": EventKind.BOUNCED_HARD,
     "soft": EventKind.BOUNCED_SOFT,
     "delayed": EventKind.DELAY_REPORTED,
     "blocked": EventKind.BLOCKED,
+    "expired": EventKind.EXPIRED,
     "delivered": EventKind.DELIVERED,
-    "unknown": EventKind.BOUNCE_UNCLEAR,
+    "unparseable": EventKind.BOUNCE_UNCLEAR,
+}
+_COUNT_OF_KIND: dict[str, str] = {kind: kind for kind in EVENT_FOR_KIND} | {
+    "unparseable": "unclear"
 }
 
 
@@ -57,8 +62,9 @@ class IngestSummary:
     soft: int = 0
     delayed: int = 0  # still being retried by the mail system: noted, nothing changes
     blocked: int = 0  # refused for policy or reputation: the sender has to act
+    expired: int = 0  # the mail system gave up while a server was down: not suppressed
     delivered: int = 0
-    unknown: int = 0
+    unclear: int = 0  # tied to a message, but no Action we can read
     suppressed: int = 0  # addresses newly suppressed
     auto_replies: int = 0  # vacation and other automatic replies: not bounces
     not_bounces: int = 0  # read receipts and replies from people
@@ -177,15 +183,14 @@ def _record_matched(
 ) -> dict[str, int]:
     message = correlation.message
     assert message is not None
-    counts = {"hard": 0, "soft": 0, "delayed": 0, "blocked": 0, "delivered": 0, "unknown": 0}
-    counts["suppressed"] = 0
+    counts = dict.fromkeys([*_COUNT_OF_KIND.values(), "suppressed"], 0)
     # One message goes to one person, but a report may list others (a message that was
     # expanded, or someone else's report): keep to the blocks about this person when
     # there are any; otherwise (forwarding, aliases) every block is about this message.
     records = [r for r in report.records if message.is_addressed_to(r.recipient)]
     events = []
     for record in records or report.records:
-        counts[record.kind] += 1
+        counts[_COUNT_OF_KIND[record.kind]] += 1
         data = {
             "status": record.status,
             "action": record.action,

@@ -88,7 +88,8 @@ def _summary_line(s: IngestSummary) -> str:
         f"{s.reports} reports read ({s.duplicates} already recorded): {s.matched} matched, "
         f"{s.unmatched} unmatched, {s.forged} refused as forged; "
         f"{s.hard} hard, {s.soft} soft, {s.delayed} delayed (still being tried), "
-        f"{s.delivered} delivered, {s.unknown} unclear, "
+        f"{s.expired} expired (the mail system gave up; not suppressed), "
+        f"{s.delivered} delivered, {s.unclear} unclear, "
         f"{s.blocked} blocked; {s.suppressed} addresses suppressed"
     )
     if s.auto_replies or s.not_bounces or s.unparseable:

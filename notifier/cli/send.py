@@ -23,7 +23,7 @@ from notifier.cli.app import AppContext, cli, console, err_console, pass_app
 from notifier.cli.cohort import F, cohort_options
 from notifier.config import Settings
 from notifier.errors import CohortError, ExitCode
-from notifier.message import FAILED_STATES, DeliveryOutcome, MessageState
+from notifier.message import FAILED_STATES, RESENDABLE_STATES, DeliveryOutcome, MessageState
 from notifier.service import (
     RESUME_HINT,
     TEST_PREFIX,
@@ -354,8 +354,9 @@ def _print_tests(results: list[TestSendResult], campaign_id: str, target: str) -
     "statuses",
     required=True,
     metavar="STATE[,STATE...]",
-    help="Which of the campaign's messages to send again, by their state, e.g. "
-    "failed_temporary,bounced_soft.",
+    help="Which of the campaign's messages to send again, by their state: any of "
+    + ", ".join(RESENDABLE_STATES)
+    + ".",
 )
 @delivery_options
 @cohort_options(with_status=False)

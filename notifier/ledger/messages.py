@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from notifier.errors import IllegalTransition, LedgerError
-from notifier.event import SELF_NAMING_KINDS, EventKind
+from notifier.event import REPORT_KINDS, SELF_NAMING_KINDS, EventKind
 from notifier.ledger.chain import Appended, EventDraft, append, utc_now
 from notifier.message import (
     CLAIMABLE_STATES,
@@ -83,7 +83,7 @@ def move(
     for m in moves:
         if m.kind == EventKind.SENDING and not claiming:
             raise IllegalTransition(f"{m.message_id}: only a claim moves a message to sending")
-        if m.kind not in SELF_NAMING_KINDS and m.kind not in _REPORT_EVENT_KINDS:
+        if m.kind not in SELF_NAMING_KINDS and m.kind not in REPORT_KINDS:
             raise IllegalTransition(f"{m.message_id}: a {m.kind} event does not move a message")
         found = current.get(m.message_id)
         if found is None:
@@ -109,19 +109,6 @@ def move(
             "UPDATE messages SET state = ?, updated_at = ? WHERE message_id = ?", updates
         )
     return appended
-
-
-# Kinds that may name a message without being a state: what reports say about it.
-_REPORT_EVENT_KINDS: frozenset[EventKind] = frozenset(
-    {
-        EventKind.BOUNCED_HARD,
-        EventKind.BOUNCED_SOFT,
-        EventKind.BLOCKED,
-        EventKind.DELIVERED,
-        EventKind.BOUNCE_UNCLEAR,
-        EventKind.DELAY_REPORTED,
-    }
-)
 
 
 def _current(

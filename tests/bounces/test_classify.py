@@ -25,9 +25,13 @@ from notifier.message import RESENDABLE_STATES, MessageState, state_after_report
         ("failed", "5.1.1", None, "hard"),  # no such user
         ("failed", "5.1.2", None, "hard"),  # no such domain
         ("failed", "5.4.4", None, "hard"),  # no route
-        ("failed", "4.4.7", None, "hard"),  # queue lifetime ran out
+        # The queue lifetime ran out: Postfix reports `failed` with the last temporary
+        # status it saw, whatever it was; X.4.7 says "delivery time expired" itself.
+        ("failed", "4.4.7", None, "expired"),
+        ("failed", "4.4.1", "connect to mx.example.org: Connection refused", "expired"),
+        ("failed", "4.2.2", None, "expired"),
+        ("failed", "5.4.7", None, "expired"),
         ("failed", "5.2.2", None, "soft"),  # mailbox full
-        ("failed", "4.2.2", None, "soft"),
         ("failed", "5.3.4", None, "soft"),  # message too big
         ("failed", "5.2.3", None, "soft"),
         ("failed", "5.7.1", None, "blocked"),  # policy
@@ -35,7 +39,7 @@ from notifier.message import RESENDABLE_STATES, MessageState, state_after_report
         ("delayed", "4.7.1", None, "delayed"),  # still being tried: nothing decided
         ("error", "5.1.1", None, "hard"),  # non-standard Action
         ("error", "5.7.1", None, "blocked"),
-        ("error", "4.4.1", None, "unknown"),
+        ("error", "4.4.1", None, "unparseable"),  # no standard Action, no failure status
         ("failed", "5.0.0", "550 5.1.1 <a@example.org>: User unknown", "hard"),
         ("failed", "5.0.0", "552 5.2.2 Mailbox full", "soft"),
         ("failed", "5.0.0", "554 Sorry, mailbox is full", "soft"),

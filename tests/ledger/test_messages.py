@@ -132,7 +132,7 @@ _PATH: dict[MessageState, list[tuple[EventKind, MessageState | None]]] = {
     },
     **{
         state: [(EventKind.SENDING, None), (EventKind.SENT, None), (EventKind(state), state)]
-        for state in (S.DELIVERED, S.BOUNCED_SOFT, S.BLOCKED, S.BOUNCED_HARD)
+        for state in (S.DELIVERED, S.BOUNCED_SOFT, S.EXPIRED, S.BLOCKED, S.BOUNCED_HARD)
     },
 }
 
