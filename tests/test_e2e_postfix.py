@@ -18,6 +18,7 @@ import email
 import email.policy
 import io
 import json
+import smtplib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -268,4 +269,50 @@ def test_delay_warning_from_postfix_changes_nothing_and_offers_no_resend(
     full = sum(p.reply is MAILBOX_FULL for p in ROSTER)
     assert f"try again the {full} soft-bounced or failed for now" in steps
     assert all(vid not in steps for vid in later)
+    assert_ledger_verifies(cli)
+
+
+# The three vacation replies that once suppressed the people who sent them: each quotes a
+# bounce ("permanent fatal errors", "User unknown") and has no Auto-Submitted header.
+VACATION_MARKS = (
+    ("Precedence: bulk\r\n", "Re: Important: a cyber attack on HMR"),
+    ("X-Auto-Response-Suppress: All\r\n", "Re: Important: a cyber attack on HMR"),
+    ("", "Automatic reply: Important: a cyber attack on HMR"),
+)
+QUOTED_BOUNCE = (
+    "I am away until 4 May and will read your message when I return.\r\n\r\n"
+    "----- The following addresses had permanent fatal errors -----\r\n{address}\r\n"
+    "----- Transcript of session follows -----\r\n550 5.1.1 {address}... User unknown\r\n"
+)
+
+
+def test_vacation_replies_through_postfix_suppress_no_one(cli: Notifier, tmp_path: Path) -> None:
+    """Three people's vacation responders answer their notice; Postfix delivers the
+    replies to the notices' return paths like any bounce. None is taken for a bounce."""
+    with ScriptedRemote({}) as remote, PostfixInstance(remote.port) as postfix:
+        send_and_collect_dsns(cli, postfix, tmp_path, expected_dsns=0)
+        with Ledger(cli.ledger_path, create=False) as led:
+            messages = {m.volunteer_id: m for m in led.campaign_messages(CAMPAIGN)}
+        away = [ROSTER[0], ROSTER[2], ROSTER[3]]
+        with smtplib.SMTP("127.0.0.1", postfix.port, timeout=DSN_TIMEOUT) as client:
+            for person, (mark, subject) in zip(away, VACATION_MARKS, strict=True):
+                return_path = f"bounces+{messages[person.volunteer_id].verp_token}@example.org"
+                reply = (
+                    f"From: {person.email}\r\nTo: {return_path}\r\nSubject: {subject}\r\n"
+                    f"{mark}Content-Type: text/plain; charset=utf-8\r\n\r\n"
+                    + QUOTED_BOUNCE.format(address=person.email)
+                )
+                client.sendmail(person.email, [return_path], reply.encode())
+        postfix.wait_for_maildir(len(away), timeout=DSN_TIMEOUT)
+        summary = ingest_twice_changes_nothing(cli, postfix.maildir)
+
+    assert "3 auto-replies" in summary, summary
+    assert "0 hard" in summary and "0 addresses suppressed" in summary, summary
+    assert set(final_states(cli.ledger_path).values()) == {"sent"}
+    with Ledger(cli.ledger_path, create=False) as led:
+        assert led.suppressed_addresses() == set()
+        kept = {(r.message_id, r.detail["outcome"]) for r in led.bounce_reports()}
+    # Each is kept, tied to the notice it answered, as what it is.
+    answered = {messages[p.volunteer_id].message_id for p in away}
+    assert kept == {(message_id, "auto_reply") for message_id in answered}
     assert_ledger_verifies(cli)
