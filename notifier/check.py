@@ -16,6 +16,12 @@ What counts as a problem:
   who never attended a screening visit): their notice would tell them something untrue;
 - a follow-up whose default cohort leaves out people the notice it follows promised to
   write to again (the followed notice's `follow_up_promise` block, rendered for them);
+- a follow-up to someone whose exposure or data held the roster corrected after the
+  notice it follows reached them, or whose address is now one that notice went to for
+  someone else (a swap: their follow-up would reach the other person), until an approval
+  confirms that address (notifier.told compares the roster with what the chain says the
+  notice was sent from, so re-importing the right roster clears both);
+- a name with a text-direction control, or an address mixing scripts;
 - a link, URL, remote resource or attachment, unless the campaign sets allow_links;
 - an empty audience.
 
@@ -34,7 +40,7 @@ import html
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,9 +51,11 @@ from notifier.audience import history_applies, membership, select_audience
 from notifier.campaign import Campaign, load_followed
 from notifier.catalogs import catalog_problems
 from notifier.errors import CampaignError, CatalogError, RenderError, TemplateRenderError
-from notifier.ledger import Ledger
+from notifier.event import EventKind
+from notifier.ledger import Ledger, address_key
 from notifier.message import REACHED_STATES
 from notifier.render import FORMATS, TEXT_STYLES, RenderedMessage, Renderer, environment
+from notifier.told import SinceNotice, since_notice
 from notifier.volunteer import Volunteer, data_held_contradiction, spoofing_risks
 
 log = logging.getLogger(__name__)
@@ -81,10 +89,15 @@ _WHITESPACE = re.compile(r"\s+")
 _PART_NAMES = {"txt": "text", "html": "HTML"}
 
 
+# A moved address an approver confirmed: (volunteer_id, address_key of their address now,
+# the other volunteers the followed notice went to at that address).
+ConfirmedMove = tuple[str, str, tuple[str, ...]]
+
+
 @dataclass(frozen=True)
 class Problem:
     # render_error | catalog | out_of_step | missing_element | contact | contradiction |
-    # cohort | link | audience | correction
+    # cohort | link | audience | correction | moved_address | spoofing
     kind: str
     message: str
     volunteers: int  # how many volunteers of the audience it affects
@@ -116,6 +129,8 @@ class CheckReport:
     note: str | None = None
     problems: tuple[Problem, ...] = field(default_factory=tuple)
     shapes: tuple[ShapeCount, ...] = field(default_factory=tuple)
+    # The moved addresses taken as right (confirmed by an approval, or being confirmed).
+    confirmed_moves: tuple[ConfirmedMove, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -153,8 +168,14 @@ def check_campaign(
     campaign: Campaign,
     *,
     progress: Callable[[], None] | None = None,
+    confirm_moves: bool = False,
 ) -> CheckReport:
-    """Render the campaign for its whole audience and report every problem."""
+    """Render the campaign for its whole audience and report every problem.
+
+    `confirm_moves`: the addresses a follow-up would send to that the followed notice
+    went to for someone else are taken as confirmed (an approver says they are right);
+    the report lists them in `confirmed_moves`, for the approval to record.
+    """
     history = history_applies(ledger, campaign)
     note = None
     if campaign.follows and not history:
@@ -167,7 +188,10 @@ def check_campaign(
         )
     renderer = Renderer(campaign)
     tally = _Tally()
-    corrected = _corrected_since(ledger, campaign.follows) if campaign.follows and history else {}
+    changes = since_notice(ledger, campaign.follows) if campaign.follows and history else {}
+    confirmed = set(_confirmed_moves(ledger, campaign)) if changes else set()
+    if confirm_moves:
+        confirmed |= {confirmed_move(c) for c in changes.values() if c.address_moved}
     by_locale: Counter[str] = Counter()
     examples_by_locale: dict[str, list[str]] = {}
     shapes: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
@@ -186,8 +210,9 @@ def check_campaign(
             progress()
         _check_contradiction(volunteer, tally)
         _check_spoofing(volunteer, tally)
-        if volunteer.volunteer_id in corrected:
-            _report_correction(campaign, volunteer.volunteer_id, corrected, tally)
+        change = changes.get(volunteer.volunteer_id)
+        if change is not None:
+            _report_changes(campaign, change, confirmed, tally)
         if volunteer.locale in failed_locales:
             continue
         _check_volunteer(renderer, volunteer, shapes, tally, failed_locales)
@@ -217,6 +242,9 @@ def check_campaign(
             ShapeCount(locale, exposure, data_held, count, example)
             for (locale, exposure, data_held), (count, example) in shape_counts.items()
         ),
+        confirmed_moves=tuple(
+            sorted(confirmed_move(c) for c in changes.values() if confirmed_move(c) in confirmed)
+        ),
     )
 
 
@@ -245,35 +273,45 @@ def _check_spoofing(volunteer: Volunteer, tally: _Tally) -> None:
         )
 
 
-# What a notice says differently for someone: their exposure, and what was held on them.
-_WHAT_A_NOTICE_SAYS = ("exposure", "data_held")
-
-
-def _corrected_since(ledger: Ledger, followed: str) -> dict[str, tuple[str, ...]]:
-    """volunteer_id -> the fields (exposure, data_held) a roster import corrected after
-    the notice of `followed` was sent to them: that notice told them otherwise."""
-    sent: set[str] = set()
-    corrected: dict[str, tuple[str, ...]] = {}
-    for event in ledger.events(kinds=("sent", "volunteer_updated")):
-        vid = event.volunteer_id
-        if vid is None:
-            continue
-        if event.kind == "sent":
-            if event.campaign_id == followed:
-                sent.add(vid)
-            continue
-        changes = event.data.get("changes")
-        if vid in sent and isinstance(changes, dict):
-            fields = tuple(f for f in _WHAT_A_NOTICE_SAYS if f in changes)
-            if fields:
-                corrected[vid] = tuple(sorted({*corrected.get(vid, ()), *fields}))
-    return corrected
-
-
-def _report_correction(
-    campaign: Campaign, volunteer_id: str, corrected: dict[str, tuple[str, ...]], tally: _Tally
+def _report_changes(
+    campaign: Campaign, change: SinceNotice, confirmed: Collection[ConfirmedMove], tally: _Tally
 ) -> None:
-    fields = " and ".join(corrected[volunteer_id])
+    """What the roster changed since the followed notice reached this person, as problems:
+    a correction of what it said, an address another person's notice went to."""
+    if change.corrected:
+        _report_correction(campaign, change, tally)
+    if change.address_moved and confirmed_move(change) not in confirmed:
+        others = ", ".join(change.address_was_told_to)
+        tally.add(
+            "moved_address",
+            f"volunteer {change.volunteer_id} now has the address {campaign.follows} was "
+            f"sent to for volunteer {others}: {campaign.campaign_id} would put "
+            f"{change.volunteer_id}'s notice in {others}'s mailbox. If the roster swapped "
+            "their addresses by mistake, import the right roster again; if the address "
+            "really is theirs now, confirm it: notifier approve "
+            f'{campaign.campaign_id} --by "NAME" --confirm-moved-addresses',
+            1,
+            [change.volunteer_id, *change.address_was_told_to],
+        )
+
+
+def confirmed_move(change: SinceNotice) -> ConfirmedMove:
+    """How an approval records that it confirmed one moved address (see CheckReport)."""
+    return (change.volunteer_id, address_key(change.address_now), change.address_was_told_to)
+
+
+def _confirmed_moves(ledger: Ledger, campaign: Campaign) -> set[ConfirmedMove]:
+    """The moved addresses the campaign's latest approval confirmed."""
+    kinds = [EventKind.CAMPAIGN_APPROVED]
+    events = ledger.events(campaign_id=campaign.campaign_id, kinds=kinds, newest_first=True)
+    latest = next(iter(events), None)
+    check = latest.data.get("check") if latest is not None else None
+    moves = check.get("confirmed_moves") if isinstance(check, Mapping) else None
+    return {(str(v), str(a), tuple(map(str, o))) for v, a, o in moves or ()}
+
+
+def _report_correction(campaign: Campaign, change: SinceNotice, tally: _Tally) -> None:
+    fields = " and ".join(change.corrected)
     tally.add(
         "correction",
         f"people whose {fields} the roster corrected after {campaign.follows} reached "
@@ -282,7 +320,7 @@ def _report_correction(
         "to them apart (a correction of their own), or undo the roster change if it was "
         "the mistake",
         1,
-        [volunteer_id],
+        [change.volunteer_id],
     )
 
 

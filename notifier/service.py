@@ -117,6 +117,7 @@ from notifier.testsend import (
     send_tests,
     volunteers_for_test,
 )
+from notifier.told import AddressMove, moved_addresses
 from notifier.volunteer import Volunteer
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ __all__ = [
     "RESUME_HINT",
     "TEST_PREFIX",
     "UPGRADE_HINT",
+    "AddressMove",
     "ApprovalStatus",
     "Approved",
     "BounceRecord",
@@ -279,6 +281,9 @@ class RosterImport:
 
     summary: ImportSummary
     stream: RosterStream
+    # Addresses this import gave to someone other than who had them (a swap, or an address
+    # a notice to someone else went to): each a warning naming both people.
+    moved: tuple[AddressMove, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -454,7 +459,11 @@ class Workspace:
                     mapping_sha256=roster_mapping.sha256 if roster_mapping else "",
                     strict=strict,
                 )
-            yield RosterImport(summary, stream)
+                moved: list[AddressMove] = []
+                if summary.added or summary.updated:
+                    # The import's own event heads the volunteers' events it wrote.
+                    moved = moved_addresses(led, led.latest_seq(kind=EventKind.ROSTER_IMPORTED))
+            yield RosterImport(summary, stream, tuple(moved))
 
     def volunteers(self, query: VolunteerQuery | None = None) -> Iterator[Volunteer]:
         return self.ledger().volunteers(query or VolunteerQuery())
@@ -548,14 +557,26 @@ class Workspace:
         return four_eyes.approval_status(self.ledger(), self.campaign(campaign_id))
 
     def approve(
-        self, campaign_id: str | Path, by: str, *, progress: Progress | None = None
+        self,
+        campaign_id: str | Path,
+        by: str,
+        *,
+        progress: Progress | None = None,
+        confirm_moved_addresses: bool = False,
     ) -> Approved:
         """Record that `by` approves the campaign's current content, once the whole
-        campaign's check passes (CheckFailed, exit 1, naming the problems, otherwise)."""
+        campaign's check passes (CheckFailed, exit 1, naming the problems, otherwise).
+
+        `confirm_moved_addresses`: the approver says the addresses a follow-up would send
+        to that its followed notice went to for someone else are right now; the approval
+        records which, and the check takes exactly those as confirmed from then on.
+        """
         four_eyes.approver_name(by)  # a name to sign with, before a long check
         campaign = self.campaign(campaign_id)
         led = self.ledger()
-        report = check_campaign(led, campaign, progress=progress)
+        report = check_campaign(
+            led, campaign, progress=progress, confirm_moves=confirm_moved_addresses
+        )
         if not report.ok:
             raise _check_failed(report, "nothing was approved")
         recorded = four_eyes.approve(led, campaign, by, checked=self._check_record(report))
@@ -565,7 +586,13 @@ class Workspace:
         """What a passing check says in the chain: for how many people, against which
         state of the roster and of the campaign a follow-up follows."""
         campaign = self.campaign(report.campaign_id)
-        return {"volunteers": report.volunteers, "inputs": self._check_inputs(campaign)}
+        record: dict[str, Any] = {
+            "volunteers": report.volunteers,
+            "inputs": self._check_inputs(campaign),
+        }
+        if report.confirmed_moves:
+            record["confirmed_moves"] = [list(move) for move in report.confirmed_moves]
+        return record
 
     def _check_inputs(self, campaign: Campaign) -> dict[str, int]:
         """The state of what a check reads besides the content: the roster (its last

@@ -469,6 +469,66 @@ def test_check_follow_up_names_people_corrected_after_the_first_notice(ledger: L
     assert not report.ok
 
 
+def test_check_corrections_undone_by_reimporting_the_right_roster_clear(ledger: Ledger) -> None:
+    """A wrong import corrected an exposure and a data held after the first notice; the
+    right roster imported again puts them back as the notice was written: nothing left."""
+    people = roster(6)
+    add_volunteers(ledger, people)
+    with Sink() as sink:
+        send(ledger, with_contact(load_campaign("2020-03-breach")), people, sink.url)
+    by_id = {v.volunteer_id: v for v in people}
+    wrong = [
+        dataclasses.replace(by_id["HMR-0002"], exposure="published"),
+        dataclasses.replace(by_id["HMR-0001"], data_held=DATA_HELD),
+    ]
+    add_volunteers(ledger, wrong)
+    update = with_contact(load_campaign("2020-04-29-update"))
+    assert {p.kind for p in check_campaign(ledger, update).problems} == {"correction"}
+    add_volunteers(ledger, people)  # the right roster again
+    report = check_campaign(ledger, update)
+    assert report.ok, [str(p) for p in report.problems]
+
+
+def swapped(people: list[Volunteer], a: int, b: int) -> list[Volunteer]:
+    """The roster with the addresses of people[a] and people[b] swapped (a spreadsheet
+    sorted on one column only)."""
+    changed = list(people)
+    changed[a] = dataclasses.replace(
+        people[a], email=people[b].email, email_ascii=people[b].email_ascii
+    )
+    changed[b] = dataclasses.replace(
+        people[b], email=people[a].email, email_ascii=people[a].email_ascii
+    )
+    return changed
+
+
+def test_check_names_both_people_of_a_swap_until_undone_or_confirmed(ledger: Ledger) -> None:
+    """After the first notice, an import swaps two people's addresses: the update would
+    put each one's notice in the other's mailbox. check names both, per pair; the right
+    roster imported again clears it; so does an approval confirming the addresses."""
+    people = roster(6)
+    add_volunteers(ledger, people)
+    with Sink() as sink:
+        send(ledger, with_contact(load_campaign("2020-03-breach")), people, sink.url)
+    a, b = people[1].volunteer_id, people[4].volunteer_id
+    add_volunteers(ledger, swapped(people, 1, 4))
+    update = with_contact(load_campaign("2020-04-29-update"))
+
+    report = check_campaign(ledger, update)
+    moved = [p for p in report.problems if p.kind == "moved_address"]
+    assert sorted(p.examples for p in moved) == [(a, b), (b, a)]
+    assert all("--confirm-moved-addresses" in p.message for p in moved)
+    assert {p.kind for p in report.problems} == {"moved_address"}
+    assert not report.ok
+
+    confirming = check_campaign(ledger, update, confirm_moves=True)
+    assert confirming.ok
+    assert sorted(m[0] for m in confirming.confirmed_moves) == sorted([a, b])
+
+    add_volunteers(ledger, people)  # the right roster again
+    assert check_campaign(ledger, update).ok
+
+
 def test_check_names_names_and_addresses_that_could_mislead(ledger: Ledger) -> None:
     """A text-direction control in a name, a Cyrillic "а" among the Latin letters of a
     domain or a mailbox: named by the check (the roster imported them with a warning)."""

@@ -13,8 +13,15 @@ from notifier.report_formats import shown_time
 @cli.command()
 @click.argument("campaign_id", metavar="ID")
 @click.option("--by", "by", required=True, help='Who approves: "Jane Doe, DPO".')
+@click.option(
+    "--confirm-moved-addresses",
+    is_flag=True,
+    help="For a follow-up: the addresses `check` names as ones the earlier notice went to "
+    "for someone else really are these people's now (not two addresses swapped by "
+    "mistake). The approval records which.",
+)
 @pass_app
-def approve(app: AppContext, campaign_id: str, by: str) -> None:
+def approve(app: AppContext, campaign_id: str, by: str, confirm_moved_addresses: bool) -> None:
     """Record that NAME read this campaign's proof sheet and approves sending it.
 
     \b
@@ -31,8 +38,19 @@ def approve(app: AppContext, campaign_id: str, by: str) -> None:
         columns = (TextColumn("checking {task.description}"), BarColumn(), MofNCompleteColumn())
         with Progress(*columns, console=err_console, transient=True) as bar:
             task = bar.add_task(campaign_id, total=total)
-            approved = ws.approve(campaign_id, by, progress=lambda: bar.advance(task))
+            approved = ws.approve(
+                campaign_id,
+                by,
+                progress=lambda: bar.advance(task),
+                confirm_moved_addresses=confirm_moved_addresses,
+            )
     approval = approved.approval
+    for volunteer_id, address, others in approved.check.confirmed_moves:
+        console.print(
+            f"Confirmed: {visible(volunteer_id)}'s address {visible(address)} (the earlier"
+            f" notice went there for {visible(', '.join(others))}).",
+            markup=False,
+        )
     console.print(
         f"Checked: {approved.check.volunteers} messages render with no problems.",
         markup=False,

@@ -26,6 +26,7 @@ from notifier.errors import ExitCode
 from notifier.outputs import csv_lines, csv_text, visible
 from notifier.service import (
     ENCODING_CHOICES,
+    AddressMove,
     ImportSummary,
     RosterStream,
     RowProblem,
@@ -130,6 +131,7 @@ def import_(
             also = " and warnings" if result.warning_count and not summary.refused else ""
             click.echo(f"Rejected rows{also} written to {rejects_path}")
     _print_outcome(summary, strict)
+    _print_moves(imported.moved)
     if summary.refused:
         raise SystemExit(ExitCode.PROBLEMS)
 
@@ -191,6 +193,24 @@ def _print_outcome(summary: ImportSummary, strict: bool) -> None:
         click.echo(
             f"  ... and {summary.change_count - MAX_CHANGES_SHOWN} more changes "
             "(each person's are in: notifier history VOLUNTEER)"
+        )
+
+
+def _print_moves(moved: Sequence[AddressMove]) -> None:
+    """Each address the import gave to someone other than who had it, naming both."""
+    for move in moved[:MAX_CHANGES_SHOWN]:
+        click.echo(
+            f"Warning: the address {visible(move.address)} went from volunteer"
+            f" {visible(move.previous)} to volunteer {visible(move.volunteer_id)}"
+            f" ({visible(move.previous)} {visible(move.how)})."
+        )
+    if len(moved) > MAX_CHANGES_SHOWN:
+        click.echo(f"  ... and {len(moved) - MAX_CHANGES_SHOWN} more moved addresses")
+    if moved:
+        click.echo(
+            "If the roster swapped people's addresses by mistake, correct it and import it"
+            " again: a follow-up would reach the wrong person, and `notifier check` names"
+            " each one until then."
         )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from notifier.ledger.chain import EVENT_COLUMNS, Event
@@ -23,9 +23,15 @@ def events(
     message_id: str | None = None,
     kinds: Sequence[str] | None = None,
     newest_first: bool = False,
+    after_seq: int = 0,
 ) -> Iterator[Event]:
-    """Events in chain order (or newest first), filtered by any of the given attributes."""
-    clauses, params = [], []
+    """Events in chain order (or newest first), filtered by any of the given attributes
+    (`after_seq`: only those after that position)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if after_seq:
+        clauses.append("seq > ?")
+        params.append(after_seq)
     for column, value in (
         ("volunteer_id", volunteer_id),
         ("campaign_id", campaign_id),
@@ -58,6 +64,46 @@ def latest_seq(
             "SELECT max(seq) AS seq FROM events WHERE campaign_id IS NULL AND kind = ?", (kind,)
         ).fetchone()
     return int(row["seq"] or 0)
+
+
+def first_sent(
+    conn: sqlite3.Connection, campaign_id: str, volunteer_ids: Iterable[str]
+) -> dict[str, tuple[int, str]]:
+    """volunteer_id -> (seq, recipient) of the first `sent` event of the campaign's message
+    to each of these volunteers (those it was sent to); recipient "" when not recorded."""
+    found: dict[str, tuple[int, str]] = {}
+    ids = list(volunteer_ids)
+    for start in range(0, len(ids), _CHUNK):
+        # SQLite takes a bare column of min() from the row with that minimum.
+        rows = conn.execute(
+            "SELECT volunteer_id, min(seq) AS seq, json_extract(data, '$.recipient') AS rcpt"
+            " FROM events WHERE kind = 'sent' AND campaign_id = ?"
+            " AND volunteer_id IN (SELECT value FROM json_each(?)) GROUP BY volunteer_id",
+            (campaign_id, json.dumps(ids[start : start + _CHUNK])),
+        )
+        for row in rows:
+            found[row["volunteer_id"]] = (int(row["seq"]), str(row["rcpt"] or ""))
+    return found
+
+
+def sent_recipients(
+    conn: sqlite3.Connection, campaign_id: str | None = None
+) -> Iterator[tuple[str, str, str]]:
+    """(volunteer_id, campaign_id, recipient) of every `sent` event (of one campaign, if
+    given) that recorded its recipient, in chain order, read as they are used."""
+    where = "kind = 'sent'" + (" AND campaign_id = ?" if campaign_id is not None else "")
+    cursor = conn.execute(
+        "SELECT volunteer_id, campaign_id, json_extract(data, '$.recipient') AS rcpt"  # noqa: S608
+        f" FROM events WHERE {where} ORDER BY seq",
+        (campaign_id,) if campaign_id is not None else (),
+    )
+    for row in cursor:
+        if row["rcpt"] and row["volunteer_id"]:
+            yield row["volunteer_id"], row["campaign_id"] or "", str(row["rcpt"])
+
+
+# Ids per query: well under SQLite's limits, and one round trip per thousand.
+_CHUNK = 1000
 
 
 def volunteer_events(conn: sqlite3.Connection, volunteer_id: str) -> list[Event]:

@@ -375,8 +375,10 @@ class Ledger:
         message_id: str | None = None,
         kinds: Sequence[str] | None = None,
         newest_first: bool = False,
+        after_seq: int = 0,
     ) -> Iterator[Event]:
-        """Events in chain order (or newest first), filtered by any of the attributes."""
+        """Events in chain order (or newest first), filtered by any of the attributes
+        (`after_seq`: only those after that position in the chain)."""
         return events.events(
             self.conn,
             volunteer_id=volunteer_id,
@@ -384,7 +386,20 @@ class Ledger:
             message_id=message_id,
             kinds=kinds,
             newest_first=newest_first,
+            after_seq=after_seq,
         )
+
+    def first_sent(
+        self, campaign_id: str, volunteer_ids: Iterable[str]
+    ) -> dict[str, tuple[int, str]]:
+        """volunteer_id -> (seq, recipient) of the first `sent` event of the campaign's
+        message to each of these people (those it was sent to)."""
+        return events.first_sent(self.conn, campaign_id, volunteer_ids)
+
+    def sent_recipients(self, campaign_id: str | None = None) -> Iterator[tuple[str, str, str]]:
+        """(volunteer_id, campaign_id, recipient) of every `sent` event that recorded its
+        recipient (of one campaign, if given), in chain order."""
+        return events.sent_recipients(self.conn, campaign_id)
 
     def latest_seq(self, *, kind: str | None = None, campaign_id: str | None = None) -> int:
         """The position of the latest event of this kind, or naming this campaign (0:

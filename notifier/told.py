@@ -1,0 +1,193 @@
+"""What an earlier notice told each person, and what the roster has changed since.
+
+A follow-up is written from the roster as it is now, and threaded under the notice it
+follows. Both are only right while the roster still says what that notice was written
+from: the same exposure and data held (else "as we told you" tells them something the
+notice never said), and the same address (else the follow-up reaches someone else's
+mailbox: two people's addresses swapped by mistake put "Dear Oliver Hall, Update..." in
+Mia's). This module compares the two, from the chain alone:
+
+- the address a notice went to is the recipient its `sent` event recorded;
+- what it was written from is the value each field had at that event: the `old` side of
+  the first `volunteer_updated` after it, else the value now.
+
+So re-importing the right file after a wrong one clears everything the wrong one caused:
+nothing is remembered but what the chain says the notice was, and the roster now.
+
+`moved_addresses` says, for one import, which addresses it moved from one person to
+another (a swap, or an address someone else had or was written to at), so the import can
+warn naming both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from notifier.event import EventKind
+from notifier.ledger import Ledger, VolunteerQuery, address_key
+from notifier.volunteer import TEXT_FIELDS, Volunteer
+
+# What a notice says differently for someone: their exposure, and what was held on them.
+WHAT_A_NOTICE_SAYS: tuple[str, ...] = ("exposure", "data_held")
+_TRACKED = (*WHAT_A_NOTICE_SAYS, "email")
+
+
+@dataclass(frozen=True)
+class SinceNotice:
+    """How one person's roster entry differs from what an earlier notice was sent from."""
+
+    volunteer_id: str
+    corrected: tuple[str, ...]  # of WHAT_A_NOTICE_SAYS, the fields now different
+    address_told: str  # where the notice went ("" when the chain did not record it)
+    address_now: str
+    # Other people whose notice of the same campaign went to the address this person has
+    # now: a follow-up to this person would reach their mailbox.
+    address_was_told_to: tuple[str, ...] = ()
+
+    @property
+    def address_moved(self) -> bool:
+        return bool(self.address_was_told_to)
+
+
+@dataclass(frozen=True)
+class AddressMove:
+    """An address an import gave to `volunteer_id` that belonged to someone else before."""
+
+    address: str
+    volunteer_id: str  # who has it now
+    previous: str  # who had it, or was written to at it
+    how: str  # "held it" (until this import) or "was sent CAMPAIGN at it"
+
+
+def since_notice(ledger: Ledger, followed: str) -> dict[str, SinceNotice]:
+    """volunteer_id -> what changed since `followed`'s notice reached them, for everyone
+    whose exposure, data held or address the roster changed after it (changed back
+    counts as unchanged)."""
+    updates = _updates_after_first_send(ledger, followed)
+    if not updates:
+        return {}
+    sends = ledger.first_sent(followed, updates)
+    found: dict[str, SinceNotice] = {}
+    moved: dict[str, str] = {}  # volunteer_id -> the address they have now
+    for volunteer in _volunteers(ledger, sends):
+        vid = volunteer.volunteer_id
+        sent_seq, recipient = sends[vid]
+        told = _values_at(sent_seq, updates[vid])
+        now = dict(zip(TEXT_FIELDS, volunteer.texts(), strict=True))
+        corrected = tuple(f for f in WHAT_A_NOTICE_SAYS if f in told and told[f] != now[f])
+        address_told = recipient or told.get("email", volunteer.email)
+        if not _same_address(volunteer, address_told):
+            moved[vid] = volunteer.email
+        if corrected or vid in moved:
+            found[vid] = SinceNotice(vid, corrected, address_told, volunteer.email)
+    for vid, others in _notified_at(ledger, followed, moved).items():
+        found[vid] = _with_owners(found[vid], others)
+    return found
+
+
+def moved_addresses(ledger: Ledger, import_seq: int) -> list[AddressMove]:
+    """The addresses the import recorded at `import_seq` gave to someone other than who
+    had them: held by another volunteer until this import (a swap), or an address a
+    notice to another volunteer went to (an address reused). In row order."""
+    new_address: dict[str, str] = {}  # volunteer_id -> the address this import gave them
+    gave_up: dict[str, str] = {}  # address_key -> who held it until this import
+    kinds = [EventKind.VOLUNTEER_UPDATED, EventKind.VOLUNTEER_ADDED]
+    for event in ledger.events(kinds=kinds, after_seq=import_seq):
+        vid = event.volunteer_id
+        if vid is None:
+            continue
+        if event.kind == EventKind.VOLUNTEER_ADDED:
+            new_address[vid] = str(event.data.get("email") or "")
+            continue
+        email = _changes(event.data).get("email")
+        if email is not None:
+            new_address[vid] = str(email.get("new") or "")
+            if email.get("old"):
+                gave_up[address_key(str(email["old"]))] = vid
+    moves = [
+        AddressMove(address, vid, gave_up[address_key(address)], "held it")
+        for vid, address in new_address.items()
+        if gave_up.get(address_key(address), vid) != vid
+    ]
+    already = {(m.volunteer_id, m.previous) for m in moves}
+    for vid, others in _notified_at(ledger, None, new_address).items():
+        for other, campaign_id in others:
+            if (vid, other) not in already:
+                already.add((vid, other))
+                how = f"was sent {campaign_id} at it"
+                moves.append(AddressMove(new_address[vid], vid, other, how))
+    return moves
+
+
+def _updates_after_first_send(
+    ledger: Ledger, followed: str
+) -> dict[str, list[tuple[int, Mapping[str, Any]]]]:
+    """volunteer_id -> (seq, changes) of each roster update of a tracked field made after
+    the followed campaign's first `sent`: the only updates that can differ from a notice."""
+    first = next(iter(ledger.events(campaign_id=followed, kinds=[EventKind.SENT])), None)
+    if first is None:
+        return {}
+    updates: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
+    for event in ledger.events(kinds=[EventKind.VOLUNTEER_UPDATED], after_seq=first.seq - 1):
+        changes = _changes(event.data)
+        if event.volunteer_id is not None and any(f in changes for f in _TRACKED):
+            updates.setdefault(event.volunteer_id, []).append((event.seq, changes))
+    return updates
+
+
+def _values_at(sent_seq: int, updates: Iterable[tuple[int, Mapping[str, Any]]]) -> dict[str, str]:
+    """The tracked fields as they were at `sent_seq`, for those an update changed after:
+    the `old` side of the first such update."""
+    told: dict[str, str] = {}
+    for seq, changes in updates:
+        if seq <= sent_seq:
+            continue
+        for name in _TRACKED:
+            change = changes.get(name)
+            if name not in told and isinstance(change, Mapping):
+                told[name] = str(change.get("old") or "")
+    return told
+
+
+def _changes(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    changes = data.get("changes")
+    return changes if isinstance(changes, Mapping) else {}
+
+
+def _volunteers(ledger: Ledger, ids: Collection[str]) -> Iterable[Volunteer]:
+    for vid in sorted(ids):
+        yield from ledger.volunteers(VolunteerQuery(volunteer_id=vid))
+
+
+def _same_address(volunteer: Volunteer, address: str) -> bool:
+    forms = {address_key(volunteer.email), address_key(volunteer.email_ascii or volunteer.email)}
+    return address_key(address) in forms
+
+
+def _notified_at(
+    ledger: Ledger, campaign_id: str | None, addresses: Mapping[str, str]
+) -> dict[str, list[tuple[str, str]]]:
+    """volunteer_id -> (another volunteer, campaign) for each notice (of `campaign_id`, or
+    of any campaign) that went to the address in `addresses` for them: one pass over the
+    chain's sends, comparing in Python (SQLite's lower() folds ASCII only)."""
+    wanted: dict[str, str] = {address_key(a): vid for vid, a in addresses.items() if a}
+    found: dict[str, list[tuple[str, str]]] = {}
+    if not wanted:
+        return found
+    for other, campaign, recipient in ledger.sent_recipients(campaign_id):
+        vid = wanted.get(address_key(recipient))
+        if vid is not None and other != vid and (other, campaign) not in found.get(vid, []):
+            found.setdefault(vid, []).append((other, campaign))
+    return found
+
+
+def _with_owners(change: SinceNotice, others: Iterable[tuple[str, str]]) -> SinceNotice:
+    return SinceNotice(
+        change.volunteer_id,
+        change.corrected,
+        change.address_told,
+        change.address_now,
+        tuple(sorted({other for other, _campaign in others})),
+    )
