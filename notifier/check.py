@@ -53,8 +53,9 @@ from notifier.catalogs import catalog_problems
 from notifier.errors import CampaignError, CatalogError, RenderError, TemplateRenderError
 from notifier.event import EventKind
 from notifier.ledger import Ledger, address_key
+from notifier.locales import locale_spec
 from notifier.message import REACHED_STATES
-from notifier.render import FORMATS, TEXT_STYLES, RenderedMessage, Renderer, environment
+from notifier.render import FORMATS, RenderedMessage, Renderer, environment
 from notifier.told import SinceNotice, since_notice
 from notifier.volunteer import Volunteer, data_held_contradiction, spoofing_risks
 
@@ -433,7 +434,7 @@ def _shape_problems(renderer: Renderer, volunteer: Volunteer) -> list[tuple[str,
 def _content_gap(campaign: Campaign, locale: str, element: str, output: str, fmt: str) -> str:
     """Why a present block does not say what it must ("" if it does)."""
     if element == "data_involved":
-        bullet = TEXT_STYLES.get(locale, TEXT_STYLES["en"]).bullet.strip()
+        bullet = locale_spec(locale).text_style.bullet.strip()
         lines = output.splitlines()
         listed = (
             "<li>" in output if fmt == "html" else any(x.strip().startswith(bullet) for x in lines)

@@ -62,7 +62,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from notifier.errors import ConfigError
-from notifier.volunteer import LOCALES
+from notifier.locales import LOCALES, locale_spec
 
 CONFIG_FILE = "notifier.toml"
 # Secrets come from the environment only: never flags (seen in `ps`), files or the ledger.
@@ -88,9 +88,7 @@ class Contact:
 
     def from_name(self, locale: str) -> str:
         """The From display name: "Data Protection Officer, HMR"; 「HMR データ保護責任者」."""
-        if locale == "ja":
-            return f"{self.organisation} {self.name}"
-        return f"{self.name}, {self.organisation}"
+        return locale_spec(locale).from_name.format(name=self.name, organisation=self.organisation)
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,10 @@ class LedgerError(NotifierError):
     """The ledger file cannot be opened, is of a newer schema, or is corrupt."""
 
 
+class UnknownLocale(NotifierError):
+    """A locale no notifier.locales.LocaleSpec describes."""
+
+
 class CampaignError(NotifierError):
     """A campaign file that is missing, malformed or names unknown things."""
 

@@ -27,15 +27,10 @@ from notifier.campaign import Campaign
 from notifier.check import CheckReport, ShapeCount
 from notifier.compose import compose_message
 from notifier.errors import NotifierError
+from notifier.locales import locale_spec
 from notifier.render import RenderedMessage, Renderer, long_date
 from notifier.volunteer import DATA_HELD, EXPOSURES, LOCALES, Volunteer
 
-# The names shown in place of each reader's own.
-PLACEHOLDER_NAMES: Mapping[str, tuple[str, str]] = {
-    "en": ("[Family name]", "[Given name]"),
-    "ja": ("〔姓〕", "〔名〕"),
-}
-LOCALE_NAMES: Mapping[str, str] = {"en": "English", "ja": "Japanese (日本語)"}
 _BODY = re.compile(r"<body[^>]*>(.*)</body>", re.DOTALL | re.IGNORECASE)
 
 _STYLE = Markup("""
@@ -81,7 +76,7 @@ def group_shapes(
 
 
 def placeholder_volunteer(locale: str, exposure: str, data_held: tuple[str, ...]) -> Volunteer:
-    family, given = PLACEHOLDER_NAMES.get(locale, PLACEHOLDER_NAMES["en"])
+    family, given = locale_spec(locale).placeholder_names
     return Volunteer(
         volunteer_id="proof",
         email="proof@example.org",
@@ -186,7 +181,7 @@ def _index(
     groups: Sequence[tuple[str, tuple[str, ...], Mapping[str, ShapeCount]]],
     locales: Sequence[str],
 ) -> Markup:
-    head = Markup("").join(Markup("<th>%s</th>") % LOCALE_NAMES.get(loc, loc) for loc in locales)
+    head = Markup("").join(Markup("<th>%s</th>") % locale_spec(loc).name for loc in locales)
     rows = []
     for number, (exposure, held, by_locale) in enumerate(groups, start=1):
         cells = Markup("").join(
@@ -223,14 +218,14 @@ def _shape_section(
     campaign: Campaign,
     now: datetime,
 ) -> Markup:
-    heads = Markup("").join(Markup("<th>%s</th>") % LOCALE_NAMES.get(loc, loc) for loc in locales)
+    heads = Markup("").join(Markup("<th>%s</th>") % locale_spec(loc).name for loc in locales)
     cells = []
     for locale in locales:
         shape = by_locale.get(locale)
         if shape is None:
             cells.append(
                 Markup('<td lang="%s"><p class="nobody">Nobody reading %s gets this shape.</p>')
-                % (locale, LOCALE_NAMES.get(locale, locale))
+                % (locale, locale_spec(locale).name)
                 + Markup("</td>")
             )
             continue

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from email.utils import parseaddr
@@ -38,12 +38,10 @@ from notifier.campaign import Campaign
 from notifier.catalogs import load_translations
 from notifier.config import Contact
 from notifier.errors import RenderError, TemplateRenderError
+from notifier.locales import TextStyle, locale_spec
 from notifier.volunteer import Volunteer, display_name
 
 FORMATS: tuple[str, ...] = ("txt", "html")
-# Babel locale per notice locale: the notices come from a UK organisation, so English
-# dates are British ("14 March 2020", not "March 14, 2020").
-BABEL_LOCALES: Mapping[str, str] = {"en": "en_GB", "ja": "ja_JP"}
 
 # Control characters (CR, LF, NUL, ...) and line/paragraph separators in a name would
 # break the layout of the text part; they become single spaces.
@@ -70,7 +68,7 @@ class RenderedMessage:
 
 def long_date(value: date, locale: str) -> str:
     """`14 March 2020` (en), `2020年3月14日` (ja)."""
-    return str(format_date(value, format="long", locale=BABEL_LOCALES.get(locale, locale)))
+    return str(format_date(value, format="long", locale=locale_spec(locale).babel))
 
 
 def date_range(start: date, end: date, locale: str) -> str:
@@ -79,7 +77,7 @@ def date_range(start: date, end: date, locale: str) -> str:
     CLDR has no interval format with the month spelt out for en_GB, only `21 – 23 Mar
     2020`; the long form is the abbreviated pattern with the month widened.
     """
-    babel_locale = Locale.parse(BABEL_LOCALES.get(locale, locale))
+    babel_locale = Locale.parse(locale_spec(locale).babel)
     formats: LocaleDataDict = babel_locale.interval_formats["yMMMd"]
     if start.year != end.year:
         key = "y"
@@ -113,20 +111,6 @@ def join_lines(value: str, separator: str = " ") -> str:
 # macro call costs several times more, and there are dozens in a notice.
 
 
-@dataclass(frozen=True)
-class TextStyle:
-    """How the text part of a locale looks."""
-
-    join: str  # between the source lines of a paragraph
-    bullet: str  # before each list item
-    heading_prefix: str
-    underline: str  # repeated under a heading, if any
-
-
-TEXT_STYLES: Mapping[str, TextStyle] = {
-    "en": TextStyle(join=" ", bullet="  - ", heading_prefix="", underline="-"),
-    "ja": TextStyle(join="", bullet="・", heading_prefix="■ ", underline=""),
-}
 _H2 = Markup('<h2 style="font-size: 18px; margin: 1.5em 0 0.5em;">%s</h2>\n')
 
 
@@ -205,7 +189,7 @@ def _environment(
     env.globals["locale"] = locale
     env.filters["long_date"] = lambda d: long_date(_date(d), locale)
     env.filters["date_range"] = lambda start, end: date_range(_date(start), _date(end), locale)
-    style = TEXT_STYLES.get(locale, TEXT_STYLES["en"])
+    style = locale_spec(locale).text_style
     env.filters.update(html_filters(style) if fmt == "html" else text_filters(style))
     return env
 

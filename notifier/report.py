@@ -629,7 +629,9 @@ def _rejected_at_import(
         file_name, imported_at = files.get(import_id, ("", problems[0].at))
         key = volunteer_id.casefold() or address.casefold() or f"{file_name}:{row_number}"
         family, given = who.get("family_name", "").strip(), who.get("given_name", "").strip()
-        locale = who.get("locale", "").strip() or ("en" if (family + given).isascii() else "ja")
+        locale = who.get("locale", "").strip()
+        if locale not in LOCALES:  # a rejected row's locale may be what was wrong with it
+            locale = "en" if (family + given).isascii() else "ja"
         latest[key] = UnreachablePerson(
             volunteer_id=volunteer_id or None,
             name=display_name(family, given, locale),

@@ -37,6 +37,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from notifier.config import ROSTER_CHUNK_ROWS, ROSTER_MAX_BYTES
 from notifier.errors import MappingError, RosterError
+from notifier.locales import LEGACY_ENCODINGS
 from notifier.spool import Spool
 from notifier.volunteer import (
     BIDI_CONTROLS,
@@ -53,7 +54,7 @@ from notifier.volunteer import (
 
 log = logging.getLogger(__name__)
 
-ENCODING_CHOICES: tuple[str, ...] = ("auto", "utf-8", "utf-8-sig", "cp932")
+ENCODING_CHOICES: tuple[str, ...] = ("auto", "utf-8", "utf-8-sig", *LEGACY_ENCODINGS)
 
 # Fields whose values come from a fixed vocabulary, and so may be mapped in [values.*].
 VOCABULARIES: Mapping[str, tuple[str, ...]] = {
@@ -315,10 +316,11 @@ _GARBLED = re.compile(f"[{_LATIN}][{_JAPANESE}]|[{_JAPANESE}][{_LATIN}]")
 def decode_roster(raw: bytes, encoding: str, path: Path) -> tuple[str, str]:
     """The file's text and the encoding it was read with.
 
-    `auto`: a UTF-8 BOM means utf-8-sig; otherwise UTF-8, then cp932. UTF-8 first: a cp932
-    file with any Japanese in it is almost never valid UTF-8, while nearly any bytes
-    decode as cp932. cp932, not shift_jis: Excel writes IBM-extension kanji (髙 = FB FC,
-    﨑 = FA B1) that a shift_jis decoder rejects.
+    `auto`: a UTF-8 BOM means utf-8-sig; otherwise UTF-8, then each locale's legacy
+    encoding (notifier.locales: cp932, as Excel on Japanese Windows writes). UTF-8 first:
+    a cp932 file with any Japanese in it is almost never valid UTF-8, while nearly any
+    bytes decode as cp932. cp932, not shift_jis: Excel writes IBM-extension kanji (髙 =
+    FB FC, 﨑 = FA B1) that a shift_jis decoder rejects.
     """
     if encoding.lower() != "auto":
         try:
@@ -354,27 +356,31 @@ def decode_roster(raw: bytes, encoding: str, path: Path) -> tuple[str, str]:
     # Nearly any bytes decode as cp932, so a damaged UTF-8 file or a cp1252 one (English
     # Excel's plain "CSV") may come out as cp932 mojibake: names catch that row by row
     # (_GARBLED), since no real name runs Latin and Japanese letters together.
-    cp932_failure = _cp932_failure(raw)
-    if cp932_failure is None:
-        return raw.decode("cp932"), "cp932"
-    raise _undecodable(raw, [("utf-8", utf8_failure), ("cp932", cp932_failure)], path)
+    failures = [("utf-8", utf8_failure)]
+    for legacy in LEGACY_ENCODINGS:
+        failure = _legacy_failure(raw, legacy)
+        if failure is None:
+            return raw.decode(legacy), legacy
+        failures.append((legacy, failure))
+    raise _undecodable(raw, failures, path)
 
 
-# Bytes cp932 decodes but no spreadsheet writes for real text: 0x80, 0xA0 and 0xFD-0xFF
-# (mapped to U+0080 and private-use characters) and the user-defined area F040-F9FC.
+# What a legacy decoder gives for bytes no spreadsheet writes for real text: C1 controls
+# and private-use characters (cp932 maps 0x80, 0xA0, 0xFD-0xFF and its user-defined area
+# F040-F9FC there).
 _NOT_TEXT = re.compile("[\x80-\x9f\ue000-\uf8ff]")
 
 
-def _cp932_failure(raw: bytes) -> int | None:
-    """Byte offset at which `raw` stops being plausible cp932 text, or None if it is."""
+def _legacy_failure(raw: bytes, encoding: str) -> int | None:
+    """Byte offset at which `raw` stops being plausible text in `encoding`, or None."""
     try:
-        text = raw.decode("cp932")
+        text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
         return exc.start
     bad = _NOT_TEXT.search(text)
     if bad is None:
         return None
-    return len(text[: bad.start()].encode("cp932"))
+    return len(text[: bad.start()].encode(encoding))
 
 
 def _undecodable(raw: bytes, failures: Sequence[tuple[str, int]], path: Path) -> RosterError:
@@ -724,16 +730,17 @@ def _candidate_encodings(head: bytes, encoding: str) -> list[str]:
         return []
     if head.startswith(codecs.BOM_UTF8):
         return ["utf-8-sig"]
-    return ["utf-8", "cp932"]
+    return ["utf-8", *LEGACY_ENCODINGS]
 
 
 def _decodes(name: str, decoder: codecs.IncrementalDecoder, block: bytes, *, final: bool) -> bool:
-    """Whether `block` (the next bytes) decodes, and as cp932 plausibly (see _NOT_TEXT)."""
+    """Whether `block` (the next bytes) decodes, and as a legacy encoding plausibly (see
+    _NOT_TEXT)."""
     try:
         text = decoder.decode(block, final=final)
     except UnicodeDecodeError:
         return False
-    return name != "cp932" or _NOT_TEXT.search(text) is None
+    return name not in LEGACY_ENCODINGS or _NOT_TEXT.search(text) is None
 
 
 # What is read first, to refuse in moments a file that is no CSV (/dev/zero, a binary).
@@ -770,17 +777,18 @@ def _too_big(path: Path, max_bytes: int) -> RosterError:
 
 
 def _probe_encoding(head: bytes, path: Path) -> None:
-    """Raise now if the file's start is neither UTF-8 nor plausible cp932 text."""
+    """Raise now if the file's start is neither UTF-8 nor plausible text in a legacy
+    encoding (cp932)."""
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return  # decode_roster names it
     failures: list[tuple[str, int]] = []
-    for name in ("utf-8", "cp932"):
+    for name in ("utf-8", *LEGACY_ENCODINGS):
         try:
             text = codecs.getincrementaldecoder(name)().decode(head, final=False)
         except UnicodeDecodeError as exc:
             failures.append((name, exc.start))
             continue
-        bad = _NOT_TEXT.search(text) if name == "cp932" else None
+        bad = _NOT_TEXT.search(text) if name in LEGACY_ENCODINGS else None
         if bad is None:
             return
         failures.append((name, len(text[: bad.start()].encode(name))))

@@ -1,7 +1,8 @@
 """The volunteer: a person on the roster, and the fixed vocabularies that describe them.
 
-This module is the one home of the category lists (locales, exposure categories,
-kinds of data held); every other module imports them from here.
+This module is the one home of the category lists (exposure categories, kinds of data
+held; the locales are described in notifier.locales and named here too); every other
+module imports them from here.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-LOCALES: tuple[str, ...] = ("en", "ja")
+from notifier import locales
+
+LOCALES: tuple[str, ...] = locales.LOCALES
 
 # What happened to this person's data (see the breach notice of 2020):
 #   published      records published by the criminals, 21-23 March
@@ -141,12 +144,9 @@ def derive_volunteer_id(normalised_email: str) -> str:
 
 
 def display_name(family_name: str, given_name: str, locale: str) -> str:
-    """The name as the person's own convention writes it.
-
-    Japanese puts the family name first (鈴木 一郎); English the given name first.
-    """
-    parts = [family_name, given_name] if locale == "ja" else [given_name, family_name]
-    return " ".join(p for p in parts if p)
+    """The name as the person's own convention writes it (Japanese puts the family name
+    first, 鈴木 一郎; English the given name, Mary Smith): notifier.locales."""
+    return locales.locale_spec(locale).full_name(family_name, given_name)
 
 
 @dataclass(frozen=True)
