@@ -93,6 +93,7 @@ def _message_settings(campaign: Campaign) -> dict[str, Any]:
         "from": {loc: campaign.sender_for(loc) for loc in campaign.locales},
         "reply_to": dict(sorted(campaign.reply_to.items())),
         "contact": {loc: asdict(c) for loc, c in sorted(campaign.contact.items())},
+        "organisation": campaign.organisation.as_settings(),
     }
 
 

@@ -58,6 +58,7 @@ from notifier.catalogs import LOCALE_DIR
 from notifier.config import Contact, Settings
 from notifier.errors import CampaignError
 from notifier.message import REACHED_STATES, MessageState
+from notifier.organisation import Organisation
 from notifier.volunteer import EXPOSURES, LOCALES
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -103,6 +104,8 @@ class Campaign:
     locale_dir: Path = LOCALE_DIR  # holds <locale>/LC_MESSAGES/messages.po
     # The contact point per locale, from notifier.toml's [contact] (see apply_overrides).
     contact: Mapping[str, Contact] = field(default_factory=dict)
+    # What the organisation itself states, from notifier.toml's [organisation].
+    organisation: Organisation = field(default_factory=Organisation)
 
     @property
     def locales(self) -> tuple[str, ...]:
@@ -142,7 +145,8 @@ def list_campaigns(directory: Path = CAMPAIGN_DIR) -> list[Campaign]:
 
 
 def apply_overrides(campaign: Campaign, settings: Settings) -> Campaign:
-    """The campaign with From, Reply-To and the contact point from notifier.toml.
+    """The campaign with From, Reply-To, the contact point and the organisation's own
+    statements from notifier.toml.
 
     With a [contact], `sender` carries the English From display name derived from it;
     `sender_for(locale)` gives each locale's.
@@ -153,7 +157,13 @@ def apply_overrides(campaign: Campaign, settings: Settings) -> Campaign:
     if contact:
         english = contact.get("en") or next(iter(contact.values()))
         sender = _with_display_name(sender, english.from_name("en"))
-    return dataclasses.replace(campaign, sender=sender, reply_to=reply_to, contact=dict(contact))
+    return dataclasses.replace(
+        campaign,
+        sender=sender,
+        reply_to=reply_to,
+        contact=dict(contact),
+        organisation=settings.organisation,
+    )
 
 
 def _with_display_name(mailbox: str, name: str) -> str:

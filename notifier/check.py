@@ -11,7 +11,9 @@ What counts as a problem:
   judged by content, not only by presence: the data section lists the data (never
   empty), and the contact section, the anti-phishing section and the signature give the
   configured contact point;
-- no contact point configured ([contact] in notifier.toml);
+- no contact point configured ([contact] in notifier.toml), or one that is the shipped
+  example's stand-in (example.org, a drama phone number: notifier.placeholders), as any
+  From, Reply-To or [organisation] setting that is;
 - a volunteer whose data_held contradicts their exposure (screening records for someone
   who never attended a screening visit): their notice would tell them something untrue;
 - a follow-up whose default cohort leaves out people the notice it follows promised to
@@ -55,6 +57,7 @@ from notifier.event import EventKind
 from notifier.ledger import Ledger, address_key
 from notifier.locales import locale_spec
 from notifier.message import REACHED_STATES
+from notifier.placeholders import placeholders
 from notifier.render import FORMATS, RenderedMessage, Renderer, environment
 from notifier.told import SinceNotice, since_notice
 from notifier.volunteer import Volunteer, data_held_contradiction, spoofing_risks
@@ -98,7 +101,7 @@ ConfirmedMove = tuple[str, str, tuple[str, ...]]
 @dataclass(frozen=True)
 class Problem:
     # render_error | catalog | out_of_step | missing_element | contact | contradiction |
-    # cohort | link | audience | correction | moved_address | spoofing
+    # cohort | link | audience | correction | moved_address | spoofing | placeholder
     kind: str
     message: str
     volunteers: int  # how many volunteers of the audience it affects
@@ -127,7 +130,7 @@ class CheckReport:
     volunteers: int
     by_locale: Mapping[str, int]
     history_applied: bool  # a follow-up narrowed by the outcomes of the campaign it follows
-    note: str | None = None
+    notes: tuple[str, ...] = ()  # worth knowing, and no problem
     problems: tuple[Problem, ...] = field(default_factory=tuple)
     shapes: tuple[ShapeCount, ...] = field(default_factory=tuple)
     # The moved addresses taken as right (confirmed by an approval, or being confirmed).
@@ -170,19 +173,22 @@ def check_campaign(
     *,
     progress: Callable[[], None] | None = None,
     confirm_moves: bool = False,
+    allow_stand_ins: bool = False,
 ) -> CheckReport:
     """Render the campaign for its whole audience and report every problem.
 
     `confirm_moves`: the addresses a follow-up would send to that the followed notice
     went to for someone else are taken as confirmed (an approver says they are right);
     the report lists them in `confirmed_moves`, for the approval to record.
+    `allow_stand_ins`: the shipped example's stand-ins (example.org, a drama phone number)
+    are a note, not a problem: for the demo, whose messages only go into its own sink.
     """
     history = history_applies(ledger, campaign)
-    note = None
+    notes: list[str] = []
     if campaign.follows and not history:
         # Not a problem: the follow-up's cohort is not known until the notice it follows
         # has gone out, so the check covers everyone it could go to.
-        note = (
+        notes.append(
             f"{campaign.follows} has not been sent yet, so it is not yet known who it "
             f"reached; checked {campaign.campaign_id} for everyone it could go to "
             f"(this is fine before {campaign.follows} is sent)"
@@ -232,12 +238,13 @@ def check_campaign(
             [e for ids in examples_by_locale.values() for e in ids],
         )
     _promise_problems(ledger, campaign, history, tally)
+    notes.extend(_stand_in_problems(campaign, total, allow_stand_ins, tally))
     return CheckReport(
         campaign_id=campaign.campaign_id,
         volunteers=total,
         by_locale=dict(sorted(by_locale.items())),
         history_applied=history,
-        note=note,
+        notes=tuple(notes),
         problems=tally.problems(),
         shapes=tuple(
             ShapeCount(locale, exposure, data_held, count, example)
@@ -247,6 +254,29 @@ def check_campaign(
             sorted(confirmed_move(c) for c in changes.values() if confirmed_move(c) in confirmed)
         ),
     )
+
+
+def _stand_in_problems(campaign: Campaign, total: int, allowed: bool, tally: _Tally) -> list[str]:
+    """The shipped example's stand-ins in what the notices show of the organisation: a
+    problem each (every notice carries it), or, where they are allowed, one note."""
+    found = placeholders(campaign)
+    if allowed:
+        if not found:
+            return []
+        fields = ", ".join(p.field for p in found)
+        return [
+            f"the messages carry the example organisation's stand-ins ({fields}): fine for "
+            "the demo, which sends only into its own sink; a real send refuses them"
+        ]
+    for placeholder in found:
+        tally.add(
+            "placeholder",
+            f"{placeholder.field} is the shipped example's {placeholder.value!r} "
+            f"({placeholder.why}): every notice would give it to its reader; set your "
+            "organisation's own in notifier.toml",
+            total,
+        )
+    return []
 
 
 def _check_contradiction(volunteer: Volunteer, tally: _Tally) -> None:

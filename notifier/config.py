@@ -44,6 +44,9 @@ editing the shipped campaign files:
     name = "データ保護責任者"
     email = "volunteers@example.jp"
 
+    [organisation]       # what the organisation itself states (notifier.organisation)
+    never_asks_for = ["password", "payment"]
+
 `notifier check` refuses a campaign while no [contact] is configured. The contact's name
 and organisation are also the From display name, per locale (see Contact.from_name).
 
@@ -63,6 +66,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from notifier.errors import ConfigError
 from notifier.locales import LOCALES, locale_spec
+from notifier.organisation import Organisation, load_organisation
 
 CONFIG_FILE = "notifier.toml"
 # Secrets come from the environment only: never flags (seen in `ps`), files or the ledger.
@@ -146,6 +150,12 @@ class Settings:
     require_approval: bool = True
     # The organisation's time zone: the HTML report shows times in it (labelled).
     time_zone: str = "UTC"
+    # What the organisation itself states in its notices ([organisation]).
+    organisation: Organisation = field(default_factory=Organisation)
+    # `notifier demo`: the shipped example's stand-ins (example.org, a drama phone number)
+    # are allowed in checks and approvals; messages carrying them still go nowhere but
+    # notifier's own sink (notifier.service). Never read from a file.
+    demo: bool = False
 
 
 def load_settings(
@@ -227,6 +237,7 @@ def load_settings(
         roster_max_bytes=_roster_max_bytes(_table(data, "roster", path), env, path),
         source=path if path.exists() else None,
         contact=load_contact(data, path),
+        organisation=load_organisation(data, path),
         require_approval=_require_approval(_table(data, "send", path), path),
         time_zone=_time_zone(
             env.get("NOTIFIER_TIME_ZONE") or _table(data, "report", path).get("time_zone"), path

@@ -144,8 +144,7 @@ def _facts(
         rows.append(("Follows", f"{campaign.follows} (people whose message there is: {states})"))
     by_locale = ", ".join(f"{loc} {n}" for loc, n in report.by_locale.items())
     rows.append(("Recipients", f"{report.volunteers} ({by_locale or 'none'})"))
-    if report.note:
-        rows.append(("Note", report.note))
+    rows.extend(("Note", note) for note in report.notes)
     for locale in campaign.locales:
         contact = campaign.contact.get(locale)
         if contact is None:

@@ -95,6 +95,7 @@ from notifier.pipeline import (
     send_audience,
     send_campaign,
 )
+from notifier.placeholders import placeholders
 from notifier.proof import proof_sheet
 from notifier.reconcile import Evidence, maildir_evidence, postfix_log_evidence
 from notifier.render import Renderer
@@ -108,8 +109,9 @@ from notifier.report import (
 )
 from notifier.report import volunteer_history as history_of
 from notifier.roster import ENCODING_CHOICES, RosterStream, RowProblem, load_mapping, open_roster
+from notifier.sink import is_running_sink
 from notifier.smtp.session import ServerInfo, SessionOptions
-from notifier.smtp.target import parse_smtp_url
+from notifier.smtp.target import SmtpTarget, parse_smtp_url
 from notifier.testsend import (
     TEST_PREFIX,
     TestSendResult,
@@ -488,7 +490,12 @@ class Workspace:
 
     def check(self, campaign_id: str | Path, *, progress: Progress | None = None) -> CheckReport:
         """Render the campaign for its whole audience, without sending; every problem."""
-        return check_campaign(self.ledger(), self.campaign(campaign_id), progress=progress)
+        return check_campaign(
+            self.ledger(),
+            self.campaign(campaign_id),
+            progress=progress,
+            allow_stand_ins=self.settings.demo,
+        )
 
     def proof(self, campaign_id: str | Path, report: CheckReport) -> str:
         """The proof sheet (one HTML page) of the campaign, as checked in `report`."""
@@ -575,7 +582,11 @@ class Workspace:
         campaign = self.campaign(campaign_id)
         led = self.ledger()
         report = check_campaign(
-            led, campaign, progress=progress, confirm_moves=confirm_moved_addresses
+            led,
+            campaign,
+            progress=progress,
+            confirm_moves=confirm_moved_addresses,
+            allow_stand_ins=self.settings.demo,
         )
         if not report.ok:
             raise _check_failed(report, "nothing was approved")
@@ -616,7 +627,9 @@ class Workspace:
                 if check.get("inputs") == inputs:
                     return
                 break  # the latest check of this content is of another roster: check again
-        report = check_campaign(led, campaign, progress=progress)
+        report = check_campaign(
+            led, campaign, progress=progress, allow_stand_ins=self.settings.demo
+        )
         if not report.ok:
             raise _check_failed(report, "nothing was sent")
         led.record(
@@ -685,6 +698,7 @@ class Workspace:
         with led.lease(spec.scope.command, cid) as holder:
             # Who it goes to is read under the lease: no import can change them meanwhile.
             request = self._request(led, campaign, spec)
+            _require_no_stand_ins(campaign, request.target(self.settings))
             self._require_clean_check(campaign, progress)
             led.require_intact()  # an address edited behind the chain's back is never mailed
             started = self._record_start(led, campaign, spec, request, resumes)
@@ -823,6 +837,7 @@ class Workspace:
         address = checked_test_address(to)
         campaign = self.campaign(campaign_id)
         target = parse_smtp_url(smtp_url or self.settings.smtp_url)
+        _require_no_stand_ins(campaign, target)
         led = self.ledger()
         people = volunteers_for_test(led, campaign, as_volunteers)
         return send_tests(
@@ -1022,6 +1037,23 @@ def _composed(
         exc.message = f"{volunteer.volunteer_id}: {exc.message}"
         exc.hint = exc.hint or f"run `notifier check {campaign.campaign_id}` to see every problem"
         raise
+
+
+def _require_no_stand_ins(campaign: Campaign, target: SmtpTarget) -> None:
+    """Refuse (exit 1) to send messages that carry the shipped example's stand-ins
+    anywhere but a sink of notifier's own running in this process (the demo's): whatever
+    a check or an approval said, and whoever calls."""
+    found = placeholders(campaign)
+    if not found or is_running_sink(target.host, target.port):
+        return
+    listed = "\n".join(f"  problem: {p}" for p in found)
+    raise CheckFailed(
+        f"{campaign.campaign_id}'s messages carry the shipped example's stand-ins: nothing"
+        f" was sent to {target}\n{listed}",
+        problems=tuple(str(p) for p in found),
+        hint="set your organisation's own in notifier.toml ([sender], [contact],"
+        " [organisation]), check and approve again",
+    )
 
 
 def _check_failed(report: CheckReport, what: str) -> CheckFailed:

@@ -215,6 +215,19 @@ class SinkHandler:
             return list(self.messages)
 
 
+# The sinks running in this process, by (host, port). What is sent to one stays on this
+# machine (in memory, or its Maildir): the only place a message carrying the shipped
+# example's stand-ins may go (notifier.service).
+_RUNNING: set[tuple[str, int]] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+def is_running_sink(host: str, port: int) -> bool:
+    """Whether a Sink of this process listens at host:port now."""
+    with _RUNNING_LOCK:
+        return (host, port) in _RUNNING
+
+
 class Sink:
     """A running SMTP sink. `with Sink() as sink: ... sink.port ...`; port 0 picks one."""
 
@@ -271,6 +284,8 @@ class Sink:
             raise self._error
         if not self.port:
             raise RuntimeError("the SMTP sink did not start within 10 s")
+        with _RUNNING_LOCK:
+            _RUNNING.add((self.host, self.port))
         return self
 
     def _run(self) -> None:
@@ -299,6 +314,8 @@ class Sink:
             loop.close()
 
     def stop(self) -> None:
+        with _RUNNING_LOCK:
+            _RUNNING.discard((self.host, self.port))
         if self._loop is not None and self._thread is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)

@@ -15,23 +15,31 @@ from notifier.event import EventKind
 from notifier.ledger import EventDraft, Ledger
 
 REPO = Path(__file__).resolve().parent.parent
-# The example organisation's settings: its [contact] is the contact point notices give.
+# The shipped example's settings: stand-ins (example.org, a drama phone number) that
+# `check` refuses; only the demo sends with them, into its own sink.
 EXAMPLE_SETTINGS = REPO / "examples" / "notifier.toml"
+# The organisation the tests send as (its own sender, contact point and statements).
+ORG_SETTINGS = REPO / "tests" / "fixtures" / "organisation.toml"
 
 
 def example_settings() -> Settings:
     return load_settings(EXAMPLE_SETTINGS, env={})
 
 
+def org_settings() -> Settings:
+    return load_settings(ORG_SETTINGS, env={})
+
+
 def with_contact(campaign: Campaign) -> Campaign:
-    """The campaign as the example organisation sends it: with its contact point."""
-    return apply_overrides(campaign, example_settings())
+    """The campaign as the tests' organisation sends it: its sender, contact point and
+    statements."""
+    return apply_overrides(campaign, org_settings())
 
 
-def write_example_config(directory: Path) -> Path:
-    """notifier.toml with the example contact point, where the CLI will read it."""
+def write_org_config(directory: Path) -> Path:
+    """notifier.toml with the tests' organisation, where the CLI will read it."""
     path = directory / "notifier.toml"
-    path.write_text(EXAMPLE_SETTINGS.read_text(encoding="utf-8"), encoding="utf-8")
+    path.write_text(ORG_SETTINGS.read_text(encoding="utf-8"), encoding="utf-8")
     return path
 
 

@@ -41,9 +41,10 @@ STOP_TIMEOUT = 20.0
 COMMAND_TIMEOUT = 20.0
 POLL_INTERVAL = 0.1
 
-# The sender's domain in the shipped campaigns: bounces to bounces+TOKEN@example.org land
-# in the Maildir. Every other domain is relayed to the scripted remote.
-LOCAL_DOMAIN = "example.org"
+# The sender's domain of the tests' organisation (tests/fixtures/organisation.toml):
+# bounces to bounces+TOKEN@hmr.test land in the Maildir. Every other domain is relayed to
+# the scripted remote.
+LOCAL_DOMAIN = "hmr.test"
 MAILDIR_NAME = "bounces"
 REMOTE_HOSTNAME = "remote.example.com"  # must differ from Postfix's, or it sees a loop
 POSTFIX_HOSTNAME = "mta.example.org"
@@ -301,11 +302,11 @@ class ThrowawayServer:
 
 
 class PostfixInstance(ThrowawayServer):
-    """A private Postfix on 127.0.0.1 relaying to `remote_port`, delivering example.org locally.
+    """A private Postfix on 127.0.0.1 relaying to `remote_port`, delivering hmr.test locally.
 
     `settings` override main.cf parameters (e.g. `maximal_queue_lifetime`,
     `delay_warning_time`). Use as a context manager; `.port` is the SMTP listener,
-    `.maildir` the Maildir that receives every mail to example.org (the DSNs).
+    `.maildir` the Maildir that receives every mail to hmr.test (the DSNs).
     """
 
     def __init__(self, remote_port: int, settings: Mapping[str, str] | None = None) -> None:
@@ -354,7 +355,7 @@ class PostfixInstance(ThrowawayServer):
             "smtpd_recipient_restrictions": "",
             "smtputf8_enable": "yes",
             "recipient_delimiter": "+",
-            # Everything not for example.org goes to the scripted remote, without DNS.
+            # Everything not for hmr.test goes to the scripted remote, without DNS.
             "default_transport": f"smtp:[127.0.0.1]:{self.remote_port}",
             "relayhost": "",
             "smtp_dns_support_level": "disabled",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from conftest import write_example_config
+from conftest import write_org_config
 
 from notifier.campaign import Campaign
 from notifier.config import Settings, load_settings
@@ -245,13 +245,13 @@ def approve_shipped(ledger: Ledger, *campaign_ids: str, settings: Settings | Non
     """Sign off shipped campaigns as `notifier approve` does (the whole campaign's check
     passes first), for `send --yes` to run.
 
-    `settings` must be those the sending command sees; by default, the example
+    `settings` must be those the sending command sees; by default, the tests'
     organisation's, written beside the ledger (where a command finds them).
     """
     if settings is None:
         config = ledger.path.parent / "notifier.toml"
         if not config.exists():
-            write_example_config(ledger.path.parent)
+            write_org_config(ledger.path.parent)
         settings = load_settings(env={}, ledger=ledger.path)
     with Workspace(settings) as ws:
         for campaign_id in campaign_ids:

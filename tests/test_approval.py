@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Notifier
+from conftest import ORG_SETTINGS, Notifier
 from smtp_helpers import add_volunteers, make_volunteers
 
 from notifier.approval import approval_status, approve, content_digest, require_approval
@@ -18,7 +18,7 @@ from notifier.ledger import Ledger
 from notifier.sink import Sink
 
 CAMPAIGN = "2020-03-breach"
-CONTACT = (REPO / "examples" / "notifier.toml").read_text(encoding="utf-8")
+CONTACT = ORG_SETTINGS.read_text(encoding="utf-8")
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_a_contact_change_makes_the_approval_stale(
     (tmp_path / "notifier.toml").write_text(CONTACT, encoding="utf-8")
     assert notifier("approve", CAMPAIGN, "--by", "Jane Doe").exit_code == 0
     (tmp_path / "notifier.toml").write_text(
-        CONTACT.replace("+44 20 7946 0123", "+44 20 7946 0999"), encoding="utf-8"
+        CONTACT.replace("+44 1632 961 000", "+44 1632 961 999"), encoding="utf-8"
     )
     with Sink() as sink:
         result = notifier("send", CAMPAIGN, "--yes", "--smtp", sink.url)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Notifier, with_contact, write_example_config
+from conftest import Notifier, with_contact, write_org_config
 from smtp_helpers import add_volunteers, send
 
 from notifier.campaign import TEMPLATES_DIR, load_campaign
@@ -63,7 +63,7 @@ def test_check_passes_on_first_notice(filled: Ledger) -> None:
     assert report.ok, [str(p) for p in report.problems]
     assert report.volunteers == 120
     assert report.by_locale == {"en": 60, "ja": 60}
-    assert report.note is None
+    assert report.notes == ()
 
 
 def test_check_update_before_first_notice_is_sent_checks_attribute_audience(
@@ -75,7 +75,7 @@ def test_check_update_before_first_notice_is_sent_checks_attribute_audience(
     )
     assert report.ok, [str(p) for p in report.problems]
     assert not report.history_applied
-    assert report.note is not None and "2020-03-breach has not been sent yet" in report.note
+    assert any("2020-03-breach has not been sent yet" in note for note in report.notes)
     assert report.volunteers == 120 == len(ticks)  # everyone the first notice will reach
 
 
@@ -92,12 +92,12 @@ def test_check_update_after_first_notice_uses_outcomes(filled: Ledger) -> None:
         for n in range(120)
     )
     report = check_campaign(filled, with_contact(load_campaign("2020-04-29-update")))
-    assert report.ok and report.history_applied and report.note is None
+    assert report.ok and report.history_applied and report.notes == ()
     assert report.volunteers == 90  # all 120, less the 30 hard bounces
 
 
 def test_check_empty_audience_is_a_problem(ledger: Ledger) -> None:
-    report = check_campaign(ledger, load_campaign("2020-03-breach"))
+    report = check_campaign(ledger, with_contact(load_campaign("2020-03-breach")))
     assert [p.kind for p in report.problems] == ["audience"]
 
 
@@ -245,7 +245,7 @@ def test_check_reports_fuzzy_and_untranslated_japanese(filled: Ledger, tmp_path:
 
 def test_check_cli_passes_and_fails(filled: Ledger, tmp_path: Path, notifier: Notifier) -> None:
     filled.close()
-    write_example_config(tmp_path)
+    write_org_config(tmp_path)
     result = notifier("check", "2020-03-breach")
     assert result.exit_code == 0, result.output
     assert (
@@ -421,7 +421,7 @@ def test_check_without_a_promise_holds_no_follow_up_to_one(filled: Ledger, tmp_p
 
 def test_check_cli_on_the_example_rosters(notifier: Notifier, tmp_path: Path) -> None:
     """The shipped example roster is consistent; one with contradictions is refused."""
-    write_example_config(tmp_path)
+    write_org_config(tmp_path)
     examples = Path(__file__).resolve().parent.parent / "examples" / "volunteers.csv"
     assert notifier("roster", "import", str(examples)).exit_code == 0
     for campaign_id in ("2020-03-breach", "2020-04-29-update"):

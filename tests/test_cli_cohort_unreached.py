@@ -3,7 +3,7 @@ not sent), so nobody falls off the worklists unnoticed."""
 
 from __future__ import annotations
 
-from conftest import REPO, Notifier, write_example_config
+from conftest import REPO, Notifier, write_org_config
 
 from notifier.event import EventKind
 from notifier.ledger import Ledger, ReportEvent
@@ -14,7 +14,7 @@ UPDATE = "2020-04-29-update"
 
 
 def test_cohort_excluded_names_the_soft_bounced(notifier: Notifier) -> None:
-    write_example_config(notifier.cwd)
+    write_org_config(notifier.cwd)
     assert notifier("roster", "import", str(REPO / "examples" / "volunteers.csv")).exit_code == 0
     assert notifier("approve", FIRST, "--by", "Test approver").exit_code == 0
     with Sink() as sink:

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import Notifier, write_example_config
+from conftest import Notifier, write_org_config
 from test_roster import (
     ISSUE_MAPPING,
     PARTNER_HEADER,
@@ -93,7 +93,7 @@ def test_cli_roster_import_warns_about_contradictions_and_imports_the_row(
     listed = json.loads(notifier("roster", "list", "--format", "json").stdout)
     assert "kate@example.org" in {r["email"] for r in listed}
     # ... and `check` refuses the roster until it is corrected.
-    write_example_config(tmp_path)
+    write_org_config(tmp_path)
     checked = notifier("check", "2020-03-breach")
     assert checked.exit_code == 1
     assert "database_only volunteers with screening records" in checked.stdout

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE_SETTINGS, example_settings, with_contact
+from conftest import EXAMPLE_SETTINGS, example_settings, org_settings, with_contact
 
 from notifier.campaign import apply_overrides, load_campaign
 from notifier.check import check_campaign
@@ -87,9 +87,9 @@ def test_contact_errors_name_the_key(
 
 def test_from_display_name_per_locale() -> None:
     campaign = with_contact(load_campaign("2020-03-breach"))
-    assert campaign.sender == '"Data Protection Officer, HMR" <dpo@example.org>'
+    assert campaign.sender == '"Data Protection Officer, HMR" <dpo@hmr.test>'
     assert campaign.sender_for("en") == campaign.sender
-    assert campaign.sender_for("ja") == "HMR データ保護責任者 <dpo@example.org>"
+    assert campaign.sender_for("ja") == "HMR データ保護責任者 <dpo@hmr.test>"
     plain = load_campaign("2020-03-breach")
     assert plain.sender_for("ja") == plain.sender == "HMR Data Protection <dpo@example.org>"
 
@@ -111,7 +111,7 @@ def every_data_set() -> list[tuple[str, ...]]:
 def test_contact_block_in_every_shape(campaign_id: str, locale: str) -> None:
     campaign = with_contact(load_campaign(campaign_id))
     renderer = Renderer(campaign)
-    contact = example_settings().contact[locale]
+    contact = org_settings().contact[locale]
     wanted = [contact.organisation, contact.name, contact.email, contact.phone]
     wanted += list(contact.postal_address)
     never = "決してございません" if locale == "ja" else "We will never ask you for a password"
@@ -142,7 +142,7 @@ def test_english_notice_says_where_to_write_in_japanese() -> None:
     campaign = with_contact(load_campaign("2020-03-breach"))
     volunteer = Volunteer("v1", "a@example.org", "a@example.org", "Doe", "Jo", "en", "screened")
     text = Renderer(campaign).render(volunteer).text
-    assert "write to us in Japanese, email volunteers@example.jp." in text
+    assert "write to us in Japanese, email volunteers-ja@hmr.test." in text
 
 
 def test_check_refuses_a_campaign_without_a_contact_point(ledger: Ledger) -> None:
@@ -152,11 +152,13 @@ def test_check_refuses_a_campaign_without_a_contact_point(ledger: Ledger) -> Non
     ]
     ledger.db.table("volunteers").insert_all([volunteer_to_row(v) for v in people])
     report = check_campaign(ledger, load_campaign("2020-03-breach"))
-    assert [(p.kind, p.volunteers, p.examples) for p in report.problems] == [
-        ("contact", 3, ("v0", "v1", "v2"))
-    ]
-    assert "[contact]" in report.problems[0].message
-    configured = apply_overrides(load_campaign("2020-03-breach"), example_settings())
+    contact = [p for p in report.problems if p.kind == "contact"]
+    assert [(p.volunteers, p.examples) for p in contact] == [(3, ("v0", "v1", "v2"))]
+    assert "[contact]" in contact[0].message
+    # The shipped campaign's own From and Reply-To are the example's, refused as well.
+    stand_ins = {p.message.split(" is ")[0] for p in report.problems if p.kind == "placeholder"}
+    assert stand_ins == {"sender.from", "sender.reply_to.en", "sender.reply_to.ja"}
+    configured = apply_overrides(load_campaign("2020-03-breach"), org_settings())
     assert check_campaign(ledger, configured).ok
 
 
@@ -181,7 +183,7 @@ def test_composed_japanese_message_has_the_japanese_from_name() -> None:
     rendered = Renderer(campaign).render(volunteer)
     data = compose_message(rendered, campaign, volunteer, date=datetime(2020, 3, 24, tzinfo=UTC))
     parsed = message_from_bytes(data, policy=policy.default)
-    assert str(parsed["From"]) == "HMR データ保護責任者 <dpo@example.org>"
+    assert str(parsed["From"]) == "HMR データ保護責任者 <dpo@hmr.test>"
     english = Volunteer("v2", "b@example.org", "b@example.org", "Ito", "Hana", "en", "screened")
     data = compose_message(
         Renderer(campaign).render(english),

@@ -3,7 +3,7 @@
 notifier sends the 2020-03-breach notice to a private Postfix on 127.0.0.1. Postfix
 relays to a scripted remote that refuses some recipients (550 unknown user, 552 mailbox
 full, 450 try later) and writes its delivery status notifications to each message's VERP
-return path, bounces+TOKEN@example.org, which it delivers into a local Maildir.
+return path, bounces+TOKEN@hmr.test, which it delivers into a local Maildir.
 `notifier bounces ingest` reads that Maildir, and every recipient's final state is
 checked in the ledger.
 
@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Notifier, write_example_config
+from conftest import Notifier, write_org_config
 from mta import (
+    LOCAL_DOMAIN,
     MAILBOX_FULL,
     TRY_LATER,
     USER_UNKNOWN,
@@ -123,7 +124,7 @@ def send_and_collect_dsns(
     """Import the roster, send the campaign through Postfix, wait for the DSNs."""
     roster = tmp_path / "roster.csv"
     roster.write_text(ROSTER_CSV, encoding="utf-8")
-    write_example_config(cli.ledger_path.parent)  # the organisation's contact point
+    write_org_config(cli.ledger_path.parent)  # the organisation's contact point
     imported = cli("roster", "import", str(roster))
     assert imported.exit_code == 0, imported.output
     assert "10 valid, 0 rejected" in imported.output
@@ -296,7 +297,8 @@ def test_vacation_replies_through_postfix_suppress_no_one(cli: Notifier, tmp_pat
         away = [ROSTER[0], ROSTER[2], ROSTER[3]]
         with smtplib.SMTP("127.0.0.1", postfix.port, timeout=DSN_TIMEOUT) as client:
             for person, (mark, subject) in zip(away, VACATION_MARKS, strict=True):
-                return_path = f"bounces+{messages[person.volunteer_id].verp_token}@example.org"
+                token = messages[person.volunteer_id].verp_token
+                return_path = f"bounces+{token}@{LOCAL_DOMAIN}"
                 reply = (
                     f"From: {person.email}\r\nTo: {return_path}\r\nSubject: {subject}\r\n"
                     f"{mark}Content-Type: text/plain; charset=utf-8\r\n\r\n"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Notifier, write_example_config
+from conftest import Notifier, write_org_config
 from smtp_helpers import add_volunteers, approve_shipped, make_volunteers
 
 from notifier.ledger import Ledger
@@ -50,7 +50,7 @@ def test_follow_up_cannot_be_sent_before_the_notice_it_follows(
     assert "has not been sent yet" in result.stderr
     assert sink.messages == []
     # ... but it can be checked already, against everyone matching its filters.
-    write_example_config(notifier.cwd)
+    write_org_config(notifier.cwd)
     checked = notifier("check", UPDATE)
     assert checked.exit_code == 0, checked.output
 

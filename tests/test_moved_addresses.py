@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Notifier, write_example_config
+from conftest import Notifier, write_org_config
 
 from notifier.sink import Sink
 
@@ -45,7 +45,7 @@ def roster_file(folder: Path, name: str, rows: list[str]) -> Path:
 @pytest.fixture
 def first_sent(notifier: Notifier, tmp_path: Path) -> Iterator[dict[str, str]]:
     """The right roster imported and the first notice sent: address -> its Message-ID."""
-    write_example_config(notifier.ledger_path.parent)
+    write_org_config(notifier.ledger_path.parent)
     imported = notifier("roster", "import", str(roster_file(tmp_path, "right.csv", RIGHT)))
     assert imported.exit_code == 0, imported.output
     for campaign in (FIRST, UPDATE):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from chromium import chromium
-from conftest import Notifier, with_contact, write_example_config
+from conftest import Notifier, with_contact, write_org_config
 from selenium.webdriver.remote.webdriver import WebDriver
 from test_check import roster
 
@@ -76,18 +76,19 @@ def test_proof_is_self_contained_and_shows_no_ones_name(filled: Ledger) -> None:
     assert "〔姓〕 〔名〕 様" in page
     # The headers as composed for sending, in every cell.
     assert (
-        page.count("<b>From:</b> &#34;Data Protection Officer, HMR&#34; &lt;dpo@example.org&gt;")
-        >= 11
+        page.count("<b>From:</b> &#34;Data Protection Officer, HMR&#34; &lt;dpo@hmr.test&gt;") >= 11
     )
-    assert "<b>Reply-To:</b> HMR ボランティア窓口 &lt;volunteers@example.jp&gt;" in page
+    assert "<b>Reply-To:</b> HMR ボランティア窓口 &lt;volunteers-ja@hmr.test&gt;" in page
 
 
 def test_proof_lists_the_problems_at_the_top(ledger: Ledger) -> None:
     people = roster(12)
     ledger.db.table("volunteers").insert_all([volunteer_to_row(v) for v in people])
-    campaign = load_campaign("2020-03-breach")  # no contact point configured
+    # No contact point configured, and the shipped campaign's own example addresses.
+    campaign = load_campaign("2020-03-breach")
     page = proof_sheet(campaign, check_campaign(ledger, campaign))
-    assert "found 1 problem: do not approve" in page
+    assert "found 4 problems: do not approve" in page
+    assert "sender.from is the shipped example&#39;s" in page
     assert "no contact point configured" in page
     assert page.index("do not approve") < page.index('<section class="shape"')
     assert "NOT CONFIGURED" in page
@@ -99,7 +100,7 @@ def test_check_cli_writes_the_proof_privately(filled: Ledger, notifier: Notifier
     without_contact = notifier("check", "2020-03-breach", "--proof", str(proof))
     assert without_contact.exit_code == 1  # no [contact]: the proof is written all the same
     assert "do not approve" in proof.read_text(encoding="utf-8")
-    write_example_config(notifier.cwd)
+    write_org_config(notifier.cwd)
     result = notifier("check", "2020-04-29-update", "--proof", str(proof))
     assert result.exit_code == 0, result.output
     assert f"wrote the proof sheet {proof}" in result.stderr

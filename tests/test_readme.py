@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from conftest import REPO, write_example_config
+from conftest import REPO, write_org_config
 
 from notifier.cli import cli
 from notifier.sink import Sink
@@ -96,7 +96,7 @@ def test_readme_lines_run_against_the_demo_ledger(
     shutil.copytree(REPO / "examples", tmp_path / "examples")
     runner = CliRunner()
     assert runner.invoke(cli, ["demo"], catch_exceptions=False).exit_code == 0
-    write_example_config(tmp_path)  # the example contact point, as the README says
+    write_org_config(tmp_path)  # the example contact point, as the README says
     ran = []
     with Sink() as sink:
         monkeypatch.setenv("NOTIFIER_SMTP_URL", sink.url)

@@ -57,16 +57,16 @@ EVERYONE = {
         "Be aware that calls or emails claiming to be from HMR",
         "reply to this email",
         "Data Protection Officer",
-        "1 Example Street",
-        "Email: dpo@example.org",
+        "1 Research Way",
+        "Email: dpo@hmr.test",
         "We will never ask you for a password",
     ],
     "ja": [
         "HMRを名乗る電話やメール",
         "このメールへのご返信でも承ります",
         "HMR データ保護責任者",
-        "住所：1 Example Street, London XX1 1XX, United Kingdom",
-        "メール：volunteers@example.jp",
+        "住所：Volunteer Office, 1 Research Way, London T1 1TT, United Kingdom",
+        "メール：volunteers-ja@hmr.test",
         "お支払いをお願いしたりすることは決してございません",
     ],
 }
@@ -117,7 +117,7 @@ def test_render_paragraphs_per_locale_and_exposure(
         wanted = campaign_id == FIRST or exposure != "database_only"
         for phrase in MORE_ADVICE:
             assert (phrase in part) == wanted, phrase
-        assert "volunteers@example.jp" in part
+        assert "volunteers-ja@hmr.test" in part
         assert not URL.search(part)
     assert message.html.startswith("<!DOCTYPE html>")
     assert f'<html lang="{locale}">' in message.html

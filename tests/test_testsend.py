@@ -9,7 +9,7 @@ import email.policy
 from email.message import EmailMessage
 
 import pytest
-from conftest import REPO, Notifier, write_example_config
+from conftest import REPO, Notifier, write_org_config
 
 from notifier.campaign import apply_overrides, load_campaign
 from notifier.check import check_campaign
@@ -25,7 +25,7 @@ ME = "me@our-office.example"
 
 @pytest.fixture
 def imported(notifier: Notifier) -> Notifier:
-    write_example_config(notifier.cwd)
+    write_org_config(notifier.cwd)
     result = notifier("roster", "import", str(REPO / "examples" / "volunteers.csv"))
     assert result.exit_code == 0, result.output
     return notifier

@@ -154,8 +154,8 @@ def check_command(app: AppContext, campaign_id: str, proof_path: Path | None) ->
         ) as bar:
             task = bar.add_task(item.campaign_id, total=total)
             report = ws.check(campaign_id, progress=lambda: bar.advance(task))
-        if report.note:
-            click.echo(f"note: {report.note}", err=True)
+        for note in report.notes:
+            click.echo(f"note: {note}", err=True)
         if proof_path is not None:
             write_private(proof_path, ws.proof(campaign_id, report))
             click.echo(

@@ -8,8 +8,11 @@ sink, and show its status and report.
 
 Every notice gives a contact point, which `notifier check` requires from notifier.toml's
 [contact]. Where none is configured, the demo uses the example organisation's, from
-examples/notifier.toml, for its own run only: it writes no settings file, so a real
-campaign can never go out with the example contact point by accident.
+examples/notifier.toml, for its own run only: it writes no settings file. The example's
+stand-ins (example.org addresses, a drama phone number) are notes to the demo's check
+and approval, not problems; the messages carrying them can go nowhere but the demo's own
+sink, and a real send refuses them (notifier.service), so a real campaign never goes out
+with them by accident.
 """
 
 from __future__ import annotations
@@ -144,6 +147,14 @@ def demo(app: AppContext, ctx: click.Context, roster: Path | None, maildir: Path
     """
     roster = roster or find_example_roster()
     example_settings = use_example_contact(app)
+    # Only this run's checks and approvals take the example's stand-ins as notes; its
+    # messages go into the sink below, the one place the service lets them go.
+    app.settings = dataclasses.replace(app.settings, demo=True)
+    click.echo(
+        "This demo sends as the example organisation: its addresses (example.org) and phone"
+        " number are stand-ins. Its checks note them; a real send refuses them until your"
+        " own notifier.toml sets your organisation's (see README: Settings)."
+    )
     config = f"--config {_shown(example_settings)} " if example_settings else ""
     _run(
         ctx,
@@ -213,8 +224,9 @@ def demo(app: AppContext, ctx: click.Context, roster: Path | None, maildir: Path
     click.echo("Next:")
     for line in (
         f"notifier report {FIRST_NOTICE} --format html --out report.html",
-        f"notifier {config}check {UPDATE} --proof proof.html",
         f"notifier {config}preview {UPDATE} --volunteer HMR-0002",
+        "write your organisation's notifier.toml (README: Settings), then:"
+        f" notifier check {UPDATE} --proof proof.html",
         "notifier export unreachable --out letters.csv   (who to write to by post)",
         "notifier --help",
     ):

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Notifier, write_example_config
+from conftest import REPO, Notifier, write_org_config
 from smtp_helpers import add_volunteers, make_volunteers, recipients
 
 from notifier.errors import LedgerError
@@ -187,7 +187,7 @@ def test_disk_full_during_a_send_is_one_line_and_a_resume_finishes(
     small_fs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    write_example_config(small_fs)  # settings belong beside the ledger
+    write_org_config(small_fs)  # settings belong beside the ledger
     ledger = small_fs / "notifier.db"
     with Ledger(ledger) as led:
         add_volunteers(led, make_volunteers(30))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from bounces.test_after_a_correction import hard_bounce
-from conftest import Notifier, write_example_config
+from conftest import Notifier, write_org_config
 from smtp_helpers import add_volunteers, make_volunteers
 
 from notifier.errors import LedgerError, LedgerTampered
@@ -31,7 +31,7 @@ PEOPLE = make_volunteers(4)
 @pytest.fixture
 def sent(tmp_path: Path) -> Path:
     """A ledger whose first notice went to four people, one of whom hard-bounced."""
-    write_example_config(tmp_path)
+    write_org_config(tmp_path)
     path = tmp_path / "notifier.db"
     with Ledger(path) as led:
         add_volunteers(led, PEOPLE)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE_SETTINGS
+from conftest import ORG_SETTINGS
 from processes import clean_env, finished, notifier_command, run_notifier, start_notifier
 from smtp_helpers import (
     ScriptedHandler,
@@ -156,7 +156,7 @@ def test_commands_from_another_folder_use_the_settings_beside_the_ledger(
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "notifier.toml").write_text(
-        EXAMPLE_SETTINGS.read_text().replace("HMR", "Example Org"), encoding="utf-8"
+        ORG_SETTINGS.read_text().replace("HMR", "Example Org"), encoding="utf-8"
     )
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:

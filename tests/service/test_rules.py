@@ -16,7 +16,7 @@ from email.utils import parseaddr
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE_SETTINGS, Notifier, write_example_config
+from conftest import ORG_SETTINGS, Notifier, write_org_config
 from smtp_helpers import add_volunteers, make_volunteers, recipients
 
 from notifier.errors import ApprovalError, CampaignError, CheckFailed, SendInProgress
@@ -46,7 +46,7 @@ EN = [v for v in PEOPLE if v.locale == "en"]
 def ledger_path(tmp_path: Path) -> Path:
     folder = tmp_path / "case"
     folder.mkdir()
-    write_example_config(folder)  # the organisation's settings, beside its ledger
+    write_org_config(folder)  # the organisation's settings, beside its ledger
     path = folder / "notifier.db"
     with Ledger(path) as led:
         add_volunteers(led, PEOPLE)
@@ -147,7 +147,7 @@ def test_a_send_does_not_check_again_what_the_approval_checked(ws: Workspace, si
 def test_a_stale_approval_stops_a_send(ws: Workspace, sink: Sink, ledger_path: Path) -> None:
     ws.approve(FIRST, "Jane Doe")
     config = ledger_path.parent / "notifier.toml"
-    config.write_text(config.read_text().replace("0123", "0999"), encoding="utf-8")
+    config.write_text(config.read_text().replace("961 000", "961 999"), encoding="utf-8")
     with Workspace.open(ledger_path, env={}) as moved_on:
         with pytest.raises(ApprovalError, match=r"\(settings differ\)"):
             moved_on.send(FIRST, spec(sink))
@@ -172,7 +172,7 @@ def test_settings_are_those_beside_the_ledger_from_any_folder(
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "notifier.toml").write_text(
-        EXAMPLE_SETTINGS.read_text().replace("HMR", "Another Org"), encoding="utf-8"
+        ORG_SETTINGS.read_text().replace("HMR", "Another Org"), encoding="utf-8"
     )
     (elsewhere / "link.db").symlink_to(ledger_path)
     monkeypatch.chdir(elsewhere)
@@ -199,8 +199,8 @@ def test_an_approval_made_in_one_folder_is_the_send_of_another(
         ws.send(FIRST, spec(sink))
     froms = {parseaddr(str(parsed(m.data)["From"])) for m in sink.messages}
     assert froms == {
-        ("Data Protection Officer, HMR", "dpo@example.org"),
-        ("HMR データ保護責任者", "dpo@example.org"),
+        ("Data Protection Officer, HMR", "dpo@hmr.test"),
+        ("HMR データ保護責任者", "dpo@hmr.test"),
     }
 
 

@@ -18,7 +18,7 @@ import secrets
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE_SETTINGS, Notifier
+from conftest import ORG_SETTINGS, Notifier
 from smtp_helpers import add_volunteers, approve_shipped, make_volunteers, recipients, send
 from tls_helpers import (
     ImplicitTlsSink,
@@ -342,7 +342,7 @@ def test_tls_cli_sends_over_smtps_with_config_and_environment(
     monkeypatch.delenv(CA_ENV, raising=False)
     with ImplicitTlsSink(certificate, password=password) as server:
         (tmp_path / "notifier.toml").write_text(
-            EXAMPLE_SETTINGS.read_text(encoding="utf-8")
+            ORG_SETTINGS.read_text(encoding="utf-8")
             + f'[smtp]\nurl = "{server.url}"\nca_file = "{certificate.cert_file.as_posix()}"\n',
             encoding="utf-8",
         )
