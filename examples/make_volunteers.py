@@ -30,8 +30,10 @@ from notifier.volunteer import EXPOSURES, FIELDS
 
 SEED = 20200314  # the day of the attack in the 2020 notice
 COUNT = 200
-# "notes" is not a canonical field: it is kept with the volunteer as an extra attribute.
-HEADER = (*FIELDS, "notes")
+# "family_name_latin" and "notes" are not canonical fields: they are kept with the
+# volunteer as extra attributes. The first is the family name as a Japanese volunteer's
+# records spell it in Latin letters: what the check of the published surnames reads.
+HEADER = (*FIELDS, "family_name_latin", "notes")
 EN_DOMAINS = ("example.org", "example.com")
 JA_DOMAIN = "example.jp"
 
@@ -129,13 +131,14 @@ def volunteer_rows(rng: random.Random) -> list[list[str]]:
                 exposure,
                 ";".join(held),
                 address if rng.random() < 0.3 else "",
+                family_r.capitalize() if japanese else "",
                 "",
             ]
         )
     # An internationalised domain, and a note that spans two lines (Excel Alt+Enter).
     rows[7][1:5] = ["anna.weber@bücher.example", "Weber", "Anna", "en"]
-    rows[11][8] = "prefers letters\nto email"
-    rows[12][8] = 'said "call after 6pm"'
+    rows[11][9] = "prefers letters\nto email"
+    rows[12][9] = 'said "call after 6pm"'
     return rows
 
 
@@ -184,7 +187,7 @@ locale      = "言語"
 exposure    = "区分"
 
 [values.exposure]  # value in the file = canonical value
-"会員"     = "published"
+"会員"     = "screened"
 "元会員"   = "screened"
 "登録のみ" = "database_only"
 

@@ -2,8 +2,9 @@
 
 A person is in a campaign's audience when their exposure and locale pass the campaign's
 `[audience]` filters and, for a follow-up, their message in the followed campaign is in
-one of `follows_states` (by default sent or delivered: a hard bounce or a failure means
-the person never read the notice the follow-up corrects).
+one of `follows_states` (by default sent, delivered or expired: a hard bounce or a refusal
+means no e-mail reaches the person; a notice that expired in a mail system's queue may
+not have reached them either, and the follow-up is worded for that).
 
 `membership` is that rule, for one person, with the reason. Everything else asks it:
 `select_audience` and `count_audience` (send, check, preview --all, campaign show), one
@@ -20,12 +21,13 @@ ledger shows they were meant to be told.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from notifier.campaign import DEFAULT_FOLLOWS_STATES, Campaign
 from notifier.ledger import Ledger, VolunteerQuery
+from notifier.message import REACHED_STATES
 from notifier.volunteer import Volunteer
 
 # Which part of the rule left a person out: callers that word it their own way
@@ -75,6 +77,38 @@ def membership(
             return Membership(False, reason, "followed_state")
         return Membership(True, f"{volunteer.exposure}; {campaign.follows} notice {followed_state}")
     return Membership(True, f"{volunteer.exposure}, {volunteer.locale}")
+
+
+def reached_variants(campaign: Campaign) -> tuple[bool | None, ...]:
+    """The wordings a campaign can take by whether its earlier notice reached the reader
+    (Renderer.render's `reached`): (None,) for a first notice; (True,) for a follow-up
+    only to people it reached; (True, False) when `follows_states` also lets in people it
+    did not (expired: a server was down)."""
+    if not campaign.follows:
+        return (None,)
+    if all(state in REACHED_STATES for state in followed_states(campaign)):
+        return (True,)
+    return (True, False)
+
+
+def earlier_reached(campaign: Campaign, followed_state: str | None) -> bool | None:
+    """For a follow-up, whether the notice it follows reached this person (their message
+    there sent or delivered); None for a first notice."""
+    if not campaign.follows:
+        return None
+    return followed_state in REACHED_STATES
+
+
+def earlier_reached_of(ledger: Ledger, campaign: Campaign) -> Callable[[str], bool | None]:
+    """volunteer_id -> `earlier_reached` for them, from the ledger. Before the followed
+    notice has gone out, nobody has an outcome yet: a follow-up's reader is taken as
+    reached (the wording most of its audience will get)."""
+    if not campaign.follows:
+        return lambda _vid: None
+    if not history_applies(ledger, campaign):
+        return lambda _vid: True
+    states = ledger.message_states(campaign.follows)
+    return lambda vid: states.get(vid) in REACHED_STATES
 
 
 def followed_message_states(ledger: Ledger, campaign: Campaign) -> Mapping[str, str]:

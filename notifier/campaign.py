@@ -1,7 +1,7 @@
 """Campaigns: one notice to one audience, defined by a TOML file in notifier/campaigns/.
 
 A campaign file looks like this (every key but `follows`, `allow_links`, `dates`,
-`templates_dir` and `locale_dir` is required):
+`facts`, `templates_dir` and `locale_dir` is required):
 
     id = "2020-04-29-update"
     title = "Update of 29 April 2020: the volunteer database was not accessed"
@@ -21,6 +21,9 @@ A campaign file looks like this (every key but `follows`, `allow_links`, `dates`
 
     [dates]                           # named dates the templates show, through Babel
     attack = 2020-03-14
+
+    [facts]                           # facts of the breach the notices state
+    published_surname_initials = ["D", "G", "I", "J"]   # whose records were published
 
     [audience]                        # empty or absent: no filter on that attribute
     exposures = ["published", "screened", "database_only"]
@@ -66,11 +69,22 @@ CAMPAIGN_DIR = PACKAGE_DIR / "campaigns"
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
 
 # A follow-up with no `follows_states` goes to people whose earlier notice was sent or
-# delivered: a hard bounce or a failure means the person never read it.
-DEFAULT_FOLLOWS_STATES: tuple[str, ...] = REACHED_STATES
+# delivered, and to people whose earlier notice expired in a mail system's queue (a server
+# was down; the address is fine): a hard bounce or a refusal means the person cannot be
+# reached by e-mail at all. The follow-up's wording knows which readers it did not reach
+# (Renderer.render's `reached`).
+DEFAULT_FOLLOWS_STATES: tuple[str, ...] = (*REACHED_STATES, MessageState.EXPIRED)
 
 _REQUIRED_KEYS = ("id", "title", "template", "date", "from", "reply_to", "subject")
-_OPTIONAL_KEYS = ("follows", "allow_links", "dates", "audience", "templates_dir", "locale_dir")
+_OPTIONAL_KEYS = (
+    "follows",
+    "allow_links",
+    "dates",
+    "facts",
+    "audience",
+    "templates_dir",
+    "locale_dir",
+)
 _AUDIENCE_KEYS = ("exposures", "locales", "follows_states")
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -83,6 +97,17 @@ class Audience:
     locales: tuple[str, ...] = ()
     # For a follow-up: which states of the followed campaign's message qualify a person.
     follows_states: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Facts of the breach a campaign's notices state, which `notifier check` holds the
+    roster to. Empty: the campaign states none (its templates cannot use them)."""
+
+    # The initials of the surnames whose records were published (the 2020 notice: "some
+    # of our volunteers with surnames beginning with D, G, I or J"): every `published`
+    # volunteer's family name must begin with one.
+    published_surname_initials: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,6 +125,7 @@ class Campaign:
     path: Path | None = None
     # Named dates the templates show (the attack, the publication), formatted by Babel.
     dates: Mapping[str, date] = field(default_factory=dict)
+    facts: Facts = field(default_factory=Facts)
     templates_dir: Path = TEMPLATES_DIR  # holds <locale>/<template>.txt and .html
     locale_dir: Path = LOCALE_DIR  # holds <locale>/LC_MESSAGES/messages.po
     # The contact point per locale, from notifier.toml's [contact] (see apply_overrides).
@@ -306,6 +332,7 @@ def _parse_campaign(data: dict[str, Any], path: Path) -> Campaign:
         allow_links=allow_links,
         path=path,
         dates=_dates(data.get("dates", {}), path),
+        facts=_facts(data.get("facts", {}), path),
         templates_dir=_directory(data, "templates_dir", TEMPLATES_DIR, path),
         locale_dir=_directory(data, "locale_dir", LOCALE_DIR, path),
     )
@@ -371,6 +398,32 @@ def _date(value: Any, path: Path, key: str) -> date:
 def _dates(value: Any, path: Path) -> dict[str, date]:
     table = _table(value, path, "dates")
     return {str(name): _date(v, path, f"dates.{name}") for name, v in table.items()}
+
+
+_INITIAL = re.compile(r"[A-Z]")
+
+
+def _facts(value: Any, path: Path) -> Facts:
+    table = _table(value, path, "facts")
+    unknown = sorted(set(table) - {"published_surname_initials"})
+    if unknown:
+        raise CampaignError(
+            f"unknown key {unknown[0]!r}",
+            file=path,
+            field=f"facts.{unknown[0]}",
+            hint="[facts] has: published_surname_initials",
+        )
+    initials = table.get("published_surname_initials", [])
+    if not isinstance(initials, list) or not all(
+        isinstance(i, str) and _INITIAL.fullmatch(i) for i in initials
+    ):
+        raise CampaignError(
+            f"expected a list of capital letters, got {initials!r}",
+            file=path,
+            field="facts.published_surname_initials",
+            hint='e.g. published_surname_initials = ["D", "G", "I", "J"]',
+        )
+    return Facts(published_surname_initials=tuple(dict.fromkeys(initials)))
 
 
 def _directory(data: Mapping[str, Any], key: str, default: Path, path: Path) -> Path:
@@ -466,7 +519,12 @@ def load_followed(campaign: Campaign) -> Campaign | None:
         raise CampaignError(f"follows an unknown campaign {campaign.follows!r}", field="follows")
     followed = load_campaign(found)
     reply_to = {**followed.reply_to, **campaign.reply_to}
-    return dataclasses.replace(followed, reply_to=reply_to, contact=campaign.contact)
+    return dataclasses.replace(
+        followed,
+        reply_to=reply_to,
+        contact=campaign.contact,
+        organisation=campaign.organisation,
+    )
 
 
 def _check_templates(campaign: Campaign, path: Path) -> None:

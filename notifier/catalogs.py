@@ -7,7 +7,8 @@ use and keeps it for the life of the process.
 
 The workflow, from the repository root, after changing a `_("...")` in a template:
 
-    pybabel extract -F babel.cfg -o locale/messages.pot .      # templates -> .pot
+    pybabel extract -F babel.cfg --project notifier \
+        --copyright-holder "the notifier authors" -o locale/messages.pot .
     pybabel update -i locale/messages.pot -d locale             # .pot -> each .po
     # translate the new or fuzzy entries in locale/ja/LC_MESSAGES/messages.po
     # (English may leave msgstr empty: the msgid is the English text)

@@ -49,7 +49,13 @@ from typing import Any
 import jinja2
 from jinja2 import nodes
 
-from notifier.audience import history_applies, membership, select_audience
+from notifier.audience import (
+    earlier_reached_of,
+    history_applies,
+    membership,
+    reached_variants,
+    select_audience,
+)
 from notifier.campaign import Campaign, load_followed
 from notifier.catalogs import catalog_problems
 from notifier.errors import CampaignError, CatalogError, RenderError, TemplateRenderError
@@ -58,9 +64,23 @@ from notifier.ledger import Ledger, address_key
 from notifier.locales import locale_spec
 from notifier.message import REACHED_STATES
 from notifier.placeholders import placeholders
-from notifier.render import FORMATS, RenderedMessage, Renderer, environment
+from notifier.render import (
+    FORMATS,
+    RenderedMessage,
+    Renderer,
+    environment,
+    listed,
+    wording_template,
+)
 from notifier.told import SinceNotice, since_notice
-from notifier.volunteer import Volunteer, data_held_contradiction, spoofing_risks
+from notifier.volunteer import (
+    EXPOSURES,
+    LATIN_FAMILY_NAME,
+    Volunteer,
+    data_held_contradiction,
+    spoofing_risks,
+    surname_initial,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +121,8 @@ ConfirmedMove = tuple[str, str, tuple[str, ...]]
 @dataclass(frozen=True)
 class Problem:
     # render_error | catalog | out_of_step | missing_element | contact | contradiction |
-    # cohort | link | audience | correction | moved_address | spoofing | placeholder
+    # cohort | link | audience | correction | moved_address | spoofing | placeholder |
+    # statement | surname | wording
     kind: str
     message: str
     volunteers: int  # how many volunteers of the audience it affects
@@ -122,6 +143,9 @@ class ShapeCount:
     data_held: tuple[str, ...]
     volunteers: int
     example: str  # the first volunteer id of this shape
+    # For a follow-up: whether its earlier notice reached these readers (the wording
+    # differs); None for a first notice.
+    reached: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -200,31 +224,42 @@ def check_campaign(
     if confirm_moves:
         confirmed |= {confirmed_move(c) for c in changes.values() if c.address_moved}
     by_locale: Counter[str] = Counter()
+    by_exposure: Counter[tuple[str, str]] = Counter()
     examples_by_locale: dict[str, list[str]] = {}
     shapes: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
-    shape_counts: dict[tuple[str, str, tuple[str, ...]], list[Any]] = {}
+    shape_counts: dict[tuple[str, str, tuple[str, ...], bool | None], list[Any]] = {}
     failed_locales: set[str] = set()
+    # A follow-up reads differently to people its earlier notice did not reach: each is
+    # checked in the wording they get; before that notice has gone out, in every wording
+    # the campaign's follows_states can give.
+    reached_of = earlier_reached_of(ledger, campaign)
     for volunteer in select_audience(ledger, campaign, history=history):
         by_locale[volunteer.locale] += 1
+        by_exposure[(volunteer.locale, volunteer.exposure)] += 1
         if len(examples := examples_by_locale.setdefault(volunteer.locale, [])) < EXAMPLES:
             examples.append(volunteer.volunteer_id)
-        counted = shape_counts.setdefault(
-            (volunteer.locale, volunteer.exposure, volunteer.data_held),
-            [0, volunteer.volunteer_id],
-        )
-        counted[0] += 1
+        variants = (reached_of(volunteer.volunteer_id),) if history else reached_variants(campaign)
+        for reached in variants:
+            counted = shape_counts.setdefault(
+                (volunteer.locale, volunteer.exposure, volunteer.data_held, reached),
+                [0, volunteer.volunteer_id],
+            )
+            counted[0] += 1
         if progress is not None:
             progress()
         _check_contradiction(volunteer, tally)
         _check_spoofing(volunteer, tally)
+        _check_surname_rule(campaign, volunteer, tally)
         change = changes.get(volunteer.volunteer_id)
         if change is not None:
             _report_changes(campaign, change, confirmed, tally)
-        if volunteer.locale in failed_locales:
-            continue
-        _check_volunteer(renderer, volunteer, shapes, tally, failed_locales)
+        for reached in variants:
+            if volunteer.locale not in failed_locales:
+                _check_volunteer(renderer, volunteer, reached, shapes, tally, failed_locales)
     for locale, problem in _template_problems(campaign, failed_locales):
         tally.add(problem[0], problem[1], by_locale[locale], examples_by_locale.get(locale, ()))
+    for (locale, exposure), message in _wording_problems(renderer).items():
+        tally.add("wording", message, by_exposure[(locale, exposure)])
     total = sum(by_locale.values())
     if total == 0:
         tally.add("audience", "nobody in the audience: check the roster and the filters", 0)
@@ -238,6 +273,7 @@ def check_campaign(
             [e for ids in examples_by_locale.values() for e in ids],
         )
     _promise_problems(ledger, campaign, history, tally)
+    _statement_problems(campaign, by_locale, by_exposure, tally)
     notes.extend(_stand_in_problems(campaign, total, allow_stand_ins, tally))
     return CheckReport(
         campaign_id=campaign.campaign_id,
@@ -247,13 +283,44 @@ def check_campaign(
         notes=tuple(notes),
         problems=tally.problems(),
         shapes=tuple(
-            ShapeCount(locale, exposure, data_held, count, example)
-            for (locale, exposure, data_held), (count, example) in shape_counts.items()
+            ShapeCount(locale, exposure, data_held, count, example, reached)
+            for (locale, exposure, data_held, reached), (count, example) in shape_counts.items()
         ),
         confirmed_moves=tuple(
             sorted(confirmed_move(c) for c in changes.values() if confirmed_move(c) in confirmed)
         ),
     )
+
+
+def _statement_problems(
+    campaign: Campaign,
+    by_locale: Mapping[str, int],
+    by_exposure: Mapping[tuple[str, str], int],
+    tally: _Tally,
+) -> None:
+    """What a notice cannot say without the organisation's own statement: how to check a
+    message in a way a forged one cannot imitate (every reader), and what the volunteer
+    database holds (database-only readers: the data involved for them)."""
+    statements = campaign.organisation
+    for locale, count in by_locale.items():
+        if count and not statements.independent_check.get(locale):
+            tally.add(
+                "statement",
+                f"no independent way to check a message for {locale} readers: a forged "
+                "notice gives its own contact details, so set [organisation] "
+                f"independent_check.{locale} in notifier.toml (where people find your "
+                "number for themselves, such as the study paperwork)",
+                count,
+            )
+    never_screened = sum(n for (_loc, exp), n in by_exposure.items() if exp == "database_only")
+    if never_screened and not statements.database_holds:
+        tally.add(
+            "statement",
+            "database-only readers' notices cannot say what data of theirs were involved: "
+            "what the volunteer database holds is for the organisation to say; set "
+            "[organisation] database_holds in notifier.toml",
+            never_screened,
+        )
 
 
 def _stand_in_problems(campaign: Campaign, total: int, allowed: bool, tally: _Tally) -> list[str]:
@@ -290,6 +357,32 @@ def _check_contradiction(volunteer: Volunteer, tally: _Tally) -> None:
             1,
             [volunteer.volunteer_id],
         )
+
+
+def _check_surname_rule(campaign: Campaign, volunteer: Volunteer, tally: _Tally) -> None:
+    """A published volunteer whose family name does not begin with one of the initials
+    the campaign says the published records had: their notice would tell them so."""
+    initials = campaign.facts.published_surname_initials
+    if not initials or volunteer.exposure != "published":
+        return
+    initial = surname_initial(volunteer)
+    if initial in initials:
+        return
+    letters = listed(initials, "en", "or")
+    if initial is None:
+        why = (
+            f"published volunteers whose family name is not in Latin letters, so it cannot "
+            f"be told whether it begins with {letters} (the initials {campaign.campaign_id} "
+            f"says the published records had): give it as their records spell it, in a "
+            f"{LATIN_FAMILY_NAME} column of the roster, or correct their exposure"
+        )
+    else:
+        why = (
+            f"published volunteers whose family name does not begin with {letters}, the "
+            f"initials {campaign.campaign_id} says the published records had: their notice "
+            "would tell them so; check their exposure (or their name) in the roster"
+        )
+    tally.add("surname", why, 1, [volunteer.volunteer_id])
 
 
 def _check_spoofing(volunteer: Volunteer, tally: _Tally) -> None:
@@ -358,13 +451,14 @@ def _report_correction(campaign: Campaign, change: SinceNotice, tally: _Tally) -
 def _check_volunteer(
     renderer: Renderer,
     volunteer: Volunteer,
+    reached: bool | None,
     shapes: dict[tuple[Any, ...], list[tuple[str, str]]],
     tally: _Tally,
     failed_locales: set[str],
 ) -> None:
     vid = [volunteer.volunteer_id]
     try:
-        renderer.render(volunteer)
+        renderer.render(volunteer, reached=reached)
     except TemplateRenderError as exc:
         tally.add("render_error", f"{exc.location()}: {exc.detail}", 1, vid)
         return
@@ -376,10 +470,10 @@ def _check_volunteer(
     # A message is its shape with the person's names put in (see Renderer), so the
     # shape is checked once and each person's names on their own: scanning every whole
     # message for links would cost more than rendering it.
-    key = renderer.shape_key(volunteer)
+    key = renderer.shape_key(volunteer, reached=reached)
     found_problems = shapes.get(key)
     if found_problems is None:
-        found_problems = _shape_problems(renderer, volunteer)
+        found_problems = _shape_problems(renderer, volunteer, reached)
         shapes[key] = found_problems
     for kind, text in found_problems:
         tally.add(kind, text, 1, vid)
@@ -414,7 +508,9 @@ def _link_problems(message: RenderedMessage) -> list[tuple[str, str]]:
     ]
 
 
-def _shape_problems(renderer: Renderer, volunteer: Volunteer) -> list[tuple[str, str]]:
+def _shape_problems(
+    renderer: Renderer, volunteer: Volunteer, reached: bool | None
+) -> list[tuple[str, str]]:
     """Links, and required elements missing or incomplete, in one shape of message."""
     problems: list[tuple[str, str]] = []
     if not renderer.campaign.allow_links:
@@ -424,11 +520,11 @@ def _shape_problems(renderer: Renderer, volunteer: Volunteer) -> list[tuple[str,
             family_name="X" if volunteer.family_name.strip() else "",
             given_name="X" if volunteer.given_name.strip() else "",
         )
-        problems.extend(_link_problems(renderer.render(neutral)))
+        problems.extend(_link_problems(renderer.render(neutral, reached=reached)))
     missing: dict[str, list[str]] = {}
     for fmt in FORMATS:
         try:
-            whole, blocks = renderer.render_blocks(volunteer, fmt)
+            whole, blocks = renderer.render_blocks(volunteer, fmt, reached=reached)
         except RenderError:
             return []  # already reported by the full render
         compact_whole = _compact(whole)
@@ -448,6 +544,8 @@ def _shape_problems(renderer: Renderer, volunteer: Volunteer) -> list[tuple[str,
     where = f"{volunteer.locale} × {volunteer.exposure}"
     if volunteer.data_held:
         where += f" × {', '.join(volunteer.data_held)}"
+    if reached is False:
+        where += f" × {renderer.campaign.follows} not received"
     for what, parts in missing.items():
         element, reason = what.split(": ", 1)
         problems.append(
@@ -469,7 +567,9 @@ def _content_gap(campaign: Campaign, locale: str, element: str, output: str, fmt
         listed = (
             "<li>" in output if fmt == "html" else any(x.strip().startswith(bullet) for x in lines)
         )
-        return "" if listed else "no list of the data"
+        # Without [organisation] database_holds a database-only reader's notice has no
+        # list to give: _statement_problems says so once, for all of them.
+        return "" if listed or not campaign.organisation.database_holds else "no list of the data"
     contact = campaign.contact.get(locale)
     if contact is None:
         return ""  # reported once for the campaign: no contact point configured
@@ -571,6 +671,17 @@ def _template_problems(
                 problems.append((locale, ("render_error", _describe(exc))))
             continue
         blocks_by_locale[locale] = files
+        for where in exposure_tests(campaign, locale, files):
+            problems.append(
+                (
+                    locale,
+                    (
+                        "wording",
+                        f"{where} reads the reader's exposure: what differs by exposure "
+                        f"belongs in {campaign.template}/<exposure>.j2, chosen by name",
+                    ),
+                )
+            )
         try:
             used = used_msgids(campaign, locale, files)
             entries = catalog_problems(locale, used, campaign.locale_dir)
@@ -581,6 +692,37 @@ def _template_problems(
             where = f"{entry.file}:{entry.line}" if entry.line else str(entry.file)
             problems.append((locale, ("catalog", f"{where}: {entry.reason} entry {entry.msgid!r}")))
     problems.extend(_out_of_step(blocks_by_locale))
+    return problems
+
+
+def _wording_problems(renderer: Renderer) -> dict[tuple[str, str], str]:
+    """(locale, exposure) -> why the campaign has no wording there that renders, for
+    every exposure its audience admits in every locale (whether or not anyone of that
+    exposure is on the roster yet): a missing `<template>/<exposure>.j2`, or one that
+    fails to render for a reader with nothing on record, in every wording a follow-up
+    takes. Nothing falls through to another exposure's words."""
+    campaign = renderer.campaign
+    problems: dict[tuple[str, str], str] = {}
+    for locale in campaign.locales:
+        for exposure in campaign.audience.exposures or EXPOSURES:
+            name = wording_template(campaign, exposure)
+            path = campaign.templates_dir / locale / name
+            if not path.is_file():
+                problems[(locale, exposure)] = (
+                    f"no wording for {exposure} readers in {locale}: {path} is missing "
+                    "(each exposure has its own, in every locale)"
+                )
+                continue
+            reader = Volunteer("wording", "", "", "X", "X", locale, exposure)
+            for reached in reached_variants(campaign):
+                try:
+                    renderer.render(reader, reached=reached)
+                except RenderError as exc:
+                    problems[(locale, exposure)] = (
+                        f"the wording for {exposure} readers in {locale} does not render: "
+                        f"{str(exc).splitlines()[0]}"
+                    )
+                    break
     return problems
 
 
@@ -614,6 +756,15 @@ def _out_of_step(
 def template_blocks(campaign: Campaign, locale: str) -> dict[str, set[str]]:
     """Every template file the campaign uses in `locale` (both formats) -> its block names."""
     result: dict[str, set[str]] = {}
+    # The exposure's own wording is imported by name (`wording_for`): every exposure's
+    # that exists is one of the campaign's templates (a missing one: _wording_problems).
+    wordings = [
+        name
+        for name in (
+            wording_template(campaign, e) for e in campaign.audience.exposures or EXPOSURES
+        )
+        if (campaign.templates_dir / locale / name).is_file()
+    ]
     for fmt in FORMATS:
         env = environment(campaign, locale, fmt)
         pending = [f"{campaign.template}.{fmt}"]
@@ -623,8 +774,21 @@ def template_blocks(campaign: Campaign, locale: str) -> dict[str, set[str]]:
                 continue
             tree = _parse(env, name)
             result[name] = {block.name for block in tree.find_all(nodes.Block)}
-            pending.extend(_references(tree, fmt))
+            pending.extend(_references(tree, fmt, wordings))
     return result
+
+
+def exposure_tests(campaign: Campaign, locale: str, files: Iterable[str]) -> list[str]:
+    """`file:line` of every place a template reads the reader's exposure: wording chosen
+    by a test of it is wording that falls through to another exposure's (the render does
+    not even define it, see Renderer.context)."""
+    env = environment(campaign, locale, FORMATS[0])
+    found = []
+    for name in sorted(files):
+        for node in _parse(env, name).find_all(nodes.Name):
+            if node.name == "exposure":
+                found.append(f"{locale}/{name}:{node.lineno}")
+    return found
 
 
 def used_msgids(campaign: Campaign, locale: str, files: Iterable[str]) -> set[str]:
@@ -649,11 +813,15 @@ def _parse(env: jinja2.Environment, name: str) -> nodes.Template:
     return env.parse(_source(env, name), name=name)
 
 
-def _references(tree: nodes.Template, fmt: str) -> list[str]:
-    """Templates this one extends, includes or imports; `format` is known per part."""
+def _references(tree: nodes.Template, fmt: str, wordings: Iterable[str] = ()) -> list[str]:
+    """Templates this one extends, includes or imports; `format` is known per part, and
+    `wording_for` stands for every exposure's wording (`wordings`)."""
     names: list[str] = []
     for node in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
         expr = getattr(node, "template", None)
+        if isinstance(expr, nodes.Name) and expr.name == "wording_for":
+            names.extend(wordings)
+            continue
         name = _static_name(expr, fmt) if isinstance(expr, nodes.Expr) else None
         if name is not None:
             names.append(name)

@@ -130,7 +130,7 @@ def _check_dkim_key(key: DkimKey, settings: Settings) -> None:
 class MessageRenderer(Protocol):
     """What build_message needs from a renderer (notifier.render.Renderer)."""
 
-    def render(self, volunteer: Volunteer) -> RenderedMessage: ...
+    def render(self, volunteer: Volunteer, *, reached: bool | None = None) -> RenderedMessage: ...
 
 
 # --- identifiers ---------------------------------------------------------------------
@@ -531,11 +531,21 @@ class Composer:
         smtputf8: bool = True,
         message_id: str | None = None,
         in_reply_to: str | None = None,
+        reached: bool | None = None,
     ) -> ComposedMessage:
-        """Render, compose and (with a DKIM key) sign one message (IDs: see compose_with_id)."""
+        """Render, compose and (with a DKIM key) sign one message (IDs: see compose_with_id).
+
+        For a follow-up, whether the notice it follows reached this person decides its
+        wording (Renderer.render): `reached`, or else told by `in_reply_to` ("" when it
+        never reached them, so there is nothing to thread under).
+        """
         if self.renderer is None:
             raise ValueError("this Composer has no renderer: pass one to build messages")
-        rendered = self.renderer.render(volunteer)
+        if reached is None and self.campaign.follows and in_reply_to is not None:
+            reached = in_reply_to != ""
+        if reached is False:
+            in_reply_to = ""  # never threaded under a notice they did not get
+        rendered = self.renderer.render(volunteer, reached=reached)
         message_id, data = self.compose_with_id(
             rendered,
             volunteer,
@@ -588,10 +598,13 @@ def build_message(
     date: datetime,
     smtputf8: bool = True,
     dkim: DkimKey | None = None,
+    reached: bool | None = None,
 ) -> ComposedMessage:
     """Render, compose and (with a key) DKIM-sign one message: `Composer.build`, for one
-    message. Many messages of one campaign go through one `Composer`."""
-    return Composer(campaign, renderer, dkim=dkim).build(volunteer, date=date, smtputf8=smtputf8)
+    message (`reached`: for a follow-up, see Composer.build). Many messages of one
+    campaign go through one `Composer`."""
+    composer = Composer(campaign, renderer, dkim=dkim)
+    return composer.build(volunteer, date=date, smtputf8=smtputf8, reached=reached)
 
 
 def sign_dkim(data: bytes, *, selector: str, domain: str, private_key: bytes) -> bytes:

@@ -40,6 +40,7 @@ from notifier.journal import ThreadedLedgerJournal
 from notifier.ledger import Holder, Ledger
 from notifier.ledger.suppressions import is_suppressed
 from notifier.message import (
+    REACHED_STATES,
     RESENDABLE_STATES,
     RESUMABLE_STATES,
     DeliveryOutcome,
@@ -284,19 +285,21 @@ class MessageIds:
 
     campaign_id: str
     domain: str
-    key: bytes  # Ledger.message_id_key()
+    key: bytes | None  # Ledger.message_id_key(); None: a preview without the key file
     issued: Mapping[str, str]  # volunteer_id -> Message-ID, this campaign
-    earlier: Mapping[str, str]  # volunteer_id -> Message-ID, the campaign it follows
+    # volunteer_id -> Message-ID of the notice it follows, for those it reached (sent or
+    # delivered): only those are threaded under it, and read "as we told you".
+    earlier: Mapping[str, str]
     follows: bool = False  # a follow-up
 
     @classmethod
-    def of(cls, ledger: Ledger, campaign: Campaign) -> MessageIds:
+    def of(cls, ledger: Ledger, campaign: Campaign, *, keyed: bool = True) -> MessageIds:
         return cls(
             campaign.campaign_id,
             sender_domain(campaign),
-            ledger.message_id_key(),
+            ledger.message_id_key() if keyed else None,
             ledger.message_ids(campaign.campaign_id),
-            ledger.message_ids(campaign.follows) if campaign.follows else {},
+            ledger.message_ids(campaign.follows, states=REACHED_STATES) if campaign.follows else {},
             follows=bool(campaign.follows),
         )
 

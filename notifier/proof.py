@@ -61,18 +61,33 @@ def data_held_key(data_held: Sequence[str]) -> tuple[int, tuple[int, ...]]:
     return len(data_held), tuple(DATA_HELD.index(d) for d in data_held if d in DATA_HELD)
 
 
-def group_shapes(
-    shapes: Iterable[ShapeCount],
-) -> list[tuple[str, tuple[str, ...], dict[str, ShapeCount]]]:
-    """(exposure, data_held, {locale: shape}) in reading order: exposure, then data held."""
-    groups: dict[tuple[str, tuple[str, ...]], dict[str, ShapeCount]] = {}
+# One row of the proof sheet: (exposure, data held, whether a follow-up's earlier notice
+# reached the reader or None), and the shape in each locale.
+ShapeGroup = tuple[str, tuple[str, ...], bool | None, dict[str, ShapeCount]]
+# A rendered shape: (locale, exposure, data held, reached).
+RenderedKey = tuple[str, str, tuple[str, ...], bool | None]
+
+
+def group_shapes(shapes: Iterable[ShapeCount]) -> list[ShapeGroup]:
+    """(exposure, data_held, reached, {locale: shape}) in reading order: exposure, then
+    data held, then (for a follow-up) those it reached before those it did not."""
+    groups: dict[tuple[str, tuple[str, ...], bool | None], dict[str, ShapeCount]] = {}
     for shape in shapes:
-        groups.setdefault((shape.exposure, shape.data_held), {})[shape.locale] = shape
+        groups.setdefault((shape.exposure, shape.data_held, shape.reached), {})[shape.locale] = (
+            shape
+        )
     order = sorted(
         groups,
-        key=lambda k: (EXPOSURES.index(k[0]) if k[0] in EXPOSURES else 99, data_held_key(k[1])),
+        key=lambda k: (
+            EXPOSURES.index(k[0]) if k[0] in EXPOSURES else 99,
+            data_held_key(k[1]),
+            k[2] is False,
+        ),
     )
-    return [(exposure, held, groups[(exposure, held)]) for exposure, held in order]
+    return [
+        (exposure, held, reached, groups[(exposure, held, reached)])
+        for exposure, held, reached in order
+    ]
 
 
 def placeholder_volunteer(locale: str, exposure: str, data_held: tuple[str, ...]) -> Volunteer:
@@ -90,7 +105,8 @@ def placeholder_volunteer(locale: str, exposure: str, data_held: tuple[str, ...]
 
 
 def render_shape(renderer: Renderer, shape: ShapeCount) -> RenderedMessage:
-    return renderer.render(placeholder_volunteer(shape.locale, shape.exposure, shape.data_held))
+    volunteer = placeholder_volunteer(shape.locale, shape.exposure, shape.data_held)
+    return renderer.render(volunteer, reached=shape.reached)
 
 
 def proof_sheet(campaign: Campaign, report: CheckReport, *, now: datetime | None = None) -> str:
@@ -99,12 +115,11 @@ def proof_sheet(campaign: Campaign, report: CheckReport, *, now: datetime | None
     renderer = Renderer(campaign)
     groups = group_shapes(report.shapes)
     locales = [loc for loc in LOCALES if loc in campaign.locales]
-    rendered: dict[tuple[str, str, tuple[str, ...]], RenderedMessage] = {}
-    for _exposure, _held, by_locale in groups:
+    rendered: dict[RenderedKey, RenderedMessage] = {}
+    for _exposure, _held, _reached, by_locale in groups:
         for shape in by_locale.values():
-            rendered[(shape.locale, shape.exposure, shape.data_held)] = render_shape(
-                renderer, shape
-            )
+            key = (shape.locale, shape.exposure, shape.data_held, shape.reached)
+            rendered[key] = render_shape(renderer, shape)
     fingerprint = hashlib.sha256()
     for key in sorted(rendered):
         fingerprint.update(repr(key).encode("utf-8"))
@@ -118,12 +133,11 @@ def proof_sheet(campaign: Campaign, report: CheckReport, *, now: datetime | None
         Markup("<h1>Proof sheet: %s</h1>\n") % campaign.campaign_id,
         _facts(campaign, report, len(groups), fingerprint.hexdigest(), now),
         _problems(report),
+        _statements(campaign),
         _index(groups, locales),
     ]
-    for number, (exposure, held, by_locale) in enumerate(groups, start=1):
-        parts.append(
-            _shape_section(number, exposure, held, by_locale, locales, rendered, campaign, now)
-        )
+    for number, group in enumerate(groups, start=1):
+        parts.append(_shape_section(number, group, locales, rendered, campaign, now))
     parts.append(Markup("</body>\n</html>\n"))
     return str(Markup("").join(parts))
 
@@ -153,7 +167,10 @@ def _facts(
             bits = [contact.name, contact.organisation, *contact.postal_address, contact.email]
             described = " · ".join([*bits, *([contact.phone] if contact.phone else [])])
         rows.append((f"Contact point ({locale})", described))
-    rows.append(("Distinct shapes", f"{shapes} (exposure × data held), each shown once below"))
+    variants = " × whether the earlier notice reached them" if campaign.follows else ""
+    rows.append(
+        ("Distinct shapes", f"{shapes} (exposure × data held{variants}), each shown once below")
+    )
     rows.append(("Content fingerprint", f"sha256 {fingerprint} (of every shape shown)"))
     rows.append(("Made", now.strftime("%Y-%m-%d %H:%M UTC")))
     body = Markup("").join(Markup("<tr><th>%s</th><td>%s</td></tr>\n") % row for row in rows)
@@ -163,6 +180,24 @@ def _facts(
         "the same words but for their name, shown here as a placeholder.</p>\n"
     )
     return intro + Markup('<table class="facts">\n%s</table>\n') % body
+
+
+def _statements(campaign: Campaign) -> Markup:
+    """The organisation's own statements the notices make, from notifier.toml's
+    [organisation]: the approver vouches for them, as nobody else can."""
+    statements = campaign.organisation.statements()
+    intro = Markup(
+        '<h2 style="border: none;">The organisation\'s own statements</h2>\n'
+        "<p>Facts only the organisation can vouch for, from notifier.toml "
+        "[organisation]. The notices state each one set here, and nothing in their "
+        "place where one is not.</p>\n"
+    )
+    if not statements:
+        return intro + Markup('<p class="nobody">None set: the notices state none.</p>\n')
+    rows = Markup("").join(
+        Markup("<tr><th>%s</th><td>%s</td></tr>\n") % (name, value) for name, value in statements
+    )
+    return intro + Markup('<table class="facts statements">\n%s</table>\n') % rows
 
 
 def _problems(report: CheckReport) -> Markup:
@@ -176,24 +211,26 @@ def _problems(report: CheckReport) -> Markup:
     ) % (count, "" if count == 1 else "s", items)
 
 
-def _index(
-    groups: Sequence[tuple[str, tuple[str, ...], Mapping[str, ShapeCount]]],
-    locales: Sequence[str],
-) -> Markup:
+def _index(groups: Sequence[ShapeGroup], locales: Sequence[str]) -> Markup:
     head = Markup("").join(Markup("<th>%s</th>") % locale_spec(loc).name for loc in locales)
     rows = []
-    for number, (exposure, held, by_locale) in enumerate(groups, start=1):
+    for number, (exposure, held, reached, by_locale) in enumerate(groups, start=1):
         cells = Markup("").join(
             Markup('<td class="n">%s</td>') % _who(by_locale.get(loc)) for loc in locales
         )
         rows.append(
             Markup("<tr><td>%d</td><td>%s</td><td>%s</td>%s</tr>\n")
-            % (number, exposure, _held(held), cells)
+            % (number, _exposure(exposure, reached), _held(held), cells)
         )
     return Markup(
         '<h2 style="border: none;">Shapes</h2>\n<table class="index">\n'
         "<tr><th>#</th><th>exposure</th><th>data held</th>%s</tr>\n%s</table>\n"
     ) % (head, Markup("").join(rows))
+
+
+def _exposure(exposure: str, reached: bool | None) -> str:
+    """The exposure, and for a follow-up's readers its earlier notice did not reach, so."""
+    return f"{exposure} (earlier notice not received)" if reached is False else exposure
 
 
 def _held(held: Sequence[str]) -> str:
@@ -209,14 +246,13 @@ def _who(shape: ShapeCount | None) -> str:
 
 def _shape_section(
     number: int,
-    exposure: str,
-    held: tuple[str, ...],
-    by_locale: Mapping[str, ShapeCount],
+    group: ShapeGroup,
     locales: Sequence[str],
-    rendered: Mapping[tuple[str, str, tuple[str, ...]], RenderedMessage],
+    rendered: Mapping[RenderedKey, RenderedMessage],
     campaign: Campaign,
     now: datetime,
 ) -> Markup:
+    exposure, held, reached, by_locale = group
     heads = Markup("").join(Markup("<th>%s</th>") % locale_spec(loc).name for loc in locales)
     cells = []
     for locale in locales:
@@ -228,13 +264,20 @@ def _shape_section(
                 + Markup("</td>")
             )
             continue
-        message = rendered[(locale, exposure, held)]
+        message = rendered[(locale, exposure, held, reached)]
         cells.append(_cell(shape, message, campaign, now))
     return Markup(
         '<section class="shape" data-shape="%d">\n<h2>%d. %s · %s</h2>\n'
         '<table class="shape">\n<thead><tr>%s</tr></thead>\n<tbody><tr>%s</tr></tbody>\n'
         "</table>\n</section>\n"
-    ) % (number, number, exposure, _held(held), heads, Markup("").join(cells))
+    ) % (
+        number,
+        number,
+        _exposure(exposure, reached),
+        _held(held),
+        heads,
+        Markup("").join(cells),
+    )
 
 
 def composed_headers(
@@ -259,8 +302,11 @@ def _cell(shape: ShapeCount, message: RenderedMessage, campaign: Campaign, now: 
     header_lines = Markup("").join(
         Markup("<div><b>%s:</b> %s</div>") % (name, value) for name, value in headers
     )
+    # For a follow-up, which wording the cell shows (its earlier notice reached them or not).
+    wording = {None: "only", True: "earlier-notice-reached", False: "earlier-notice-not-received"}
     return Markup(
-        '<td lang="%s" data-locale="%s" data-volunteers="%d" data-example="%s">\n'
+        '<td lang="%s" data-locale="%s" data-volunteers="%d" data-example="%s"'
+        ' data-wording="%s">\n'
         '<p class="who">%s</p>\n<div class="headers">%s</div>\n'
         '<div class="notice">%s</div>\n'
         "<details><summary>Plain-text part</summary><pre>%s</pre></details>\n</td>"
@@ -269,6 +315,7 @@ def _cell(shape: ShapeCount, message: RenderedMessage, campaign: Campaign, now: 
         shape.locale,
         shape.volunteers,
         shape.example,
+        wording[shape.reached],
         _who(shape),
         header_lines,
         body,

@@ -20,17 +20,18 @@ from __future__ import annotations
 
 import re
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jinja2
 from babel.core import Locale
 from babel.dates import format_date
+from babel.lists import format_list
 from babel.localedata import LocaleDataDict
 from markupsafe import Markup, escape
 
@@ -91,6 +92,27 @@ def date_range(start: date, end: date, locale: str) -> str:
     return str(format_date(start, first, locale=babel_locale)) + str(
         format_date(end, second, locale=babel_locale)
     )
+
+
+def between_dates(start: date, end: date, locale: str) -> str:
+    """`21 and 23 March 2020`: the days something happened between, for an English
+    sentence ("Between 21 and 23 March 2020, ..."). Other languages write the range
+    itself (date_range: 2020年3月21日～23日にかけて)."""
+    if start == end:
+        return long_date(end, locale)
+    if (start.year, start.month) == (end.year, end.month):
+        first = str(start.day)
+    elif start.year == end.year:
+        first = str(format_date(start, "d MMMM", locale=locale_spec(locale).babel))
+    else:
+        first = long_date(start, locale)
+    return f"{first} and {long_date(end, locale)}"
+
+
+def listed(items: Iterable[str], locale: str, style: Literal["standard", "or"] = "standard") -> str:
+    """Items in a sentence as the locale lists them: `D, G, I or J` (en, style "or"),
+    `a, b and c` (en), `D、G、I、J` (ja)."""
+    return str(format_list(list(items), style=style, locale=locale_spec(locale).babel))
 
 
 def join_lines(value: str, separator: str = " ") -> str:
@@ -189,6 +211,12 @@ def _environment(
     env.globals["locale"] = locale
     env.filters["long_date"] = lambda d: long_date(_date(d), locale)
     env.filters["date_range"] = lambda start, end: date_range(_date(start), _date(end), locale)
+    env.filters["between"] = lambda start, end: between_dates(_date(start), _date(end), locale)
+    env.filters["and_list"] = lambda items: listed(items, locale)
+    # The labels of some words of a vocabulary, in order: `kinds|labels(kind_labels)`. A
+    # word without a label is an error, never left out.
+    env.filters["labels"] = lambda words, labels: [labels[word] for word in words]
+    env.filters["or_list"] = lambda items: listed(items, locale, "or")
     style = locale_spec(locale).text_style
     env.filters.update(html_filters(style) if fmt == "html" else text_filters(style))
     return env
@@ -261,6 +289,20 @@ def clean_name(value: str) -> str:
     return _SPACES.sub(" ", _CONTROL.sub(" ", value)).strip()
 
 
+# A nickname written beside a name: in quotes ("Peggy", “Peggy”, 'Peggy' standing alone,
+# so that O'Neill and D'Arcy keep their apostrophes) or in brackets ((Bob), （ボブ）).
+_NICKNAME = re.compile(
+    r"\s*(?:\"[^\"]*\"|“[^”]*”|„[^“”]*[“”]|(?<![^\s])'[^'\s][^']*'(?![^\s])|\([^)]*\)|（[^）]*）)"
+)
+
+
+def formal_name(value: str) -> str:
+    """A name part without a nickname beside it: `Margaret "Peggy"` -> `Margaret`. A part
+    that is nothing but a nickname is kept as it is: it is all the name there is."""
+    formal = _SPACES.sub(" ", _NICKNAME.sub("", value)).strip()
+    return formal or value
+
+
 def tidy_text(text: str) -> str:
     """The text part: no trailing spaces, at most one blank line in a row, one final newline."""
     text = _TRAILING_SPACE.sub("\n", text)
@@ -282,6 +324,12 @@ def contact_point(campaign: Campaign, locale: str) -> Contact:
     name, address = parseaddr(campaign.sender)
     reply = parseaddr(campaign.reply_to.get(locale, ""))[1]
     return Contact(organisation=name or address, name="", email=reply or address, postal_address=())
+
+
+def wording_template(campaign: Campaign, exposure: str) -> str:
+    """The template holding what `campaign`'s notice says to readers of one exposure:
+    `<template>/<exposure>.j2` beside the notice's own templates (breach/published.j2)."""
+    return f"{campaign.template}/{exposure}.j2"
 
 
 # Name slots: a message is rendered once per shape with these in place of the names,
@@ -322,15 +370,21 @@ class Renderer:
             "campaign_id": campaign.campaign_id,
             "notice_date": campaign.notice_date,
             "dates": dict(campaign.dates),
+            "facts": campaign.facts,
+            "organisation": campaign.organisation,
             "reply_address": addresses,
         }
-        # Per locale: the contact point, and where to write in Japanese (for the other
-        # locales' notices), so every shape of a locale shares them.
+        # Per locale: the contact point, the addresses this notice comes from and replies
+        # go to, the independent way to check a message, and where to write in Japanese
+        # (for the other locales' notices), so every shape of a locale shares them.
         self._per_locale: dict[str, dict[str, Any]] = {}
         japanese = campaign.contact.get("ja")
         for locale in {*campaign.locales, *campaign.contact, *campaign.reply_to}:
             self._per_locale[locale] = {
                 "contact": contact_point(campaign, locale),
+                "sent_from": parseaddr(campaign.sender_for(locale))[1],
+                "reply_to_address": addresses.get(locale, ""),
+                "independent_check": campaign.organisation.independent_check.get(locale, ""),
                 "japanese_email": (
                     None
                     if locale == "ja" or "ja" not in campaign.locales
@@ -367,39 +421,70 @@ class Renderer:
             ) from exc
 
     def names(self, volunteer: Volunteer) -> tuple[str, str, str]:
-        """(name as the person's convention writes it, family name, given name)."""
-        family = clean_name(volunteer.family_name)
-        given = clean_name(volunteer.given_name)
+        """(name as the person's convention writes it, family name, given name), formal:
+        a nickname the roster gives beside a name (`Margaret "Peggy"`) is not said."""
+        family = formal_name(clean_name(volunteer.family_name))
+        given = formal_name(clean_name(volunteer.given_name))
         return display_name(family, given, volunteer.locale), family, given
 
-    def context(self, volunteer: Volunteer, names: tuple[str, ...] | None = None) -> dict[str, Any]:
-        """The variables a template sees for this volunteer (`names` overrides the names)."""
-        per_locale = self._per_locale.get(volunteer.locale) or {
-            "contact": contact_point(self.campaign, volunteer.locale),
-            "japanese_email": None,
-        }
-        return {
+    def context(
+        self,
+        volunteer: Volunteer,
+        names: tuple[str, ...] | None = None,
+        *,
+        reached: bool | None = None,
+    ) -> dict[str, Any]:
+        """The variables a template sees for this volunteer (`names` overrides the names;
+        `reached`: see render)."""
+        per_locale = self._per_locale.get(volunteer.locale)
+        if per_locale is None:
+            raise RenderError(
+                f"{self.campaign.campaign_id} has no Reply-To or contact point for locale "
+                f"{volunteer.locale!r}",
+                file=self.campaign.path,
+                hint="add the locale to the campaign's [reply_to], or leave it out of its audience",
+            )
+        context = {
             **self._shared,
             **per_locale,
             "subject": self.campaign.subject[volunteer.locale],
             **dict(zip(NAME_FIELDS, names or self.names(volunteer), strict=True)),
-            "exposure": volunteer.exposure,
+            # What differs by exposure is in a template of its own, named after it: no
+            # template tests the exposure, so none can fall through to another's words.
+            "wording_for": wording_template(self.campaign, volunteer.exposure),
             "data_held": volunteer.data_held,
         }
+        if self.campaign.follows:
+            context["earlier_notice_reached"] = self._reached(reached)
+        return context
 
-    def shape_key(self, volunteer: Volunteer) -> tuple[Any, ...]:
+    def _reached(self, reached: bool | None) -> bool:
+        if reached is None:
+            raise RenderError(
+                f"{self.campaign.campaign_id} follows {self.campaign.follows}: its wording "
+                "depends on whether that notice reached the reader, and this render was "
+                "not told",
+                hint="pass reached= (the state of their earlier message is in the ledger)",
+            )
+        return reached
+
+    def shape_key(self, volunteer: Volunteer, *, reached: bool | None = None) -> tuple[Any, ...]:
         """What the message depends on besides the names: people with equal keys get the
         same message but for their names."""
         # Whether a name part is empty changes the message ("Dear Smith"), so it is shape.
         names = self.names(volunteer)
-        return (volunteer.locale, volunteer.exposure, volunteer.data_held, *map(bool, names))
+        told = self._reached(reached) if self.campaign.follows else None
+        return (volunteer.locale, volunteer.exposure, volunteer.data_held, told, *map(bool, names))
 
-    def render(self, volunteer: Volunteer) -> RenderedMessage:
+    def render(self, volunteer: Volunteer, *, reached: bool | None = None) -> RenderedMessage:
+        """The message for `volunteer`. For a follow-up, `reached` says whether the notice
+        it follows reached them (its message sent or delivered): the wording differs, and
+        a render that is not told refuses rather than guess."""
         names = self.names(volunteer)
-        key = (volunteer.locale, volunteer.exposure, volunteer.data_held, *map(bool, names))
+        key = self.shape_key(volunteer, reached=reached)
         shape = self._shapes.get(key)
         if shape is None:
-            shape = self._render_shape(volunteer)
+            shape = self._render_shape(volunteer, reached)
             if len(self._shapes) >= MAX_SHAPES:
                 self._shapes.clear()
             self._shapes[key] = shape
@@ -421,9 +506,12 @@ class Renderer:
             html=_SLOTS.sub(lambda m: escaped[int(m.group(1))], shape.html),
         )
 
-    def _render_shape(self, volunteer: Volunteer) -> _Shape | TemplateRenderError:
+    def _render_shape(
+        self, volunteer: Volunteer, reached: bool | None
+    ) -> _Shape | TemplateRenderError:
         text_template, html_template = self.templates(volunteer.locale)
-        context = self.context(volunteer, tuple(_SLOT.format(i) for i in range(3)))
+        slots = tuple(_SLOT.format(i) for i in range(3))
+        context = self.context(volunteer, slots, reached=reached)
         parts = []
         for template in (text_template, html_template):
             try:
@@ -432,14 +520,16 @@ class Renderer:
                 return render_error(exc, self.campaign, template.name or "", volunteer)
         return _Shape(text=tidy_text(parts[0]), html=tidy_html(parts[1]))
 
-    def render_blocks(self, volunteer: Volunteer, fmt: str) -> tuple[str, dict[str, str]]:
+    def render_blocks(
+        self, volunteer: Volunteer, fmt: str, *, reached: bool | None = None
+    ) -> tuple[str, dict[str, str]]:
         """The whole part in `fmt` and the output of each block in it, for `check`.
 
         Rendering the whole template first fills the context with every block of the
         inheritance chain, most derived first; each is then rendered on its own.
         """
         template = self.templates(volunteer.locale)[FORMATS.index(fmt)]
-        context = template.new_context(self.context(volunteer))
+        context = template.new_context(self.context(volunteer, reached=reached))
         try:
             whole = "".join(template.root_render_func(context))
             blocks = {name: "".join(funcs[0](context)) for name, funcs in context.blocks.items()}

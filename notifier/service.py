@@ -38,7 +38,13 @@ from typing import Any
 
 from notifier import approval as four_eyes
 from notifier.approval import Approval, ApprovalStatus
-from notifier.audience import count_audience, history_applies, membership_of, select_audience
+from notifier.audience import (
+    count_audience,
+    earlier_reached_of,
+    history_applies,
+    membership_of,
+    select_audience,
+)
 from notifier.bounces import (
     BounceRecord,
     IngestSummary,
@@ -517,7 +523,8 @@ class Workspace:
         ids, id_warning = self._message_ids(campaign)
         warnings += id_warning
         composer = Composer(campaign, Renderer(campaign), dkim=load_dkim_key(self.settings))
-        message = _composed(composer, person, datetime.now(UTC), ids)
+        reached = earlier_reached_of(led, campaign)(person.volunteer_id)
+        message = _composed(composer, person, datetime.now(UTC), ids, reached)
         return Preview(person, message, in_audience, tuple(warnings))
 
     def preview_all(self, campaign_id: str | Path) -> PreviewRun:
@@ -537,14 +544,18 @@ class Workspace:
         total = sum(count_audience(led, campaign, history).values())
         composer = Composer(campaign, Renderer(campaign), dkim=load_dkim_key(self.settings))
         when = datetime.now(UTC)
+        reached = earlier_reached_of(led, campaign)
         messages = (
-            (v, _composed(composer, v, when, ids)) for v in select_audience(led, campaign, history)
+            (v, _composed(composer, v, when, ids, reached(v.volunteer_id)))
+            for v in select_audience(led, campaign, history)
         )
         return PreviewRun(total, tuple(warnings), messages)
 
-    def _message_ids(self, campaign: Campaign) -> tuple[MessageIds | None, list[str]]:
+    def _message_ids(self, campaign: Campaign) -> tuple[MessageIds, list[str]]:
         """The Message-IDs a send would use, so a preview is the bytes that would go out;
-        without the ledger's key (a preview never makes or needs one), a warning."""
+        without the ledger's key (a preview never makes or needs one), unkeyed ones for
+        the messages not issued yet, and a warning. The notices a follow-up follows are
+        looked up either way: they decide its wording and threading."""
         led = self.ledger()
         if led.key_file.exists():
             try:
@@ -553,7 +564,7 @@ class Workspace:
                 reason = exc.message
         else:
             reason = f"no key file at {led.key_file}"
-        return None, [
+        return MessageIds.of(led, campaign, keyed=False), [
             f"{reason}: the Message-ID (and the MIME boundary made from it) is a preview's, "
             "not the one a send would use; the text is the same"
         ]
@@ -1022,15 +1033,21 @@ def _contact_warning(campaign: Campaign) -> list[str]:
 
 
 def _composed(
-    composer: Composer, volunteer: Volunteer, when: datetime, ids: MessageIds | None
+    composer: Composer,
+    volunteer: Volunteer,
+    when: datetime,
+    ids: MessageIds,
+    reached: bool | None,
 ) -> ComposedMessage:
     campaign = composer.campaign
     vid = volunteer.volunteer_id
     try:
-        if ids is None:
-            return composer.build(volunteer, date=when)
         return composer.build(
-            volunteer, date=when, message_id=ids.message_id(vid), in_reply_to=ids.in_reply_to(vid)
+            volunteer,
+            date=when,
+            message_id=ids.message_id(vid),
+            in_reply_to=ids.in_reply_to(vid),
+            reached=reached,
         )
     except NotifierError as exc:
         # Name the person: the error itself knows the field, not whose message failed.

@@ -24,7 +24,7 @@ from email.utils import parseaddr
 
 import aiosmtplib
 
-from notifier.audience import history_applies, select_audience
+from notifier.audience import earlier_reached_of, history_applies, select_audience
 from notifier.campaign import Campaign
 from notifier.compose import Composer, DkimKey
 from notifier.config import Settings, credentials_from_env
@@ -67,8 +67,8 @@ class _TestRenderer:
         self.inner = Renderer(campaign)
         self.subjects: dict[str, str] = {}  # volunteer_id -> the subject as sent
 
-    def render(self, volunteer: Volunteer) -> RenderedMessage:
-        rendered = self.inner.render(volunteer)
+    def render(self, volunteer: Volunteer, *, reached: bool | None = None) -> RenderedMessage:
+        rendered = self.inner.render(volunteer, reached=reached)
         subject = self.subjects[volunteer.volunteer_id] = TEST_PREFIX + rendered.subject
         return dataclasses.replace(rendered, subject=subject)
 
@@ -116,9 +116,12 @@ def send_tests(
     composer = Composer(campaign, renderer, dkim=dkim)
     now = datetime.now(UTC)
     sender = parseaddr(campaign.sender)[1]
+    reached = earlier_reached_of(ledger, campaign)
     messages = []
     for volunteer in volunteers:
-        composed = composer.build(volunteer, date=now)
+        # A follow-up as this person would get it: worded for whether its earlier notice
+        # reached them.
+        composed = composer.build(volunteer, date=now, reached=reached(volunteer.volunteer_id))
         messages.append(
             OutgoingMessage(
                 message_id=composed.message_id,

@@ -52,6 +52,24 @@ def data_held_contradiction(exposure: str, data_held: tuple[str, ...]) -> tuple[
     return tuple(item for item in data_held if item in DATA_HELD)
 
 
+# A roster column giving the family name in Latin letters, as the person's records have it
+# (a Japanese volunteer's 山田 is YAMADA on their passport): what a surname rule reads.
+LATIN_FAMILY_NAME = "family_name_latin"
+
+
+def surname_initial(volunteer: Volunteer) -> str | None:
+    """The first letter of the volunteer's family name as their records spell it in Latin
+    letters (accents dropped: Ó'Brien is O), from `family_name_latin` when the roster
+    gives one; None when it cannot be told (a name in kanji with no Latin spelling)."""
+    for name in (volunteer.extra.get(LATIN_FAMILY_NAME, ""), volunteer.family_name):
+        for char in unicodedata.normalize("NFKD", name):
+            if char.isascii() and char.isalpha():
+                return char.upper()
+            if char.isalpha():
+                break  # a letter of another script: this spelling cannot tell
+    return None
+
+
 # Text-direction controls (Unicode bidi: LRM, RLM, ALM, embeddings, overrides, isolates):
 # inside a name they can make it display otherwise than it is written.
 BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")

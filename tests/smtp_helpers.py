@@ -28,7 +28,7 @@ from notifier.pipeline import SendRequest, SendScope, SendSummary, send_campaign
 from notifier.roster import AcceptedRow, RosterResult
 from notifier.service import Workspace
 from notifier.sink import ReceivedMessage, SinkHandler
-from notifier.volunteer import Volunteer
+from notifier.volunteer import LATIN_FAMILY_NAME, Volunteer
 
 EXPOSURES = ("published", "screened", "database_only")
 
@@ -59,17 +59,22 @@ def make_volunteers(count: int, *, start: int = 0) -> list[Volunteer]:
     people = []
     for i in range(start, start + count):
         ja = i % 2 == 1
+        exposure = EXPOSURES[i % 3]
+        # Published people's surnames begin with D, G, I or J, as the 2020 notice says of
+        # the published records (伊藤 is Ito in their passport's letters).
+        family, latin = ("伊藤", "Ito") if exposure == "published" else ("鈴木", "Suzuki")
         people.append(
             Volunteer(
                 volunteer_id=f"HMR-{i:05d}",
                 email=f"person{i}@example.{'jp' if ja else 'com'}",
                 email_ascii=f"person{i}@example.{'jp' if ja else 'com'}",
-                family_name="鈴木" if ja else "Doe",
+                family_name=family if ja else "Doe",
                 given_name="一郎" if ja else "Jane",
                 locale="ja" if ja else "en",
-                exposure=EXPOSURES[i % 3],
+                exposure=exposure,
                 # Never screened, no screening records: a consistent roster.
-                data_held=() if EXPOSURES[i % 3] == "database_only" else ("id_documents", "photo"),
+                data_held=() if exposure == "database_only" else ("id_documents", "photo"),
+                extra={LATIN_FAMILY_NAME: latin} if ja else {},
             )
         )
     return people

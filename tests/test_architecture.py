@@ -27,6 +27,7 @@ CLI_MAY_IMPORT = {
     "notifier.message",
     "notifier.volunteer",
     "notifier.config",
+    "notifier.organisation",  # [organisation] settings, read like the rest of notifier.toml
     "notifier.render",
     "notifier.sink",
 }

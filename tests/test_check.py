@@ -20,6 +20,10 @@ from notifier.sink import Sink
 from notifier.volunteer import DATA_HELD, EXPOSURES, LOCALES, Volunteer
 
 FAMILY = {"en": ["Smith", "O'Neill", "Dąbrowski", "Nguyen"], "ja": ["鈴木", "田中", "佐藤"]}
+# The published records were of surnames beginning with D, G, I or J (the 2020 notice);
+# a Japanese name's Latin spelling is in its own column.
+PUBLISHED_FAMILY = {"en": ["Davies", "D'Arcy", "Gómez", "Jones"], "ja": ["伊藤", "井上"]}
+LATIN = {"伊藤": "Ito", "井上": "Inoue", "鈴木": "Suzuki", "田中": "Tanaka", "佐藤": "Sato"}
 GIVEN = {"en": ["Jo", "Mary-Ann", "", "Sam"], "ja": ["一郎", "花子", "健"]}
 KINDS: list[tuple[str, ...]] = [
     (),
@@ -37,16 +41,19 @@ def roster(size: int = 120) -> list[Volunteer]:
         locale = LOCALES[n % 2]
         exposure = EXPOSURES[(n // 2) % 3]
         email = f"volunteer{n}@example.com"
+        families = PUBLISHED_FAMILY if exposure == "published" else FAMILY
+        family = families[locale][n % len(families[locale])]
         people.append(
             Volunteer(
                 volunteer_id=f"HMR-{n:04d}",
                 email=email,
                 email_ascii=email,
-                family_name=FAMILY[locale][n % len(FAMILY[locale])],
+                family_name=family,
                 given_name=GIVEN[locale][n % len(GIVEN[locale])],
                 locale=locale,
                 exposure=exposure,
                 data_held=() if exposure == "database_only" else KINDS[n % len(KINDS)],
+                extra={"family_name_latin": LATIN[family]} if family in LATIN else {},
             )
         )
     return people
@@ -119,7 +126,7 @@ def broken(
         '\nallow_links = false\ntemplates_dir = "templates"\nlocale_dir = "locale"',
     )
     text = text.replace('follows = "2020-03-breach"', "")
-    text = text.replace('follows_states = ["sent", "delivered"]', "")
+    text = text.replace('follows_states = ["sent", "delivered", "expired"]', "")
     path = tmp_path / f"{campaign}.toml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -202,14 +209,8 @@ def test_check_reports_required_element_missing(filled: Ledger, tmp_path: Path) 
     def edit(templates: Path, _catalogs: Path) -> None:
         replace_in(
             templates / "en" / "_breach.j2",
-            '{% block contact %}\n{% if exposure == "published" %}',
-            '{% block contact %}\n{% if exposure == "nobody" %}',
-        )
-        replace_in(
-            templates / "en" / "_breach.j2",
-            '{{ common.contact("If you have any questions or concerns,", contact, '
-            "japanese_email) }}",
-            "",
+            "{% block contact %}{{ wording.contact() }}{% endblock %}",
+            "{% block contact %}{% endblock %}",
         )
 
     report = run_check(filled, broken(tmp_path, edit))
@@ -254,7 +255,9 @@ def test_check_cli_passes_and_fails(filled: Ledger, tmp_path: Path, notifier: No
 
     def edit(templates: Path, _catalogs: Path) -> None:
         replace_in(
-            templates / "en" / "_common.j2", "Bank Safe Online", "www.banksafeonline.example"
+            templates / "en" / "_common.j2",
+            "Bank Safe Online, the UK banking",
+            "www.banksafeonline.example (the UK banking",
         )
 
     result = notifier("check", str(broken(tmp_path / "b", edit)))
@@ -316,8 +319,9 @@ def test_check_reports_contradictions_with_count_and_examples(ledger: Ledger) ->
 def test_check_reports_empty_data_section(filled: Ledger, tmp_path: Path) -> None:
     def edit(templates: Path, _catalogs: Path) -> None:
         replace_in(
-            templates / "en" / "_breach.j2",
-            "{{ common.data_list(common.database_kinds) }}",
+            templates / "en" / "breach" / "database_only.j2",
+            "{{ common.database_records("
+            '"Our volunteer database holds the following about you:") }}',
             "",
         )
 
@@ -338,6 +342,9 @@ def test_check_reports_a_contact_point_left_out(filled: Ledger, tmp_path: Path) 
             "{% endif %}）",
             "",
         )
+        # The Reply-To, which the section names too, is the contact point's address here.
+        reply = "ご返信は {{ reply_to_address }} に届きます。\n"
+        replace_in(templates / "ja" / "_common.j2", reply, "")
 
     report = run_check(filled, broken(tmp_path, edit))
     # One problem per shape of Japanese message, together every Japanese reader.

@@ -50,7 +50,7 @@ def test_roster_show_has_every_field_and_the_kept_columns(imported: Notifier) ->
         assert text in out
     assert "prefers letters\\nto email" in out  # the line break shown, not obeyed
     data = json.loads(imported("roster", "show", "HMR-0012", "--format", "json").stdout)
-    assert data["extra"] == {"notes": "prefers letters\nto email"}
+    assert data["extra"] == {"family_name_latin": "Goto", "notes": "prefers letters\nto email"}
 
 
 def test_roster_show_unknown_volunteer_exits_2(imported: Notifier) -> None:

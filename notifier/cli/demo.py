@@ -27,6 +27,7 @@ import click
 from notifier.cli.app import AppContext, cli, pass_app
 from notifier.config import load_contact
 from notifier.errors import ConfigError, RosterError
+from notifier.organisation import load_organisation
 from notifier.service import VolunteerQuery
 from notifier.sink import Sink
 from notifier.volunteer import EXPOSURES, LOCALES
@@ -59,8 +60,8 @@ def find_example_roster() -> Path:
 
 
 def use_example_contact(app: AppContext) -> Path | None:
-    """Give this run the example organisation's contact point, if none is configured;
-    the example settings file used, if any."""
+    """Give this run the example organisation's contact point and statements
+    ([organisation]), if none is configured; the example settings file used, if any."""
     if app.settings.contact:
         return None
     path = find_example(EXAMPLE_SETTINGS)
@@ -71,14 +72,21 @@ def use_example_contact(app: AppContext) -> Path | None:
             hint="add [contact] to notifier.toml (see README: Contact point)",
         )
     try:
-        contact = load_contact(tomllib.loads(path.read_text(encoding="utf-8")), path)
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read the example settings ({exc})", file=path) from exc
-    app.settings = dataclasses.replace(app.settings, contact=contact)
+    # The organisation's own statements come with its contact point, unless some are set.
+    own = app.settings.organisation
+    app.settings = dataclasses.replace(
+        app.settings,
+        contact=load_contact(data, path),
+        organisation=own if own.statements() else load_organisation(data, path),
+    )
     click.echo(
         f"No [contact] in notifier.toml: this demo uses the example organisation's contact "
-        f"point from {path}. For commands of your own, pass --config {_shown(path)} "
-        "or add your organisation's [contact] to notifier.toml."
+        f"point and statements from {path}. For commands of your own, pass "
+        f"--config {_shown(path)} or add your organisation's [contact] and [organisation] "
+        "to notifier.toml."
     )
     return path
 

@@ -20,6 +20,7 @@ Every function that writes does so within the caller's transaction.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -348,14 +349,16 @@ def state_counts(conn: sqlite3.Connection, campaign_id: str) -> dict[str, int]:
     }
 
 
-def message_ids(conn: sqlite3.Connection, campaign_id: str) -> dict[str, str]:
-    """volunteer_id -> Message-ID of the campaign's messages."""
-    return {
-        str(row["volunteer_id"]): str(row["message_id"])
-        for row in conn.execute(
-            "SELECT volunteer_id, message_id FROM messages WHERE campaign_id = ?", (campaign_id,)
-        )
-    }
+def message_ids(
+    conn: sqlite3.Connection, campaign_id: str, states: Collection[str] | None = None
+) -> dict[str, str]:
+    """volunteer_id -> Message-ID of the campaign's messages (in one of `states`, if given)."""
+    sql = "SELECT volunteer_id, message_id FROM messages WHERE campaign_id = ?"
+    params: list[str] = [campaign_id]
+    if states is not None:
+        sql += " AND state IN (SELECT value FROM json_each(?))"
+        params.append(json.dumps(sorted(map(str, states))))
+    return {str(row["volunteer_id"]): str(row["message_id"]) for row in conn.execute(sql, params)}
 
 
 def has_messages(conn: sqlite3.Connection, campaign_id: str) -> bool:

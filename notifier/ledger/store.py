@@ -653,10 +653,13 @@ class Ledger:
         """Number of the campaign's messages in each state (states with none are left out)."""
         return message_table.state_counts(self.conn, campaign_id)
 
-    def message_ids(self, campaign_id: str) -> dict[str, str]:
-        """volunteer_id -> Message-ID of the campaign's messages, as the ledger issued them
-        (what a follow-up's In-Reply-To names: looked up, never recomputed)."""
-        return message_table.message_ids(self.conn, campaign_id)
+    def message_ids(
+        self, campaign_id: str, *, states: Collection[str] | None = None
+    ) -> dict[str, str]:
+        """volunteer_id -> Message-ID of the campaign's messages (in one of `states`, if
+        given), as the ledger issued them (what a follow-up's In-Reply-To names: looked
+        up, never recomputed)."""
+        return message_table.message_ids(self.conn, campaign_id, states)
 
     def has_messages(self, campaign_id: str) -> bool:
         """True when the ledger holds any message of this campaign (it has been sent)."""
