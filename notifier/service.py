@@ -126,7 +126,7 @@ from notifier.testsend import (
     volunteers_for_test,
 )
 from notifier.told import AddressMove, moved_addresses
-from notifier.volunteer import Volunteer
+from notifier.volunteer import Volunteer, surname_initial
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,7 @@ __all__ = [
     "SendSummary",
     "ServerInfo",
     "Settled",
+    "SurnameOutliers",
     "TestSendResult",
     "UnmatchedReport",
     "UnreachablePerson",
@@ -283,6 +284,15 @@ RESUME_HINT = "notifier send {campaign_id} --resume"
 # --- what the other operations return ---------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SurnameOutliers:
+    """Published volunteers a campaign's published-surname fact does not fit."""
+
+    initials: tuple[str, ...]  # the rule: the published records' surname initials
+    count: int
+    first: tuple[Volunteer, ...]  # the first few of them, to name
+
+
 @dataclass
 class RosterImport:
     """A roster import: what the ledger recorded, and the file as read (its warnings)."""
@@ -292,6 +302,9 @@ class RosterImport:
     # Addresses this import gave to someone other than who had them (a swap, or an address
     # a notice to someone else went to): each a warning naming both people.
     moved: tuple[AddressMove, ...] = ()
+    # Published volunteers whose family name does not begin with the initials a campaign
+    # says the published records had, for each such rule.
+    surname_outliers: tuple[SurnameOutliers, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -468,10 +481,12 @@ class Workspace:
                     strict=strict,
                 )
                 moved: list[AddressMove] = []
+                outliers: tuple[SurnameOutliers, ...] = ()
                 if summary.added or summary.updated:
                     # The import's own event heads the volunteers' events it wrote.
                     moved = moved_addresses(led, led.latest_seq(kind=EventKind.ROSTER_IMPORTED))
-            yield RosterImport(summary, stream, tuple(moved))
+                    outliers = _surname_outliers(led)
+            yield RosterImport(summary, stream, tuple(moved), outliers)
 
     def volunteers(self, query: VolunteerQuery | None = None) -> Iterator[Volunteer]:
         return self.ledger().volunteers(query or VolunteerQuery())
@@ -1054,6 +1069,28 @@ def _composed(
         exc.message = f"{volunteer.volunteer_id}: {exc.message}"
         exc.hint = exc.hint or f"run `notifier check {campaign.campaign_id}` to see every problem"
         raise
+
+
+def _surname_outliers(led: Ledger, named: int = 10) -> tuple[SurnameOutliers, ...]:
+    """For each published-surname rule the campaigns state, the published volunteers on
+    the roster it does not fit (their notice would tell them the published records were
+    of surnames beginning with letters theirs does not): what `check` will name."""
+    rules = {
+        c.facts.published_surname_initials
+        for c in list_campaigns()
+        if c.facts.published_surname_initials
+    }
+    found = []
+    for initials in sorted(rules):
+        count, first = 0, list[Volunteer]()
+        for volunteer in led.volunteers(VolunteerQuery(exposures=("published",))):
+            if surname_initial(volunteer) not in initials:
+                count += 1
+                if len(first) < named:
+                    first.append(volunteer)
+        if count:
+            found.append(SurnameOutliers(initials, count, tuple(first)))
+    return tuple(found)
 
 
 def _require_no_stand_ins(campaign: Campaign, target: SmtpTarget) -> None:

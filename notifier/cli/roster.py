@@ -24,12 +24,14 @@ from notifier.cli.app import (
 )
 from notifier.errors import ExitCode
 from notifier.outputs import csv_lines, csv_text, visible
+from notifier.render import listed
 from notifier.service import (
     ENCODING_CHOICES,
     AddressMove,
     ImportSummary,
     RosterStream,
     RowProblem,
+    SurnameOutliers,
     VolunteerQuery,
 )
 from notifier.volunteer import EXPOSURES, FIELDS, LOCALES
@@ -132,6 +134,7 @@ def import_(
             click.echo(f"Rejected rows{also} written to {rejects_path}")
     _print_outcome(summary, strict)
     _print_moves(imported.moved)
+    _print_surname_outliers(imported.surname_outliers)
     if summary.refused:
         raise SystemExit(ExitCode.PROBLEMS)
 
@@ -211,6 +214,22 @@ def _print_moves(moved: Sequence[AddressMove]) -> None:
             "If the roster swapped people's addresses by mistake, correct it and import it"
             " again: a follow-up would reach the wrong person, and `notifier check` names"
             " each one until then."
+        )
+
+
+def _print_surname_outliers(outliers: Sequence[SurnameOutliers]) -> None:
+    """Published volunteers the campaigns' published-surname fact does not fit."""
+    for rule in outliers:
+        shown = ", ".join(
+            f"{visible(v.volunteer_id)} ({visible(v.family_name)})" for v in rule.first
+        )
+        more = f" and {rule.count - len(rule.first)} more" if rule.count > len(rule.first) else ""
+        click.echo(
+            f"Warning: {_count(rule.count, 'published volunteer')} whose family name does not"
+            f" begin with {listed(rule.initials, 'en', 'or')}, the initials the campaigns say"
+            f" the published records had: {shown}{more}. Their notice would say so: check"
+            " their exposure, or give a name in kanji as their records spell it in a"
+            " family_name_latin column. `notifier check` names them until then."
         )
 
 
