@@ -1,10 +1,11 @@
 """Generated volunteers for the benchmarks: a quarter of them Japanese, exposures in turn,
 one to five kinds of data held (none for database_only: they were never screened, and a
-roster saying otherwise fails the campaign's check). The same people every run."""
+roster saying otherwise fails the campaign's check), published people's surnames
+beginning with D, G, I or J as the campaign states. The same people every run."""
 
 from __future__ import annotations
 
-from notifier.volunteer import EXPOSURES, Volunteer
+from notifier.volunteer import EXPOSURES, LATIN_FAMILY_NAME, Volunteer
 
 DATA_HELD = ("id_documents", "photo", "health_questionnaire", "consent_form", "test_results")
 
@@ -16,16 +17,19 @@ def bench_volunteers(count: int) -> list[Volunteer]:
         address = f"volunteer{i}@example.{'jp' if ja else 'org'}"
         exposure = EXPOSURES[i % 3]
         held = () if exposure == "database_only" else DATA_HELD[: 1 + i % len(DATA_HELD)]
+        published = exposure == "published"
+        family, latin = ("伊藤", "Ito") if published else ("鈴木", "Suzuki")
         people.append(
             Volunteer(
                 volunteer_id=f"HMR-{i:06d}",
                 email=address,
                 email_ascii=address,
-                family_name="鈴木" if ja else f"Family{i}",
+                family_name=family if ja else f"{'Davies' if published else 'Family'}{i}",
                 given_name="一郎" if ja else "Alex",
                 locale="ja" if ja else "en",
                 exposure=exposure,
                 data_held=held,
+                extra={LATIN_FAMILY_NAME: latin} if ja else {},
             )
         )
     return people

@@ -2,18 +2,24 @@
 
 Templates live in `templates/<locale>/`. A notice `<name>` has two entry files,
 `<name>.txt` and `<name>.html`, which share everything else: the paragraphs are written
-once per locale in `_<name>.j2`, which extends `_layout.<format>` and draws its markup
-(paragraphs, lists, headings) from the macros in `_format.<format>`. `format` ("txt" or
-"html") is a global of the Jinja2 environment, so the same paragraph source is compiled
-once without escaping (text) and once with HTML autoescaping (html): a name holding
-`<script>` or quotes is escaped in the HTML part and left alone in the text part.
+once per locale in `_<name>.j2`, which extends `_layout.j2`. `format` ("txt" or "html")
+is a global of the Jinja2 environment, so the same paragraph source is compiled once
+without escaping (text) and once with HTML autoescaping (html): a name holding `<script>`
+or quotes is escaped in the HTML part and left alone in the text part.
+
+What a notice says differently by the reader's exposure lives in a template of its own,
+`<name>/<exposure>.j2`, which `_<name>.j2` imports by name (`wording_for`). Templates are
+never given the exposure to test, so no reader can fall through to another exposure's
+words. A follow-up's wording also depends on whether the notice it follows reached the
+reader (`earlier_notice_reached`): Renderer.render is told, never guesses.
 
 Every required element of a notice is a block named after it (`what_happened`,
 `data_involved`, ...): `notifier check` finds them by those names.
 
 Short strings (headings, labels, names of the kinds of data, the greeting) are gettext'd
 with `_()` and translated in the Babel catalogs (see notifier.catalogs). Dates go through
-Babel in the reader's locale: `14 March 2020`, `2020年3月14日`.
+Babel in the reader's locale: `14 March 2020`, `2020年3月14日`; how each locale lays out
+its text is in notifier.locales.
 """
 
 from __future__ import annotations
@@ -296,9 +302,14 @@ _NICKNAME = re.compile(
 )
 
 
+_NICKNAME_MARK = re.compile("[\"“„'(（]")
+
+
 def formal_name(value: str) -> str:
     """A name part without a nickname beside it: `Margaret "Peggy"` -> `Margaret`. A part
     that is nothing but a nickname is kept as it is: it is all the name there is."""
+    if not _NICKNAME_MARK.search(value):
+        return value  # nearly every name: no quote or bracket to look at
     formal = _SPACES.sub(" ", _NICKNAME.sub("", value)).strip()
     return formal or value
 
@@ -471,8 +482,12 @@ class Renderer:
     def shape_key(self, volunteer: Volunteer, *, reached: bool | None = None) -> tuple[Any, ...]:
         """What the message depends on besides the names: people with equal keys get the
         same message but for their names."""
+        return self._shape_key(volunteer, self.names(volunteer), reached)
+
+    def _shape_key(
+        self, volunteer: Volunteer, names: tuple[str, str, str], reached: bool | None
+    ) -> tuple[Any, ...]:
         # Whether a name part is empty changes the message ("Dear Smith"), so it is shape.
-        names = self.names(volunteer)
         told = self._reached(reached) if self.campaign.follows else None
         return (volunteer.locale, volunteer.exposure, volunteer.data_held, told, *map(bool, names))
 
@@ -481,7 +496,7 @@ class Renderer:
         it follows reached them (its message sent or delivered): the wording differs, and
         a render that is not told refuses rather than guess."""
         names = self.names(volunteer)
-        key = self.shape_key(volunteer, reached=reached)
+        key = self._shape_key(volunteer, names, reached)
         shape = self._shapes.get(key)
         if shape is None:
             shape = self._render_shape(volunteer, reached)

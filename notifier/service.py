@@ -301,7 +301,8 @@ class RosterImport:
     stream: RosterStream
     # Addresses this import gave to someone other than who had them (a swap, or an address
     # a notice to someone else went to): each a warning naming both people.
-    moved: tuple[AddressMove, ...] = ()
+    moved: tuple[AddressMove, ...] = ()  # the first thousand
+    moved_count: int = 0  # every one
     # Published volunteers whose family name does not begin with the initials a campaign
     # says the published records had, for each such rule.
     surname_outliers: tuple[SurnameOutliers, ...] = ()
@@ -481,12 +482,15 @@ class Workspace:
                     strict=strict,
                 )
                 moved: list[AddressMove] = []
+                moved_count = 0
                 outliers: tuple[SurnameOutliers, ...] = ()
                 if summary.added or summary.updated:
                     # The import's own event heads the volunteers' events it wrote.
-                    moved = moved_addresses(led, led.latest_seq(kind=EventKind.ROSTER_IMPORTED))
+                    moved, moved_count = moved_addresses(
+                        led, led.latest_seq(kind=EventKind.ROSTER_IMPORTED)
+                    )
                     outliers = _surname_outliers(led)
-            yield RosterImport(summary, stream, tuple(moved), outliers)
+            yield RosterImport(summary, stream, tuple(moved), moved_count, outliers)
 
     def volunteers(self, query: VolunteerQuery | None = None) -> Iterator[Volunteer]:
         return self.ledger().volunteers(query or VolunteerQuery())

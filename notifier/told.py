@@ -87,38 +87,52 @@ def since_notice(ledger: Ledger, followed: str) -> dict[str, SinceNotice]:
     return found
 
 
-def moved_addresses(ledger: Ledger, import_seq: int) -> list[AddressMove]:
+def moved_addresses(
+    ledger: Ledger, import_seq: int, *, keep: int = 1000
+) -> tuple[list[AddressMove], int]:
     """The addresses the import recorded at `import_seq` gave to someone other than who
     had them: held by another volunteer until this import (a swap), or an address a
-    notice to another volunteer went to (an address reused). In row order."""
+    notice to another volunteer went to (an address reused). Updated people first, then
+    added ones, each in the order the chain recorded them.
+
+    Reads the import's address changes first: a first import (nobody gave an address up,
+    nothing was ever sent) costs one look at the chain, however many people it added.
+    Returns the first `keep` moves, to show, and how many there are.
+    """
     new_address: dict[str, str] = {}  # volunteer_id -> the address this import gave them
     gave_up: dict[str, str] = {}  # address_key -> who held it until this import
-    kinds = [EventKind.VOLUNTEER_UPDATED, EventKind.VOLUNTEER_ADDED]
-    for event in ledger.events(kinds=kinds, after_seq=import_seq):
-        vid = event.volunteer_id
-        if vid is None:
-            continue
-        if event.kind == EventKind.VOLUNTEER_ADDED:
-            new_address[vid] = str(event.data.get("email") or "")
-            continue
+    for event in ledger.events(kinds=[EventKind.VOLUNTEER_UPDATED], after_seq=import_seq):
         email = _changes(event.data).get("email")
-        if email is not None:
-            new_address[vid] = str(email.get("new") or "")
-            if email.get("old"):
-                gave_up[address_key(str(email["old"]))] = vid
-    moves = [
-        AddressMove(address, vid, gave_up[address_key(address)], "held it")
-        for vid, address in new_address.items()
-        if gave_up.get(address_key(address), vid) != vid
-    ]
-    already = {(m.volunteer_id, m.previous) for m in moves}
-    for vid, others in _notified_at(ledger, None, new_address).items():
-        for other, campaign_id in others:
-            if (vid, other) not in already:
-                already.add((vid, other))
-                how = f"was sent {campaign_id} at it"
-                moves.append(AddressMove(new_address[vid], vid, other, how))
-    return moves
+        if event.volunteer_id is None or not isinstance(email, Mapping):
+            continue
+        new_address[event.volunteer_id] = str(email.get("new") or "")
+        if email.get("old"):
+            gave_up[address_key(str(email["old"]))] = event.volunteer_id
+    ever_sent = next(iter(ledger.events(kinds=[EventKind.SENT])), None) is not None
+    if gave_up or ever_sent:
+        for event in ledger.events(kinds=[EventKind.VOLUNTEER_ADDED], after_seq=import_seq):
+            address = str(event.data.get("email") or "")
+            if event.volunteer_id is not None and (ever_sent or address_key(address) in gave_up):
+                new_address[event.volunteer_id] = address
+    moves: list[AddressMove] = []
+    count = 0
+    for vid, address in new_address.items():
+        holder = gave_up.get(address_key(address), vid)
+        if holder != vid:
+            count += 1
+            if len(moves) < keep:
+                moves.append(AddressMove(address, vid, holder, "held it"))
+    if ever_sent:
+        for vid, others in _notified_at(ledger, None, new_address).items():
+            first_notice = dict(reversed(others))  # each other person once, the first notice
+            for other, campaign_id in first_notice.items():
+                if gave_up.get(address_key(new_address[vid])) == other:
+                    continue  # the same move, already counted
+                count += 1
+                if len(moves) < keep:
+                    how = f"was sent {campaign_id} at it"
+                    moves.append(AddressMove(new_address[vid], vid, other, how))
+    return moves, count
 
 
 def _updates_after_first_send(

@@ -133,7 +133,7 @@ def import_(
             also = " and warnings" if result.warning_count and not summary.refused else ""
             click.echo(f"Rejected rows{also} written to {rejects_path}")
     _print_outcome(summary, strict)
-    _print_moves(imported.moved)
+    _print_moves(imported.moved, imported.moved_count)
     _print_surname_outliers(imported.surname_outliers)
     if summary.refused:
         raise SystemExit(ExitCode.PROBLEMS)
@@ -199,7 +199,7 @@ def _print_outcome(summary: ImportSummary, strict: bool) -> None:
         )
 
 
-def _print_moves(moved: Sequence[AddressMove]) -> None:
+def _print_moves(moved: Sequence[AddressMove], count: int) -> None:
     """Each address the import gave to someone other than who had it, naming both."""
     for move in moved[:MAX_CHANGES_SHOWN]:
         click.echo(
@@ -207,8 +207,8 @@ def _print_moves(moved: Sequence[AddressMove]) -> None:
             f" {visible(move.previous)} to volunteer {visible(move.volunteer_id)}"
             f" ({visible(move.previous)} {visible(move.how)})."
         )
-    if len(moved) > MAX_CHANGES_SHOWN:
-        click.echo(f"  ... and {len(moved) - MAX_CHANGES_SHOWN} more moved addresses")
+    if count > MAX_CHANGES_SHOWN:
+        click.echo(f"  ... and {count - MAX_CHANGES_SHOWN} more moved addresses")
     if moved:
         click.echo(
             "If the roster swapped people's addresses by mistake, correct it and import it"
