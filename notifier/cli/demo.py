@@ -161,7 +161,7 @@ def demo(app: AppContext, ctx: click.Context, roster: Path | None, maildir: Path
     click.echo(
         "This demo sends as the example organisation: its addresses (example.org) and phone"
         " number are stand-ins. Its checks note them; a real send refuses them until your"
-        " own notifier.toml sets your organisation's (see README: Settings)."
+        " own notifier.toml sets your organisation's (README, step 2: Contact point)."
     )
     config = f"--config {_shown(example_settings)} " if example_settings else ""
     _run(
@@ -233,7 +233,7 @@ def demo(app: AppContext, ctx: click.Context, roster: Path | None, maildir: Path
     for line in (
         f"notifier report {FIRST_NOTICE} --format html --out report.html",
         f"notifier {config}preview {UPDATE} --volunteer HMR-0002",
-        "write your organisation's notifier.toml (README: Settings), then:"
+        "write your organisation's notifier.toml (README, step 2: Contact point), then:"
         f" notifier check {UPDATE} --proof proof.html",
         "notifier export unreachable --out letters.csv   (who to write to by post)",
         "notifier --help",
