@@ -63,6 +63,20 @@ def parsed(data: bytes) -> email.message.EmailMessage:
     return message
 
 
+def send_update(notifier: Notifier) -> dict[str, email.message.EmailMessage]:
+    """Send the update into a sink: what each address received."""
+    with Sink() as sink:
+        sent = notifier("send", UPDATE, "--yes", "--smtp", sink.url, *FAST)
+        assert sent.exit_code == 0, sent.output
+        return {m.rcpt_tos[0]: parsed(m.data) for m in sink.messages}
+
+
+def plain_text(message: email.message.EmailMessage) -> str:
+    part = message.get_body(("plain",))
+    assert part is not None
+    return str(part.get_content())
+
+
 def test_a_swap_warns_then_check_approve_and_send_refuse_until_undone(
     notifier: Notifier, tmp_path: Path, first_sent: dict[str, str]
 ) -> None:
@@ -99,12 +113,8 @@ def test_a_swap_warns_then_check_approve_and_send_refuse_until_undone(
     assert undo.exit_code == 0, undo.output
     assert notifier("check", UPDATE).exit_code == 0
     assert notifier("approve", UPDATE, "--by", "Jane Doe, DPO").exit_code == 0
-    with Sink() as sink:
-        sent = notifier("send", UPDATE, "--yes", "--smtp", sink.url, *FAST)
-        assert sent.exit_code == 0, sent.output
-        received = {m.rcpt_tos[0]: parsed(m.data) for m in sink.messages}
-    mia = received["mia@example.net"].get_body(("plain",))
-    assert mia is not None and "Dear Mia Clark" in mia.get_content()
+    received = send_update(notifier)
+    assert "Dear Mia Clark" in plain_text(received["mia@example.net"])
     for address, message in received.items():
         assert message["In-Reply-To"] == first_sent[address]
 
@@ -120,12 +130,8 @@ def test_an_approval_confirming_the_moved_addresses_lets_the_update_go(
     assert "Confirmed: V002's address oliver@example.com" in confirmed.stdout
     assert notifier("check", UPDATE).exit_code == 0  # the approval's confirmation holds
 
-    with Sink() as sink:
-        sent = notifier("send", UPDATE, "--yes", "--smtp", sink.url, *FAST)
-        assert sent.exit_code == 0, sent.output
-        received = {m.rcpt_tos[0]: parsed(m.data) for m in sink.messages}
-    oliver = received["mia@example.net"].get_body(("plain",))
-    assert oliver is not None and "Dear Oliver Hall" in oliver.get_content()
+    received = send_update(notifier)
+    assert "Dear Oliver Hall" in plain_text(received["mia@example.net"])
 
 
 def test_an_address_reused_after_its_owner_moved_on_is_named_too(
