@@ -21,7 +21,7 @@ ledger shows they were meant to be told.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -91,36 +91,46 @@ def reached_variants(campaign: Campaign) -> tuple[bool | None, ...]:
     return (True, False)
 
 
-def earlier_reached(campaign: Campaign, followed_state: str | None) -> bool | None:
+def earlier_reached(
+    campaign: Campaign, followed_state: str | None, *, history: bool = True
+) -> bool | None:
     """For a follow-up, whether the notice it follows reached this person (their message
-    there sent or delivered); None for a first notice."""
-    if not campaign.follows:
-        return None
-    return followed_state in REACHED_STATES
-
-
-def earlier_reached_of(ledger: Ledger, campaign: Campaign) -> Callable[[str], bool | None]:
-    """volunteer_id -> `earlier_reached` for them, from the ledger. Before the followed
-    notice has gone out, nobody has an outcome yet: a follow-up's reader is taken as
+    there sent or delivered); None for a first notice. Before the followed notice has
+    gone out (no `history`), nobody has an outcome yet: a follow-up's reader is taken as
     reached (the wording most of its audience will get)."""
     if not campaign.follows:
+        return None
+    return not history or followed_state in REACHED_STATES
+
+
+def earlier_reached_of(
+    ledger: Ledger, campaign: Campaign, volunteer_ids: Collection[str] | None = None
+) -> Callable[[str], bool | None]:
+    """volunteer_id -> `earlier_reached` for them, from the ledger (reading only these
+    volunteers' messages when given)."""
+    if not campaign.follows:
         return lambda _vid: None
-    if not history_applies(ledger, campaign):
-        return lambda _vid: True
-    states = ledger.message_states(campaign.follows)
-    return lambda vid: states.get(vid) in REACHED_STATES
+    history = history_applies(ledger, campaign)
+    states = followed_message_states(ledger, campaign, volunteer_ids) if history else {}
+    return lambda vid: earlier_reached(campaign, states.get(vid), history=history)
 
 
-def followed_message_states(ledger: Ledger, campaign: Campaign) -> Mapping[str, str]:
-    """volunteer_id -> state of their message in the campaign `campaign` follows."""
-    return ledger.message_states(campaign.follows) if campaign.follows else {}
+def followed_message_states(
+    ledger: Ledger, campaign: Campaign, volunteer_ids: Collection[str] | None = None
+) -> Mapping[str, str]:
+    """volunteer_id -> state of their message in the campaign `campaign` follows (of
+    these volunteers only, when given)."""
+    if not campaign.follows:
+        return {}
+    return ledger.message_states(campaign.follows, volunteer_ids=volunteer_ids)
 
 
 def membership_of(
     ledger: Ledger, campaign: Campaign, volunteer: Volunteer, *, history: bool = True
 ) -> Membership:
     """`membership` for one person, with their followed message's state from the ledger."""
-    state = followed_message_states(ledger, campaign).get(volunteer.volunteer_id)
+    vid = volunteer.volunteer_id
+    state = followed_message_states(ledger, campaign, [vid]).get(vid)
     return membership(campaign, volunteer, state, history=history)
 
 
@@ -128,6 +138,14 @@ def select_audience(
     ledger: Ledger, campaign: Campaign, history: bool = True
 ) -> Iterator[Volunteer]:
     """The volunteers a campaign goes to, in volunteer_id order, streamed from the ledger."""
+    return (volunteer for volunteer, _reached in audience_with_wording(ledger, campaign, history))
+
+
+def audience_with_wording(
+    ledger: Ledger, campaign: Campaign, history: bool = True
+) -> Iterator[tuple[Volunteer, bool | None]]:
+    """The audience as `select_audience` gives it, each with `earlier_reached` (which
+    wording of a follow-up they get), from one read of the followed campaign's states."""
     states = followed_message_states(ledger, campaign) if history else {}
     # The ledger reads only the exposures and locales the audience can have, so a
     # campaign for a few people does not load the whole roster; `membership` decides.
@@ -135,7 +153,7 @@ def select_audience(
     for volunteer in ledger.volunteers(scan):
         state = states.get(volunteer.volunteer_id)
         if membership(campaign, volunteer, state, history=history).included:
-            yield volunteer
+            yield volunteer, earlier_reached(campaign, state, history=history)
 
 
 def count_audience(

@@ -50,7 +50,7 @@ import jinja2
 from jinja2 import nodes
 
 from notifier.audience import (
-    earlier_reached_of,
+    audience_with_wording,
     history_applies,
     membership,
     reached_variants,
@@ -232,13 +232,12 @@ def check_campaign(
     # A follow-up reads differently to people its earlier notice did not reach: each is
     # checked in the wording they get; before that notice has gone out, in every wording
     # the campaign's follows_states can give.
-    reached_of = earlier_reached_of(ledger, campaign)
-    for volunteer in select_audience(ledger, campaign, history=history):
+    for volunteer, reached_now in audience_with_wording(ledger, campaign, history=history):
         by_locale[volunteer.locale] += 1
         by_exposure[(volunteer.locale, volunteer.exposure)] += 1
         if len(examples := examples_by_locale.setdefault(volunteer.locale, [])) < EXAMPLES:
             examples.append(volunteer.volunteer_id)
-        variants = (reached_of(volunteer.volunteer_id),) if history else reached_variants(campaign)
+        variants = (reached_now,) if history else reached_variants(campaign)
         for reached in variants:
             counted = shape_counts.setdefault(
                 (volunteer.locale, volunteer.exposure, volunteer.data_held, reached),

@@ -39,11 +39,11 @@ from typing import Any
 from notifier import approval as four_eyes
 from notifier.approval import Approval, ApprovalStatus
 from notifier.audience import (
+    audience_with_wording,
     count_audience,
     earlier_reached_of,
     history_applies,
     membership_of,
-    select_audience,
 )
 from notifier.bounces import (
     BounceRecord,
@@ -213,19 +213,14 @@ class SendSpec:
         }
 
     def options_json(self) -> dict[str, Any]:
-        """How the run sends, as its `send_started` event records it (no secrets: the
-        SMTP credentials come from the environment and are never written)."""
-        o = self.options
+        """How the run sends, as its `send_started` event records it: every option, so a
+        resume sends the same way, but the CA file's path (a resume reads it from the
+        settings then). No secrets: the SMTP credentials come from the environment and are
+        never written."""
         return {
-            "rate": o.rate,
-            "concurrency": o.concurrency,
-            "batch_size": o.batch_size,
-            "batch_pause": o.batch_pause,
-            "per_domain": o.per_domain,
-            "timeout": o.timeout,
-            "max_attempts": o.max_attempts,
-            "backoff": o.backoff,
-            "require_tls": o.require_tls,
+            f.name: getattr(self.options, f.name)
+            for f in dataclasses.fields(SendOptions)
+            if f.name != "ca_file"
         }
 
     @classmethod
@@ -542,7 +537,8 @@ class Workspace:
         ids, id_warning = self._message_ids(campaign)
         warnings += id_warning
         composer = Composer(campaign, Renderer(campaign), dkim=load_dkim_key(self.settings))
-        reached = earlier_reached_of(led, campaign)(person.volunteer_id)
+        vid = person.volunteer_id
+        reached = earlier_reached_of(led, campaign, [vid])(vid)
         message = _composed(composer, person, datetime.now(UTC), ids, reached)
         return Preview(person, message, in_audience, tuple(warnings))
 
@@ -563,10 +559,9 @@ class Workspace:
         total = sum(count_audience(led, campaign, history).values())
         composer = Composer(campaign, Renderer(campaign), dkim=load_dkim_key(self.settings))
         when = datetime.now(UTC)
-        reached = earlier_reached_of(led, campaign)
         messages = (
-            (v, _composed(composer, v, when, ids, reached(v.volunteer_id)))
-            for v in select_audience(led, campaign, history)
+            (v, _composed(composer, v, when, ids, reached))
+            for v, reached in audience_with_wording(led, campaign, history)
         )
         return PreviewRun(total, tuple(warnings), messages)
 

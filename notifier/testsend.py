@@ -116,7 +116,7 @@ def send_tests(
     composer = Composer(campaign, renderer, dkim=dkim)
     now = datetime.now(UTC)
     sender = parseaddr(campaign.sender)[1]
-    reached = earlier_reached_of(ledger, campaign)
+    reached = earlier_reached_of(ledger, campaign, [v.volunteer_id for v in volunteers])
     messages = []
     for volunteer in volunteers:
         # A follow-up as this person would get it: worded for whether its earlier notice

@@ -12,7 +12,7 @@ from notifier.catalogs import LOCALE_DIR
 from notifier.config import Contact
 from notifier.errors import UnknownLocale
 from notifier.locales import LOCALES, locale_spec
-from notifier.render import long_date
+from notifier.render import between_dates, listed, long_date
 from notifier.roster import ENCODING_CHOICES
 from notifier.volunteer import display_name
 
@@ -27,6 +27,13 @@ def test_each_locale_is_written_its_own_way() -> None:
     assert CONTACT.from_name("ja") == "HMR Data Protection Officer"
     assert long_date(date(2020, 3, 14), "en") == "14 March 2020"
     assert long_date(date(2020, 3, 14), "ja") == "2020年3月14日"
+    assert between_dates(date(2020, 3, 21), date(2020, 3, 23), "en") == "21 and 23 March 2020"
+    assert between_dates(date(2020, 3, 30), date(2020, 4, 2), "en") == "30 March and 2 April 2020"
+    assert (
+        between_dates(date(2019, 12, 30), date(2020, 1, 2), "en")
+        == "30 December 2019 and 2 January 2020"
+    )
+    assert listed(["D", "G", "I", "J"], "en", "or") == "D, G, I or J"
     assert locale_spec("ja").text_style.bullet == "・"
     assert "cp932" in ENCODING_CHOICES  # Japanese rosters come from Excel on Windows
 

@@ -327,13 +327,18 @@ def _message_row(row: sqlite3.Row, email: str) -> MessageRow:
     )
 
 
-def message_states(conn: sqlite3.Connection, campaign_id: str) -> dict[str, MessageState]:
-    """volunteer_id -> state of the campaign's messages (volunteers without one left out)."""
+def message_states(
+    conn: sqlite3.Connection, campaign_id: str, volunteer_ids: Collection[str] | None = None
+) -> dict[str, MessageState]:
+    """volunteer_id -> state of the campaign's messages (volunteers without one left out),
+    of these volunteers only when given (one person's costs one index lookup)."""
+    sql = "SELECT volunteer_id, state FROM messages WHERE campaign_id = ?"
+    params: list[str] = [campaign_id]
+    if volunteer_ids is not None:
+        sql += " AND volunteer_id IN (SELECT value FROM json_each(?))"
+        params.append(json.dumps(sorted(volunteer_ids)))
     return {
-        str(row["volunteer_id"]): MessageState(row["state"])
-        for row in conn.execute(
-            "SELECT volunteer_id, state FROM messages WHERE campaign_id = ?", (campaign_id,)
-        )
+        str(row["volunteer_id"]): MessageState(row["state"]) for row in conn.execute(sql, params)
     }
 
 

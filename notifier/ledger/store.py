@@ -645,9 +645,12 @@ class Ledger:
         """The messages of one campaign (default: of every campaign), as stored."""
         return message_table.messages(self.conn, campaign_id)
 
-    def message_states(self, campaign_id: str) -> dict[str, MessageState]:
-        """volunteer_id -> state of the campaign's messages (volunteers without one left out)."""
-        return message_table.message_states(self.conn, campaign_id)
+    def message_states(
+        self, campaign_id: str, *, volunteer_ids: Collection[str] | None = None
+    ) -> dict[str, MessageState]:
+        """volunteer_id -> state of the campaign's messages (volunteers without one left
+        out), of these volunteers only when given."""
+        return message_table.message_states(self.conn, campaign_id, volunteer_ids)
 
     def state_counts(self, campaign_id: str) -> dict[str, int]:
         """Number of the campaign's messages in each state (states with none are left out)."""

@@ -367,3 +367,33 @@ def test_cli_resume_keeps_the_runs_options_but_those_given_again(
     assert [r.data["options"]["timeout"] for r in runs] == [30.0, 7.0]  # given: changed
     assert runs[1].data["selection"]["locales"] == ["ja"]
     assert recipients(sink.messages) == {v.email: 1 for v in JA[:2]}
+
+
+def test_a_recorded_run_keeps_every_option_a_library_caller_set() -> None:
+    """What `send_started` records, read back, is the same send (the CA file's path comes
+    from the settings at resume): a resume never quietly sends another way."""
+    options = SendOptions(
+        rate=3.0,
+        concurrency=2,
+        timeout=9.0,
+        max_attempts=2,
+        backoff=0.5,
+        backoff_max=4.0,
+        validate_certs=False,
+        local_hostname="mail.hmr.test",
+    )
+    spec = SendSpec(
+        cohort=CohortFilter(locales=("ja",)),
+        scope=SendScope(limit=5),
+        options=options,
+        smtp_url="smtp://127.0.0.1:2525",
+    )
+    data = {
+        "selection": spec.selection_json(),
+        "options": json.loads(json.dumps(spec.options_json())),
+        "smtp_url": spec.smtp_url,
+    }
+    again = SendSpec.recorded(data, ca_file=None)
+    assert again.options == options
+    assert again.cohort.locales == ("ja",) and again.scope.limit == 5
+    assert again.smtp_url == spec.smtp_url
