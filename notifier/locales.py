@@ -39,6 +39,8 @@ class LocaleSpec:
     from_name: str  # the From display name, from the contact point's name and organisation
     text_style: TextStyle
     placeholder_names: tuple[str, str]  # (family, given) where a proof sheet puts names
+    # The first line of a test message (notifier.testsend): whose message it stands for.
+    test_banner: str
     # Encodings a roster in this language may come in besides UTF-8, tried in order.
     roster_encodings: tuple[str, ...] = ()
 
@@ -57,6 +59,8 @@ ENGLISH = LocaleSpec(
     from_name="{name}, {organisation}",
     text_style=TextStyle(join=" ", bullet="  - ", heading_prefix="", underline="-"),
     placeholder_names=("[Family name]", "[Given name]"),
+    test_banner="TEST: the message {volunteer_id} ({name}, {address}) would receive. "
+    "Sent to you only: nobody else was sent anything.",
 )
 JAPANESE = LocaleSpec(
     code="ja",
@@ -67,6 +71,8 @@ JAPANESE = LocaleSpec(
     # Japanese runs source lines together (no spaces between sentences) and marks headings.
     text_style=TextStyle(join="", bullet="・", heading_prefix="■ ", underline=""),
     placeholder_names=("〔姓〕", "〔名〕"),
+    test_banner="【テスト送信】{volunteer_id}（{name} 様、{address}）にお送りするお知らせです。"
+    "このテストはあなたにだけ送信しており、ほかの方には何も送っていません。",
     # cp932, not shift_jis: Excel writes IBM-extension kanji (髙, 﨑) shift_jis rejects.
     roster_encodings=("cp932",),
 )

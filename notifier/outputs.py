@@ -8,8 +8,9 @@ can send mail, so nothing from them is written out raw:
 - every cell or message printed to a terminal goes through `visible`, which shows control
   characters (escape sequences, NUL, bidirectional overrides) as `\\x1b`-style escapes
   instead of letting them move the cursor, recolour the screen or hide text;
-- every message that may hold a URL goes through `redact_urls`, so a password typed into
-  `--smtp smtp://user:secret@host` is never echoed back.
+- every message that may hold a URL or credentials (every error) goes through
+  `redact_urls`, so a password typed into `--smtp smtp://user:secret@host`, or mistyped
+  (`smtp:/user:secret@host`, `user:secret@host`), is never echoed back.
 """
 
 from __future__ import annotations
@@ -80,9 +81,48 @@ def visible(text: str, *, keep_newlines: bool = False) -> str:
     )
 
 
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/@\s]*@")
+# A word of an error or a note: what runs between spaces and the quotes and brackets a
+# repr() or a message puts around a value.
+_WORD = re.compile(r"[^\s'\"<>]*@[^\s'\"<>]*")
+# A scheme followed by at least one slash (`smtp://`, `smtp:/`) or by `//` alone
+# (`smtp//`, a colon forgotten): what follows it up to the `@` is user-info.
+_SLASHED_SCHEME = re.compile(r"(?i)[a-z][a-z0-9+.\-]*(?::/+|//)")
+# Schemes kept in view before `***` when nothing but `:` follows them (`mailto:`).
+_BARE_SCHEMES = re.compile(r"(?i)(?:mailto|smtps?|imaps?|submission):")
 
 
 def redact_urls(text: str) -> str:
-    """`text` with the user-info of every URL in it replaced by `***` (no password leaks)."""
-    return _URL_USERINFO.sub(r"\1***@", text)
+    """`text` with whatever could be a password before an `@` replaced by `***`.
+
+    The one rule for any text that may hold a URL or credentials (every error, whatever
+    it quotes, from the command line, the environment or a settings file). Mistyped URLs
+    leak too, so the rule does not need a well-formed URL: in each word holding an `@`,
+    everything before its last `@` is user-info when it follows a scheme with a slash
+    (`smtp://bob:pw@`, `smtp:/bob:pw@`, `smtp//bob:pw@`, a password holding `/` or `@`),
+    and is taken for a password whenever it holds a `:` (`bob:pw@host`,
+    `mailto:bob:pw@host`). A plain address (`bob@example.org`) is left as it is.
+    """
+    if "@" not in text:
+        return text
+    return _WORD.sub(_redact_word, text)
+
+
+def _redact_word(match: re.Match[str]) -> str:
+    word = match.group()
+    before, at, after = word.rpartition("@")
+    scheme = _SLASHED_SCHEME.match(before)
+    if scheme is not None:
+        return f"{scheme.group()}***{at}{after}" if before[scheme.end() :] else word
+    bare = _BARE_SCHEMES.match(before)
+    user_info = before[bare.end() :] if bare is not None else before
+    if ":" not in user_info:
+        return word
+    return f"{bare.group() if bare is not None else ''}***{at}{after}"
+
+
+def url_without_credentials(url: str) -> str:
+    """A URL known to hold credentials, as it may be shown: its scheme (when it has
+    `://`), `***`, then what follows the last `@`. Nothing before that `@` is kept, so no
+    password shows, however the URL is mistyped."""
+    scheme = re.match(r"(?i)[a-z][a-z0-9+.\-]*://", url)
+    return f"{scheme.group() if scheme else ''}***@{url.rpartition('@')[2]}"

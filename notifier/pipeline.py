@@ -52,7 +52,7 @@ from notifier.message import (
 )
 from notifier.secret import LedgerSecret
 from notifier.smtp.session import ServerInfo
-from notifier.smtp.target import SmtpTarget, parse_smtp_url
+from notifier.smtp.target import SmtpTarget, target_for
 from notifier.volunteer import Volunteer
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ class SendRequest:
     compose_workers: int | None = None  # default: by the size of the send
 
     def target(self, settings: Settings) -> SmtpTarget:
-        return parse_smtp_url(self.smtp_url or settings.smtp_url)
+        return target_for(self.smtp_url, settings.smtp_url)
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,7 @@ from notifier.ledger import (
     VolunteerQuery,
 )
 from notifier.ledger.chain import UPGRADE_HINT
+from notifier.ledger.opening import read_only_error
 from notifier.ledger.upgrade import Upgraded
 from notifier.message import (
     MessageRow,
@@ -117,10 +118,11 @@ from notifier.report import volunteer_history as history_of
 from notifier.roster import ENCODING_CHOICES, RosterStream, RowProblem, load_mapping, open_roster
 from notifier.sink import is_running_sink
 from notifier.smtp.session import ServerInfo, SessionOptions
-from notifier.smtp.target import SmtpTarget, parse_smtp_url
+from notifier.smtp.target import SmtpTarget, target_for
 from notifier.testsend import (
     TEST_PREFIX,
     TestSendResult,
+    TestSends,
     checked_test_address,
     send_tests,
     volunteers_for_test,
@@ -170,6 +172,7 @@ __all__ = [
     "Settled",
     "SurnameOutliers",
     "TestSendResult",
+    "TestSends",
     "UnmatchedReport",
     "UnreachablePerson",
     "Volunteer",
@@ -856,16 +859,22 @@ class Workspace:
         smtp_url: str | None = None,
         timeout: float = 30.0,
         require_tls: bool = False,
-    ) -> list[TestSendResult]:
-        """Each named volunteer's exact message (or one of each shape), marked as a test,
-        to `to` only. Needs no approval: it reaches only the person running it."""
+    ) -> TestSends:
+        """Each named volunteer's exact message (or one of each version), marked as a
+        test, to `to` only. Needs no approval: it reaches only the person running it.
+
+        Refuses before anything is sent when the ledger cannot record the test: a test
+        send nobody can account for afterwards is a message outside the evidence.
+        """
         address = checked_test_address(to)
         campaign = self.campaign(campaign_id)
-        target = parse_smtp_url(smtp_url or self.settings.smtp_url)
+        target = target_for(smtp_url, self.settings.smtp_url)
         _require_no_stand_ins(campaign, target)
         led = self.ledger()
+        if led.read_only:
+            raise read_only_error(led.path, "record a test send, so nothing was sent")
         people = volunteers_for_test(led, campaign, as_volunteers)
-        return send_tests(
+        results = send_tests(
             led,
             campaign,
             people,
@@ -877,11 +886,12 @@ class Workspace:
                 timeout=timeout, require_tls=require_tls, ca_file=self.settings.smtp_ca_file
             ),
         )
+        return TestSends(results, address.address, str(target), address.note)
 
     def smtp_target(self, smtp_url: str | None = None) -> str:
         """The SMTP server a send would use (`smtp_url`, else the settings'), as shown:
         without credentials."""
-        return str(parse_smtp_url(smtp_url or self.settings.smtp_url))
+        return str(target_for(smtp_url, self.settings.smtp_url))
 
     def cohort(
         self, campaign_id: str | Path, cohort: CohortFilter | None = None

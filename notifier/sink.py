@@ -71,6 +71,8 @@ class SinkSMTP(SMTP):
         taken: list[str] = []
         if arg and self.sink_handler.dsn:
             arg, taken = _split_params(arg, _DSN_MAIL_PARAMS)
+        if await self._refused_empty(taken):
+            return
         await super().smtp_MAIL(arg)
         if taken and self.envelope is not None and self.envelope.mail_from:
             self.envelope.mail_options.extend(taken)
@@ -79,10 +81,23 @@ class SinkSMTP(SMTP):
         taken: list[str] = []
         if arg and self.sink_handler.dsn:
             arg, taken = _split_params(arg, _DSN_RCPT_PARAMS)
+        if await self._refused_empty(taken):
+            return
         before = len(self.envelope.rcpt_tos) if self.envelope is not None else 0
         await super().smtp_RCPT(arg)
         if taken and self.envelope is not None and len(self.envelope.rcpt_tos) > before:
             self.envelope.rcpt_options.extend(taken)
+
+    async def _refused_empty(self, params: list[str]) -> bool:
+        """Refuse a parameter with an empty value as Postfix does (RFC 5321: a value has
+        at least one character), so that a client sending one fails here, not first
+        against a real server."""
+        for param in params:
+            name, equals, value = param.partition("=")
+            if equals and not value:
+                await self.push(f"501 5.5.4 Bad {name.upper()} parameter syntax")
+                return True
+        return False
 
 
 class SinkHandler:

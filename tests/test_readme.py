@@ -116,4 +116,4 @@ def test_readme_lines_run_against_the_demo_ledger(
     subjects = [
         email.message_from_bytes(m.data, policy=email.policy.default)["Subject"] for m in tests
     ]
-    assert subjects and all(s.startswith("[TEST] ") for s in subjects)
+    assert subjects and all(s.startswith("[TEST HMR-") for s in subjects)

@@ -18,10 +18,15 @@ from urllib.parse import unquote, urlsplit
 
 from notifier.config import IMAP_PASSWORD_ENV, imap_password
 from notifier.errors import BounceError
+from notifier.smtp.target import is_certificate_error
 
 log = logging.getLogger(__name__)
 
 MAX_IMAP_MESSAGES = 100_000
+IMAP_CA_HINT = (
+    "the server's certificate is not trusted: if it comes from your own authority, name "
+    "its certificate in [imap] ca_file (or NOTIFIER_IMAP_CA_FILE)"
+)
 
 
 def read_sources(paths: Sequence[Path]) -> Iterator[tuple[str, bytes]]:
@@ -106,9 +111,15 @@ def read_imap(
     try:
         parts = urlsplit(url)
     except ValueError as exc:  # an unclosed [ of an IPv6 host, say
-        raise BounceError(f"{expected}: {exc}", field="--imap") from exc
+        raise BounceError(f"{expected} ({exc})", field="--imap") from exc
     if parts.scheme not in ("imap", "imaps") or not parts.hostname or not parts.username:
         raise BounceError(expected, field="--imap")
+    if parts.password is not None:
+        raise BounceError(
+            "the password does not belong in the IMAP URL",
+            field="--imap",
+            hint=f"write imaps://user@host/FOLDER and set {IMAP_PASSWORD_ENV} instead",
+        )
     password = password if password is not None else imap_password()
     if not password:
         raise BounceError(
@@ -167,7 +178,11 @@ def _iter_imap(
         if client is not None:  # connected but refused: no session to log out of
             with contextlib.suppress(OSError):
                 client.shutdown()
-        raise BounceError(f"cannot log in to IMAP: {_imap_reason(exc)}", file=label) from exc
+        raise BounceError(
+            f"cannot log in to IMAP: {_imap_reason(exc)}",
+            file=label,
+            hint=IMAP_CA_HINT if is_certificate_error(exc) else None,
+        ) from exc
     try:
         status, _ = client.select(_imap_quote(folder), readonly=True)
         if status != "OK":

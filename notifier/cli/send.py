@@ -8,6 +8,7 @@ rule about it (approval, a clean check, one sender, resuming a run), is the serv
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -24,6 +25,7 @@ from notifier.cli.cohort import F, cohort_options
 from notifier.config import Settings
 from notifier.errors import CohortError, ExitCode
 from notifier.message import FAILED_STATES, RESENDABLE_STATES, DeliveryOutcome, MessageState
+from notifier.outputs import visible
 from notifier.service import (
     RESUME_HINT,
     TEST_PREFIX,
@@ -35,6 +37,7 @@ from notifier.service import (
     SendSummary,
     ServerInfo,
     TestSendResult,
+    TestSends,
     Workspace,
     cohort_filter,
     narrowing_given,
@@ -42,6 +45,7 @@ from notifier.service import (
 )
 
 DEFAULTS = SendOptions()
+MAX_WIDTH = 100  # columns: no line of this command's output is longer
 
 
 def delivery_options(function: F) -> F:
@@ -244,7 +248,8 @@ def _spec(
     metavar="ADDRESS",
     default=None,
     help="Send a test to ADDRESS only: each --as volunteer's exact message (or one of each "
-    "kind of message), subject starting [TEST]. Changes no one's state; needs no approval.",
+    "version of the notice), subject starting [TEST <id>], To: ADDRESS. Changes no one's "
+    "state; needs no approval.",
 )
 @click.option(
     "--as",
@@ -252,6 +257,11 @@ def _spec(
     metavar="VOLUNTEER",
     multiple=True,
     help="With --test-to: whose message to send (an id or address; repeat for more).",
+)
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="With --test-to: list each test message (whose it is, what the server said).",
 )
 @delivery_options
 @cohort_options()
@@ -313,7 +323,7 @@ def _send_tests(
 ) -> None:
     """`send ID --test-to ADDRESS [--as V ...]`: the exact messages, to ADDRESS only."""
     with app.workspace() as ws:
-        results = ws.test_send(
+        sends = ws.test_send(
             campaign_id,
             test_to,
             as_volunteers=as_volunteers,
@@ -321,30 +331,75 @@ def _send_tests(
             timeout=params["timeout"],
             require_tls=params["require_tls"],
         )
-        target = ws.smtp_target(params["smtp_url"])
-    _print_tests(results, campaign_id, target)
+    verbose = params["verbose"] or bool(click.get_current_context().find_root().params["verbose"])
+    _print_tests(sends, campaign_id, verbose=verbose, named=bool(as_volunteers))
 
 
-def _print_tests(results: list[TestSendResult], campaign_id: str, target: str) -> None:
-    to = results[0].to if results else ""
-    for r in results:
-        held = ", ".join(r.data_held) or "nothing on record"
-        outcome = "sent" if r.accepted else "REFUSED"
-        console.print(
-            f"{outcome}: {r.volunteer_id}'s message ({r.locale}, {r.exposure}; {held}) "
-            f"to {r.to}: {r.reply}",
-            markup=False,
-        )
-    refused = sum(not r.accepted for r in results)
-    console.print(
-        f"{len(results) - refused} test message(s) sent to {to} via {target};"
-        f" subjects start "
-        f"with {TEST_PREFIX.strip()}. Nobody else was sent anything, and no volunteer's "
-        f"message changed. When they read right: notifier send {campaign_id}",
-        markup=False,
+def _plural(count: int, word: str, words: str | None = None) -> str:
+    return f"{count} {word if count == 1 else (words or word + 's')}"
+
+
+def _say(text: str, width: int, indent: str = "") -> None:
+    """`text` as lines of at most `width` columns (addresses and URLs kept whole)."""
+    wrapped = textwrap.wrap(
+        text,
+        width=width,
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
     )
+    for line in wrapped:
+        console.print(line, markup=False)
+
+
+def _test_line(r: TestSendResult) -> str:
+    held = ", ".join(r.data_held) or "nothing on record"
+    outcome = "sent" if r.accepted else "REFUSED"
+    return visible(f"{outcome} {r.volunteer_id} ({r.locale}, {r.exposure}; {held}): {r.reply}")
+
+
+def _print_tests(sends: TestSends, campaign_id: str, *, verbose: bool, named: bool) -> None:
+    """A summary in a few lines; each message on its own with --verbose; refusals always."""
+    width = max(40, min(console.width, MAX_WIDTH))
+    results = sends.results
+    refused = [r for r in results if not r.accepted]
+    sent = len(results) - len(refused)
+    if sends.note:
+        _say(f"Note: {visible(sends.note)}.", width, "  ")
+    kinds = (
+        ("as the volunteer named" if len(results) == 1 else "as the volunteers named")
+        if named
+        else "one for each version of the notice"
+    )
+    count = f"{sent} of {len(results)} test messages" if refused else _plural(sent, "test message")
+    _say(
+        f"Sent {count} ({kinds}) to {visible(sends.to)} via {sends.target}.",
+        width,
+        "  ",
+    )
+    if verbose:
+        for r in results:
+            _say("  " + _test_line(r), width, "      ")
+    else:
+        for r in refused:
+            _say("  " + _test_line(r), width, "      ")
+        if sent:
+            _say("  (--verbose lists each message: whose it is, and what the server said.)", width)
+    if sent:
+        _say(
+            f"Each subject starts {TEST_PREFIX}<volunteer id>] and each message says whose it "
+            "is in its first line. Nobody else was sent anything, and no volunteer's message "
+            "changed.",
+            width,
+        )
     if refused:
+        _say(
+            f"The server refused {_plural(len(refused), 'test message')}: "
+            "fix what it said, then test again.",
+            width,
+        )
         raise SystemExit(ExitCode.PROBLEMS)
+    _say(f"When they read right: notifier send {campaign_id}", width)
 
 
 @cli.command()

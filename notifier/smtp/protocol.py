@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
+from collections.abc import Sequence
 
 import aiosmtplib
 from aiosmtplib import SMTPResponse
@@ -182,6 +183,16 @@ def envelope_address(address: str, encoding: str) -> bytes:
             553, f"not a valid envelope address: {address!r}", address
         )
     return f"<{address}>".encode(encoding)
+
+
+def esmtp_parameters(params: Sequence[tuple[str, str | None]]) -> str:
+    """MAIL or RCPT parameters as they follow the address: ` KEY=VALUE` each, ` KEY` for a
+    keyword alone (None). A parameter whose value is empty is left out: RFC 5321 has no
+    empty value (esmtp-value is 1*CHAR), and a strict server (Postfix) refuses the whole
+    command for one (`501 5.5.4 Bad ENVID parameter syntax`)."""
+    return "".join(
+        f" {key}" if value is None else f" {key}={value}" for key, value in params if value != ""
+    )
 
 
 _XTEXT_SAFE = re.compile(r"[!-*,-<>-~]*")  # printable ASCII but "+" and "="

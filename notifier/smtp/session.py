@@ -26,6 +26,7 @@ from notifier.smtp.protocol import (
     ReplyReader,
     check_envelope_reply,
     envelope_address,
+    esmtp_parameters,
     wire_form,
     xtext,
 )
@@ -181,19 +182,21 @@ class SmtpSession:
         """
         info = self.info
         assert info is not None
-        mail_options = ""
-        rcpt_options = ""
+        mail_params: list[tuple[str, str | None]] = []
+        rcpt_params: list[tuple[str, str | None]] = []
         encoding = "ascii"
         if message.smtputf8:
-            mail_options += " SMTPUTF8"
+            mail_params.append(("SMTPUTF8", None))
             encoding = "utf-8"
         if info.eightbitmime and not message.data.isascii():
-            mail_options += " BODY=8BITMIME"
+            mail_params.append(("BODY", "8BITMIME"))
         if info.dsn:
-            mail_options += f" ENVID={xtext(message.envelope_id)} RET=HDRS"
-            rcpt_options += " NOTIFY=FAILURE,DELAY"
+            mail_params += [("ENVID", xtext(message.envelope_id)), ("RET", "HDRS")]
+            rcpt_params.append(("NOTIFY", "FAILURE,DELAY"))
             if message.recipient.isascii():
-                rcpt_options += f" ORCPT=rfc822;{xtext(message.recipient)}"
+                rcpt_params.append(("ORCPT", f"rfc822;{xtext(message.recipient)}"))
+        mail_options = esmtp_parameters(mail_params)
+        rcpt_options = esmtp_parameters(rcpt_params)
         mail = envelope_address(message.envelope_from, encoding)
         rcpt = envelope_address(message.recipient, encoding)
         commands = [b"RSET\r\n"] if rset else []

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from notifier.config import PASSWORD_ENV, USER_ENV
 from notifier.errors import DeliveryError, FatalDeliveryError
+from notifier.outputs import url_without_credentials
 
 
 @dataclass(frozen=True)
@@ -32,35 +33,63 @@ class SmtpTarget:
         return f"{self.scheme}://{host}:{self.port}"
 
 
-def parse_smtp_url(url: str) -> SmtpTarget:
-    """`smtp://host[:port]` (default 25) or `smtps://host[:port]` (default 465)."""
+# Where the URL of a send comes from when no --smtp is given, as an error names it.
+SETTINGS_FIELD = "NOTIFIER_SMTP_URL or [smtp] url"
+
+
+def parse_smtp_url(url: str, *, field: str = "--smtp") -> SmtpTarget:
+    """`smtp://host[:port]` (default 25) or `smtps://host[:port]` (default 465).
+
+    No error quotes `url` as given: a mistyped URL may hold a password anywhere in it
+    (`smtp:/bob:pw@host`, `bob:pw@host`, `smtp://bob:pw/x@host`), so errors say what is
+    wrong in words, and show the URL only without what precedes its `@`. `field` names
+    where the URL came from (the option, or the setting).
+    """
+    if "@" in url:
+        # Credentials in some form: an SMTP URL has no other use for an `@`.
+        raise DeliveryError(
+            f"credentials do not belong in the SMTP URL: {url_without_credentials(url)}",
+            field=field,
+            hint=f"set {USER_ENV} and {PASSWORD_ENV} in the environment instead, and "
+            "write smtp://host:port",
+        )
     try:
         parts = urlsplit(url.strip())
         hostname = parts.hostname  # an unclosed [IPv6] bracket fails here or above
     except ValueError as exc:
         raise DeliveryError(
-            f"not an SMTP URL: {url!r} ({exc})",
-            field="--smtp",
+            f"not an SMTP URL ({exc})",
+            field=field,
             hint="write smtp://host:port, an IPv6 address in brackets: smtp://[::1]:25",
         ) from exc
-    if parts.scheme not in ("smtp", "smtps") or not hostname:
+    if parts.scheme not in ("smtp", "smtps") or not parts.netloc.strip():
         raise DeliveryError(
-            f"not an SMTP URL: {url!r}",
-            field="--smtp",
+            "not an SMTP URL: it must start smtp:// or smtps:// and name a host",
+            field=field,
             hint="write smtp://host:port (STARTTLS when offered) or smtps://host:port",
         )
-    if parts.username or parts.password:
+    if not hostname:
         raise DeliveryError(
-            "credentials do not belong in the SMTP URL",
-            field="--smtp",
-            hint=f"set {USER_ENV} and {PASSWORD_ENV} in the environment instead",
+            "not an SMTP URL: no host after " + parts.scheme + "://",
+            field=field,
+            hint="write smtp://host:port (STARTTLS when offered) or smtps://host:port",
         )
     try:
         port = parts.port
     except ValueError as exc:
-        raise DeliveryError(f"bad port in {url!r}", field="--smtp") from exc
+        raise DeliveryError(
+            "the port of the SMTP URL is not a number from 0 to 65535", field=field
+        ) from exc
     default = 465 if parts.scheme == "smtps" else 25
     return SmtpTarget(parts.scheme, hostname, port or default)
+
+
+def target_for(smtp_url: str | None, settings_url: str) -> SmtpTarget:
+    """The target of a send: `--smtp` when given, else the settings' URL, each named as
+    itself in an error."""
+    if smtp_url:
+        return parse_smtp_url(smtp_url)
+    return parse_smtp_url(settings_url, field=SETTINGS_FIELD)
 
 
 def is_loopback(host: str) -> bool:
