@@ -347,3 +347,42 @@ def test_vacation_replies_through_postfix_suppress_no_one(cli: Notifier, tmp_pat
     answered = {messages[p.volunteer_id].message_id for p in away}
     assert kept == {(message_id, "auto_reply") for message_id in answered}
     assert_ledger_verifies(cli)
+
+
+def test_test_sends_through_postfix_with_dsn_reach_the_test_mailbox_only(
+    cli: Notifier, tmp_path: Path
+) -> None:
+    """`send --test-to` through Postfix, which offers DSN and refuses an empty ESMTP value
+    (`501 5.5.4 Bad ENVID parameter syntax`): every test message is delivered to the test
+    mailbox (hmr.test is Postfix's own domain here), none relayed toward a volunteer."""
+    tester = f"reviewer@{LOCAL_DOMAIN}"
+    roster = tmp_path / "roster.csv"
+    roster.write_text(ROSTER_CSV, encoding="utf-8")
+    write_org_config(cli.ledger_path.parent)
+    assert cli("roster", "import", str(roster)).exit_code == 0
+    with ScriptedRemote({}) as remote, PostfixInstance(remote.port) as postfix:
+        with smtplib.SMTP("127.0.0.1", postfix.port, timeout=DSN_TIMEOUT) as client:
+            client.ehlo()
+            assert client.has_extn("dsn")  # the case that failed: DSN parameters are sent
+        sent = cli(
+            "send", CAMPAIGN, "--test-to", tester, "--smtp", f"smtp://127.0.0.1:{postfix.port}"
+        )
+        assert sent.exit_code == 0, sent.output + postfix.log_tail()
+        with Ledger(cli.ledger_path, create=False) as led:
+            tests = list(led.events(campaign_id=CAMPAIGN, kinds=("test_sent", "test_refused")))
+        assert tests and {e.kind for e in tests} == {"test_sent"}
+        postfix.wait_for_maildir(len(tests), timeout=DSN_TIMEOUT)
+        postfix.wait_for_empty_queue(timeout=DSN_TIMEOUT)
+        delivered = [path.read_bytes() for path in postfix.maildir_files()]
+        assert remote.record.rcpt == [] and remote.record.accepted == []  # no volunteer
+    assert len(delivered) == len(tests)
+    volunteers = {p.email for p in ROSTER}
+    subjects = set()
+    for data in delivered:
+        message = email.message_from_bytes(data, policy=email.policy.default)
+        assert message["Delivered-To"] == tester
+        assert str(message["To"]) == tester
+        assert not volunteers & {str(a.addr_spec) for a in message["To"].addresses}
+        subjects.add(str(message["Subject"]))
+    assert {s.split("]")[0] for s in subjects} == {f"[TEST {e.data['as']}" for e in tests}
+    assert final_states(cli.ledger_path) == {}  # no volunteer's message exists, or changed
