@@ -718,6 +718,7 @@ class Workspace:
         ledger fails verification. The run is recorded (`send_started`, `send_ended`).
         """
         campaign = self.campaign(campaign_id)
+        target_for(spec.smtp_url, self.settings.smtp_url)  # a mistyped URL: before anything
         led = self.ledger()
         cid = campaign.campaign_id
         require_followed_sent(led, campaign)
