@@ -116,6 +116,8 @@ def test_ingest_imap_refuses_a_certificate_it_cannot_verify(
         assert "***@" in shown
         assert result.stderr.startswith(f"Error: {shown}: cannot log in to IMAP:")
         assert "certificate verify failed" in result.stderr
+        # The hint names the setting that fixes it.
+        assert "[imap] ca_file" in result.stderr and "NOTIFIER_IMAP_CA_FILE" in result.stderr
         assert "Traceback" not in result.output
     assert report_count(ready) == 0
 
