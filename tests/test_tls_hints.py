@@ -34,7 +34,8 @@ def imported(notifier: Notifier, monkeypatch: pytest.MonkeyPatch) -> Notifier:
 
 @pytest.fixture
 def server(certificate: SelfSignedCertificate) -> Iterator[ImplicitTlsSink]:
-    with ImplicitTlsSink(certificate) as sink:
+    sink = ImplicitTlsSink(certificate)
+    with sink:
         yield sink
 
 
