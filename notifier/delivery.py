@@ -226,6 +226,10 @@ class DeliveryStats:
     stopped: bool = False  # interrupted: some messages were left for a later run
     fatal: DeliveryError | None = None
     taken_elsewhere: int = 0  # chosen, but another sender claimed them first: not sent
+    deferred: int = 0  # messages the server deferred (4xx) at their first attempt
+    # Seconds the run went on only because deferred messages were waiting to be retried
+    # (everything else was done): why a slow run was slow.
+    held_by_retries: float = 0.0
 
     @property
     def elapsed(self) -> float:
@@ -343,9 +347,11 @@ class Delivery:
             self.request_stop()
         # Everything claimed must be settled before the connections close.
         await self._queue.join()
+        others_done = self.clock()
         while self._retries:
             await asyncio.wait(set(self._retries))
             await self._queue.join()
+        self.stats.held_by_retries = self.clock() - others_done
         for _ in workers:
             self._queue.put_nowait(None)
         await asyncio.gather(*workers)
@@ -674,7 +680,9 @@ class Delivery:
     def _first_attempt_done(self, message: OutgoingMessage, outcome: DeliveryOutcome) -> None:
         if outcome.state != MessageState.DEFERRED:
             self._record(outcome)
-        elif self.retry.max_attempts <= 1:
+            return
+        self.stats.deferred += 1
+        if self.retry.max_attempts <= 1:
             self._record(_gave_up(outcome))
         elif self.stopping:
             self._record(outcome)  # stays deferred: the next run takes it up

@@ -226,6 +226,8 @@ class SendSummary:
     # Chosen by this run, but claimed by another sender (or moved on) before this one
     # could: not sent by this run.
     taken_elsewhere: int = 0
+    deferred: int = 0  # messages the server deferred at first (each retried, or given up)
+    held_by_retries: float = 0.0  # seconds the run waited only for deferred ones' retries
 
     @property
     def nothing_to_send(self) -> bool:
@@ -417,6 +419,8 @@ def send_campaign(
         target=str(target),
         server=server,
         taken_elsewhere=stats.taken_elsewhere,
+        deferred=stats.deferred,
+        held_by_retries=stats.held_by_retries,
     )
 
 

@@ -339,6 +339,11 @@ def _plural(count: int, word: str, words: str | None = None) -> str:
     return f"{count} {word if count == 1 else (words or word + 's')}"
 
 
+def _width() -> int:
+    """The columns this command's lines may take: the terminal's, at most MAX_WIDTH."""
+    return max(40, min(console.width, MAX_WIDTH))
+
+
 def _say(text: str, width: int, indent: str = "") -> None:
     """`text` as lines of at most `width` columns (addresses and URLs kept whole)."""
     wrapped = textwrap.wrap(
@@ -360,7 +365,7 @@ def _test_line(r: TestSendResult) -> str:
 
 def _print_tests(sends: TestSends, campaign_id: str, *, verbose: bool, named: bool) -> None:
     """A summary in a few lines; each message on its own with --verbose; refusals always."""
-    width = max(40, min(console.width, MAX_WIDTH))
+    width = _width()
     results = sends.results
     refused = [r for r in results if not r.accepted]
     sent = len(results) - len(refused)
@@ -498,38 +503,73 @@ def _counts_text(counts: dict[str, int]) -> str:
     return ", ".join(f"{state} {n}" for state, n in counts.items()) or "none"
 
 
+# A run held this long by retries alone gets its wait explained (seconds).
+HELD_NOTICEABLY = 1.0
+
+
+def _were(count: int) -> str:
+    return "was" if count == 1 else "were"
+
+
+def _deferrals_text(deferred: int, held: float) -> str:
+    """Why a run with deferrals took the time it did."""
+    what = f"The server deferred {_plural(deferred, 'message')} (asked to try again later)"
+    them = "it" if deferred == 1 else "them"
+    if held < HELD_NOTICEABLY:
+        return f"{what}; {them} {_were(deferred)} retried."
+    return (
+        f"{what}: waiting to retry {them} held the run for {held:.1f} s after the others "
+        "were done, hence the time and the rate above."
+    )
+
+
 def _print_summary(summary: SendSummary) -> None:
     cid = summary.campaign_id
+    width = _width()
     if summary.newly_uncertain:
+        n = summary.newly_uncertain
         err_console.print(
-            f"{summary.newly_uncertain} message(s) were in flight when an earlier send of {cid} "
+            f"{_plural(n, 'message')} {_were(n)} in flight when an earlier send of {cid} "
             "stopped: marked uncertain."
         )
     if summary.nothing_to_send:
-        console.print(f"Nothing to send for {cid}: every message already has an outcome.")
+        _say(f"Nothing to send for {cid}: every message already has an outcome.", width)
     else:
-        console.print(
+        _say(
             f"{cid}: {_counts_text(summary.counts)} in {summary.elapsed:.1f} s "
-            f"({summary.rate:.0f} messages/s) via {summary.target}"
+            f"({summary.rate:.0f} messages/s) via {summary.target}",
+            width,
+            "  ",
         )
+    if summary.deferred:
+        _say(_deferrals_text(summary.deferred, summary.held_by_retries), width, "  ")
     if summary.suppressed:
-        console.print(f"Skipped {summary.suppressed} suppressed address(es).")
+        n = summary.suppressed
+        _say(f"Skipped {_plural(n, 'suppressed address', 'suppressed addresses')}.", width)
     if summary.taken_elsewhere:
-        console.print(
-            f"{summary.taken_elsewhere} message(s) were claimed by another sender before this"
-            " run could send them: not sent by this run."
+        n = summary.taken_elsewhere
+        _say(
+            f"{_plural(n, 'message')} {_were(n)} claimed by another sender before this"
+            " run could send them: not sent by this run.",
+            width,
+            "  ",
         )
-    console.print(f"Ledger: {_counts_text(summary.states)}")
+    _say(f"Ledger: {_counts_text(summary.states)}", width, "  ")
     if summary.uncertain:
-        shown = ", ".join(m.email for m in summary.uncertain[:5])
-        more = f" and {len(summary.uncertain) - 5} more" if len(summary.uncertain) > 5 else ""
-        console.print(
-            f"{len(summary.uncertain)} message(s) have an unknown outcome (the server may or may "
-            f"not have them): {shown}{more}. See: notifier status {cid}. "
-            f"To send them again: notifier send {cid} --yes --resend-uncertain"
+        n = len(summary.uncertain)
+        shown = ", ".join(visible(m.email) for m in summary.uncertain[:5])
+        more = f" and {n - 5} more" if n > 5 else ""
+        _say(
+            f"{_plural(n, 'message')} {'has' if n == 1 else 'have'} an unknown outcome (the "
+            f"server may or may not have {'it' if n == 1 else 'them'}): {shown}{more}. "
+            f"See: notifier status {cid}. "
+            f"To send {'it' if n == 1 else 'them'} again: notifier send {cid} --yes "
+            "--resend-uncertain",
+            width,
+            "  ",
         )
     if summary.stopped:
-        console.print(f"Stopped. To resume exactly this run: {RESUME_HINT.format(campaign_id=cid)}")
+        _say(f"Stopped. To resume exactly this run: {RESUME_HINT.format(campaign_id=cid)}", width)
 
 
 class ProgressDisplay:
