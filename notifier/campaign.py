@@ -132,6 +132,9 @@ class Campaign:
     contact: Mapping[str, Contact] = field(default_factory=dict)
     # What the organisation itself states, from notifier.toml's [organisation].
     organisation: Organisation = field(default_factory=Organisation)
+    # notifier.toml's [sender] from names its own display name: used for every locale,
+    # never replaced by the one made from [contact] (see apply_overrides).
+    sender_name_given: bool = False
 
     @property
     def locales(self) -> tuple[str, ...]:
@@ -142,7 +145,7 @@ class Campaign:
         """The From header for a reader in `locale`: the contact point's name and
         organisation in that locale's words, at the sender's address."""
         contact = self.contact.get(locale)
-        if contact is None:
+        if contact is None or self.sender_name_given:
             return self.sender
         return _with_display_name(self.sender, contact.from_name(locale))
 
@@ -174,18 +177,22 @@ def apply_overrides(campaign: Campaign, settings: Settings) -> Campaign:
     """The campaign with From, Reply-To, the contact point and the organisation's own
     statements from notifier.toml.
 
-    With a [contact], `sender` carries the English From display name derived from it;
-    `sender_for(locale)` gives each locale's.
+    The From display name: the one `[sender] from` gives, when it gives one ("HMR Data
+    Protection <dpo@...>"), for every locale, as configured. Otherwise, with a [contact],
+    each locale's is made from the contact point (`sender_for(locale)`; `sender` carries
+    the English one). The campaign file's own display name gives way to either.
     """
     reply_to = {**campaign.reply_to, **settings.reply_to}
     contact = settings.contact or campaign.contact
     sender = settings.sender_from or campaign.sender
-    if contact:
+    name_given = bool(settings.sender_from and parseaddr(settings.sender_from)[0])
+    if contact and not name_given:
         english = contact.get("en") or next(iter(contact.values()))
         sender = _with_display_name(sender, english.from_name("en"))
     return dataclasses.replace(
         campaign,
         sender=sender,
+        sender_name_given=name_given,
         reply_to=reply_to,
         contact=dict(contact),
         organisation=settings.organisation,

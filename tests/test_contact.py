@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE_SETTINGS, example_settings, org_settings, with_contact
+from conftest import EXAMPLE_SETTINGS, ORG_SETTINGS, example_settings, org_settings, with_contact
 
 from notifier.campaign import apply_overrides, load_campaign
 from notifier.check import check_campaign
@@ -192,3 +192,20 @@ def test_composed_japanese_message_has_the_japanese_from_name() -> None:
         date=datetime(2020, 3, 24, tzinfo=UTC),
     )
     assert "HMR データ" not in str(message_from_bytes(data, policy=policy.default)["From"])
+
+
+def test_a_from_name_given_in_sender_wins_for_every_locale(tmp_path: Path) -> None:
+    """[sender] from with a display name is used as configured, never silently replaced by
+    the one made from [contact]; without one, each locale's comes from [contact]."""
+    text = ORG_SETTINGS.read_text(encoding="utf-8")
+    named = text.replace('from = "dpo@hmr.test"', 'from = "HMR Data Protection <dpo@hmr.test>"')
+    assert named != text
+    path = tmp_path / "notifier.toml"
+    path.write_text(named, encoding="utf-8")
+    campaign = apply_overrides(load_campaign("2020-03-breach"), load_settings(path, env={}))
+    assert campaign.sender == "HMR Data Protection <dpo@hmr.test>"
+    assert campaign.sender_for("en") == campaign.sender_for("ja") == campaign.sender
+    # The contact point itself is unchanged: the notice still gives it, per locale.
+    assert campaign.contact["ja"].name == "データ保護責任者"
+    unnamed = with_contact(load_campaign("2020-03-breach"))
+    assert unnamed.sender_for("ja") == "HMR データ保護責任者 <dpo@hmr.test>"
