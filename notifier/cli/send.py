@@ -17,12 +17,12 @@ from typing import Any
 import click
 from click.core import ParameterSource
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from notifier.cli.app import AppContext, cli, console, err_console, pass_app
+from notifier.cli.app import AppContext, cli, console, echo_table, err_console, pass_app
 from notifier.cli.cohort import F, cohort_options
 from notifier.config import Settings
 from notifier.errors import CohortError, ExitCode
+from notifier.layout import Column
 from notifier.message import FAILED_STATES, RESENDABLE_STATES, DeliveryOutcome, MessageState
 from notifier.service import (
     RESUME_HINT,
@@ -402,15 +402,13 @@ def _print_plan(ws: Workspace, campaign_id: str, spec: SendSpec) -> None:
     elif plan.to_send == 0:
         console.print("Nothing to send: every message of this campaign already has an outcome.")
     else:
-        table = Table("locale", "exposure", "messages", box=None, pad_edge=False)
-        for (locale, exposure), count in plan.by_group.items():
-            table.add_row(locale, exposure, str(count))
-        table.add_row("", "total", str(plan.to_send), style="bold")
+        rows = [(locale, exposure, n) for (locale, exposure), n in plan.by_group.items()]
+        rows.append(("", "total", plan.to_send))
         console.print(
             f"Would send {plan.to_send} of {plan.audience} message(s) to {plan.target}, "
             f"rate {_rate_text(plan.rate)}, {spec.options.concurrency} connection(s):"
         )
-        console.print(table)
+        echo_table(PLAN_COLUMNS, rows)
     if plan.suppressed:
         console.print(f"{plan.suppressed} suppressed address(es) would be skipped (hard bounces).")
     if plan.uncertain and not spec.scope.resend_uncertain:
@@ -439,6 +437,13 @@ def _print_plan(ws: Workspace, campaign_id: str, spec: SendSpec) -> None:
     )
 
 
+PLAN_COLUMNS = (
+    Column("locale", breaks=False),
+    Column("exposure", breaks=False),
+    Column("messages", "right", breaks=False),
+)
+
+
 def _counts_text(counts: dict[str, int]) -> str:
     return ", ".join(f"{state} {n}" for state, n in counts.items()) or "none"
 
@@ -446,9 +451,10 @@ def _counts_text(counts: dict[str, int]) -> str:
 def _print_summary(summary: SendSummary) -> None:
     cid = summary.campaign_id
     if summary.newly_uncertain:
-        err_console.print(
+        click.echo(
             f"{summary.newly_uncertain} message(s) were in flight when an earlier send of {cid} "
-            "stopped: marked uncertain."
+            "stopped: marked uncertain.",
+            err=True,
         )
     if summary.nothing_to_send:
         console.print(f"Nothing to send for {cid}: every message already has an outcome.")
