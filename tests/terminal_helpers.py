@@ -3,7 +3,16 @@ tables (notifier.layout) as records, to check that nothing was lost on the way."
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
 
 from rich.cells import cell_len
 
@@ -71,3 +80,61 @@ def read_blocks(lines: list[str]) -> list[dict[str, str]]:
 
 def squeezed(text: str) -> str:
     return "".join(text.split())
+
+
+# What a live display (rich's progress bars) writes to move the cursor and colour its
+# bar: the only escape sequences notifier lets reach a terminal.
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
+
+
+def screen_lines(raw: str) -> list[str]:
+    """The lines a terminal shows for `raw` output: a carriage return or an erased line
+    starts the line again, and the live displays' cursor and colour sequences take no
+    room."""
+    text = raw.replace("\r\n", "\n").replace("\x1b[2K", "\n").replace("\r", "\n")
+    return [_CONTROL.sub("", line) for line in text.split("\n")]
+
+
+def run_in_terminal(
+    cwd: Path, args: list[str], columns: int, *, timeout: float = 180
+) -> tuple[int, str]:
+    """`python -m notifier ARGS` on a pseudo-terminal `columns` wide (COLUMNS and the
+    window size both), from `cwd`: its exit code and everything it showed, stdout and
+    stderr as the terminal interleaves them. Reads until the process ends, at most
+    `timeout` seconds."""
+    leader, follower = os.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
+    env.update(COLUMNS=str(columns), LINES="50", TERM="xterm-256color")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "notifier", *args],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        cwd=cwd,
+        env=env,
+        close_fds=True,
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 1.0)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the process ended and the terminal closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
+    return proc.returncode, b"".join(chunks).decode("utf-8", "replace")
