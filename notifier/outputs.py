@@ -10,7 +10,11 @@ can send mail, so nothing from them is written out raw:
   instead of letting them move the cursor, recolour the screen or hide text;
 - every message that may hold a URL or credentials (every error) goes through
   `redact_urls`, so a password typed into `--smtp smtp://user:secret@host`, or mistyped
-  (`smtp:/user:secret@host`, `user:secret@host`), is never echoed back.
+  (`smtp:/user:secret@host`, `user:secret@host`), is never echoed back;
+- every byte written to standard output or standard error, whatever the format, goes
+  through `for_terminal` (notifier.terminal installs it on both streams), and JSON for
+  either is written by `json_text`, which escapes the same characters the JSON way;
+- counts in sentences go through `counted`, so one is never "1 people".
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import json
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
@@ -126,3 +131,43 @@ def url_without_credentials(url: str) -> str:
     password shows, however the URL is mistyped."""
     scheme = re.match(r"(?i)[a-z][a-z0-9+.\-]*://", url)
     return f"{scheme.group() if scheme else ''}***@{url.rpartition('@')[2]}"
+
+
+def _terminal_escape(match: re.Match[str]) -> str:
+    return "".join(_escape(ch) for ch in match.group())
+
+
+def for_terminal(text: str) -> str:
+    """`text` as it may reach a terminal: line breaks (LF, CRLF) and tabs stay, every other
+    control or bidi character is shown as an escape, whatever the output's format.
+
+    A lone CR would let a line overwrite what was printed before it, so it is escaped too.
+    """
+    if text.isprintable():
+        return text
+    return _HIDDEN_RUN.sub(_terminal_escape, text)
+
+
+def json_text(value: Any, *, indent: int | None = 2) -> str:
+    """JSON for people and programs alike: UTF-8 text as it is, but every control and bidi
+    character as a `\\u` escape (json.dumps leaves C1 controls, DEL and bidi overrides raw),
+    so it is valid JSON, holds the same data, and nothing in it can reach a terminal raw."""
+    text = json.dumps(value, ensure_ascii=False, indent=indent)
+    if text.isprintable():
+        return text
+    # Outside strings json.dumps writes only printable ASCII and the indent's line breaks;
+    # inside them it already escapes C0 controls, so what is left is in strings.
+    return _JSON_HIDDEN.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 volunteer`, `2 volunteers`; `plural` where adding an s is wrong (`person`)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+# Every character _is_hidden() is true for (C0, DEL, C1, the bidi embeddings, overrides
+# and isolates), as one class: a test holds the two to each other.
+_HIDDEN = "[\\x00-\\x1f\\x7f-\\x9f\\u202a-\\u202e\\u2066-\\u2069]"
+# \t and \n stay; \r only as part of a CRLF line end.
+_HIDDEN_RUN = re.compile(rf"(?:(?![\t\n])(?!\r\n){_HIDDEN})+")
+_JSON_HIDDEN = re.compile(rf"(?!\n){_HIDDEN}")

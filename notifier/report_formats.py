@@ -7,7 +7,6 @@ read nothing themselves. The terminal tables are in `notifier.cli.report`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from markupsafe import Markup, escape
 
 from notifier.ledger import Event
 from notifier.message import MessageState, state_words
-from notifier.outputs import csv_text
+from notifier.outputs import csv_text, json_text
 from notifier.report import CampaignReport, Owed, Timeline, UnreachablePerson
 
 NOT_RECORDED = "not recorded"
@@ -91,7 +90,7 @@ def report_as_dict(report: CampaignReport) -> dict[str, Any]:
 
 
 def report_as_json(report: CampaignReport) -> str:
-    return json.dumps(report_as_dict(report), ensure_ascii=False, indent=2) + "\n"
+    return json_text(report_as_dict(report)) + "\n"
 
 
 def report_as_csv(report: CampaignReport) -> str:
@@ -116,7 +115,7 @@ def unreachable_as_dicts(people: Iterable[UnreachablePerson]) -> list[dict[str, 
 
 
 def unreachable_as_json(people: Iterable[UnreachablePerson]) -> str:
-    return json.dumps(unreachable_as_dicts(people), ensure_ascii=False, indent=2) + "\n"
+    return json_text(unreachable_as_dicts(people)) + "\n"
 
 
 def unreachable_as_csv(people: Iterable[UnreachablePerson]) -> str:

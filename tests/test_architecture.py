@@ -23,6 +23,8 @@ CLI_MAY_IMPORT = {
     "notifier.service",
     "notifier.errors",
     "notifier.outputs",
+    "notifier.layout",  # tables laid out for a terminal's width
+    "notifier.terminal",  # the guard on standard output and error
     "notifier.report_formats",
     "notifier.message",
     "notifier.volunteer",

@@ -147,17 +147,20 @@ def test_parse_never_touches_the_ledger(notifier: Notifier) -> None:
     assert not notifier.ledger_path.exists()
 
 
-def test_parse_table_shows_each_recipient(notifier: Notifier) -> None:
+def test_parse_table_shows_each_recipient(
+    notifier: Notifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # wide enough for a line each
     result = notifier("bounces", "parse", str(FIXTURES / "exchange-multi.eml"))
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["file", "recipient", "action", "status", "kind", "diagnostic"]
-    assert [line.split()[1] for line in lines[1:]] == [
+    assert [line.split()[1] for line in lines[2:]] == [
         "frank@example.com",
         "grace@example.com",
         "heidi@example.jp",
     ]
-    assert [line.split()[4] for line in lines[1:]] == ["hard", "soft", "blocked"]
+    assert [line.split()[4] for line in lines[2:]] == ["hard", "soft", "blocked"]
 
 
 def test_parse_missing_file_is_one_clean_error(notifier: Notifier) -> None:

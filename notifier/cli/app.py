@@ -6,9 +6,9 @@ import logging
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -16,17 +16,72 @@ from rich.console import Console
 from notifier import __version__
 from notifier.config import Settings, load_settings
 from notifier.errors import NotifierError
-from notifier.outputs import redact_urls, visible
+from notifier.layout import Column, key_values, table
+from notifier.outputs import json_text, redact_urls, visible
 from notifier.service import Workspace
+from notifier.terminal import as_data, guarded_streams, live_stream, terminal_width
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+class _LiveConsole(Console):
+    """rich for live displays (progress bars, spinners) on the terminal under standard
+    error (notifier.terminal.live_stream): they move the cursor, which the guarded stream
+    would only show as text. Messages go through click.echo(..., err=True), guarded."""
+
+    @property
+    def file(self) -> IO[str]:
+        return live_stream()
+
+    @file.setter
+    def file(self, new_file: IO[str]) -> None:
+        pass  # always the live stream
+
+
+# Everything on standard output goes through the guarded sys.stdout (notifier.terminal).
 console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+err_console = _LiveConsole(stderr=True, highlight=False, soft_wrap=True)
+
+
+def echo_table(
+    columns: Sequence[Column | str],
+    rows: Iterable[Sequence[object]],
+    *,
+    title: str | None = None,
+    max_lines: int = 4,
+    err: bool = False,
+) -> None:
+    """A table laid out for the terminal's width (notifier.layout): cells wrap, no column
+    is lost, and a table that cannot fit becomes one block per record."""
+    lines = table(columns, rows, terminal_width(), title=title, max_lines=max_lines)
+    click.echo("\n".join(lines), err=err)
+
+
+def echo_fields(pairs: Iterable[tuple[str, str]]) -> None:
+    """`field  value` lines, the values wrapping under themselves."""
+    click.echo("\n".join(key_values(pairs, terminal_width())))
+
+
+def echo_data(data: str | bytes) -> None:
+    """Machine-readable output (CSV, JSON, a message) on standard output: guarded like
+    every output, never wrapped."""
+    with as_data():
+        click.echo(data, nl=False)
+
+
+def echo_json(value: Any) -> None:
+    """`value` as JSON on standard output (outputs.json_text: valid, nothing raw)."""
+    echo_data(json_text(value) + "\n")
 
 
 class NotifierGroup(click.Group):
-    """Turns a NotifierError anywhere below into one line on stderr and its exit code."""
+    """Turns a NotifierError anywhere below into one line on stderr and its exit code;
+    guards standard output and error (notifier.terminal) for the whole run, click's own
+    usage errors included."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        with guarded_streams():
+            return super().main(*args, **kwargs)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -127,7 +182,12 @@ def _write_in_place(path: Path, pieces: Iterable[bytes]) -> None:
             os.fsync(fd)  # whole on disk before it is moved into place
 
 
-@click.group(cls=NotifierGroup, context_settings={"help_option_names": ["-h", "--help"]})
+# color=True: click never strips what looks like an escape sequence from a message (a
+# file name holding one would lose it silently): the guarded stream shows it instead.
+# So no command styles its output (click.secho, rich styles): it would show as escapes.
+@click.group(
+    cls=NotifierGroup, context_settings={"help_option_names": ["-h", "--help"], "color": True}
+)
 @click.version_option(__version__, prog_name="notifier")
 @click.option(
     "--ledger",

@@ -6,7 +6,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from notifier.cli.app import AppContext, cli, console, err_console, pass_app
-from notifier.outputs import visible
+from notifier.outputs import counted, visible
 from notifier.report_formats import shown_time
 
 
@@ -36,8 +36,14 @@ def approve(app: AppContext, campaign_id: str, by: str, confirm_moved_addresses:
     with app.workspace() as ws:
         total = sum(ws.audience_counts(campaign_id).values())
         columns = (TextColumn("checking {task.description}"), BarColumn(), MofNCompleteColumn())
-        with Progress(*columns, console=err_console, transient=True) as bar:
-            task = bar.add_task(campaign_id, total=total)
+        with Progress(
+            *columns,
+            console=err_console,
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        ) as bar:
+            task = bar.add_task(visible(campaign_id), total=total)
             approved = ws.approve(
                 campaign_id,
                 by,
@@ -52,7 +58,7 @@ def approve(app: AppContext, campaign_id: str, by: str, confirm_moved_addresses:
             markup=False,
         )
     console.print(
-        f"Checked: {approved.check.volunteers} messages render with no problems.",
+        f"Checked: {counted(approved.check.volunteers, 'message')} render with no problems.",
         markup=False,
     )
     console.print(

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
-from notifier.cli.app import AppContext, cli, format_option, pass_app
-from notifier.outputs import visible
+from notifier.cli.app import AppContext, cli, echo_json, echo_table, format_option, pass_app
+from notifier.layout import Column
 from notifier.service import BounceRecord, IngestSummary, parse_reports
 
 
@@ -28,28 +26,30 @@ def parse(files: tuple[Path, ...], fmt: str) -> None:
     """
     records = parse_reports(files)
     if fmt == "json":
-        click.echo(json.dumps([r.to_json() for r in records], ensure_ascii=False, indent=2))
+        echo_json([r.to_json() for r in records])
         return
-    for line in _table(records):
-        click.echo(line)
+    _print_records(records)
 
 
-def _table(records: list[BounceRecord]) -> Iterator[str]:
-    columns = ("file", "recipient", "action", "status", "kind", "diagnostic")
-    rows = [[_cell(getattr(r, c)) for c in columns] for r in records]
-    widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(columns)]
-    widths[-1] = len(columns[-1])  # the last column is not padded
-    yield "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()
-    for row in rows:
-        yield "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
-    if not rows:
-        yield "(no delivery reports found)"
+PARSE_COLUMNS = (
+    "file",
+    "recipient",
+    Column("action", breaks=False),
+    Column("status", breaks=False),
+    Column("kind", breaks=False),
+    "diagnostic",
+)
 
 
-def _cell(value: str | None, limit: int = 80) -> str:
-    # Report text comes from anyone who can send mail: no escape sequence reaches the terminal.
-    text = "-" if value is None else visible(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _print_records(records: list[BounceRecord]) -> None:
+    if not records:
+        click.echo("(no delivery reports found)")
+        return
+    # Report text comes from anyone who can send mail: the table shows every control
+    # character as an escape, and wraps a long diagnostic rather than cutting it.
+    fields = ("file", "recipient", "action", "status", "kind", "diagnostic")
+    rows = ([getattr(r, f) or "-" for f in fields] for r in records)
+    echo_table(PARSE_COLUMNS, rows, max_lines=8)
 
 
 @bounces.command(name="ingest")
@@ -114,21 +114,22 @@ def unmatched(app: AppContext, fmt: str) -> None:
     with app.workspace() as ws:
         reports = ws.unmatched_reports()
     if fmt == "json":
-        payload = [
-            {
-                "sha256": r.sha256,
-                "source": r.source,
-                "received_at": r.received_at,
-                "reason": r.reason,
-                "recipients": list(r.recipients),
-            }
-            for r in reports
-        ]
-        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+        echo_json(
+            [
+                {
+                    "sha256": r.sha256,
+                    "source": r.source,
+                    "received_at": r.received_at,
+                    "reason": r.reason,
+                    "recipients": list(r.recipients),
+                }
+                for r in reports
+            ]
+        )
         return
     if not reports:
         click.echo("no unmatched reports")
         return
     for r in reports:
         recipients = ", ".join(r.recipients) or "-"
-        click.echo(visible(f"{r.received_at}  {r.source}  {recipients}  ({r.reason})"))
+        click.echo(f"{r.received_at}  {r.source}  {recipients}  ({r.reason})")

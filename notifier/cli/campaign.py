@@ -8,10 +8,20 @@ from pathlib import Path
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from notifier.cli.app import AppContext, cli, console, err_console, pass_app, write_private
+from notifier.cli.app import (
+    AppContext,
+    cli,
+    console,
+    echo_fields,
+    echo_table,
+    err_console,
+    pass_app,
+    write_private,
+)
 from notifier.errors import ExitCode
+from notifier.layout import Column
+from notifier.outputs import counted, visible
 from notifier.render import long_date
 from notifier.service import Campaign, Workspace
 from notifier.volunteer import EXPOSURES, LOCALES
@@ -26,12 +36,12 @@ def campaign() -> None:
 @pass_app
 def list_command(app: AppContext) -> None:
     """List the campaigns shipped in notifier/campaigns, oldest notice first."""
-    table = Table("id", "date", "title", "follows", box=None, pad_edge=False)
-    for item in app.workspace().campaigns():
-        table.add_row(
-            item.campaign_id, item.notice_date.isoformat(), item.title, item.follows or ""
-        )
-    console.print(table)
+    rows = (
+        (item.campaign_id, item.notice_date.isoformat(), item.title, item.follows or "")
+        for item in app.workspace().campaigns()
+    )
+    columns = (Column("id", breaks=False), Column("date", breaks=False), "title", "follows")
+    echo_table(columns, rows)
 
 
 @campaign.command("show")
@@ -76,12 +86,7 @@ def _print_definition(item: Campaign, app: AppContext) -> None:
         states = ", ".join(audience.follows_states)
         rows.append(("follows", f"{item.follows} (people whose message there is: {states})"))
     rows.append(("links allowed", "yes" if item.allow_links else "no"))
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    for key, value in rows:
-        table.add_row(key, value)
-    console.print(table)
+    echo_fields(rows)
 
 
 def _print_audience(ws: Workspace, item: Campaign) -> None:
@@ -91,22 +96,25 @@ def _print_audience(ws: Workspace, item: Campaign) -> None:
             f"\n{item.follows} has not been sent yet, so it is not yet known who it reached: "
             f"counting everyone {item.campaign_id} could go to (this is fine until then)."
         )
-    console.print(f"\nWho it goes to ({sum(counts.values())} volunteers):")
-    console.print(audience_table(counts))
+    console.print(f"\nWho it goes to ({counted(sum(counts.values()), 'volunteer')}):")
+    print_audience(counts)
 
 
-def audience_table(counts: Counter[tuple[str, str]]) -> Table:
+def print_audience(counts: Counter[tuple[str, str]]) -> None:
     """Counts by locale (rows) and exposure (columns), with totals."""
-    table = Table("locale", *EXPOSURES, "total", box=None, pad_edge=False)
-    for column in table.columns[1:]:
-        column.justify = "right"
+    columns = [
+        Column("locale", breaks=False),
+        *(Column(e, "right", breaks=False) for e in EXPOSURES),
+        Column("total", "right", breaks=False),
+    ]
+    rows: list[list[object]] = []
     locales = [loc for loc in LOCALES if any(counts[(loc, e)] for e in EXPOSURES)]
     for locale in locales:
         row = [counts[(locale, e)] for e in EXPOSURES]
-        table.add_row(locale, *map(str, row), str(sum(row)))
+        rows.append([locale, *row, sum(row)])
     totals = [sum(counts[(loc, e)] for loc in LOCALES) for e in EXPOSURES]
-    table.add_row("total", *map(str, totals), str(sum(totals)), style="bold")
-    return table
+    rows.append(["total", *totals, sum(totals)])
+    echo_table(columns, rows)
 
 
 @cli.command("check")
@@ -151,25 +159,24 @@ def check_command(app: AppContext, campaign_id: str, proof_path: Path | None) ->
             TimeRemainingColumn(),
             console=err_console,
             transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
         ) as bar:
-            task = bar.add_task(item.campaign_id, total=total)
+            task = bar.add_task(visible(item.campaign_id), total=total)
             report = ws.check(campaign_id, progress=lambda: bar.advance(task))
         for note in report.notes:
             click.echo(f"note: {note}", err=True)
         if proof_path is not None:
             write_private(proof_path, ws.proof(campaign_id, report))
-            click.echo(
-                f"wrote the proof sheet {proof_path} ({len(report.shapes)} shapes)", err=True
-            )
+            versions = counted(len(report.shapes), "version")
+            click.echo(f"wrote the proof sheet {proof_path} ({versions} of the notice)", err=True)
     by_locale = ", ".join(f"{loc} {n}" for loc, n in report.by_locale.items())
-    rendered = f"{report.volunteers} messages rendered ({by_locale or 'none'})"
+    rendered = f"{counted(report.volunteers, 'message')} rendered ({by_locale or 'none'})"
     if report.ok:
         click.echo(f"{item.campaign_id}: {rendered}; no problems")
         return
     for problem in report.problems:
         click.echo(f"problem: {problem}")
     count = len(report.problems)
-    click.echo(
-        f"{item.campaign_id}: {rendered}; {count} problem{'s' if count != 1 else ''}", err=True
-    )
+    click.echo(f"{item.campaign_id}: {rendered}; {counted(count, 'problem')}", err=True)
     raise SystemExit(ExitCode.PROBLEMS)

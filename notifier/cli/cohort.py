@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from rich.table import Table
-from rich.text import Text
 
-from notifier.cli.app import AppContext, cli, console, format_option, pass_app
+from notifier.cli.app import (
+    AppContext,
+    cli,
+    echo_data,
+    echo_json,
+    echo_table,
+    format_option,
+    pass_app,
+)
+from notifier.layout import Column
 from notifier.message import UNREACHED_STATES, state_words
-from notifier.outputs import csv_text, visible
+from notifier.outputs import counted, csv_text
 from notifier.service import CohortMember, cohort_filter
 from notifier.volunteer import EXPOSURES, LOCALES
 
 F = TypeVar("F", bound=Callable[..., Any])
+# Without --verbose, the people a summary line stands for are named up to this many.
+MAX_NAMED = 20
 
 
 def cohort_options(*, with_status: bool = True) -> Callable[[F], F]:
@@ -91,6 +99,12 @@ def _record(member: CohortMember) -> dict[str, Any]:
 @cohort_options()
 @format_option("table", "csv", "json")
 @click.option("--excluded", is_flag=True, help="In the table, list the people left out too.")
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="Name everyone left out because the earlier notice has not reached them "
+    f"(by default the first {MAX_NAMED}).",
+)
 @pass_app
 def cohort(
     app: AppContext,
@@ -101,6 +115,7 @@ def cohort(
     ids_file: Path | None,
     fmt: str,
     excluded: bool,
+    verbose: bool,
 ) -> None:
     """Show who campaign ID goes to and why, and who is left out and why.
 
@@ -118,39 +133,43 @@ def cohort(
         members = ws.cohort(campaign_id, filt)
     records = [_record(m) for m in members]
     if fmt == "json":
-        click.echo(json.dumps(records, ensure_ascii=False, indent=2))
+        echo_json(records)
         return
     if fmt == "csv":
         columns = list(_record(members[0])) if members else ["volunteer_id"]
-        click.echo(csv_text(columns, ([r[c] for c in columns] for r in records)), nl=False)
+        echo_data(csv_text(columns, ([r[c] for c in columns] for r in records)))
         return
-    _print_table(campaign_id, members, excluded)
+    _print_table(campaign_id, members, excluded, verbose)
 
 
-def _print_table(campaign_id: str, members: list[CohortMember], excluded: bool) -> None:
+COHORT_COLUMNS = (Column("id", breaks=False), "name", "locale", "exposure", "in", "why")
+
+
+def _print_table(
+    campaign_id: str, members: list[CohortMember], excluded: bool, verbose: bool
+) -> None:
     inside = [m for m in members if m.included]
-    table = Table(title=f"{campaign_id}: who it goes to")
-    for column in ("volunteer_id", "name", "locale", "exposure", "why"):
-        table.add_column(column)
+    rows = []
     for member in members if excluded else inside:
         v = member.volunteer
         why = member.reason + (
             " (address suppressed: will be skipped)" if member.suppressed else ""
         )
-        style = None if member.included else "dim"
-        cells = (v.volunteer_id, v.display_name, v.locale, v.exposure, why)
-        table.add_row(*(Text(visible(c)) for c in cells), style=style)
-    console.print(table)
-    console.print(f"{len(inside)} of {len(members)} volunteers are in the cohort.")
+        into = "yes" if member.included else "no"
+        rows.append((v.volunteer_id, v.display_name, v.locale, v.exposure, into, why))
+    echo_table(COHORT_COLUMNS, rows, title=f"{campaign_id}: who it goes to")
+    click.echo(f"{len(inside)} of {counted(len(members), 'volunteer')} are in the cohort.")
     left_out = Counter(m.reason for m in members if not m.included)
     if left_out:
-        console.print("Left out:")
+        click.echo("Left out:")
         for reason, count in left_out.most_common():
-            console.print(f"  {count:>6}  {reason}")
-    _print_unreached(campaign_id, members, excluded)
+            click.echo(f"  {count:>6}  {reason}")
+    _print_unreached(campaign_id, members, excluded or verbose, verbose)
 
 
-def _print_unreached(campaign_id: str, members: list[CohortMember], excluded: bool) -> None:
+def _print_unreached(
+    campaign_id: str, members: list[CohortMember], excluded: bool, verbose: bool = False
+) -> None:
     """For a follow-up: the people left out because the notice it follows has not reached
     them (soft-bounced, not sent yet, ...), named with --excluded, and how to reach them."""
     waiting = [
@@ -160,18 +179,18 @@ def _print_unreached(campaign_id: str, members: list[CohortMember], excluded: bo
     ]
     if not waiting:
         return
-    console.print(
+    click.echo(
         f"{len(waiting)} left out because the earlier notice has not reached them: "
         "reach them first (notifier status on that campaign says how), or write to them "
-        "(notifier export unreachable).",
-        markup=False,
+        "(notifier export unreachable)."
     )
     if excluded:
-        for m in waiting:
+        shown = waiting if verbose else waiting[:MAX_NAMED]
+        for m in shown:
             state = m.followed_state or ""
-            console.print(
-                Text(
-                    f"  {m.volunteer.volunteer_id}  {m.volunteer.display_name}: "
-                    f"{state} ({state_words(state)})"
-                )
+            click.echo(
+                f"  {m.volunteer.volunteer_id}  {m.volunteer.display_name}: "
+                f"{state} ({state_words(state)})"
             )
+        if len(shown) < len(waiting):
+            click.echo(f"  ... and {len(waiting) - len(shown)} more: all of them with --verbose")

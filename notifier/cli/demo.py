@@ -24,10 +24,12 @@ from pathlib import Path
 
 import click
 
-from notifier.cli.app import AppContext, cli, pass_app
+from notifier.cli.app import AppContext, cli, echo_table, pass_app
 from notifier.config import load_contact
 from notifier.errors import ConfigError, RosterError
+from notifier.layout import Column
 from notifier.organisation import load_organisation
+from notifier.outputs import counted
 from notifier.service import VolunteerQuery
 from notifier.sink import Sink
 from notifier.volunteer import EXPOSURES, LOCALES
@@ -102,8 +104,8 @@ def _shown(path: Path) -> Path:
 def _run(ctx: click.Context, title: str, *args: str) -> None:
     """Run `notifier ARGS...` as if typed, after showing the title and the command line."""
     click.echo()
-    click.secho(f"== {title}", bold=True)
-    click.secho("$ notifier " + shlex.join(args), dim=True)
+    click.echo(f"== {title}")
+    click.echo("$ notifier " + shlex.join(args))
     command: click.Command = cli
     words = list(args)
     while isinstance(command, click.Group):
@@ -120,17 +122,23 @@ def _print_roster_summary(app: AppContext) -> None:
     """How many volunteers of each language and exposure: the roster at a glance (the
     whole list is one command away)."""
     click.echo()
-    click.secho("== The volunteers now in the ledger", bold=True)
+    click.echo("== The volunteers now in the ledger")
     with app.workspace() as ws:
         counts = ws.volunteer_counts()
     exposures = [e for e in EXPOSURES if any(counts[(loc, e)] for loc in LOCALES)]
-    click.echo("        " + "".join(f"{e:>15}" for e in exposures) + f"{'total':>8}")
+    columns = [
+        Column("locale", breaks=False),
+        *(Column(e, "right", breaks=False) for e in exposures),
+        Column("total", "right", breaks=False),
+    ]
+    rows = []
     for locale in LOCALES:
         row = [counts[(locale, e)] for e in exposures]
-        click.echo(f"{locale:<8}" + "".join(f"{n:>15}" for n in row) + f"{sum(row):>8}")
+        rows.append([locale, *row, sum(row)])
+    echo_table(columns, rows)
     click.echo(
-        f"{sum(counts.values())} volunteers. Everyone: notifier roster list; "
-        "one person, every field: notifier roster show HMR-0001"
+        f"{counted(sum(counts.values()), 'volunteer')}. Everyone: notifier roster list;"
+        " one person, every field: notifier roster show HMR-0001"
     )
 
 
@@ -199,10 +207,9 @@ def demo(app: AppContext, ctx: click.Context, roster: Path | None, maildir: Path
         signed_off = ws.approval_status(FIRST_NOTICE)
     if signed_off.is_current and signed_off.approval is not None:
         click.echo()
-        click.secho(
+        click.echo(
             f"== Four eyes: {FIRST_NOTICE} is approved already (by {signed_off.approval.by});"
-            " its content has not changed since",
-            bold=True,
+            " its content has not changed since"
         )
     else:
         _run(
@@ -224,7 +231,8 @@ def demo(app: AppContext, ctx: click.Context, roster: Path | None, maildir: Path
             "--smtp",
             sink.url,
         )
-    click.echo(f"The sink received {len(sink.messages)} message(s); they are in {maildir}/.")
+    received = counted(len(sink.messages), "message")
+    click.echo(f"The sink received {received}; they are in {maildir}/.")
 
     _run(ctx, f"Where {FIRST_NOTICE} stands", "status", FIRST_NOTICE)
     _run(ctx, "The ledger is intact", "ledger", "verify")

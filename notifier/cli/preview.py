@@ -12,7 +12,7 @@ from urllib.parse import quote
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from notifier.cli.app import AppContext, cli, err_console, pass_app, write_private
+from notifier.cli.app import AppContext, cli, echo_data, err_console, pass_app, write_private
 from notifier.outputs import visible
 from notifier.service import ComposedMessage, Workspace
 
@@ -95,7 +95,10 @@ def _preview_one(
     composed = preview.message
     data = composed.data if output_format == "eml" else _readable(composed, output_format)
     if out is None:
-        click.echo(data, nl=False)
+        if output_format == "text":
+            click.echo(data, nl=False)  # for reading: wrapped to the terminal
+        else:
+            echo_data(data)
         return
     write_private(out, data)
     click.echo(f"wrote {out}", err=True)
@@ -132,7 +135,13 @@ def _preview_all(ws: Workspace, campaign_id: str, directory: Path) -> None:
         MofNCompleteColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err_console, transient=True) as progress:
+    with Progress(
+        *columns,
+        console=err_console,
+        transient=True,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    ) as progress:
         task = progress.add_task("preview", total=run.total)
         for volunteer, composed in run.messages:
             write_private(directory / f"{_file_name(volunteer.volunteer_id)}.eml", composed.data)

@@ -5,12 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.table import Table
-from rich.text import Text
 
-from notifier.cli.app import AppContext, cli, console, pass_app
+from notifier.cli.app import AppContext, cli, echo_table, pass_app
+from notifier.layout import Column
 from notifier.message import MessageState
-from notifier.outputs import visible
 from notifier.service import Settled
 
 # Each decision is listed; beyond this many, the counts say the rest.
@@ -58,17 +56,16 @@ def _print_settled(campaign_id: str, settled: list[Settled], searched: str) -> N
     if not settled:
         click.echo(f"No uncertain messages in {campaign_id}: nothing to reconcile.")
         return
-    table = Table("volunteer", "email", "now", "evidence", title_justify="left")
+    rows = []
     for s in settled[:MAX_SHOWN]:
         where = s.data.get("evidence", "not found")
         fate = s.data.get("fate")
-        table.add_row(
-            Text(visible(s.message.volunteer_id)),
-            Text(visible(s.message.email)),
-            Text(s.state),
-            Text(visible(f"{where} ({fate})" if fate else str(where))),
-        )
-    console.print(table)
+        evidence = f"{where} ({fate})" if fate else str(where)
+        rows.append((s.message.volunteer_id, s.message.email, s.state, evidence))
+    columns = (Column("volunteer", breaks=False), "email", Column("now", breaks=False), "evidence")
+    echo_table(columns, rows, max_lines=6)
+    if len(settled) > MAX_SHOWN:
+        click.echo(f"... and {len(settled) - MAX_SHOWN} more (the counts below cover them)")
     sent = sum(1 for s in settled if s.state is MessageState.SENT)
     pending = len(settled) - sent
     click.echo(

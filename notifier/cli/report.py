@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import io
-import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from notifier.cli.app import AppContext, cli, console, format_option, pass_app, write_private
+from notifier.cli.app import (
+    AppContext,
+    cli,
+    echo_data,
+    echo_json,
+    format_option,
+    pass_app,
+    write_private,
+)
 from notifier.errors import ExitCode
+from notifier.layout import Column, table
 from notifier.message import state_words
-from notifier.outputs import visible
+from notifier.outputs import counted
 from notifier.report_formats import (
     NOT_RECORDED,
     history_as_dicts,
@@ -29,6 +33,7 @@ from notifier.report_formats import (
     unreachable_as_json,
 )
 from notifier.service import CampaignReport, Event
+from notifier.terminal import terminal_width
 
 
 @cli.command()
@@ -44,9 +49,9 @@ def history(app: AppContext, volunteer: str, fmt: str) -> None:
     with app.workspace() as ws:
         events = ws.history(volunteer)
     if fmt == "json":
-        click.echo(_json(history_as_dicts(events)))
+        echo_json(history_as_dicts(events))
         return
-    console.print(_history_table(volunteer, events))
+    click.echo("\n".join(_history_table(volunteer, events, terminal_width())))
 
 
 @cli.command()
@@ -84,20 +89,18 @@ def report(app: AppContext, campaign_id: str, fmt: str, out: Path | None) -> Non
         result = ws.report(campaign_id)
     if fmt == "table":
         if out is None:
-            _print_summary(console, result, app.settings.time_zone)
+            _print_summary(click.echo, terminal_width(), result, app.settings.time_zone)
         else:
-            buffer = io.StringIO()
-            _print_summary(
-                Console(file=buffer, width=120, highlight=False), result, app.settings.time_zone
-            )
-            write_private(out, buffer.getvalue())
+            lines: list[str] = []
+            _print_summary(lines.append, FILE_WIDTH, result, app.settings.time_zone)
+            write_private(out, "".join(line + "\n" for line in lines))
     else:
         if fmt == "html":
             text = report_as_html(result, time_zone=app.settings.time_zone)
         else:
             text = {"csv": report_as_csv, "json": report_as_json}[fmt](result)
         if out is None:
-            click.echo(text, nl=False)
+            echo_data(text)
         else:
             write_private(out, text)
     if out is not None:
@@ -136,37 +139,33 @@ def export_unreachable(app: AppContext, fmt: str, out: Path | None) -> None:
         people = ws.unreachable()
     text = unreachable_as_csv(people) if fmt == "csv" else unreachable_as_json(people)
     if out is None:
-        click.echo(text, nl=False)
+        echo_data(text)
     else:
         write_private(out, text)
-        click.echo(f"wrote {len(people)} people to {out}", err=True)
+        click.echo(f"wrote {counted(len(people), 'person', 'people')} to {out}", err=True)
 
 
 # --- terminal views ---------------------------------------------------------------------
 
+# The width of a summary written to a file with --out.
+FILE_WIDTH = 120
+HISTORY_COLUMNS = (
+    Column("seq", "right", breaks=False),
+    Column("at (UTC)", breaks=False),
+    Column("event", breaks=False),
+    "campaign",
+    "details",
+)
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=2)
 
-
-def _history_table(volunteer: str, events: list[Event]) -> Table:
-    table = Table(title=Text(f"History of {visible(volunteer)}"), title_justify="left")
-    for column in ("seq", "at (UTC)", "event", "campaign"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("details", overflow="fold")
+def _history_table(volunteer: str, events: list[Event], width: int) -> list[str]:
+    rows = []
     for event in events:
         details = ", ".join(
             f"{k}={v}" for k, v in sorted(event.data.items()) if v not in ("", None)
         )
-        # Text(), not str: ledger data is shown as it is, never read as rich markup.
-        table.add_row(
-            str(event.seq),
-            _short_time(event.at),
-            event.kind,
-            Text(visible(event.campaign_id or "")),
-            Text(visible(details)),
-        )
-    return table
+        rows.append((event.seq, _short_time(event.at), event.kind, event.campaign_id, details))
+    return table(HISTORY_COLUMNS, rows, width, title=f"History of {volunteer}", max_lines=8)
 
 
 def _short_time(at: str) -> str:
@@ -174,82 +173,77 @@ def _short_time(at: str) -> str:
     return at[:19].replace("T", " ")
 
 
-def _print_summary(out: Console, r: CampaignReport, zone: str = "UTC") -> None:
-    """The report for a terminal: times to the second in the organisation's zone,
-    states in words beside their names."""
-    out.print(Text(f"Campaign {r.campaign_id}  {r.title}", style="bold"))
+def _print_summary(
+    out: Callable[[str], object], width: int, r: CampaignReport, zone: str = "UTC"
+) -> None:
+    """The report for a terminal (or a file, `width` wide): times to the second in the
+    organisation's zone, states in words beside their names."""
+    out(f"Campaign {r.campaign_id}  {r.title}")
     if r.running is not None:
-        out.print(
-            f"NOTE: {visible(r.running.describe())} was running as this report was made:"
-            " its figures are a moment of a run still going on.",
-            markup=False,
+        out(
+            f"NOTE: {r.running.describe()} was running as this report was made:"
+            " its figures are a moment of a run still going on."
         )
-    out.print(f"generated at {shown_time(r.generated_at, zone)}; {r.total} messages")
+    out(f"generated at {shown_time(r.generated_at, zone)}; {counted(r.total, 'message')}")
     if r.owed is not None:
         for line in owed_lines(r.owed):
-            out.print(line, markup=False)
+            out(line)
     if r.verification.ok:
-        out.print(
+        out(
             f"ledger verification: passed, {r.verification.events} events, "
-            f"head {r.verification.head}",
-            markup=False,
+            f"head {r.verification.head}"
         )
     else:
-        out.print(f"ledger verification: FAILED: {r.verification.reason}", markup=False)
+        out(f"ledger verification: FAILED: {r.verification.reason}")
     if r.verification.warning:
-        out.print(f"ledger warning: {r.verification.warning}", markup=False)
-    out.print(f"ledger head:      {r.ledger_head}  (anchor: ledger verify --anchor)", markup=False)
-    out.print(f"ledger sha256:    {r.ledger.sha256}  ({r.ledger_file})", markup=False)
+        out(f"ledger warning: {r.verification.warning}")
+    out(f"ledger head:      {r.ledger_head}  (anchor: ledger verify --anchor)")
+    out(f"ledger sha256:    {r.ledger.sha256}  ({r.ledger_file})")
     if r.ledger.note:
-        out.print(f"  note: {r.ledger.note}", markup=False)
-    out.print(f"templates sha256: {r.templates.recorded or NOT_RECORDED}", markup=False)
+        out(f"  note: {r.ledger.note}")
+    out(f"templates sha256: {r.templates.recorded or NOT_RECORDED}")
     if r.state_mismatches:
-        out.print(
+        out(
             f"{len(r.state_mismatches)} message(s) have a state no event backs: "
-            + ", ".join(r.state_mismatches),
-            markup=False,
+            + ", ".join(r.state_mismatches)
         )
-    out.print(
+    out(
         f"first send attempt {shown_time(r.timeline.first_send_at, zone) or 'none'}, "
-        f"last {shown_time(r.timeline.last_send_at, zone) or 'none'}",
-        markup=False,
+        f"last {shown_time(r.timeline.last_send_at, zone) or 'none'}"
     )
-    # States down, groups across: a few narrow columns fit any terminal.
+    # States down, groups across: a few narrow columns fit most terminals, and where
+    # they do not, each state is a block of its own.
     for title, groups in (
         ("by language", r.counts_by_locale),
         ("by exposure", r.counts_by_exposure),
     ):
-        table = Table(title=f"Recipients {title}", title_justify="left")
-        table.add_column("state")
-        table.add_column("all", justify="right")
-        for key in groups:
-            table.add_column(Text(key), justify="right")
-        table.add_column("what it means")
-        for state in r.states:
-            table.add_row(
-                Text(state),
-                str(r.counts[state]),
-                *(str(c[state]) for c in groups.values()),
-                Text(state_words(state)),
-            )
-        table.add_row(
-            "total",
-            str(r.total),
-            *(str(sum(c.values())) for c in groups.values()),
-            "",
-            style="bold",
-        )
-        out.print(table)
-    timeline = Table(title="Events per hour (UTC)", title_justify="left")
-    timeline.add_column("hour")
-    timeline.add_column("events", justify="right")
-    timeline.add_column("of which")
+        columns: list[Column | str] = [
+            Column("state", breaks=False),
+            Column("all", "right", breaks=False),
+            *(Column(key, "right", breaks=False) for key in groups),
+            "what it means",
+        ]
+        rows: list[list[object]] = [
+            [state, r.counts[state], *(c[state] for c in groups.values()), state_words(state)]
+            for state in r.states
+        ]
+        rows.append(["total", r.total, *(sum(c.values()) for c in groups.values()), ""])
+        for line in table(columns, rows, width, title=f"Recipients {title}"):
+            out(line)
     kinds = timeline_kinds(r.timeline)
-    for bucket in r.timeline.hours:
-        detail = ", ".join(f"{k} {bucket.counts[k]}" for k in kinds if k in bucket.counts)
-        timeline.add_row(bucket.hour, str(sum(bucket.counts.values())), Text(detail))
-    out.print(timeline)
-    out.print(
-        f"Each recipient's outcome: notifier report {r.campaign_id} --format csv (or html, json)",
-        markup=False,
+    hours = [
+        (
+            bucket.hour,
+            sum(bucket.counts.values()),
+            ", ".join(f"{k} {bucket.counts[k]}" for k in kinds if k in bucket.counts),
+        )
+        for bucket in r.timeline.hours
+    ]
+    timeline_columns = (
+        Column("hour", breaks=False),
+        Column("events", "right", breaks=False),
+        "of which",
     )
+    for line in table(timeline_columns, hours, width, title="Events per hour (UTC)"):
+        out(line)
+    out(f"Each recipient's outcome: notifier report {r.campaign_id} --format csv (or html, json)")

@@ -4,26 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
-from rich.text import Text
 
 from notifier.cli.app import (
     AppContext,
     cli,
-    console,
+    echo_data,
+    echo_fields,
+    echo_json,
+    echo_table,
     err_console,
     format_option,
     pass_app,
     write_private,
 )
 from notifier.errors import ExitCode
-from notifier.outputs import csv_lines, csv_text, visible
+from notifier.layout import Column
+from notifier.outputs import counted, csv_lines, csv_text, visible
 from notifier.render import listed
 from notifier.service import (
     ENCODING_CHOICES,
@@ -41,14 +42,26 @@ REJECTS_HEADER: tuple[str, ...] = ("row", "column", "value", "reason", "warning"
 # A terminal is no place for thousands of problems: beyond this many, point to the CSV.
 MAX_TABLE_ROWS = 200
 MAX_CHANGES_SHOWN = 50
-TABLE_COLUMNS: tuple[str, ...] = (
-    "volunteer_id",
-    "display_name",
-    "email",
-    "locale",
-    "exposure",
-    "data_held",
+# The list's columns: (header, the record's field); an id never breaks.
+TABLE_COLUMNS: tuple[tuple[Column, str], ...] = (
+    (Column("id", breaks=False), "volunteer_id"),
+    (Column("name"), "display_name"),
+    (Column("email"), "email"),
+    (Column("locale"), "locale"),
+    (Column("exposure"), "exposure"),
+    (Column("data held"), "data_held"),
 )
+# data_held in the list, short enough for a row of three lines at 100 columns; the
+# legend under the list names each, and `roster show` and --format csv give them whole.
+DATA_HELD_SHORT: dict[str, str] = {
+    "id_documents": "ID",
+    "photo": "photo",
+    "health_questionnaire": "health",
+    "consent_form": "consent",
+    "gp_information": "GP",
+    "test_results": "tests",
+    "bank_details": "bank",
+}
 
 
 @cli.group()
@@ -114,7 +127,7 @@ def import_(
     with app.workspace() as ws, contextlib.ExitStack() as stack:
         # The file is read, checked and recorded a chunk of rows at a time, in one
         # transaction; a spinner on stderr meanwhile (silent when it is not a terminal).
-        with err_console.status(f"Importing {file} ..."):
+        with err_console.status(f"Importing {visible(file.name)} ..."):
             imported = stack.enter_context(
                 ws.import_roster(
                     file,
@@ -143,37 +156,33 @@ def _print_problems(result: RosterStream, summary: ImportSummary) -> None:
     click.echo(
         f"Read {result.file} ({result.encoding}): {result.rows_total} rows, "
         f"{result.rows_total - summary.rejected} valid, {summary.rejected} rejected"
-        + (f" ({_count(summary.problem_count, 'problem')})" if summary.problem_count else "")
+        + (f" ({counted(summary.problem_count, 'problem')})" if summary.problem_count else "")
     )
     if summary.problem_count:
-        console.print(problems_table(summary.problems, limit=MAX_TABLE_ROWS))
+        print_problems(summary.problems, limit=MAX_TABLE_ROWS)
         if summary.problem_count > MAX_TABLE_ROWS:
             click.echo(
                 f"... and {summary.problem_count - MAX_TABLE_ROWS} more problems; "
                 "see them all with: notifier roster rejects --format csv"
             )
     if result.warning_count and not summary.refused:
-        console.print(problems_table(result.warnings, limit=MAX_TABLE_ROWS, title=WARNINGS_TITLE))
+        print_problems(result.warnings, limit=MAX_TABLE_ROWS, title=WARNINGS_TITLE)
         if result.warning_count > MAX_TABLE_ROWS:
             click.echo(
                 f"... and {result.warning_count - MAX_TABLE_ROWS} more warnings; "
                 "see them all with --rejects FILE"
             )
         click.echo(
-            f"Warning: {_count(result.warning_count, 'warning')} on rows imported all the"
+            f"Warning: {counted(result.warning_count, 'warning')} on rows imported all the"
             " same (data held that contradicts the exposure, a name or address that could"
             " mislead); `notifier check` fails until the roster is corrected."
         )
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
 def _print_outcome(summary: ImportSummary, strict: bool) -> None:
     if summary.refused:
         click.echo(
-            f"--strict: nothing imported, because {_count(summary.rejected, 'row')} "
+            f"--strict: nothing imported, because {counted(summary.rejected, 'row')} "
             f"{'has' if summary.rejected == 1 else 'have'} problems. "
             "Fix them, or import without --strict to skip them."
         )
@@ -225,7 +234,7 @@ def _print_surname_outliers(outliers: Sequence[SurnameOutliers]) -> None:
         )
         more = f" and {rule.count - len(rule.first)} more" if rule.count > len(rule.first) else ""
         click.echo(
-            f"Warning: {_count(rule.count, 'published volunteer')} whose family name does not"
+            f"Warning: {counted(rule.count, 'published volunteer')} whose family name does not"
             f" begin with {listed(rule.initials, 'en', 'or')}, the initials the campaigns say"
             f" the published records had: {shown}{more}. Their notice would say so: check"
             " their exposure, or give a name in kanji as their records spell it in a"
@@ -236,20 +245,15 @@ def _print_surname_outliers(outliers: Sequence[SurnameOutliers]) -> None:
 WARNINGS_TITLE = "Imported with a warning"
 
 
-def problems_table(
+PROBLEM_COLUMNS = (Column("row", "right", breaks=False), "column", "value", "reason")
+
+
+def print_problems(
     problems: Iterable[RowProblem], *, limit: int | None = None, title: str = "Rejected rows"
-) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("row", justify="right")
-    table.add_column("column")
-    table.add_column("value", overflow="fold")  # wrapped, never cut: it is what to fix
-    table.add_column("reason")
-    for p in itertools.islice(problems, limit):
-        # Text(), not markup: a value such as "[b]" must show as typed.
-        table.add_row(
-            str(p.row), Text(visible(p.column)), Text(visible(p.value)), Text(visible(p.reason))
-        )
-    return table
+) -> None:
+    # The value wraps, never cut: it is what to fix.
+    rows = ((p.row, p.column, p.value, p.reason) for p in itertools.islice(problems, limit))
+    echo_table(PROBLEM_COLUMNS, rows, title=title)
 
 
 def rejects_csv_lines(
@@ -286,12 +290,11 @@ def list_(app: AppContext, fmt: str, exposure: str | None, locale: str | None) -
         )
         records = [v.as_record() for v in ws.volunteers(query)]
     if fmt == "json":
-        click.echo(json.dumps(records, ensure_ascii=False, indent=2))
+        echo_json(records)
     elif fmt == "csv":
-        click.echo(_records_csv(records), nl=False)
+        echo_data(_records_csv(records))
     else:
-        console.print(_volunteers_table(records))
-        click.echo(f"{len(records)} volunteers")
+        _print_volunteers(records)
 
 
 def _records_csv(records: Sequence[dict[str, Any]]) -> str:
@@ -299,22 +302,23 @@ def _records_csv(records: Sequence[dict[str, Any]]) -> str:
     return csv_text(columns, ([r[c] for c in columns] for r in records))
 
 
-def _volunteers_table(records: Sequence[dict[str, Any]]) -> Table:
-    table = Table()
-    longest = max((len(str(r["email"])) for r in records), default=5)
-    for column in TABLE_COLUMNS:
-        if column == "email":
-            # An address cut short ("oliver.hal…") is no address: it is never wrapped or
-            # cut; the other columns wrap to make room for it.
-            table.add_column(column, no_wrap=True, min_width=longest)
-        elif column in ("volunteer_id", "locale"):
-            table.add_column(column, no_wrap=True)
-        else:
-            table.add_column(column, overflow="fold")
-    for r in records:
-        # "a; b" wraps between items rather than inside a word.
-        table.add_row(*(Text(visible(str(r[c])).replace(";", "; ")) for c in TABLE_COLUMNS))
-    return table
+def _print_volunteers(records: Sequence[dict[str, Any]]) -> None:
+    """One row of at most three lines per person at 100 columns (an address breaks only
+    after an @, . or -, never cut); a block per person where that cannot be."""
+    rows = (
+        [_shown_data_held(r[f]) if f == "data_held" else r[f] for _, f in TABLE_COLUMNS]
+        for r in records
+    )
+    echo_table([c for c, _ in TABLE_COLUMNS], rows, max_lines=3)
+    click.echo(counted(len(records), "volunteer"))
+    held = {item for r in records for item in str(r["data_held"]).split(";") if item}
+    legend = [f"{short} = {i}" for i, short in DATA_HELD_SHORT.items() if i in held and short != i]
+    if legend:
+        echo_fields([("data held", ", ".join(legend))])
+
+
+def _shown_data_held(value: str) -> str:
+    return ", ".join(DATA_HELD_SHORT.get(item, item) for item in value.split(";") if item)
 
 
 @roster.command("show")
@@ -332,16 +336,12 @@ def show(app: AppContext, volunteer: str, fmt: str) -> None:
     record = person.as_record()
     extra = dict(person.extra)
     if fmt == "json":
-        click.echo(json.dumps({**record, "extra": extra}, ensure_ascii=False, indent=2))
+        echo_json({**record, "extra": extra})
         return
-    table = Table(box=None, pad_edge=False, show_header=False)
-    table.add_column("field", style="bold", no_wrap=True)
-    table.add_column("value", overflow="fold")
-    for name, value in record.items():
-        table.add_row(name, Text(visible(str(value)) or "-"))
-    for header, value in extra.items():
-        table.add_row(Text(f"{visible(header)} (kept from the file)"), Text(visible(value)))
-    console.print(table)
+    # "a; b": a long data_held wraps between its items.
+    fields = [(name, str(value).replace(";", "; ") or "-") for name, value in record.items()]
+    fields += [(f"{header} (kept from the file)", value) for header, value in extra.items()]
+    echo_fields(fields)
 
 
 @roster.command("rejects")
@@ -354,7 +354,7 @@ def rejects(app: AppContext, fmt: str) -> None:
         problems = ws.rejected_rows()
         if fmt == "csv":
             for line in rejects_csv_lines(problems):
-                click.echo(line, nl=False)
+                echo_data(line)
             return
         if latest is None:
             click.echo("No roster has been imported yet.")
@@ -366,8 +366,9 @@ def rejects(app: AppContext, fmt: str) -> None:
         shown = list(itertools.islice(problems, MAX_TABLE_ROWS))
         more = sum(1 for _ in problems)
     if shown:
-        console.print(problems_table(shown))
+        print_problems(shown)
     if more:
         click.echo(
-            f"... and {more} more problems; see them all with: notifier roster rejects --format csv"
+            f"... and {counted(more, 'more problem')}; see them all with:"
+            " notifier roster rejects --format csv"
         )

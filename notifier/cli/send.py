@@ -18,14 +18,14 @@ from typing import Any
 import click
 from click.core import ParameterSource
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from notifier.cli.app import AppContext, cli, console, err_console, pass_app
+from notifier.cli.app import AppContext, cli, console, echo_table, err_console, pass_app
 from notifier.cli.cohort import F, cohort_options
 from notifier.config import Settings
 from notifier.errors import CohortError, ExitCode
+from notifier.layout import Column
 from notifier.message import FAILED_STATES, RESENDABLE_STATES, DeliveryOutcome, MessageState
-from notifier.outputs import visible
+from notifier.outputs import counted, visible
 from notifier.service import (
     RESUME_HINT,
     TEST_PREFIX,
@@ -335,10 +335,6 @@ def _send_tests(
     _print_tests(sends, campaign_id, verbose=verbose, named=bool(as_volunteers))
 
 
-def _plural(count: int, word: str, words: str | None = None) -> str:
-    return f"{count} {word if count == 1 else (words or word + 's')}"
-
-
 def _width() -> int:
     """The columns this command's lines may take: the terminal's, at most MAX_WIDTH."""
     return max(40, min(console.width, MAX_WIDTH))
@@ -376,7 +372,7 @@ def _print_tests(sends: TestSends, campaign_id: str, *, verbose: bool, named: bo
         if named
         else "one for each version of the notice"
     )
-    count = f"{sent} of {len(results)} test messages" if refused else _plural(sent, "test message")
+    count = f"{sent} of {len(results)} test messages" if refused else counted(sent, "test message")
     _say(
         f"Sent {count} ({kinds}) to {visible(sends.to)} via {sends.target}.",
         width,
@@ -399,7 +395,7 @@ def _print_tests(sends: TestSends, campaign_id: str, *, verbose: bool, named: bo
         )
     if refused:
         _say(
-            f"The server refused {_plural(len(refused), 'test message')}: "
+            f"The server refused {counted(len(refused), 'test message')}: "
             "fix what it said, then test again.",
             width,
         )
@@ -462,15 +458,13 @@ def _print_plan(ws: Workspace, campaign_id: str, spec: SendSpec) -> None:
     elif plan.to_send == 0:
         console.print("Nothing to send: every message of this campaign already has an outcome.")
     else:
-        table = Table("locale", "exposure", "messages", box=None, pad_edge=False)
-        for (locale, exposure), count in plan.by_group.items():
-            table.add_row(locale, exposure, str(count))
-        table.add_row("", "total", str(plan.to_send), style="bold")
+        rows = [(locale, exposure, n) for (locale, exposure), n in plan.by_group.items()]
+        rows.append(("", "total", plan.to_send))
         console.print(
             f"Would send {plan.to_send} of {plan.audience} message(s) to {plan.target}, "
             f"rate {_rate_text(plan.rate)}, {spec.options.concurrency} connection(s):"
         )
-        console.print(table)
+        echo_table(PLAN_COLUMNS, rows)
     if plan.suppressed:
         console.print(f"{plan.suppressed} suppressed address(es) would be skipped (hard bounces).")
     if plan.uncertain and not spec.scope.resend_uncertain:
@@ -499,6 +493,13 @@ def _print_plan(ws: Workspace, campaign_id: str, spec: SendSpec) -> None:
     )
 
 
+PLAN_COLUMNS = (
+    Column("locale", breaks=False),
+    Column("exposure", breaks=False),
+    Column("messages", "right", breaks=False),
+)
+
+
 def _counts_text(counts: dict[str, int]) -> str:
     return ", ".join(f"{state} {n}" for state, n in counts.items()) or "none"
 
@@ -513,7 +514,7 @@ def _were(count: int) -> str:
 
 def _deferrals_text(deferred: int, held: float) -> str:
     """Why a run with deferrals took the time it did."""
-    what = f"The server deferred {_plural(deferred, 'message')} (asked to try again later)"
+    what = f"The server deferred {counted(deferred, 'message')} (asked to try again later)"
     them = "it" if deferred == 1 else "them"
     if held < HELD_NOTICEABLY:
         return f"{what}; {them} {_were(deferred)} retried."
@@ -528,9 +529,10 @@ def _print_summary(summary: SendSummary) -> None:
     width = _width()
     if summary.newly_uncertain:
         n = summary.newly_uncertain
-        err_console.print(
-            f"{_plural(n, 'message')} {_were(n)} in flight when an earlier send of {cid} "
-            "stopped: marked uncertain."
+        click.echo(
+            f"{counted(n, 'message')} {_were(n)} in flight when an earlier send of {cid} "
+            "stopped: marked uncertain.",
+            err=True,
         )
     if summary.nothing_to_send:
         _say(f"Nothing to send for {cid}: every message already has an outcome.", width)
@@ -545,11 +547,11 @@ def _print_summary(summary: SendSummary) -> None:
         _say(_deferrals_text(summary.deferred, summary.held_by_retries), width, "  ")
     if summary.suppressed:
         n = summary.suppressed
-        _say(f"Skipped {_plural(n, 'suppressed address', 'suppressed addresses')}.", width)
+        _say(f"Skipped {counted(n, 'suppressed address', 'suppressed addresses')}.", width)
     if summary.taken_elsewhere:
         n = summary.taken_elsewhere
         _say(
-            f"{_plural(n, 'message')} {_were(n)} claimed by another sender before this"
+            f"{counted(n, 'message')} {_were(n)} claimed by another sender before this"
             " run could send them: not sent by this run.",
             width,
             "  ",
@@ -560,7 +562,7 @@ def _print_summary(summary: SendSummary) -> None:
         shown = ", ".join(visible(m.email) for m in summary.uncertain[:5])
         more = f" and {n - 5} more" if n > 5 else ""
         _say(
-            f"{_plural(n, 'message')} {'has' if n == 1 else 'have'} an unknown outcome (the "
+            f"{counted(n, 'message')} {'has' if n == 1 else 'have'} an unknown outcome (the "
             f"server may or may not have {'it' if n == 1 else 'them'}): {shown}{more}. "
             f"See: notifier status {cid}. "
             f"To send {'it' if n == 1 else 'them'} again: notifier send {cid} --yes "

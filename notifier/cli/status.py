@@ -2,25 +2,46 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from typing import Any
 
 import click
-from rich.table import Table
 
-from notifier.cli.app import AppContext, cli, console, format_option, pass_app
+from notifier.cli.app import (
+    AppContext,
+    cli,
+    console,
+    echo_json,
+    echo_table,
+    format_option,
+    pass_app,
+)
+from notifier.layout import Column
 from notifier.message import state_words
 from notifier.outputs import visible
 from notifier.report_formats import owed_lines, shown_time
 from notifier.service import ApprovalStatus, CampaignStatus, SendRun
 
+# Per-message lists stop at this many without --verbose; the counts cover the rest.
+MAX_LISTED = 20
+STATE_COLUMNS = (
+    Column("state", breaks=False),
+    Column("messages", "right", breaks=False),
+    "what it means",
+)
+UNCERTAIN_COLUMNS = ("email", Column("volunteer", breaks=False), Column("state", breaks=False))
+
 
 @cli.command()
 @click.argument("campaign_id", metavar="ID")
 @format_option("table", "json")
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help=f"List every message with an unknown outcome (by default the first {MAX_LISTED}).",
+)
 @pass_app
-def status(app: AppContext, campaign_id: str, fmt: str) -> None:
+def status(app: AppContext, campaign_id: str, fmt: str, verbose: bool) -> None:
     """How far a campaign has got: who it is for, who was sent it, who is still owed it.
 
     Works while a send is running in another process. `audience` is who the campaign
@@ -39,9 +60,9 @@ def status(app: AppContext, campaign_id: str, fmt: str) -> None:
     with app.workspace() as ws:
         found = ws.status(campaign_id)
     if fmt == "json":
-        click.echo(json.dumps(status_json(found), ensure_ascii=False, indent=2))
+        echo_json(status_json(found))
         return
-    _print(found, app.settings.time_zone)
+    _print(found, app.settings.time_zone, verbose)
 
 
 def status_json(s: CampaignStatus) -> dict[str, Any]:
@@ -92,7 +113,7 @@ def _approval_json(status: ApprovalStatus | None) -> dict[str, object] | None:
     return {"by": status.approval.by, "at": status.approval.at, "current": status.is_current}
 
 
-def _print(s: CampaignStatus, zone: str) -> None:
+def _print(s: CampaignStatus, zone: str, verbose: bool = False) -> None:
     cid = s.campaign_id
     console.print(_approval_line(s.approval, cid, zone), markup=False)
     console.print(f"Campaign {cid}", markup=False)
@@ -105,11 +126,8 @@ def _print(s: CampaignStatus, zone: str) -> None:
             markup=False,
         )
     if s.registered:
-        table = Table("state", "messages", "what it means", box=None, pad_edge=False)
-        for state, n in s.counts.items():
-            table.add_row(state, str(n), state_words(state))
-        table.add_row("total", str(s.total), "", style="bold")
-        console.print(table)
+        rows = [(state, n, state_words(state)) for state, n in s.counts.items()]
+        echo_table(STATE_COLUMNS, [*rows, ("total", s.total, "")])
     else:
         console.print(f"Campaign {cid} has not been sent yet (no messages in the ledger).")
     running = s.running
@@ -128,8 +146,10 @@ def _print(s: CampaignStatus, zone: str) -> None:
     _print_last_run(s)
     if s.uncertain:
         console.print(f"{len(s.uncertain)} message(s) with an unknown outcome:", markup=False)
-        for m in s.uncertain:
-            console.print(visible(f"  {m.email}  ({m.volunteer_id}, {m.state})"), markup=False)
+        shown = s.uncertain if verbose else s.uncertain[:MAX_LISTED]
+        echo_table(UNCERTAIN_COLUMNS, ((m.email, m.volunteer_id, m.state) for m in shown))
+        if len(shown) < len(s.uncertain):
+            click.echo(f"... and {len(s.uncertain) - len(shown)} more: all of them with --verbose")
     if s.next_steps:
         console.print("Next:", markup=False)
         for step in s.next_steps:
