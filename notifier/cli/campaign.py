@@ -158,8 +158,11 @@ def check_command(app: AppContext, campaign_id: str, proof_path: Path | None) ->
             click.echo(f"note: {note}", err=True)
         if proof_path is not None:
             write_private(proof_path, ws.proof(campaign_id, report))
+            versions = len(report.shapes)
             click.echo(
-                f"wrote the proof sheet {proof_path} ({len(report.shapes)} shapes)", err=True
+                f"wrote the proof sheet {proof_path} ({versions} version"
+                f"{'' if versions == 1 else 's'} of the notice)",
+                err=True,
             )
     by_locale = ", ".join(f"{loc} {n}" for loc, n in report.by_locale.items())
     rendered = f"{report.volunteers} messages rendered ({by_locale or 'none'})"
