@@ -249,7 +249,27 @@ def _print_summary(out: Console, r: CampaignReport, zone: str = "UTC") -> None:
         detail = ", ".join(f"{k} {bucket.counts[k]}" for k in kinds if k in bucket.counts)
         timeline.add_row(bucket.hour, str(sum(bucket.counts.values())), Text(detail))
     out.print(timeline)
+    _print_apart(out, r)
     out.print(
         f"Each recipient's outcome: notifier report {r.campaign_id} --format csv (or html, json)",
         markup=False,
     )
+
+
+def _print_apart(out: Console, r: CampaignReport) -> None:
+    """What the counts above leave out: rows refused at import, test messages."""
+    rows = r.rejected_rows
+    if rows:
+        unfixed = sum(1 for row in rows if not row.fixed)
+        out.print(
+            f"Roster rows refused at import: {len(rows)}, {unfixed} of them not on the roster"
+            " since (never e-mailed: notifier export unreachable)",
+            markup=False,
+        )
+    if r.test_sends:
+        n = len(r.test_sends)
+        out.print(
+            f"Test messages: {n} to the sender, not counted above (--format html lists"
+            f" {'it' if n == 1 else 'them'})",
+            markup=False,
+        )

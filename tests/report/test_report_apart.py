@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+from conftest import Notifier
 from report_scenario import C1, EVIL_NAME, append, at, build
 
 from notifier.event import EventKind
@@ -172,3 +173,22 @@ def test_exposures_and_languages_are_in_words(built: Ledger) -> None:
     recipients = section(html, "Recipients")
     assert "English, records published by the criminals" in recipients
     assert EVIL_NAME not in html  # still escaped
+
+
+def test_the_terminal_report_names_what_it_leaves_out(notifier: Notifier) -> None:
+    with Ledger(notifier.ledger_path) as led:
+        build(led)
+        append(
+            led,
+            [EventDraft(EventKind.TEST_SENT, campaign_id=C1, data={"to": "dpo@hmr.test"})],
+            at("10:30"),
+        )
+    result = notifier("report", C1)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert (
+        "Roster rows refused at import: 4, 3 of them not on the roster since"
+        " (never e-mailed: notifier export unreachable)"
+    ) in lines
+    assert "Test messages: 1 to the sender, not counted above (--format html lists it)" in lines
+    assert "test_sent" not in result.stdout and "test sent" not in result.stdout
