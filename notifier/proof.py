@@ -1,11 +1,13 @@
-"""The proof sheet: every distinct shape of a campaign's message, once, for sign-off.
+"""The proof sheet: every version of a campaign's notice, once, for sign-off.
 
-A shape is what a message depends on besides the reader's name: locale × exposure × the
-set of data held (notifier.check.ShapeCount). The proof sheet is one self-contained HTML
+A version (a "shape" in the code: notifier.check.ShapeCount) is what a message depends on
+besides the reader's name: locale × exposure × the set of data held. The sheet calls them
+"versions of the notice", the words of the people who read it. It is one self-contained HTML
 page (no scripts, links, images or anything fetched from elsewhere, so it can be mailed,
 archived and printed as it is) showing, for each exposure × data held, the English and
 the Japanese notice side by side, with how many people get each and one example volunteer
-id. Names are placeholders: the sheet proves the wording, not a person's message.
+id. Names are placeholders: the sheet proves the wording, not a person's message. Printed,
+it takes about one A4 page per version (its print stylesheet; tests/test_proof.py counts).
 
 This is what a data-protection officer reads, in full, before approving a send:
 
@@ -52,7 +54,37 @@ table.shape > thead > tr > th { background: #eee; text-align: left; }
 .ok { color: #006000; font-weight: bold; }
 pre { white-space: pre-wrap; font-size: 13px; }
 details { margin-top: 1em; }
-@media print { h2 { page-break-before: always; } details { display: none; } }
+.notice h2 { border: none; padding-top: 0; }
+/* On paper: about one A4 page per version of the notice. No section starts a page of its
+   own (most pages were left empty that way); the versions follow one another, English above
+   Japanese rather than side by side, each notice in two columns (its many short lines:
+   lists, addresses, headings, fill half a line rather than a whole one); no paragraph, list
+   item or header block is split, and no heading is left at the foot of a page. */
+@media print {
+  @page { size: A4; margin: 10mm; }
+  body { margin: 0; font-size: 8pt; line-height: 1.2;
+    font-family: Arial, "Liberation Sans", Helvetica, sans-serif; }
+  h1 { font-size: 13pt; margin: 0 0 0.3em; }
+  h2 { font-size: 10.5pt; margin: 1em 0 0.3em; padding-top: 0.3em; border-top-width: 2px;
+    break-after: avoid; page-break-after: avoid; }
+  table.facts tr, table.index tr, .headers, .who, .notice p, .notice li, .notice h2 {
+    break-inside: avoid; page-break-inside: avoid; }
+  .who, .headers, .notice h2 { break-after: avoid; page-break-after: avoid; }
+  table.shape, table.shape > tbody, table.shape > tbody > tr, table.shape > tbody > tr > td {
+    display: block; width: auto; }
+  table.shape > thead { display: none; }
+  table.shape > tbody > tr > td {
+    border: none; border-top: 1px solid #999; padding: 0.2em 0 0.5em; }
+  .headers { font-size: 7.5pt; padding: 0.2em 0.4em; margin-bottom: 0.3em; }
+  .who { margin: 0.2em 0; }
+  .notice { columns: 2; column-gap: 1.5em; }
+  /* The notices' own inline heading and paragraph spacing is for a screen. */
+  .notice h2 { font-size: 8.5pt !important; margin: 0.5em 0 0.1em !important;
+    padding: 0; border: none; }
+  .notice p, .notice ul { margin: 0.2em 0 !important; }
+  .notice ul { padding-left: 1.4em; }
+  details { display: none; }
+}
 """)
 
 
@@ -143,7 +175,7 @@ def proof_sheet(campaign: Campaign, report: CheckReport, *, now: datetime | None
 
 
 def _facts(
-    campaign: Campaign, report: CheckReport, shapes: int, fingerprint: str, now: datetime
+    campaign: Campaign, report: CheckReport, sections: int, fingerprint: str, now: datetime
 ) -> Markup:
     audience = campaign.audience
     rows: list[tuple[str, str]] = [
@@ -169,15 +201,20 @@ def _facts(
         rows.append((f"Contact point ({locale})", described))
     variants = " × whether the earlier notice reached them" if campaign.follows else ""
     rows.append(
-        ("Distinct shapes", f"{shapes} (exposure × data held{variants}), each shown once below")
+        (
+            "Versions of the notice",
+            f"{len(report.shapes)} (one for each language × exposure × data held{variants}),"
+            f" each shown once below, in {sections} section{'' if sections == 1 else 's'}",
+        )
     )
-    rows.append(("Content fingerprint", f"sha256 {fingerprint} (of every shape shown)"))
+    rows.append(("Content fingerprint", f"sha256 {fingerprint} (of every version shown)"))
     rows.append(("Made", now.strftime("%Y-%m-%d %H:%M UTC")))
     body = Markup("").join(Markup("<tr><th>%s</th><td>%s</td></tr>\n") % row for row in rows)
     intro = Markup(
-        "<p>Every distinct message this campaign sends, English and Japanese side by side. "
-        "A shape is locale × exposure × the set of data held; people of one shape receive "
-        "the same words but for their name, shown here as a placeholder.</p>\n"
+        "<p>Every version of the notice this campaign sends, English and Japanese side by "
+        "side. There is one version for each language × exposure × set of data held; the "
+        "people who get one version receive the same words but for their name, shown here "
+        "as a placeholder.</p>\n"
     )
     return intro + Markup('<table class="facts">\n%s</table>\n') % body
 
@@ -223,7 +260,7 @@ def _index(groups: Sequence[ShapeGroup], locales: Sequence[str]) -> Markup:
             % (number, _exposure(exposure, reached), _held(held), cells)
         )
     return Markup(
-        '<h2 style="border: none;">Shapes</h2>\n<table class="index">\n'
+        '<h2 style="border: none;">Versions of the notice</h2>\n<table class="index">\n'
         "<tr><th>#</th><th>exposure</th><th>data held</th>%s</tr>\n%s</table>\n"
     ) % (head, Markup("").join(rows))
 
@@ -259,7 +296,7 @@ def _shape_section(
         shape = by_locale.get(locale)
         if shape is None:
             cells.append(
-                Markup('<td lang="%s"><p class="nobody">Nobody reading %s gets this shape.</p>')
+                Markup('<td lang="%s"><p class="nobody">Nobody reading %s gets this version.</p>')
                 % (locale, locale_spec(locale).name)
                 + Markup("</td>")
             )
@@ -307,7 +344,7 @@ def _cell(shape: ShapeCount, message: RenderedMessage, campaign: Campaign, now: 
     return Markup(
         '<td lang="%s" data-locale="%s" data-volunteers="%d" data-example="%s"'
         ' data-wording="%s">\n'
-        '<p class="who">%s</p>\n<div class="headers">%s</div>\n'
+        '<p class="who"><span class="lang">%s:</span> %s</p>\n<div class="headers">%s</div>\n'
         '<div class="notice">%s</div>\n'
         "<details><summary>Plain-text part</summary><pre>%s</pre></details>\n</td>"
     ) % (
@@ -316,6 +353,7 @@ def _cell(shape: ShapeCount, message: RenderedMessage, campaign: Campaign, now: 
         shape.volunteers,
         shape.example,
         wording[shape.reached],
+        locale_spec(shape.locale).name,
         _who(shape),
         header_lines,
         body,

@@ -19,7 +19,7 @@ and the sha256 of the ledger file it names all describe the same bytes.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -74,6 +74,9 @@ REASON_BY_KIND: Mapping[str, str] = {
 OPEN_KINDS: frozenset[str] = frozenset({"bounced_soft", "blocked", "expired", "deferred"})
 REASON_REJECTED = "rejected_at_import"
 REASON_SUPPRESSED = "suppressed"
+# Event kinds of a test send (notifier.testsend): a campaign's message sent to the operator
+# only. Reported apart: counted with the real sends they would read as people notified.
+TEST_SEND_KINDS: frozenset[str] = frozenset({"test_sent", "test_refused"})
 
 
 # --- data -----------------------------------------------------------------------------
@@ -200,6 +203,41 @@ def owed(ledger: Ledger, campaign: Campaign | None, campaign_id: str) -> Owed:
 
 
 @dataclass(frozen=True)
+class TestSend:
+    """One test message of the campaign: sent to the operator, not to the volunteer whose
+    message it showed."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    at: str
+    to: str  # the test address
+    shown_as: str  # the volunteer whose message it was
+    accepted: bool  # the server took it (`test_sent`), or refused it (`test_refused`)
+    reply: str
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    """A roster row refused at an import: nobody was e-mailed from it. A later import
+    (or another row) may have brought the same person in since: `on_roster_as`."""
+
+    import_file: str
+    imported_at: str
+    row: int  # spreadsheet row: the header is row 1
+    volunteer_id: str  # as the file has them ("" for an empty cell)
+    name: str
+    email: str
+    reason: str  # every problem of the row: "column: reason; ..."
+    # The volunteer id the person is on the roster under now (matched by the row's
+    # volunteer id, else by its address), or None: they are not, and were never e-mailed.
+    on_roster_as: str | None
+
+    @property
+    def fixed(self) -> bool:
+        return self.on_roster_as is not None
+
+
+@dataclass(frozen=True)
 class CampaignReport:
     campaign_id: str
     title: str
@@ -223,6 +261,10 @@ class CampaignReport:
     # A send (or an import) holding the ledger as the report was made: its figures are
     # a moment of a run still going on
     running: Holder | None = None
+    # Test messages of the campaign (to the operator): apart from the counts and timeline
+    test_sends: tuple[TestSend, ...] = ()
+    # Every row refused at any import of the roster: people no campaign could e-mail
+    rejected_rows: tuple[RejectedRow, ...] = ()
 
     @property
     def total(self) -> int:
@@ -304,13 +346,15 @@ def campaign_report(
             )
         verification = ledger.verify()
         head = ledger.head()
-        events = _happened(ledger.campaign_events(campaign_id))
+        happened = _happened(ledger.campaign_events(campaign_id))
         messages = ledger.messages(campaign_id)
         people = {
             v.volunteer_id: v for v in ledger.volunteers(VolunteerQuery(in_campaign=campaign_id))
         }
         still_owed = owed(ledger, campaign_now, campaign_id)
         running = ledger.running()
+        refused = rejected_rows(ledger)
+    events = [e for e in happened if e.kind not in TEST_SEND_KINDS]
     recipients, mismatches = _recipients(messages, people, events)
     states = _ordered_states(r.state for r in recipients)
     return CampaignReport(
@@ -332,6 +376,18 @@ def campaign_report(
         state_mismatches=mismatches,
         owed=still_owed,
         running=running,
+        test_sends=tuple(_test_send(e) for e in happened if e.kind in TEST_SEND_KINDS),
+        rejected_rows=tuple(refused),
+    )
+
+
+def _test_send(event: Event) -> TestSend:
+    return TestSend(
+        at=event.at,
+        to=_text(event.data.get("to")),
+        shown_as=_text(event.data.get("as")) or (event.volunteer_id or ""),
+        accepted=event.kind == "test_sent",
+        reply=_text(event.data.get("reply")),
     )
 
 
@@ -597,10 +653,47 @@ def _suppressions_by_volunteer(
     return found
 
 
-def _rejected_at_import(
-    events: Sequence[Event], volunteers: Iterable[Volunteer]
-) -> list[UnreachablePerson]:
-    """The people whose rows were refused at an import and who are not on the roster."""
+@dataclass(frozen=True)
+class _RefusedRow:
+    """One row refused at an import, as its `row_rejected` events record it."""
+
+    import_id: int
+    file_name: str
+    imported_at: str
+    row: int
+    who: Mapping[str, str]  # the row's id, names, address ... as the file has them
+    problems: tuple[Event, ...]
+
+    @property
+    def volunteer_id(self) -> str:
+        return self.who.get("volunteer_id", "").strip()
+
+    @property
+    def email(self) -> str:
+        return self.who.get("email", "").strip()
+
+    @property
+    def name(self) -> str:
+        family = self.who.get("family_name", "").strip()
+        given = self.who.get("given_name", "").strip()
+        locale = self.who.get("locale", "").strip()
+        if locale not in LOCALES:  # a rejected row's locale may be what was wrong with it
+            locale = "en" if (family + given).isascii() else "ja"
+        return display_name(family, given, locale)
+
+    @property
+    def detail(self) -> str:
+        return "; ".join(
+            f"{p.data.get('column')}: {p.data.get('reason')}"
+            if p.data.get("column")
+            else _text(p.data.get("reason"))
+            for p in self.problems
+        )
+
+
+def _refused_rows(events: Sequence[Event]) -> list[_RefusedRow]:
+    """Every row refused at an import, in import then row order, from the
+    `roster_imported` and `row_rejected` events."""
     files: dict[int, tuple[str, str]] = {}  # import_id -> (file name, imported at)
     rows: dict[tuple[int, int], list[Event]] = defaultdict(list)
     for event in events:
@@ -609,9 +702,7 @@ def _rejected_at_import(
             files[import_id] = (_text(event.data.get("file")), event.at)
         else:
             rows[import_id, _int(event.data.get("row"))].append(event)
-    ids = {v.volunteer_id.casefold() for v in volunteers}
-    addresses = {a.casefold() for v in volunteers for a in (v.email, v.email_ascii) if a}
-    latest: dict[str, UnreachablePerson] = {}  # one entry per person, the latest import's
+    refused = []
     for (import_id, row_number), problems in sorted(rows.items()):
         who: dict[str, str] = {}
         for problem in problems:
@@ -620,35 +711,79 @@ def _rejected_at_import(
                 who.update({str(k): _text(v) for k, v in raw.items()})
             elif problem.data.get("column") == "email":  # recorded before rows kept `who`
                 who.setdefault("email", _text(problem.data.get("value")))
-        volunteer_id = who.get("volunteer_id", "").strip()
-        address = who.get("email", "").strip()
-        if volunteer_id.casefold() in ids or (not volunteer_id and address.casefold() in addresses):
-            continue  # imported correctly since (or through another row)
-        if not volunteer_id and not address and not who:
-            continue  # nothing says who the row was about: `roster rejects` shows it
         file_name, imported_at = files.get(import_id, ("", problems[0].at))
-        key = volunteer_id.casefold() or address.casefold() or f"{file_name}:{row_number}"
-        family, given = who.get("family_name", "").strip(), who.get("given_name", "").strip()
-        locale = who.get("locale", "").strip()
-        if locale not in LOCALES:  # a rejected row's locale may be what was wrong with it
-            locale = "en" if (family + given).isascii() else "ja"
+        refused.append(
+            _RefusedRow(import_id, file_name, imported_at, row_number, who, tuple(problems))
+        )
+    return refused
+
+
+def _roster_finder(volunteers: Iterable[Volunteer]) -> Callable[[_RefusedRow], str | None]:
+    """Who on the roster a refused row is about: by the row's volunteer id, else (an empty
+    id cell) by its address; None when nobody is."""
+    ids: dict[str, str] = {}
+    addresses: dict[str, str] = {}
+    for v in volunteers:
+        ids[v.volunteer_id.casefold()] = v.volunteer_id
+        for address in (v.email, v.email_ascii):
+            if address:
+                addresses.setdefault(address.casefold(), v.volunteer_id)
+
+    def find(row: _RefusedRow) -> str | None:
+        if row.volunteer_id:
+            return ids.get(row.volunteer_id.casefold())
+        return addresses.get(row.email.casefold()) if row.email else None
+
+    return find
+
+
+def rejected_rows(ledger: Ledger) -> list[RejectedRow]:
+    """Every row refused at any import of the roster, and for each whether the person is
+    on the roster now (a later import, or another row, brought them in)."""
+    with ledger.reading():
+        volunteers = list(ledger.volunteers())
+        imports = list(ledger.events(kinds=("roster_imported", "row_rejected")))
+    on_roster = _roster_finder(volunteers)
+    return [
+        RejectedRow(
+            import_file=row.file_name,
+            imported_at=row.imported_at,
+            row=row.row,
+            volunteer_id=row.volunteer_id,
+            name=row.name,
+            email=row.email,
+            reason=row.detail,
+            on_roster_as=on_roster(row),
+        )
+        for row in _refused_rows(imports)
+    ]
+
+
+def _rejected_at_import(
+    events: Sequence[Event], volunteers: Iterable[Volunteer]
+) -> list[UnreachablePerson]:
+    """The people whose rows were refused at an import and who are not on the roster."""
+    on_roster = _roster_finder(volunteers)
+    latest: dict[str, UnreachablePerson] = {}  # one entry per person, the latest import's
+    for row in _refused_rows(events):
+        if on_roster(row) is not None:
+            continue  # imported correctly since (or through another row)
+        volunteer_id, address = row.volunteer_id, row.email
+        if not volunteer_id and not address and not row.who:
+            continue  # nothing says who the row was about: `roster rejects` shows it
+        key = volunteer_id.casefold() or address.casefold() or f"{row.file_name}:{row.row}"
         latest[key] = UnreachablePerson(
             volunteer_id=volunteer_id or None,
-            name=display_name(family, given, locale),
+            name=row.name,
             email=address,
-            locale=who.get("locale", "").strip(),
+            locale=row.who.get("locale", "").strip(),
             exposure="",
-            postal_address=who.get("postal_address", "").strip(),
+            postal_address=row.who.get("postal_address", "").strip(),
             reason=REASON_REJECTED,
-            detail="; ".join(
-                f"{p.data.get('column')}: {p.data.get('reason')}"
-                if p.data.get("column")
-                else _text(p.data.get("reason"))
-                for p in problems
-            ),
+            detail=row.detail,
             campaign_id=None,
-            at=imported_at,
-            import_file=file_name or None,
-            import_row=row_number,
+            at=row.imported_at,
+            import_file=row.file_name or None,
+            import_row=row.row,
         )
     return sorted(latest.values(), key=lambda p: p.import_row or 0)

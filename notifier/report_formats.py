@@ -7,6 +7,7 @@ read nothing themselves. The terminal tables are in `notifier.cli.report`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -16,10 +17,13 @@ from zoneinfo import ZoneInfo
 import jinja2
 from markupsafe import Markup, escape
 
+from notifier.errors import UnknownLocale
 from notifier.ledger import Event
+from notifier.locales import locale_spec
 from notifier.message import MessageState, state_words
 from notifier.outputs import csv_text, json_text
 from notifier.report import CampaignReport, Owed, Timeline, UnreachablePerson
+from notifier.volunteer import exposure_words
 
 NOT_RECORDED = "not recorded"
 
@@ -86,6 +90,10 @@ def report_as_dict(report: CampaignReport) -> dict[str, Any]:
         "owed_people": [asdict(p) for p in report.owed.people] if report.owed else [],
         # A send (or an import) that held the ledger as the report was made.
         "running": asdict(report.running) if report.running else None,
+        # Test messages (to the sender): in no count or timeline above.
+        "test_sends": [asdict(t) for t in report.test_sends],
+        # Every roster row refused at an import, and whether that person is on the roster now.
+        "rejected_rows": [{**asdict(row), "fixed": row.fixed} for row in report.rejected_rows],
     }
 
 
@@ -153,18 +161,26 @@ h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #999; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; max-width: 100%; }
 th, td { border: 1px solid #bbb; padding: 0.2em 0.4em; text-align: left; vertical-align: top;
   overflow-wrap: anywhere; word-break: normal; }
+/* Headings, numbers and times wrap between words only, never inside one; the tables are
+   laid out by their content, so a column is at least as wide as its longest heading word.
+   Addresses wrap after their @ and dots (breakable()), not at a hyphen. */
+th, .time, .nw { overflow-wrap: normal; }
+td.n, .nw { white-space: nowrap; }
 th { background: #eee; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 table.facts { width: 100%; table-layout: fixed; }
 table.facts th { width: 16em; }
-table.recipients { width: 100%; table-layout: fixed; font-size: 0.8em; }
-table.recipients col.id { width: 9%; } table.recipients col.addr { width: 16%; }
-table.recipients col.who { width: 9%; } table.recipients col.state { width: 15%; }
+table.recipients, table.owed, table.rows { width: 100%; font-size: 0.8em; }
+/* The recipients' columns keep their widths whatever a cell holds (a long reply wraps
+   inside its cell); each is wide enough for the longest word of its heading. */
+table.recipients { table-layout: fixed; }
+table.recipients col.id { width: 10%; } table.recipients col.addr { width: 16%; }
+table.recipients col.who { width: 12%; } table.recipients col.state { width: 14%; }
 table.recipients col.time { width: 10%; } table.recipients col.n { width: 5%; }
-table.recipients col.reply { width: 14%; } table.recipients col.diag { width: 12%; }
-table.owed { width: 100%; table-layout: fixed; font-size: 0.8em; }
+table.recipients col.reply { width: 12%; } table.recipients col.diag { width: 11%; }
+table.timeline { font-size: 0.85em; }
 .time { white-space: nowrap; }
-table.recipients .time { white-space: normal; }
+table.recipients .time, table.rows .time { white-space: normal; }
 code { font-family: "DejaVu Sans Mono", Menlo, monospace; font-size: 0.85em; word-break: break-all; }
 .ok { color: #0a5d00; font-weight: bold; }
 .bad { color: #a00000; font-weight: bold; }
@@ -201,6 +217,8 @@ report again once it has ended.</p>
 <tr><th>Still owed the notice</th><td>{% if r.owed.count %}<span class="bad">{{ r.owed.count }}</span> (see "Still owed" below){% else %}none: everyone it is for was sent it{% endif %}</td></tr>
 {% endif %}
 <tr><th>Messages</th><td>{{ r.total }}</td></tr>
+<tr><th>Roster rows refused at import</th><td>{% if r.rejected_rows %}{{ r.rejected_rows|length }}: {{ unfixed }} of them not on the roster since, never e-mailed (see "Rows refused at import" below){% else %}none{% endif %}</td></tr>
+<tr><th>Test messages (to the sender, not counted here)</th><td>{{ r.test_sends|length or "none" }}</td></tr>
 <tr><th>First send attempt</th><td>{{ when(r.timeline.first_send_at) or "none" }}</td></tr>
 <tr><th>Last send attempt</th><td>{{ when(r.timeline.last_send_at) or "none" }}</td></tr>
 </table>
@@ -219,7 +237,7 @@ report again once it has ended.</p>
 <tr><th>Warning</th><td>{{ r.verification.warning }}</td></tr>
 {% endif %}
 <tr><th>Head hash (last intact event)</th><td><code>{{ r.verification.head }}</code></td></tr>
-<tr><th>Ledger head (anchor: notifier ledger verify --anchor)</th><td><code>{{ r.ledger_head }}</code></td></tr>
+<tr><th>Ledger head (anchor: notifier ledger verify <span class="nw">--anchor</span>)</th><td><code>{{ r.ledger_head }}</code></td></tr>
 <tr><th>Ledger file</th><td>{{ r.ledger_file }}</td></tr>
 <tr><th>SHA-256 of the ledger file</th><td><code>{{ r.ledger.sha256 }}</code>
 {% if r.ledger.note %}<br>{{ r.ledger.note }}{% endif %}</td></tr>
@@ -252,19 +270,20 @@ as nothing has been written to the ledger since this report was made.</p>
 Our mail was refused; the addresses are fine and were not suppressed. This needs action by
 the sender (reputation, SPF, DKIM, content), then: <code>notifier resend {{ r.campaign_id }} --status blocked --yes</code></p>
 {% endif %}
-{% for title, groups in (("By language", r.counts_by_locale), ("By exposure", r.counts_by_exposure)) %}
+{% for title, groups, named in (("By language", r.counts_by_locale, language), ("By exposure", r.counts_by_exposure, exposure_words)) %}
 
 <h2>{{ title }}</h2>
 <table>
 <thead><tr><th></th>{% for state in r.states %}<th class="n">{{ words(state) }}</th>{% endfor %}<th class="n">total</th></tr></thead>
 {% for key, counts in groups.items() %}
-<tr><th>{{ key }}</th>{% for state in r.states %}<td class="n">{{ counts[state] }}</td>{% endfor %}<td class="n">{{ counts.values()|sum }}</td></tr>
+<tr><th>{{ named(key) }}</th>{% for state in r.states %}<td class="n">{{ counts[state] }}</td>{% endfor %}<td class="n">{{ counts.values()|sum }}</td></tr>
 {% endfor %}
 </table>
 {% endfor %}
 
 <h2>Timeline (events per hour, {{ zone }})</h2>
-<table>
+<p class="small">The campaign's own events; test messages are listed apart, below.</p>
+<table class="timeline">
 <thead><tr><th>Hour starting</th>{% for kind in kinds %}<th class="n">{{ kind_words(kind) }}</th>{% endfor %}</tr></thead>
 {% for bucket in r.timeline.hours %}
 <tr><td class="time">{{ when(bucket.hour) }}</td>{% for kind in kinds %}<td class="n">{{ bucket.counts.get(kind, 0) }}</td>{% endfor %}</tr>
@@ -284,7 +303,7 @@ report since said it failed), and why.</p>
 <table class="owed">
 <thead><tr><th>Volunteer</th><th>Address</th><th>Language, exposure</th><th>Why</th></tr></thead>
 {% for p in r.owed.people %}
-<tr><td>{{ p.volunteer_id }}<br>{{ p.name }}</td><td>{{ breakable(p.email) }}</td><td>{{ p.locale }}, {{ p.exposure }}</td><td>{{ p.reason }}</td></tr>
+<tr><td>{{ p.volunteer_id }}<br>{{ p.name }}</td><td>{{ breakable(p.email) }}</td><td>{{ language(p.locale) }}, {{ exposure_words(p.exposure) }}</td><td>{{ p.reason }}</td></tr>
 {% endfor %}
 </table>
 {% endif %}
@@ -294,11 +313,42 @@ report since said it failed), and why.</p>
 <colgroup><col class="id"><col class="addr"><col class="who"><col class="state"><col class="time"><col class="time"><col class="n"><col class="reply"><col class="diag"></colgroup>
 <thead><tr><th>Volunteer</th><th>Address</th><th>Language, exposure</th><th>Final state</th><th>First attempt</th><th>Final state at</th><th class="n">Tries</th><th>Server reply (queue id), latest attempt</th><th>Bounce diagnostic, latest attempt</th></tr></thead>
 {% for p in r.recipients %}
-<tr><td>{{ p.volunteer_id }}<br>{{ p.name }}</td><td>{{ breakable(p.email) }}</td><td>{{ p.locale }}, {{ p.exposure }}</td><td>{{ words(p.state) }}</td><td class="time">{{ when(p.first_attempt_at) }}</td><td class="time">{{ when(p.final_at) }}</td><td class="n">{{ p.attempts }}</td><td>{{ p.smtp_reply }}{% if p.queue_id %} ({{ p.queue_id }}){% endif %}</td><td>{{ p.diagnostic }}</td></tr>
+<tr><td>{{ p.volunteer_id }}<br>{{ p.name }}</td><td>{{ breakable(p.email) }}</td><td>{{ language(p.locale) }}, {{ exposure_words(p.exposure) }}</td><td>{{ words(p.state) }}</td><td class="time">{{ when(p.first_attempt_at) }}</td><td class="time">{{ when(p.final_at) }}</td><td class="n">{{ p.attempts }}</td><td>{{ p.smtp_reply }}{% if p.queue_id %} ({{ p.queue_id }}){% endif %}</td><td>{{ p.diagnostic }}</td></tr>
 {% endfor %}
 </table>
 <p>Times are in {{ zone }}, to the second. States and times are taken from the ledger's
 hash-chained events; the exact times (with microseconds, UTC) are in the report's CSV and JSON.</p>
+
+<h2>Rows refused at import</h2>
+{% if r.rejected_rows %}
+<p>Rows of the roster files that were refused when they were imported: nobody was e-mailed
+from these rows. A row is fixed when the same person (by volunteer id, or by address where
+the row had no id) is on the roster now; the others are on the postal worklist
+(<code class="nw">notifier export unreachable</code>). Times in {{ zone }}.</p>
+<table class="rows">
+<thead><tr><th>File, imported at</th><th class="n">Row</th><th>Volunteer</th><th>Address</th><th>Why it was refused</th><th>Fixed by a later import?</th></tr></thead>
+{% for row in r.rejected_rows %}
+<tr><td>{{ row.import_file }}<br><span class="time">{{ when(row.imported_at) }}</span></td><td class="n">{{ row.row }}</td><td>{{ row.volunteer_id }}{% if row.name %}<br>{{ row.name }}{% endif %}</td><td>{{ breakable(row.email) }}</td><td>{{ row.reason }}</td><td>{% if row.fixed %}yes: on the roster as {{ row.on_roster_as }}{% else %}<span class="bad">no</span>: <span class="nw">never e-mailed</span>{% endif %}</td></tr>
+{% endfor %}
+</table>
+{% else %}
+<p>No roster row was refused at any import.</p>
+{% endif %}
+
+<h2>Test messages</h2>
+{% if r.test_sends %}
+<p>Messages of this campaign sent to the sender's own test address before the real send
+(<code class="nw">notifier send {{ r.campaign_id }} --test-to</code>). They went to nobody
+on the roster and are not counted anywhere above. Times in {{ zone }}.</p>
+<table class="rows">
+<thead><tr><th>At</th><th>Sent to</th><th>Showing the message of</th><th>Outcome</th></tr></thead>
+{% for t in r.test_sends %}
+<tr><td class="time">{{ when(t.at) }}</td><td>{{ breakable(t.to) }}</td><td>{{ t.shown_as }}</td><td>{% if t.accepted %}accepted by the mail server{% else %}<span class="bad">refused</span>{% endif %}{% if t.reply %}: {{ t.reply }}{% endif %}</td></tr>
+{% endfor %}
+</table>
+{% else %}
+<p>No test messages were sent for this campaign.</p>
+{% endif %}
 </body>
 </html>
 """  # noqa: E501 (HTML rows read better unbroken)
@@ -365,10 +415,29 @@ def report_as_html(report: CampaignReport, *, time_zone: str = "UTC") -> str:
         kind_words=kind_words,
         blocked=report.counts.get(MessageState.BLOCKED, 0),
         breakable=breakable,
+        language=language_words,
+        exposure_words=exposure_words,
+        unfixed=sum(1 for row in report.rejected_rows if not row.fixed),
     )
 
 
+# Longer stretches of an address may still wrap inside, rather than widen the page.
+_UNBROKEN_MAX = 20
+
+
 def breakable(address: str) -> Markup:
-    """An address that wraps after its `@` and dots rather than anywhere in a word."""
-    wbr = Markup("<wbr>")
-    return escape(address).replace("@", "@" + wbr).replace(".", "." + wbr)
+    """An address that wraps after its `@` and dots, not at a hyphen inside a part
+    ("volunteers-/ja@"): each part is kept whole, unless longer than _UNBROKEN_MAX."""
+    parts = [part for part in re.split(r"(?<=[@.])", address) if part]
+    return Markup("<wbr>").join(
+        Markup('<span class="nw">%s</span>') % part if len(part) <= _UNBROKEN_MAX else escape(part)
+        for part in parts
+    )
+
+
+def language_words(locale: str) -> str:
+    """A locale as people name it ("English"); an unknown one as it is."""
+    try:
+        return locale_spec(locale).name
+    except UnknownLocale:
+        return locale

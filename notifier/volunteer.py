@@ -25,6 +25,18 @@ LOCALES: tuple[str, ...] = locales.LOCALES
 #   screened       attended a screening visit: copies of records may have been stolen
 #   database_only  only in the volunteer database: after 29 April confirmed not stolen
 EXPOSURES: tuple[str, ...] = ("published", "screened", "database_only")
+# Each exposure in words, for the people who read a report (as message states have theirs).
+EXPOSURE_WORDS: dict[str, str] = {
+    "published": "records published by the criminals",
+    "screened": "screened: copies of records may have been stolen",
+    "database_only": "only in the volunteer database",
+}
+
+
+def exposure_words(exposure: str) -> str:
+    """An exposure in words; an unknown one as it is."""
+    return EXPOSURE_WORDS.get(exposure, exposure)
+
 
 # What the organisation held on the person; the notice mentions only what applies.
 DATA_HELD: tuple[str, ...] = (

@@ -4,15 +4,20 @@ real headless Chromium to prove it loads nothing and shows everything."""
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import re
 import stat
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from chromium import chromium
-from conftest import Notifier, with_contact, write_org_config
+from conftest import REPO, Notifier, with_contact, write_org_config
+from pypdf import PdfReader
+from selenium.webdriver.common.print_page_options import PrintOptions
 from selenium.webdriver.remote.webdriver import WebDriver
 from test_check import roster
 
@@ -165,3 +170,60 @@ def test_proof_in_chromium(
     assert all(len(h) == 7 for h in headings)
     first = {tuple(h) for h in headings}
     assert {h[0] for h in first} == {"What happened", "事案の概要"}
+
+
+# --- on paper -------------------------------------------------------------------------------
+
+A4_POINTS = (595.0, 842.0)  # 210 x 297 mm in PDF points, to within a point
+
+
+def printed(browser: WebDriver, path: Path) -> PdfReader:
+    """The page at `path` as Chromium prints it on A4 (what "Print" in the browser makes):
+    a PDF, read back with pypdf."""
+    browser.get(path.as_uri())
+    options = PrintOptions()
+    options.page_width, options.page_height = 21.0, 29.7  # centimetres: A4
+    return PdfReader(io.BytesIO(base64.b64decode(browser.print_page(options))))
+
+
+@pytest.mark.parametrize("campaign_id", CAMPAIGNS)
+def test_proof_prints_to_one_a4_page_per_version_at_most(
+    browser: WebDriver, notifier: Notifier, campaign_id: str
+) -> None:
+    """The example roster's proof sheet printed from the browser: at most one A4 page per
+    version of the notice (language × exposure × data held), every version on paper.
+    Each section used to start a page of its own: 107 pages for 26 versions."""
+    write_org_config(notifier.cwd)
+    imported = notifier("roster", "import", str(REPO / "examples" / "volunteers.csv"))
+    assert imported.exit_code == 0, imported.output
+    proof = notifier.cwd / "proof.html"
+    result = notifier("check", campaign_id, "--proof", str(proof))
+    assert result.exit_code == 0, result.output
+    versions = int(re.findall(r"\((\d+) versions of the notice\)", result.stderr)[0])
+    html = proof.read_text(encoding="utf-8")
+    assert html.count("<td lang=") == versions and versions >= 26
+    assert f"<th>Versions of the notice</th><td>{versions} (" in html
+    # The reader's words, not the code's: no "shape" anywhere the sheet says something.
+    said = re.sub(r"<style>.*?</style>|<[^>]+>", " ", html, flags=re.DOTALL)
+    assert "shape" not in said.casefold()
+
+    pdf = printed(browser, proof)
+    assert all(
+        abs(float(page.mediabox.width) - A4_POINTS[0]) < 1
+        and abs(float(page.mediabox.height) - A4_POINTS[1]) < 1
+        for page in pdf.pages
+    )
+    assert len(pdf.pages) <= versions, f"{len(pdf.pages)} A4 pages for {versions} versions"
+    # ... and nothing was left off the paper to get there: every version is printed, under
+    # its language and the people who get it (pypdf reads some CJK as radicals: NFKC).
+    text = " ".join(unicodedata.normalize("NFKC", page.extract_text()) for page in pdf.pages)
+    text = " ".join(text.split())
+    labels = re.findall(
+        r'<p class="who"><span class="lang">([^<]+):</span> ([^<]+)</p>', html.replace("&amp;", "&")
+    )
+    assert len(labels) == versions
+    for language, who in labels:
+        assert f"{unicodedata.normalize('NFKC', language)}: {who}" in text
+    assert text.count("Dear [Given name] [Family name],") == html.count(
+        "<p>Dear [Given name] [Family name],</p>"
+    )

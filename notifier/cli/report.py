@@ -246,4 +246,22 @@ def _print_summary(
     )
     for line in table(timeline_columns, hours, width, title="Events per hour (UTC)"):
         out(line)
+    _print_apart(out, r)
     out(f"Each recipient's outcome: notifier report {r.campaign_id} --format csv (or html, json)")
+
+
+def _print_apart(out: Callable[[str], object], r: CampaignReport) -> None:
+    """What the counts above leave out: rows refused at import, test messages."""
+    rows = r.rejected_rows
+    if rows:
+        unfixed = sum(1 for row in rows if not row.fixed)
+        out(
+            f"Roster rows refused at import: {len(rows)}, {unfixed} of them not on the roster"
+            " since (never e-mailed: notifier export unreachable)"
+        )
+    if r.test_sends:
+        n = len(r.test_sends)
+        out(
+            f"{counted(n, 'test message')} to the sender, not counted above (--format html"
+            f" lists {'it' if n == 1 else 'them'})"
+        )

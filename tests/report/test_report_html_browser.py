@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 from chromium import chromium
-from report_scenario import C1, SOFT_DIAG, build
+from report_scenario import C1, SOFT_DIAG, append, at, build
 
-from notifier.ledger import Ledger
+from notifier.event import EventKind
+from notifier.ledger import EventDraft, Ledger
 from notifier.message import STATE_WORDS, MessageState
 from notifier.report import CampaignReport, campaign_report
 from notifier.report_formats import report_as_html
@@ -94,3 +95,72 @@ def test_report_has_a_print_stylesheet(browser: Any, ledger: Ledger, tmp_path: P
     assert "@page" in rules and "table-header-group" in rules
     # Column headings repeat on every printed page.
     assert run("return document.querySelectorAll('table.recipients thead').length") == 1
+
+
+# Each word of the text inside the elements `arguments[0]` selects, where it is laid out on
+# more than one line: a word broken inside ("campaig/n", "19/6", "volunteers-/ja@").
+SPLIT_WORDS = """
+const split = [];
+for (const element of document.querySelectorAll(arguments[0])) {
+  const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (const word of node.data.matchAll(/\\S+/g)) {
+      const range = document.createRange();
+      range.setStart(node, word.index);
+      range.setEnd(node, word.index + word[0].length);
+      const lines = new Set(Array.from(range.getClientRects())
+        .filter(r => r.width > 0).map(r => Math.round(r.top)));
+      if (lines.size > 1) split.push(word[0]);
+    }
+  }
+}
+return split;
+"""
+
+
+def test_headers_and_numbers_never_break_inside_a_word(
+    browser: Any, ledger: Ledger, tmp_path: Path
+) -> None:
+    build(ledger)
+    append(
+        ledger,
+        [
+            EventDraft(
+                EventKind.TEST_SENT,
+                campaign_id=C1,
+                data={"to": "volunteers-ja@hmr.test", "as": "v02", "reply": "250 2.0.0 Ok"},
+            )
+        ],
+        at("10:30"),
+    )
+    report = long_cells(campaign_report(ledger, C1))
+    # Wide figures, and an address with hyphens, where the columns are narrowest.
+    counts = {state: n * 1000 + 196 for state, n in report.counts.items()}
+    by_exposure = {
+        k: {s: n * 1000 + 196 for s, n in v.items()} for k, v in report.counts_by_exposure.items()
+    }
+    second, *rest = report.recipients[1:]
+    hyphens = dataclasses.replace(second, email="margaret.vaughan-williams@volunteers-ja.example")
+    report = dataclasses.replace(
+        report,
+        counts=counts,
+        counts_by_exposure=by_exposure,
+        recipients=(report.recipients[0], hyphens, *rest),
+    )
+    html = report_as_html(report, time_zone="Europe/London")
+    run = opened(browser, html, tmp_path / "report.html")
+    assert run("return window.innerWidth") == WIDTH
+    assert run("return document.documentElement.scrollWidth") <= WIDTH
+    checked = run("return document.querySelectorAll('th, td.n, .time, .nw').length")
+    assert checked > 100
+    # Headings (every table's), numbers, times and the parts of addresses: whole words.
+    assert run(SPLIT_WORDS, "th, td.n, .time, .nw") == []
+    # ... each heading inside its own cell, not spilling over the next.
+    spilled = run(
+        "return Array.from(document.querySelectorAll('th'))"
+        ".filter(th => th.scrollWidth > th.clientWidth + 1).map(th => th.innerText)"
+    )
+    assert spilled == []
+    text = run("return document.body.innerText")
+    assert "volunteers-ja@hmr.test" in text.replace("\n", "")
+    assert "only in the volunteer database" in text and "database_only" not in text
