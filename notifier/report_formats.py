@@ -246,8 +246,8 @@ report again once it has ended.</p>
 {% if r.templates.matches %}(unchanged){% elif r.templates.matches is not none %}<span class="bad">(changed since the campaign was registered)</span>{% endif %}
 {% endif %}</td></tr>
 {% if r.state_mismatches %}
-<tr><th>Message table</th><td><span class="bad">{{ r.state_mismatches|length }} message(s)</span>
-have a stored state that differs from their recorded events; the states below come from the events:
+<tr><th>Message table</th><td><span class="bad">{{ r.state_mismatches|length }} message{{ "" if r.state_mismatches|length == 1 else "s" }}</span>
+{{ "has" if r.state_mismatches|length == 1 else "have" }} a stored state that differs from their recorded events; the states below come from the events:
 {% for m in r.state_mismatches %}<code>{{ m }}</code>{% if not loop.last %}, {% endif %}{% endfor %}</td></tr>
 {% endif %}
 </table>
@@ -266,7 +266,7 @@ as nothing has been written to the ledger since this report was made.</p>
 <tr><th>Total</th><th class="n">{{ r.total }}</th></tr>
 </table>
 {% if blocked %}
-<p class="apart"><strong>{{ blocked }} message(s) refused for policy or reputation (blocked).</strong>
+<p class="apart"><strong>{{ blocked }} message{{ "" if blocked == 1 else "s" }} refused for policy or reputation (blocked).</strong>
 Our mail was refused; the addresses are fine and were not suppressed. This needs action by
 the sender (reputation, SPF, DKIM, content), then: <code>notifier resend {{ r.campaign_id }} --status blocked --yes</code></p>
 {% endif %}

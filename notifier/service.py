@@ -89,6 +89,7 @@ from notifier.message import (
     MessageState,
     is_uncertain,
 )
+from notifier.outputs import counted
 from notifier.pipeline import (
     MessageIds,
     SendObserver,
@@ -1241,8 +1242,8 @@ def _next_steps(status: CampaignStatus) -> list[str]:
     others: list[str] = []
     if status.uncertain:
         others.append(
-            f"settle the {len(status.uncertain)} uncertain message(s) from the mail server's"
-            f" log (notifier reconcile {cid} --mta-log FILE), or {then}send them again"
+            f"settle the {counted(len(status.uncertain), 'uncertain message')} from the mail"
+            f" server's log (notifier reconcile {cid} --mta-log FILE), or {then}send them again"
             f" (notifier send {cid} --yes --resend-uncertain)"
         )
     letters = (

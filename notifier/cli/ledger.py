@@ -6,6 +6,7 @@ import click
 
 from notifier.cli.app import AppContext, cli, pass_app
 from notifier.errors import ExitCode
+from notifier.outputs import counted
 from notifier.service import UPGRADE_HINT
 
 
@@ -39,9 +40,13 @@ def verify(app: AppContext, anchors: tuple[str, ...]) -> None:
     if result.warning:
         click.echo(f"ledger {path}: warning: {result.warning}", err=True)
     if result.ok:
-        anchored = f", {len(anchors)} anchor(s) hold" if anchors else ""
+        anchored = (
+            f", {counted(len(anchors), 'anchor')} {'holds' if len(anchors) == 1 else 'hold'}"
+            if anchors
+            else ""
+        )
         click.echo(
-            f"ledger {path}: {result.events} events, chain intact, tables match"
+            f"ledger {path}: {counted(result.events, 'event')}, chain intact, tables match"
             f"{anchored} (head {result.events}:{result.head})"
         )
         return

@@ -9,6 +9,7 @@ import click
 from notifier.cli.app import AppContext, cli, echo_table, pass_app
 from notifier.layout import Column
 from notifier.message import MessageState
+from notifier.outputs import counted
 from notifier.service import Settled
 
 # Each decision is listed; beyond this many, the counts say the rest.
@@ -69,7 +70,8 @@ def _print_settled(campaign_id: str, settled: list[Settled], searched: str) -> N
     sent = sum(1 for s in settled if s.state is MessageState.SENT)
     pending = len(settled) - sent
     click.echo(
-        f"Reconciled {len(settled)} uncertain message(s) of {campaign_id} against {searched}: "
+        f"Reconciled {counted(len(settled), 'uncertain message')} of {campaign_id}"
+        f" against {searched}: "
         f"{sent} received (now sent), {pending} not received (back to pending)."
     )
     if pending:

@@ -461,16 +461,19 @@ def _print_plan(ws: Workspace, campaign_id: str, spec: SendSpec) -> None:
         rows = [(locale, exposure, n) for (locale, exposure), n in plan.by_group.items()]
         rows.append(("", "total", plan.to_send))
         console.print(
-            f"Would send {plan.to_send} of {plan.audience} message(s) to {plan.target}, "
-            f"rate {_rate_text(plan.rate)}, {spec.options.concurrency} connection(s):"
+            f"Would send {plan.to_send} of {counted(plan.audience, 'message')} to {plan.target}, "
+            f"rate {_rate_text(plan.rate)}, {counted(spec.options.concurrency, 'connection')}:"
         )
         echo_table(PLAN_COLUMNS, rows)
     if plan.suppressed:
-        console.print(f"{plan.suppressed} suppressed address(es) would be skipped (hard bounces).")
+        console.print(
+            f"{counted(plan.suppressed, 'suppressed address', 'suppressed addresses')} would be"
+            " skipped (hard bounces)."
+        )
     if plan.uncertain and not spec.scope.resend_uncertain:
         console.print(
-            f"{plan.uncertain} message(s) have an unknown outcome after a crash; "
-            "they are not sent again unless you add --resend-uncertain."
+            f"{counted(plan.uncertain, 'message')} {'has' if plan.uncertain == 1 else 'have'}"
+            " an unknown outcome after a crash; not sent again unless you add --resend-uncertain."
         )
     blockers = ws.send_blockers(campaign_id)
     if blockers:

@@ -54,7 +54,7 @@ def test_failed_verification_and_mismatches_are_shown(built: Ledger) -> None:
     r = campaign_report(built, C1)
     html = report_as_html(r)
     assert "FAILED" in html and "PASSED" not in html
-    assert "have a stored state that differs" in html
+    assert "1 message</span>\nhas a stored state that differs" in html
     assert "&lt;2020-03-breach.v09@example.org&gt;" in html
     assert report_as_dict(r)["verification"]["ok"] is False
     assert report_as_dict(r)["state_mismatches"] == [mid(C1, "v09")]
