@@ -93,7 +93,12 @@ def read_secret(path: Path) -> LedgerSecret:
 def create_secret(path: Path) -> LedgerSecret:
     """Make a new secret (mode 0600). Refuses to overwrite a file that is already there."""
     key = secrets.token_bytes(KEY_BYTES)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # FileExistsError too: a file where the folder should be
+        raise KeyFileError(
+            f"cannot create the key file's folder ({exc.strerror})", file=path
+        ) from exc
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError as exc:

@@ -12,7 +12,17 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from notifier.cli.app import AppContext, cli, console, format_option, pass_app, write_private
+from notifier.cli.app import (
+    AppContext,
+    cli,
+    console,
+    format_option,
+    no_bom_option,
+    pass_app,
+    require_writable_file,
+    write_csv,
+    write_private,
+)
 from notifier.errors import ExitCode
 from notifier.message import state_words
 from notifier.outputs import visible
@@ -65,8 +75,9 @@ def history(app: AppContext, volunteer: str, fmt: str) -> None:
     default=None,
     help="Write the report to this file instead of the terminal.",
 )
+@no_bom_option
 @pass_app
-def report(app: AppContext, campaign_id: str, fmt: str, out: Path | None) -> None:
+def report(app: AppContext, campaign_id: str, fmt: str, out: Path | None, no_bom: bool) -> None:
     """Who was told what, when, and what happened to each message of campaign ID.
 
     Counts by state, per language and exposure, a timeline, and each recipient's final
@@ -80,6 +91,8 @@ def report(app: AppContext, campaign_id: str, fmt: str, out: Path | None) -> Non
       notifier report 2020-03-breach
       notifier report 2020-03-breach --format html --out 2020-03-breach-report.html
     """
+    if out is not None:
+        require_writable_file(out)
     with app.workspace() as ws:
         result = ws.report(campaign_id)
     if fmt == "table":
@@ -98,6 +111,8 @@ def report(app: AppContext, campaign_id: str, fmt: str, out: Path | None) -> Non
             text = {"csv": report_as_csv, "json": report_as_json}[fmt](result)
         if out is None:
             click.echo(text, nl=False)
+        elif fmt == "csv":
+            write_csv(out, text, bom=not no_bom)
         else:
             write_private(out, text)
     if out is not None:
@@ -122,8 +137,9 @@ def export() -> None:
     default=None,
     help="Write to this file instead of the terminal.",
 )
+@no_bom_option
 @pass_app
-def export_unreachable(app: AppContext, fmt: str, out: Path | None) -> None:
+def export_unreachable(app: AppContext, fmt: str, out: Path | None, no_bom: bool) -> None:
     """Everyone no notice has reached, with the reason and their postal address.
 
     Lists every row rejected at an import (row number, id, name and postal address as
@@ -132,11 +148,15 @@ def export_unreachable(app: AppContext, fmt: str, out: Path | None) -> None:
     notices still soft-bounced, blocked or deferred (the reason names the state). A
     person is left out once a later message reached them. Write to these people.
     """
+    if out is not None:
+        require_writable_file(out)
     with app.workspace() as ws:
         people = ws.unreachable()
     text = unreachable_as_csv(people) if fmt == "csv" else unreachable_as_json(people)
     if out is None:
         click.echo(text, nl=False)
+    elif fmt == "csv":
+        write_csv(out, text, bom=not no_bom)
     else:
         write_private(out, text)
         click.echo(f"wrote {len(people)} people to {out}", err=True)

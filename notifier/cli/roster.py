@@ -19,8 +19,10 @@ from notifier.cli.app import (
     console,
     err_console,
     format_option,
+    no_bom_option,
     pass_app,
-    write_private,
+    require_writable_file,
+    write_csv,
 )
 from notifier.errors import ExitCode
 from notifier.outputs import csv_lines, csv_text, visible
@@ -92,6 +94,7 @@ def roster() -> None:
     is_flag=True,
     help="Import nothing if any row is bad (exit 1), instead of skipping it.",
 )
+@no_bom_option
 @pass_app
 def import_(
     app: AppContext,
@@ -101,6 +104,7 @@ def import_(
     default_locale: str,
     rejects_path: Path | None,
     strict: bool,
+    no_bom: bool,
 ) -> None:
     """Import volunteers from FILE, a CSV file saved from a spreadsheet.
 
@@ -111,6 +115,8 @@ def import_(
     Example, for a Japanese partner's Excel export:
       notifier roster import partner-ja.csv --mapping partner-ja-mapping.toml
     """
+    if rejects_path is not None:
+        require_writable_file(rejects_path)  # before the import, not after it
     with app.workspace() as ws, contextlib.ExitStack() as stack:
         # The file is read, checked and recorded a chunk of rows at a time, in one
         # transaction; a spinner on stderr meanwhile (silent when it is not a terminal).
@@ -129,7 +135,9 @@ def import_(
         if rejects_path is not None:
             # Every problem, as the ledger recorded it, and every warning: read as written.
             warnings = iter(()) if summary.refused else result.all_warnings()
-            write_rejects_csv(rejects_path, ws.rejected_rows(summary.import_id), warnings)
+            write_rejects_csv(
+                rejects_path, ws.rejected_rows(summary.import_id), warnings, bom=not no_bom
+            )
             also = " and warnings" if result.warning_count and not summary.refused else ""
             click.echo(f"Rejected rows{also} written to {rejects_path}")
     _print_outcome(summary, strict)
@@ -264,11 +272,15 @@ def rejects_csv_lines(
 
 
 def write_rejects_csv(
-    path: Path, problems: Iterable[RowProblem], warnings: Iterable[RowProblem] = ()
+    path: Path,
+    problems: Iterable[RowProblem],
+    warnings: Iterable[RowProblem] = (),
+    *,
+    bom: bool = True,
 ) -> None:
-    # Plain UTF-8 so the header is exactly `row,column,value,reason,warning`; the roster
-    # importer reads such a file back whatever its origin.
-    write_private(path, rejects_csv_lines(problems, warnings))
+    # With the byte-order mark Excel needs (notifier.files.write_csv); readers of our own
+    # CSV (roster import, --ids) skip it, so the header is still `row,column,...`.
+    write_csv(path, rejects_csv_lines(problems, warnings), bom=bom)
 
 
 @roster.command("list")

@@ -738,9 +738,19 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 
 def _create_private_file(path: Path) -> None:
-    """Create the ledger readable by its owner only: it holds personal data."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    """Create the ledger readable by its owner only: it holds personal data. A folder it
+    cannot be made in is one LedgerError (exit 2) naming it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except OSError as exc:
+        reason = "a file is where a folder should be" if exc.errno == errno.EEXIST else None
+        raise LedgerError(
+            f"cannot create the ledger ({reason or exc.strerror})",
+            file=path,
+            hint="run where you may write, or point --ledger / NOTIFIER_LEDGER at a"
+            " folder you may write to",
+        ) from exc
     os.close(fd)
 
 
