@@ -115,6 +115,7 @@ from notifier.report import (
 )
 from notifier.report import volunteer_history as history_of
 from notifier.roster import ENCODING_CHOICES, RosterStream, RowProblem, load_mapping, open_roster
+from notifier.secret import key_file_warning
 from notifier.sink import is_running_sink
 from notifier.smtp.session import ServerInfo, SessionOptions
 from notifier.smtp.target import SmtpTarget, parse_smtp_url
@@ -366,9 +367,11 @@ class Workspace:
     Use as a context manager (or call close()): the ledger is opened when first needed.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, warn: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self._ledger: Ledger | None = None
+        # Where warnings about the ledger's surroundings go (the CLI: one line on stderr).
+        self._warn = warn or log.warning
 
     @classmethod
     def open(
@@ -412,6 +415,9 @@ class Workspace:
             self._ledger = Ledger(
                 self.settings.ledger, create=create, key_file=self.settings.secret_file
             )
+            warning = key_file_warning(self._ledger.key_file)
+            if warning is not None:
+                self._warn(warning)
         return self._ledger
 
     # -- campaigns

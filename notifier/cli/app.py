@@ -47,10 +47,18 @@ class AppContext:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._warned: set[str] = set()
 
     def workspace(self) -> Workspace:
         """The ledger's workspace; use it as a context manager (it closes the ledger)."""
-        return Workspace(self.settings)
+        return Workspace(self.settings, warn=self.warn_once)
+
+    def warn_once(self, text: str) -> None:
+        """A warning about the ledger's surroundings, once a command (the demo opens the
+        ledger many times): one line on stderr."""
+        if text not in self._warned:
+            self._warned.add(text)
+            click.echo(f"Warning: {visible(redact_urls(text))}", err=True)
 
 
 pass_app = click.make_pass_decorator(AppContext)
