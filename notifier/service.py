@@ -413,7 +413,10 @@ class Workspace:
         elsewhere use the operations below."""
         if self._ledger is None:
             self._ledger = Ledger(
-                self.settings.ledger, create=create, key_file=self.settings.secret_file
+                self.settings.ledger,
+                create=create,
+                key_file=self.settings.secret_file,
+                time_zone=self.settings.time_zone,
             )
             warning = key_file_warning(self._ledger.key_file)
             if warning is not None:
@@ -525,7 +528,7 @@ class Workspace:
 
     def proof(self, campaign_id: str | Path, report: CheckReport) -> str:
         """The proof sheet (one HTML page) of the campaign, as checked in `report`."""
-        return proof_sheet(self.campaign(campaign_id), report)
+        return proof_sheet(self.campaign(campaign_id), report, zone=self.settings.time_zone)
 
     def preview(self, campaign_id: str | Path, volunteer: str) -> Preview:
         """Exactly the message a send would make for one person (but its Date)."""
@@ -692,7 +695,9 @@ class Workspace:
         blockers = []
         running = led.running()
         if running is not None:
-            blockers.append(f"a {running.command} is running: {running.describe()}")
+            blockers.append(
+                f"a {running.command} is running: {running.describe(self.settings.time_zone)}"
+            )
         if campaign.follows and not led.has_messages(campaign.follows):
             blockers.append(f"{campaign.follows}, which it follows, has not been sent yet")
         if self.settings.require_approval:
@@ -725,7 +730,8 @@ class Workspace:
         cid = campaign.campaign_id
         require_followed_sent(led, campaign)
         if self.settings.require_approval:
-            four_eyes.require_approval(led, campaign)  # four eyes: exit 1 saying what to run
+            # Four eyes: exit 1 saying what to run.
+            four_eyes.require_approval(led, campaign, zone=self.settings.time_zone)
         with led.lease(spec.scope.command, cid) as holder:
             # Who it goes to is read under the lease: no import can change them meanwhile.
             request = self._request(led, campaign, spec)
@@ -978,7 +984,9 @@ class Workspace:
             follows_unsent=follows_unsent,
             next_steps=(),
         )
-        return dataclasses.replace(status, next_steps=tuple(_next_steps(status)))
+        return dataclasses.replace(
+            status, next_steps=tuple(_next_steps(status, self.settings.time_zone))
+        )
 
     def report(self, campaign_id: str) -> CampaignReport:
         """Everything a regulator may ask about one campaign, from one snapshot; with who
@@ -1177,7 +1185,7 @@ def _chained(*sources: Iterator[tuple[str, bytes]]) -> Iterator[tuple[str, bytes
         yield from source
 
 
-def _next_steps(status: CampaignStatus) -> list[str]:
+def _next_steps(status: CampaignStatus, zone: str) -> list[str]:
     """What to run now, for the people the campaign has not reached: only commands that
     would not be refused (none while a send or an import holds the ledger; approval
     first, where a send would be refused without it)."""
@@ -1186,7 +1194,7 @@ def _next_steps(status: CampaignStatus) -> list[str]:
     if running is not None:
         if status.sending_now:
             return [f"a send of {cid} is running: watch it with notifier status {cid}"]
-        return [f"wait for the {running.command} to finish ({running.describe()})"]
+        return [f"wait for the {running.command} to finish ({running.describe(zone)})"]
     if status.follows_unsent:
         return [f"send {status.follows_unsent} first: {cid} follows it"]
     approval = status.approval

@@ -10,6 +10,7 @@ import click
 
 from notifier.cli.app import AppContext, cli, format_option, pass_app
 from notifier.outputs import visible
+from notifier.report_formats import shown_time
 from notifier.service import BounceRecord, IngestSummary, parse_reports
 
 
@@ -131,4 +132,5 @@ def unmatched(app: AppContext, fmt: str) -> None:
         return
     for r in reports:
         recipients = ", ".join(r.recipients) or "-"
-        click.echo(visible(f"{r.received_at}  {r.source}  {recipients}  ({r.reason})"))
+        at = shown_time(r.received_at, app.settings.time_zone)
+        click.echo(visible(f"{at}  {r.source}  {recipients}  ({r.reason})"))

@@ -56,7 +56,7 @@ def history(app: AppContext, volunteer: str, fmt: str) -> None:
     if fmt == "json":
         click.echo(_json(history_as_dicts(events)))
         return
-    console.print(_history_table(volunteer, events))
+    console.print(_history_table(volunteer, events, app.settings.time_zone))
 
 
 @cli.command()
@@ -169,9 +169,9 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=2)
 
 
-def _history_table(volunteer: str, events: list[Event]) -> Table:
+def _history_table(volunteer: str, events: list[Event], zone: str) -> Table:
     table = Table(title=Text(f"History of {visible(volunteer)}"), title_justify="left")
-    for column in ("seq", "at (UTC)", "event", "campaign"):
+    for column in ("seq", "at", "event", "campaign"):
         table.add_column(column, no_wrap=True)
     table.add_column("details", overflow="fold")
     for event in events:
@@ -181,17 +181,12 @@ def _history_table(volunteer: str, events: list[Event]) -> Table:
         # Text(), not str: ledger data is shown as it is, never read as rich markup.
         table.add_row(
             str(event.seq),
-            _short_time(event.at),
+            shown_time(event.at, zone),
             event.kind,
             Text(visible(event.campaign_id or "")),
             Text(visible(details)),
         )
     return table
-
-
-def _short_time(at: str) -> str:
-    """`2020-04-01 10:04:00` for a terminal; the exact time is in --format json."""
-    return at[:19].replace("T", " ")
 
 
 def _print_summary(out: Console, r: CampaignReport, zone: str = "UTC") -> None:
@@ -200,7 +195,7 @@ def _print_summary(out: Console, r: CampaignReport, zone: str = "UTC") -> None:
     out.print(Text(f"Campaign {r.campaign_id}  {r.title}", style="bold"))
     if r.running is not None:
         out.print(
-            f"NOTE: {visible(r.running.describe())} was running as this report was made:"
+            f"NOTE: {visible(r.running.describe(zone))} was running as this report was made:"
             " its figures are a moment of a run still going on.",
             markup=False,
         )
@@ -260,14 +255,15 @@ def _print_summary(out: Console, r: CampaignReport, zone: str = "UTC") -> None:
             style="bold",
         )
         out.print(table)
-    timeline = Table(title="Events per hour (UTC)", title_justify="left")
+    timeline = Table(title="Events per hour", title_justify="left")
     timeline.add_column("hour")
     timeline.add_column("events", justify="right")
     timeline.add_column("of which")
     kinds = timeline_kinds(r.timeline)
     for bucket in r.timeline.hours:
         detail = ", ".join(f"{k} {bucket.counts[k]}" for k in kinds if k in bucket.counts)
-        timeline.add_row(bucket.hour, str(sum(bucket.counts.values())), Text(detail))
+        hour = shown_time(bucket.hour, zone, precision="minutes")
+        timeline.add_row(hour, str(sum(bucket.counts.values())), Text(detail))
     out.print(timeline)
     out.print(
         f"Each recipient's outcome: notifier report {r.campaign_id} --format csv (or html, json)",

@@ -27,6 +27,7 @@ from notifier.cli.app import (
 from notifier.errors import ExitCode
 from notifier.outputs import csv_lines, csv_text, visible
 from notifier.render import listed
+from notifier.report_formats import shown_time
 from notifier.service import (
     ENCODING_CHOICES,
     AddressMove,
@@ -372,7 +373,8 @@ def rejects(app: AppContext, fmt: str) -> None:
             click.echo("No roster has been imported yet.")
             return
         click.echo(
-            f"Import {latest.import_id} of {latest.file_name} at {latest.imported_at}: "
+            f"Import {latest.import_id} of {latest.file_name} at"
+            f" {shown_time(latest.imported_at, app.settings.time_zone)}: "
             f"{latest.rows_rejected} of {latest.rows_total} rows rejected"
         )
         shown = list(itertools.islice(problems, MAX_TABLE_ROWS))

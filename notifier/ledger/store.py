@@ -118,12 +118,14 @@ class Ledger:
         create: bool = True,
         key_file: Path | None = None,
         secret: LedgerSecret | None = None,
+        time_zone: str = "UTC",
     ) -> None:
         # The file itself, whatever name reached it: its journal, key, settings and
         # lease are the real file's, never a symlink's or another relative path's.
         self.path = Path(path).resolve()
         self.key_file = key_file or key_path_for(self.path)
         self._secret = secret
+        self.time_zone = time_zone  # of the times its errors show (notifier.times)
         if not self.path.exists():
             if not create:
                 raise LedgerError(
@@ -260,7 +262,7 @@ class Ledger:
             lease.forget(holder)  # it was never recorded
             raise
         if other is not None:
-            raise _refused(self.path, holder, other)
+            raise _refused(self.path, holder, other, self.time_zone)
         try:
             yield holder
         finally:
@@ -716,17 +718,17 @@ class Ledger:
         return suppressions.suppressions(self.conn)
 
 
-def _refused(path: Path, holder: Holder, other: Holder) -> SendInProgress:
+def _refused(path: Path, holder: Holder, other: Holder, zone: str) -> SendInProgress:
     """The one line for a command refused while another holds the lease."""
     doing = "sent" if holder.is_sending else "changed"
     if other.is_sending:
-        what = f"another send is running on this ledger: {other.describe()}"
+        what = f"another send is running on this ledger: {other.describe(zone)}"
         hint = (
             f"wait for it to finish (watch it with: notifier status {other.subject});"
             f" nothing was {doing} by this run"
         )
     else:
-        what = f"a {other.command} is running on this ledger: {other.describe()}"
+        what = f"a {other.command} is running on this ledger: {other.describe(zone)}"
         hint = f"wait for it to finish, then run this again; nothing was {doing} by this run"
     return SendInProgress(what, file=path, hint=hint)
 
