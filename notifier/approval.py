@@ -27,6 +27,7 @@ from notifier.campaign import Campaign
 from notifier.errors import ApprovalError
 from notifier.event import EventKind
 from notifier.ledger import Event, EventDraft, Ledger
+from notifier.times import shown_time
 
 APPROVED = EventKind.CAMPAIGN_APPROVED
 
@@ -172,8 +173,9 @@ def approval_status(ledger: Ledger, campaign: Campaign) -> ApprovalStatus:
     return ApprovalStatus(approval, content_digest(campaign))
 
 
-def require_approval(ledger: Ledger, campaign: Campaign) -> Approval:
-    """The approval a send goes ahead on, or ApprovalError (exit 1) saying what to run."""
+def require_approval(ledger: Ledger, campaign: Campaign, *, zone: str = "UTC") -> Approval:
+    """The approval a send goes ahead on, or ApprovalError (exit 1) saying what to run;
+    the time of an approval it names is shown in `zone` (notifier.times)."""
     status = approval_status(ledger, campaign)
     cid = campaign.campaign_id
     if status.approval is None:
@@ -186,7 +188,8 @@ def require_approval(ledger: Ledger, campaign: Campaign) -> Approval:
         approved = status.approval.parts
         changed = [p for p, v in status.current.parts.items() if approved.get(p) != v]
         raise ApprovalError(
-            f"{cid} changed since {status.approval.by} approved it at {status.approval.at}"
+            f"{cid} changed since {status.approval.by} approved it at"
+            f" {shown_time(status.approval.at, zone)}"
             f" ({', '.join(changed) or 'content'} differ): nothing was sent. Check the new"
             f' proof sheet, then run: notifier approve {cid} --by "NAME"'
         )

@@ -148,7 +148,8 @@ class Settings:
     # Four eyes: `send --yes` and `resend --yes` need a current `notifier approve`. Turned
     # off only explicitly, by `[send] require_approval = false`.
     require_approval: bool = True
-    # The organisation's time zone: the HTML report shows times in it (labelled).
+    # The organisation's time zone: every time shown to people is in it, labelled
+    # (notifier.times); JSON and CSV keep UTC.
     time_zone: str = "UTC"
     # What the organisation itself states in its notices ([organisation]).
     organisation: Organisation = field(default_factory=Organisation)
@@ -239,9 +240,7 @@ def load_settings(
         contact=load_contact(data, path),
         organisation=load_organisation(data, path),
         require_approval=_require_approval(_table(data, "send", path), path),
-        time_zone=_time_zone(
-            env.get("NOTIFIER_TIME_ZONE") or _table(data, "report", path).get("time_zone"), path
-        ),
+        time_zone=_time_zone(env.get("NOTIFIER_TIME_ZONE"), data, path),
     )
 
 
@@ -296,20 +295,36 @@ def _require_approval(send: Mapping[str, Any], path: Path) -> bool:
     return value
 
 
-def _time_zone(value: object, path: Path) -> str:
-    """[report] time_zone (or NOTIFIER_TIME_ZONE), checked: an IANA name such as
-    Europe/London or Asia/Tokyo; UTC when unset."""
+def _time_zone(from_env: str | None, data: dict[str, Any], path: Path) -> str:
+    """The one zone every time shown to people is in (notifier.times): NOTIFIER_TIME_ZONE,
+    else `[display] time_zone` (or its older name, `[report] time_zone`), checked: an IANA
+    name such as Europe/London or Asia/Tokyo; UTC when unset."""
+    display = _table(data, "display", path).get("time_zone")
+    report = _table(data, "report", path).get("time_zone")
+    if display is not None and report is not None and display != report:
+        raise ConfigError(
+            f"two time zones: [display] time_zone = {display!r}, [report] time_zone = {report!r}",
+            file=path,
+            field="display.time_zone",
+            hint="keep one: [display] time_zone is used for every time notifier shows",
+        )
+    if from_env:
+        value: object = from_env
+        field_name = "NOTIFIER_TIME_ZONE"
+    else:
+        value = display if display is not None else report
+        field_name = "display.time_zone" if display is not None else "report.time_zone"
     if value is None or value == "":
         return "UTC"
     if not isinstance(value, str):
-        raise ConfigError("expected a time zone name", file=path, field="report.time_zone")
+        raise ConfigError("expected a time zone name", file=path, field=field_name)
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ConfigError(
             f"unknown time zone {value!r}",
             file=path,
-            field="report.time_zone",
+            field=field_name,
             hint="use an IANA name such as Europe/London or Asia/Tokyo",
         ) from exc
     return value

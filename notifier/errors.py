@@ -142,6 +142,11 @@ class EvidenceError(NotifierError):
     """An MTA log or Maildir given as evidence that cannot be read."""
 
 
+class OutputError(NotifierError):
+    """A file or folder the user asked for (an --out, --rejects, --maildir, the ledger's
+    folder) cannot be written: one line saying which, never a traceback."""
+
+
 class KeyFileError(NotifierError):
     """The ledger's key file is missing, damaged, or belongs to another ledger."""
 

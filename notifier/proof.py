@@ -31,6 +31,7 @@ from notifier.compose import compose_message
 from notifier.errors import NotifierError
 from notifier.locales import locale_spec
 from notifier.render import RenderedMessage, Renderer, long_date
+from notifier.times import shown_time
 from notifier.volunteer import DATA_HELD, EXPOSURES, LOCALES, Volunteer
 
 _BODY = re.compile(r"<body[^>]*>(.*)</body>", re.DOTALL | re.IGNORECASE)
@@ -141,7 +142,9 @@ def render_shape(renderer: Renderer, shape: ShapeCount) -> RenderedMessage:
     return renderer.render(volunteer, reached=shape.reached)
 
 
-def proof_sheet(campaign: Campaign, report: CheckReport, *, now: datetime | None = None) -> str:
+def proof_sheet(
+    campaign: Campaign, report: CheckReport, *, now: datetime | None = None, zone: str = "UTC"
+) -> str:
     """The whole proof sheet of `campaign`, as checked in `report`, as one HTML page."""
     now = now or datetime.now(UTC)
     renderer = Renderer(campaign)
@@ -163,7 +166,7 @@ def proof_sheet(campaign: Campaign, report: CheckReport, *, now: datetime | None
         Markup("<title>Proof: %s</title>\n<style>%s</style>\n</head>\n<body>\n")
         % (campaign.campaign_id, _STYLE),
         Markup("<h1>Proof sheet: %s</h1>\n") % campaign.campaign_id,
-        _facts(campaign, report, len(groups), fingerprint.hexdigest(), now),
+        _facts(campaign, report, len(groups), fingerprint.hexdigest(), now, zone),
         _problems(report),
         _statements(campaign),
         _index(groups, locales),
@@ -175,7 +178,12 @@ def proof_sheet(campaign: Campaign, report: CheckReport, *, now: datetime | None
 
 
 def _facts(
-    campaign: Campaign, report: CheckReport, sections: int, fingerprint: str, now: datetime
+    campaign: Campaign,
+    report: CheckReport,
+    sections: int,
+    fingerprint: str,
+    now: datetime,
+    zone: str,
 ) -> Markup:
     audience = campaign.audience
     rows: list[tuple[str, str]] = [
@@ -208,7 +216,7 @@ def _facts(
         )
     )
     rows.append(("Content fingerprint", f"sha256 {fingerprint} (of every version shown)"))
-    rows.append(("Made", now.strftime("%Y-%m-%d %H:%M UTC")))
+    rows.append(("Made", shown_time(now, zone, precision="minutes")))
     body = Markup("").join(Markup("<tr><th>%s</th><td>%s</td></tr>\n") % row for row in rows)
     intro = Markup(
         "<p>Every version of the notice this campaign sends, English and Japanese side by "

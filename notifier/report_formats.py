@@ -10,9 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import asdict
-from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import jinja2
 from markupsafe import Markup, escape
@@ -23,6 +21,7 @@ from notifier.locales import locale_spec
 from notifier.message import MessageState, state_words
 from notifier.outputs import csv_text, json_text
 from notifier.report import CampaignReport, Owed, Timeline, UnreachablePerson
+from notifier.times import shown_time as shown_time
 from notifier.volunteer import exposure_words
 
 NOT_RECORDED = "not recorded"
@@ -201,7 +200,7 @@ code { font-family: "DejaVu Sans Mono", Menlo, monospace; font-size: 0.85em; wor
 <h1>Notification report: {{ r.campaign_id }}</h1>
 {% if r.running %}
 <p class="apart"><strong>A {{ r.running.command }} was running as this report was made</strong>
-({{ r.running.describe() }}): its figures are a moment of a run still going on. Make the
+({{ r.running.describe(zone) }}): its figures are a moment of a run still going on. Make the
 report again once it has ended.</p>
 {% endif %}
 <p>{{ r.title }}</p>
@@ -377,22 +376,6 @@ def owed_lines(owed: Owed) -> list[str]:
         f"Audience now: {owed.audience}; sent: {owed.sent}; still owed: {owed.count}{complete}",
         *(f"  {n:>6}  {reason}" for reason, n in owed.reasons.items()),
     ]
-
-
-def shown_time(at: str | None, zone: str = "UTC") -> str:
-    """An event time for people: to the second, in `zone`, labelled with the zone's
-    abbreviation (`2020-03-25 10:04:07 GMT`); "" for no time."""
-    if not at:
-        return ""
-    text = at[:-1] + "+00:00" if at.endswith("Z") else at
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return at
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    local = moment.astimezone(ZoneInfo(zone))
-    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or zone}"
 
 
 def kind_words(kind: str) -> str:

@@ -24,6 +24,8 @@ import hashlib
 import hmac
 import os
 import secrets
+import shutil
+import subprocess
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -93,7 +95,12 @@ def read_secret(path: Path) -> LedgerSecret:
 def create_secret(path: Path) -> LedgerSecret:
     """Make a new secret (mode 0600). Refuses to overwrite a file that is already there."""
     key = secrets.token_bytes(KEY_BYTES)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # FileExistsError too: a file where the folder should be
+        raise KeyFileError(
+            f"cannot create the key file's folder ({exc.strerror})", file=path
+        ) from exc
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError as exc:
@@ -125,3 +132,52 @@ def secret_for_ledger(path: Path, *, fingerprint: str | None, ledger_is_new: boo
             hint="restore the ledger's own key file from backup; nothing was sent",
         )
     return secret
+
+
+# git answers in milliseconds; a hung one (a network file system) must not hold a command.
+_GIT_TIMEOUT = 10.0
+
+
+def git_would_commit(path: Path) -> Path | None:
+    """The git work tree `path` is in, if git does not ignore it (`git add -A` would commit
+    it, or it is tracked already); None when it is ignored, outside any work tree, or git
+    is not installed or cannot tell."""
+    git = shutil.which("git")
+    if git is None:
+        return None
+    folder = path.resolve().parent
+    try:
+        top = subprocess.run(
+            [git, "-C", str(folder), "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            timeout=_GIT_TIMEOUT,
+            check=False,
+        )
+        if top.returncode != 0:
+            return None  # not in a work tree (or one git will not read)
+        ignored = subprocess.run(
+            [git, "-C", str(folder), "check-ignore", "-q", "--", path.name],
+            capture_output=True,
+            timeout=_GIT_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    # check-ignore: 0 ignored, 1 not ignored (a tracked file is never "ignored"), 128 error.
+    return Path(top.stdout.strip()) if ignored.returncode == 1 else None
+
+
+def key_file_warning(path: Path) -> str | None:
+    """One line for a key file git would commit (None if there is nothing to say): a key
+    in a repository's history is a key anyone with a clone has."""
+    if not path.is_file():
+        return None
+    tree = git_would_commit(path)
+    if tree is None:
+        return None
+    return (
+        f"the ledger's key file {path} is inside the git work tree {tree} and git does not"
+        f" ignore it (`git add -A` would commit it): add {path.name} to .gitignore, or keep"
+        " the ledger and its key outside the repository"
+    )

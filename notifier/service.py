@@ -117,6 +117,7 @@ from notifier.report import (
 )
 from notifier.report import volunteer_history as history_of
 from notifier.roster import ENCODING_CHOICES, RosterStream, RowProblem, load_mapping, open_roster
+from notifier.secret import key_file_warning
 from notifier.sink import is_running_sink
 from notifier.smtp.session import ServerInfo, SessionOptions
 from notifier.smtp.target import SmtpTarget, target_for
@@ -370,9 +371,11 @@ class Workspace:
     Use as a context manager (or call close()): the ledger is opened when first needed.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, warn: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self._ledger: Ledger | None = None
+        # Where warnings about the ledger's surroundings go (the CLI: one line on stderr).
+        self._warn = warn or log.warning
 
     @classmethod
     def open(
@@ -414,8 +417,14 @@ class Workspace:
         elsewhere use the operations below."""
         if self._ledger is None:
             self._ledger = Ledger(
-                self.settings.ledger, create=create, key_file=self.settings.secret_file
+                self.settings.ledger,
+                create=create,
+                key_file=self.settings.secret_file,
+                time_zone=self.settings.time_zone,
             )
+            warning = key_file_warning(self._ledger.key_file)
+            if warning is not None:
+                self._warn(warning)
         return self._ledger
 
     # -- campaigns
@@ -523,7 +532,7 @@ class Workspace:
 
     def proof(self, campaign_id: str | Path, report: CheckReport) -> str:
         """The proof sheet (one HTML page) of the campaign, as checked in `report`."""
-        return proof_sheet(self.campaign(campaign_id), report)
+        return proof_sheet(self.campaign(campaign_id), report, zone=self.settings.time_zone)
 
     def preview(self, campaign_id: str | Path, volunteer: str) -> Preview:
         """Exactly the message a send would make for one person (but its Date)."""
@@ -690,7 +699,9 @@ class Workspace:
         blockers = []
         running = led.running()
         if running is not None:
-            blockers.append(f"a {running.command} is running: {running.describe()}")
+            blockers.append(
+                f"a {running.command} is running: {running.describe(self.settings.time_zone)}"
+            )
         if campaign.follows and not led.has_messages(campaign.follows):
             blockers.append(f"{campaign.follows}, which it follows, has not been sent yet")
         if self.settings.require_approval:
@@ -724,7 +735,8 @@ class Workspace:
         cid = campaign.campaign_id
         require_followed_sent(led, campaign)
         if self.settings.require_approval:
-            four_eyes.require_approval(led, campaign)  # four eyes: exit 1 saying what to run
+            # Four eyes: exit 1 saying what to run.
+            four_eyes.require_approval(led, campaign, zone=self.settings.time_zone)
         with led.lease(spec.scope.command, cid) as holder:
             # Who it goes to is read under the lease: no import can change them meanwhile.
             request = self._request(led, campaign, spec)
@@ -984,7 +996,9 @@ class Workspace:
             follows_unsent=follows_unsent,
             next_steps=(),
         )
-        return dataclasses.replace(status, next_steps=tuple(_next_steps(status)))
+        return dataclasses.replace(
+            status, next_steps=tuple(_next_steps(status, self.settings.time_zone))
+        )
 
     def report(self, campaign_id: str) -> CampaignReport:
         """Everything a regulator may ask about one campaign, from one snapshot; with who
@@ -1183,7 +1197,7 @@ def _chained(*sources: Iterator[tuple[str, bytes]]) -> Iterator[tuple[str, bytes
         yield from source
 
 
-def _next_steps(status: CampaignStatus) -> list[str]:
+def _next_steps(status: CampaignStatus, zone: str) -> list[str]:
     """What to run now, for the people the campaign has not reached: only commands that
     would not be refused (none while a send or an import holds the ledger; approval
     first, where a send would be refused without it)."""
@@ -1192,7 +1206,7 @@ def _next_steps(status: CampaignStatus) -> list[str]:
     if running is not None:
         if status.sending_now:
             return [f"a send of {cid} is running: watch it with notifier status {cid}"]
-        return [f"wait for the {running.command} to finish ({running.describe()})"]
+        return [f"wait for the {running.command} to finish ({running.describe(zone)})"]
     if status.follows_unsent:
         return [f"send {status.follows_unsent} first: {cid} follows it"]
     approval = status.approval

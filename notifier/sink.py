@@ -26,6 +26,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from notifier.files import prepare_maildir
+
 log = logging.getLogger(__name__)
 
 # Parameters of the DSN extension (RFC 3461), which aiosmtpd does not implement itself.
@@ -117,7 +119,9 @@ class SinkHandler:
         keep: bool = True,
         listener: Callable[[ReceivedMessage], None] | None = None,
     ) -> None:
-        self.maildir = mailbox.Maildir(maildir, create=True) if maildir else None
+        # An existing empty folder is made a Maildir; an unusable path is one OutputError.
+        self.maildir = mailbox.Maildir(prepare_maildir(maildir), create=False) if maildir else None
+        self.maildir_path = maildir
         self.keep = keep  # keep messages in memory (tests); a long-running sink does not
         self.listener = listener
         self.count = 0
@@ -184,7 +188,13 @@ class SinkHandler:
             rcpt_options=tuple(envelope.rcpt_options),
             smtputf8=bool(envelope.smtp_utf8),
         )
-        self.store(message)
+        try:
+            self.store(message)
+        except OSError as exc:
+            # A full disk or a Maildir removed under us: a temporary failure, said in one
+            # line, so the sender retries later rather than recording a permanent one.
+            log.warning("cannot store a message in the Maildir %s: %s", self.maildir_path, exc)
+            return "451 4.3.0 cannot store the message now; try again later"
         return f"250 2.0.0 Ok: queued as {queue_id}"
 
     # -- policy, for subclasses

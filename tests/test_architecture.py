@@ -32,6 +32,7 @@ CLI_MAY_IMPORT = {
     "notifier.organisation",  # [organisation] settings, read like the rest of notifier.toml
     "notifier.render",
     "notifier.sink",
+    "notifier.files",  # files and folders written for the user
 }
 
 

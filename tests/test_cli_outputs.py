@@ -59,7 +59,7 @@ def test_every_output_file_is_owner_only(
     ]
     for path in written:
         assert mode(path) == 0o600, path
-    assert old.read_text(encoding="utf-8").startswith("volunteer_id")
+    assert old.read_text(encoding="utf-8-sig").startswith("volunteer_id")
 
 
 def test_unwritable_output_is_one_clean_error(notifier: Notifier, imported: None) -> None:
@@ -125,6 +125,6 @@ def test_a_streamed_output_is_written_in_place_where_nothing_can_be_made_beside_
     def refused(*args: object, **kwargs: object) -> tuple[int, str]:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr("notifier.cli.app.tempfile.mkstemp", refused)
+    monkeypatch.setattr("notifier.files.tempfile.mkstemp", refused)
     write_private(target, iter(["new\r\n"]))
     assert target.read_bytes() == b"new\r\n" and mode(target) == 0o600

@@ -105,7 +105,7 @@ def test_report_table_is_the_default(notifier: Notifier) -> None:
     text = result.stdout
     assert f"Campaign {C1}" in text and "ledger verification: passed" in text
     assert hashlib.sha256(notifier.ledger_path.read_bytes()).hexdigest() in text
-    assert "failed_permanent" in text and "2020-04-01T10:00Z" in text and "sending 9" in text
+    assert "failed_permanent" in text and "2020-04-01 10:00 UTC" in text and "sending 9" in text
     # For people: states in words beside their names, times to the second, zone named.
     assert "not sent: the mail server refused it" in text
     first = next(line for line in text.splitlines() if line.startswith("first send attempt"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -54,7 +55,9 @@ def test_cli_roster_rejects_csv(tmp_path: Path, notifier: Notifier) -> None:
     path = write_roster(tmp_path, GOOD + BAD)
     out = tmp_path / "rejects.csv"
     assert notifier("roster", "import", str(path), "--rejects", str(out)).exit_code == 0
-    text = out.read_bytes().decode("utf-8")
+    raw = out.read_bytes()
+    assert raw.startswith(codecs.BOM_UTF8)  # for Excel; our own readers skip it
+    text = raw[len(codecs.BOM_UTF8) :].decode("utf-8")
     assert text.startswith("row,column,value,reason,warning\r\n")
     rows = list(csv.reader(io.StringIO(text, newline="")))
     assert [r[:3] + r[4:] for r in rows[1:]] == [
@@ -84,7 +87,7 @@ def test_cli_roster_import_warns_about_contradictions_and_imports_the_row(
     assert "3 added" in result.output
     assert "Imported with a warning" in result.output
     assert "1 warning on rows imported all the same (data held that contradicts" in result.output
-    rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8"), newline="")))
+    rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8-sig"), newline="")))
     assert rows[0] == ["row", "column", "value", "reason", "warning"]
     assert rows[1][:3] + rows[1][4:] == ["5", "email", "ann.example.org", ""]
     warning = rows[2]
@@ -281,7 +284,7 @@ def test_cli_many_problems_and_warnings_are_all_written_but_not_all_shown(
     assert "... and 20 more warnings; see them all with --rejects FILE" in result.output
     assert f"Warning: {MAX_TABLE_ROWS + 20} warnings on rows imported all the same" in result.output
     assert "Rejected rows and warnings written to" in result.output
-    rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8"), newline="")))[1:]
+    rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8-sig"), newline="")))[1:]
     assert [int(r[0]) for r in rows if r[4] == ""] == list(range(2, MAX_TABLE_ROWS + 32))
     first_warned = MAX_TABLE_ROWS + 32
     assert [int(r[0]) for r in rows if r[4] == "yes"] == list(
@@ -316,7 +319,7 @@ def test_the_same_file_read_otherwise_records_what_it_found(
     assert misread.exit_code == 0, misread.output
     assert "already imported" not in misread.output
     assert "Import 2: 0 added, 0 updated, 1 unchanged." in misread.output
-    rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8"), newline="")))[1:]
+    rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8-sig"), newline="")))[1:]
     assert [(r[0], r[1]) for r in rows] == [("2", "family_name")]
     listed = notifier("roster", "rejects", "--format", "csv")
     assert [r[:2] for r in csv.reader(io.StringIO(listed.output))][1:] == [["2", "family_name"]]

@@ -69,7 +69,7 @@ def test_rejects_file_and_rejects_csv_neutralise_formulas(
     notifier: Notifier, imported: Result, tmp_path: Path
 ) -> None:
     for text in (
-        (tmp_path / "rejects.csv").read_text(encoding="utf-8"),
+        (tmp_path / "rejects.csv").read_text(encoding="utf-8-sig"),
         notifier("roster", "rejects", "--format", "csv").stdout,
     ):
         rows = assert_no_formula_cells(text)

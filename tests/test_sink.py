@@ -81,7 +81,11 @@ def test_sink_accepts_smtputf8() -> None:
     assert message.data == data
 
 
-def test_sink_command_runs_until_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("existing", [False, True], ids=["new-folder", "existing-empty-folder"])
+def test_sink_command_runs_until_ctrl_c(tmp_path: Path, existing: bool) -> None:
+    """An existing empty folder is made a Maildir: it stores, never answers 500."""
+    if existing:
+        (tmp_path / "m").mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "notifier", "sink", "--port", "0", "--maildir", str(tmp_path / "m")],
@@ -105,5 +109,6 @@ def test_sink_command_runs_until_ctrl_c(tmp_path: Path) -> None:
             proc.kill()
             proc.wait(10)
     assert proc.returncode == 0, err
+    assert "Traceback" not in err
     assert "1 message(s) received" in out
     assert len(list(mailbox.Maildir(tmp_path / "m", create=False))) == 1

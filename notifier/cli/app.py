@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import stat
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -16,6 +13,9 @@ from rich.console import Console
 from notifier import __version__
 from notifier.config import Settings, load_settings
 from notifier.errors import NotifierError
+from notifier.files import require_writable_file as require_writable_file
+from notifier.files import write_csv as write_csv
+from notifier.files import write_private as write_private
 from notifier.layout import Column, key_values, table
 from notifier.outputs import json_text, redact_urls, visible
 from notifier.service import Workspace
@@ -102,10 +102,18 @@ class AppContext:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._warned: set[str] = set()
 
     def workspace(self) -> Workspace:
         """The ledger's workspace; use it as a context manager (it closes the ledger)."""
-        return Workspace(self.settings)
+        return Workspace(self.settings, warn=self.warn_once)
+
+    def warn_once(self, text: str) -> None:
+        """A warning about the ledger's surroundings, once a command (the demo opens the
+        ledger many times): one line on stderr."""
+        if text not in self._warned:
+            self._warned.add(text)
+            click.echo(f"Warning: {visible(redact_urls(text))}", err=True)
 
 
 pass_app = click.make_pass_decorator(AppContext)
@@ -123,63 +131,15 @@ def format_option(*choices: str, help: str | None = None) -> Callable[[F], F]:
     )
 
 
-def write_private(path: Path, data: str | bytes | Iterable[str]) -> None:
-    """Write an output the user asked for, readable by its owner only.
-
-    Reports, previews, rejected rows and exports all carry personal data, like the ledger
-    itself, so they are created with mode 0600 rather than the umask's usual 0644. `data`
-    may come a piece of text at a time (an output too long to hold whole): then it is
-    written beside `path` and moved into place once whole, so a failure halfway (a full
-    disk) never leaves a file that looks complete. A FIFO, a device (`/dev/stdout`) or a
-    symbolic link is written in place, as it is.
-    """
-    try:
-        if isinstance(data, str | bytes):
-            _write_in_place(path, [data.encode("utf-8") if isinstance(data, str) else data])
-            return
-        pieces = (text.encode("utf-8") for text in data)
-        partial = None
-        if not path.is_symlink() and (path.is_file() or not path.exists()):
-            partial = _partial_beside(path)
-        if partial is None:
-            _write_in_place(path, pieces)
-            return
-        try:
-            _write_in_place(partial, pieces)
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
-    except OSError as exc:
-        raise NotifierError(
-            f"cannot write ({exc.strerror})",
-            file=path,
-            hint="check the folder exists, that you may write there and that it has room",
-        ) from exc
-
-
-def _partial_beside(path: Path) -> Path | None:
-    """A new, empty, owner-only file of our own beside `path`, or None where none can be
-    made (a folder we may not write to, though the file itself may be written)."""
-    try:
-        fd, name = tempfile.mkstemp(
-            prefix=f".{path.name[:40]}.", suffix=".partial", dir=path.parent
-        )
-    except OSError:
-        return None
-    os.close(fd)
-    return Path(name)
-
-
-def _write_in_place(path: Path, pieces: Iterable[bytes]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        regular = stat.S_ISREG(os.fstat(fd).st_mode)
-        if regular:
-            os.fchmod(fd, 0o600)  # a file that was there keeps no wider mode
-        handle.writelines(pieces)
-        if regular:
-            handle.flush()
-            os.fsync(fd)  # whole on disk before it is moved into place
+def no_bom_option(f: F) -> F:
+    """`--no-bom`: CSV files written to a path without the byte-order mark (notifier.files);
+    the value arrives as `no_bom`."""
+    return click.option(
+        "--no-bom",
+        is_flag=True,
+        help="Write CSV files without the UTF-8 byte-order mark that tells Excel they are "
+        "UTF-8 (standard output never has one).",
+    )(f)
 
 
 # color=True: click never strips what looks like an escape sequence from a message (a

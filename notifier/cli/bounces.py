@@ -8,6 +8,7 @@ import click
 
 from notifier.cli.app import AppContext, cli, echo_json, echo_table, format_option, pass_app
 from notifier.layout import Column
+from notifier.report_formats import shown_time
 from notifier.service import BounceRecord, IngestSummary, parse_reports
 
 
@@ -132,4 +133,5 @@ def unmatched(app: AppContext, fmt: str) -> None:
         return
     for r in reports:
         recipients = ", ".join(r.recipients) or "-"
-        click.echo(f"{r.received_at}  {r.source}  {recipients}  ({r.reason})")
+        at = shown_time(r.received_at, app.settings.time_zone)
+        click.echo(f"{at}  {r.source}  {recipients}  ({r.reason})")

@@ -17,6 +17,7 @@ from notifier.cli.app import (
     echo_table,
     err_console,
     pass_app,
+    require_writable_file,
     write_private,
 )
 from notifier.errors import ExitCode
@@ -149,6 +150,8 @@ def check_command(app: AppContext, campaign_id: str, proof_path: Path | None) ->
     With --proof, the proof sheet is written even when there are problems (it lists
     them at the top): notifier check 2020-03-breach --proof proof.html
     """
+    if proof_path is not None:
+        require_writable_file(proof_path)  # before the check, not after it
     with app.workspace() as ws:
         item = ws.campaign(campaign_id)
         total = sum(ws.audience_counts(campaign_id).values())

@@ -27,6 +27,7 @@ import click
 from notifier.cli.app import AppContext, cli, echo_table, pass_app
 from notifier.config import load_contact
 from notifier.errors import ConfigError, RosterError
+from notifier.files import prepare_maildir
 from notifier.layout import Column
 from notifier.organisation import load_organisation
 from notifier.outputs import counted
@@ -162,6 +163,7 @@ def demo(app: AppContext, ctx: click.Context, roster: Path | None, maildir: Path
     that the work is already done.
     """
     roster = roster or find_example_roster()
+    prepare_maildir(maildir)  # a folder it cannot write to stops it before any work
     example_settings = use_example_contact(app)
     # Only this run's checks and approvals take the example's stand-ins as notes; its
     # messages go into the sink below, the one place the service lets them go.

@@ -12,7 +12,16 @@ from urllib.parse import quote
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from notifier.cli.app import AppContext, cli, echo_data, err_console, pass_app, write_private
+from notifier.cli.app import (
+    AppContext,
+    cli,
+    echo_data,
+    err_console,
+    pass_app,
+    require_writable_file,
+    write_private,
+)
+from notifier.files import prepare_folder
 from notifier.outputs import visible
 from notifier.service import ComposedMessage, Workspace
 
@@ -74,6 +83,11 @@ def preview(
     """
     if everyone == (volunteer_key is not None):
         raise click.UsageError("give either --volunteer VOLUNTEER_ID_OR_EMAIL or --all")
+    # Outputs are checked (the folder made) before any message is composed.
+    if everyone and out is not None:
+        prepare_folder(out)
+    elif out is not None:
+        require_writable_file(out)
     with app.workspace() as ws:
         if everyone:
             if out is None:
@@ -127,7 +141,6 @@ def _preview_all(ws: Workspace, campaign_id: str, directory: Path) -> None:
             else f"warning: {visible(warning)}",
             err=True,
         )
-    directory.mkdir(parents=True, exist_ok=True)
     written = 0
     columns = (
         TextColumn("[bold]previews"),

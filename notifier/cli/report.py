@@ -13,7 +13,10 @@ from notifier.cli.app import (
     echo_data,
     echo_json,
     format_option,
+    no_bom_option,
     pass_app,
+    require_writable_file,
+    write_csv,
     write_private,
 )
 from notifier.errors import ExitCode
@@ -51,7 +54,8 @@ def history(app: AppContext, volunteer: str, fmt: str) -> None:
     if fmt == "json":
         echo_json(history_as_dicts(events))
         return
-    click.echo("\n".join(_history_table(volunteer, events, terminal_width())))
+    zone = app.settings.time_zone
+    click.echo("\n".join(_history_table(volunteer, events, terminal_width(), zone)))
 
 
 @cli.command()
@@ -70,8 +74,9 @@ def history(app: AppContext, volunteer: str, fmt: str) -> None:
     default=None,
     help="Write the report to this file instead of the terminal.",
 )
+@no_bom_option
 @pass_app
-def report(app: AppContext, campaign_id: str, fmt: str, out: Path | None) -> None:
+def report(app: AppContext, campaign_id: str, fmt: str, out: Path | None, no_bom: bool) -> None:
     """Who was told what, when, and what happened to each message of campaign ID.
 
     Counts by state, per language and exposure, a timeline, and each recipient's final
@@ -85,6 +90,8 @@ def report(app: AppContext, campaign_id: str, fmt: str, out: Path | None) -> Non
       notifier report 2020-03-breach
       notifier report 2020-03-breach --format html --out 2020-03-breach-report.html
     """
+    if out is not None:
+        require_writable_file(out)
     with app.workspace() as ws:
         result = ws.report(campaign_id)
     if fmt == "table":
@@ -101,6 +108,8 @@ def report(app: AppContext, campaign_id: str, fmt: str, out: Path | None) -> Non
             text = {"csv": report_as_csv, "json": report_as_json}[fmt](result)
         if out is None:
             echo_data(text)
+        elif fmt == "csv":
+            write_csv(out, text, bom=not no_bom)
         else:
             write_private(out, text)
     if out is not None:
@@ -125,8 +134,9 @@ def export() -> None:
     default=None,
     help="Write to this file instead of the terminal.",
 )
+@no_bom_option
 @pass_app
-def export_unreachable(app: AppContext, fmt: str, out: Path | None) -> None:
+def export_unreachable(app: AppContext, fmt: str, out: Path | None, no_bom: bool) -> None:
     """Everyone no notice has reached, with the reason and their postal address.
 
     Lists every row rejected at an import (row number, id, name and postal address as
@@ -135,11 +145,15 @@ def export_unreachable(app: AppContext, fmt: str, out: Path | None) -> None:
     notices still soft-bounced, blocked or deferred (the reason names the state). A
     person is left out once a later message reached them. Write to these people.
     """
+    if out is not None:
+        require_writable_file(out)
     with app.workspace() as ws:
         people = ws.unreachable()
     text = unreachable_as_csv(people) if fmt == "csv" else unreachable_as_json(people)
     if out is None:
         echo_data(text)
+    elif fmt == "csv":
+        write_csv(out, text, bom=not no_bom)
     else:
         write_private(out, text)
         click.echo(f"wrote {counted(len(people), 'person', 'people')} to {out}", err=True)
@@ -151,26 +165,21 @@ def export_unreachable(app: AppContext, fmt: str, out: Path | None) -> None:
 FILE_WIDTH = 120
 HISTORY_COLUMNS = (
     Column("seq", "right", breaks=False),
-    Column("at (UTC)", breaks=False),
+    Column("at", breaks=False),
     Column("event", breaks=False),
     "campaign",
     "details",
 )
 
 
-def _history_table(volunteer: str, events: list[Event], width: int) -> list[str]:
+def _history_table(volunteer: str, events: list[Event], width: int, zone: str) -> list[str]:
     rows = []
     for event in events:
         details = ", ".join(
             f"{k}={v}" for k, v in sorted(event.data.items()) if v not in ("", None)
         )
-        rows.append((event.seq, _short_time(event.at), event.kind, event.campaign_id, details))
+        rows.append((event.seq, shown_time(event.at, zone), event.kind, event.campaign_id, details))
     return table(HISTORY_COLUMNS, rows, width, title=f"History of {volunteer}", max_lines=8)
-
-
-def _short_time(at: str) -> str:
-    """`2020-04-01 10:04:00` for a terminal; the exact time is in --format json."""
-    return at[:19].replace("T", " ")
 
 
 def _print_summary(
@@ -181,7 +190,7 @@ def _print_summary(
     out(f"Campaign {r.campaign_id}  {r.title}")
     if r.running is not None:
         out(
-            f"NOTE: {r.running.describe()} was running as this report was made:"
+            f"NOTE: {r.running.describe(zone)} was running as this report was made:"
             " its figures are a moment of a run still going on."
         )
     out(f"generated at {shown_time(r.generated_at, zone)}; {counted(r.total, 'message')}")
@@ -233,7 +242,7 @@ def _print_summary(
     kinds = timeline_kinds(r.timeline)
     hours = [
         (
-            bucket.hour,
+            shown_time(bucket.hour, zone, precision="minutes"),
             sum(bucket.counts.values()),
             ", ".join(f"{k} {bucket.counts[k]}" for k in kinds if k in bucket.counts),
         )
@@ -244,7 +253,7 @@ def _print_summary(
         Column("events", "right", breaks=False),
         "of which",
     )
-    for line in table(timeline_columns, hours, width, title="Events per hour (UTC)"):
+    for line in table(timeline_columns, hours, width, title="Events per hour"):
         out(line)
     _print_apart(out, r)
     out(f"Each recipient's outcome: notifier report {r.campaign_id} --format csv (or html, json)")

@@ -19,13 +19,16 @@ from notifier.cli.app import (
     echo_table,
     err_console,
     format_option,
+    no_bom_option,
     pass_app,
-    write_private,
+    require_writable_file,
+    write_csv,
 )
 from notifier.errors import ExitCode
 from notifier.layout import Column
 from notifier.outputs import counted, csv_lines, csv_text, visible
 from notifier.render import listed
+from notifier.report_formats import shown_time
 from notifier.service import (
     ENCODING_CHOICES,
     AddressMove,
@@ -105,6 +108,7 @@ def roster() -> None:
     is_flag=True,
     help="Import nothing if any row is bad (exit 1), instead of skipping it.",
 )
+@no_bom_option
 @pass_app
 def import_(
     app: AppContext,
@@ -114,6 +118,7 @@ def import_(
     default_locale: str,
     rejects_path: Path | None,
     strict: bool,
+    no_bom: bool,
 ) -> None:
     """Import volunteers from FILE, a CSV file saved from a spreadsheet.
 
@@ -124,6 +129,8 @@ def import_(
     Example, for a Japanese partner's Excel export:
       notifier roster import partner-ja.csv --mapping partner-ja-mapping.toml
     """
+    if rejects_path is not None:
+        require_writable_file(rejects_path)  # before the import, not after it
     with app.workspace() as ws, contextlib.ExitStack() as stack:
         # The file is read, checked and recorded a chunk of rows at a time, in one
         # transaction; a spinner on stderr meanwhile (silent when it is not a terminal).
@@ -142,7 +149,9 @@ def import_(
         if rejects_path is not None:
             # Every problem, as the ledger recorded it, and every warning: read as written.
             warnings = iter(()) if summary.refused else result.all_warnings()
-            write_rejects_csv(rejects_path, ws.rejected_rows(summary.import_id), warnings)
+            write_rejects_csv(
+                rejects_path, ws.rejected_rows(summary.import_id), warnings, bom=not no_bom
+            )
             also = " and warnings" if result.warning_count and not summary.refused else ""
             click.echo(f"Rejected rows{also} written to {rejects_path}")
     _print_outcome(summary, strict)
@@ -268,11 +277,15 @@ def rejects_csv_lines(
 
 
 def write_rejects_csv(
-    path: Path, problems: Iterable[RowProblem], warnings: Iterable[RowProblem] = ()
+    path: Path,
+    problems: Iterable[RowProblem],
+    warnings: Iterable[RowProblem] = (),
+    *,
+    bom: bool = True,
 ) -> None:
-    # Plain UTF-8 so the header is exactly `row,column,value,reason,warning`; the roster
-    # importer reads such a file back whatever its origin.
-    write_private(path, rejects_csv_lines(problems, warnings))
+    # With the byte-order mark Excel needs (notifier.files.write_csv); readers of our own
+    # CSV (roster import, --ids) skip it, so the header is still `row,column,...`.
+    write_csv(path, rejects_csv_lines(problems, warnings), bom=bom)
 
 
 @roster.command("list")
@@ -360,7 +373,8 @@ def rejects(app: AppContext, fmt: str) -> None:
             click.echo("No roster has been imported yet.")
             return
         click.echo(
-            f"Import {latest.import_id} of {latest.file_name} at {latest.imported_at}: "
+            f"Import {latest.import_id} of {latest.file_name} at"
+            f" {shown_time(latest.imported_at, app.settings.time_zone)}: "
             f"{latest.rows_rejected} of {latest.rows_total} rows rejected"
         )
         shown = list(itertools.islice(problems, MAX_TABLE_ROWS))

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from notifier.cli.app import cli
+from notifier.cli.app import AppContext, cli, pass_app
+from notifier.report_formats import shown_time
 from notifier.sink import ReceivedMessage, Sink, SinkHandler
 
 
@@ -24,7 +25,9 @@ from notifier.sink import ReceivedMessage, Sink, SinkHandler
 @click.option("--defer", multiple=True, metavar="ADDR", help="Answer 451 for this address.")
 @click.option("--reject", multiple=True, metavar="ADDR", help="Answer 550 for this address.")
 @click.option("--no-dsn", is_flag=True, help="Do not advertise DSN.")
+@pass_app
 def sink(
+    app: AppContext,
     host: str,
     port: int,
     maildir: Path | None,
@@ -40,9 +43,12 @@ def sink(
       notifier send 2020-03-breach --yes --smtp smtp://127.0.0.1:8025
     """
 
+    zone = app.settings.time_zone
+
     def show(message: ReceivedMessage) -> None:
+        at = shown_time(message.received_at, zone, precision="clock")
         click.echo(
-            f"{message.received_at:%H:%M:%S} {message.queue_id} from <{message.mail_from}> "
+            f"{at} {message.queue_id} from <{message.mail_from}> "
             f"to {', '.join(message.rcpt_tos)} ({len(message.data)} bytes)"
         )
 

@@ -134,16 +134,16 @@ def _print(s: CampaignStatus, zone: str, verbose: bool = False) -> None:
     if running is not None and running.is_sending:
         mine = f"; {len(s.in_flight)} message(s) of {cid} in flight" if s.sending_now else ""
         console.print(
-            f"Sending now: {visible(running.describe())}{mine}"
+            f"Sending now: {visible(running.describe(zone))}{mine}"
             " (not uncertain: that send is alive).",
             markup=False,
         )
     elif running is not None:
         console.print(
-            f"Running now: {visible(running.describe())} (no send can start until it ends).",
+            f"Running now: {visible(running.describe(zone))} (no send can start until it ends).",
             markup=False,
         )
-    _print_last_run(s)
+    _print_last_run(s, zone)
     if s.uncertain:
         console.print(f"{len(s.uncertain)} message(s) with an unknown outcome:", markup=False)
         shown = s.uncertain if verbose else s.uncertain[:MAX_LISTED]
@@ -156,7 +156,7 @@ def _print(s: CampaignStatus, zone: str, verbose: bool = False) -> None:
             console.print(f"  {step}", markup=False)
 
 
-def _print_last_run(s: CampaignStatus) -> None:
+def _print_last_run(s: CampaignStatus, zone: str) -> None:
     run = s.last_run
     if run is None or s.sending_now:
         return
@@ -169,7 +169,7 @@ def _print_last_run(s: CampaignStatus) -> None:
     else:
         how = "finished"
     console.print(
-        f"Last send run: {run.command}, started {shown_time(run.started_at)}; it {how}.",
+        f"Last send run: {run.command}, started {shown_time(run.started_at, zone)}; it {how}.",
         markup=False,
     )
 

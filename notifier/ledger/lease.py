@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 
 from notifier.ledger.schema import read_meta, write_meta
+from notifier.times import shown_time
 
 _KEY = "lease"
 # A holder on another machine is believed for this long after its last heartbeat.
@@ -64,10 +65,11 @@ class Holder:
     token: str  # this holding, so a second holder in the same process is still refused
     run: int | None = None  # a send's `send_started` event
 
-    def describe(self) -> str:
+    def describe(self, zone: str = "UTC") -> str:
+        """The holder for people; its start shown in `zone` (notifier.times)."""
         return (
             f"{self.command} of {self.subject} by process {self.pid} on {self.host},"
-            f" running since {self.since}"
+            f" running since {shown_time(self.since, zone)}"
         )
 
     @property

@@ -118,12 +118,14 @@ class Ledger:
         create: bool = True,
         key_file: Path | None = None,
         secret: LedgerSecret | None = None,
+        time_zone: str = "UTC",
     ) -> None:
         # The file itself, whatever name reached it: its journal, key, settings and
         # lease are the real file's, never a symlink's or another relative path's.
         self.path = Path(path).resolve()
         self.key_file = key_file or key_path_for(self.path)
         self._secret = secret
+        self.time_zone = time_zone  # of the times its errors show (notifier.times)
         if not self.path.exists():
             if not create:
                 raise LedgerError(
@@ -260,7 +262,7 @@ class Ledger:
             lease.forget(holder)  # it was never recorded
             raise
         if other is not None:
-            raise _refused(self.path, holder, other)
+            raise _refused(self.path, holder, other, self.time_zone)
         try:
             yield holder
         finally:
@@ -716,17 +718,17 @@ class Ledger:
         return suppressions.suppressions(self.conn)
 
 
-def _refused(path: Path, holder: Holder, other: Holder) -> SendInProgress:
+def _refused(path: Path, holder: Holder, other: Holder, zone: str) -> SendInProgress:
     """The one line for a command refused while another holds the lease."""
     doing = "sent" if holder.is_sending else "changed"
     if other.is_sending:
-        what = f"another send is running on this ledger: {other.describe()}"
+        what = f"another send is running on this ledger: {other.describe(zone)}"
         hint = (
             f"wait for it to finish (watch it with: notifier status {other.subject});"
             f" nothing was {doing} by this run"
         )
     else:
-        what = f"a {other.command} is running on this ledger: {other.describe()}"
+        what = f"a {other.command} is running on this ledger: {other.describe(zone)}"
         hint = f"wait for it to finish, then run this again; nothing was {doing} by this run"
     return SendInProgress(what, file=path, hint=hint)
 
@@ -738,9 +740,19 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 
 def _create_private_file(path: Path) -> None:
-    """Create the ledger readable by its owner only: it holds personal data."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    """Create the ledger readable by its owner only: it holds personal data. A folder it
+    cannot be made in is one LedgerError (exit 2) naming it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except OSError as exc:
+        reason = "a file is where a folder should be" if exc.errno == errno.EEXIST else None
+        raise LedgerError(
+            f"cannot create the ledger ({reason or exc.strerror})",
+            file=path,
+            hint="run where you may write, or point --ledger / NOTIFIER_LEDGER at a"
+            " folder you may write to",
+        ) from exc
     os.close(fd)
 
 
