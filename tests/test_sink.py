@@ -110,5 +110,5 @@ def test_sink_command_runs_until_ctrl_c(tmp_path: Path, existing: bool) -> None:
             proc.wait(10)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
-    assert "1 message(s) received" in out
+    assert "1 message received" in out
     assert len(list(mailbox.Maildir(tmp_path / "m", create=False))) == 1

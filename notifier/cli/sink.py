@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from notifier.cli.app import AppContext, cli, pass_app
+from notifier.outputs import counted
 from notifier.report_formats import shown_time
 from notifier.sink import ReceivedMessage, Sink, SinkHandler
 
@@ -70,4 +71,4 @@ def sink(
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     finally:
         signal.signal(signal.SIGTERM, previous)
-    click.echo(f"Stopped; {handler.count} message(s) received.")
+    click.echo(f"Stopped; {counted(handler.count, 'message')} received.")
