@@ -72,6 +72,8 @@ class EventKind(StrEnum):
     BOUNCE_REPORT_ADOPTED = "bounce_report_adopted"
     IMPORT_ADOPTED = "import_adopted"
     CAMPAIGN_ADOPTED = "campaign_adopted"
+    # How far the chain was verified (notifier.ledger.checkpoint): a send verifies from here
+    LEDGER_VERIFIED = "ledger_verified"
 
 
 K = EventKind

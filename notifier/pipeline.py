@@ -35,7 +35,7 @@ from notifier.compose import load_dkim_key, message_id_for, sender_domain
 from notifier.compose_pool import ComposeJob, Composing, compose_workers_for, start_composing
 from notifier.config import Settings, credentials_from_env
 from notifier.delivery import Delivery, DeliveryStats, SendOptions
-from notifier.errors import CampaignError, CohortError
+from notifier.errors import CampaignError, CohortError, LedgerTampered
 from notifier.journal import ThreadedLedgerJournal
 from notifier.ledger import Holder, Ledger
 from notifier.ledger.suppressions import is_suppressed
@@ -394,7 +394,7 @@ def send_campaign(
             )
         }
         _record_suppressed(ledger, rows, selection.suppressed)
-        run = _Run(request, target, key, ids, selection, rows, composing, observer)
+        run = _Run(request, target, key, ids, selection, rows, composing, observer, ledger)
         stats, server = DeliveryStats(), None
         if selection.send:
             stats, server = asyncio.run(
@@ -402,6 +402,12 @@ def send_campaign(
             )
     finally:
         composing.close()
+    if run.tampered:
+        raise LedgerTampered(
+            f"the ledger fails verification: {run.tampered}",
+            file=ledger.path,
+            hint="run notifier ledger verify; the send stopped before the rows it names",
+        )
     return SendSummary(
         campaign_id=campaign.campaign_id,
         planned=len(selection.send),
@@ -488,6 +494,8 @@ class _Run:
     rows: Mapping[str, MessageRow]  # volunteer_id -> the message, as the ledger has it
     composing: Composing
     observer: SendObserver | None
+    ledger: Ledger  # to check each chunk's rows against the chain before it is claimed
+    tampered: str = ""  # what that check found: the run stopped there
 
     async def deliver(
         self, ledger_path: Path, secret: LedgerSecret, holder: Holder, *, handle_signals: bool
@@ -549,7 +557,15 @@ class _Run:
             volunteers[volunteer.volunteer_id] = volunteer
             jobs.append(self.ids.job(volunteer, _needs_smtputf8(volunteer, server)))
 
+        campaign_id = self.request.campaign.campaign_id
         async for chunk in self.composing.composed(jobs, lambda: delivery.stopping):
+            # The start-up verified the chain only since its last checkpoint: what this
+            # chunk is sent from (addresses, states) is held to its own events now.
+            problem = self.ledger.rows_differ([d.volunteer_id for d in chunk], campaign_id) or ""
+            if problem:
+                self.tampered = problem
+                delivery.request_stop()
+                return
             ready: list[OutgoingMessage] = []
             for done in chunk:
                 row = self.rows[done.volunteer_id]

@@ -371,9 +371,16 @@ EventVisitor = Callable[[int, str, str, str | None, str | None, str | None, str]
 
 
 def verify(
-    conn: sqlite3.Connection, visit: EventVisitor | None = None, *, legacy: bool = False
+    conn: sqlite3.Connection,
+    visit: EventVisitor | None = None,
+    *,
+    legacy: bool = False,
+    after: tuple[int, str] | None = None,
 ) -> VerifyResult:
     """Walk the chain and report the first event whose link or content does not hold.
+
+    `after` = (seq, hash): walk only the events after event `seq`, the first of them
+    linking to `hash` (a checkpoint's: notifier.ledger.checkpoint); a keyed chain only.
 
     `visit(seq, at, kind, campaign_id, volunteer_id, message_id, data_json)` sees each
     event that holds, in order (the projections are rebuilt from them in the same pass).
@@ -384,13 +391,15 @@ def verify(
     """
     keyed = _keyed(conn)
     mac = _mac_for(conn) if keyed else None
-    prev_hash = GENESIS_HASH
+    if after is not None and not keyed:
+        raise LedgerError("an unkeyed chain is verified from its start")
+    expected_seq, prev_hash = after or (0, GENESIS_HASH)
     prev_at = ""
-    expected_seq = 0
     backwards = 0
     first_backwards = ""
     sign = None if keyed or read_meta(conn, "key_fingerprint") is None else _FINGERPRINT_SIGN
-    for seq, at, kind, campaign_id, volunteer_id, message_id, data, link, stored in _rows(conn):
+    rows = _rows(conn, expected_seq)
+    for seq, at, kind, campaign_id, volunteer_id, message_id, data, link, stored in rows:
         expected_seq += 1
         if seq != expected_seq:
             return VerifyResult(
@@ -516,12 +525,14 @@ def _earlier(at: str, before: str) -> bool:
         return False
 
 
-def _rows(conn: sqlite3.Connection) -> Iterator[tuple[Any, ...]]:
-    """Every event as a plain tuple in EVENT_COLUMNS order: a verify reads hundreds of
-    thousands, and tuples are read much faster than name-indexed rows."""
+def _rows(conn: sqlite3.Connection, after: int = 0) -> Iterator[tuple[Any, ...]]:
+    """Every event (after position `after`) as a plain tuple in EVENT_COLUMNS order: a
+    verify reads millions, and tuples are read much faster than name-indexed rows. Read
+    from one cursor as they are used: memory does not grow with the chain."""
     cursor = conn.cursor()
     cursor.row_factory = None
-    return iter(cursor.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY seq"))  # noqa: S608
+    sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq"  # noqa: S608
+    return iter(cursor.execute(sql, (after,)))
 
 
 def event_hash_at(conn: sqlite3.Connection, seq: int) -> str | None:

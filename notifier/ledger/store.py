@@ -54,6 +54,7 @@ from notifier.ledger import (
     bounces,
     campaigns,
     chain,
+    checkpoint,
     events,
     lease,
     opening,
@@ -460,11 +461,17 @@ class Ledger:
         """`SEQ:HASH` of the last event: worth writing down outside the ledger (an anchor)."""
         return chain.head_text(self.conn)
 
-    def require_intact(self) -> None:
-        """Refuse (exit 1) a ledger that fails verification: nothing is sent from it."""
-        result = self.verify()
+    def require_intact(self, *, since_checkpoint: bool = False) -> VerifyResult:
+        """Refuse (exit 1) a ledger that fails verification: nothing is sent from it.
+
+        `since_checkpoint`: what a send does: walk the chain only from the latest
+        checkpoint on (a full walk when there is none), then record a new checkpoint, so
+        a send's start-up does not grow with the ledger. notifier.ledger.checkpoint says
+        what that leaves to `notifier ledger verify`, and what the send checks instead.
+        """
+        result = self.verify_since_checkpoint() if since_checkpoint else self.verify()
         if result.ok:
-            return
+            return result
         if result.reason == chain.UPGRADE_HINT:
             raise LedgerUnkeyed(
                 f"the ledger is {chain.UPGRADE_HINT}",
@@ -476,6 +483,32 @@ class Ledger:
             file=self.path,
             hint="run notifier ledger verify; nothing was sent",
         )
+
+    def verify_since_checkpoint(self) -> VerifyResult:
+        """The chain verified from its latest checkpoint (the whole ledger, tables
+        included, when there is none or the chain is unkeyed); a new checkpoint recorded
+        when it holds."""
+        if not chain.is_keyed(self.conn):
+            return self.verify()
+        self.secret()  # read (and checked) before the read transaction starts
+        with self.reading():
+            point = checkpoint.latest(self.conn)
+        if point is None:
+            result = self.verify()
+        else:
+            with self.reading():
+                result = checkpoint.verify_since(self.conn, point)
+        if result.ok and not self.read_only:
+            with self.transaction():
+                checkpoint.record(self.conn, result)
+        return result
+
+    def rows_differ(self, volunteer_ids: Collection[str], campaign_id: str) -> str | None:
+        """Whether these volunteers' rows, and their messages of the campaign, are what
+        their events say (None), or the first that is not, in words: what a send checks
+        of each chunk before it claims it (notifier.ledger.checkpoint)."""
+        with self.reading():
+            return projections.rows_differ(self.conn, volunteer_ids, campaign_id)
 
     def upgrade(self) -> upgrade.Upgraded | None:
         """Re-key an old unkeyed chain, recorded as an event (None: nothing to do)."""
