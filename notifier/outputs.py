@@ -160,6 +160,21 @@ def json_text(value: Any, *, indent: int | None = 2) -> str:
     return _JSON_HIDDEN.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
+def in_blocks(pieces: Iterable[str], size: int = 1 << 16) -> Iterator[str]:
+    """Small pieces of a streamed output (a CSV line, a JSON item) joined into blocks of
+    about `size` characters: a million lines written in a few thousand writes."""
+    block: list[str] = []
+    length = 0
+    for piece in pieces:
+        block.append(piece)
+        length += len(piece)
+        if length >= size:
+            yield "".join(block)
+            block, length = [], 0
+    if block:
+        yield "".join(block)
+
+
 def counted(n: int, noun: str, plural: str | None = None) -> str:
     """`1 volunteer`, `2 volunteers`; `plural` where adding an s is wrong (`person`)."""
     return f"{n} {noun if n == 1 else plural or noun + 's'}"

@@ -486,12 +486,18 @@ def campaign_report(
     with open_campaign_report(
         ledger, campaign_id, templates_sha256=templates_sha256, campaign_now=campaign_now
     ) as report:
-        owes = report.owed
-        return replace(
-            report,
-            recipients=tuple(report.recipients),
-            owed=None if owes is None else Owed(owes.audience, owes.sent, tuple(owes.people)),
-        )
+        return materialised(report)
+
+
+def materialised(report: CampaignReport) -> CampaignReport:
+    """A report from open_campaign_report() with its recipients and the people owed read
+    into memory, so it can be used after its `with` block has ended."""
+    owes = report.owed
+    return replace(
+        report,
+        recipients=tuple(report.recipients),
+        owed=None if owes is None else Owed(owes.audience, owes.sent, tuple(owes.people)),
+    )
 
 
 def _test_send(event: Event) -> TestSend:

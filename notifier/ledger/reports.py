@@ -61,12 +61,13 @@ def events_per_hour(
 ) -> Iterator[sqlite3.Row]:
     """(hour, kind, n, first, last) of the campaign's events but the `leave_out` kinds:
     the hour in UTC as "2020-04-01T10:00Z" (an event time without a zone is UTC), the
-    first and last event time of that kind in that hour."""
+    first and last event time of that kind in that hour; the kinds of an hour in the
+    order they first happened in it."""
     sql = (
         "SELECT strftime('%Y-%m-%dT%H:00Z', e.at) AS hour, e.kind AS kind, count(*) AS n,"  # noqa: S608
         " min(e.at) AS first, max(e.at) AS last FROM events e"
         f" WHERE {_in_campaign('e')} AND e.kind NOT IN ({_marks(leave_out)})"
-        " GROUP BY 1, 2 ORDER BY 1"
+        " GROUP BY 1, 2 ORDER BY 1, min(e.seq)"
     )
     return iter(conn.execute(sql, (campaign_id, campaign_id, *leave_out)))
 
@@ -121,11 +122,12 @@ def messages_with_events(
     campaign_id: str,
     leave_out: Collection[str],
     *,
-    chunk: int = CHUNK,
+    chunk: int | None = None,
 ) -> Iterator[MessageWithEvents]:
     """The campaign's messages in volunteer order, each with its volunteer and events,
     read `chunk` messages at a time (through the (campaign, volunteer) and message
     indexes), so memory holds one chunk whatever the campaign's size."""
+    chunk = chunk or CHUNK
     after = ""
     while True:
         rows = conn.execute(
@@ -228,9 +230,10 @@ def outcome_events_naming_no_volunteer(
 
 
 def volunteers_in_chunks(
-    conn: sqlite3.Connection, *, chunk: int = CHUNK
+    conn: sqlite3.Connection, *, chunk: int | None = None
 ) -> Iterator[list[Volunteer]]:
     """Every volunteer in volunteer_id order, `chunk` at a time."""
+    chunk = chunk or CHUNK
     columns = ", ".join(("volunteer_id", *TEXT_FIELDS))
     after = ""
     while True:

@@ -448,13 +448,13 @@ class Ledger:
         return reports.unbacked_messages(self.conn, campaign_id, state_of_kind, leave_out)
 
     def messages_with_events(
-        self, campaign_id: str, leave_out: Collection[str], *, chunk: int = reports.CHUNK
+        self, campaign_id: str, leave_out: Collection[str], *, chunk: int | None = None
     ) -> Iterator[reports.MessageWithEvents]:
         """The campaign's messages in volunteer order, each with its volunteer and its
         events, read a chunk at a time: use them inside reading() or snapshot()."""
         return reports.messages_with_events(self.conn, campaign_id, leave_out, chunk=chunk)
 
-    def volunteers_in_chunks(self, *, chunk: int = reports.CHUNK) -> Iterator[list[Volunteer]]:
+    def volunteers_in_chunks(self, *, chunk: int | None = None) -> Iterator[list[Volunteer]]:
         """Every volunteer in volunteer_id order, a chunk at a time."""
         return reports.volunteers_in_chunks(self.conn, chunk=chunk)
 
