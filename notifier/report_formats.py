@@ -10,8 +10,8 @@ from __future__ import annotations
 import itertools
 import re
 import uuid
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, fields
 from typing import Any
 
 import jinja2
@@ -21,8 +21,16 @@ from notifier.errors import UnknownLocale
 from notifier.ledger import Event
 from notifier.locales import locale_spec
 from notifier.message import MessageState, state_words
-from notifier.outputs import csv_lines, json_text
-from notifier.report import CampaignReport, Owed, OwedFigures, Timeline, UnreachablePerson
+from notifier.outputs import csv_lines, json_record_text, json_text
+from notifier.report import (
+    CampaignReport,
+    Owed,
+    OwedFigures,
+    OwedPerson,
+    RecipientOutcome,
+    Timeline,
+    UnreachablePerson,
+)
 from notifier.times import shown_time as shown_time
 from notifier.volunteer import exposure_words
 
@@ -119,9 +127,11 @@ def report_json_pieces(report: CampaignReport) -> Iterator[str]:
     they are read from the ledger: the same text, in memory that does not grow with the
     campaign."""
     marker = f"notifier-stream-{uuid.uuid4().hex}"
-    lists: dict[str, Iterable[Any]] = {
-        f"{marker}-recipients": (asdict(r) for r in report.recipients),
-        f"{marker}-owed": (asdict(p) for p in report.owed.people) if report.owed else (),
+    owes = report.owed
+    lists: dict[str, Iterable[Mapping[str, Any]]] = {
+        f"{marker}-recipients": (_record(r) for r in report.recipients),
+        # Nobody owed: the audience is not read again to find nobody.
+        f"{marker}-owed": (_record(p) for p in owes.people) if owes and owes.count else (),
     }
     skeleton = json_text(_report_fields(report, *(f"{marker}-{k}" for k in ("recipients", "owed"))))
     # json_text writes the markers as strings at the top level of the document: each
@@ -134,12 +144,18 @@ def report_json_pieces(report: CampaignReport) -> Iterator[str]:
     yield "\n"
 
 
-def _json_list_pieces(items: Iterable[Any], *, depth: int) -> Iterator[str]:
-    """A JSON list as json_text(indent=2) writes it `depth` levels deep, an item at a time."""
+def _record(row: RecipientOutcome | OwedPerson) -> dict[str, Any]:
+    """asdict() of a flat record, without its deep copy (a million of them are written)."""
+    return {field.name: getattr(row, field.name) for field in fields(row)}
+
+
+def _json_list_pieces(items: Iterable[Mapping[str, Any]], *, depth: int) -> Iterator[str]:
+    """A JSON list of flat records as json_text(indent=2) writes it `depth` levels deep,
+    an item at a time."""
     inner = "\n" + "  " * (depth + 1)
     first = True
     for item in items:
-        yield ("[" if first else ",") + inner + json_text(item).replace("\n", inner)
+        yield ("[" if first else ",") + inner + json_record_text(item, depth=depth + 1)
         first = False
     yield "[]" if first else "\n" + "  " * depth + "]"
 
@@ -503,7 +519,7 @@ def report_html_pieces(
     (HTML_LIST_LIMIT) rows. Its size does not grow with the campaign beyond that."""
     up_to = HTML_LISTS_UP_TO if lists_up_to is None else lists_up_to
     limit = HTML_LIST_LIMIT if limit is None else limit
-    owed_people = report.owed.people if report.owed else ()
+    owed_people = report.owed.people if report.owed and report.owed.count else ()
     return _HTML_TEMPLATE.generate(
         r=report,
         summary=report.total > up_to,
