@@ -18,21 +18,24 @@ and the sha256 of the ledger file it names all describe the same bytes.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from notifier.audience import history_applies, select_audience
 from notifier.campaign import Campaign
 from notifier.errors import CampaignError, VolunteerNotFound
-from notifier.event import BOOKKEEPING_KINDS, state_after_event
+from notifier.event import BOOKKEEPING_KINDS, STATE_OF_KIND, state_after_event
 from notifier.ledger import (
     Event,
     Holder,
     Ledger,
     LedgerDigest,
+    OutcomeEvent,
     Suppression,
     VerifyResult,
     VolunteerQuery,
@@ -166,40 +169,88 @@ class Owed:
     @property
     def reasons(self) -> dict[str, int]:
         """How many are owed for each reason, in the order of OWED_REASONS."""
-        counted = Counter(p.reason for p in self.people)
-        order = [r for r in OWED_REASONS.values() if r in counted]
-        return {reason: counted[reason] for reason in [*order, *sorted(set(counted) - set(order))]}
+        return _ordered_reasons(Counter(p.reason for p in self.people))
 
 
-def owed(ledger: Ledger, campaign: Campaign | None, campaign_id: str) -> Owed:
+@dataclass(frozen=True)
+class OwedFigures:
+    """Owed, counted in one pass over the audience, with the people owed read again from
+    the ledger each time they are iterated (so a million of them are never held): what a
+    report made by `open_campaign_report` carries."""
+
+    audience: int
+    sent: int
+    count: int
+    reasons: Mapping[str, int]
+    people: Iterable[OwedPerson]
+
+
+def _ordered_reasons(counted: Counter[str]) -> dict[str, int]:
+    order = [r for r in OWED_REASONS.values() if r in counted]
+    return {reason: counted[reason] for reason in [*order, *sorted(set(counted) - set(order))]}
+
+
+# People whose messages' states are read per query, as the audience streams past.
+_STATES_CHUNK = 1000
+
+
+def _audience_states(
+    ledger: Ledger, campaign: Campaign | None, campaign_id: str
+) -> Iterator[tuple[Volunteer, MessageState | None]]:
     """The campaign's audience now (as `send` and `check` choose it: notifier.audience),
-    and who of it the notice has not reached, and why. `campaign` is None for a campaign
-    only the ledger knows (sent from a file elsewhere): its messages are its audience."""
-    states = ledger.message_states(campaign_id)
+    each with the state of their message in it (None: they have none), read a chunk of
+    people at a time. `campaign` is None for a campaign only the ledger knows (sent from
+    a file elsewhere): its messages are its audience."""
     if campaign is None:
         audience: Iterable[Volunteer] = ledger.volunteers(VolunteerQuery(in_campaign=campaign_id))
     else:
         audience = select_audience(ledger, campaign, history_applies(ledger, campaign))
+    iterator = iter(audience)
+    while chunk := list(itertools.islice(iterator, _STATES_CHUNK)):
+        states = ledger.message_states(campaign_id, volunteer_ids=[v.volunteer_id for v in chunk])
+        for volunteer in chunk:
+            yield volunteer, states.get(volunteer.volunteer_id)
+
+
+def _owed_person(volunteer: Volunteer, state: MessageState | None) -> OwedPerson:
+    return OwedPerson(
+        volunteer.volunteer_id,
+        volunteer.display_name,
+        volunteer.email,
+        volunteer.locale,
+        volunteer.exposure,
+        state,
+        OWED_REASONS.get(state, str(state)),
+    )
+
+
+def owed(ledger: Ledger, campaign: Campaign | None, campaign_id: str) -> Owed:
+    """The campaign's audience now, and who of it the notice has not reached, and why
+    (every one of them held: for a report of any size, `owed_figures`)."""
     size = sent = 0
     people = []
-    for volunteer in audience:
+    for volunteer, state in _audience_states(ledger, campaign, campaign_id):
         size += 1
-        state = states.get(volunteer.volunteer_id)
         if state in REACHED_STATES:
             sent += 1
-            continue
-        people.append(
-            OwedPerson(
-                volunteer.volunteer_id,
-                volunteer.display_name,
-                volunteer.email,
-                volunteer.locale,
-                volunteer.exposure,
-                state,
-                OWED_REASONS.get(state, str(state)),
-            )
-        )
+        else:
+            people.append(_owed_person(volunteer, state))
     return Owed(size, sent, tuple(people))
+
+
+def owed_figures(ledger: Ledger, campaign: Campaign | None, campaign_id: str) -> OwedFigures:
+    """owed(), counted as the audience streams past; the people are read again when the
+    report lists them (inside the same read of the ledger)."""
+    size = sent = 0
+    reasons: Counter[str] = Counter()
+    for _volunteer, state in _audience_states(ledger, campaign, campaign_id):
+        size += 1
+        if state in REACHED_STATES:
+            sent += 1
+        else:
+            reasons[OWED_REASONS.get(state, str(state))] += 1
+    people = OwedPeople(ledger, campaign, campaign_id)
+    return OwedFigures(size, sent, size - sent, _ordered_reasons(reasons), people)
 
 
 @dataclass(frozen=True)
@@ -252,12 +303,13 @@ class CampaignReport:
     counts_by_locale: Mapping[str, Mapping[str, int]]  # locale -> state -> number
     counts_by_exposure: Mapping[str, Mapping[str, int]]  # exposure -> state -> number
     timeline: Timeline
-    recipients: tuple[RecipientOutcome, ...]
+    # Each recipient's outcome: a tuple, or (open_campaign_report) read as it is iterated
+    recipients: Collection[RecipientOutcome]
     state_mismatches: tuple[str, ...]  # message ids whose state no event backs
     # `SEQ:HASH` of the ledger's last event: an anchor for `notifier ledger verify --anchor`
     ledger_head: str = ""
     # Who the campaign is meant for now, and who is still owed its notice (and why)
-    owed: Owed | None = None
+    owed: Owed | OwedFigures | None = None
     # A send (or an import) holding the ledger as the report was made: its figures are
     # a moment of a run still going on
     running: Holder | None = None
@@ -321,15 +373,61 @@ def _happened(events: list[Event]) -> list[Event]:
 
 # --- the campaign report ----------------------------------------------------------------
 
+# Events in no count, timeline or recipient's history: the ledger's upkeep, and test sends
+# (listed apart).
+_LEFT_OUT: tuple[str, ...] = tuple(sorted({*BOOKKEEPING_KINDS, *TEST_SEND_KINDS}))
 
-def campaign_report(
+
+class Recipients(Collection[RecipientOutcome]):
+    """A campaign's recipients, each with their outcome, read from the ledger a chunk of
+    messages at a time every time they are iterated (in volunteer order): a million
+    recipients are written out without being held. Iterate them only inside the `with`
+    block of `open_campaign_report`, whose snapshot they read."""
+
+    def __init__(self, ledger: Ledger, campaign_id: str, count: int) -> None:
+        self._ledger = ledger
+        self._campaign_id = campaign_id
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __contains__(self, item: object) -> bool:
+        return any(item == outcome for outcome in self)
+
+    def __iter__(self) -> Iterator[RecipientOutcome]:
+        for item in self._ledger.messages_with_events(self._campaign_id, _LEFT_OUT):
+            yield _outcome(item.message, item.person, item.events)
+
+
+class OwedPeople:
+    """Who of a campaign's audience is still owed its notice, read from the ledger every
+    time they are iterated (inside the report's `with` block)."""
+
+    def __init__(self, ledger: Ledger, campaign: Campaign | None, campaign_id: str) -> None:
+        self._ledger = ledger
+        self._campaign = campaign
+        self._campaign_id = campaign_id
+
+    def __iter__(self) -> Iterator[OwedPerson]:
+        for volunteer, state in _audience_states(self._ledger, self._campaign, self._campaign_id):
+            if state not in REACHED_STATES:
+                yield _owed_person(volunteer, state)
+
+
+@contextlib.contextmanager
+def open_campaign_report(
     ledger: Ledger,
     campaign_id: str,
     *,
     templates_sha256: str | None = None,
     campaign_now: Campaign | None = None,
-) -> CampaignReport:
-    """Everything a regulator may ask about one campaign, from one snapshot of the ledger.
+) -> Iterator[CampaignReport]:
+    """Everything a regulator may ask about one campaign, from one snapshot of the ledger,
+    in bounded memory: the figures are counted by the database, and the recipients and
+    the people still owed the notice are read a chunk at a time as they are written out.
+    Use the report (and iterate its recipients) inside the `with` block: the snapshot
+    is held until it ends.
 
     `templates_sha256` is the hash of the templates as they are now, if the caller
     computed it; it is shown next to the hash recorded at registration. `campaign_now`:
@@ -346,38 +444,59 @@ def campaign_report(
             )
         verification = ledger.verify()
         head = ledger.head()
-        happened = _happened(ledger.campaign_events(campaign_id))
-        messages = ledger.messages(campaign_id)
-        people = {
-            v.volunteer_id: v for v in ledger.volunteers(VolunteerQuery(in_campaign=campaign_id))
-        }
-        still_owed = owed(ledger, campaign_now, campaign_id)
-        running = ledger.running()
-        refused = rejected_rows(ledger)
-    events = [e for e in happened if e.kind not in TEST_SEND_KINDS]
-    recipients, mismatches = _recipients(messages, people, events)
-    states = _ordered_states(r.state for r in recipients)
-    return CampaignReport(
-        campaign_id=campaign.campaign_id,
-        title=campaign.title,
-        follows=campaign.follows,
-        registered_at=campaign.registered_at,
-        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        ledger_file=ledger.path.name,
-        ledger=digest,
-        ledger_head=head,
-        verification=verification,
-        templates=TemplatesDigest(campaign.templates_sha256, templates_sha256),
-        counts=_count(recipients, states),
-        counts_by_locale=_count_by(recipients, "locale", LOCALES, states),
-        counts_by_exposure=_count_by(recipients, "exposure", EXPOSURES, states),
-        timeline=_timeline(events),
-        recipients=recipients,
-        state_mismatches=mismatches,
-        owed=still_owed,
-        running=running,
-        test_sends=tuple(_test_send(e) for e in happened if e.kind in TEST_SEND_KINDS),
-        rejected_rows=tuple(refused),
+        groups = ledger.state_counts_by_group(campaign_id)
+        states = _ordered_states(state for _l, _e, state, _n in groups)
+        total = sum(n for *_, n in groups)
+        yield CampaignReport(
+            campaign_id=campaign.campaign_id,
+            title=campaign.title,
+            follows=campaign.follows,
+            registered_at=campaign.registered_at,
+            generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            ledger_file=ledger.path.name,
+            ledger=digest,
+            ledger_head=head,
+            verification=verification,
+            templates=TemplatesDigest(campaign.templates_sha256, templates_sha256),
+            counts={state: sum(n for *_, s, n in groups if s == state) for state in states},
+            counts_by_locale=_grouped(_sum_by(groups, lambda g: g[0], states), LOCALES),
+            counts_by_exposure=_grouped(_sum_by(groups, lambda g: g[1], states), EXPOSURES),
+            timeline=_timeline(ledger.events_per_hour(campaign_id, _LEFT_OUT)),
+            recipients=Recipients(ledger, campaign_id, total),
+            state_mismatches=tuple(ledger.unbacked_messages(campaign_id, STATE_OF_KIND, _LEFT_OUT)),
+            owed=owed_figures(ledger, campaign_now, campaign_id),
+            running=ledger.running(),
+            test_sends=tuple(
+                _test_send(e)
+                for e in ledger.campaign_events_of_kinds(campaign_id, sorted(TEST_SEND_KINDS))
+            ),
+            rejected_rows=tuple(rejected_rows(ledger)),
+        )
+
+
+def campaign_report(
+    ledger: Ledger,
+    campaign_id: str,
+    *,
+    templates_sha256: str | None = None,
+    campaign_now: Campaign | None = None,
+) -> CampaignReport:
+    """open_campaign_report(), read whole: every recipient and person owed held in
+    memory. For a small campaign, or a test; a large one is written out as it is read."""
+    with open_campaign_report(
+        ledger, campaign_id, templates_sha256=templates_sha256, campaign_now=campaign_now
+    ) as report:
+        return materialised(report)
+
+
+def materialised(report: CampaignReport) -> CampaignReport:
+    """A report from open_campaign_report() with its recipients and the people owed read
+    into memory, so it can be used after its `with` block has ended."""
+    owes = report.owed
+    return replace(
+        report,
+        recipients=tuple(report.recipients),
+        owed=None if owes is None else Owed(owes.audience, owes.sent, tuple(owes.people)),
     )
 
 
@@ -391,33 +510,14 @@ def _test_send(event: Event) -> TestSend:
     )
 
 
-def _recipients(
-    messages: Sequence[MessageRow],
-    people: Mapping[str, Volunteer],
-    events: Sequence[Event],
-) -> tuple[tuple[RecipientOutcome, ...], tuple[str, ...]]:
-    by_message: dict[str, list[Event]] = defaultdict(list)
-    for event in events:
-        if event.message_id is not None:
-            by_message[event.message_id].append(event)
-    outcomes = []
-    mismatches = []
-    for message in messages:
-        outcome, backed = _outcome(
-            message, people.get(message.volunteer_id), by_message.get(message.message_id, [])
-        )
-        if not backed:
-            mismatches.append(message.message_id)
-        outcomes.append(outcome)
-    return tuple(outcomes), tuple(mismatches)
-
-
 def _outcome(
     message: MessageRow, person: Volunteer | None, events: Sequence[Event]
-) -> tuple[RecipientOutcome, bool]:
-    """One recipient's outcome, and whether its stored state is backed by an event.
+) -> RecipientOutcome:
+    """One recipient's outcome, from their message and its events (in chain order).
 
     `person` is None when the message's volunteer is not on the roster (removed by hand).
+    Whether an event backs the stored state is the database's to say
+    (Ledger.unbacked_messages), for the whole campaign at once.
     """
     state = message.state
     attempts = message.attempts
@@ -443,10 +543,7 @@ def _outcome(
             queue_id = _text(event.data.get("queue_id")) or queue_id
         if event.kind in BOUNCE_KINDS:
             diagnostic = _text(event.data.get("diagnostic")) or diagnostic
-    # A pending message may have been inserted without an event; any other state was set
-    # by an event of that kind, or by someone editing the table.
-    backed = final_at is not None or state == "pending" or not events
-    outcome = RecipientOutcome(
+    return RecipientOutcome(
         volunteer_id=message.volunteer_id,
         name=person.display_name if person else "",
         email=person.email if person else "",
@@ -463,7 +560,6 @@ def _outcome(
         queue_id=queue_id,
         diagnostic=diagnostic,
     )
-    return outcome, backed
 
 
 def _int(value: Any) -> int:
@@ -480,33 +576,40 @@ def _ordered_states(states: Iterable[str]) -> tuple[str, ...]:
     return (*known, *sorted(present - set(known)))
 
 
-def _count(recipients: Iterable[RecipientOutcome], states: Sequence[str]) -> dict[str, int]:
-    counter = Counter(r.state for r in recipients)
-    return {state: counter[state] for state in states}
-
-
-def _count_by(
-    recipients: Sequence[RecipientOutcome],
-    attribute: str,
-    order: Sequence[str],
+def _sum_by(
+    groups: Sequence[tuple[str, str, str, int]],
+    key: Callable[[tuple[str, str, str, int]], str],
     states: Sequence[str],
 ) -> dict[str, dict[str, int]]:
-    groups: dict[str, list[RecipientOutcome]] = defaultdict(list)
-    for r in recipients:
-        groups[getattr(r, attribute)].append(r)
-    keys = [k for k in order if k in groups] + sorted(set(groups) - set(order))
-    return {key: _count(groups[key], states) for key in keys}
+    """(locale, exposure, state, number) rows summed into key -> state -> number, every
+    state present in each (0 where a group has none)."""
+    sums: dict[str, dict[str, int]] = {}
+    for group in groups:
+        counts = sums.setdefault(key(group), dict.fromkeys(states, 0))
+        counts[group[2]] += group[3]
+    return sums
 
 
-def _timeline(events: Sequence[Event]) -> Timeline:
-    buckets: dict[str, Counter[str]] = defaultdict(Counter)
-    for event in events:
-        buckets[_hour(event.at)][event.kind] += 1
-    attempts = [e.at for e in events if e.kind in ATTEMPT_KINDS]
+def _grouped(sums: Mapping[str, dict[str, int]], order: Sequence[str]) -> dict[str, dict[str, int]]:
+    """The groups in their known order, unknown ones after, sorted."""
+    keys = [k for k in order if k in sums] + sorted(set(sums) - set(order))
+    return {key: sums[key] for key in keys}
+
+
+def _timeline(hours: Sequence[tuple[str | None, str, int, str, str]]) -> Timeline:
+    """The timeline from the database's count of events per hour and kind."""
+    buckets: dict[str, dict[str, int]] = defaultdict(dict)
+    attempts: list[str] = []
+    for hour, kind, n, first, last in hours:
+        # An event time SQLite cannot read (it never writes one) is bucketed as Python reads it.
+        bucket = buckets[hour if hour is not None else _hour(first)]
+        bucket[kind] = bucket.get(kind, 0) + n
+        if kind in ATTEMPT_KINDS:
+            attempts.extend((first, last))
     return Timeline(
         first_send_at=min(attempts, default=None),
         last_send_at=max(attempts, default=None),
-        hours=tuple(TimelineBucket(hour, dict(buckets[hour])) for hour in sorted(buckets)),
+        hours=tuple(TimelineBucket(hour, buckets[hour]) for hour in sorted(buckets)),
     )
 
 
@@ -530,7 +633,17 @@ class _Failure:
 
 
 def unreachable(ledger: Ledger) -> list[UnreachablePerson]:
-    """Everyone no notice has reached, so they can be written to another way.
+    """Everyone no notice has reached (`unreachable_people`), held in a list."""
+    with ledger.reading():
+        return list(unreachable_people(ledger))
+
+
+_IMPORT_KINDS = ("roster_imported", "row_rejected")
+
+
+def unreachable_people(ledger: Ledger) -> Iterator[UnreachablePerson]:
+    """Everyone no notice has reached, so they can be written to another way: the
+    people on the roster in volunteer order, then the rows rejected at import.
 
     The rule, person by person, over all campaigns:
     - A failure is a hard bounce, a permanent failure, a temporary failure that ran out of
@@ -546,80 +659,87 @@ def unreachable(ledger: Ledger) -> list[UnreachablePerson]:
     - Every row rejected at any import is listed, with its row number and the id, name,
       address and postal address as the file has them, until that person is on the roster
       (by the row's volunteer id, else by its address): they are in no campaign at all.
+
+    Read a chunk of people at a time, with their events (through the volunteer index), so
+    memory holds one chunk, the suppression list and the rejected rows, whatever the
+    roster's size. An event is the person's whose message it names; one naming someone
+    else than its message's owner (a hand edit) is not looked for under the owner. Use it
+    inside `ledger.reading()`, for one consistent read.
     """
-    with ledger.reading():
-        volunteers = list(ledger.volunteers())
-        messages = ledger.messages()
-        events = list(ledger.events(kinds=(*REASON_BY_KIND, *REACHED_KINDS)))
-        suppressions = ledger.suppressions()
-        imports = list(ledger.events(kinds=("roster_imported", "row_rejected")))
-    people = _unreachable_volunteers(volunteers, messages, events, suppressions)
-    people.extend(_rejected_at_import(imports, volunteers))
-    return people
+    kinds = (*REASON_BY_KIND, *REACHED_KINDS)
+    by_key: dict[str, list[Suppression]] = defaultdict(list)
+    for suppression in ledger.suppressions():
+        by_key[suppression.key].append(suppression)
+    # Events naming a message but no person (a report matched by Message-ID): few.
+    unnamed: dict[str, list[OutcomeEvent]] = defaultdict(list)
+    for found in ledger.outcome_events_naming_no_volunteer(kinds):
+        if found.owner is not None:
+            unnamed[found.owner].append(found)
+    refused = _refused_rows(list(ledger.events_naming_no_campaign(_IMPORT_KINDS)))
+    finder = _RosterFinder(refused)
+    for chunk in ledger.volunteers_in_chunks():
+        finder.see(chunk)
+        ids = [v.volunteer_id for v in chunk]
+        events = ledger.outcome_events_of(ids, kinds)
+        events.extend(e for vid in ids for e in unnamed.get(vid, ()))
+        events.sort(key=lambda found: found.event.seq)
+        yield from _unreachable_volunteers(chunk, events, by_key)
+    yield from _rejected_at_import(refused, finder.find)
 
 
 def _unreachable_volunteers(
     volunteers: Sequence[Volunteer],
-    messages: Sequence[MessageRow],
-    events: Sequence[Event],
-    suppressions: Sequence[Suppression],
-) -> list[UnreachablePerson]:
-    owner = {m.message_id: (m.volunteer_id, m.campaign_id) for m in messages}
-    state = {m.message_id: m.state for m in messages}
+    events: Sequence[OutcomeEvent],
+    suppressions: Mapping[str, Sequence[Suppression]],
+) -> Iterator[UnreachablePerson]:
+    """Who of these volunteers no notice reached, from their outcome events (chain order)."""
     failures: dict[str, list[_Failure]] = defaultdict(list)
     first_reach: dict[str, tuple[str, int]] = {}  # message -> (volunteer, seq)
-    for event in events:
-        if event.message_id is None:
-            continue
-        volunteer_id, campaign_id = owner.get(
-            event.message_id, (event.volunteer_id, event.campaign_id)
-        )
-        if volunteer_id is None:
+    for found in events:
+        event, volunteer_id = found.event, found.owner
+        if event.message_id is None or volunteer_id is None:
             continue
         if event.kind in REACHED_KINDS:
             first_reach.setdefault(event.message_id, (volunteer_id, event.seq))
             continue
-        if event.kind in OPEN_KINDS and state.get(event.message_id) != event.kind:
+        if event.kind in OPEN_KINDS and found.message_state != event.kind:
             continue  # settled since: retried, delivered, or a worse report
         failures[volunteer_id].append(
             _Failure(
                 event.seq,
                 REASON_BY_KIND[event.kind],
                 _failure_detail(event.data),
-                event.campaign_id or campaign_id,
+                event.campaign_id or found.campaign_id,
                 event.at,
             )
         )
     last_reach: dict[str, int] = defaultdict(int)  # volunteer -> seq
     for volunteer_id, seq in first_reach.values():
         last_reach[volunteer_id] = max(last_reach[volunteer_id], seq)
-    suppressed = _suppressions_by_volunteer(volunteers, suppressions)
-    people = []
     for volunteer in volunteers:
         vid = volunteer.volunteer_id
         reached_at = last_reach.get(vid, 0)
         open_failures = [f for f in failures.get(vid, []) if f.seq > reached_at]
         if not open_failures:
             # Listed for its suppression only when no event explains it better.
-            open_failures = [f for f in suppressed.get(vid, []) if f.seq > reached_at]
+            open_failures = [
+                f for f in _suppressions_of(volunteer, suppressions) if f.seq > reached_at
+            ]
         if not open_failures:
             continue
         latest = max(open_failures, key=lambda f: f.seq)
-        people.append(
-            UnreachablePerson(
-                volunteer_id=vid,
-                name=volunteer.display_name,
-                email=volunteer.email,
-                locale=volunteer.locale,
-                exposure=volunteer.exposure,
-                postal_address=volunteer.postal_address,
-                reason=latest.reason,
-                detail=latest.detail,
-                campaign_id=latest.campaign_id,
-                at=latest.at,
-            )
+        yield UnreachablePerson(
+            volunteer_id=vid,
+            name=volunteer.display_name,
+            email=volunteer.email,
+            locale=volunteer.locale,
+            exposure=volunteer.exposure,
+            postal_address=volunteer.postal_address,
+            reason=latest.reason,
+            detail=latest.detail,
+            campaign_id=latest.campaign_id,
+            at=latest.at,
         )
-    return people
 
 
 def _failure_detail(data: Mapping[str, Any]) -> str:
@@ -630,27 +750,26 @@ def _failure_detail(data: Mapping[str, Any]) -> str:
     return ""
 
 
-def _suppressions_by_volunteer(
-    volunteers: Iterable[Volunteer], suppressions: Iterable[Suppression]
-) -> dict[str, list[_Failure]]:
-    """Suppressed addresses that belong to someone on the roster (either form of it).
+def _suppressions_of(
+    volunteer: Volunteer, by_key: Mapping[str, Sequence[Suppression]]
+) -> list[_Failure]:
+    """The suppressions of this volunteer's address (either form of it).
 
     A suppression of an address no volunteer has any more (they gave a new one) is about
-    no one on the roster, so it is left out.
+    no one on the roster, so it is never found.
     """
-    by_key: dict[str, list[Suppression]] = defaultdict(list)
-    for suppression in suppressions:
-        by_key[suppression.key].append(suppression)
-    found: dict[str, list[_Failure]] = defaultdict(list)
-    for volunteer in volunteers:
-        keys = {address_key(volunteer.email), address_key(volunteer.email_ascii)}
-        for key in keys:
-            for s in by_key.get(key, []):
-                seq = float(s.event_seq) if s.event_seq is not None else float("inf")
-                found[volunteer.volunteer_id].append(
-                    _Failure(seq, REASON_SUPPRESSED, s.reason or "address suppressed", None, s.at)
-                )
-    return found
+    keys = {address_key(volunteer.email), address_key(volunteer.email_ascii)}
+    return [
+        _Failure(
+            float(s.event_seq) if s.event_seq is not None else float("inf"),
+            REASON_SUPPRESSED,
+            s.reason or "address suppressed",
+            None,
+            s.at,
+        )
+        for key in keys
+        for s in by_key.get(key, [])
+    ]
 
 
 @dataclass(frozen=True)
@@ -718,32 +837,51 @@ def _refused_rows(events: Sequence[Event]) -> list[_RefusedRow]:
     return refused
 
 
-def _roster_finder(volunteers: Iterable[Volunteer]) -> Callable[[_RefusedRow], str | None]:
-    """Who on the roster a refused row is about: by the row's volunteer id, else (an empty
-    id cell) by its address; None when nobody is."""
-    ids: dict[str, str] = {}
-    addresses: dict[str, str] = {}
-    for v in volunteers:
-        ids[v.volunteer_id.casefold()] = v.volunteer_id
-        for address in (v.email, v.email_ascii):
-            if address:
-                addresses.setdefault(address.casefold(), v.volunteer_id)
+class _RosterFinder:
+    """Who on the roster each refused row is about: by the row's volunteer id, else (an
+    empty id cell) by its address; None when nobody is. The roster is shown to it a chunk
+    at a time (`see`, in volunteer order), and it keeps only what the rows look for."""
 
-    def find(row: _RefusedRow) -> str | None:
+    def __init__(self, rows: Iterable[_RefusedRow]) -> None:
+        self._wanted_ids = {row.volunteer_id.casefold() for row in rows if row.volunteer_id}
+        self._wanted_addresses = {
+            row.email.casefold() for row in rows if not row.volunteer_id and row.email
+        }
+        self._ids: dict[str, str] = {}
+        self._addresses: dict[str, str] = {}
+
+    @property
+    def wanted(self) -> bool:
+        return bool(self._wanted_ids or self._wanted_addresses)
+
+    def see(self, volunteers: Iterable[Volunteer]) -> None:
+        if not self.wanted:
+            return
+        for v in volunteers:
+            key = v.volunteer_id.casefold()
+            if key in self._wanted_ids:
+                self._ids[key] = v.volunteer_id
+            for address in (v.email, v.email_ascii):
+                folded = address.casefold() if address else ""
+                if folded in self._wanted_addresses:
+                    self._addresses.setdefault(folded, v.volunteer_id)
+
+    def find(self, row: _RefusedRow) -> str | None:
         if row.volunteer_id:
-            return ids.get(row.volunteer_id.casefold())
-        return addresses.get(row.email.casefold()) if row.email else None
-
-    return find
+            return self._ids.get(row.volunteer_id.casefold())
+        return self._addresses.get(row.email.casefold()) if row.email else None
 
 
 def rejected_rows(ledger: Ledger) -> list[RejectedRow]:
     """Every row refused at any import of the roster, and for each whether the person is
-    on the roster now (a later import, or another row, brought them in)."""
+    on the roster now (a later import, or another row, brought them in). Holds the rows,
+    not the roster: it is read a chunk at a time to find them."""
     with ledger.reading():
-        volunteers = list(ledger.volunteers())
-        imports = list(ledger.events(kinds=("roster_imported", "row_rejected")))
-    on_roster = _roster_finder(volunteers)
+        refused = _refused_rows(list(ledger.events_naming_no_campaign(_IMPORT_KINDS)))
+        finder = _RosterFinder(refused)
+        if finder.wanted:
+            for chunk in ledger.volunteers_in_chunks():
+                finder.see(chunk)
     return [
         RejectedRow(
             import_file=row.file_name,
@@ -753,19 +891,18 @@ def rejected_rows(ledger: Ledger) -> list[RejectedRow]:
             name=row.name,
             email=row.email,
             reason=row.detail,
-            on_roster_as=on_roster(row),
+            on_roster_as=finder.find(row),
         )
-        for row in _refused_rows(imports)
+        for row in refused
     ]
 
 
 def _rejected_at_import(
-    events: Sequence[Event], volunteers: Iterable[Volunteer]
+    refused: Sequence[_RefusedRow], on_roster: Callable[[_RefusedRow], str | None]
 ) -> list[UnreachablePerson]:
     """The people whose rows were refused at an import and who are not on the roster."""
-    on_roster = _roster_finder(volunteers)
     latest: dict[str, UnreachablePerson] = {}  # one entry per person, the latest import's
-    for row in _refused_rows(events):
+    for row in refused:
         if on_roster(row) is not None:
             continue  # imported correctly since (or through another row)
         volunteer_id, address = row.volunteer_id, row.email

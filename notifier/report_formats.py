@@ -7,9 +7,11 @@ read nothing themselves. The terminal tables are in `notifier.cli.report`.
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Iterable
-from dataclasses import asdict
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, fields
 from typing import Any
 
 import jinja2
@@ -19,8 +21,16 @@ from notifier.errors import UnknownLocale
 from notifier.ledger import Event
 from notifier.locales import locale_spec
 from notifier.message import MessageState, state_words
-from notifier.outputs import csv_text, json_text
-from notifier.report import CampaignReport, Owed, Timeline, UnreachablePerson
+from notifier.outputs import csv_lines, json_record_text, json_text
+from notifier.report import (
+    CampaignReport,
+    Owed,
+    OwedFigures,
+    OwedPerson,
+    RecipientOutcome,
+    Timeline,
+    UnreachablePerson,
+)
 from notifier.times import shown_time as shown_time
 from notifier.volunteer import exposure_words
 
@@ -56,6 +66,18 @@ UNREACHABLE_CSV_COLUMNS: tuple[str, ...] = (
 
 
 def report_as_dict(report: CampaignReport) -> dict[str, Any]:
+    """The whole report as one dict (every recipient in it): for a small campaign; a large
+    one is written by report_json_pieces, a recipient at a time."""
+    return _report_fields(
+        report,
+        [asdict(r) for r in report.recipients],
+        [asdict(p) for p in report.owed.people] if report.owed else [],
+    )
+
+
+def _report_fields(report: CampaignReport, recipients: Any, owed_people: Any) -> dict[str, Any]:
+    """The JSON document's fields, in their order, with the two lists that grow with the
+    campaign (`recipients`, `owed_people`) as the caller gives them."""
     return {
         "campaign": report.campaign_id,
         "title": report.title,
@@ -79,14 +101,14 @@ def report_as_dict(report: CampaignReport) -> dict[str, Any]:
             "last_send_at": report.timeline.last_send_at,
             "hours": [{"hour": b.hour, "counts": dict(b.counts)} for b in report.timeline.hours],
         },
-        "recipients": [asdict(r) for r in report.recipients],
+        "recipients": recipients,
         "state_mismatches": list(report.state_mismatches),
         # Who the campaign is for now, and who of them is still owed its notice (and why).
         "audience": report.owed.audience if report.owed else None,
         "sent": report.owed.sent if report.owed else None,
         "owed": report.owed.count if report.owed else None,
-        "owed_reasons": report.owed.reasons if report.owed else {},
-        "owed_people": [asdict(p) for p in report.owed.people] if report.owed else [],
+        "owed_reasons": dict(report.owed.reasons) if report.owed else {},
+        "owed_people": owed_people,
         # A send (or an import) that held the ledger as the report was made.
         "running": asdict(report.running) if report.running else None,
         # Test messages (to the sender): in no count or timeline above.
@@ -97,12 +119,55 @@ def report_as_dict(report: CampaignReport) -> dict[str, Any]:
 
 
 def report_as_json(report: CampaignReport) -> str:
-    return json_text(report_as_dict(report)) + "\n"
+    return "".join(report_json_pieces(report))
+
+
+def report_json_pieces(report: CampaignReport) -> Iterator[str]:
+    """report_as_json() a piece at a time, the recipients and the people owed written as
+    they are read from the ledger: the same text, in memory that does not grow with the
+    campaign."""
+    marker = f"notifier-stream-{uuid.uuid4().hex}"
+    owes = report.owed
+    lists: dict[str, Iterable[Mapping[str, Any]]] = {
+        f"{marker}-recipients": (_record(r) for r in report.recipients),
+        # Nobody owed: the audience is not read again to find nobody.
+        f"{marker}-owed": (_record(p) for p in owes.people) if owes and owes.count else (),
+    }
+    skeleton = json_text(_report_fields(report, *(f"{marker}-{k}" for k in ("recipients", "owed"))))
+    # json_text writes the markers as strings at the top level of the document: each
+    # becomes its list, an item at a time, indented as json_text indents a nested list.
+    for part in re.split(rf'"({re.escape(marker)}-\w+)"', skeleton):
+        if part in lists:
+            yield from _json_list_pieces(lists[part], depth=1)
+        else:
+            yield part
+    yield "\n"
+
+
+def _record(row: RecipientOutcome | OwedPerson) -> dict[str, Any]:
+    """asdict() of a flat record, without its deep copy (a million of them are written)."""
+    return {field.name: getattr(row, field.name) for field in fields(row)}
+
+
+def _json_list_pieces(items: Iterable[Mapping[str, Any]], *, depth: int) -> Iterator[str]:
+    """A JSON list of flat records as json_text(indent=2) writes it `depth` levels deep,
+    an item at a time."""
+    inner = "\n" + "  " * (depth + 1)
+    first = True
+    for item in items:
+        yield ("[" if first else ",") + inner + json_record_text(item, depth=depth + 1)
+        first = False
+    yield "[]" if first else "\n" + "  " * depth + "]"
 
 
 def report_as_csv(report: CampaignReport) -> str:
+    return "".join(report_csv_lines(report))
+
+
+def report_csv_lines(report: CampaignReport) -> Iterator[str]:
+    """The report's CSV a line at a time, one per recipient, as they are read."""
     # Every row carries the ledger's head (SEQ:HASH), so a copy of the sheet is an anchor.
-    return csv_text(
+    return csv_lines(
         (*REPORT_CSV_COLUMNS, "ledger_head"),
         (
             [*(getattr(r, column) for column in REPORT_CSV_COLUMNS), report.ledger_head]
@@ -111,25 +176,33 @@ def report_as_csv(report: CampaignReport) -> str:
     )
 
 
+def _unreachable_record(p: UnreachablePerson) -> dict[str, Any]:
+    return {**{k: v for k, v in asdict(p).items() if k != "campaign_id"}, "campaign": p.campaign_id}
+
+
 def unreachable_as_dicts(people: Iterable[UnreachablePerson]) -> list[dict[str, Any]]:
-    return [
-        {
-            **{k: v for k, v in asdict(p).items() if k != "campaign_id"},
-            "campaign": p.campaign_id,
-        }
-        for p in people
-    ]
+    return [_unreachable_record(p) for p in people]
 
 
 def unreachable_as_json(people: Iterable[UnreachablePerson]) -> str:
-    return json_text(unreachable_as_dicts(people)) + "\n"
+    return "".join(unreachable_json_pieces(people))
+
+
+def unreachable_json_pieces(people: Iterable[UnreachablePerson]) -> Iterator[str]:
+    """unreachable_as_json() a person at a time, as they are read."""
+    yield from _json_list_pieces((_unreachable_record(p) for p in people), depth=0)
+    yield "\n"
 
 
 def unreachable_as_csv(people: Iterable[UnreachablePerson]) -> str:
-    records = unreachable_as_dicts(people)
-    return csv_text(
+    return "".join(unreachable_csv_lines(people))
+
+
+def unreachable_csv_lines(people: Iterable[UnreachablePerson]) -> Iterator[str]:
+    """unreachable_as_csv() a line at a time, as the people are read."""
+    return csv_lines(
         UNREACHABLE_CSV_COLUMNS,
-        ([r[column] for column in UNREACHABLE_CSV_COLUMNS] for r in records),
+        ([_unreachable_record(p)[column] for column in UNREACHABLE_CSV_COLUMNS] for p in people),
     )
 
 
@@ -247,7 +320,7 @@ report again once it has ended.</p>
 {% if r.state_mismatches %}
 <tr><th>Message table</th><td><span class="bad">{{ r.state_mismatches|length }} message{{ "" if r.state_mismatches|length == 1 else "s" }}</span>
 {{ "has" if r.state_mismatches|length == 1 else "have" }} a stored state that differs from their recorded events; the states below come from the events:
-{% for m in r.state_mismatches %}<code>{{ m }}</code>{% if not loop.last %}, {% endif %}{% endfor %}</td></tr>
+{% for m in r.state_mismatches[:limit] %}<code>{{ m }}</code>{% if not loop.last %}, {% endif %}{% endfor %}{% if r.state_mismatches|length > limit %} (the first {{ limit }}; every one in the JSON report's state_mismatches){% endif %}</td></tr>
 {% endif %}
 </table>
 <p>How to check this later: every event in the ledger carries the hash of the one before
@@ -255,6 +328,19 @@ it, so <code>notifier ledger verify</code> on this ledger file finds any event e
 deleted, inserted or reordered since, and ends at the head hash above. The ledger file's
 SHA-256 (e.g. <code>sha256sum {{ r.ledger_file }}</code>) equals the value above for as long
 as nothing has been written to the ledger since this report was made.</p>
+
+<h2>Where each part is</h2>
+<p>{% if summary %}This report is the summary of a large campaign: it counts its
+{{ r.total }} recipients but does not list them one by one{% if r.owed and r.owed.count > limit %}, and lists the first {{ limit }} of the people still owed the notice{% endif %}.
+{% else %}This report lists every recipient below.
+{% endif %}
+Each recipient's outcome, with the exact times: <code class="nw">notifier report {{ r.campaign_id }} --format csv</code>
+(one row per recipient) or <code class="nw">--format json</code> (everything in this report, every
+person listed); the people no notice reached, with their postal addresses: <code class="nw">notifier export unreachable</code>.
+A CSV or JSON report made from this same ledger names the same ledger head as this one,
+<code>{{ r.ledger_head }}</code> (the <code>ledger_head</code> column of every CSV row, the
+<code>ledger_head</code> field of the JSON), and the JSON the same SHA-256 of the ledger file: the
+parts belong together when they match.</p>
 
 <h2>Outcome by state</h2>
 <table>
@@ -301,13 +387,23 @@ report since said it failed), and why.</p>
 </table>
 <table class="owed">
 <thead><tr><th>Volunteer</th><th>Address</th><th>Language, exposure</th><th>Why</th></tr></thead>
-{% for p in r.owed.people %}
+{% for p in owed_shown %}
 <tr><td>{{ p.volunteer_id }}<br>{{ p.name }}</td><td>{{ breakable(p.email) }}</td><td>{{ language(p.locale) }}, {{ exposure_words(p.exposure) }}</td><td>{{ p.reason }}</td></tr>
 {% endfor %}
 </table>
+{% if r.owed.count > limit %}
+<p class="apart">The first {{ limit }} of the {{ r.owed.count }} people still owed the notice; every one is in
+<code class="nw">notifier report {{ r.campaign_id }} --format json</code> (owed_people).</p>
+{% endif %}
 {% endif %}
 
 <h2>Recipients</h2>
+{% if summary %}
+<p>The {{ r.total }} recipients are counted above, by state, language and exposure; each one's
+outcome is in <code class="nw">notifier report {{ r.campaign_id }} --format csv</code> and
+<code class="nw">--format json</code>, made from the ledger head <code>{{ r.ledger_head }}</code>
+(see "Where each part is").</p>
+{% else %}
 <table class="recipients">
 <colgroup><col class="id"><col class="addr"><col class="who"><col class="state"><col class="time"><col class="time"><col class="n"><col class="reply"><col class="diag"></colgroup>
 <thead><tr><th>Volunteer</th><th>Address</th><th>Language, exposure</th><th>Final state</th><th>First attempt</th><th>Final state at</th><th class="n">Tries</th><th>Server reply (queue id), latest attempt</th><th>Bounce diagnostic, latest attempt</th></tr></thead>
@@ -317,6 +413,7 @@ report since said it failed), and why.</p>
 </table>
 <p>Times are in {{ zone }}, to the second. States and times are taken from the ledger's
 hash-chained events; the exact times (with microseconds, UTC) are in the report's CSV and JSON.</p>
+{% endif %}
 
 <h2>Rows refused at import</h2>
 {% if r.rejected_rows %}
@@ -326,10 +423,15 @@ the row had no id) is on the roster now; the others are on the postal worklist
 (<code class="nw">notifier export unreachable</code>). Times in {{ zone }}.</p>
 <table class="rows">
 <thead><tr><th>File, imported at</th><th class="n">Row</th><th>Volunteer</th><th>Address</th><th>Why it was refused</th><th>Fixed by a later import?</th></tr></thead>
-{% for row in r.rejected_rows %}
+{% for row in r.rejected_rows[:limit] %}
 <tr><td>{{ row.import_file }}<br><span class="time">{{ when(row.imported_at) }}</span></td><td class="n">{{ row.row }}</td><td>{{ row.volunteer_id }}{% if row.name %}<br>{{ row.name }}{% endif %}</td><td>{{ breakable(row.email) }}</td><td>{{ row.reason }}</td><td>{% if row.fixed %}yes: on the roster as {{ row.on_roster_as }}{% else %}<span class="bad">no</span>: <span class="nw">never e-mailed</span>{% endif %}</td></tr>
 {% endfor %}
 </table>
+{% if r.rejected_rows|length > limit %}
+<p class="apart">The first {{ limit }} of the {{ r.rejected_rows|length }} rows refused; every one is in
+<code class="nw">notifier report {{ r.campaign_id }} --format json</code> (rejected_rows) and
+<code class="nw">notifier roster rejects</code>.</p>
+{% endif %}
 {% else %}
 <p>No roster row was refused at any import.</p>
 {% endif %}
@@ -341,10 +443,14 @@ the row had no id) is on the roster now; the others are on the postal worklist
 on the roster and are not counted anywhere above. Times in {{ zone }}.</p>
 <table class="rows">
 <thead><tr><th>At</th><th>Sent to</th><th>Showing the message of</th><th>Outcome</th></tr></thead>
-{% for t in r.test_sends %}
+{% for t in r.test_sends[:limit] %}
 <tr><td class="time">{{ when(t.at) }}</td><td>{{ breakable(t.to) }}</td><td>{{ t.shown_as }}</td><td>{% if t.accepted %}accepted by the mail server{% else %}<span class="bad">refused</span>{% endif %}{% if t.reply %}: {{ t.reply }}{% endif %}</td></tr>
 {% endfor %}
 </table>
+{% if r.test_sends|length > limit %}
+<p>The first {{ limit }} of the {{ r.test_sends|length }} test messages; every one is in
+<code class="nw">notifier report {{ r.campaign_id }} --format json</code> (test_sends).</p>
+{% endif %}
 {% else %}
 <p>No test messages were sent for this campaign.</p>
 {% endif %}
@@ -369,7 +475,7 @@ def timeline_kinds(timeline: Timeline) -> list[str]:
     return [k for k in _KIND_ORDER if k in present] + sorted(present - set(_KIND_ORDER))
 
 
-def owed_lines(owed: Owed) -> list[str]:
+def owed_lines(owed: Owed | OwedFigures) -> list[str]:
     """Who a campaign is for, was sent and still owes, and why, for a terminal."""
     complete = "" if owed.count else " (everyone in it has been sent the notice)"
     return [
@@ -386,11 +492,40 @@ def kind_words(kind: str) -> str:
         return kind.replace("_", " ")
 
 
-def report_as_html(report: CampaignReport, *, time_zone: str = "UTC") -> str:
-    kinds = timeline_kinds(report.timeline)
-    return _HTML_TEMPLATE.render(
+# Up to this many recipients the HTML report lists each one; above, it is a summary a
+# browser opens at once (a million rows would be a page of hundreds of megabytes), and
+# the recipients are in the CSV and JSON reports.
+HTML_LISTS_UP_TO = 5000
+# The most people (still owed the notice, rows refused, test messages) the page lists in
+# any one table; the JSON report has every one.
+HTML_LIST_LIMIT = 1000
+
+
+def report_as_html(
+    report: CampaignReport, *, time_zone: str = "UTC", lists_up_to: int | None = None
+) -> str:
+    return "".join(report_html_pieces(report, time_zone=time_zone, lists_up_to=lists_up_to))
+
+
+def report_html_pieces(
+    report: CampaignReport,
+    *,
+    time_zone: str = "UTC",
+    lists_up_to: int | None = None,
+    limit: int | None = None,
+) -> Iterator[str]:
+    """The HTML report a piece at a time: every recipient listed when there are at most
+    `lists_up_to` (HTML_LISTS_UP_TO), else the summary; no table longer than `limit`
+    (HTML_LIST_LIMIT) rows. Its size does not grow with the campaign beyond that."""
+    up_to = HTML_LISTS_UP_TO if lists_up_to is None else lists_up_to
+    limit = HTML_LIST_LIMIT if limit is None else limit
+    owed_people = report.owed.people if report.owed and report.owed.count else ()
+    return _HTML_TEMPLATE.generate(
         r=report,
-        kinds=kinds,
+        summary=report.total > up_to,
+        limit=limit,
+        owed_shown=itertools.islice(owed_people, limit),
+        kinds=timeline_kinds(report.timeline),
         not_recorded=NOT_RECORDED,
         zone=time_zone,
         when=lambda at: shown_time(at, time_zone),

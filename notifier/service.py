@@ -111,9 +111,11 @@ from notifier.report import (
     CampaignReport,
     Owed,
     UnreachablePerson,
-    campaign_report,
+    materialised,
+    open_campaign_report,
     owed,
     unreachable,
+    unreachable_people,
 )
 from notifier.report import volunteer_history as history_of
 from notifier.roster import ENCODING_CHOICES, RosterStream, RowProblem, load_mapping, open_roster
@@ -1008,7 +1010,16 @@ class Workspace:
 
     def report(self, campaign_id: str) -> CampaignReport:
         """Everything a regulator may ask about one campaign, from one snapshot; with who
-        is still owed the notice, and whether a send is running as it is made."""
+        is still owed the notice, and whether a send is running as it is made. Every
+        recipient held in memory: for a campaign of any size, `open_report`."""
+        with self.open_report(campaign_id) as streamed:
+            return materialised(streamed)
+
+    @contextlib.contextmanager
+    def open_report(self, campaign_id: str) -> Iterator[CampaignReport]:
+        """report(), in bounded memory: its figures counted by the ledger, its recipients
+        and the people still owed read a chunk at a time as they are iterated. Write it
+        out inside the `with` block, which holds the ledger snapshot it describes."""
         led = self.ledger()
         registered = led.campaign_ids()
         _require_known(campaign_id, registered)
@@ -1018,11 +1029,20 @@ class Workspace:
                 hint=f"see what a send would do: notifier send {campaign_id}",
             )
         campaign = _loadable(lambda: self.campaign(campaign_id))
-        return campaign_report(led, campaign_id, campaign_now=campaign)
+        with open_campaign_report(led, campaign_id, campaign_now=campaign) as streamed:
+            yield streamed
 
     def unreachable(self) -> list[UnreachablePerson]:
         """Everyone no notice has reached, so they can be written to another way."""
         return unreachable(self.ledger())
+
+    @contextlib.contextmanager
+    def open_unreachable(self) -> Iterator[Iterator[UnreachablePerson]]:
+        """unreachable(), read a chunk of people at a time as it is iterated, from one
+        read of the ledger: iterate it inside the `with` block."""
+        led = self.ledger()
+        with led.reading():
+            yield unreachable_people(led)
 
     # -- the ledger itself
 

@@ -17,7 +17,7 @@ from notifier.files import require_writable_file as require_writable_file
 from notifier.files import write_csv as write_csv
 from notifier.files import write_private as write_private
 from notifier.layout import Column, key_values, table
-from notifier.outputs import json_text, redact_urls, visible
+from notifier.outputs import in_blocks, json_text, redact_urls, visible
 from notifier.service import Workspace
 from notifier.terminal import as_data, guarded_streams, live_stream, terminal_width
 
@@ -67,6 +67,13 @@ def echo_data(data: str | bytes) -> None:
     every output, never wrapped."""
     with as_data():
         click.echo(data, nl=False)
+
+
+def echo_data_pieces(pieces: Iterable[str]) -> None:
+    """echo_data() of an output written as it is made (a report of a million people)."""
+    with as_data():
+        for block in in_blocks(pieces):
+            click.echo(block, nl=False)
 
 
 def echo_json(value: Any) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import click
@@ -10,7 +10,7 @@ import click
 from notifier.cli.app import (
     AppContext,
     cli,
-    echo_data,
+    echo_data_pieces,
     echo_json,
     format_option,
     no_bom_option,
@@ -22,20 +22,20 @@ from notifier.cli.app import (
 from notifier.errors import ExitCode
 from notifier.layout import Column, table
 from notifier.message import state_words
-from notifier.outputs import counted
+from notifier.outputs import counted, in_blocks
 from notifier.report_formats import (
     NOT_RECORDED,
     history_as_dicts,
     owed_lines,
-    report_as_csv,
-    report_as_html,
-    report_as_json,
+    report_csv_lines,
+    report_html_pieces,
+    report_json_pieces,
     shown_time,
     timeline_kinds,
-    unreachable_as_csv,
-    unreachable_as_json,
+    unreachable_csv_lines,
+    unreachable_json_pieces,
 )
-from notifier.service import CampaignReport, Event
+from notifier.service import CampaignReport, Event, UnreachablePerson
 from notifier.terminal import terminal_width
 
 
@@ -92,32 +92,35 @@ def report(app: AppContext, campaign_id: str, fmt: str, out: Path | None, no_bom
     """
     if out is not None:
         require_writable_file(out)
-    with app.workspace() as ws:
-        result = ws.report(campaign_id)
-    if fmt == "table":
-        if out is None:
-            _print_summary(click.echo, terminal_width(), result, app.settings.time_zone)
+    # The report is written out while it is read from the ledger (one snapshot): a
+    # million recipients are never held in memory.
+    with app.workspace() as ws, ws.open_report(campaign_id) as result:
+        if fmt == "table":
+            if out is None:
+                _print_summary(click.echo, terminal_width(), result, app.settings.time_zone)
+            else:
+                lines: list[str] = []
+                _print_summary(lines.append, FILE_WIDTH, result, app.settings.time_zone)
+                write_private(out, "".join(line + "\n" for line in lines))
         else:
-            lines: list[str] = []
-            _print_summary(lines.append, FILE_WIDTH, result, app.settings.time_zone)
-            write_private(out, "".join(line + "\n" for line in lines))
-    else:
-        if fmt == "html":
-            text = report_as_html(result, time_zone=app.settings.time_zone)
-        else:
-            text = {"csv": report_as_csv, "json": report_as_json}[fmt](result)
-        if out is None:
-            echo_data(text)
-        elif fmt == "csv":
-            write_csv(out, text, bom=not no_bom)
-        else:
-            write_private(out, text)
+            pieces: Iterable[str]
+            if fmt == "html":
+                pieces = report_html_pieces(result, time_zone=app.settings.time_zone)
+            elif fmt == "csv":
+                pieces = report_csv_lines(result)
+            else:
+                pieces = report_json_pieces(result)
+            if out is None:
+                echo_data_pieces(pieces)
+            elif fmt == "csv":
+                write_csv(out, in_blocks(pieces), bom=not no_bom)
+            else:
+                write_private(out, in_blocks(pieces))
+        verification = result.verification
     if out is not None:
         click.echo(f"wrote {out}", err=True)
-    if not result.verification.ok:
-        click.echo(
-            f"Warning: the ledger fails verification: {result.verification.reason}", err=True
-        )
+    if not verification.ok:
+        click.echo(f"Warning: the ledger fails verification: {verification.reason}", err=True)
         raise SystemExit(ExitCode.PROBLEMS)
 
 
@@ -147,16 +150,26 @@ def export_unreachable(app: AppContext, fmt: str, out: Path | None, no_bom: bool
     """
     if out is not None:
         require_writable_file(out)
-    with app.workspace() as ws:
-        people = ws.unreachable()
-    text = unreachable_as_csv(people) if fmt == "csv" else unreachable_as_json(people)
-    if out is None:
-        echo_data(text)
-    elif fmt == "csv":
-        write_csv(out, text, bom=not no_bom)
-    else:
-        write_private(out, text)
-        click.echo(f"wrote {counted(len(people), 'person', 'people')} to {out}", err=True)
+    written = 0
+
+    def counting(people: Iterable[UnreachablePerson]) -> Iterator[UnreachablePerson]:
+        nonlocal written
+        for person in people:
+            written += 1
+            yield person
+
+    # Written out as it is read (one read of the ledger), a chunk of people at a time.
+    with app.workspace() as ws, ws.open_unreachable() as people:
+        listed = counting(people)
+        pieces = unreachable_csv_lines(listed) if fmt == "csv" else unreachable_json_pieces(listed)
+        if out is None:
+            echo_data_pieces(pieces)
+        elif fmt == "csv":
+            write_csv(out, in_blocks(pieces), bom=not no_bom)
+        else:
+            write_private(out, in_blocks(pieces))
+    if out is not None and fmt == "json":
+        click.echo(f"wrote {counted(written, 'person', 'people')} to {out}", err=True)
 
 
 # --- terminal views ---------------------------------------------------------------------

@@ -14,6 +14,7 @@ Every SQL statement of notifier is in this package, one module per kind of recor
     suppressions   the suppression list
     lease          one sender at a time: the lease row, its holder and heartbeat
     projections    the tables rebuilt from the events, for verify()
+    reports        what a report and the unreachable list read, a chunk at a time
     upgrade        carrying a ledger written before keyed hashes forward
     store          `Ledger`: the open file, transactions, snapshots, and the API
 
@@ -39,6 +40,7 @@ from notifier.ledger.chain import (
 )
 from notifier.ledger.lease import Holder
 from notifier.ledger.messages import Move, Settled
+from notifier.ledger.reports import MessageWithEvents, OutcomeEvent
 from notifier.ledger.schema import MIGRATIONS, SCHEMA_VERSION
 from notifier.ledger.store import Ledger, LedgerDigest
 from notifier.ledger.suppressions import Suppression, address_key
@@ -64,7 +66,9 @@ __all__ = [
     "Ledger",
     "LedgerDigest",
     "MatchedMessage",
+    "MessageWithEvents",
     "Move",
+    "OutcomeEvent",
     "RecordedReport",
     "ReportEvent",
     "Settled",

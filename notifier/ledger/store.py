@@ -59,6 +59,7 @@ from notifier.ledger import (
     lease,
     opening,
     projections,
+    reports,
     schema,
     suppressions,
     upgrade,
@@ -416,6 +417,63 @@ class Ledger:
     def campaign_events(self, campaign_id: str) -> list[Event]:
         """Every event about one campaign: naming it, or naming only one of its messages."""
         return events.campaign_events(self.conn, campaign_id)
+
+    # -- what reports read, in bounded memory (notifier.ledger.reports)
+
+    def state_counts_by_group(self, campaign_id: str) -> list[tuple[str, str, str, int]]:
+        """(locale, exposure, state, number) of the campaign's messages, counted by the
+        database; "" for a message whose volunteer is not on the roster."""
+        return [
+            (row["locale"], row["exposure"], row["state"], int(row["n"]))
+            for row in reports.state_counts_by_group(self.conn, campaign_id)
+        ]
+
+    def events_per_hour(
+        self, campaign_id: str, leave_out: Collection[str]
+    ) -> list[tuple[str | None, str, int, str, str]]:
+        """(hour, kind, number, first at, last at) of the campaign's events but the
+        `leave_out` kinds, per UTC hour ("2020-04-01T10:00Z"), counted by the database."""
+        return [
+            (row["hour"], row["kind"], int(row["n"]), row["first"], row["last"])
+            for row in reports.events_per_hour(self.conn, campaign_id, leave_out)
+        ]
+
+    def campaign_events_of_kinds(self, campaign_id: str, kinds: Collection[str]) -> list[Event]:
+        """The events of these kinds naming the campaign, in chain order."""
+        return list(reports.campaign_events_of_kinds(self.conn, campaign_id, kinds))
+
+    def unbacked_messages(
+        self, campaign_id: str, state_of_kind: Mapping[str, str], leave_out: Collection[str]
+    ) -> list[str]:
+        """The campaign's messages whose stored state none of their events backs."""
+        return reports.unbacked_messages(self.conn, campaign_id, state_of_kind, leave_out)
+
+    def messages_with_events(
+        self, campaign_id: str, leave_out: Collection[str], *, chunk: int | None = None
+    ) -> Iterator[reports.MessageWithEvents]:
+        """The campaign's messages in volunteer order, each with its volunteer and its
+        events, read a chunk at a time: use them inside reading() or snapshot()."""
+        return reports.messages_with_events(self.conn, campaign_id, leave_out, chunk=chunk)
+
+    def volunteers_in_chunks(self, *, chunk: int | None = None) -> Iterator[list[Volunteer]]:
+        """Every volunteer in volunteer_id order, a chunk at a time."""
+        return reports.volunteers_in_chunks(self.conn, chunk=chunk)
+
+    def outcome_events_of(
+        self, volunteer_ids: Sequence[str], kinds: Collection[str]
+    ) -> list[reports.OutcomeEvent]:
+        """Events of these kinds naming one of these people and a message, chain order."""
+        return reports.outcome_events_of(self.conn, volunteer_ids, kinds)
+
+    def outcome_events_naming_no_volunteer(
+        self, kinds: Collection[str]
+    ) -> list[reports.OutcomeEvent]:
+        """Events of these kinds naming a message and no volunteer, chain order."""
+        return reports.outcome_events_naming_no_volunteer(self.conn, kinds)
+
+    def events_naming_no_campaign(self, kinds: Collection[str]) -> Iterator[Event]:
+        """Events of these kinds naming no campaign (a roster import's), chain order."""
+        return reports.events_naming_no_campaign(self.conn, kinds)
 
     def verify(self, anchors: Sequence[str] = ()) -> VerifyResult:
         """Walk the chain, check each anchor (`SEQ:HASH` written down earlier), and rebuild
