@@ -424,7 +424,8 @@ class Ledger:
         if chain.is_keyed(self.conn):
             self.secret()  # read (and checked) before the read transaction starts
         with self.reading():
-            replay = projections.Replay()
+            # The large tables merge-joined with their events after the walk: flat memory.
+            replay = projections.Replay(streamed=True)
             result = chain.verify(self.conn, replay.visit)
             if not result.ok:
                 return result
