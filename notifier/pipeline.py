@@ -512,7 +512,7 @@ def send_campaign(
                 run.deliver(ledger.secret(), holder, handle_signals=handle_signals)
             )
         else:
-            run.record_suppressed_only()
+            run.queue_only()
     finally:
         composing.close()
     if run.tampered:
@@ -658,11 +658,12 @@ class _Run:
                 reply_to = earlier.get(vid, "") if campaign.follows else None
                 yield _Due(volunteer, row, reply_to)
 
-    def record_suppressed_only(self) -> None:
-        """Nothing to send: still queue the audience's new messages and record the
-        suppressed ones, as a send does."""
+    def queue_only(self) -> None:
+        """Nothing to send (or no server to send to): still queue the audience's new
+        messages and record the suppressed ones, as a send does, so the ledger shows who
+        is owed a message."""
         for _due in self._chosen():
-            pass  # bounded: the plan counted nothing to send
+            pass  # bounded: the audience's chunks run out
 
     async def deliver(
         self, secret: LedgerSecret, holder: Holder, *, handle_signals: bool
@@ -691,7 +692,11 @@ class _Run:
             loop.add_signal_handler(signal.SIGTERM, on_signal)
         try:
             # Connect first: a server that cannot be used fails the send before any claim.
-            server = await delivery.probe()
+            try:
+                server = await delivery.probe()
+            except BaseException:
+                self.queue_only()
+                raise
             if observer is not None:
                 observer.started(self.planned, server)
             await journal.open()

@@ -120,11 +120,14 @@ class Replay:
         data_json: str,
     ) -> None:
         if self.streamed:
+            # The messages and volunteers are merge-joined after the walk
+            # (`first_difference`); an event about a message may still build a small
+            # table's row (a hard bounce's suppression, a report).
             if kind == K.LEDGER_UPGRADED:
                 self.reset_seq = seq
-            if message_id is not None or kind in _VOLUNTEER_KINDS:
-                return  # merge-joined after the walk (`first_difference`)
-        if message_id is not None:
+            if kind in _VOLUNTEER_KINDS:
+                return
+        elif message_id is not None:
             self._message_event(kind, campaign_id, volunteer_id, message_id, data_json)
         handler = self._HANDLERS.get(kind)
         if handler is not None:
