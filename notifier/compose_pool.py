@@ -3,8 +3,9 @@ in this process for a small one.
 
 Rendering and MIME take most of a message's CPU time, so for a large send they run in
 worker processes and the main process only speaks SMTP and writes the ledger: that uses
-both cores. The first messages go to the workers before the ledger is set up
-(`submit_ahead`), so the workers' start-up and those messages overlap that work.
+both cores. The jobs come as an iterable the pool reads only as it needs more (a send
+queues its messages a chunk at a time as it goes), so the messages composed and held
+ahead of the sending are a few chunks whatever the send's size.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import itertools
 import multiprocessing
 import os
 import signal
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -31,10 +33,10 @@ from notifier.volunteer import Volunteer
 # Composing in worker processes pays off from about this many messages (start-up ~0.5 s).
 POOL_THRESHOLD = 2000
 CHUNK = 128  # messages composed per worker call
-# Messages handed to the workers before the ledger is set up (registering the campaign and
-# its messages takes most of a second on one core, while the other is idle), and so the
-# most composed messages held ahead of the sending (about 13 KB each, some 40 MB in all).
-PRECOMPOSE = 2048
+# Chunks in hand per worker (being composed, or composed and waiting to be sent): enough
+# to keep every worker busy while the sending takes the last ones, few enough that
+# memory stays flat (about 13 KB a message).
+LOOKAHEAD_PER_WORKER = 4
 IN_PROCESS_STEP = 16  # composed in this process: so many at a time, then the loop runs
 
 
@@ -93,20 +95,21 @@ def compose_workers_for(count: int, requested: int | None = None) -> int:
     return max(1, min(2, (os.cpu_count() or 1) - 1))
 
 
-def _chunks(jobs: Sequence[ComposeJob]) -> list[list[ComposeJob]]:
-    return [list(jobs[i : i + CHUNK]) for i in range(0, len(jobs), CHUNK)]
+def _chunks(jobs: Iterable[ComposeJob], size: int) -> Iterator[list[ComposeJob]]:
+    """The jobs in lists of `size`, read from `jobs` only as each list is asked for."""
+    source = iter(jobs)
+    while chunk := list(itertools.islice(source, size)):  # bounded: `jobs` runs out
+        yield chunk
 
 
 class Composing(Protocol):
     """Where a send's messages are composed."""
 
-    def submit_ahead(self, jobs: Sequence[ComposeJob]) -> None:
-        """Start on the jobs the send will most likely want first, before it knows."""
-
     def composed(
-        self, jobs: Sequence[ComposeJob], stopping: Callable[[], bool]
+        self, jobs: Iterable[ComposeJob], stopping: Callable[[], bool]
     ) -> AsyncIterator[list[Composed]]:
-        """The jobs' messages, in chunks, until done or `stopping()`."""
+        """The jobs' messages, in chunks, in order, until done or `stopping()`; `jobs` is
+        read only as far as the chunks in hand need."""
         ...
 
     def close(self) -> None: ...
@@ -126,16 +129,13 @@ class InProcess:
     def __init__(self, composer: Composer) -> None:
         self.composer = composer
 
-    def submit_ahead(self, jobs: Sequence[ComposeJob]) -> None:
-        """Nothing: with one process there is no idle core to use."""
-
     async def composed(
-        self, jobs: Sequence[ComposeJob], stopping: Callable[[], bool]
+        self, jobs: Iterable[ComposeJob], stopping: Callable[[], bool]
     ) -> AsyncIterator[list[Composed]]:
-        for start in range(0, len(jobs), IN_PROCESS_STEP):
+        for chunk in _chunks(jobs, IN_PROCESS_STEP):
             if stopping():
                 return
-            yield compose_jobs(self.composer, jobs[start : start + IN_PROCESS_STEP])
+            yield compose_jobs(self.composer, chunk)
             await asyncio.sleep(0)
 
     def close(self) -> None:
@@ -169,7 +169,7 @@ def _compose_in_worker(jobs: Sequence[ComposeJob]) -> list[Composed]:
 class ComposePool:
     """Worker processes composing chunks of messages, started as soon as the send knows
     it needs them: their start-up (a fresh interpreter and the templates) overlaps the
-    ledger set-up instead of holding up the first messages."""
+    send's first chunk being read and queued instead of holding up the first messages."""
 
     def __init__(self, workers: int, campaign: Campaign, dkim: DkimKey | None) -> None:
         self.workers = workers
@@ -181,66 +181,31 @@ class ComposePool:
         )
         for _ in range(workers):
             self._pool.submit(_warm_up)  # processes start at the first jobs, so give them some
-        # Chunks submitted ahead, in the order they are meant to go.
-        self._ahead: list[tuple[list[ComposeJob], concurrent.futures.Future[list[Composed]]]] = []
-
-    def submit_ahead(self, jobs: Sequence[ComposeJob]) -> None:
-        """Hand the workers the first messages the send will most likely want, before the
-        ledger set-up. The server is not known yet: the caller guesses SMTPUTF8; `composed`
-        uses what matches and composes the rest anew."""
-        self._ahead += [
-            (chunk, self._pool.submit(_compose_in_worker, chunk))
-            for chunk in _chunks(jobs[:PRECOMPOSE])
-        ]
 
     async def composed(
-        self, jobs: Sequence[ComposeJob], stopping: Callable[[], bool]
+        self, jobs: Iterable[ComposeJob], stopping: Callable[[], bool]
     ) -> AsyncIterator[list[Composed]]:
         loop = asyncio.get_running_loop()
-        # Each chunk in hand, with the volunteers whose message in it is to be sent (None: all).
-        ahead: deque[tuple[asyncio.Future[list[Composed]], set[str] | None]] = deque()
-        # What was composed ahead goes first, where it is what the send wants (the guess
-        # was right: the normal case); the rest of it is dropped, and composed anew.
-        expected = {job.volunteer.volunteer_id: job.smtputf8 for job in jobs}
-        covered: set[str] = set()
-        for chunk, submitted in self._ahead:
-            matching = {
-                j.volunteer.volunteer_id
-                for j in chunk
-                if expected.get(j.volunteer.volunteer_id) == j.smtputf8
-            }
-            if matching:
-                ahead.append((asyncio.wrap_future(submitted), matching))
-                covered |= matching
-            else:
-                submitted.cancel()
-        self._ahead = []
-        rest = [job for job in jobs if job.volunteer.volunteer_id not in covered]
-        # Enough chunks in hand to keep every worker busy, few enough to keep memory flat.
-        lookahead = max(2 * self.workers, len(ahead))
-        pending = iter(_chunks(rest))
+        ahead: deque[asyncio.Future[list[Composed]]] = deque()
+        lookahead = LOOKAHEAD_PER_WORKER * self.workers
+        pending = _chunks(jobs, CHUNK)
 
         def top_up() -> None:
             while len(ahead) < lookahead:
                 following = next(pending, None)
                 if following is None:
                     return
-                ahead.append(
-                    (loop.run_in_executor(self._pool, _compose_in_worker, following), None)
-                )
+                ahead.append(loop.run_in_executor(self._pool, _compose_in_worker, following))
 
         top_up()
         while ahead:
             if stopping():
-                for future, _keys in ahead:
+                for future in ahead:
                     future.cancel()
                 return
-            future, keys = ahead.popleft()
-            composed = await future
+            composed = await ahead.popleft()
             top_up()
-            yield [c for c in composed if keys is None or c.volunteer_id in keys]
+            yield composed
 
     def close(self) -> None:
-        for _chunk, submitted in self._ahead:
-            submitted.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)

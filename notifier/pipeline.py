@@ -1,9 +1,14 @@
-"""A send run: audience -> one selection -> messages in the ledger -> composed bytes -> SMTP.
+"""A send run: audience -> one selection -> messages in the ledger -> composed bytes -> SMTP,
+a chunk of volunteers at a time.
 
 `select_messages` is the one answer to "who gets a message in this run": the dry run
 (`plan_send`), the real send, a resend of chosen states and --resend-uncertain all use
-it. It is made once, before the ledger is set up, and what it chose is exactly what is
-composed (first, in worker processes, while the ledger set-up runs), recorded and sent.
+it, on each chunk of the audience in volunteer_id order (`audience_chunks`, `chosen`).
+A send reads a chunk of volunteers from the ledger, selects from it, queues its new
+messages and records its suppressed ones in one transaction, then composes, checks and
+claims what it chose, and reads the next chunk only as the sending needs it: memory holds
+a few chunks whatever the campaign's size, and the first message goes out as soon as
+its chunk is ready. What it chose is exactly what is composed, recorded and sent.
 
 Each volunteer's message has a stable Message-ID and VERP token; what happens to it is
 appended to the ledger as events, and its `attempts` counter grows with every try.
@@ -17,10 +22,11 @@ this run claim it (notifier.ledger.messages.claim).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
@@ -28,16 +34,17 @@ from typing import Any, Protocol
 
 from notifier import verp
 from notifier.approval import templates_sha256
-from notifier.audience import history_applies
+from notifier.audience import followed_message_states, history_applies, membership
 from notifier.campaign import Campaign
-from notifier.cohort import CohortFilter, select_cohort
+from notifier.cohort import CohortFilter, narrow_campaign
+from notifier.cohort import _matches_ids as matches_ids
 from notifier.compose import load_dkim_key, message_id_for, sender_domain
 from notifier.compose_pool import ComposeJob, Composing, compose_workers_for, start_composing
 from notifier.config import Settings, credentials_from_env
 from notifier.delivery import Delivery, DeliveryStats, SendOptions
 from notifier.errors import CampaignError, CohortError, LedgerTampered
 from notifier.journal import ThreadedLedgerJournal
-from notifier.ledger import Holder, Ledger
+from notifier.ledger import Holder, Ledger, VolunteerQuery
 from notifier.ledger.suppressions import is_suppressed
 from notifier.message import (
     REACHED_STATES,
@@ -144,20 +151,142 @@ def select_messages(
     return Selection(tuple(send), tuple(skipped))
 
 
+# Volunteers read, selected, queued and checked at a time. Large enough that a chunk's
+# few statements cost little per person; small enough that a few chunks in hand (being
+# composed, claimed, sent) keep a send's memory flat.
+CHUNK_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class CohortAudience:
+    """A send's audience as the ledger holds it: the campaign's cohort narrowed by
+    `cohort`, read a chunk at a time (never listed whole). `history`: whether the
+    follow-up rule applies (notifier.audience.history_applies)."""
+
+    cohort: CohortFilter = field(default_factory=CohortFilter)
+    history: bool = True
+
+
+# A send's audience: read from the ledger, or (a test's, a narrow tool's) given as a list.
+Audience = CohortAudience | Sequence[Volunteer]
+
+
+def audience_chunks(
+    ledger: Ledger, campaign: Campaign, audience: Audience, size: int = CHUNK_SIZE
+) -> Iterator[list[Volunteer]]:
+    """The audience in volunteer_id order, a chunk at a time (a chunk may come out short:
+    it is a page of the roster, less those outside the audience).
+
+    The one place the send asks the audience rule (notifier.audience.membership, through
+    the cohort's narrowing) who is in: page by page, with the followed campaign's states
+    of that page only. Each page is read whole before it is handed on, so the caller may
+    write between pages.
+    """
+    if not isinstance(audience, CohortAudience):
+        ordered = sorted(audience, key=lambda v: v.volunteer_id)
+        for start in range(0, len(ordered), size):
+            yield ordered[start : start + size]
+        return
+    narrowed = narrow_campaign(campaign, audience.cohort)
+    ids = audience.cohort.ids
+    scan = VolunteerQuery(exposures=narrowed.audience.exposures, locales=narrowed.audience.locales)
+    after: str | None = None
+    while True:  # bounded: each page starts after the last one's last volunteer
+        page = ledger.volunteer_page(scan, after=after, size=size)
+        if not page:
+            return
+        after = page[-1].volunteer_id
+        history = audience.history
+        states = (
+            followed_message_states(ledger, narrowed, [v.volunteer_id for v in page])
+            if history
+            else {}
+        )
+        yield [
+            v
+            for v in page
+            if membership(narrowed, v, states.get(v.volunteer_id), history=history).included
+            and (ids is None or matches_ids(v, ids))
+        ]
+
+
+@dataclass
+class Tally:
+    """What a selection over the whole audience comes to, counted a chunk at a time."""
+
+    audience: int = 0
+    to_send: int = 0
+    suppressed: int = 0
+    by_group: Counter[tuple[str, str]] = field(default_factory=Counter)
+    chosen: list[str] = field(default_factory=list)  # only when asked for
+
+    def room(self, scope: SendScope) -> SendScope:
+        """The scope for the next chunk: what is left of the limit."""
+        if scope.limit is None:
+            return scope
+        return dataclasses.replace(scope, limit=max(0, scope.limit - self.to_send))
+
+    def add(self, chunk: Sequence[Volunteer], selection: Selection, *, chosen: bool) -> None:
+        self.audience += len(chunk)
+        self.to_send += len(selection.send)
+        self.suppressed += len(selection.suppressed)
+        self.by_group.update((v.locale, v.exposure) for v in selection.send)
+        if chosen:
+            self.chosen += [v.volunteer_id for v in selection.send]
+
+
+def select_chunk(
+    ledger: Ledger,
+    campaign_id: str,
+    chunk: Sequence[Volunteer],
+    suppressed: Collection[str],
+    scope: SendScope,
+) -> tuple[Selection, Mapping[str, MessageState]]:
+    """`select_messages` on one chunk, with its volunteers' states read from the ledger
+    (returned too: who has no message yet)."""
+    states = ledger.message_states(campaign_id, volunteer_ids=[v.volunteer_id for v in chunk])
+    return select_messages(chunk, states, suppressed, scope), states
+
+
+def tally_selection(
+    ledger: Ledger,
+    campaign: Campaign,
+    audience: Audience,
+    scope: SendScope,
+    *,
+    chosen: bool = False,
+    size: int = CHUNK_SIZE,
+) -> Tally:
+    """The selection over the whole audience, counted (reading only; a chunk at a time)."""
+    tally = Tally()
+    suppressed = ledger.suppressed_addresses()
+    for chunk in audience_chunks(ledger, campaign, audience, size):
+        selection, _states = select_chunk(
+            ledger, campaign.campaign_id, chunk, suppressed, tally.room(scope)
+        )
+        tally.add(chunk, selection, chosen=chosen)
+    return tally
+
+
 def read_selection(
     ledger: Ledger, campaign_id: str, audience: Iterable[Volunteer], scope: SendScope
 ) -> Selection:
-    """`select_messages` with the campaign's states and the suppressions in the ledger."""
+    """`select_messages` with the campaign's states and the suppressions in the ledger
+    (for a given, small audience: a send streams instead)."""
+    people = list(audience)
     return select_messages(
-        audience, ledger.message_states(campaign_id), ledger.suppressed_addresses(), scope
+        people,
+        ledger.message_states(campaign_id, volunteer_ids=[v.volunteer_id for v in people]),
+        ledger.suppressed_addresses(),
+        scope,
     )
 
 
-def send_audience(ledger: Ledger, campaign: Campaign, cohort: CohortFilter) -> list[Volunteer]:
+def send_audience(ledger: Ledger, campaign: Campaign, cohort: CohortFilter) -> CohortAudience:
     """The volunteers a send of `campaign` considers: its cohort, narrowed by `cohort`
     (a follow-up only once the notice it follows was sent: `require_followed_sent`)."""
     require_followed_sent(ledger, campaign)
-    return select_cohort(ledger, campaign, cohort, history=history_applies(ledger, campaign))
+    return CohortAudience(cohort, history=history_applies(ledger, campaign))
 
 
 def require_followed_sent(ledger: Ledger, campaign: Campaign) -> None:
@@ -184,11 +313,12 @@ class SendRequest:
     """One send of a campaign: to whom, which of their messages, and how."""
 
     campaign: Campaign
-    audience: Sequence[Volunteer]  # the volunteers considered (see send_audience)
+    audience: Audience  # the volunteers considered (see send_audience)
     options: SendOptions = field(default_factory=SendOptions)
     scope: SendScope = field(default_factory=SendScope)
     smtp_url: str | None = None  # default: the settings' [smtp] url
     compose_workers: int | None = None  # default: by the size of the send
+    chunk_size: int = CHUNK_SIZE  # volunteers read, queued, checked and claimed at a time
 
     def target(self, settings: Settings) -> SmtpTarget:
         return target_for(self.smtp_url, settings.smtp_url)
@@ -258,21 +388,26 @@ def plan_send(
     """What a send would do now, without writing anything (with `chosen`, also whom).
     `run_is_live`: a send of this campaign holds the ledger (its claims are in flight)."""
     campaign_id = request.campaign.campaign_id
-    audience = _by_id(request.audience)
-    selection = read_selection(ledger, campaign_id, audience.values(), request.scope)
-    by_group = Counter((v.locale, v.exposure) for v in selection.send)
+    tally = tally_selection(
+        ledger,
+        request.campaign,
+        request.audience,
+        request.scope,
+        chosen=chosen,
+        size=request.chunk_size,
+    )
     states = ledger.state_counts(campaign_id)
     return SendPlan(
         campaign_id=campaign_id,
-        audience=len(audience),
-        to_send=len(selection.send),
-        by_group=dict(sorted(by_group.items())),
+        audience=tally.audience,
+        to_send=tally.to_send,
+        by_group=dict(sorted(tally.by_group.items())),
         states=states,
-        suppressed=len(selection.suppressed),
+        suppressed=tally.suppressed,
         uncertain=sum(n for s, n in states.items() if is_uncertain(s, run_is_live=run_is_live)),
         target=str(request.target(settings)),
         rate=request.options.rate,
-        chosen=tuple(v.volunteer_id for v in selection.send) if chosen else (),
+        chosen=tuple(tally.chosen),
     )
 
 
@@ -319,16 +454,6 @@ class MessageIds:
         return self.earlier.get(volunteer_id, "") if self.follows else None
 
 
-def new_messages(
-    ids: MessageIds, volunteers: Iterable[Volunteer], verp_key: bytes
-) -> list[NewMessage]:
-    result = []
-    for v in volunteers:
-        message_id = ids.message_id(v.volunteer_id)
-        result.append(NewMessage(message_id, v.volunteer_id, verp.make_token(verp_key, message_id)))
-    return result
-
-
 def campaign_definition(campaign: Campaign) -> dict[str, Any]:
     """The campaign as plain JSON-able data, to keep in the ledger."""
 
@@ -358,6 +483,7 @@ def send_campaign(
     holder: Holder,
     observer: SendObserver | None = None,
     handle_signals: bool = True,
+    plan: SendPlan | None = None,
 ) -> SendSummary:
     """Send the campaign to the request's audience: new messages, and those still to go.
 
@@ -367,39 +493,26 @@ def send_campaign(
     adds states to send again (as further attempts of the same message) and the messages
     whose outcome a crash left unknown. With `handle_signals`, SIGINT/SIGTERM stop
     gracefully: messages in flight are finished and recorded, the rest stay pending for
-    the next run.
+    the next run. `plan`: this send's `plan_send`, when the caller has it already (its
+    counts size the progress bar and the compose workers; counted here otherwise).
     """
     campaign = request.campaign
     target = request.target(settings)
-    key = ledger.verp_key()
-    ids = MessageIds.of(ledger, campaign)
     dkim = load_dkim_key(settings)  # a half-set or unusable key stops the send here
-    audience = _by_id(request.audience)
-    states = ledger.message_states(campaign.campaign_id)
-    selection = select_messages(
-        audience.values(), states, ledger.suppressed_addresses(), request.scope
-    )
-    workers = compose_workers_for(len(selection.send), request.compose_workers)
+    newly_uncertain = _set_up_ledger(ledger, campaign)
+    if plan is None:
+        plan = plan_send(ledger, request, settings)
+    workers = compose_workers_for(plan.to_send, request.compose_workers)
     composing = start_composing(workers, campaign, dkim)
+    run = _Run(request, target, ledger, composing, observer, planned=plan.to_send)
     try:
-        # The server is not known yet: guess a non-ASCII address goes with SMTPUTF8.
-        composing.submit_ahead([ids.job(v, not v.email.isascii()) for v in selection.send])
-        # A resumed run has most messages already: their IDs and tokens are not made again.
-        fresh = [v for volunteer_id, v in audience.items() if volunteer_id not in states]
-        newly_uncertain = _set_up_ledger(ledger, campaign, new_messages(ids, fresh, key))
-        rows = {
-            row.volunteer_id: row
-            for row in ledger.campaign_messages(
-                campaign.campaign_id, states=sorted(request.scope.states)
-            )
-        }
-        _record_suppressed(ledger, rows, selection.suppressed)
-        run = _Run(request, target, key, ids, selection, rows, composing, observer, ledger)
         stats, server = DeliveryStats(), None
-        if selection.send:
+        if plan.to_send:
             stats, server = asyncio.run(
-                run.deliver(ledger.path, ledger.secret(), holder, handle_signals=handle_signals)
+                run.deliver(ledger.secret(), holder, handle_signals=handle_signals)
             )
+        else:
+            run.queue_only()
     finally:
         composing.close()
     if run.tampered:
@@ -410,7 +523,7 @@ def send_campaign(
         )
     return SendSummary(
         campaign_id=campaign.campaign_id,
-        planned=len(selection.send),
+        planned=plan.to_send,
         counts=dict(stats.counts),
         states=ledger.state_counts(campaign.campaign_id),
         uncertain=tuple(
@@ -419,8 +532,8 @@ def send_campaign(
             if is_uncertain(m.state, run_is_live=False)
         ),
         newly_uncertain=newly_uncertain,
-        suppressed=len(selection.suppressed),
-        elapsed=stats.elapsed if selection.send else 0.0,
+        suppressed=plan.suppressed,
+        elapsed=stats.elapsed if plan.to_send else 0.0,
         stopped=stats.stopped,
         target=str(target),
         server=server,
@@ -430,13 +543,9 @@ def send_campaign(
     )
 
 
-def _by_id(volunteers: Iterable[Volunteer]) -> dict[str, Volunteer]:
-    return {v.volunteer_id: v for v in volunteers}
-
-
-def _set_up_ledger(ledger: Ledger, campaign: Campaign, fresh: list[NewMessage]) -> int:
-    """Register the campaign and its new messages; mark what an earlier run left in
-    flight as uncertain. Returns how many that was."""
+def _set_up_ledger(ledger: Ledger, campaign: Campaign) -> int:
+    """Register the campaign; mark what an earlier run left in flight as uncertain.
+    Returns how many that was. (Its messages are queued a chunk at a time, as sent.)"""
     ledger.register_campaign(
         campaign.campaign_id,
         title=campaign.title,
@@ -444,7 +553,6 @@ def _set_up_ledger(ledger: Ledger, campaign: Campaign, fresh: list[NewMessage]) 
         definition=campaign_definition(campaign),
         templates_sha256=templates_sha256(campaign),
     )
-    ledger.ensure_messages(campaign.campaign_id, fresh)
     newly_uncertain = ledger.mark_uncertain(campaign.campaign_id)  # no live run owns them
     if newly_uncertain:
         log.warning(
@@ -453,22 +561,6 @@ def _set_up_ledger(ledger: Ledger, campaign: Campaign, fresh: list[NewMessage]) 
             campaign.campaign_id,
         )
     return len(newly_uncertain)
-
-
-def _record_suppressed(
-    ledger: Ledger, rows: Mapping[str, MessageRow], suppressed: Iterable[Volunteer]
-) -> None:
-    outcomes = [
-        _not_sent(
-            rows[v.volunteer_id],
-            MessageState.SUPPRESSED,
-            "the address is on the suppression list (an earlier hard bounce)",
-        )
-        for v in suppressed
-        if v.volunteer_id in rows
-    ]
-    if outcomes:
-        ledger.record_outcomes(outcomes)
 
 
 def _not_sent(row: MessageRow, state: MessageState, reason: str) -> DeliveryOutcome:
@@ -482,26 +574,102 @@ def _not_sent(row: MessageRow, state: MessageState, reason: str) -> DeliveryOutc
     )
 
 
+_SUPPRESSED_REASON = "the address is on the suppression list (an earlier hard bounce)"
+
+
+@dataclass(frozen=True)
+class _Due:
+    """One message this run chose, as the ledger has it after its chunk was queued."""
+
+    volunteer: Volunteer
+    row: MessageRow
+    in_reply_to: str | None  # ComposeJob.in_reply_to
+
+
 @dataclass
 class _Run:
-    """The delivery part of one send: the selection's messages, composed and sent."""
+    """One send, a chunk of the audience at a time: each chunk selected, its new messages
+    queued and its suppressed ones recorded (one transaction, on the run's own
+    connection), then composed, checked against the chain, claimed and sent (the claims
+    and outcomes on the journal's connection)."""
 
     request: SendRequest
     target: SmtpTarget
-    key: bytes
-    ids: MessageIds
-    selection: Selection
-    rows: Mapping[str, MessageRow]  # volunteer_id -> the message, as the ledger has it
+    ledger: Ledger  # the run's connection: reads the chunks, queues their messages
     composing: Composing
     observer: SendObserver | None
-    ledger: Ledger  # to check each chunk's rows against the chain before it is claimed
-    tampered: str = ""  # what that check found: the run stopped there
+    planned: int  # what the plan counted to send: the progress bar's total
+    tampered: str = ""  # what the check of a chunk found: the run stopped there
+
+    def _chosen(self) -> Iterator[_Due]:
+        """The messages to send, in volunteer_id order, queued a chunk at a time as the
+        sending asks for them; at most the scope's limit. After the limit, the rest of
+        the audience is still walked: its new messages queued, its suppressed ones
+        recorded, as a run without a limit would (one rule for what the ledger holds)."""
+        ledger, campaign, scope = self.ledger, self.request.campaign, self.request.scope
+        cid = campaign.campaign_id
+        key, id_key, domain = ledger.verp_key(), ledger.message_id_key(), sender_domain(campaign)
+        suppressed = ledger.suppressed_addresses()
+        tally = Tally()
+        due_states = sorted(scope.states)
+        chunks = audience_chunks(ledger, campaign, self.request.audience, self.request.chunk_size)
+        for chunk in chunks:
+            selection, states = select_chunk(ledger, cid, chunk, suppressed, tally.room(scope))
+            tally.add(chunk, selection, chosen=False)
+            fresh = []
+            for v in chunk:
+                if v.volunteer_id not in states:
+                    message_id = message_id_for(cid, v.volunteer_id, domain, id_key)
+                    token = verp.make_token(key, message_id)
+                    fresh.append(NewMessage(message_id, v.volunteer_id, token))
+            picked = [v.volunteer_id for v in (*selection.send, *selection.suppressed)]
+            with ledger.transaction():
+                ledger.ensure_messages(cid, fresh)
+                rows = {
+                    row.volunteer_id: row
+                    for row in ledger.campaign_messages(
+                        cid, states=due_states, volunteer_ids=picked
+                    )
+                }
+                outcomes = [
+                    _not_sent(rows[v.volunteer_id], MessageState.SUPPRESSED, _SUPPRESSED_REASON)
+                    for v in selection.suppressed
+                    if v.volunteer_id in rows
+                ]
+                if outcomes:
+                    ledger.record_outcomes(outcomes)
+            earlier = (
+                ledger.message_ids(
+                    campaign.follows,
+                    states=REACHED_STATES,
+                    volunteer_ids=[v.volunteer_id for v in selection.send],
+                )
+                if campaign.follows and selection.send
+                else {}
+            )
+            for volunteer in selection.send:
+                vid = volunteer.volunteer_id
+                row = rows.get(vid)
+                if row is None:  # changed by another process since it was read: leave it
+                    log.warning("%s: its message is no longer due; skipped", vid)
+                    continue
+                # A follow-up threads under the notice it follows, "" when that never
+                # reached this person; None for a first notice.
+                reply_to = earlier.get(vid, "") if campaign.follows else None
+                yield _Due(volunteer, row, reply_to)
+
+    def queue_only(self) -> None:
+        """Nothing to send (or no server to send to): still queue the audience's new
+        messages and record the suppressed ones, as a send does, so the ledger shows who
+        is owed a message."""
+        for _due in self._chosen():
+            pass  # bounded: the audience's chunks run out
 
     async def deliver(
-        self, ledger_path: Path, secret: LedgerSecret, holder: Holder, *, handle_signals: bool
+        self, secret: LedgerSecret, holder: Holder, *, handle_signals: bool
     ) -> tuple[DeliveryStats, ServerInfo]:
         journal = ThreadedLedgerJournal(
-            ledger_path, claimable=self.request.scope.claimable, secret=secret, holder=holder
+            self.ledger.path, claimable=self.request.scope.claimable, secret=secret, holder=holder
         )
         observer = self.observer
         delivery = Delivery(
@@ -524,9 +692,13 @@ class _Run:
             loop.add_signal_handler(signal.SIGTERM, on_signal)
         try:
             # Connect first: a server that cannot be used fails the send before any claim.
-            server = await delivery.probe()
+            try:
+                server = await delivery.probe()
+            except BaseException:
+                self.queue_only()
+                raise
             if observer is not None:
-                observer.started(len(self.selection.send), server)
+                observer.started(self.planned, server)
             await journal.open()
             try:
                 stats = await delivery.run(self._outgoing(server, delivery))
@@ -541,24 +713,26 @@ class _Run:
     async def _outgoing(
         self, server: ServerInfo, delivery: Delivery
     ) -> AsyncIterator[list[OutgoingMessage]]:
-        """The selected messages as wire-ready chunks, composed ahead of the sending."""
-        domain = sender_domain(self.request.campaign)
-        volunteers: dict[str, Volunteer] = {}
-        jobs: list[ComposeJob] = []
-        for volunteer in self.selection.send:
-            row = self.rows.get(volunteer.volunteer_id)
-            if row is None:  # changed by another process since the selection: leave it
-                log.warning("%s: its message is no longer due; skipped", volunteer.volunteer_id)
-                continue
-            problem = _address_problem(volunteer, server)
-            if problem:
-                delivery.record_unsent(_not_sent(row, MessageState.FAILED_PERMANENT, problem))
-                continue
-            volunteers[volunteer.volunteer_id] = volunteer
-            jobs.append(self.ids.job(volunteer, _needs_smtputf8(volunteer, server)))
+        """The chosen messages as wire-ready chunks, composed ahead of the sending."""
+        domain, key = sender_domain(self.request.campaign), self.ledger.verp_key()
+        # Chosen and handed to the composer, not yet sent: as many as the composer holds
+        # ahead (a few chunks), whatever the campaign's size.
+        held: dict[str, _Due] = {}
+
+        def jobs() -> Iterator[ComposeJob]:
+            for due in self._chosen():
+                problem = _address_problem(due.volunteer, server)
+                if problem:
+                    delivery.record_unsent(
+                        _not_sent(due.row, MessageState.FAILED_PERMANENT, problem)
+                    )
+                    continue
+                held[due.volunteer.volunteer_id] = due
+                utf8 = _needs_smtputf8(due.volunteer, server)
+                yield ComposeJob(due.volunteer, utf8, due.row.message_id, due.in_reply_to)
 
         campaign_id = self.request.campaign.campaign_id
-        async for chunk in self.composing.composed(jobs, lambda: delivery.stopping):
+        async for chunk in self.composing.composed(jobs(), lambda: delivery.stopping):
             # The start-up verified the chain only since its last checkpoint: what this
             # chunk is sent from (addresses, states) is held to its own events now.
             problem = self.ledger.rows_differ([d.volunteer_id for d in chunk], campaign_id) or ""
@@ -568,15 +742,15 @@ class _Run:
                 return
             ready: list[OutgoingMessage] = []
             for done in chunk:
-                row = self.rows[done.volunteer_id]
+                due = held.pop(done.volunteer_id)
+                row, volunteer = due.row, due.volunteer
                 if done.data is None:
                     delivery.record_unsent(
                         _not_sent(row, MessageState.FAILED_PERMANENT, done.error)
                     )
                     continue
-                volunteer = volunteers[done.volunteer_id]
                 utf8 = _needs_smtputf8(volunteer, server)
-                token = row.verp_token or verp.make_token(self.key, row.message_id)
+                token = row.verp_token or verp.make_token(key, row.message_id)
                 ready.append(
                     OutgoingMessage(
                         message_id=row.message_id,

@@ -748,7 +748,9 @@ class Workspace:
             # any ledger; each chunk's rows are checked as they are sent (an address
             # edited behind the chain's back is never mailed): notifier.ledger.checkpoint.
             led.require_intact(since_checkpoint=True)
-            started = self._record_start(led, campaign, spec, request, resumes)
+            # Counted once, a chunk at a time: the run's record, its progress bar.
+            plan = plan_send(led, request, self.settings, chosen=spec.scope.limit is not None)
+            started = self._record_start(led, campaign, spec, request, plan, resumes)
             led.refresh_lease(holder, run=started.seq)
             try:
                 summary = send_campaign(
@@ -758,6 +760,7 @@ class Workspace:
                     holder=holder,
                     observer=observer,
                     handle_signals=handle_signals,
+                    plan=plan,
                 )
             except BaseException as exc:
                 _record_end(led, cid, started.seq, error=_why_stopped(exc))
@@ -848,20 +851,20 @@ class Workspace:
         campaign: Campaign,
         spec: SendSpec,
         request: SendRequest,
+        plan: SendPlan,
         resumes: int | None,
     ) -> Event:
         selection = spec.selection_json()
         if spec.scope.limit is not None:
             # A run of at most N: the N it chooses now are its selection, so a resume
             # finishes them rather than choosing N more.
-            chosen = plan_send(led, request, self.settings, chosen=True).chosen
-            selection["chosen"] = sorted(chosen)
+            selection["chosen"] = sorted(plan.chosen)
         data: dict[str, Any] = {
             "command": spec.scope.command,
             "selection": selection,
             "options": spec.options_json(),
             "smtp_url": str(request.target(self.settings)),
-            "audience": len(request.audience),
+            "audience": plan.audience,
         }
         if resumes is not None:
             data["resumes"] = resumes

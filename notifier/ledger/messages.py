@@ -143,14 +143,13 @@ def current_state(conn: sqlite3.Connection, message_id: str) -> MessageState:
 
 
 def ensure(conn: sqlite3.Connection, campaign_id: str, messages: Iterable[NewMessage]) -> int:
-    """Register each message as pending (a `queued` event) unless it exists; count new."""
-    known = {
-        row["message_id"]
-        for row in conn.execute(
-            "SELECT message_id FROM messages WHERE campaign_id = ?", (campaign_id,)
-        )
-    }
-    new = [m for m in messages if m.message_id not in known]
+    """Register each message as pending (a `queued` event) unless it exists; count new.
+
+    Only the given messages are looked up (a chunk of a send), never the campaign's whole
+    list: the cost is the chunk's, whatever the campaign's size."""
+    given = list(messages)
+    known = _current(conn, [m.message_id for m in given])
+    new = [m for m in given if m.message_id not in known]
     if not new:
         return 0
     now = utc_now()
@@ -286,9 +285,14 @@ def mark_uncertain(conn: sqlite3.Connection, campaign_id: str) -> list[MessageRo
 
 
 def campaign_messages(
-    conn: sqlite3.Connection, campaign_id: str, *, states: Sequence[str] | None = None
+    conn: sqlite3.Connection,
+    campaign_id: str,
+    *,
+    states: Sequence[str] | None = None,
+    volunteer_ids: Collection[str] | None = None,
 ) -> list[MessageRow]:
-    """A campaign's messages with their recipients, in volunteer order."""
+    """A campaign's messages with their recipients, in volunteer order (of these
+    volunteers only, when given: a chunk of a send)."""
     sql = (
         "SELECT m.message_id, m.campaign_id, m.volunteer_id, m.verp_token, m.state,"
         " m.attempts, v.email, m.smtp_reply, m.queue_id, m.updated_at"
@@ -300,6 +304,9 @@ def campaign_messages(
         # Only placeholders are joined into the SQL; the states go in as parameters.
         sql += f" AND m.state IN ({', '.join('?' for _ in states)})"
         params.extend(states)
+    if volunteer_ids is not None:
+        sql += " AND m.volunteer_id IN (SELECT value FROM json_each(?))"
+        params.append(json.dumps(sorted(volunteer_ids)))
     sql += " ORDER BY m.volunteer_id"
     return [_message_row(row, row["email"]) for row in conn.execute(sql, params)]
 
@@ -355,14 +362,21 @@ def state_counts(conn: sqlite3.Connection, campaign_id: str) -> dict[str, int]:
 
 
 def message_ids(
-    conn: sqlite3.Connection, campaign_id: str, states: Collection[str] | None = None
+    conn: sqlite3.Connection,
+    campaign_id: str,
+    states: Collection[str] | None = None,
+    volunteer_ids: Collection[str] | None = None,
 ) -> dict[str, str]:
-    """volunteer_id -> Message-ID of the campaign's messages (in one of `states`, if given)."""
+    """volunteer_id -> Message-ID of the campaign's messages (in one of `states`, if
+    given; of these volunteers only, when given)."""
     sql = "SELECT volunteer_id, message_id FROM messages WHERE campaign_id = ?"
     params: list[str] = [campaign_id]
     if states is not None:
         sql += " AND state IN (SELECT value FROM json_each(?))"
         params.append(json.dumps(sorted(map(str, states))))
+    if volunteer_ids is not None:
+        sql += " AND volunteer_id IN (SELECT value FROM json_each(?))"
+        params.append(json.dumps(sorted(volunteer_ids)))
     return {str(row["volunteer_id"]): str(row["message_id"]) for row in conn.execute(sql, params)}
 
 

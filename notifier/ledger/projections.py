@@ -23,8 +23,13 @@ chain order, inside `chain.verify`) and keeps what each row must be:
 by its own event, when it is re-keyed (`notifier ledger upgrade`).
 
 `first_difference` then reads each table in primary-key order and names the first row
-that is not what the chain says (edited, inserted or deleted). A 200,000-person ledger
-keeps one short entry a row in memory, not the rows themselves.
+that is not what the chain says (edited, inserted or deleted). The two large tables are
+never held whole: with `streamed` (what `ledger verify` does) the chain walk leaves the
+volunteers' and messages' events alone, and each table is merge-joined, in key order,
+against its events read in (key, seq) order through the events' indexes on volunteer_id
+and message_id: one volunteer's or one message's events in memory at a time, whatever the
+ledger's size. Without it (a send's check of one chunk, `rows_differ`) the few rows'
+expectations are kept as the events are visited.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import PurePath
 from typing import Any
 
@@ -52,6 +57,7 @@ K = EventKind
 _VOLUNTEER_KINDS = frozenset({K.VOLUNTEER_ADDED, K.VOLUNTEER_UPDATED, K.VOLUNTEER_ADOPTED})
 _SUPPRESSION_KINDS = frozenset({K.ADDRESS_SUPPRESSED, K.SUPPRESSION_ADOPTED})
 _REJECTED_KINDS = frozenset({K.ROW_REJECTED, K.REJECTED_ROW_ADOPTED})
+_VOLUNTEER_KIND_LIST = ", ".join(repr(str(k)) for k in sorted(_VOLUNTEER_KINDS))
 
 # The meta keys notifier writes. `verp_key` and `running_sender` were written by earlier
 # versions (the chain now decides the first; the lease replaced the second).
@@ -80,8 +86,12 @@ _Message = list[Any]
 class Replay:
     """The projections as the events say they are; `visit` is chain.verify's visitor."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, streamed: bool = False) -> None:
         self.raw_verp_key: bool | None = None  # what `ledger_upgraded` said, if any
+        # Leave the volunteers' and messages' events to `first_difference`'s merge-joins
+        # (read from the events after `reset_seq`, the last `ledger_upgraded`).
+        self.streamed = streamed
+        self.reset_seq = 0
         self._start_afresh()
 
     def _start_afresh(self) -> None:
@@ -109,7 +119,15 @@ class Replay:
         message_id: str | None,
         data_json: str,
     ) -> None:
-        if message_id is not None:
+        if self.streamed:
+            # The messages and volunteers are merge-joined after the walk
+            # (`first_difference`); an event about a message may still build a small
+            # table's row (a hard bounce's suppression, a report).
+            if kind == K.LEDGER_UPGRADED:
+                self.reset_seq = seq
+            if kind in _VOLUNTEER_KINDS:
+                return
+        elif message_id is not None:
             self._message_event(kind, campaign_id, volunteer_id, message_id, data_json)
         handler = self._HANDLERS.get(kind)
         if handler is not None:
@@ -245,10 +263,16 @@ class Replay:
 
     def first_difference(self, conn: sqlite3.Connection) -> str | None:
         """The first table row that is not what the events say, in words; None if none."""
+        if self.streamed:
+            volunteers = _replayed_volunteers(conn, self.reset_seq)
+            messages = _replayed_messages(conn, self.reset_seq)
+        else:
+            volunteers = iter(sorted(self.volunteers.items()))
+            messages = iter(sorted(self.messages.items()))
         return (
             self._meta(conn)
-            or self._volunteers_differ(conn)
-            or self._messages_differ(conn)
+            or _volunteers_differ(conn, volunteers)
+            or _messages_differ(conn, messages)
             or self._suppressions_differ(conn)
             or self._rejected_differ(conn)
             or self._imports_differ(conn)
@@ -267,63 +291,6 @@ class Replay:
                     "key verp_key",
                     "says how bounces are authenticated, but the chain says otherwise",
                 )
-        return None
-
-    def _volunteers_differ(
-        self, conn: sqlite3.Connection, where: str = "", params: Sequence[Any] = ()
-    ) -> str | None:
-        expected = self.volunteers
-        cursor = conn.cursor()
-        cursor.row_factory = None  # 200,000 rows: plain tuples, in the order selected
-        fields = ", ".join(TEXT_FIELDS)
-        sql = (
-            f"SELECT volunteer_id, import_id, source_row, {fields}"  # noqa: S608
-            f" FROM volunteers {where} ORDER BY volunteer_id"
-        )
-        for volunteer_id, import_id, source_row, *texts in cursor.execute(sql, params):
-            want = expected.pop(volunteer_id, None)
-            where = f"volunteer_id {volunteer_id}"
-            if want is None:
-                return _row("volunteers", where, "is not in the chain")
-            if volunteer_row_sha256(volunteer_id, texts) != want[0]:
-                return _row("volunteers", where, "differs from the chain")
-            for column, stored, wanted in (
-                ("import_id", import_id, want[1]),
-                ("source_row", source_row, want[2]),
-            ):
-                if wanted is not None and stored != wanted:
-                    return _row("volunteers", where, f"differs from the chain in {column}")
-        if expected:
-            return _row("volunteers", f"volunteer_id {min(expected)}", "is missing (deleted)")
-        return None
-
-    def _messages_differ(
-        self, conn: sqlite3.Connection, where: str = "", params: Sequence[Any] = ()
-    ) -> str | None:
-        expected = self.messages
-        cursor = conn.cursor()
-        cursor.row_factory = None
-        sql = (
-            "SELECT message_id, campaign_id, volunteer_id, verp_token, state, attempts"  # noqa: S608
-            f" FROM messages {where} ORDER BY message_id"
-        )
-        for message_id, *stored in cursor.execute(sql, params):
-            want = expected.pop(message_id, None)
-            if want is None:
-                return _row("messages", f"message_id {message_id}", "is not in the chain")
-            if want[2] is None:  # an old `queued` event without its token (adopted since)
-                want[2] = stored[2]
-            if stored != want:
-                columns = ("campaign_id", "volunteer_id", "verp_token", "state", "attempts")
-                column = next(c for c, a, b in zip(columns, stored, want, strict=True) if a != b)
-                return _row(
-                    "messages",
-                    f"message_id {message_id}",
-                    f"differs from the chain in {column} ({stored[columns.index(column)]!r},"
-                    f" the events say {want[columns.index(column)]!r})",
-                )
-        if expected:
-            return _row("messages", f"message_id {min(expected)}", "is missing (deleted)")
         return None
 
     def _suppressions_differ(self, conn: sqlite3.Connection) -> str | None:
@@ -486,8 +453,13 @@ def rows_differ(
         if kind != K.LEDGER_UPGRADED:  # a whole-ledger reset: the adoptions after it decide
             replay.visit(seq, at, kind, cid, vid, mid, data)
     chunk = f"WHERE volunteer_id IN ({_CHUNK_IDS})"
-    return replay._volunteers_differ(conn, chunk, (ids,)) or replay._messages_differ(
-        conn, f"{chunk} AND campaign_id = ?", (ids, campaign_id)
+    return _volunteers_differ(
+        conn, iter(sorted(replay.volunteers.items())), chunk, (ids,)
+    ) or _messages_differ(
+        conn,
+        iter(sorted(replay.messages.items())),
+        f"{chunk} AND campaign_id = ?",
+        (ids, campaign_id),
     )
 
 
@@ -519,6 +491,147 @@ def small_tables_differ(conn: sqlite3.Connection) -> str | None:
     for row in cursor.execute(_SMALL_TABLE_EVENTS):
         replay.visit(*row)
     return replay._meta(conn) or replay._suppressions_differ(conn) or replay._campaigns_differ(conn)
+
+
+# -- the large tables against what their events say, in key order
+
+_Expected = Iterator[tuple[str, Any]]
+
+
+def _replayed(
+    rows: Iterable[tuple[Any, ...]], apply: Callable[[Replay, tuple[Any, ...]], None]
+) -> Iterator[tuple[str, Any]]:
+    """Events in (key, seq) order (the key first in each row) -> (key, what the row must
+    be), in key order: each key's events replayed on their own, then forgotten."""
+    replay = Replay()
+    current: str | None = None
+    for row in rows:
+        key = row[0]
+        if key != current:
+            if current is not None:
+                yield from _taken(replay, current)
+            current = key
+        apply(replay, row)
+    if current is not None:
+        yield from _taken(replay, current)
+
+
+def _taken(replay: Replay, key: str) -> Iterator[tuple[str, Any]]:
+    for table in (replay.volunteers, replay.messages):
+        want = table.pop(key, None)
+        if want is not None:
+            yield key, want
+
+
+def _replayed_volunteers(conn: sqlite3.Connection, after: int) -> _Expected:
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    sql = (
+        "SELECT volunteer_id, kind, data FROM events"  # noqa: S608
+        f" WHERE volunteer_id IS NOT NULL AND seq > ? AND kind IN ({_VOLUNTEER_KIND_LIST})"
+        " ORDER BY volunteer_id, seq"
+    )
+    rows = cursor.execute(sql, (after,))
+    return _replayed(rows, lambda r, e: r._volunteer(e[1], "", None, e[0], None, e[2]))
+
+
+def _replayed_messages(conn: sqlite3.Connection, after: int) -> _Expected:
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    sql = (
+        "SELECT message_id, kind, campaign_id, volunteer_id, data FROM events"
+        " WHERE message_id IS NOT NULL AND seq > ? ORDER BY message_id, seq"
+    )
+    rows = cursor.execute(sql, (after,))
+    return _replayed(rows, lambda r, e: r._message_event(e[1], e[2], e[3], e[0], e[4]))
+
+
+def _volunteers_differ(
+    conn: sqlite3.Connection, expected: _Expected, where: str = "", params: Sequence[Any] = ()
+) -> str | None:
+    cursor = conn.cursor()
+    cursor.row_factory = None  # 200,000 rows: plain tuples, in the order selected
+    fields = ", ".join(TEXT_FIELDS)
+    sql = (
+        f"SELECT volunteer_id, import_id, source_row, {fields}"  # noqa: S608
+        f" FROM volunteers {where} ORDER BY volunteer_id"
+    )
+    missing = _Missing(expected)
+    for volunteer_id, import_id, source_row, *texts in cursor.execute(sql, params):
+        want = missing.up_to(volunteer_id)
+        at = f"volunteer_id {volunteer_id}"
+        if want is None:
+            return _row("volunteers", at, "is not in the chain")
+        if volunteer_row_sha256(volunteer_id, texts) != want[0]:
+            return _row("volunteers", at, "differs from the chain")
+        for column, stored, wanted in (
+            ("import_id", import_id, want[1]),
+            ("source_row", source_row, want[2]),
+        ):
+            if wanted is not None and stored != wanted:
+                return _row("volunteers", at, f"differs from the chain in {column}")
+    first = missing.first()
+    if first is not None:
+        return _row("volunteers", f"volunteer_id {first}", "is missing (deleted)")
+    return None
+
+
+def _messages_differ(
+    conn: sqlite3.Connection, expected: _Expected, where: str = "", params: Sequence[Any] = ()
+) -> str | None:
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    sql = (
+        "SELECT message_id, campaign_id, volunteer_id, verp_token, state, attempts"  # noqa: S608
+        f" FROM messages {where} ORDER BY message_id"
+    )
+    missing = _Missing(expected)
+    for message_id, *stored in cursor.execute(sql, params):
+        want = missing.up_to(message_id)
+        if want is None:
+            return _row("messages", f"message_id {message_id}", "is not in the chain")
+        if want[2] is None:  # an old `queued` event without its token (adopted since)
+            want[2] = stored[2]
+        if stored != want:
+            columns = ("campaign_id", "volunteer_id", "verp_token", "state", "attempts")
+            column = next(c for c, a, b in zip(columns, stored, want, strict=True) if a != b)
+            return _row(
+                "messages",
+                f"message_id {message_id}",
+                f"differs from the chain in {column} ({stored[columns.index(column)]!r},"
+                f" the events say {want[columns.index(column)]!r})",
+            )
+    first = missing.first()
+    if first is not None:
+        return _row("messages", f"message_id {first}", "is missing (deleted)")
+    return None
+
+
+class _Missing:
+    """The expected rows, walked beside a table read in the same key order: each row's
+    expectation, and the first key the events have and the table does not (a row
+    deleted; reported only once the whole table holds, as before)."""
+
+    def __init__(self, expected: _Expected) -> None:
+        self._expected = expected
+        self._next = next(expected, None)
+        self._first: str | None = None
+
+    def up_to(self, key: str) -> Any:
+        """What the row `key` must be (None: the events have no such row)."""
+        while self._next is not None and self._next[0] < key:  # bounded: keys ascend
+            self._first = self._first if self._first is not None else self._next[0]
+            self._next = next(self._expected, None)
+        if self._next is None or self._next[0] != key:
+            return None
+        want = self._next[1]
+        self._next = next(self._expected, None)
+        return want
+
+    def first(self) -> str | None:
+        if self._next is not None and self._first is None:
+            self._first = self._next[0]
+        return self._first
 
 
 def _row(table: str, row: str, what: str) -> str:

@@ -482,7 +482,8 @@ class Ledger:
         if chain.is_keyed(self.conn):
             self.secret()  # read (and checked) before the read transaction starts
         with self.reading():
-            replay = projections.Replay()
+            # The large tables merge-joined with their events after the walk: flat memory.
+            replay = projections.Replay(streamed=True)
             result = chain.verify(self.conn, replay.visit)
             if not result.ok:
                 return result
@@ -580,6 +581,13 @@ class Ledger:
     def volunteers(self, query: VolunteerQuery = _EVERYONE) -> Iterator[Volunteer]:
         """The volunteers the query selects (default: everyone), in volunteer_id order."""
         return volunteers.select(self.conn, query)
+
+    def volunteer_page(
+        self, query: VolunteerQuery = _EVERYONE, *, after: str | None = None, size: int = 1000
+    ) -> list[Volunteer]:
+        """The next `size` volunteers the query selects after `after`, in volunteer_id
+        order: a roster read a page at a time, in bounded memory."""
+        return volunteers.select_page(self.conn, query, after, size)
 
     def count_volunteers(self, query: VolunteerQuery = _EVERYONE) -> Counter[tuple[str, str]]:
         """How many volunteers the query selects, by (locale, exposure)."""
@@ -724,10 +732,17 @@ class Ledger:
             return message_table.settle_uncertain(self.conn, campaign_id, found, searched)
 
     def campaign_messages(
-        self, campaign_id: str, *, states: Sequence[str] | None = None
+        self,
+        campaign_id: str,
+        *,
+        states: Sequence[str] | None = None,
+        volunteer_ids: Collection[str] | None = None,
     ) -> list[MessageRow]:
-        """A campaign's messages with their recipients, in volunteer order."""
-        return message_table.campaign_messages(self.conn, campaign_id, states=states)
+        """A campaign's messages with their recipients, in volunteer order (of these
+        volunteers only, when given)."""
+        return message_table.campaign_messages(
+            self.conn, campaign_id, states=states, volunteer_ids=volunteer_ids
+        )
 
     def claimed_messages(self, campaign_id: str) -> list[MessageRow]:
         """Messages claimed and without an outcome (`sending`, `uncertain`): in flight while
@@ -750,12 +765,16 @@ class Ledger:
         return message_table.state_counts(self.conn, campaign_id)
 
     def message_ids(
-        self, campaign_id: str, *, states: Collection[str] | None = None
+        self,
+        campaign_id: str,
+        *,
+        states: Collection[str] | None = None,
+        volunteer_ids: Collection[str] | None = None,
     ) -> dict[str, str]:
         """volunteer_id -> Message-ID of the campaign's messages (in one of `states`, if
         given), as the ledger issued them (what a follow-up's In-Reply-To names: looked
         up, never recomputed)."""
-        return message_table.message_ids(self.conn, campaign_id, states)
+        return message_table.message_ids(self.conn, campaign_id, states, volunteer_ids)
 
     def has_messages(self, campaign_id: str) -> bool:
         """True when the ledger holds any message of this campaign (it has been sent)."""

@@ -87,6 +87,20 @@ def select(conn: sqlite3.Connection, query: VolunteerQuery) -> Iterator[Voluntee
         yield volunteer_from_row(row)
 
 
+def select_page(
+    conn: sqlite3.Connection, query: VolunteerQuery, after: str | None, size: int
+) -> list[Volunteer]:
+    """At most `size` of the volunteers the query selects, in volunteer_id order, those
+    after `after` (None: from the first). Read whole, so no cursor stays open while the
+    caller writes: a streamed send writes between its pages."""
+    where, params = query.where()
+    if after is not None:
+        where += (" AND " if where else " WHERE ") + "volunteer_id > ?"
+        params.append(after)
+    sql = f"SELECT {_COLUMNS} FROM volunteers{where} ORDER BY volunteer_id LIMIT ?"  # noqa: S608
+    return [volunteer_from_row(row) for row in conn.execute(sql, [*params, size])]
+
+
 def count_by_locale_and_exposure(
     conn: sqlite3.Connection, query: VolunteerQuery
 ) -> Counter[tuple[str, str]]:

@@ -19,6 +19,7 @@ from notifier.pipeline import (
     SendPlan,
     SendRequest,
     SendScope,
+    audience_chunks,
     plan_send,
     read_selection,
     resend_states,
@@ -231,6 +232,10 @@ def test_pipeline_follow_up_is_refused_before_its_first_notice(
     with pytest.raises(CampaignError, match="has not been sent yet"):
         send_audience(ledger, update, CohortFilter())
     send(ledger, load_campaign(CAMPAIGN), people, sink.url)
-    audience = send_audience(ledger, update, CohortFilter())
+    audience = [
+        v
+        for chunk in audience_chunks(ledger, update, send_audience(ledger, update, CohortFilter()))
+        for v in chunk
+    ]
     # Everyone whose first notice was sent: it promised to write again.
     assert audience and {v.exposure for v in audience} <= {"published", "screened", "database_only"}

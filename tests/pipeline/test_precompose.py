@@ -1,5 +1,5 @@
-"""Messages composed ahead (in the worker processes, during the ledger set-up) are exactly
-the ones sent."""
+"""Messages composed ahead of the sending (in the worker processes, a few chunks at a time
+as the send queues them) are exactly the ones sent."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ from smtp_helpers import add_volunteers, make_volunteers, recipients, send
 
 from notifier.campaign import Campaign, load_campaign
 from notifier.compose import message_id_for
-from notifier.compose_pool import PRECOMPOSE
 from notifier.ledger import Ledger
 from notifier.pipeline import SendScope, SendSummary
 from notifier.sink import Sink
 from notifier.volunteer import Volunteer
+
+# More than the worker processes hold ahead (notifier.compose_pool.LOOKAHEAD_PER_WORKER
+# chunks each), and more than a send's chunk of volunteers (pipeline.CHUNK_SIZE).
+MANY = 2048
 
 
 def _send(ledger: Ledger, volunteers: list[Volunteer], sink: Sink, **options: Any) -> SendSummary:
@@ -37,7 +40,7 @@ def _message_ids(sink: Sink) -> list[str]:
 
 
 def test_precompose_resumed_run_sends_each_remaining_message_once(ledger: Ledger) -> None:
-    volunteers = make_volunteers(PRECOMPOSE + 200)
+    volunteers = make_volunteers(MANY + 200)
     add_volunteers(ledger, volunteers)
     campaign: Campaign = load_campaign("2020-03-breach")
     with Sink() as sink:
@@ -51,7 +54,7 @@ def test_precompose_resumed_run_sends_each_remaining_message_once(ledger: Ledger
             for v in volunteers[:150]
         ]
     with Sink() as sink:
-        # The guess made before the set-up skips the 150 already sent.
+        # The 150 already sent are not composed or sent again.
         second = _send(ledger, volunteers, sink, concurrency=4)
         assert second.counts == {"sent": len(volunteers) - 150}
         assert recipients(sink.messages) == {v.email: 1 for v in volunteers[150:]}
@@ -59,9 +62,9 @@ def test_precompose_resumed_run_sends_each_remaining_message_once(ledger: Ledger
     assert ledger.verify().ok
 
 
-def test_precompose_wrong_guess_is_composed_again_for_the_server(ledger: Ledger) -> None:
-    """Composed ahead for a server with SMTPUTF8 (not known yet); this one has none, so
-    the non-ASCII addresses go in A-label form, composed anew."""
+def test_precompose_non_ascii_addresses_go_in_a_label_form(ledger: Ledger) -> None:
+    """A server without SMTPUTF8: the non-ASCII addresses are composed and sent in A-label
+    form (the server is known before anything is composed)."""
     volunteers = [
         replace(
             v, email=f"person{i}@bücher.example", email_ascii=f"person{i}@xn--bcher-kva.example"
@@ -83,7 +86,7 @@ def test_precompose_wrong_guess_is_composed_again_for_the_server(ledger: Ledger)
 
 
 def test_precompose_limit_sends_only_the_first_messages(ledger: Ledger) -> None:
-    volunteers = make_volunteers(PRECOMPOSE + 50)
+    volunteers = make_volunteers(MANY + 50)
     add_volunteers(ledger, volunteers)
     with Sink() as sink:
         summary = _send(ledger, volunteers, sink, limit=5)
