@@ -173,14 +173,19 @@ def boot_id() -> str:
 
 def process_start(pid: int) -> str:
     """When process `pid` started, in clock ticks since boot (Linux); "" if unknown."""
+    fields = _stat_fields(pid)
+    return fields[19] if len(fields) > 19 else ""
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat's fields from the third on (state first); [] if unreadable."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
             stat = handle.read()
     except OSError:
-        return ""
+        return []
     # The command name (field 2) may hold spaces and parentheses: read after its end.
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return fields[19] if len(fields) > 19 else ""
+    return stat[stat.rfind(")") + 2 :].split()
 
 
 def _process_runs(pid: int, started: str) -> bool:
@@ -190,8 +195,13 @@ def _process_runs(pid: int, started: str) -> bool:
         return False
     except PermissionError:
         pass  # another user's process: it runs
+    fields = _stat_fields(pid)
+    if fields and fields[0] in ("Z", "X"):
+        # A process that has ended but whose parent has not collected it yet (a zombie)
+        # still answers kill(0) under its pid and start time: it holds nothing.
+        return False
     # A process with this pid runs; it is the holder unless it started at another time.
-    return not started or process_start(pid) in ("", started)
+    return not started or (fields[19] if len(fields) > 19 else "") in ("", started)
 
 
 def _now() -> str:

@@ -93,6 +93,30 @@ def test_a_lease_held_elsewhere_lasts_until_that_process_dies(ledger_path: Path)
             assert led.running() is not None
 
 
+def test_a_holder_that_ended_but_was_not_collected_holds_nothing(ledger_path: Path) -> None:
+    # A driver that starts `notifier send` and never waits for it leaves a zombie: its
+    # pid still answers kill(0), with the same start time, but it holds nothing.
+    Ledger(ledger_path).close()
+    proc = hold_in_subprocess(ledger_path)
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _state(proc.pid) != "Z":  # bounded: a killed child turns zombie at once
+            assert time.monotonic() < deadline, "the child never ended"
+            time.sleep(0.01)
+        with Ledger(ledger_path) as led:
+            assert led.running() is None
+            with led.lease("send", "c"):
+                assert led.running() is not None
+    finally:
+        proc.wait(timeout=10)
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        return handle.read().rsplit(")", 1)[1].split()[0]
+
+
 def test_one_lease_whatever_name_reaches_the_ledger(tmp_path: Path) -> None:
     """A symlink, another relative path, a moved working folder: one ledger, one lease.
     (A second hard link is refused outright: see tests/ledger/test_opening.py.)"""
