@@ -62,21 +62,34 @@ def membership(
     `followed_state` is the state of their message in the campaign `campaign` follows
     (None: they have none); it is read only for a follow-up, and only with `history`.
     """
+    return membership_by(
+        campaign, volunteer.exposure, volunteer.locale, followed_state, history=history
+    )
+
+
+def membership_by(
+    campaign: Campaign,
+    exposure: str,
+    locale: str,
+    followed_state: str | None,
+    *,
+    history: bool = True,
+) -> Membership:
+    """`membership` from the only attributes the rule reads: so a count of people sharing
+    them (ledger.count_with_states) is decided once per group, by the same rule."""
     audience = campaign.audience
-    if audience.exposures and volunteer.exposure not in audience.exposures:
-        return Membership(
-            False, f"exposure {volunteer.exposure} is not in the audience", "exposure"
-        )
-    if audience.locales and volunteer.locale not in audience.locales:
-        return Membership(False, f"locale {volunteer.locale} is not in the audience", "locale")
+    if audience.exposures and exposure not in audience.exposures:
+        return Membership(False, f"exposure {exposure} is not in the audience", "exposure")
+    if audience.locales and locale not in audience.locales:
+        return Membership(False, f"locale {locale} is not in the audience", "locale")
     if campaign.follows and history:
         if followed_state is None:
             return Membership(False, f"has no {campaign.follows} notice", "no_followed_notice")
         if followed_state not in followed_states(campaign):
             reason = f"{campaign.follows} notice is {followed_state}"
             return Membership(False, reason, "followed_state")
-        return Membership(True, f"{volunteer.exposure}; {campaign.follows} notice {followed_state}")
-    return Membership(True, f"{volunteer.exposure}, {volunteer.locale}")
+        return Membership(True, f"{exposure}; {campaign.follows} notice {followed_state}")
+    return Membership(True, f"{exposure}, {locale}")
 
 
 def reached_variants(campaign: Campaign) -> tuple[bool | None, ...]:
@@ -145,19 +158,36 @@ def audience_with_wording(
     ledger: Ledger, campaign: Campaign, history: bool = True
 ) -> Iterator[tuple[Volunteer, bool | None]]:
     """The audience as `select_audience` gives it, each with `earlier_reached` (which
-    wording of a follow-up they get), from one read of the followed campaign's states."""
-    states = followed_message_states(ledger, campaign) if history else {}
-    # The ledger reads only the exposures and locales the audience can have, so a
-    # campaign for a few people does not load the whole roster; `membership` decides.
-    scan = VolunteerQuery(exposures=campaign.audience.exposures, locales=campaign.audience.locales)
-    for volunteer in ledger.volunteers(scan):
-        state = states.get(volunteer.volunteer_id)
+    wording of a follow-up they get): one streamed read of the roster joined with each
+    person's followed message, in volunteer_id order."""
+    for volunteer, state in _with_followed_state(ledger, campaign, history):
         if membership(campaign, volunteer, state, history=history).included:
             yield volunteer, earlier_reached(campaign, state, history=history)
+
+
+def _with_followed_state(
+    ledger: Ledger, campaign: Campaign, history: bool
+) -> Iterator[tuple[Volunteer, str | None]]:
+    # The ledger reads only the exposures and locales the audience can have, so a
+    # campaign for a few people does not read the whole roster; `membership` decides.
+    follows = (campaign.follows,) if campaign.follows and history else ()
+    for volunteer, states in ledger.volunteers_with_states(_scan(campaign), follows):
+        yield volunteer, states[0] if follows else None
+
+
+def _scan(campaign: Campaign) -> VolunteerQuery:
+    return VolunteerQuery(exposures=campaign.audience.exposures, locales=campaign.audience.locales)
 
 
 def count_audience(
     ledger: Ledger, campaign: Campaign, history: bool = True
 ) -> Counter[tuple[str, str]]:
-    """How many volunteers the campaign goes to, by (locale, exposure)."""
-    return Counter((v.locale, v.exposure) for v in select_audience(ledger, campaign, history))
+    """How many volunteers the campaign goes to, by (locale, exposure): counted by the
+    ledger (GROUP BY), each group decided by `membership`."""
+    follows = (campaign.follows,) if campaign.follows and history else ()
+    counts: Counter[tuple[str, str]] = Counter()
+    for group in ledger.count_with_states(_scan(campaign), follows):
+        state = group.states[0] if follows else None
+        if membership_by(campaign, group.exposure, group.locale, state, history=history).included:
+            counts[(group.locale, group.exposure)] += group.count
+    return counts

@@ -160,6 +160,17 @@ def json_text(value: Any, *, indent: int | None = 2) -> str:
     return _JSON_HIDDEN.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
+def json_array_lines(items: Iterable[Any]) -> Iterator[str]:
+    """json_text() of a list, an item at a time, for a list too long to hold whole: the
+    pieces joined are exactly json_text(list(items))."""
+    first = True
+    for item in items:
+        # An item inside the list is indented one level (two spaces) deeper.
+        yield ("[\n  " if first else ",\n  ") + json_text(item).replace("\n", "\n  ")
+        first = False
+    yield "[]" if first else "\n]"
+
+
 def counted(n: int, noun: str, plural: str | None = None) -> str:
     """`1 volunteer`, `2 volunteers`; `plural` where adding an s is wrong (`person`)."""
     return f"{n} {noun if n == 1 else plural or noun + 's'}"

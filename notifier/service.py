@@ -59,7 +59,15 @@ from notifier.bounces import unmatched_reports as kept_unmatched
 from notifier.campaign import Campaign, apply_overrides, list_campaigns, load_campaign
 from notifier.campaign import require_known_campaign as _require_known
 from notifier.check import CheckReport, check_campaign
-from notifier.cohort import CohortFilter, CohortMember, explain_cohort, read_ids_file
+from notifier.cohort import (
+    CohortFilter,
+    CohortMember,
+    CohortSummary,
+    explain_cohort,
+    is_waiting,
+    read_ids_file,
+    summarise_cohort,
+)
 from notifier.compose import ComposedMessage, Composer, load_dkim_key
 from notifier.config import Settings, load_settings
 from notifier.delivery import SendOptions
@@ -153,6 +161,7 @@ __all__ = [
     "CheckReport",
     "CohortFilter",
     "CohortMember",
+    "CohortSummary",
     "ComposedMessage",
     "Event",
     "ImportRecord",
@@ -181,6 +190,7 @@ __all__ = [
     "VolunteerQuery",
     "Workspace",
     "cohort_filter",
+    "is_waiting",
     "narrowing_given",
     "parse_reports",
     "resend_states",
@@ -909,9 +919,16 @@ class Workspace:
 
     def cohort(
         self, campaign_id: str | Path, cohort: CohortFilter | None = None
-    ) -> list[CohortMember]:
-        """Every volunteer, in or out of the campaign's cohort (narrowed), and why."""
+    ) -> Iterator[CohortMember]:
+        """Every volunteer, in or out of the campaign's cohort (narrowed), and why: in
+        volunteer_id order, streamed from the ledger (read it while the workspace is open)."""
         return explain_cohort(self.ledger(), self.campaign(campaign_id), cohort or CohortFilter())
+
+    def cohort_summary(
+        self, campaign_id: str | Path, cohort: CohortFilter | None = None
+    ) -> CohortSummary:
+        """The cohort in numbers (in, left out and why, unreached), counted by the ledger."""
+        return summarise_cohort(self.ledger(), self.campaign(campaign_id), cohort or CohortFilter())
 
     # -- bounces and reconciling
 

@@ -8,6 +8,7 @@ Every SQL statement of notifier is in this package, one module per kind of recor
     chain          event hashing, appending, verify()
     events         reading events back (a person's history, a campaign's events)
     volunteers     volunteers, roster imports and their rejected rows
+    cohorts        volunteers with their messages' states: streamed, or counted by SQL
     campaigns      campaigns, registered when first sent
     messages       messages, their states, claims and delivery outcomes
     bounces        delivery reports kept, and the messages they are matched to

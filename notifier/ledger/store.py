@@ -54,6 +54,7 @@ from notifier.ledger import (
     bounces,
     campaigns,
     chain,
+    cohorts,
     events,
     lease,
     opening,
@@ -493,6 +494,27 @@ class Ledger:
     def count_volunteers(self, query: VolunteerQuery = _EVERYONE) -> Counter[tuple[str, str]]:
         """How many volunteers the query selects, by (locale, exposure)."""
         return volunteers.count_by_locale_and_exposure(self.conn, query)
+
+    def volunteers_with_states(
+        self, query: VolunteerQuery, campaigns: Sequence[str]
+    ) -> Iterator[tuple[Volunteer, tuple[str | None, ...]]]:
+        """The volunteers the query selects, in volunteer_id order, each with the state of
+        their message in each of `campaigns` (None: none), streamed (ledger.cohorts)."""
+        return cohorts.with_states(self.conn, query, campaigns)
+
+    def count_with_states(
+        self,
+        query: VolunteerQuery,
+        campaigns: Sequence[str],
+        *,
+        suppressed: Collection[str] = (),
+        ids: Collection[str] | None = None,
+    ) -> list[cohorts.StateGroup]:
+        """The volunteers the query selects, counted by exposure, locale, their messages'
+        states in `campaigns`, suppressed and named in `ids` (ledger.cohorts)."""
+        return cohorts.count_with_states(
+            self.conn, query, campaigns, suppressed=suppressed, ids=ids
+        )
 
     def get_volunteer(self, id_or_email: str) -> Volunteer:
         """Find one volunteer by id, or by address (case-insensitive)."""
