@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from notifier.campaign import DEFAULT_FOLLOWS_STATES, Campaign
-from notifier.ledger import Ledger, VolunteerQuery
+from notifier.ledger import Ledger, StateGroup, VolunteerQuery
 from notifier.message import REACHED_STATES
 from notifier.volunteer import Volunteer
 
@@ -160,19 +160,35 @@ def audience_with_wording(
     """The audience as `select_audience` gives it, each with `earlier_reached` (which
     wording of a follow-up they get): one streamed read of the roster joined with each
     person's followed message, in volunteer_id order."""
-    for volunteer, state in _with_followed_state(ledger, campaign, history):
-        if membership(campaign, volunteer, state, history=history).included:
-            yield volunteer, earlier_reached(campaign, state, history=history)
+    for volunteer, followed, _states in _audience_rows(ledger, campaign, history, ()):
+        yield volunteer, earlier_reached(campaign, followed, history=history)
 
 
-def _with_followed_state(
-    ledger: Ledger, campaign: Campaign, history: bool
+def audience_states(
+    ledger: Ledger, campaign: Campaign, campaign_id: str, history: bool = True
 ) -> Iterator[tuple[Volunteer, str | None]]:
+    """The audience as `select_audience` gives it, each with the state of their message
+    in `campaign_id` (None: none), streamed in volunteer_id order."""
+    for volunteer, _followed, states in _audience_rows(ledger, campaign, history, (campaign_id,)):
+        yield volunteer, states[0]
+
+
+def _audience_rows(
+    ledger: Ledger, campaign: Campaign, history: bool, also: tuple[str, ...]
+) -> Iterator[tuple[Volunteer, str | None, tuple[str | None, ...]]]:
+    """(volunteer, followed state, states in `also`) of each person in the audience."""
+    follows = _follows(campaign, history)
     # The ledger reads only the exposures and locales the audience can have, so a
     # campaign for a few people does not read the whole roster; `membership` decides.
-    follows = (campaign.follows,) if campaign.follows and history else ()
-    for volunteer, states in ledger.volunteers_with_states(_scan(campaign), follows):
-        yield volunteer, states[0] if follows else None
+    for volunteer, states in ledger.volunteers_with_states(_scan(campaign), (*follows, *also)):
+        followed = states[0] if follows else None
+        if membership(campaign, volunteer, followed, history=history).included:
+            yield volunteer, followed, states[len(follows) :]
+
+
+def _follows(campaign: Campaign, history: bool) -> tuple[str, ...]:
+    """The campaign whose message states decide the audience: the followed one, if any."""
+    return (campaign.follows,) if campaign.follows and history else ()
 
 
 def _scan(campaign: Campaign) -> VolunteerQuery:
@@ -184,10 +200,30 @@ def count_audience(
 ) -> Counter[tuple[str, str]]:
     """How many volunteers the campaign goes to, by (locale, exposure): counted by the
     ledger (GROUP BY), each group decided by `membership`."""
-    follows = (campaign.follows,) if campaign.follows and history else ()
     counts: Counter[tuple[str, str]] = Counter()
-    for group in ledger.count_with_states(_scan(campaign), follows):
-        state = group.states[0] if follows else None
-        if membership_by(campaign, group.exposure, group.locale, state, history=history).included:
-            counts[(group.locale, group.exposure)] += group.count
+    for group, _state in _audience_groups(ledger, campaign, history, ()):
+        counts[(group.locale, group.exposure)] += group.count
     return counts
+
+
+def count_audience_states(
+    ledger: Ledger, campaign: Campaign, campaign_id: str, history: bool = True
+) -> Counter[str | None]:
+    """How many of the campaign's audience have their message in `campaign_id` in each
+    state (None: no message yet), counted by the ledger."""
+    counts: Counter[str | None] = Counter()
+    for group, states in _audience_groups(ledger, campaign, history, (campaign_id,)):
+        counts[states[0]] += group.count
+    return counts
+
+
+def _audience_groups(
+    ledger: Ledger, campaign: Campaign, history: bool, also: tuple[str, ...]
+) -> Iterator[tuple[StateGroup, tuple[str | None, ...]]]:
+    """The ledger's groups of people in the audience, with their states in `also`."""
+    follows = _follows(campaign, history)
+    for group in ledger.count_with_states(_scan(campaign), (*follows, *also)):
+        followed = group.states[0] if follows else None
+        verdict = membership_by(campaign, group.exposure, group.locale, followed, history=history)
+        if verdict.included:
+            yield group, group.states[len(follows) :]

@@ -38,6 +38,7 @@ from notifier.ledger.chain import (
     event_hash,
     utc_now,
 )
+from notifier.ledger.cohorts import StateGroup
 from notifier.ledger.lease import Holder
 from notifier.ledger.messages import Move, Settled
 from notifier.ledger.schema import MIGRATIONS, SCHEMA_VERSION
@@ -69,6 +70,7 @@ __all__ = [
     "RecordedReport",
     "ReportEvent",
     "Settled",
+    "StateGroup",
     "Suppression",
     "VerifyResult",
     "VolunteerQuery",

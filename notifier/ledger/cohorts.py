@@ -126,3 +126,54 @@ def _address_key(email: str | None) -> str | None:
 
 def _casefold(text: str | None) -> str | None:
     return None if text is None else text.casefold()
+
+
+@dataclass(frozen=True)
+class UpdatedSince:
+    """One volunteer's roster updates recorded after a campaign's message to them was sent
+    (the first time), with that `sent` event's position and the recipient it recorded."""
+
+    volunteer: Volunteer  # as the roster has them now
+    sent_seq: int
+    recipient: str  # "" when the event did not record it
+    updates: tuple[tuple[int, str], ...]  # (seq, the event's data as JSON), in chain order
+
+
+def updated_since_sent(
+    conn: sqlite3.Connection, campaign_id: str, after_seq: int
+) -> Iterator[UpdatedSince]:
+    """Everyone with a `volunteer_updated` event after `after_seq` (the campaign's first
+    `sent`) and a `sent` of the campaign's message, in volunteer_id order: one sorted
+    query, read a chunk at a time, each person's updates together."""
+    sent = (
+        "FROM events s WHERE s.volunteer_id = e.volunteer_id AND s.kind = 'sent'"
+        " AND s.campaign_id = ? ORDER BY s.seq LIMIT 1"
+    )
+    columns = ", ".join(f"v.{name}" for name in _COLUMNS.split(", "))
+    cursor = conn.execute(
+        f"SELECT {columns}, e.seq AS seq, e.data AS data,"  # noqa: S608
+        f" (SELECT s.seq {sent}) AS sent_seq,"
+        f" (SELECT json_extract(s.data, '$.recipient') {sent}) AS recipient"
+        " FROM events e JOIN volunteers v ON v.volunteer_id = e.volunteer_id"
+        " WHERE e.kind = 'volunteer_updated' AND e.seq > ?"
+        " ORDER BY e.volunteer_id, e.seq",
+        (campaign_id, campaign_id, after_seq),
+    )
+    person: list[sqlite3.Row] = []
+    while rows := cursor.fetchmany(CHUNK_ROWS):
+        for row in rows:
+            if person and person[0]["volunteer_id"] != row["volunteer_id"]:
+                yield from _updated(person)
+                person = []
+            person.append(row)
+    yield from _updated(person)
+
+
+def _updated(rows: list[sqlite3.Row]) -> Iterator[UpdatedSince]:
+    if rows and rows[0]["sent_seq"] is not None:
+        yield UpdatedSince(
+            volunteer_from_row(rows[0]),
+            int(rows[0]["sent_seq"]),
+            str(rows[0]["recipient"] or ""),
+            tuple((int(row["seq"]), str(row["data"])) for row in rows),
+        )

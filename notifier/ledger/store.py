@@ -68,6 +68,7 @@ from notifier.ledger import messages as message_table
 from notifier.ledger.bounces import MatchedMessage, RecordedReport, ReportEvent
 from notifier.ledger.campaigns import CampaignRecord
 from notifier.ledger.chain import Event, EventDraft, VerifyResult
+from notifier.ledger.cohorts import UpdatedSince
 from notifier.ledger.lease import Holder
 from notifier.ledger.messages import Move, Settled
 from notifier.ledger.suppressions import Suppression
@@ -515,6 +516,11 @@ class Ledger:
         return cohorts.count_with_states(
             self.conn, query, campaigns, suppressed=suppressed, ids=ids
         )
+
+    def updated_since_sent(self, campaign_id: str, after_seq: int) -> Iterator[UpdatedSince]:
+        """Each person's roster updates after `after_seq`, with the campaign's first `sent`
+        to them, in volunteer_id order, streamed (ledger.cohorts)."""
+        return cohorts.updated_since_sent(self.conn, campaign_id, after_seq)
 
     def get_volunteer(self, id_or_email: str) -> Volunteer:
         """Find one volunteer by id, or by address (case-insensitive)."""
