@@ -98,6 +98,7 @@ from notifier.message import (
     is_uncertain,
 )
 from notifier.outputs import counted
+from notifier.owed_counts import OwedCounts, owed_counts
 from notifier.pipeline import (
     MessageIds,
     SendObserver,
@@ -120,7 +121,6 @@ from notifier.report import (
     Owed,
     UnreachablePerson,
     campaign_report,
-    owed,
     unreachable,
 )
 from notifier.report import volunteer_history as history_of
@@ -350,7 +350,7 @@ class CampaignStatus:
     campaign_id: str
     registered: bool  # it has messages in the ledger
     approval: ApprovalStatus | None  # None: no campaign file to compare (known to the ledger only)
-    owed: Owed
+    owed: OwedCounts  # counted by the ledger: status never lists the people
     counts: Mapping[str, int]  # the campaign's messages by state
     running: Holder | None  # who holds the ledger's lease now (a send, an import, ...)
     in_flight: tuple[MessageRow, ...]
@@ -989,7 +989,7 @@ class Workspace:
             counts = led.state_counts(campaign_id)
             claimed = led.claimed_messages(campaign_id)
             registered = led.campaign_is_registered(campaign_id)
-            still_owed = owed(led, campaign, campaign_id)
+            still_owed = owed_counts(led, campaign, campaign_id)
             signed_off = four_eyes.approval_status(led, campaign) if campaign else None
             runs = self.runs(campaign_id)
             follows_unsent = (
@@ -1237,7 +1237,7 @@ def _next_steps(status: CampaignStatus, zone: str) -> list[str]:
         )
     then = "then " if not ready else ""
     sends: list[str] = []
-    owed = Counter(p.state for p in status.owed.people)
+    owed: Counter[str | None] = Counter(status.owed.by_state)
     due = owed[None] + owed[MessageState.PENDING] + owed[MessageState.DEFERRED]
     run = status.last_run
     if due and run is not None and not run.finished:
