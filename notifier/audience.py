@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from notifier.campaign import DEFAULT_FOLLOWS_STATES, Campaign
-from notifier.ledger import Ledger, VolunteerQuery
+from notifier.ledger import Ledger, StateGroup, VolunteerQuery
 from notifier.message import REACHED_STATES
 from notifier.volunteer import Volunteer
 
@@ -62,21 +62,34 @@ def membership(
     `followed_state` is the state of their message in the campaign `campaign` follows
     (None: they have none); it is read only for a follow-up, and only with `history`.
     """
+    return membership_by(
+        campaign, volunteer.exposure, volunteer.locale, followed_state, history=history
+    )
+
+
+def membership_by(
+    campaign: Campaign,
+    exposure: str,
+    locale: str,
+    followed_state: str | None,
+    *,
+    history: bool = True,
+) -> Membership:
+    """`membership` from the only attributes the rule reads: so a count of people sharing
+    them (ledger.count_with_states) is decided once per group, by the same rule."""
     audience = campaign.audience
-    if audience.exposures and volunteer.exposure not in audience.exposures:
-        return Membership(
-            False, f"exposure {volunteer.exposure} is not in the audience", "exposure"
-        )
-    if audience.locales and volunteer.locale not in audience.locales:
-        return Membership(False, f"locale {volunteer.locale} is not in the audience", "locale")
+    if audience.exposures and exposure not in audience.exposures:
+        return Membership(False, f"exposure {exposure} is not in the audience", "exposure")
+    if audience.locales and locale not in audience.locales:
+        return Membership(False, f"locale {locale} is not in the audience", "locale")
     if campaign.follows and history:
         if followed_state is None:
             return Membership(False, f"has no {campaign.follows} notice", "no_followed_notice")
         if followed_state not in followed_states(campaign):
             reason = f"{campaign.follows} notice is {followed_state}"
             return Membership(False, reason, "followed_state")
-        return Membership(True, f"{volunteer.exposure}; {campaign.follows} notice {followed_state}")
-    return Membership(True, f"{volunteer.exposure}, {volunteer.locale}")
+        return Membership(True, f"{exposure}; {campaign.follows} notice {followed_state}")
+    return Membership(True, f"{exposure}, {locale}")
 
 
 def reached_variants(campaign: Campaign) -> tuple[bool | None, ...]:
@@ -145,19 +158,72 @@ def audience_with_wording(
     ledger: Ledger, campaign: Campaign, history: bool = True
 ) -> Iterator[tuple[Volunteer, bool | None]]:
     """The audience as `select_audience` gives it, each with `earlier_reached` (which
-    wording of a follow-up they get), from one read of the followed campaign's states."""
-    states = followed_message_states(ledger, campaign) if history else {}
+    wording of a follow-up they get): one streamed read of the roster joined with each
+    person's followed message, in volunteer_id order."""
+    for volunteer, followed, _states in _audience_rows(ledger, campaign, history, ()):
+        yield volunteer, earlier_reached(campaign, followed, history=history)
+
+
+def audience_states(
+    ledger: Ledger, campaign: Campaign, campaign_id: str, history: bool = True
+) -> Iterator[tuple[Volunteer, str | None]]:
+    """The audience as `select_audience` gives it, each with the state of their message
+    in `campaign_id` (None: none), streamed in volunteer_id order."""
+    for volunteer, _followed, states in _audience_rows(ledger, campaign, history, (campaign_id,)):
+        yield volunteer, states[0]
+
+
+def _audience_rows(
+    ledger: Ledger, campaign: Campaign, history: bool, also: tuple[str, ...]
+) -> Iterator[tuple[Volunteer, str | None, tuple[str | None, ...]]]:
+    """(volunteer, followed state, states in `also`) of each person in the audience."""
+    follows = _follows(campaign, history)
     # The ledger reads only the exposures and locales the audience can have, so a
-    # campaign for a few people does not load the whole roster; `membership` decides.
-    scan = VolunteerQuery(exposures=campaign.audience.exposures, locales=campaign.audience.locales)
-    for volunteer in ledger.volunteers(scan):
-        state = states.get(volunteer.volunteer_id)
-        if membership(campaign, volunteer, state, history=history).included:
-            yield volunteer, earlier_reached(campaign, state, history=history)
+    # campaign for a few people does not read the whole roster; `membership` decides.
+    for volunteer, states in ledger.volunteers_with_states(_scan(campaign), (*follows, *also)):
+        followed = states[0] if follows else None
+        if membership(campaign, volunteer, followed, history=history).included:
+            yield volunteer, followed, states[len(follows) :]
+
+
+def _follows(campaign: Campaign, history: bool) -> tuple[str, ...]:
+    """The campaign whose message states decide the audience: the followed one, if any."""
+    return (campaign.follows,) if campaign.follows and history else ()
+
+
+def _scan(campaign: Campaign) -> VolunteerQuery:
+    return VolunteerQuery(exposures=campaign.audience.exposures, locales=campaign.audience.locales)
 
 
 def count_audience(
     ledger: Ledger, campaign: Campaign, history: bool = True
 ) -> Counter[tuple[str, str]]:
-    """How many volunteers the campaign goes to, by (locale, exposure)."""
-    return Counter((v.locale, v.exposure) for v in select_audience(ledger, campaign, history))
+    """How many volunteers the campaign goes to, by (locale, exposure): counted by the
+    ledger (GROUP BY), each group decided by `membership`."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for group, _state in _audience_groups(ledger, campaign, history, ()):
+        counts[(group.locale, group.exposure)] += group.count
+    return counts
+
+
+def count_audience_states(
+    ledger: Ledger, campaign: Campaign, campaign_id: str, history: bool = True
+) -> Counter[str | None]:
+    """How many of the campaign's audience have their message in `campaign_id` in each
+    state (None: no message yet), counted by the ledger."""
+    counts: Counter[str | None] = Counter()
+    for group, states in _audience_groups(ledger, campaign, history, (campaign_id,)):
+        counts[states[0]] += group.count
+    return counts
+
+
+def _audience_groups(
+    ledger: Ledger, campaign: Campaign, history: bool, also: tuple[str, ...]
+) -> Iterator[tuple[StateGroup, tuple[str | None, ...]]]:
+    """The ledger's groups of people in the audience, with their states in `also`."""
+    follows = _follows(campaign, history)
+    for group in ledger.count_with_states(_scan(campaign), (*follows, *also)):
+        followed = group.states[0] if follows else None
+        verdict = membership_by(campaign, group.exposure, group.locale, followed, history=history)
+        if verdict.included:
+            yield group, group.states[len(follows) :]

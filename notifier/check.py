@@ -42,7 +42,7 @@ import html
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,11 +50,11 @@ import jinja2
 from jinja2 import nodes
 
 from notifier.audience import (
+    audience_states,
     audience_with_wording,
     history_applies,
     membership,
     reached_variants,
-    select_audience,
 )
 from notifier.campaign import Campaign, load_followed
 from notifier.catalogs import catalog_problems
@@ -72,7 +72,7 @@ from notifier.render import (
     listed,
     wording_template,
 )
-from notifier.told import SinceNotice, since_notice
+from notifier.told import SinceNotice, moved_since_notice, since_notice
 from notifier.volunteer import (
     EXPOSURES,
     LATIN_FAMILY_NAME,
@@ -191,6 +191,22 @@ class _Tally:
         )
 
 
+class _InOrder:
+    """Changes streamed in volunteer_id order, looked up in that order (a merge with the
+    audience, which the ledger gives in the same order): one change held at a time."""
+
+    def __init__(self, changes: Iterator[SinceNotice]) -> None:
+        self._changes = changes
+        self._next: SinceNotice | None = next(changes, None)
+
+    def get(self, volunteer_id: str) -> SinceNotice | None:
+        while self._next is not None and self._next.volunteer_id < volunteer_id:
+            self._next = next(self._changes, None)
+        if self._next is not None and self._next.volunteer_id == volunteer_id:
+            return self._next
+        return None
+
+
 def check_campaign(
     ledger: Ledger,
     campaign: Campaign,
@@ -219,10 +235,14 @@ def check_campaign(
         )
     renderer = Renderer(campaign)
     tally = _Tally()
-    changes = since_notice(ledger, campaign.follows) if campaign.follows and history else {}
-    confirmed = set(_confirmed_moves(ledger, campaign)) if changes else set()
+    # What the roster changed since the followed notice: the moved addresses (few) held,
+    # the rest streamed in volunteer_id order beside the audience, never a dict of all.
+    follows = campaign.follows if history else None
+    moved = [c for c in moved_since_notice(ledger, follows) if c.address_moved] if follows else []
+    changes = _InOrder(since_notice(ledger, follows, moved) if follows else iter(()))
+    confirmed = set(_confirmed_moves(ledger, campaign)) if follows else set()
     if confirm_moves:
-        confirmed |= {confirmed_move(c) for c in changes.values() if c.address_moved}
+        confirmed |= {confirmed_move(c) for c in moved}
     by_locale: Counter[str] = Counter()
     by_exposure: Counter[tuple[str, str]] = Counter()
     examples_by_locale: dict[str, list[str]] = {}
@@ -286,7 +306,7 @@ def check_campaign(
             for (locale, exposure, data_held, reached), (count, example) in shape_counts.items()
         ),
         confirmed_moves=tuple(
-            sorted(confirmed_move(c) for c in changes.values() if confirmed_move(c) in confirmed)
+            sorted(confirmed_move(c) for c in moved if confirmed_move(c) in confirmed)
         ),
     )
 
@@ -599,12 +619,13 @@ def _promise_problems(ledger: Ledger, campaign: Campaign, history: bool, tally: 
         return
     if followed is None:
         return
-    states = ledger.message_states(followed.campaign_id) if history else {}
     renderer = Renderer(followed)
     promised_by_shape: dict[tuple[Any, ...], bool] = {}
-    left_out: dict[str, list[str]] = {}
-    for volunteer in select_audience(ledger, followed, history=False):
-        state = states.get(volunteer.volunteer_id)
+    # reason -> how many, and the first few of them: never a list of everyone left out.
+    left_out: dict[str, tuple[int, list[str]]] = {}
+    # The followed notice's audience, each with where their notice stands, streamed.
+    for volunteer, found in audience_states(ledger, followed, followed.campaign_id, False):
+        state = found if history else None
         if history and state not in REACHED_STATES:
             continue  # the earlier notice never reached them: it promised them nothing
         key = renderer.shape_key(volunteer)
@@ -632,15 +653,18 @@ def _promise_problems(ledger: Ledger, campaign: Campaign, history: bool, tally: 
         else:
             in_states = ", ".join(str(s) for s, _ in missed)
             reason = f"follows_states leaves out people whose notice is {in_states}"
-        left_out.setdefault(reason, []).append(volunteer.volunteer_id)
+        count, examples = left_out.get(reason, (0, []))
+        if len(examples) < EXAMPLES:
+            examples.append(volunteer.volunteer_id)
+        left_out[reason] = (count + 1, examples)
     where = campaign.path or campaign.campaign_id
-    for reason, ids in left_out.items():
+    for reason, (count, ids) in left_out.items():
         tally.add(
             "cohort",
             f"{followed.campaign_id} promised to write to these people again, but the default "
             f"cohort of {campaign.campaign_id} leaves them out ({reason}): widen [audience] "
             f"in {where}",
-            len(ids),
+            count,
             ids,
         )
 

@@ -204,6 +204,38 @@ def _escaped_json(text: str) -> str:
     return _JSON_HIDDEN.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
+def json_array_lines(items: Iterable[Any]) -> Iterator[str]:
+    """json_text() of a list, an item at a time, for a list too long to hold whole: the
+    pieces joined are exactly json_text(list(items))."""
+    first = True
+    for item in items:
+        yield ("[\n  " if first else ",\n  ") + _json_item(item)
+        first = False
+    yield "[]" if first else "\n]"
+
+
+def _json_item(item: Any) -> str:
+    """json_text(item) as an item of a list: indented one level (two spaces) deeper."""
+    if not _is_flat_record(item):
+        return json_text(item).replace("\n", "\n  ")
+    # A record of plain values (a row of a million-row export) through json's C encoder:
+    # its separators give the indented layout json.dumps(indent=2) writes in Python.
+    text = json.dumps(item, ensure_ascii=False, separators=(",\n    ", ": "))
+    text = "{\n    " + text[1:-1] + "\n  }"
+    if text.replace("\n", " ").isprintable():
+        return text
+    return _JSON_HIDDEN.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _is_flat_record(item: Any) -> bool:
+    return (
+        isinstance(item, dict)
+        and bool(item)
+        and all(isinstance(k, str) for k in item)
+        and all(v is None or isinstance(v, str | int | float) for v in item.values())
+    )
+
+
 def counted(n: int, noun: str, plural: str | None = None) -> str:
     """`1 volunteer`, `2 volunteers`; `plural` where adding an s is wrong (`person`)."""
     return f"{n} {noun if n == 1 else plural or noun + 's'}"

@@ -22,6 +22,7 @@ from notifier.ledger import Event
 from notifier.locales import locale_spec
 from notifier.message import MessageState, state_words
 from notifier.outputs import csv_lines, json_record_text, json_text
+from notifier.owed_counts import OwedCounts
 from notifier.report import (
     CampaignReport,
     Owed,
@@ -475,7 +476,7 @@ def timeline_kinds(timeline: Timeline) -> list[str]:
     return [k for k in _KIND_ORDER if k in present] + sorted(present - set(_KIND_ORDER))
 
 
-def owed_lines(owed: Owed | OwedFigures) -> list[str]:
+def owed_lines(owed: Owed | OwedFigures | OwedCounts) -> list[str]:
     """Who a campaign is for, was sent and still owes, and why, for a terminal."""
     complete = "" if owed.count else " (everyone in it has been sent the notice)"
     return [

@@ -59,7 +59,15 @@ from notifier.bounces import unmatched_reports as kept_unmatched
 from notifier.campaign import Campaign, apply_overrides, list_campaigns, load_campaign
 from notifier.campaign import require_known_campaign as _require_known
 from notifier.check import CheckReport, check_campaign
-from notifier.cohort import CohortFilter, CohortMember, explain_cohort, read_ids_file
+from notifier.cohort import (
+    CohortFilter,
+    CohortMember,
+    CohortSummary,
+    explain_cohort,
+    is_waiting,
+    read_ids_file,
+    summarise_cohort,
+)
 from notifier.compose import ComposedMessage, Composer, load_dkim_key
 from notifier.config import Settings, load_settings
 from notifier.delivery import SendOptions
@@ -90,6 +98,7 @@ from notifier.message import (
     is_uncertain,
 )
 from notifier.outputs import counted
+from notifier.owed_counts import OwedCounts, owed_counts
 from notifier.pipeline import (
     MessageIds,
     SendObserver,
@@ -113,7 +122,6 @@ from notifier.report import (
     UnreachablePerson,
     materialised,
     open_campaign_report,
-    owed,
     unreachable,
     unreachable_people,
 )
@@ -155,6 +163,7 @@ __all__ = [
     "CheckReport",
     "CohortFilter",
     "CohortMember",
+    "CohortSummary",
     "ComposedMessage",
     "Event",
     "ImportRecord",
@@ -183,6 +192,7 @@ __all__ = [
     "VolunteerQuery",
     "Workspace",
     "cohort_filter",
+    "is_waiting",
     "narrowing_given",
     "parse_reports",
     "resend_states",
@@ -342,7 +352,7 @@ class CampaignStatus:
     campaign_id: str
     registered: bool  # it has messages in the ledger
     approval: ApprovalStatus | None  # None: no campaign file to compare (known to the ledger only)
-    owed: Owed
+    owed: OwedCounts  # counted by the ledger: status never lists the people
     counts: Mapping[str, int]  # the campaign's messages by state
     running: Holder | None  # who holds the ledger's lease now (a send, an import, ...)
     in_flight: tuple[MessageRow, ...]
@@ -920,9 +930,16 @@ class Workspace:
 
     def cohort(
         self, campaign_id: str | Path, cohort: CohortFilter | None = None
-    ) -> list[CohortMember]:
-        """Every volunteer, in or out of the campaign's cohort (narrowed), and why."""
+    ) -> Iterator[CohortMember]:
+        """Every volunteer, in or out of the campaign's cohort (narrowed), and why: in
+        volunteer_id order, streamed from the ledger (read it while the workspace is open)."""
         return explain_cohort(self.ledger(), self.campaign(campaign_id), cohort or CohortFilter())
+
+    def cohort_summary(
+        self, campaign_id: str | Path, cohort: CohortFilter | None = None
+    ) -> CohortSummary:
+        """The cohort in numbers (in, left out and why, unreached), counted by the ledger."""
+        return summarise_cohort(self.ledger(), self.campaign(campaign_id), cohort or CohortFilter())
 
     # -- bounces and reconciling
 
@@ -983,7 +1000,7 @@ class Workspace:
             counts = led.state_counts(campaign_id)
             claimed = led.claimed_messages(campaign_id)
             registered = led.campaign_is_registered(campaign_id)
-            still_owed = owed(led, campaign, campaign_id)
+            still_owed = owed_counts(led, campaign, campaign_id)
             signed_off = four_eyes.approval_status(led, campaign) if campaign else None
             runs = self.runs(campaign_id)
             follows_unsent = (
@@ -1249,7 +1266,7 @@ def _next_steps(status: CampaignStatus, zone: str) -> list[str]:
         )
     then = "then " if not ready else ""
     sends: list[str] = []
-    owed = Counter(p.state for p in status.owed.people)
+    owed: Counter[str | None] = Counter(status.owed.by_state)
     due = owed[None] + owed[MessageState.PENDING] + owed[MessageState.DEFERRED]
     run = status.last_run
     if due and run is not None and not run.finished:

@@ -21,12 +21,13 @@ warn naming both.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+import json
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from notifier.event import EventKind
-from notifier.ledger import Ledger, VolunteerQuery, address_key
+from notifier.ledger import Ledger, address_key
 from notifier.volunteer import TEXT_FIELDS, Volunteer
 
 # What a notice says differently for someone: their exposure, and what was held on them.
@@ -61,30 +62,64 @@ class AddressMove:
     how: str  # "held it" (until this import) or "was sent CAMPAIGN at it"
 
 
-def since_notice(ledger: Ledger, followed: str) -> dict[str, SinceNotice]:
-    """volunteer_id -> what changed since `followed`'s notice reached them, for everyone
-    whose exposure, data held or address the roster changed after it (changed back
-    counts as unchanged)."""
-    updates = _updates_after_first_send(ledger, followed)
-    if not updates:
-        return {}
-    sends = ledger.first_sent(followed, updates)
-    found: dict[str, SinceNotice] = {}
-    moved: dict[str, str] = {}  # volunteer_id -> the address they have now
-    for volunteer in _volunteers(ledger, sends):
-        vid = volunteer.volunteer_id
-        sent_seq, recipient = sends[vid]
-        told = _values_at(sent_seq, updates[vid])
+def since_notice(
+    ledger: Ledger, followed: str, moved: Iterable[SinceNotice] | None = None
+) -> Iterator[SinceNotice]:
+    """What changed since `followed`'s notice reached each person, for everyone whose
+    exposure, data held or address the roster changed after it (changed back counts as
+    unchanged), in volunteer_id order: streamed from the chain, never held whole.
+
+    `moved`: `moved_since_notice`'s answer (at least the changes in it that name other
+    people), when the caller has it already.
+    """
+    first = _first_sent_seq(ledger, followed)
+    if first is None:
+        return iter(())
+    known = moved_since_notice(ledger, followed) if moved is None else moved
+    owners = {change.volunteer_id: change for change in known}
+    return (
+        owners.get(change.volunteer_id, change)
+        for change, same_address in _changes(ledger, followed, first)
+        if change.corrected or not same_address
+    )
+
+
+def moved_since_notice(ledger: Ledger, followed: str) -> list[SinceNotice]:
+    """`since_notice` for the people whose address is not the one `followed`'s notice
+    went to (few: one pass to find them), each with whom else that notice went to at
+    the address they have now (a second pass, over the campaign's sends)."""
+    first = _first_sent_seq(ledger, followed)
+    if first is None:
+        return []
+    moved = [change for change, same in _changes(ledger, followed, first) if not same]
+    others = _notified_at(ledger, followed, {c.volunteer_id: c.address_now for c in moved})
+    return [_with_owners(c, others.get(c.volunteer_id, ())) for c in moved]
+
+
+def _first_sent_seq(ledger: Ledger, followed: str) -> int | None:
+    first = next(iter(ledger.events(campaign_id=followed, kinds=[EventKind.SENT])), None)
+    return None if first is None else first.seq
+
+
+def _changes(ledger: Ledger, followed: str, first_sent: int) -> Iterator[tuple[SinceNotice, bool]]:
+    """Each person the roster updated (a tracked field) after `followed`'s first `sent`
+    and who was sent it, compared with what their notice was written from; and whether
+    their address now is the one it went to."""
+    for found in ledger.updated_since_sent(followed, first_sent - 1):
+        updates = [
+            (seq, changes)
+            for seq, data in found.updates
+            if any(f in (changes := _changes_of(json.loads(data))) for f in _TRACKED)
+        ]
+        if not updates:
+            continue
+        volunteer = found.volunteer
+        told = _values_at(found.sent_seq, updates)
         now = dict(zip(TEXT_FIELDS, volunteer.texts(), strict=True))
         corrected = tuple(f for f in WHAT_A_NOTICE_SAYS if f in told and told[f] != now[f])
-        address_told = recipient or told.get("email", volunteer.email)
-        if not _same_address(volunteer, address_told):
-            moved[vid] = volunteer.email
-        if corrected or vid in moved:
-            found[vid] = SinceNotice(vid, corrected, address_told, volunteer.email)
-    for vid, others in _notified_at(ledger, followed, moved).items():
-        found[vid] = _with_owners(found[vid], others)
-    return found
+        address_told = found.recipient or told.get("email", volunteer.email)
+        change = SinceNotice(volunteer.volunteer_id, corrected, address_told, volunteer.email)
+        yield change, _same_address(volunteer, address_told)
 
 
 def moved_addresses(
@@ -102,7 +137,7 @@ def moved_addresses(
     new_address: dict[str, str] = {}  # volunteer_id -> the address this import gave them
     gave_up: dict[str, str] = {}  # address_key -> who held it until this import
     for event in ledger.events(kinds=[EventKind.VOLUNTEER_UPDATED], after_seq=import_seq):
-        email = _changes(event.data).get("email")
+        email = _changes_of(event.data).get("email")
         if event.volunteer_id is None or not isinstance(email, Mapping):
             continue
         new_address[event.volunteer_id] = str(email.get("new") or "")
@@ -135,22 +170,6 @@ def moved_addresses(
     return moves, count
 
 
-def _updates_after_first_send(
-    ledger: Ledger, followed: str
-) -> dict[str, list[tuple[int, Mapping[str, Any]]]]:
-    """volunteer_id -> (seq, changes) of each roster update of a tracked field made after
-    the followed campaign's first `sent`: the only updates that can differ from a notice."""
-    first = next(iter(ledger.events(campaign_id=followed, kinds=[EventKind.SENT])), None)
-    if first is None:
-        return {}
-    updates: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
-    for event in ledger.events(kinds=[EventKind.VOLUNTEER_UPDATED], after_seq=first.seq - 1):
-        changes = _changes(event.data)
-        if event.volunteer_id is not None and any(f in changes for f in _TRACKED):
-            updates.setdefault(event.volunteer_id, []).append((event.seq, changes))
-    return updates
-
-
 def _values_at(sent_seq: int, updates: Iterable[tuple[int, Mapping[str, Any]]]) -> dict[str, str]:
     """The tracked fields as they were at `sent_seq`, for those an update changed after:
     the `old` side of the first such update."""
@@ -165,14 +184,9 @@ def _values_at(sent_seq: int, updates: Iterable[tuple[int, Mapping[str, Any]]]) 
     return told
 
 
-def _changes(data: Mapping[str, Any]) -> Mapping[str, Any]:
+def _changes_of(data: Mapping[str, Any]) -> Mapping[str, Any]:
     changes = data.get("changes")
     return changes if isinstance(changes, Mapping) else {}
-
-
-def _volunteers(ledger: Ledger, ids: Collection[str]) -> Iterable[Volunteer]:
-    for vid in sorted(ids):
-        yield from ledger.volunteers(VolunteerQuery(volunteer_id=vid))
 
 
 def _same_address(volunteer: Volunteer, address: str) -> bool:

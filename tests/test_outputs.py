@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import unicodedata
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from notifier.outputs import csv_cell, csv_lines, csv_text, redact_urls, visible
+from notifier.outputs import (
+    csv_cell,
+    csv_lines,
+    csv_text,
+    json_array_lines,
+    json_text,
+    redact_urls,
+    visible,
+)
 
 
 @pytest.mark.parametrize(
@@ -97,3 +106,31 @@ def test_csv_lines_are_csv_text_a_record_at_a_time(rows: list[list[object]]) -> 
     assert len(lines) == len(rows) + 1  # a cell with a line break stays in its record
     parsed = list(csv.reader(io.StringIO("".join(lines), newline="")))
     assert parsed[1:] == [[csv_cell(v) for v in row] for row in rows]
+
+
+_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text())
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.dictionaries(st.text(), _SCALARS),
+            st.dictionaries(st.text(), st.lists(_SCALARS, max_size=3)),
+            _SCALARS,
+        ),
+        max_size=5,
+    )
+)
+def test_json_array_lines_are_json_text_an_item_at_a_time(items: list[object]) -> None:
+    # Records of plain values take a faster road (json's C encoder); nested values and
+    # bare scalars the general one: either way the bytes are json_text's, hidden
+    # characters (C1 controls, bidi overrides) escaped alike.
+    assert "".join(json_array_lines(items)) == json_text(items)
+
+
+def test_json_array_lines_escape_hidden_characters_in_records() -> None:
+    record = {"name": "Mallory\u202egnp.exe", "note": "\x85", "n": 1}
+    text = "".join(json_array_lines([record, record]))
+    assert text == json_text([record, record])
+    assert "\u202e" not in text and "\\u202e" in text
+    assert json.loads(text) == [record, record]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,20 +13,22 @@ from notifier.cli.app import (
     AppContext,
     cli,
     echo_data,
-    echo_json,
     echo_table,
     format_option,
     pass_app,
 )
 from notifier.layout import Column
-from notifier.message import UNREACHED_STATES, state_words
-from notifier.outputs import counted, csv_text
-from notifier.service import CohortMember, cohort_filter
+from notifier.message import state_words
+from notifier.outputs import counted, csv_lines, json_array_lines
+from notifier.service import CohortMember, CohortSummary, cohort_filter, is_waiting
 from notifier.volunteer import EXPOSURES, LOCALES
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Without --verbose, the people a summary line stands for are named up to this many.
 MAX_NAMED = 20
+# The table lists this many people (laid out this many at a time with --all): a terminal
+# is no place for a million rows, and CSV or JSON have everyone.
+TABLE_ROWS = 1000
 
 
 def cohort_options(*, with_status: bool = True) -> Callable[[F], F]:
@@ -105,6 +107,13 @@ def _record(member: CohortMember) -> dict[str, Any]:
     help="Name everyone left out because the earlier notice has not reached them "
     f"(by default the first {MAX_NAMED}).",
 )
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help=f"In the table, list everyone (by default the first {TABLE_ROWS:,}; "
+    "--format csv or json always has everyone).",
+)
 @pass_app
 def cohort(
     app: AppContext,
@@ -116,6 +125,7 @@ def cohort(
     fmt: str,
     excluded: bool,
     verbose: bool,
+    show_all: bool,
 ) -> None:
     """Show who campaign ID goes to and why, and who is left out and why.
 
@@ -127,70 +137,121 @@ def cohort(
     same options narrow `notifier send`:
       notifier cohort 2020-04-29-update --locale ja
       notifier cohort 2020-04-29-update --status bounced_soft --format csv
+
+    The table lists the first 1,000 people (--all: everyone) and counts them all;
+    CSV and JSON are written as they are read, whatever the size of the roster.
     """
     filt = cohort_filter(exposures, locales, statuses, ids_file)
     with app.workspace() as ws:
-        members = ws.cohort(campaign_id, filt)
-    records = [_record(m) for m in members]
-    if fmt == "json":
-        echo_json(records)
-        return
-    if fmt == "csv":
-        columns = list(_record(members[0])) if members else ["volunteer_id"]
-        echo_data(csv_text(columns, ([r[c] for c in columns] for r in records)))
-        return
-    _print_table(campaign_id, members, excluded, verbose)
+        if fmt == "json":
+            records = (_record(m) for m in ws.cohort(campaign_id, filt))
+            _echo_chunks(itertools.chain(json_array_lines(records), ["\n"]))
+            return
+        if fmt == "csv":
+            _echo_chunks(csv_lines(COHORT_FIELDS, _csv_rows(ws.cohort(campaign_id, filt))))
+            return
+        summary = ws.cohort_summary(campaign_id, filt)
+        _print_table(campaign_id, ws.cohort(campaign_id, filt), summary, excluded, show_all)
+        _print_summary(summary)
+        if summary.unreached:
+            waiting = (m for m in ws.cohort(campaign_id, filt) if is_waiting(m))
+            _print_unreached(summary.unreached, waiting, excluded or verbose, verbose)
 
 
+# The columns of --format csv and the keys of --format json, in order.
+COHORT_FIELDS = (
+    "volunteer_id",
+    "display_name",
+    "email",
+    "locale",
+    "exposure",
+    "included",
+    "reason",
+    "followed_state",
+    "suppressed",
+)
 COHORT_COLUMNS = (Column("id", breaks=False), "name", "locale", "exposure", "in", "why")
+# Machine-readable output is written this many records at a time.
+_ECHO_BATCH = 500
+
+
+def _csv_rows(members: Iterator[CohortMember]) -> Iterator[list[Any]]:
+    for member in members:
+        record = _record(member)
+        yield [record[c] for c in COHORT_FIELDS]
+
+
+def _echo_chunks(chunks: Iterable[str]) -> None:
+    """Text made a record at a time, on standard output a batch at a time."""
+    iterator = iter(chunks)
+    while batch := list(itertools.islice(iterator, _ECHO_BATCH)):
+        echo_data("".join(batch))
 
 
 def _print_table(
-    campaign_id: str, members: list[CohortMember], excluded: bool, verbose: bool
+    campaign_id: str,
+    members: Iterator[CohortMember],
+    summary: CohortSummary,
+    excluded: bool,
+    show_all: bool,
 ) -> None:
-    inside = [m for m in members if m.included]
-    rows = []
-    for member in members if excluded else inside:
-        v = member.volunteer
-        why = member.reason + (
-            " (address suppressed: will be skipped)" if member.suppressed else ""
+    """The people (in, or everyone with --excluded), a page of TABLE_ROWS at a time: the
+    first page only unless --all, then how many more there are."""
+    listed = (m for m in members if excluded or m.included)
+    title: str | None = f"{campaign_id}: who it goes to"
+    shown = 0
+    while page := list(itertools.islice(listed, TABLE_ROWS)):
+        echo_table(COHORT_COLUMNS, [_row(m) for m in page], title=title)
+        title = None
+        shown += len(page)
+        if not show_all:
+            break
+    if not shown:
+        echo_table(COHORT_COLUMNS, [], title=title)
+    more = (summary.volunteers if excluded else summary.included) - shown
+    if more > 0:
+        click.echo(
+            f"... and {counted(more, 'more person', 'more people')}: all of them with --all, "
+            "or --format csv"
         )
-        into = "yes" if member.included else "no"
-        rows.append((v.volunteer_id, v.display_name, v.locale, v.exposure, into, why))
-    echo_table(COHORT_COLUMNS, rows, title=f"{campaign_id}: who it goes to")
-    click.echo(f"{len(inside)} of {counted(len(members), 'volunteer')} are in the cohort.")
-    left_out = Counter(m.reason for m in members if not m.included)
-    if left_out:
+
+
+def _row(member: CohortMember) -> tuple[str, ...]:
+    v = member.volunteer
+    why = member.reason + (" (address suppressed: will be skipped)" if member.suppressed else "")
+    into = "yes" if member.included else "no"
+    return (v.volunteer_id, v.display_name, v.locale, v.exposure, into, why)
+
+
+def _print_summary(summary: CohortSummary) -> None:
+    click.echo(
+        f"{summary.included} of {counted(summary.volunteers, 'volunteer')} are in the cohort."
+    )
+    if summary.left_out:
         click.echo("Left out:")
-        for reason, count in left_out.most_common():
+        for reason, count in summary.left_out:
             click.echo(f"  {count:>6}  {reason}")
-    _print_unreached(campaign_id, members, excluded or verbose, verbose)
 
 
 def _print_unreached(
-    campaign_id: str, members: list[CohortMember], excluded: bool, verbose: bool = False
+    count: int, waiting: Iterator[CohortMember], excluded: bool, verbose: bool = False
 ) -> None:
     """For a follow-up: the people left out because the notice it follows has not reached
     them (soft-bounced, not sent yet, ...), named with --excluded, and how to reach them."""
-    waiting = [
-        m
-        for m in members
-        if not m.included and m.followed_state in UNREACHED_STATES and not m.suppressed
-    ]
-    if not waiting:
-        return
     click.echo(
-        f"{len(waiting)} left out because the earlier notice has not reached them: "
+        f"{count} left out because the earlier notice has not reached them: "
         "reach them first (notifier status on that campaign says how), or write to them "
         "(notifier export unreachable)."
     )
-    if excluded:
-        shown = waiting if verbose else waiting[:MAX_NAMED]
-        for m in shown:
-            state = m.followed_state or ""
-            click.echo(
-                f"  {m.volunteer.volunteer_id}  {m.volunteer.display_name}: "
-                f"{state} ({state_words(state)})"
-            )
-        if len(shown) < len(waiting):
-            click.echo(f"  ... and {len(waiting) - len(shown)} more: all of them with --verbose")
+    if not excluded:
+        return
+    shown = 0
+    for m in waiting if verbose else itertools.islice(waiting, MAX_NAMED):
+        state = m.followed_state or ""
+        click.echo(
+            f"  {m.volunteer.volunteer_id}  {m.volunteer.display_name}: "
+            f"{state} ({state_words(state)})"
+        )
+        shown += 1
+    if shown < count:
+        click.echo(f"  ... and {count - shown} more: all of them with --verbose")

@@ -8,6 +8,7 @@ Every SQL statement of notifier is in this package, one module per kind of recor
     chain          event hashing, appending, verify()
     events         reading events back (a person's history, a campaign's events)
     volunteers     volunteers, roster imports and their rejected rows
+    cohorts        volunteers with their messages' states: streamed, or counted by SQL
     campaigns      campaigns, registered when first sent
     messages       messages, their states, claims and delivery outcomes
     bounces        delivery reports kept, and the messages they are matched to
@@ -38,6 +39,7 @@ from notifier.ledger.chain import (
     event_hash,
     utc_now,
 )
+from notifier.ledger.cohorts import StateGroup
 from notifier.ledger.lease import Holder
 from notifier.ledger.messages import Move, Settled
 from notifier.ledger.reports import MessageWithEvents, OutcomeEvent
@@ -72,6 +74,7 @@ __all__ = [
     "RecordedReport",
     "ReportEvent",
     "Settled",
+    "StateGroup",
     "Suppression",
     "VerifyResult",
     "VolunteerQuery",

@@ -55,6 +55,7 @@ from notifier.ledger import (
     campaigns,
     chain,
     checkpoint,
+    cohorts,
     events,
     lease,
     opening,
@@ -69,6 +70,7 @@ from notifier.ledger import messages as message_table
 from notifier.ledger.bounces import MatchedMessage, RecordedReport, ReportEvent
 from notifier.ledger.campaigns import CampaignRecord
 from notifier.ledger.chain import Event, EventDraft, VerifyResult
+from notifier.ledger.cohorts import UpdatedSince
 from notifier.ledger.lease import Holder
 from notifier.ledger.messages import Move, Settled
 from notifier.ledger.suppressions import Suppression
@@ -592,6 +594,32 @@ class Ledger:
     def count_volunteers(self, query: VolunteerQuery = _EVERYONE) -> Counter[tuple[str, str]]:
         """How many volunteers the query selects, by (locale, exposure)."""
         return volunteers.count_by_locale_and_exposure(self.conn, query)
+
+    def volunteers_with_states(
+        self, query: VolunteerQuery, campaigns: Sequence[str]
+    ) -> Iterator[tuple[Volunteer, tuple[str | None, ...]]]:
+        """The volunteers the query selects, in volunteer_id order, each with the state of
+        their message in each of `campaigns` (None: none), streamed (ledger.cohorts)."""
+        return cohorts.with_states(self.conn, query, campaigns)
+
+    def count_with_states(
+        self,
+        query: VolunteerQuery,
+        campaigns: Sequence[str],
+        *,
+        suppressed: Collection[str] = (),
+        ids: Collection[str] | None = None,
+    ) -> list[cohorts.StateGroup]:
+        """The volunteers the query selects, counted by exposure, locale, their messages'
+        states in `campaigns`, suppressed and named in `ids` (ledger.cohorts)."""
+        return cohorts.count_with_states(
+            self.conn, query, campaigns, suppressed=suppressed, ids=ids
+        )
+
+    def updated_since_sent(self, campaign_id: str, after_seq: int) -> Iterator[UpdatedSince]:
+        """Each person's roster updates after `after_seq`, with the campaign's first `sent`
+        to them, in volunteer_id order, streamed (ledger.cohorts)."""
+        return cohorts.updated_since_sent(self.conn, campaign_id, after_seq)
 
     def get_volunteer(self, id_or_email: str) -> Volunteer:
         """Find one volunteer by id, or by address (case-insensitive)."""
