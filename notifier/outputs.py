@@ -175,25 +175,26 @@ def in_blocks(pieces: Iterable[str], size: int = 1 << 16) -> Iterator[str]:
         yield "".join(block)
 
 
-# Scalars as JSON through the C encoder: json.dumps with an indent runs in Python.
-_SCALAR = json.JSONEncoder(ensure_ascii=False).encode
-
-
-def json_record_text(record: Mapping[str, Any], *, depth: int = 0) -> str:
-    """json_text(record) of a flat record (strings, numbers, booleans, None), for writing
-    a million of them: the same text, several times faster; indented `depth` levels more
-    (as an item of a list that deep). A record holding a list or dict goes to json_text."""
+def json_record_text(record: Any, *, depth: int = 0) -> str:
+    """json_text(record), indented `depth` levels more (as an item of a list that deep),
+    for writing a million of them: a flat record (strings, numbers, booleans, None under
+    string keys) goes through json's C encoder, whose separators give the layout
+    json.dumps(indent=2) writes in Python; anything else goes to json_text."""
     pad = "  " * depth
-    if not record:
-        return "{}"
-    if any(isinstance(v, Mapping | list | tuple) for v in record.values()):
+    if not _is_flat_record(record):
         return json_text(record).replace("\n", "\n" + pad)
-    text = (
-        "{\n"
-        + ",\n".join(f"{pad}  {_SCALAR(k)}: {_SCALAR(v)}" for k, v in record.items())
-        + f"\n{pad}}}"
-    )
+    text = json.dumps(record, ensure_ascii=False, separators=(f",\n{pad}  ", ": "))
+    text = f"{{\n{pad}  {text[1:-1]}\n{pad}}}"
     return text if _only_line_breaks(text) else _escaped_json(text)
+
+
+def _is_flat_record(item: Any) -> bool:
+    return (
+        isinstance(item, Mapping)
+        and bool(item)
+        and all(isinstance(k, str) for k in item)
+        and all(v is None or isinstance(v, str | int | float) for v in item.values())
+    )
 
 
 def _only_line_breaks(text: str) -> bool:
@@ -209,31 +210,9 @@ def json_array_lines(items: Iterable[Any]) -> Iterator[str]:
     pieces joined are exactly json_text(list(items))."""
     first = True
     for item in items:
-        yield ("[\n  " if first else ",\n  ") + _json_item(item)
+        yield ("[\n  " if first else ",\n  ") + json_record_text(item, depth=1)
         first = False
     yield "[]" if first else "\n]"
-
-
-def _json_item(item: Any) -> str:
-    """json_text(item) as an item of a list: indented one level (two spaces) deeper."""
-    if not _is_flat_record(item):
-        return json_text(item).replace("\n", "\n  ")
-    # A record of plain values (a row of a million-row export) through json's C encoder:
-    # its separators give the indented layout json.dumps(indent=2) writes in Python.
-    text = json.dumps(item, ensure_ascii=False, separators=(",\n    ", ": "))
-    text = "{\n    " + text[1:-1] + "\n  }"
-    if text.replace("\n", " ").isprintable():
-        return text
-    return _JSON_HIDDEN.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
-def _is_flat_record(item: Any) -> bool:
-    return (
-        isinstance(item, dict)
-        and bool(item)
-        and all(isinstance(k, str) for k in item)
-        and all(v is None or isinstance(v, str | int | float) for v in item.values())
-    )
 
 
 def counted(n: int, noun: str, plural: str | None = None) -> str:

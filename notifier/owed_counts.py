@@ -14,8 +14,27 @@ from dataclasses import dataclass
 from notifier.audience import count_audience_states, history_applies
 from notifier.campaign import Campaign
 from notifier.ledger import Ledger, VolunteerQuery
-from notifier.message import REACHED_STATES
-from notifier.report import OWED_REASONS
+from notifier.message import REACHED_STATES, STATE_WORDS, MessageState
+from notifier.message import MessageState as S
+
+# Why a person of the audience is still owed the notice: the state of their message in
+# the words every output uses (STATE_WORDS), and what to do where e-mail cannot reach them.
+_WRITE_TO_THEM = " (write to them)"
+OWED_REASONS: Mapping[str | None, str] = {
+    None: STATE_WORDS[S.PENDING],  # no message yet: as good as pending
+    **{
+        state: STATE_WORDS[state]
+        + (_WRITE_TO_THEM if state in (S.FAILED_PERMANENT, S.SUPPRESSED, S.BOUNCED_HARD) else "")
+        for state in MessageState
+        if state not in REACHED_STATES
+    },
+}
+
+
+def ordered_reasons(counted: Mapping[str, int]) -> dict[str, int]:
+    """`counted` (people owed, by reason) in the order of OWED_REASONS, others after."""
+    order = [r for r in OWED_REASONS.values() if r in counted]
+    return {reason: counted[reason] for reason in [*order, *sorted(set(counted) - set(order))]}
 
 
 @dataclass(frozen=True)
@@ -38,8 +57,7 @@ class OwedCounts:
         counted: Counter[str] = Counter()
         for state, n in self.by_state.items():
             counted[OWED_REASONS.get(state, str(state))] += n
-        order = [r for r in OWED_REASONS.values() if r in counted]
-        return {reason: counted[reason] for reason in [*order, *sorted(set(counted) - set(order))]}
+        return ordered_reasons(counted)
 
 
 def owed_counts(ledger: Ledger, campaign: Campaign | None, campaign_id: str) -> OwedCounts:

@@ -41,8 +41,8 @@ from notifier.ledger import (
     VolunteerQuery,
     address_key,
 )
-from notifier.message import REACHED_STATES, STATE_WORDS, MessageRow, MessageState
-from notifier.message import MessageState as S
+from notifier.message import REACHED_STATES, MessageRow, MessageState
+from notifier.owed_counts import OWED_REASONS, ordered_reasons, owed_counts
 from notifier.volunteer import EXPOSURES, LOCALES, Volunteer, display_name
 
 # Event kinds that are an attempt to hand the message to a server.
@@ -127,20 +127,6 @@ class RecipientOutcome:
     diagnostic: str
 
 
-# Why a person of the audience is still owed the notice: the state of their message in
-# the words every output uses (STATE_WORDS), and what to do where e-mail cannot reach them.
-_WRITE_TO_THEM = " (write to them)"
-OWED_REASONS: Mapping[str | None, str] = {
-    None: STATE_WORDS[S.PENDING],  # no message yet: as good as pending
-    **{
-        state: STATE_WORDS[state]
-        + (_WRITE_TO_THEM if state in (S.FAILED_PERMANENT, S.SUPPRESSED, S.BOUNCED_HARD) else "")
-        for state in MessageState
-        if state not in REACHED_STATES
-    },
-}
-
-
 @dataclass(frozen=True)
 class OwedPerson:
     volunteer_id: str
@@ -169,7 +155,7 @@ class Owed:
     @property
     def reasons(self) -> dict[str, int]:
         """How many are owed for each reason, in the order of OWED_REASONS."""
-        return _ordered_reasons(Counter(p.reason for p in self.people))
+        return ordered_reasons(Counter(p.reason for p in self.people))
 
 
 @dataclass(frozen=True)
@@ -183,11 +169,6 @@ class OwedFigures:
     count: int
     reasons: Mapping[str, int]
     people: Iterable[OwedPerson]
-
-
-def _ordered_reasons(counted: Counter[str]) -> dict[str, int]:
-    order = [r for r in OWED_REASONS.values() if r in counted]
-    return {reason: counted[reason] for reason in [*order, *sorted(set(counted) - set(order))]}
 
 
 # People whose messages' states are read per query, as the audience streams past.
@@ -239,18 +220,11 @@ def owed(ledger: Ledger, campaign: Campaign | None, campaign_id: str) -> Owed:
 
 
 def owed_figures(ledger: Ledger, campaign: Campaign | None, campaign_id: str) -> OwedFigures:
-    """owed(), counted as the audience streams past; the people are read again when the
-    report lists them (inside the same read of the ledger)."""
-    size = sent = 0
-    reasons: Counter[str] = Counter()
-    for _volunteer, state in _audience_states(ledger, campaign, campaign_id):
-        size += 1
-        if state in REACHED_STATES:
-            sent += 1
-        else:
-            reasons[OWED_REASONS.get(state, str(state))] += 1
+    """owed(), counted by the ledger (as `status` counts it); the people are read again
+    when the report lists them (inside the same read of the ledger)."""
+    counts = owed_counts(ledger, campaign, campaign_id)
     people = OwedPeople(ledger, campaign, campaign_id)
-    return OwedFigures(size, sent, size - sent, _ordered_reasons(reasons), people)
+    return OwedFigures(counts.audience, counts.sent, counts.count, counts.reasons, people)
 
 
 @dataclass(frozen=True)

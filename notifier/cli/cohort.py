@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -12,7 +12,7 @@ import click
 from notifier.cli.app import (
     AppContext,
     cli,
-    echo_data,
+    echo_data_pieces,
     echo_table,
     format_option,
     pass_app,
@@ -145,10 +145,10 @@ def cohort(
     with app.workspace() as ws:
         if fmt == "json":
             records = (_record(m) for m in ws.cohort(campaign_id, filt))
-            _echo_chunks(itertools.chain(json_array_lines(records), ["\n"]))
+            echo_data_pieces(itertools.chain(json_array_lines(records), ["\n"]))
             return
         if fmt == "csv":
-            _echo_chunks(csv_lines(COHORT_FIELDS, _csv_rows(ws.cohort(campaign_id, filt))))
+            echo_data_pieces(csv_lines(COHORT_FIELDS, _csv_rows(ws.cohort(campaign_id, filt))))
             return
         summary = ws.cohort_summary(campaign_id, filt)
         _print_table(campaign_id, ws.cohort(campaign_id, filt), summary, excluded, show_all)
@@ -171,21 +171,12 @@ COHORT_FIELDS = (
     "suppressed",
 )
 COHORT_COLUMNS = (Column("id", breaks=False), "name", "locale", "exposure", "in", "why")
-# Machine-readable output is written this many records at a time.
-_ECHO_BATCH = 500
 
 
 def _csv_rows(members: Iterator[CohortMember]) -> Iterator[list[Any]]:
     for member in members:
         record = _record(member)
         yield [record[c] for c in COHORT_FIELDS]
-
-
-def _echo_chunks(chunks: Iterable[str]) -> None:
-    """Text made a record at a time, on standard output a batch at a time."""
-    iterator = iter(chunks)
-    while batch := list(itertools.islice(iterator, _ECHO_BATCH)):
-        echo_data("".join(batch))
 
 
 def _print_table(
