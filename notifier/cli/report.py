@@ -110,12 +110,7 @@ def report(app: AppContext, campaign_id: str, fmt: str, out: Path | None, no_bom
                 pieces = report_csv_lines(result)
             else:
                 pieces = report_json_pieces(result)
-            if out is None:
-                echo_data_pieces(pieces)
-            elif fmt == "csv":
-                write_csv(out, in_blocks(pieces), bom=not no_bom)
-            else:
-                write_private(out, in_blocks(pieces))
+            _emit(pieces, out, csv=fmt == "csv", bom=not no_bom)
         verification = result.verification
     if out is not None:
         click.echo(f"wrote {out}", err=True)
@@ -162,14 +157,20 @@ def export_unreachable(app: AppContext, fmt: str, out: Path | None, no_bom: bool
     with app.workspace() as ws, ws.open_unreachable() as people:
         listed = counting(people)
         pieces = unreachable_csv_lines(listed) if fmt == "csv" else unreachable_json_pieces(listed)
-        if out is None:
-            echo_data_pieces(pieces)
-        elif fmt == "csv":
-            write_csv(out, in_blocks(pieces), bom=not no_bom)
-        else:
-            write_private(out, in_blocks(pieces))
+        _emit(pieces, out, csv=fmt == "csv", bom=not no_bom)
     if out is not None and fmt == "json":
         click.echo(f"wrote {counted(written, 'person', 'people')} to {out}", err=True)
+
+
+def _emit(pieces: Iterable[str], out: Path | None, *, csv: bool, bom: bool) -> None:
+    """A streamed output: on standard output, or written to `out` (a CSV file with its
+    byte-order mark unless `bom` is False)."""
+    if out is None:
+        echo_data_pieces(pieces)
+    elif csv:
+        write_csv(out, in_blocks(pieces), bom=bom)
+    else:
+        write_private(out, in_blocks(pieces))
 
 
 # --- terminal views ---------------------------------------------------------------------
