@@ -37,6 +37,7 @@ from typing import Any, Protocol
 from notifier.errors import LedgerError, LedgerUnkeyed
 from notifier.event import UNKEYED_ERA_KINDS, EventKind
 from notifier.ledger.schema import read_meta, write_meta
+from notifier.times import DEFAULT_ZONE, shown_time
 
 GENESIS_HASH = "0" * 64
 EVENT_COLUMNS = "seq, at, kind, campaign_id, volunteer_id, message_id, data, prev_hash, hash"
@@ -376,6 +377,7 @@ def verify(
     *,
     legacy: bool = False,
     after: tuple[int, str] | None = None,
+    zone: str = DEFAULT_ZONE,
 ) -> VerifyResult:
     """Walk the chain and report the first event whose link or content does not hold.
 
@@ -441,8 +443,8 @@ def verify(
         if at < prev_at and _earlier(at, prev_at):
             backwards += 1
             first_backwards = first_backwards or (
-                f"event {seq} is dated {_shown(at)}, earlier than event {seq - 1}"
-                f" ({_shown(prev_at)})"
+                f"event {seq} is dated {shown_time(at, zone)}, earlier than event {seq - 1}"
+                f" ({shown_time(prev_at, zone)})"
             )
         prev_at = at
         if visit is not None:
@@ -503,15 +505,6 @@ _KEYED_FIELDS: dict[str, str] = {
     EventKind.QUEUED: "verp_token",
     EventKind.SENDING: "sha256",
 }
-
-
-def _shown(at: str) -> str:
-    """An event's time for a person: to the second, UTC (`2020-04-01 10:00:00 UTC`)."""
-    try:
-        moment = datetime.fromisoformat(at).astimezone(UTC)
-    except (TypeError, ValueError):
-        return at
-    return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _earlier(at: str, before: str) -> bool:

@@ -486,7 +486,7 @@ class Ledger:
         with self.reading():
             # The large tables merge-joined with their events after the walk: flat memory.
             replay = projections.Replay(streamed=True)
-            result = chain.verify(self.conn, replay.visit)
+            result = chain.verify(self.conn, replay.visit, zone=self.time_zone)
             if not result.ok:
                 return result
             for anchor in anchors:

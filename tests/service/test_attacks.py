@@ -284,3 +284,13 @@ def test_an_event_dated_before_the_one_before_it_is_a_warning_not_tampering(
     assert len(warnings) == 1 and "the clock" in warnings[0]
     report = " ".join(notifier_at("report", FIRST).stdout.split())
     assert "ledger warning: event" in report and "set back" in report
+
+
+def test_the_clock_warning_shows_its_times_in_the_display_zone(sent: Path) -> None:
+    from conftest import fact
+
+    with Ledger(sent, time_zone="Asia/Tokyo") as led:
+        led.record([fact("the clock was wrong")], at="2020-01-01T00:00:00.000000+00:00")
+        warning = led.verify().warning
+    assert "is dated 2020-01-01 09:00:00 JST, earlier than event" in warning
+    assert "UTC" not in warning
