@@ -47,7 +47,7 @@ from pathlib import Path
 from bench_people import iter_bench_volunteers
 from send_throughput import find_tool, free_port, wait_for_port
 
-from notifier.volunteer import LATIN_FAMILY_NAME
+from notifier.volunteer import FIELDS, LATIN_FAMILY_NAME
 
 FIRST, FOLLOW_UP = "2020-03-breach", "2020-04-29-update"
 ORG_SETTINGS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "organisation.toml"
@@ -61,17 +61,7 @@ TARGET_REPORT_JSON_S = 60.0
 TARGET_HTML_MB = 5.0
 TARGET_RATE_SHORTFALL = 0.10
 SAMPLE_EVERY = 0.05
-HEADER = (
-    "volunteer_id",
-    "email",
-    "family_name",
-    "given_name",
-    "locale",
-    "exposure",
-    "data_held",
-    "postal_address",
-    LATIN_FAMILY_NAME,
-)
+HEADER = (*FIELDS, LATIN_FAMILY_NAME)
 
 
 def write_roster(path: Path, count: int) -> None:

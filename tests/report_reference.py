@@ -19,8 +19,9 @@ columns (notifier.report_formats), the frozen dataclasses the results are held i
 (identical to the old ones field for field, `_Failure` included; Owed.reasons orders its
 counts by the same rule, now shared with `status` as owed_counts.ordered_reasons;
 CampaignReport only widened `recipients` to any collection and `owed` to OwedFigures too,
-which the tuples and Owed built here still are) and the trivial readers `_int`, `_text`
-and `_hour`. A copy of these could only ever be kept equal to production by hand, so it
+which the tuples and Owed built here still are), the trivial readers `_int`, `_text`
+and `_hour`, and the parse of the import events into refused rows (`_RefusedRow`,
+`_refused_rows`: how the streamed code finds each row on the roster is what differs). A copy of these could only ever be kept equal to production by hand, so it
 checked nothing; a wrong rule in the streamed builders or renderers still gives different
 output from the algorithms here, and the results compare as objects of the same types.
 """
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,10 +65,12 @@ from notifier.report import (
     _Failure,
     _hour,
     _int,
+    _refused_rows,
+    _RefusedRow,
     _text,
 )
 from notifier.report_formats import REPORT_CSV_COLUMNS, UNREACHABLE_CSV_COLUMNS
-from notifier.volunteer import EXPOSURES, LOCALES, Volunteer, display_name
+from notifier.volunteer import EXPOSURES, LOCALES, Volunteer
 
 
 def owed(ledger: Ledger, campaign: Campaign | None, campaign_id: str) -> Owed:
@@ -414,71 +417,6 @@ def _suppressions_by_volunteer(
                     _Failure(seq, REASON_SUPPRESSED, s.reason or "address suppressed", None, s.at)
                 )
     return found
-
-
-@dataclass(frozen=True)
-class _RefusedRow:
-    """One row refused at an import, as its `row_rejected` events record it."""
-
-    import_id: int
-    file_name: str
-    imported_at: str
-    row: int
-    who: Mapping[str, str]  # the row's id, names, address ... as the file has them
-    problems: tuple[Event, ...]
-
-    @property
-    def volunteer_id(self) -> str:
-        return self.who.get("volunteer_id", "").strip()
-
-    @property
-    def email(self) -> str:
-        return self.who.get("email", "").strip()
-
-    @property
-    def name(self) -> str:
-        family = self.who.get("family_name", "").strip()
-        given = self.who.get("given_name", "").strip()
-        locale = self.who.get("locale", "").strip()
-        if locale not in LOCALES:  # a rejected row's locale may be what was wrong with it
-            locale = "en" if (family + given).isascii() else "ja"
-        return display_name(family, given, locale)
-
-    @property
-    def detail(self) -> str:
-        return "; ".join(
-            f"{p.data.get('column')}: {p.data.get('reason')}"
-            if p.data.get("column")
-            else _text(p.data.get("reason"))
-            for p in self.problems
-        )
-
-
-def _refused_rows(events: Sequence[Event]) -> list[_RefusedRow]:
-    """Every row refused at an import, in import then row order, from the
-    `roster_imported` and `row_rejected` events."""
-    files: dict[int, tuple[str, str]] = {}  # import_id -> (file name, imported at)
-    rows: dict[tuple[int, int], list[Event]] = defaultdict(list)
-    for event in events:
-        import_id = _int(event.data.get("import_id"))
-        if event.kind == "roster_imported":
-            files[import_id] = (_text(event.data.get("file")), event.at)
-        else:
-            rows[import_id, _int(event.data.get("row"))].append(event)
-    refused = []
-    for (import_id, row_number), problems in sorted(rows.items()):
-        who: dict[str, str] = {}
-        for problem in problems:
-            raw = problem.data.get("who")
-            if isinstance(raw, dict):
-                who.update({str(k): _text(v) for k, v in raw.items()})
-            elif problem.data.get("column") == "email":  # recorded before rows kept `who`
-                who.setdefault("email", _text(problem.data.get("value")))
-        file_name, imported_at = files.get(import_id, ("", problems[0].at))
-        refused.append(
-            _RefusedRow(import_id, file_name, imported_at, row_number, who, tuple(problems))
-        )
-    return refused
 
 
 def _roster_finder(volunteers: Iterable[Volunteer]) -> Callable[[_RefusedRow], str | None]:

@@ -126,14 +126,19 @@ def campaign_events(conn: sqlite3.Connection, campaign_id: str) -> list[Event]:
 
 def _read(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Iterator[Event]:
     for row in conn.execute(sql, params):
-        yield Event(
-            seq=row["seq"],
-            at=row["at"],
-            kind=row["kind"],
-            campaign_id=row["campaign_id"],
-            volunteer_id=row["volunteer_id"],
-            message_id=row["message_id"],
-            data=json.loads(row["data"]),
-            prev_hash=row["prev_hash"],
-            hash=row["hash"],
-        )
+        yield event_from_row(row)
+
+
+def event_from_row(row: sqlite3.Row) -> Event:
+    """The event an `events` row (read with its EVENT_COLUMNS, by name) holds."""
+    return Event(
+        seq=row["seq"],
+        at=row["at"],
+        kind=row["kind"],
+        campaign_id=row["campaign_id"],
+        volunteer_id=row["volunteer_id"],
+        message_id=row["message_id"],
+        data=json.loads(row["data"]),
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
+    )

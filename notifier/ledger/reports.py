@@ -17,7 +17,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from notifier.ledger.chain import EVENT_COLUMNS, Event
-from notifier.ledger.events import _read
+from notifier.ledger.events import _read, event_from_row
 from notifier.ledger.messages import _message_row
 from notifier.ledger.volunteers import volunteer_from_row
 from notifier.message import MessageRow
@@ -184,17 +184,7 @@ def _outcome_events(
     )
     found = []
     for row in conn.execute(sql, params):
-        event = Event(
-            seq=row["seq"],
-            at=row["at"],
-            kind=row["kind"],
-            campaign_id=row["campaign_id"],
-            volunteer_id=row["volunteer_id"],
-            message_id=row["message_id"],
-            data=json.loads(row["data"]),
-            prev_hash=row["prev_hash"],
-            hash=row["hash"],
-        )
+        event = event_from_row(row)
         mine = row["m_volunteer"] is not None
         found.append(
             OutcomeEvent(
