@@ -21,7 +21,8 @@ counts by the same rule, now shared with `status` as owed_counts.ordered_reasons
 CampaignReport only widened `recipients` to any collection and `owed` to OwedFigures too,
 which the tuples and Owed built here still are), the trivial readers `_int`, `_text`
 and `_hour`, and the parse of the import events into refused rows (`_RefusedRow`,
-`_refused_rows`: how the streamed code finds each row on the roster is what differs). A copy of these could only ever be kept equal to production by hand, so it
+`_refused_rows`: how the streamed code finds each row on the roster is what differs).
+A copy of these could only ever be kept equal to production by hand, so it
 checked nothing; a wrong rule in the streamed builders or renderers still gives different
 output from the algorithms here, and the results compare as objects of the same types.
 """
