@@ -59,7 +59,7 @@ from typing import Any
 
 from notifier.catalogs import LOCALE_DIR
 from notifier.config import Contact, Settings
-from notifier.errors import CampaignError
+from notifier.errors import CampaignError, UnknownCampaign
 from notifier.message import REACHED_STATES, MessageState
 from notifier.organisation import Organisation
 from notifier.volunteer import EXPOSURES, LOCALES
@@ -227,12 +227,12 @@ def _campaign_path(id_or_path: str | Path) -> Path:
     return found
 
 
-def unknown_campaign(campaign_id: str, registered: Iterable[str] = ()) -> CampaignError:
+def unknown_campaign(campaign_id: str, registered: Iterable[str] = ()) -> UnknownCampaign:
     """The error for a campaign id that names nothing: with the closest known ids (the
     shipped campaigns and those the ledger has), so a typo is caught, not obeyed."""
     known = sorted({*known_campaign_ids(), *registered})
     close = difflib.get_close_matches(campaign_id, known, n=3, cutoff=0.6)
-    return CampaignError(
+    return UnknownCampaign(
         f"no campaign with id {campaign_id!r}"
         + (f"; did you mean {' or '.join(close)}?" if close else ""),
         hint="list them with: notifier campaign list (or give the path of a .toml file)",

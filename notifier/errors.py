@@ -82,6 +82,10 @@ class CampaignError(NotifierError):
     """A campaign file that is missing, malformed or names unknown things."""
 
 
+class UnknownCampaign(CampaignError):
+    """No campaign has that id (the message names the closest known ids)."""
+
+
 class RenderError(NotifierError):
     """A template failed to render (missing variable, syntax error)."""
 

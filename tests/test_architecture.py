@@ -33,6 +33,7 @@ CLI_MAY_IMPORT = {
     "notifier.render",
     "notifier.sink",
     "notifier.files",  # files and folders written for the user
+    "notifier.web.server",  # the web console, which calls the service as the commands do
 }
 
 
@@ -54,6 +55,31 @@ def test_command_modules_only_call_the_service(path: Path) -> None:
             continue
         allowed = module in CLI_MAY_IMPORT or module.startswith("notifier.cli.")
         assert allowed, f"{path.name}:{line} imports {module}: go through notifier.service"
+
+
+# The web console is held to the same: its pages call the service (never SQL, the ledger,
+# or a command module); it may also use its own web framework.
+WEB_MAY_IMPORT = (CLI_MAY_IMPORT - {"notifier.cli", "notifier.layout", "notifier.terminal"}) | {
+    "notifier.web",
+}
+WEB_NEVER_IMPORTS = ("sqlite3", "sqlite_utils", "click", "rich", "notifier.ledger")
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "web").glob("*.py")), ids=lambda p: p.name)
+def test_web_modules_only_call_the_service(path: Path) -> None:
+    for line, module in imported_modules(path):
+        assert not module.startswith(WEB_NEVER_IMPORTS), f"{path.name}:{line} imports {module}"
+        if not module.startswith("notifier"):
+            continue
+        allowed = module in WEB_MAY_IMPORT or module.startswith("notifier.web.")
+        assert allowed, f"{path.name}:{line} imports {module}: go through notifier.service"
+
+
+def test_web_modules_hold_no_sql() -> None:
+    for path in (PACKAGE / "web").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for word in ("SELECT ", "INSERT ", "UPDATE ", "DELETE FROM", ".execute("):
+            assert word not in text, f"{path.relative_to(REPO)} holds {word.strip()}"
 
 
 def test_the_library_never_imports_the_command_line() -> None:

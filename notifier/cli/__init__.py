@@ -21,6 +21,7 @@ from notifier.cli import roster as _roster  # noqa: F401
 from notifier.cli import send as _send  # noqa: F401
 from notifier.cli import sink as _sink  # noqa: F401
 from notifier.cli import status as _status  # noqa: F401
+from notifier.cli import web as _web  # noqa: F401
 from notifier.cli.app import cli, main
 
 __all__ = ["cli", "main"]

@@ -1,0 +1,177 @@
+"""The console's web application: its pages, the guard in front of them, and the state
+they share (the settings, the sessions, the work running in the background)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Message, Receive, Scope, Send
+
+from notifier.config import Settings
+from notifier.errors import NotifierError, SendInProgress, UnknownCampaign, VolunteerNotFound
+from notifier.service import Workspace
+from notifier.web import campaigns
+from notifier.web.forms import posted_form
+from notifier.web.pages import error_page, not_found_page
+from notifier.web.rendering import STATIC_DIR, page
+from notifier.web.security import (
+    SECURITY_HEADERS,
+    SESSION_COOKIE,
+    TOKEN_PARAMETER,
+    Forbidden,
+    Sessions,
+    require_own_origin,
+    session_of,
+    set_session_cookie,
+)
+
+
+@dataclass
+class Console:
+    """What every page shares: the settings of the ledger it serves, its own address
+    (the only `Origin` a form may come from) and the sessions it opened."""
+
+    settings: Settings
+    origin: str
+    sessions: Sessions = field(default_factory=Sessions)
+
+    def workspace(self) -> Workspace:
+        """A workspace for one request or one piece of background work (each opens its
+        own connection to the ledger; close it, or use it as a context manager)."""
+        return Workspace(self.settings)
+
+    def address(self) -> str:
+        """The address to open, with the one-time token."""
+        return f"{self.origin}/?{urlencode({TOKEN_PARAMETER: self.sessions.token})}"
+
+
+def console_of(request: Request) -> Console:
+    console: Console = request.app.state.console
+    return console
+
+
+async def sign_out(request: Request) -> Response:
+    """End this browser's session: the console refuses it from now on."""
+    await posted_form(request)
+    console_of(request).sessions.close(session_of(request))
+    response = page(request, "signed_out.html")
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        *campaigns.ROUTES,
+        Route("/signout", sign_out, methods=["POST"]),
+        Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+
+
+def create_app(console: Console) -> Starlette:
+    """The console's application, serving `console.settings`' ledger."""
+    app = Starlette(
+        routes=routes(),
+        exception_handlers={
+            NotifierError: _notifier_error,
+            Forbidden: _forbidden,
+            404: _not_found,
+        },
+    )
+    app.state.console = console
+    return Guard(app, console)  # type: ignore[return-value]
+
+
+class Guard:
+    """In front of every request: the one-time token, the session cookie, the method and
+    the Origin of a POST; and the security headers on every response, refusals too."""
+
+    def __init__(self, app: Starlette, console: Console) -> None:
+        self.app = app
+        self.console = console
+        self.state = app.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        secured = _with_security_headers(send)
+        request = Request(scope, receive)
+        try:
+            response = self._refusal_or_login(request, scope)
+        except Forbidden as refused:
+            response = error_page(request, 403, "Not allowed", str(refused))
+        if response is not None:
+            await response(scope, receive, secured)
+            return
+        await self.app(scope, receive, secured)
+
+    def _refusal_or_login(self, request: Request, scope: Scope) -> Response | None:
+        sessions = self.console.sessions
+        # A page of another site whose name was pointed at this machine (DNS rebinding)
+        # names that site in Host: only our own address is served.
+        if request.headers.get("host") != self.console.origin.partition("://")[2]:
+            raise Forbidden("this console answers only at the address it printed")
+        offered = request.query_params.get(TOKEN_PARAMETER)
+        if offered is not None and request.method in ("GET", "HEAD"):
+            session = sessions.open(offered)
+            # The token leaves the address bar (and history) at once.
+            response = RedirectResponse(request.url.path or "/", status_code=303)
+            set_session_cookie(response, session)
+            return response
+        csrf = sessions.csrf_token(session_of(request))
+        if csrf is None:
+            raise Forbidden(
+                "open the address the console printed when it started (it signs this "
+                "browser in; other browsers and tabs without it are refused)"
+            )
+        if request.method not in ("GET", "HEAD", "POST"):
+            return error_page(request, 405, "Not allowed", f"{request.method} is not used here")
+        if request.method == "POST":
+            require_own_origin(request, self.console.origin)
+        scope.setdefault("state", {})["csrf"] = csrf
+        return None
+
+
+def _with_security_headers(send: Send) -> Send:
+    async def secured(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [
+                (name, value)
+                for name, value in message.get("headers", [])
+                if name.decode("latin-1").title() not in SECURITY_HEADERS
+            ]
+            headers.extend(
+                (name.lower().encode("latin-1"), value.encode("latin-1"))
+                for name, value in SECURITY_HEADERS.items()
+            )
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return secured
+
+
+async def _notifier_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, NotifierError)
+    return error_page(request, _status_for(exc), "That did not work", str(exc))
+
+
+async def _forbidden(request: Request, exc: Exception) -> Response:
+    return error_page(request, 403, "Not allowed", str(exc))
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return not_found_page(request)
+
+
+def _status_for(exc: NotifierError) -> int:
+    if isinstance(exc, UnknownCampaign | VolunteerNotFound):
+        return 404
+    if isinstance(exc, SendInProgress):
+        return 409
+    return 400

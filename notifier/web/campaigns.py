@@ -1,0 +1,73 @@
+"""The campaigns: the list, and one campaign's page (where it stands, its approval)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from notifier.errors import UnknownCampaign
+from notifier.message import state_words
+from notifier.report_formats import owed_lines, shown_time
+from notifier.service import Campaign, CampaignStatus, Workspace
+from notifier.web.rendering import page
+
+
+@dataclass(frozen=True)
+class CampaignRow:
+    """One line of the campaigns page."""
+
+    campaign: Campaign
+    status: CampaignStatus
+
+
+def known_campaign(ws: Workspace, campaign_id: str) -> Campaign:
+    """The shipped campaign with this id: never a path (an address is not a file name),
+    404 with the closest ids otherwise."""
+    ws.require_known_campaign(campaign_id)
+    for campaign in ws.campaigns():
+        if campaign.campaign_id == campaign_id:
+            return campaign
+    raise UnknownCampaign(f"no campaign file for {campaign_id!r} in this installation")
+
+
+def home(request: Request) -> Response:
+    return RedirectResponse("/campaigns", status_code=303)
+
+
+def campaign_list(request: Request) -> Response:
+    from notifier.web.app import console_of
+
+    with console_of(request).workspace() as ws:
+        rows = [CampaignRow(c, ws.status(c.campaign_id)) for c in ws.campaigns()]
+        zone = ws.settings.time_zone
+    return page(request, "campaigns.html", rows=rows, zone=zone, state_words=state_words)
+
+
+def campaign_page(request: Request) -> Response:
+    from notifier.web.app import console_of
+
+    campaign_id = request.path_params["campaign_id"]
+    with console_of(request).workspace() as ws:
+        campaign = known_campaign(ws, campaign_id)
+        status = ws.status(campaign_id)
+        zone = ws.settings.time_zone
+    return page(
+        request,
+        "campaign.html",
+        campaign=campaign,
+        status=status,
+        owed=owed_lines(status.owed),
+        zone=zone,
+        shown_time=shown_time,
+        state_words=state_words,
+    )
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/", home, methods=["GET", "HEAD"]),
+    Route("/campaigns", campaign_list, methods=["GET", "HEAD"]),
+    Route("/campaigns/{campaign_id}", campaign_page, methods=["GET", "HEAD"]),
+]

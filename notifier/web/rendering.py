@@ -1,0 +1,28 @@
+"""Pages rendered on the server from Jinja2 templates, escaped by default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+_environment = Environment(
+    loader=PackageLoader("notifier.web", "templates"),
+    autoescape=select_autoescape(("html",), default=True),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    """`template` rendered for this request: with the session's CSRF token for its forms
+    (`csrf`) and the request itself (`request`, for its address)."""
+    csrf = getattr(request.state, "csrf", None)
+    html = _environment.get_template(template).render(request=request, csrf=csrf, **context)
+    return HTMLResponse(html, status_code=status_code)
