@@ -3,10 +3,13 @@ they share (the settings, the sessions, the work running in the background)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -18,6 +21,7 @@ from notifier.errors import NotifierError, SendInProgress, UnknownCampaign, Volu
 from notifier.service import Workspace
 from notifier.web import campaigns
 from notifier.web.forms import posted_form
+from notifier.web.jobs import Jobs
 from notifier.web.pages import error_page, not_found_page
 from notifier.web.rendering import STATIC_DIR, page
 from notifier.web.security import (
@@ -40,6 +44,7 @@ class Console:
     settings: Settings
     origin: str
     sessions: Sessions = field(default_factory=Sessions)
+    jobs: Jobs = field(default_factory=Jobs)
 
     def workspace(self) -> Workspace:
         """A workspace for one request or one piece of background work (each opens its
@@ -73,10 +78,20 @@ def routes() -> list[BaseRoute]:
     ]
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    yield
+    # Stopping (Ctrl-C): a send in the background finishes what is in flight and records
+    # it; what it had not sent stays owed, for the next send.
+    console: Console = app.state.console
+    await run_in_threadpool(console.jobs.stop_all)
+
+
 def create_app(console: Console) -> Starlette:
     """The console's application, serving `console.settings`' ledger."""
     app = Starlette(
         routes=routes(),
+        lifespan=_lifespan,
         exception_handlers={
             NotifierError: _notifier_error,
             Forbidden: _forbidden,
