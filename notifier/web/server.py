@@ -78,7 +78,10 @@ def serve(settings: Settings, sock: socket.socket, announce: Callable[[str], Non
     to open, with its one-time token, before the first request is taken."""
     console = Console(settings, origin_of(sock))
     announce(console.address())
-    _server(console).run(sockets=[sock])
+    # uvicorn shuts down gracefully on the signal, then raises it again: here that is
+    # the normal end of the console, not an interruption.
+    with contextlib.suppress(KeyboardInterrupt):
+        _server(console).run(sockets=[sock])
 
 
 @contextlib.contextmanager
