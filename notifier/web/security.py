@@ -32,6 +32,8 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "style-src 'self'",
         "img-src 'self' data:",
         "connect-src 'self'",
+        # Only the console's own notice previews, each sandboxed (FRAMED_HEADERS).
+        "frame-src 'self'",
         "form-action 'self'",
         "frame-ancestors 'none'",
         "base-uri 'none'",
@@ -45,6 +47,25 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+# A notice's HTML part, shown in a sandboxed frame of our own page: its inline style is
+# the notice's own, anything else (script, forms, other sites) is refused, and only our
+# own pages may frame it. A response says it is one with FRAMED_MARKER (never sent).
+FRAMED_MARKER = "X-Notifier-Framed"
+FRAMED_HEADERS = {
+    **SECURITY_HEADERS,
+    "Content-Security-Policy": "; ".join(
+        (
+            "default-src 'none'",
+            "style-src 'unsafe-inline'",
+            "img-src data:",
+            "sandbox",
+            "frame-ancestors 'self'",
+        )
+    ),
+    "X-Frame-Options": "SAMEORIGIN",
 }
 
 
