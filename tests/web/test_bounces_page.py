@@ -59,8 +59,16 @@ def bounce_console(
 def cli_csv(settings: Settings, out: Path) -> bytes:
     result = CliRunner().invoke(
         cli,
-        ["--ledger", str(settings.ledger), "export", "unreachable", "--format", "csv"]
-        + ["--out", str(out)],
+        [
+            "--ledger",
+            str(settings.ledger),
+            "export",
+            "unreachable",
+            "--format",
+            "csv",
+            "--out",
+            str(out),
+        ],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output

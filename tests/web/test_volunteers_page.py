@@ -110,8 +110,18 @@ def test_the_eml_is_the_one_the_cli_writes(
     out = tmp_path / "cli.eml"
     result = CliRunner().invoke(
         cli,
-        ["--ledger", str(web_settings.ledger), "preview", CAMPAIGN, "--volunteer", vid]
-        + ["--format", "eml", "--out", str(out)],
+        [
+            "--ledger",
+            str(web_settings.ledger),
+            "preview",
+            CAMPAIGN,
+            "--volunteer",
+            vid,
+            "--format",
+            "eml",
+            "--out",
+            str(out),
+        ],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
