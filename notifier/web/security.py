@@ -127,6 +127,11 @@ def set_session_cookie(response: Response, session: str) -> None:
 def require_own_origin(request: Request, origin: str) -> None:
     """A state-changing request must come from one of our own pages."""
     sent = request.headers.get("origin")
+    # Under `Referrer-Policy: no-referrer` a browser sends `Origin: null` with a form of
+    # our own page; it then also says where the request came from in Sec-Fetch-Site,
+    # which no page's script can set: same-origin there is our own page.
+    if sent == "null" and request.headers.get("sec-fetch-site") == "same-origin":
+        return
     if sent is None or sent != origin:
         raise Forbidden(
             "this request did not come from the console's own page "

@@ -379,3 +379,22 @@ def test_pages_answer_while_a_large_import_runs(
             break
         waited.wait(0.1)
     assert volunteer_count(empty_settings) == 100_000
+
+
+def test_a_null_origin_is_taken_only_from_our_own_page(client: Client) -> None:
+    """Under `Referrer-Policy: no-referrer` Chromium posts our own forms with `Origin:
+    null`, and says `Sec-Fetch-Site: same-origin` (which no page's script can set)."""
+    from urllib.parse import urlencode
+
+    csrf = csrf_of(client.get("/roster").text)
+    body = urlencode({"csrf": csrf, "upload": "none"}).encode()
+    for site, status in (
+        ("same-origin", 303),
+        ("cross-site", 403),
+        ("same-site", 403),
+        (None, 403),
+    ):
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "Origin": "null"}
+        if site is not None:
+            headers["Sec-Fetch-Site"] = site
+        assert client.request("POST", "/roster/discard", body, headers).status == status, site
