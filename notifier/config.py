@@ -22,6 +22,8 @@ editing the shipped campaign files:
 
     [bounces]                  # limits on one report; a report over them is skipped
     max_bytes = 10485760       # (recorded as unparseable), the rest are still read
+    folder = "bounces"         # the Maildir or mbox the console's Bounces page reads
+                               # (NOTIFIER_BOUNCE_FOLDER; relative to this file's folder)
     max_depth = 32             # MIME parts inside parts
     max_parts = 500            # MIME parts, and recipient blocks in its delivery status
 
@@ -114,6 +116,7 @@ class ReportLimits:
 # device or a wrong file from filling memory.
 ROSTER_MAX_BYTES = 500 * 1024 * 1024
 ROSTER_MAX_BYTES_ENV = "NOTIFIER_ROSTER_MAX_BYTES"
+BOUNCE_FOLDER_ENV = "NOTIFIER_BOUNCE_FOLDER"
 # An import reads, checks, compares and writes this many rows at a time (all in one
 # transaction), so its memory does not grow with the file.
 ROSTER_CHUNK_ROWS = 5000
@@ -139,6 +142,8 @@ class Settings:
     dkim_selector: str | None = None
     dkim_key_file: Path | None = None
     bounce_limits: ReportLimits = field(default_factory=ReportLimits)
+    # The Maildir or mbox where bounces arrive, that the console ingests ([bounces] folder).
+    bounce_folder: Path | None = None
     # A roster bigger than this is refused unread ([roster] max_bytes).
     roster_max_bytes: int = ROSTER_MAX_BYTES
     source: Path | None = None  # the config file these came from, if any
@@ -235,6 +240,7 @@ def load_settings(
         dkim_selector=dkim.get("selector"),
         dkim_key_file=key_file,
         bounce_limits=_report_limits(_table(data, "bounces", path), env, path),
+        bounce_folder=_bounce_folder(_table(data, "bounces", path), env, path, beside),
         roster_max_bytes=_roster_max_bytes(_table(data, "roster", path), env, path),
         source=path if path.exists() else None,
         contact=load_contact(data, path),
@@ -462,6 +468,21 @@ def _report_limits(table: dict[str, Any], env: Mapping[str, str], path: Path) ->
             )
         values[key] = number
     return ReportLimits(**values)
+
+
+def _bounce_folder(
+    table: dict[str, Any], env: Mapping[str, str], path: Path, beside: Any
+) -> Path | None:
+    """[bounces] folder (relative to the settings file), or NOTIFIER_BOUNCE_FOLDER."""
+    value = table.get("folder")
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ConfigError(
+            "expected the path of a Maildir folder or an mbox file",
+            file=path,
+            field="bounces.folder",
+            hint="remove it, or name the folder where bounces arrive",
+        )
+    return _path_setting(env.get(BOUNCE_FOLDER_ENV), value, beside)
 
 
 def _roster_max_bytes(table: dict[str, Any], env: Mapping[str, str], path: Path) -> int:

@@ -82,9 +82,11 @@ from notifier.ledger import (
     Event,
     EventDraft,
     Holder,
+    ImportPlan,
     ImportRecord,
     ImportSummary,
     Ledger,
+    PlannedUpdate,
     Settled,
     VerifyResult,
     VolunteerQuery,
@@ -140,7 +142,7 @@ from notifier.testsend import (
     volunteers_for_test,
 )
 from notifier.told import AddressMove, moved_addresses
-from notifier.volunteer import Volunteer, surname_initial
+from notifier.volunteer import LOCALES, Volunteer, surname_initial
 
 log = logging.getLogger(__name__)
 
@@ -166,13 +168,16 @@ __all__ = [
     "CohortSummary",
     "ComposedMessage",
     "Event",
+    "ImportPlan",
     "ImportRecord",
     "ImportSummary",
     "IngestSummary",
     "Owed",
+    "PlannedUpdate",
     "Preview",
     "PreviewRun",
     "RosterImport",
+    "RosterPlan",
     "RosterStream",
     "RowProblem",
     "SendOptions",
@@ -318,6 +323,20 @@ class RosterImport:
     # Published volunteers whose family name does not begin with the initials a campaign
     # says the published records had, for each such rule.
     surname_outliers: tuple[SurnameOutliers, ...] = ()
+
+
+@dataclass(frozen=True)
+class RosterPlan:
+    """What importing a roster file would do (`Workspace.plan_import`): the ledger's
+    decision, and the file as read (its encoding, its digest, its warnings)."""
+
+    plan: ImportPlan
+    file_name: str
+    encoding: str
+    rows_total: int
+    sha256: str  # of the bytes read: an import of exactly this file records the same
+    warnings: tuple[RowProblem, ...]  # the first WARNINGS_KEPT
+    warning_count: int
 
 
 @dataclass(frozen=True)
@@ -515,6 +534,50 @@ class Workspace:
     def volunteers(self, query: VolunteerQuery | None = None) -> Iterator[Volunteer]:
         return self.ledger().volunteers(query or VolunteerQuery())
 
+    def plan_import(
+        self,
+        file: Path,
+        *,
+        mapping: Path | None = None,
+        encoding: str = "auto",
+        default_locale: str = "en",
+        strict: bool = False,
+    ) -> RosterPlan:
+        """What `import_roster` with the same arguments would do now (who would be added,
+        who updated and how, every problem and warning), read a chunk at a time, writing
+        nothing: the file is refused (RosterError) exactly as the import would refuse it."""
+        roster_mapping = load_mapping(mapping) if mapping else None
+        folder = self.settings.ledger.resolve().parent
+        with open_roster(
+            file,
+            mapping=roster_mapping,
+            encoding=encoding,
+            default_locale=default_locale,
+            max_bytes=self.settings.roster_max_bytes,
+            spool_dir=folder if folder.is_dir() else None,
+        ) as stream:
+            plan = self.ledger(create=True).plan_import(stream, strict=strict)
+            return RosterPlan(
+                plan=plan,
+                file_name=file.name,
+                encoding=stream.encoding,
+                rows_total=stream.rows_total,
+                sha256=stream.sha256,
+                warnings=tuple(stream.warnings),
+                warning_count=stream.warning_count,
+            )
+
+    def volunteer_page(
+        self, query: VolunteerQuery | None = None, *, after: str | None = None, size: int = 50
+    ) -> list[Volunteer]:
+        """At most `size` of the volunteers `query` selects, those after the id `after`,
+        in volunteer_id order: a list a page at a time, never everyone at once."""
+        return self.ledger().volunteer_page(query or VolunteerQuery(), after=after, size=size)
+
+    def volunteer_count(self, query: VolunteerQuery | None = None) -> int:
+        """How many volunteers `query` selects."""
+        return sum(self.ledger().count_volunteers(query or VolunteerQuery()).values())
+
     def volunteer(self, id_or_email: str) -> Volunteer:
         return self.ledger().get_volunteer(id_or_email)
 
@@ -546,14 +609,30 @@ class Workspace:
         """The proof sheet (one HTML page) of the campaign, as checked in `report`."""
         return proof_sheet(self.campaign(campaign_id), report, zone=self.settings.time_zone)
 
-    def preview(self, campaign_id: str | Path, volunteer: str) -> Preview:
-        """Exactly the message a send would make for one person (but its Date)."""
+    def preview(
+        self, campaign_id: str | Path, volunteer: str, *, locale: str | None = None
+    ) -> Preview:
+        """Exactly the message a send would make for one person (but its Date).
+
+        `locale`: the notice as it would be in that language instead of the person's own
+        (to read a Japanese notice beside its English text); never what a send makes.
+        """
         campaign = self.campaign(campaign_id)
         led = self.ledger()
-        person = led.get_volunteer(volunteer)
+        person = original = led.get_volunteer(volunteer)
         warnings = list(_contact_warning(campaign))
+        if locale is not None and locale != person.locale:
+            if locale not in LOCALES:
+                raise CampaignError(
+                    f"unknown locale {locale!r}", hint=f"use one of {', '.join(LOCALES)}"
+                )
+            warnings.append(
+                f"{person.volunteer_id}'s notice is sent in {person.locale}: this is it in"
+                f" {locale}, for reading only"
+            )
+            person = dataclasses.replace(person, locale=locale)
         history = history_applies(led, campaign)
-        in_audience = membership_of(led, campaign, person, history=history).included
+        in_audience = membership_of(led, campaign, original, history=history).included
         if not in_audience:
             warnings.append(
                 f"{person.volunteer_id} is not in the audience of {campaign.campaign_id}; "

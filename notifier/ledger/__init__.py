@@ -47,8 +47,10 @@ from notifier.ledger.schema import MIGRATIONS, SCHEMA_VERSION
 from notifier.ledger.store import Ledger, LedgerDigest
 from notifier.ledger.suppressions import Suppression, address_key
 from notifier.ledger.volunteers import (
+    ImportPlan,
     ImportRecord,
     ImportSummary,
+    PlannedUpdate,
     VolunteerQuery,
     volunteer_from_row,
     volunteer_to_row,
@@ -63,6 +65,7 @@ __all__ = [
     "Event",
     "EventDraft",
     "Holder",
+    "ImportPlan",
     "ImportRecord",
     "ImportSummary",
     "Ledger",
@@ -71,6 +74,7 @@ __all__ = [
     "MessageWithEvents",
     "Move",
     "OutcomeEvent",
+    "PlannedUpdate",
     "RecordedReport",
     "ReportEvent",
     "Settled",

@@ -74,7 +74,7 @@ from notifier.ledger.cohorts import UpdatedSince
 from notifier.ledger.lease import Holder
 from notifier.ledger.messages import Move, Settled
 from notifier.ledger.suppressions import Suppression
-from notifier.ledger.volunteers import ImportRecord, ImportSummary, VolunteerQuery
+from notifier.ledger.volunteers import ImportPlan, ImportRecord, ImportSummary, VolunteerQuery
 from notifier.message import (
     CLAIMED_STATES,
     RESUMABLE_STATES,
@@ -662,6 +662,12 @@ class Ledger:
             if exc.errno == errno.ENOSPC:
                 raise opening.disk_full_error(exc, self.path) from exc
             raise
+
+    def plan_import(self, roster: RosterSource, *, strict: bool = False) -> ImportPlan:
+        """What record_import() would decide for `roster`, from one consistent read of the
+        volunteers, writing nothing (the console's preview of an import)."""
+        with self.reading():
+            return volunteers.plan_import(self.conn, roster, strict=strict)
 
     @contextlib.contextmanager
     def _page_cache(self, kib: int) -> Iterator[None]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -53,6 +54,8 @@ class VolunteerQuery:
     in_campaign: str | None = None
     message_states: tuple[str, ...] = ()
     volunteer_id: str | None = None
+    # Part of an id, an address or a name (case-insensitive for ASCII letters): a search.
+    text: str | None = None
 
     def where(self) -> tuple[str, list[str]]:
         """The SQL WHERE clause (or "") and its parameters. Only placeholders take values."""
@@ -72,6 +75,14 @@ class VolunteerQuery:
         if self.volunteer_id is not None:
             clauses.append("volunteer_id = ?")
             params.append(self.volunteer_id)
+        if self.text:
+            # The words typed are text to find, never a pattern: % and _ are escaped.
+            pattern = "%" + re.sub(r"([\\%_])", r"\\\1", self.text) + "%"
+            searched = ("volunteer_id", "email", "email_ascii", "family_name", "given_name")
+            clauses.append(
+                "(" + " OR ".join(f"{column} LIKE ? ESCAPE '\\'" for column in searched) + ")"
+            )
+            params.extend(pattern for _ in searched)
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
@@ -278,6 +289,94 @@ def import_roster(
             mapping_sha256=mapping_sha256,
             strict=strict,
         )
+
+
+@dataclass(frozen=True)
+class PlannedUpdate:
+    """A volunteer an import would change: which fields, from what to what."""
+
+    row: int
+    volunteer_id: str
+    name: str
+    changes: Mapping[str, tuple[str, str]]  # field -> (old, new), in TEXT_FIELDS order
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    """What importing a roster would do, decided as an import decides it, written nowhere.
+
+    Counts are of the whole file; the lists keep the first `limit` of each (in row order).
+    """
+
+    added: int
+    updated: int
+    unchanged: int
+    rejected: int  # rows with at least one problem (the ledger's refusals included)
+    problem_count: int
+    problems: tuple[RowProblem, ...]
+    added_first: tuple[tuple[int, str, str], ...]  # (row, volunteer_id, name)
+    updates_first: tuple[PlannedUpdate, ...]
+    refused: bool  # strict, and some row is bad: nothing would be imported
+
+
+def plan_import(
+    conn: sqlite3.Connection,
+    source: RosterSource,
+    *,
+    strict: bool = False,
+    limit: int = SUMMARY_LIMIT,
+    chunk_rows: int = ROSTER_CHUNK_ROWS,
+) -> ImportPlan:
+    """What `import_roster` would decide for `source`, against the volunteers as this
+    connection reads them, writing nothing: the file is read a chunk at a time, and only
+    the counts and the first `limit` rows of each kind are kept."""
+    has_volunteers = conn.execute("SELECT 1 FROM volunteers LIMIT 1").fetchone() is not None
+    owner_rows = conn.execute("SELECT volunteer_id, email FROM volunteers")
+    diff = ImportDiff(owners(owner_rows) if has_volunteers else {}, source.headers)
+    problems: list[RowProblem] = []
+    problem_count = 0
+    rejected_rows = 0
+    # Held with their address's holder: whether they go ahead is known at the end.
+    added: list[tuple[int, str, str, str | None]] = []
+    updates: list[tuple[PlannedUpdate, str | None]] = []
+    for chunk in source.chunks(chunk_rows):
+        problem_count += len(chunk.problems)
+        rejected_rows += len({p.row for p in chunk.problems})
+        problems.extend(chunk.problems[: max(0, limit - len(problems))])
+        stored = (
+            _stored_texts_of(conn, [a.volunteer.volunteer_id for a in chunk.accepted])
+            if has_volunteers
+            else {}
+        )
+        to_add, to_update = diff.compare(chunk.accepted, stored)
+        for pending in to_add:
+            if len(added) < 2 * limit:
+                v = pending.accepted.volunteer
+                added.append((pending.accepted.row, v.volunteer_id, v.display_name, pending.holder))
+        for update in to_update:
+            if len(updates) < 2 * limit:
+                u = update.update
+                planned = PlannedUpdate(
+                    u.row, u.volunteer.volunteer_id, u.volunteer.display_name, u.changes
+                )
+                updates.append((planned, update.holder))
+    decided = diff.finish(roster_problems=problem_count > 0, strict=strict)
+    merged = tuple(itertools.islice(merge_problems(problems, decided.conflicts), limit))
+    return ImportPlan(
+        added=decided.added,
+        updated=decided.updated,
+        unchanged=decided.unchanged,
+        rejected=rejected_rows + len(decided.conflicts),
+        problem_count=problem_count + len(decided.conflicts),
+        problems=merged,
+        added_first=tuple(
+            (row, vid, name) for row, vid, name, holder in added if diff.keeps(vid, holder)
+        )[:limit],
+        updates_first=tuple(u for u, holder in updates if diff.keeps(u.volunteer_id, holder))[
+            :limit
+        ],
+        refused=decided.refused,
+    )
 
 
 def _stored_texts_of(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, StoredTexts]:

@@ -19,12 +19,14 @@ from starlette.types import Message, Receive, Scope, Send
 from notifier.config import Settings
 from notifier.errors import NotifierError, SendInProgress, UnknownCampaign, VolunteerNotFound
 from notifier.service import Workspace
-from notifier.web import campaigns
+from notifier.web import bounces, campaigns, roster, volunteers
 from notifier.web.forms import posted_form
 from notifier.web.jobs import Jobs
 from notifier.web.pages import error_page, not_found_page
 from notifier.web.rendering import STATIC_DIR, page
 from notifier.web.security import (
+    FRAMED_HEADERS,
+    FRAMED_MARKER,
     SECURITY_HEADERS,
     SESSION_COOKIE,
     TOKEN_PARAMETER,
@@ -34,6 +36,7 @@ from notifier.web.security import (
     session_of,
     set_session_cookie,
 )
+from notifier.web.uploads import Uploads
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Console:
     origin: str
     sessions: Sessions = field(default_factory=Sessions)
     jobs: Jobs = field(default_factory=Jobs)
+    uploads: Uploads = field(default_factory=Uploads)
 
     def workspace(self) -> Workspace:
         """A workspace for one request or one piece of background work (each opens its
@@ -73,6 +77,9 @@ async def sign_out(request: Request) -> Response:
 def routes() -> list[BaseRoute]:
     return [
         *campaigns.ROUTES,
+        *roster.ROUTES,
+        *volunteers.ROUTES,
+        *bounces.ROUTES,
         Route("/signout", sign_out, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]
@@ -85,6 +92,7 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     # it; what it had not sent stays owed, for the next send.
     console: Console = app.state.console
     await run_in_threadpool(console.jobs.stop_all)
+    console.uploads.discard_all()  # files waiting to be imported: deleted, never left behind
 
 
 def create_app(console: Console) -> Starlette:
@@ -156,14 +164,17 @@ class Guard:
 def _with_security_headers(send: Send) -> Send:
     async def secured(message: Message) -> None:
         if message["type"] == "http.response.start":
+            sent = message.get("headers", [])
+            framed = any(name.decode("latin-1").title() == FRAMED_MARKER for name, _ in sent)
+            policy = FRAMED_HEADERS if framed else SECURITY_HEADERS
             headers = [
                 (name, value)
-                for name, value in message.get("headers", [])
-                if name.decode("latin-1").title() not in SECURITY_HEADERS
+                for name, value in sent
+                if name.decode("latin-1").title() not in (*policy, FRAMED_MARKER)
             ]
             headers.extend(
                 (name.lower().encode("latin-1"), value.encode("latin-1"))
-                for name, value in SECURITY_HEADERS.items()
+                for name, value in policy.items()
             )
             message = {**message, "headers": headers}
         await send(message)

@@ -32,6 +32,8 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "style-src 'self'",
         "img-src 'self' data:",
         "connect-src 'self'",
+        # Only the console's own notice previews, each sandboxed (FRAMED_HEADERS).
+        "frame-src 'self'",
         "form-action 'self'",
         "frame-ancestors 'none'",
         "base-uri 'none'",
@@ -45,6 +47,25 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+# A notice's HTML part, shown in a sandboxed frame of our own page: its inline style is
+# the notice's own, anything else (script, forms, other sites) is refused, and only our
+# own pages may frame it. A response says it is one with FRAMED_MARKER (never sent).
+FRAMED_MARKER = "X-Notifier-Framed"
+FRAMED_HEADERS = {
+    **SECURITY_HEADERS,
+    "Content-Security-Policy": "; ".join(
+        (
+            "default-src 'none'",
+            "style-src 'unsafe-inline'",
+            "img-src data:",
+            "sandbox",
+            "frame-ancestors 'self'",
+        )
+    ),
+    "X-Frame-Options": "SAMEORIGIN",
 }
 
 
@@ -106,6 +127,11 @@ def set_session_cookie(response: Response, session: str) -> None:
 def require_own_origin(request: Request, origin: str) -> None:
     """A state-changing request must come from one of our own pages."""
     sent = request.headers.get("origin")
+    # Under `Referrer-Policy: no-referrer` a browser sends `Origin: null` with a form of
+    # our own page; it then also says where the request came from in Sec-Fetch-Site,
+    # which no page's script can set: same-origin there is our own page.
+    if sent == "null" and request.headers.get("sec-fetch-site") == "same-origin":
+        return
     if sent is None or sent != origin:
         raise Forbidden(
             "this request did not come from the console's own page "
