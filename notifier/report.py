@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import pickle
+import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 from notifier.audience import history_applies, select_audience
 from notifier.campaign import Campaign
@@ -374,6 +376,49 @@ class Recipients(Collection[RecipientOutcome]):
             yield _outcome(item.message, item.person, item.events)
 
 
+class SpooledRecipients(Collection[RecipientOutcome]):
+    """A campaign's recipients read once from the ledger and kept, a chunk at a time, in
+    an unnamed temporary file beside it (removed as it is closed; only this process can
+    read it): read while other processes verify the ledger, then written out from the
+    file (a report's JSON and CSV name the verdict before the recipients). Memory holds
+    one chunk; the file about 200 bytes a recipient."""
+
+    def __init__(self, spool: IO[bytes], count: int) -> None:
+        self._spool = spool
+        self._count = count
+
+    @classmethod
+    def read(cls, recipients: Iterable[RecipientOutcome], spool: IO[bytes]) -> SpooledRecipients:
+        """Read `recipients` into `spool` (an empty file open for reading and writing)."""
+        count = 0
+        iterator = iter(recipients)
+        while chunk := list(itertools.islice(iterator, _SPOOL_CHUNK)):
+            pickle.dump([tuple(vars(r).values()) for r in chunk], spool)
+            count += len(chunk)
+        spool.flush()
+        return cls(spool, count)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __contains__(self, item: object) -> bool:
+        return any(item == outcome for outcome in self)
+
+    def __iter__(self) -> Iterator[RecipientOutcome]:
+        # Each iteration keeps its own place in the file: two may be read side by side.
+        offset, read = 0, 0
+        while read < self._count:  # bounded: every chunk holds at least one recipient
+            self._spool.seek(offset)
+            rows = pickle.load(self._spool)  # noqa: S301 - written by this process just now
+            offset = self._spool.tell()
+            read += len(rows)
+            for row in rows:
+                yield RecipientOutcome(*row)
+
+
+_SPOOL_CHUNK = 1000
+
+
 class OwedPeople:
     """Who of a campaign's audience is still owed its notice, read from the ledger every
     time they are iterated (inside the report's `with` block)."""
@@ -396,6 +441,7 @@ def open_campaign_report(
     *,
     templates_sha256: str | None = None,
     campaign_now: Campaign | None = None,
+    read_ahead: bool = False,
 ) -> Iterator[CampaignReport]:
     """Everything a regulator may ask about one campaign, from one snapshot of the ledger,
     in bounded memory: the figures are counted by the database, and the recipients and
@@ -406,9 +452,12 @@ def open_campaign_report(
     `templates_sha256` is the hash of the templates as they are now, if the caller
     computed it; it is shown next to the hash recorded at registration. `campaign_now`:
     the campaign as it would be sent now, for its audience (who is still owed the
-    notice); without it, the people it has messages for.
+    notice); without it, the people it has messages for. `read_ahead`: the report will
+    list every recipient (JSON, CSV): while other processes verify a large ledger
+    (Ledger.verify_started), this one reads the recipients into a temporary file
+    (`SpooledRecipients`), so the two halves of the work share the cores.
     """
-    with ledger.snapshot() as digest:
+    with ledger.snapshot() as digest, contextlib.ExitStack() as spools:
         campaign = ledger.campaign(campaign_id)
         if campaign is None:
             raise CampaignError(
@@ -416,11 +465,20 @@ def open_campaign_report(
                 file=ledger.path,
                 hint="list the registered campaigns with: notifier campaign list",
             )
-        verification = ledger.verify()
+        verified = ledger.verify_started()
         head = ledger.head()
         groups = ledger.state_counts_by_group(campaign_id)
         states = _ordered_states(state for _l, _e, state, _n in groups)
         total = sum(n for *_, n in groups)
+        recipients: Collection[RecipientOutcome] = Recipients(ledger, campaign_id, total)
+        if read_ahead and verified.apart and total:
+            try:
+                spool = spools.enter_context(tempfile.TemporaryFile(dir=ledger.path.parent))
+            except OSError:  # a folder this user cannot write: read them as they are written
+                pass
+            else:
+                recipients = SpooledRecipients.read(recipients, spool)
+        verification = verified()
         yield CampaignReport(
             campaign_id=campaign.campaign_id,
             title=campaign.title,
@@ -436,7 +494,7 @@ def open_campaign_report(
             counts_by_locale=_grouped(_sum_by(groups, lambda g: g[0], states), LOCALES),
             counts_by_exposure=_grouped(_sum_by(groups, lambda g: g[1], states), EXPOSURES),
             timeline=_timeline(ledger.events_per_hour(campaign_id, _LEFT_OUT)),
-            recipients=Recipients(ledger, campaign_id, total),
+            recipients=recipients,
             state_mismatches=tuple(ledger.unbacked_messages(campaign_id, STATE_OF_KIND, _LEFT_OUT)),
             owed=owed_figures(ledger, campaign_now, campaign_id),
             running=ledger.running(),

@@ -107,6 +107,18 @@ class LedgerDigest:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class Verification:
+    """A verification started (Ledger.verify_started): call it for the verdict. `apart`:
+    it runs in other processes meanwhile (else it is done here, when called)."""
+
+    verdict: Callable[[], VerifyResult]
+    apart: bool
+
+    def __call__(self) -> VerifyResult:
+        return self.verdict()
+
+
 class Ledger:
     """An open ledger file. Use as a context manager, or call close().
 
@@ -490,7 +502,7 @@ class Ledger:
         with self.reading():
             return self.verify_started(anchors)()
 
-    def verify_started(self, anchors: Sequence[str] = ()) -> Callable[[], VerifyResult]:
+    def verify_started(self, anchors: Sequence[str] = ()) -> Verification:
         """verify(), started in other processes when the ledger is large enough, so this
         one can go on meanwhile (a report reads its recipients); the returned function
         gives the verdict, verifying here whatever the others could not vouch for. Call
@@ -509,7 +521,7 @@ class Ledger:
             result, difference = found
             return self._verdict(result, anchors, lambda: difference)
 
-        return verdict
+        return Verification(verdict, apart=pending is not None)
 
     def _verify_here(self, anchors: Sequence[str]) -> VerifyResult:
         # The large tables merge-joined with their events after the walk: flat memory.
