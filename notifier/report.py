@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import pickle
 import tempfile
 from collections import Counter, defaultdict
@@ -34,6 +35,7 @@ from notifier.errors import CampaignError, VolunteerNotFound
 from notifier.event import BOOKKEEPING_KINDS, STATE_OF_KIND, state_after_event
 from notifier.ledger import (
     Event,
+    EventStep,
     Holder,
     Ledger,
     LedgerDigest,
@@ -543,9 +545,10 @@ def _test_send(event: Event) -> TestSend:
 
 
 def _outcome(
-    message: MessageRow, person: Volunteer | None, events: Sequence[Event]
+    message: MessageRow, person: Volunteer | None, events: Sequence[EventStep]
 ) -> RecipientOutcome:
-    """One recipient's outcome, from their message and its events (in chain order).
+    """One recipient's outcome, from their message and its events (kind, time, data as
+    stored; in chain order).
 
     `person` is None when the message's volunteer is not on the roster (removed by hand).
     Whether an event backs the stored state is the database's to say
@@ -559,22 +562,25 @@ def _outcome(
     first_attempt_at = None
     diagnostic = ""
     sending = 0
-    for event in events:
-        if state_after_event(event.kind, event.data) == state:
-            final_at = event.at
-        if event.kind in ATTEMPT_KINDS and first_attempt_at is None:
-            first_attempt_at = event.at
-        if event.kind == "sending":
+    for kind, at, data_json in events:
+        if state_after_event(kind, data_json) == state:
+            final_at = at
+        if kind in ATTEMPT_KINDS and first_attempt_at is None:
+            first_attempt_at = at
+        if kind == "sending":
             # A new attempt: an earlier attempt's reply or bounce says nothing about it,
             # and shown beside "sent" it would read as this message's fate.
             sending += 1
             reply, queue_id, diagnostic = "", "", ""
-        attempts = max(attempts, _int(event.data.get("attempt")))
-        if event.kind in REPLY_KINDS:
-            reply = _text(event.data.get("reply")) or reply
-            queue_id = _text(event.data.get("queue_id")) or queue_id
-        if event.kind in BOUNCE_KINDS:
-            diagnostic = _text(event.data.get("diagnostic")) or diagnostic
+        data = _data_read(kind, data_json)
+        if data is None:
+            continue  # nothing in it this report shows
+        attempts = max(attempts, _int(data.get("attempt")))
+        if kind in REPLY_KINDS:
+            reply = _text(data.get("reply")) or reply
+            queue_id = _text(data.get("queue_id")) or queue_id
+        if kind in BOUNCE_KINDS:
+            diagnostic = _text(data.get("diagnostic")) or diagnostic
     return RecipientOutcome(
         volunteer_id=message.volunteer_id,
         name=person.display_name if person else "",
@@ -592,6 +598,19 @@ def _outcome(
         queue_id=queue_id,
         diagnostic=diagnostic,
     )
+
+
+_READ_KINDS: frozenset[str] = REPLY_KINDS | BOUNCE_KINDS
+
+
+def _data_read(kind: str, data_json: str) -> dict[str, Any] | None:
+    """An event's data, decoded when it may hold something the report shows (a reply, a
+    diagnostic, an attempt number); None when it cannot: most events of a large
+    campaign (`queued`) are never decoded. An escape (\\u) might spell a key: decoded."""
+    if kind in _READ_KINDS or '"attempt"' in data_json or "\\u" in data_json:
+        read = json.loads(data_json)
+        return read if isinstance(read, dict) else {}
+    return None
 
 
 def _int(value: Any) -> int:
