@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
+import pickle
+import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 from notifier.audience import history_applies, select_audience
 from notifier.campaign import Campaign
@@ -32,6 +35,7 @@ from notifier.errors import CampaignError, VolunteerNotFound
 from notifier.event import BOOKKEEPING_KINDS, STATE_OF_KIND, state_after_event
 from notifier.ledger import (
     Event,
+    EventStep,
     Holder,
     Ledger,
     LedgerDigest,
@@ -374,6 +378,49 @@ class Recipients(Collection[RecipientOutcome]):
             yield _outcome(item.message, item.person, item.events)
 
 
+class SpooledRecipients(Collection[RecipientOutcome]):
+    """A campaign's recipients read once from the ledger and kept, a chunk at a time, in
+    an unnamed temporary file beside it (removed as it is closed; only this process can
+    read it): read while other processes verify the ledger, then written out from the
+    file (a report's JSON and CSV name the verdict before the recipients). Memory holds
+    one chunk; the file about 200 bytes a recipient."""
+
+    def __init__(self, spool: IO[bytes], count: int) -> None:
+        self._spool = spool
+        self._count = count
+
+    @classmethod
+    def read(cls, recipients: Iterable[RecipientOutcome], spool: IO[bytes]) -> SpooledRecipients:
+        """Read `recipients` into `spool` (an empty file open for reading and writing)."""
+        count = 0
+        iterator = iter(recipients)
+        while chunk := list(itertools.islice(iterator, _SPOOL_CHUNK)):
+            pickle.dump([tuple(vars(r).values()) for r in chunk], spool)
+            count += len(chunk)
+        spool.flush()
+        return cls(spool, count)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __contains__(self, item: object) -> bool:
+        return any(item == outcome for outcome in self)
+
+    def __iter__(self) -> Iterator[RecipientOutcome]:
+        # Each iteration keeps its own place in the file: two may be read side by side.
+        offset, read = 0, 0
+        while read < self._count:  # bounded: every chunk holds at least one recipient
+            self._spool.seek(offset)
+            rows = pickle.load(self._spool)  # noqa: S301 - written by this process just now
+            offset = self._spool.tell()
+            read += len(rows)
+            for row in rows:
+                yield RecipientOutcome(*row)
+
+
+_SPOOL_CHUNK = 1000
+
+
 class OwedPeople:
     """Who of a campaign's audience is still owed its notice, read from the ledger every
     time they are iterated (inside the report's `with` block)."""
@@ -396,6 +443,7 @@ def open_campaign_report(
     *,
     templates_sha256: str | None = None,
     campaign_now: Campaign | None = None,
+    read_ahead: bool = False,
 ) -> Iterator[CampaignReport]:
     """Everything a regulator may ask about one campaign, from one snapshot of the ledger,
     in bounded memory: the figures are counted by the database, and the recipients and
@@ -406,9 +454,12 @@ def open_campaign_report(
     `templates_sha256` is the hash of the templates as they are now, if the caller
     computed it; it is shown next to the hash recorded at registration. `campaign_now`:
     the campaign as it would be sent now, for its audience (who is still owed the
-    notice); without it, the people it has messages for.
+    notice); without it, the people it has messages for. `read_ahead`: the report will
+    list every recipient (JSON, CSV): while other processes verify a large ledger
+    (Ledger.verify_started), this one reads the recipients into a temporary file
+    (`SpooledRecipients`), so the two halves of the work share the cores.
     """
-    with ledger.snapshot() as digest:
+    with ledger.snapshot() as digest, contextlib.ExitStack() as spools:
         campaign = ledger.campaign(campaign_id)
         if campaign is None:
             raise CampaignError(
@@ -416,11 +467,20 @@ def open_campaign_report(
                 file=ledger.path,
                 hint="list the registered campaigns with: notifier campaign list",
             )
-        verification = ledger.verify()
+        verified = ledger.verify_started()
         head = ledger.head()
         groups = ledger.state_counts_by_group(campaign_id)
         states = _ordered_states(state for _l, _e, state, _n in groups)
         total = sum(n for *_, n in groups)
+        recipients: Collection[RecipientOutcome] = Recipients(ledger, campaign_id, total)
+        if read_ahead and verified.apart and total:
+            try:
+                spool = spools.enter_context(tempfile.TemporaryFile(dir=ledger.path.parent))
+            except OSError:  # a folder this user cannot write: read them as they are written
+                pass
+            else:
+                recipients = SpooledRecipients.read(recipients, spool)
+        verification = verified()
         yield CampaignReport(
             campaign_id=campaign.campaign_id,
             title=campaign.title,
@@ -436,7 +496,7 @@ def open_campaign_report(
             counts_by_locale=_grouped(_sum_by(groups, lambda g: g[0], states), LOCALES),
             counts_by_exposure=_grouped(_sum_by(groups, lambda g: g[1], states), EXPOSURES),
             timeline=_timeline(ledger.events_per_hour(campaign_id, _LEFT_OUT)),
-            recipients=Recipients(ledger, campaign_id, total),
+            recipients=recipients,
             state_mismatches=tuple(ledger.unbacked_messages(campaign_id, STATE_OF_KIND, _LEFT_OUT)),
             owed=owed_figures(ledger, campaign_now, campaign_id),
             running=ledger.running(),
@@ -485,9 +545,10 @@ def _test_send(event: Event) -> TestSend:
 
 
 def _outcome(
-    message: MessageRow, person: Volunteer | None, events: Sequence[Event]
+    message: MessageRow, person: Volunteer | None, events: Sequence[EventStep]
 ) -> RecipientOutcome:
-    """One recipient's outcome, from their message and its events (in chain order).
+    """One recipient's outcome, from their message and its events (kind, time, data as
+    stored; in chain order).
 
     `person` is None when the message's volunteer is not on the roster (removed by hand).
     Whether an event backs the stored state is the database's to say
@@ -501,22 +562,25 @@ def _outcome(
     first_attempt_at = None
     diagnostic = ""
     sending = 0
-    for event in events:
-        if state_after_event(event.kind, event.data) == state:
-            final_at = event.at
-        if event.kind in ATTEMPT_KINDS and first_attempt_at is None:
-            first_attempt_at = event.at
-        if event.kind == "sending":
+    for kind, at, data_json in events:
+        if state_after_event(kind, data_json) == state:
+            final_at = at
+        if kind in ATTEMPT_KINDS and first_attempt_at is None:
+            first_attempt_at = at
+        if kind == "sending":
             # A new attempt: an earlier attempt's reply or bounce says nothing about it,
             # and shown beside "sent" it would read as this message's fate.
             sending += 1
             reply, queue_id, diagnostic = "", "", ""
-        attempts = max(attempts, _int(event.data.get("attempt")))
-        if event.kind in REPLY_KINDS:
-            reply = _text(event.data.get("reply")) or reply
-            queue_id = _text(event.data.get("queue_id")) or queue_id
-        if event.kind in BOUNCE_KINDS:
-            diagnostic = _text(event.data.get("diagnostic")) or diagnostic
+        data = _data_read(kind, data_json)
+        if data is None:
+            continue  # nothing in it this report shows
+        attempts = max(attempts, _int(data.get("attempt")))
+        if kind in REPLY_KINDS:
+            reply = _text(data.get("reply")) or reply
+            queue_id = _text(data.get("queue_id")) or queue_id
+        if kind in BOUNCE_KINDS:
+            diagnostic = _text(data.get("diagnostic")) or diagnostic
     return RecipientOutcome(
         volunteer_id=message.volunteer_id,
         name=person.display_name if person else "",
@@ -534,6 +598,19 @@ def _outcome(
         queue_id=queue_id,
         diagnostic=diagnostic,
     )
+
+
+_READ_KINDS: frozenset[str] = REPLY_KINDS | BOUNCE_KINDS
+
+
+def _data_read(kind: str, data_json: str) -> dict[str, Any] | None:
+    """An event's data, decoded when it may hold something the report shows (a reply, a
+    diagnostic, an attempt number); None when it cannot: most events of a large
+    campaign (`queued`) are never decoded. An escape (\\u) might spell a key: decoded."""
+    if kind in _READ_KINDS or '"attempt"' in data_json or "\\u" in data_json:
+        read = json.loads(data_json)
+        return read if isinstance(read, dict) else {}
+    return None
 
 
 def _int(value: Any) -> int:

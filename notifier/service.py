@@ -1115,10 +1115,14 @@ class Workspace:
             return materialised(streamed)
 
     @contextlib.contextmanager
-    def open_report(self, campaign_id: str) -> Iterator[CampaignReport]:
+    def open_report(
+        self, campaign_id: str, *, read_ahead: bool = False
+    ) -> Iterator[CampaignReport]:
         """report(), in bounded memory: its figures counted by the ledger, its recipients
         and the people still owed read a chunk at a time as they are iterated. Write it
-        out inside the `with` block, which holds the ledger snapshot it describes."""
+        out inside the `with` block, which holds the ledger snapshot it describes.
+        `read_ahead`: every recipient will be written (JSON, CSV): they are read while
+        a large ledger is verified (notifier.report.open_campaign_report)."""
         led = self.ledger()
         registered = led.campaign_ids()
         _require_known(campaign_id, registered)
@@ -1128,7 +1132,9 @@ class Workspace:
                 hint=f"see what a send would do: notifier send {campaign_id}",
             )
         campaign = _loadable(lambda: self.campaign(campaign_id))
-        with open_campaign_report(led, campaign_id, campaign_now=campaign) as streamed:
+        with open_campaign_report(
+            led, campaign_id, campaign_now=campaign, read_ahead=read_ahead
+        ) as streamed:
             yield streamed
 
     def unreachable(self) -> list[UnreachablePerson]:

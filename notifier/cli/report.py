@@ -94,7 +94,8 @@ def report(app: AppContext, campaign_id: str, fmt: str, out: Path | None, no_bom
         require_writable_file(out)
     # The report is written out while it is read from the ledger (one snapshot): a
     # million recipients are never held in memory.
-    with app.workspace() as ws, ws.open_report(campaign_id) as result:
+    lists_all = fmt in ("json", "csv")
+    with app.workspace() as ws, ws.open_report(campaign_id, read_ahead=lists_all) as result:
         if fmt == "table":
             if out is None:
                 _print_summary(click.echo, terminal_width(), result, app.settings.time_zone)

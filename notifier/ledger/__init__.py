@@ -42,7 +42,7 @@ from notifier.ledger.chain import (
 from notifier.ledger.cohorts import StateGroup
 from notifier.ledger.lease import Holder
 from notifier.ledger.messages import Move, Settled
-from notifier.ledger.reports import MessageWithEvents, OutcomeEvent
+from notifier.ledger.reports import EventStep, MessageWithEvents, OutcomeEvent
 from notifier.ledger.schema import MIGRATIONS, SCHEMA_VERSION
 from notifier.ledger.store import Ledger, LedgerDigest
 from notifier.ledger.suppressions import Suppression, address_key
@@ -64,6 +64,7 @@ __all__ = [
     "CampaignRecord",
     "Event",
     "EventDraft",
+    "EventStep",
     "Holder",
     "ImportPlan",
     "ImportRecord",

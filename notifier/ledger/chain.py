@@ -371,6 +371,110 @@ def _link(
 EventVisitor = Callable[[int, str, str, str | None, str | None, str | None, str], None]
 
 
+@dataclass
+class Walked:
+    """Where a walk of the chain (or of a stretch of it: notifier.ledger.parallel) got to.
+
+    `failure`: the first event that does not hold, as verify() reports it; else the
+    last event checked (`seq`, `hash`, `at`), how many events were dated earlier than
+    the one before them, and the first of those in words. `sign`: on an unkeyed chain,
+    the first sign that it was written keyed (keyed_sign).
+    """
+
+    seq: int
+    hash: str
+    at: str = ""
+    failure: VerifyResult | None = None
+    backwards: int = 0
+    first_backwards: str = ""
+    sign: tuple[int, str] | None = None
+
+
+def walk(
+    rows: Iterable[tuple[Any, ...]],
+    start: Walked,
+    mac: hmac.HMAC | None,
+    *,
+    visit: EventVisitor | None = None,
+    until: int | None = None,
+    signs: bool = False,
+    zone: str = DEFAULT_ZONE,
+) -> Walked:
+    """Walk events (EVENT_COLUMNS tuples in seq order, the first of them meant to follow
+    `start`'s event) and check each one's position, link and hash; stop at the first that
+    does not hold, or after event `until`. `signs`: look for keyed_sign (unkeyed chains)."""
+    expected_seq, prev_hash, prev_at = start.seq, start.hash, start.at
+    backwards, first_backwards, sign = start.backwards, start.first_backwards, start.sign
+    for seq, at, kind, campaign_id, volunteer_id, message_id, data, link, stored in rows:
+        expected_seq += 1
+        if seq != expected_seq:
+            return Walked(
+                expected_seq - 1,
+                prev_hash,
+                failure=VerifyResult(
+                    False,
+                    expected_seq - 1,
+                    prev_hash,
+                    expected_seq,
+                    f"event {expected_seq} is missing (next is {seq}): deleted or reordered",
+                ),
+            )
+        if link != prev_hash:
+            return Walked(
+                seq - 1,
+                prev_hash,
+                failure=VerifyResult(
+                    False,
+                    seq - 1,
+                    prev_hash,
+                    seq,
+                    f"event {seq} does not link to event {seq - 1}: an event was deleted, "
+                    "inserted or reordered",
+                ),
+            )
+        # Stored data is canonical JSON as appended: hash it as it is, and only if that
+        # fails see whether a re-serialisation of the same value holds (a rare case).
+        args = (prev_hash, seq, at, kind, campaign_id, volunteer_id, message_id)
+        if event_hash(*args, data, mac) != stored:
+            try:
+                data = canonical_json(json.loads(data))
+            except (TypeError, ValueError):
+                return Walked(
+                    seq - 1,
+                    prev_hash,
+                    failure=VerifyResult(
+                        False, seq - 1, prev_hash, seq, f"event {seq} has unreadable data"
+                    ),
+                )
+            if event_hash(*args, data, mac) != stored:
+                return Walked(
+                    seq - 1,
+                    prev_hash,
+                    failure=VerifyResult(
+                        False,
+                        seq - 1,
+                        prev_hash,
+                        seq,
+                        f"event {seq} ({kind}) was edited after it was written",
+                    ),
+                )
+        if signs and sign is None:
+            sign = keyed_sign(seq, kind, data)
+        if at < prev_at and _earlier(at, prev_at):
+            backwards += 1
+            first_backwards = first_backwards or (
+                f"event {seq} is dated {shown_time(at, zone)}, earlier than event {seq - 1}"
+                f" ({shown_time(prev_at, zone)})"
+            )
+        prev_at = at
+        if visit is not None:
+            visit(seq, at, kind, campaign_id, volunteer_id, message_id, data)
+        prev_hash = stored
+        if seq == until:
+            break
+    return Walked(expected_seq, prev_hash, prev_at, None, backwards, first_backwards, sign)
+
+
 def verify(
     conn: sqlite3.Connection,
     visit: EventVisitor | None = None,
@@ -396,60 +500,26 @@ def verify(
     if after is not None and not keyed:
         raise LedgerError("an unkeyed chain is verified from its start")
     expected_seq, prev_hash = after or (0, GENESIS_HASH)
-    prev_at = ""
-    backwards = 0
-    first_backwards = ""
     sign = None if keyed or read_meta(conn, "key_fingerprint") is None else _FINGERPRINT_SIGN
-    rows = _rows(conn, expected_seq)
-    for seq, at, kind, campaign_id, volunteer_id, message_id, data, link, stored in rows:
-        expected_seq += 1
-        if seq != expected_seq:
-            return VerifyResult(
-                False,
-                expected_seq - 1,
-                prev_hash,
-                expected_seq,
-                f"event {expected_seq} is missing (next is {seq}): deleted or reordered",
-            )
-        if link != prev_hash:
-            return VerifyResult(
-                False,
-                seq - 1,
-                prev_hash,
-                seq,
-                f"event {seq} does not link to event {seq - 1}: an event was deleted, "
-                "inserted or reordered",
-            )
-        # Stored data is canonical JSON as appended: hash it as it is, and only if that
-        # fails see whether a re-serialisation of the same value holds (a rare case).
-        args = (prev_hash, seq, at, kind, campaign_id, volunteer_id, message_id)
-        if event_hash(*args, data, mac) != stored:
-            try:
-                data = canonical_json(json.loads(data))
-            except (TypeError, ValueError):
-                return VerifyResult(
-                    False, seq - 1, prev_hash, seq, f"event {seq} has unreadable data"
-                )
-            if event_hash(*args, data, mac) != stored:
-                return VerifyResult(
-                    False,
-                    seq - 1,
-                    prev_hash,
-                    seq,
-                    f"event {seq} ({kind}) was edited after it was written",
-                )
-        if not keyed and sign is None:
-            sign = keyed_sign(seq, kind, data)
-        if at < prev_at and _earlier(at, prev_at):
-            backwards += 1
-            first_backwards = first_backwards or (
-                f"event {seq} is dated {shown_time(at, zone)}, earlier than event {seq - 1}"
-                f" ({shown_time(prev_at, zone)})"
-            )
-        prev_at = at
-        if visit is not None:
-            visit(seq, at, kind, campaign_id, volunteer_id, message_id, data)
-        prev_hash = stored
+    walked = walk(
+        _rows(conn, expected_seq),
+        Walked(expected_seq, prev_hash, sign=sign),
+        mac,
+        visit=visit,
+        signs=not keyed,
+        zone=zone,
+    )
+    return verdict(conn, walked, keyed=keyed, legacy=legacy)
+
+
+def verdict(
+    conn: sqlite3.Connection, walked: Walked, *, keyed: bool = True, legacy: bool = False
+) -> VerifyResult:
+    """verify()'s result once the whole chain was walked: its first failure, else whether
+    it ends at the head the ledger recorded, with any warning."""
+    if walked.failure is not None:
+        return walked.failure
+    expected_seq, prev_hash, sign = walked.seq, walked.hash, walked.sign
     recorded = _head_text(conn)
     if recorded != f"{expected_seq}:{prev_hash}":
         return VerifyResult(
@@ -461,11 +531,11 @@ def verify(
             f"event {recorded.split(':', 1)[0]}: events at the end were deleted",
         )
     warning = ""
-    if backwards:
-        more = f" ({backwards} such events in all)" if backwards > 1 else ""
+    if walked.backwards:
+        more = f" ({walked.backwards} such events in all)" if walked.backwards > 1 else ""
         warning = (
-            f"{first_backwards}{more}: the clock of the machine that wrote it was set back;"
-            " times in reports may be out of order"
+            f"{walked.first_backwards}{more}: the clock of the machine that wrote it was set"
+            " back; times in reports may be out of order"
         )
     if not keyed and sign is not None:
         return VerifyResult(

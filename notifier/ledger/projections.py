@@ -133,6 +133,12 @@ class Replay:
         if handler is not None:
             handler(self, kind, at, campaign_id, volunteer_id, message_id, data_json)
 
+    @staticmethod
+    def streamed_visits(kind: str) -> bool:
+        """Whether a streamed replay's visit does anything with an event of this kind (a
+        walk in parts keeps only those events: notifier.ledger.parallel)."""
+        return kind in Replay._HANDLERS and kind not in _VOLUNTEER_KINDS
+
     # -- one handler per kind of event that builds a table row
 
     def _volunteer(
@@ -273,12 +279,22 @@ class Replay:
             self._meta(conn)
             or _volunteers_differ(conn, volunteers)
             or _messages_differ(conn, messages)
-            or self._suppressions_differ(conn)
+            or self.small_tables_differ(conn)
+        )
+
+    def small_tables_differ(self, conn: sqlite3.Connection) -> str | None:
+        """first_difference() of the tables after the two large ones (which
+        notifier.ledger.parallel checks in parts), in the same order."""
+        return (
+            self._suppressions_differ(conn)
             or self._rejected_differ(conn)
             or self._imports_differ(conn)
             or self._campaigns_differ(conn)
             or self._reports_differ(conn)
         )
+
+    def meta_differs(self, conn: sqlite3.Connection) -> str | None:
+        return self._meta(conn)
 
     def _meta(self, conn: sqlite3.Connection) -> str | None:
         for row in conn.execute("SELECT key, value FROM meta ORDER BY key"):
@@ -523,32 +539,97 @@ def _taken(replay: Replay, key: str) -> Iterator[tuple[str, Any]]:
             yield key, want
 
 
-def _replayed_volunteers(conn: sqlite3.Connection, after: int) -> _Expected:
+# A stretch of a large table's keys, [low, high) (None: unbounded), for verifying it in
+# parts side by side (notifier.ledger.parallel); the whole table is (None, None).
+KeyRange = tuple[str | None, str | None]
+WHOLE: KeyRange = (None, None)
+
+
+def _in_range(column: str, keys: KeyRange) -> tuple[str, list[str]]:
+    """SQL conditions (each starting with " AND") and parameters for `column` in `keys`."""
+    sql, params = "", []
+    if keys[0] is not None:
+        sql += f" AND {column} >= ?"
+        params.append(keys[0])
+    if keys[1] is not None:
+        sql += f" AND {column} < ?"
+        params.append(keys[1])
+    return sql, params
+
+
+def _replayed_volunteers(conn: sqlite3.Connection, after: int, keys: KeyRange = WHOLE) -> _Expected:
     cursor = conn.cursor()
     cursor.row_factory = None
+    within, params = _in_range("volunteer_id", keys)
     sql = (
         "SELECT volunteer_id, kind, data FROM events"  # noqa: S608
         f" WHERE volunteer_id IS NOT NULL AND seq > ? AND kind IN ({_VOLUNTEER_KIND_LIST})"
-        " ORDER BY volunteer_id, seq"
+        f"{within} ORDER BY volunteer_id, seq"
     )
-    rows = cursor.execute(sql, (after,))
+    rows = cursor.execute(sql, (after, *params))
     return _replayed(rows, lambda r, e: r._volunteer(e[1], "", None, e[0], None, e[2]))
 
 
-def _replayed_messages(conn: sqlite3.Connection, after: int) -> _Expected:
+def _replayed_messages(conn: sqlite3.Connection, after: int, keys: KeyRange = WHOLE) -> _Expected:
     cursor = conn.cursor()
     cursor.row_factory = None
+    within, params = _in_range("message_id", keys)
     sql = (
-        "SELECT message_id, kind, campaign_id, volunteer_id, data FROM events"
-        " WHERE message_id IS NOT NULL AND seq > ? ORDER BY message_id, seq"
+        "SELECT message_id, kind, campaign_id, volunteer_id, data FROM events"  # noqa: S608
+        f" WHERE message_id IS NOT NULL AND seq > ?{within} ORDER BY message_id, seq"
     )
-    rows = cursor.execute(sql, (after,))
+    rows = cursor.execute(sql, (after, *params))
     return _replayed(rows, lambda r, e: r._message_event(e[1], e[2], e[3], e[0], e[4]))
+
+
+# A large table's rows against the events, in one key range: the first row that is not
+# what the events say (in words), and the first key the events have and the table does
+# not (a row deleted: said only when no row differs, as `_row` words it).
+RangeVerdict = tuple[str | None, str | None]
+
+
+def large_table_differs(
+    conn: sqlite3.Connection, table: str, after: int, keys: KeyRange = WHOLE
+) -> RangeVerdict:
+    """The volunteers' or messages' rows in `keys` against their events after event
+    `after` (the last `ledger_upgraded`): what `first_difference` checks of that table,
+    for one stretch of it. Within a read transaction."""
+    if table == "volunteers":
+        where, params = _in_range("volunteer_id", keys)
+        return _volunteer_rows(
+            conn, _replayed_volunteers(conn, after, keys), f"WHERE 1{where}", params
+        )
+    where, params = _in_range("message_id", keys)
+    return _message_rows(conn, _replayed_messages(conn, after, keys), f"WHERE 1{where}", params)
+
+
+def range_verdicts_differ(table: str, verdicts: Iterable[RangeVerdict]) -> str | None:
+    """One table's verdict from its key ranges' (in key order): the first row that
+    differs, else the first one missing, as the whole table's merge-join says it."""
+    verdicts = list(verdicts)
+    for problem, _missing in verdicts:
+        if problem is not None:
+            return problem
+    key = _id_column(table)
+    for _problem, missing in verdicts:
+        if missing is not None:
+            return _row(table, f"{key} {missing}", "is missing (deleted)")
+    return None
+
+
+def _id_column(table: str) -> str:
+    return "volunteer_id" if table == "volunteers" else "message_id"
 
 
 def _volunteers_differ(
     conn: sqlite3.Connection, expected: _Expected, where: str = "", params: Sequence[Any] = ()
 ) -> str | None:
+    return range_verdicts_differ("volunteers", [_volunteer_rows(conn, expected, where, params)])
+
+
+def _volunteer_rows(
+    conn: sqlite3.Connection, expected: _Expected, where: str, params: Sequence[Any]
+) -> RangeVerdict:
     cursor = conn.cursor()
     cursor.row_factory = None  # 200,000 rows: plain tuples, in the order selected
     fields = ", ".join(TEXT_FIELDS)
@@ -561,24 +642,27 @@ def _volunteers_differ(
         want = missing.up_to(volunteer_id)
         at = f"volunteer_id {volunteer_id}"
         if want is None:
-            return _row("volunteers", at, "is not in the chain")
+            return _row("volunteers", at, "is not in the chain"), None
         if volunteer_row_sha256(volunteer_id, texts) != want[0]:
-            return _row("volunteers", at, "differs from the chain")
+            return _row("volunteers", at, "differs from the chain"), None
         for column, stored, wanted in (
             ("import_id", import_id, want[1]),
             ("source_row", source_row, want[2]),
         ):
             if wanted is not None and stored != wanted:
-                return _row("volunteers", at, f"differs from the chain in {column}")
-    first = missing.first()
-    if first is not None:
-        return _row("volunteers", f"volunteer_id {first}", "is missing (deleted)")
-    return None
+                return _row("volunteers", at, f"differs from the chain in {column}"), None
+    return None, missing.first()
 
 
 def _messages_differ(
     conn: sqlite3.Connection, expected: _Expected, where: str = "", params: Sequence[Any] = ()
 ) -> str | None:
+    return range_verdicts_differ("messages", [_message_rows(conn, expected, where, params)])
+
+
+def _message_rows(
+    conn: sqlite3.Connection, expected: _Expected, where: str, params: Sequence[Any]
+) -> RangeVerdict:
     cursor = conn.cursor()
     cursor.row_factory = None
     sql = (
@@ -589,7 +673,7 @@ def _messages_differ(
     for message_id, *stored in cursor.execute(sql, params):
         want = missing.up_to(message_id)
         if want is None:
-            return _row("messages", f"message_id {message_id}", "is not in the chain")
+            return _row("messages", f"message_id {message_id}", "is not in the chain"), None
         if want[2] is None:  # an old `queued` event without its token (adopted since)
             want[2] = stored[2]
         if stored != want:
@@ -600,11 +684,8 @@ def _messages_differ(
                 f"message_id {message_id}",
                 f"differs from the chain in {column} ({stored[columns.index(column)]!r},"
                 f" the events say {want[columns.index(column)]!r})",
-            )
-    first = missing.first()
-    if first is not None:
-        return _row("messages", f"message_id {first}", "is missing (deleted)")
-    return None
+            ), None
+    return None, missing.first()
 
 
 class _Missing:

@@ -30,7 +30,7 @@ import hashlib
 import os
 import sqlite3
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ from notifier.ledger import (
     events,
     lease,
     opening,
+    parallel,
     projections,
     reports,
     schema,
@@ -106,6 +107,18 @@ class LedgerDigest:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class Verification:
+    """A verification started (Ledger.verify_started): call it for the verdict. `apart`:
+    it runs in other processes meanwhile (else it is done here, when called)."""
+
+    verdict: Callable[[], VerifyResult]
+    apart: bool
+
+    def __call__(self) -> VerifyResult:
+        return self.verdict()
+
+
 class Ledger:
     """An open ledger file. Use as a context manager, or call close().
 
@@ -130,6 +143,7 @@ class Ledger:
         self.key_file = key_file or key_path_for(self.path)
         self._secret = secret
         self.time_zone = time_zone  # of the times its errors show (notifier.times)
+        self.verify_parts = parallel.Parts()  # how verify() splits a large ledger
         if not self.path.exists():
             if not create:
                 raise LedgerError(
@@ -480,23 +494,56 @@ class Ledger:
     def verify(self, anchors: Sequence[str] = ()) -> VerifyResult:
         """Walk the chain, check each anchor (`SEQ:HASH` written down earlier), and rebuild
         the tables that decide sending from the events; the first thing that does not hold.
+        A large ledger is verified in parts by other processes (`verify_parts`,
+        notifier.ledger.parallel): the same verdict, on every core.
         """
         if chain.is_keyed(self.conn):
             self.secret()  # read (and checked) before the read transaction starts
         with self.reading():
-            # The large tables merge-joined with their events after the walk: flat memory.
-            replay = projections.Replay(streamed=True)
-            result = chain.verify(self.conn, replay.visit, zone=self.time_zone)
-            if not result.ok:
-                return result
-            for anchor in anchors:
-                problem = self._anchor_problem(anchor)
-                if problem:
-                    return replace(result, ok=False, reason=problem)
-            difference = replay.first_difference(self.conn)
-            if difference:
-                return replace(result, ok=False, reason=difference)
+            return self.verify_started(anchors)()
+
+    def verify_started(self, anchors: Sequence[str] = ()) -> Verification:
+        """verify(), started in other processes when the ledger is large enough, so this
+        one can go on meanwhile (a report reads its recipients); the returned function
+        gives the verdict, verifying here whatever the others could not vouch for. Call
+        both inside one read transaction: the verdict is of its snapshot."""
+        pending = None
+        if chain.is_keyed(self.conn):
+            key = self.secret().derive(Purpose.CHAIN)
+            pending = parallel.start(
+                self.path, key, self.conn, zone=self.time_zone, parts=self.verify_parts
+            )
+
+        def verdict() -> VerifyResult:
+            found = None if pending is None else pending.result(self.conn)
+            if found is None:
+                return self._verify_here(anchors)
+            result, difference = found
+            return self._verdict(result, anchors, lambda: difference)
+
+        return Verification(verdict, apart=pending is not None)
+
+    def _verify_here(self, anchors: Sequence[str]) -> VerifyResult:
+        # The large tables merge-joined with their events after the walk: flat memory.
+        replay = projections.Replay(streamed=True)
+        result = chain.verify(self.conn, replay.visit, zone=self.time_zone)
+        return self._verdict(result, anchors, lambda: replay.first_difference(self.conn))
+
+    def _verdict(
+        self, result: VerifyResult, anchors: Sequence[str], difference: Callable[[], str | None]
+    ) -> VerifyResult:
+        """The chain's verdict, then the anchors', then the tables' (only when the chain
+        holds, as each needs what came before it)."""
+        if not result.ok:
             return result
+        for anchor in anchors:
+            problem = self._anchor_problem(anchor)
+            if problem:
+                return replace(result, ok=False, reason=problem)
+        found = difference()
+        if found:
+            return replace(result, ok=False, reason=found)
+        return result
 
     def _anchor_problem(self, anchor: str) -> str:
         seq_text, _, wanted = anchor.strip().partition(":")

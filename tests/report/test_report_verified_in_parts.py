@@ -1,0 +1,97 @@
+"""A large report's ledger is verified in parts by other processes while this one reads
+the recipients into a temporary file (Ledger.verify_started, SpooledRecipients): the
+report is the very same as when both are done here one after the other, whatever the
+ledger holds (intact, a table row edited, an event edited or deleted); and the head it
+names is the head its verdict is of."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+
+import pytest
+from report_scenario import C1, C2, append, at, build, tamper
+
+from notifier.event import EventKind
+from notifier.ledger import EventDraft, Ledger, parallel
+from notifier.report import SpooledRecipients, open_campaign_report
+from notifier.report_formats import report_csv_lines, report_json_pieces
+
+IN_PARTS = parallel.Parts(from_events=0, workers=2, segment_events=5, table_parts=2)
+HERE_ONLY = parallel.Parts(from_events=10**9)
+
+
+def _report(ledger: Ledger, campaign: str, parts: parallel.Parts) -> tuple[str, str, bool]:
+    ledger.verify_parts = parts
+    with open_campaign_report(ledger, campaign, read_ahead=True) as r:
+        assert isinstance(r.recipients, SpooledRecipients) is (parts is IN_PARTS)
+        json_text = "".join(report_json_pieces(r))
+        csv_text = "".join(report_csv_lines(r))
+        # read twice, and two at once: the spool serves each reader from its own place
+        pairs = list(zip(r.recipients, r.recipients, strict=True))
+        assert all(a == b for a, b in pairs) and len(pairs) == len(r.recipients)
+    # each report is made at its own second
+    json_text = re.sub(r'"generated_at": "[^"]*"', '"generated_at": ""', json_text, count=1)
+    return json_text, csv_text, bool(pairs)
+
+
+def _edit_event(ledger: Ledger) -> None:
+    tamper(ledger.path, "UPDATE events SET at = '2020-01-01T00:00:00+00:00' WHERE seq = 11")
+
+
+def _delete_last_events(ledger: Ledger) -> None:
+    last = ledger.conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+    tamper(ledger.path, "DELETE FROM events WHERE seq >= ?", (last - 1,))
+
+
+def _edit_row(ledger: Ledger) -> None:
+    tamper(ledger.path, "UPDATE messages SET state = 'delivered' WHERE state != 'delivered'")
+
+
+def _intact(ledger: Ledger) -> None:
+    """Nothing changed."""
+
+
+@pytest.mark.parametrize(
+    "damage", [_intact, _edit_event, _delete_last_events, _edit_row], ids=lambda f: f.__name__
+)
+@pytest.mark.parametrize("campaign", [C1, C2])
+def test_the_report_is_the_same_verified_in_parts(
+    ledger: Ledger, campaign: str, damage: Callable[[Ledger], None]
+) -> None:
+    build(ledger)
+    damage(ledger)
+    in_parts = _report(ledger, campaign, IN_PARTS)
+    here = _report(ledger, campaign, HERE_ONLY)
+    assert in_parts == here
+    assert in_parts[2]  # the campaign has recipients: the spool was written and read
+    document = json.loads(in_parts[0])
+    verification = document["verification"]
+    assert verification["ok"] is (damage is _intact), verification
+    if damage is _intact:
+        assert document["ledger_head"] == f"{verification['events']}:{verification['head']}"
+
+
+def test_a_later_snapshot_verified_over_there_is_not_what_the_report_says(
+    ledger: Ledger,
+) -> None:
+    build(ledger)
+    ledger.verify_parts = IN_PARTS
+    with ledger.reading():
+        head = ledger.head()
+        # Appended before the other processes read: they see the later chain, and the
+        # verdict must still be this snapshot's.
+        with Ledger(ledger.path) as writer:
+            append(
+                writer,
+                [EventDraft(EventKind.TEST_SENT, campaign_id=C1, data={"to": "dpo@hmr.test"})],
+                at("11:00"),
+            )
+        started = ledger.verify_started()
+        assert started.apart
+        result = started()
+        assert result == ledger._verify_here(())
+    assert result.ok
+    assert f"{result.events}:{result.head}" == head
+    assert ledger.head() != head  # the append did happen
