@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -733,6 +734,7 @@ class Workspace:
         handle_signals: bool = True,
         progress: Progress | None = None,
         resumes: int | None = None,
+        stop: threading.Event | None = None,
     ) -> SendSummary:
         """Send the campaign to its cohort as `spec` narrows it, under every rule.
 
@@ -740,6 +742,9 @@ class Workspace:
         its content is not approved as it is now (unless approval is turned off); its
         check finds problems; another send, import or reconcile holds the ledger; the
         ledger fails verification. The run is recorded (`send_started`, `send_ended`).
+
+        `stop`: setting it (from any thread) stops the run as Ctrl-C does: the messages in
+        flight are finished and recorded, the rest stay owed (`SendSummary.stopped`).
         """
         campaign = self.campaign(campaign_id)
         target_for(spec.smtp_url, self.settings.smtp_url)  # a mistyped URL: before anything
@@ -771,6 +776,7 @@ class Workspace:
                     observer=observer,
                     handle_signals=handle_signals,
                     plan=plan,
+                    stop=stop,
                 )
             except BaseException as exc:
                 _record_end(led, cid, started.seq, error=_why_stopped(exc))
@@ -800,6 +806,7 @@ class Workspace:
         observer: SendObserver | None = None,
         handle_signals: bool = True,
         progress: Progress | None = None,
+        stop: threading.Event | None = None,
     ) -> SendSummary:
         """Continue the campaign's last send run: exactly its selection (cohort, states,
         limit) and, unless given here, its options."""
@@ -816,6 +823,7 @@ class Workspace:
             handle_signals=handle_signals,
             progress=progress,
             resumes=run.seq if run else None,
+            stop=stop,
         )
 
     def last_run(self, campaign_id: str) -> SendRun | None:
