@@ -358,14 +358,16 @@ class Delivery:
         asked = self._stop_asked
         watcher = asyncio.create_task(self._watch_stop_asked(asked)) if asked else None
         try:
-            return await self._run(source)
+            return await self._run(source, self._queue)
         finally:
             if watcher is not None:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
 
-    async def _run(self, source: AsyncIterator[Sequence[OutgoingMessage]]) -> DeliveryStats:
+    async def _run(
+        self, source: AsyncIterator[Sequence[OutgoingMessage]], queue: asyncio.Queue[_Job | None]
+    ) -> DeliveryStats:
         workers = [asyncio.create_task(self._worker(s)) for s in self.sessions]
         finished = asyncio.Event()
         flusher = asyncio.create_task(self._flush_periodically(finished))
@@ -376,14 +378,14 @@ class Delivery:
             failure = exc
             self.request_stop()
         # Everything claimed must be settled before the connections close.
-        await self._queue.join()
+        await queue.join()
         others_done = self.clock()
         while self._retries:
             await asyncio.wait(set(self._retries))
-            await self._queue.join()
+            await queue.join()
         self.stats.held_by_retries = self.clock() - others_done
         for _ in workers:
-            self._queue.put_nowait(None)
+            queue.put_nowait(None)
         await asyncio.gather(*workers)
         finished.set()
         await flusher
