@@ -189,6 +189,7 @@ __all__ = [
     "TestSends",
     "UnmatchedReport",
     "UnreachablePerson",
+    "VerifyResult",
     "Volunteer",
     "VolunteerQuery",
     "Workspace",
@@ -725,6 +726,18 @@ class Workspace:
                 blockers.append("its content changed since it was approved")
         return blockers
 
+    def require_sendable(self, campaign_id: str | Path) -> None:
+        """Refuse, as a send would before anything (the same errors and words), while the
+        campaign it follows has not been sent or its content is not approved as it is
+        now: for a caller that starts the send later (the console's background send)."""
+        self._require_sendable(self.campaign(campaign_id))
+
+    def _require_sendable(self, campaign: Campaign) -> None:
+        require_followed_sent(self.ledger(), campaign)
+        if self.settings.require_approval:
+            # Four eyes: exit 1 saying what to run.
+            four_eyes.require_approval(self.ledger(), campaign, zone=self.settings.time_zone)
+
     def send(
         self,
         campaign_id: str | Path,
@@ -750,10 +763,7 @@ class Workspace:
         target_for(spec.smtp_url, self.settings.smtp_url)  # a mistyped URL: before anything
         led = self.ledger()
         cid = campaign.campaign_id
-        require_followed_sent(led, campaign)
-        if self.settings.require_approval:
-            # Four eyes: exit 1 saying what to run.
-            four_eyes.require_approval(led, campaign, zone=self.settings.time_zone)
+        self._require_sendable(campaign)
         with led.lease(spec.scope.command, cid) as holder:
             # Who it goes to is read under the lease: no import can change them meanwhile.
             request = self._request(led, campaign, spec)

@@ -37,6 +37,21 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "base-uri 'none'",
     )
 )
+# A document the console serves as it is (the proof sheet, the report: self-contained HTML
+# with inline CSS): its own styles, no script at all, and sandboxed (no forms, no
+# navigation of the console). The guard keeps this policy, and only this one, when a
+# response names it.
+DOCUMENT_POLICY = "; ".join(
+    (
+        "default-src 'none'",
+        "style-src 'unsafe-inline'",
+        "img-src data:",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "sandbox",
+    )
+)
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Frame-Options": "DENY",
