@@ -3,6 +3,7 @@ Selenium, for the tests that open our HTML pages the way a reader does."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -46,3 +47,16 @@ def chromium(width: int, height: int) -> Iterator[Any]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def save_screenshot(driver: Any, name: str) -> Path:
+    """Save what the browser shows as NAME.png in $NOTIFIER_SCREENSHOTS (by default
+    build/console-screenshots/ in the repository): the console tests' artefacts."""
+    folder = Path(
+        os.environ.get("NOTIFIER_SCREENSHOTS")
+        or Path(__file__).resolve().parent.parent / "build" / "console-screenshots"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    assert driver.save_screenshot(str(path)), f"no screenshot saved at {path}"
+    return path

@@ -121,6 +121,11 @@ def set_session_cookie(response: Response, session: str) -> None:
 def require_own_origin(request: Request, origin: str) -> None:
     """A state-changing request must come from one of our own pages."""
     sent = request.headers.get("origin")
+    # Under `Referrer-Policy: no-referrer` a browser names no origin for its own page's
+    # form either: it sends `Origin: null`, and then its fetch metadata (which no page
+    # can set) says whether the form was our own.
+    if sent == "null" and request.headers.get("sec-fetch-site") == "same-origin":
+        return
     if sent is None or sent != origin:
         raise Forbidden(
             "this request did not come from the console's own page "

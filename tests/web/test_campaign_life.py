@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterator
+from urllib.parse import urlencode
 
 import pytest
-from console_client import Client, signed_in
+from console_client import Client, csrf_of, signed_in
 from processes import run_notifier
 from smtp_helpers import ScriptedHandler, add_volunteers, recipients
 
@@ -382,3 +383,19 @@ def test_an_unknown_campaign_is_a_404_with_the_closest_ids(client: Client, part:
 )
 def test_the_new_pages_refuse_a_browser_without_the_session(console: Console, path: str) -> None:
     assert Client(console.origin).get(path).status == 403
+
+
+def test_a_browsers_own_form_under_no_referrer_is_taken_and_a_foreign_one_refused(
+    client: Client,
+) -> None:
+    """Under `Referrer-Policy: no-referrer` Chromium posts our own forms with `Origin: null`
+    and `Sec-Fetch-Site: same-origin`; a sandboxed page elsewhere also says `null`, but
+    its fetch metadata says cross-site."""
+    token = csrf_of(client.get("/ledger").text)
+    body = urlencode({"csrf": token}).encode()
+    form = {"Content-Type": "application/x-www-form-urlencoded", "Origin": "null"}
+    for site in ("cross-site", "same-site", "none"):
+        refused = client.request("POST", "/ledger/verify", body, {**form, "Sec-Fetch-Site": site})
+        assert refused.status == 403, site
+    ours = client.request("POST", "/ledger/verify", body, {**form, "Sec-Fetch-Site": "same-origin"})
+    assert ours.status == 303
