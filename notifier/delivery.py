@@ -30,7 +30,9 @@ many messages in `sending` -- the ones the next run reports as uncertain.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -54,6 +56,8 @@ log = logging.getLogger(__name__)
 # A worker whose server cannot be reached waits at most this long before trying again,
 # so a server that comes back is used soon.
 RECONNECT_WAIT_MAX = 30.0
+# How often a run looks at a stop asked for from another thread (seconds).
+STOP_POLL = 0.05
 
 # Throttled, a connection holds at most this many messages claimed and not settled: the
 # one being written or awaiting its reply, and the next one (pipelined behind it).
@@ -264,6 +268,7 @@ class Delivery:
         credentials: Credentials | None = None,
         progress: ProgressCallback | None = None,
         clock: Callable[[], float] = time.monotonic,
+        stop: threading.Event | None = None,
     ) -> None:
         if options.concurrency < 1:
             raise DeliveryError("--concurrency must be at least 1", field="--concurrency")
@@ -284,6 +289,9 @@ class Delivery:
         self._bucket = TokenBucket(options.rate, now=clock())
         self._domains: DomainThrottle[OutgoingMessage] = DomainThrottle(options.per_domain)
         self._stop: asyncio.Event | None = None
+        # A stop asked for from another thread (the console's stop button): the same
+        # graceful stop as request_stop().
+        self._stop_asked = stop
         self._queue: asyncio.Queue[_Job | None] | None = None
         self._retries: set[asyncio.Task[None]] = set()
         self._claimed = 0  # claims made (first attempts and retries)
@@ -307,7 +315,18 @@ class Delivery:
 
     @property
     def stopping(self) -> bool:
+        if self._stop_asked is not None and self._stop_asked.is_set() and not self.stats.stopped:
+            self.request_stop()  # seen before the watcher's next look: no message more
         return self._stop is not None and self._stop.is_set()
+
+    async def _watch_stop_asked(self, asked: threading.Event) -> None:
+        """Wake the run's waits when a stop is asked for from another thread (a thread's
+        event cannot wake the event loop, so it is looked at a few times a second)."""
+        while not asked.is_set():
+            await asyncio.sleep(STOP_POLL)
+        if not self.stats.stopped:
+            log.warning("stopping: finishing the messages in flight (a stop was asked for)")
+        self.request_stop()
 
     async def probe(self) -> ServerInfo:
         """Open the first connection and learn what the server offers (SMTPUTF8, DSN).
@@ -336,6 +355,19 @@ class Delivery:
         self._room = asyncio.Event()
         self._queue = asyncio.Queue()
         self.stats = DeliveryStats(stopped=self.stats.stopped)
+        asked = self._stop_asked
+        watcher = asyncio.create_task(self._watch_stop_asked(asked)) if asked else None
+        try:
+            return await self._run(source, self._queue)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+
+    async def _run(
+        self, source: AsyncIterator[Sequence[OutgoingMessage]], queue: asyncio.Queue[_Job | None]
+    ) -> DeliveryStats:
         workers = [asyncio.create_task(self._worker(s)) for s in self.sessions]
         finished = asyncio.Event()
         flusher = asyncio.create_task(self._flush_periodically(finished))
@@ -346,14 +378,14 @@ class Delivery:
             failure = exc
             self.request_stop()
         # Everything claimed must be settled before the connections close.
-        await self._queue.join()
+        await queue.join()
         others_done = self.clock()
         while self._retries:
             await asyncio.wait(set(self._retries))
-            await self._queue.join()
+            await queue.join()
         self.stats.held_by_retries = self.clock() - others_done
         for _ in workers:
-            self._queue.put_nowait(None)
+            queue.put_nowait(None)
         await asyncio.gather(*workers)
         finished.set()
         await flusher

@@ -25,6 +25,7 @@ import asyncio
 import dataclasses
 import logging
 import signal
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -484,6 +485,7 @@ def send_campaign(
     observer: SendObserver | None = None,
     handle_signals: bool = True,
     plan: SendPlan | None = None,
+    stop: threading.Event | None = None,
 ) -> SendSummary:
     """Send the campaign to the request's audience: new messages, and those still to go.
 
@@ -495,6 +497,8 @@ def send_campaign(
     gracefully: messages in flight are finished and recorded, the rest stay pending for
     the next run. `plan`: this send's `plan_send`, when the caller has it already (its
     counts size the progress bar and the compose workers; counted here otherwise).
+    `stop`: set from another thread (the console's stop button, the console stopping), it
+    stops the send the same graceful way a signal does.
     """
     campaign = request.campaign
     target = request.target(settings)
@@ -509,7 +513,7 @@ def send_campaign(
         stats, server = DeliveryStats(), None
         if plan.to_send:
             stats, server = asyncio.run(
-                run.deliver(ledger.secret(), holder, handle_signals=handle_signals)
+                run.deliver(ledger.secret(), holder, handle_signals=handle_signals, stop=stop)
             )
         else:
             run.queue_only()
@@ -666,7 +670,12 @@ class _Run:
             pass  # bounded: the audience's chunks run out
 
     async def deliver(
-        self, secret: LedgerSecret, holder: Holder, *, handle_signals: bool
+        self,
+        secret: LedgerSecret,
+        holder: Holder,
+        *,
+        handle_signals: bool,
+        stop: threading.Event | None = None,
     ) -> tuple[DeliveryStats, ServerInfo]:
         journal = ThreadedLedgerJournal(
             self.ledger.path, claimable=self.request.scope.claimable, secret=secret, holder=holder
@@ -678,6 +687,7 @@ class _Run:
             journal,
             credentials=credentials_from_env(),
             progress=observer.outcome if observer is not None else None,
+            stop=stop,
         )
         loop = asyncio.get_running_loop()
         if handle_signals:

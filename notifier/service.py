@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -193,6 +194,7 @@ __all__ = [
     "TestSends",
     "UnmatchedReport",
     "UnreachablePerson",
+    "VerifyResult",
     "Volunteer",
     "VolunteerQuery",
     "Workspace",
@@ -803,6 +805,18 @@ class Workspace:
                 blockers.append("its content changed since it was approved")
         return blockers
 
+    def require_sendable(self, campaign_id: str | Path) -> None:
+        """Refuse, as a send would before anything (the same errors and words), while the
+        campaign it follows has not been sent or its content is not approved as it is
+        now: for a caller that starts the send later (the console's background send)."""
+        self._require_sendable(self.campaign(campaign_id))
+
+    def _require_sendable(self, campaign: Campaign) -> None:
+        require_followed_sent(self.ledger(), campaign)
+        if self.settings.require_approval:
+            # Four eyes: exit 1 saying what to run.
+            four_eyes.require_approval(self.ledger(), campaign, zone=self.settings.time_zone)
+
     def send(
         self,
         campaign_id: str | Path,
@@ -812,6 +826,7 @@ class Workspace:
         handle_signals: bool = True,
         progress: Progress | None = None,
         resumes: int | None = None,
+        stop: threading.Event | None = None,
     ) -> SendSummary:
         """Send the campaign to its cohort as `spec` narrows it, under every rule.
 
@@ -819,15 +834,15 @@ class Workspace:
         its content is not approved as it is now (unless approval is turned off); its
         check finds problems; another send, import or reconcile holds the ledger; the
         ledger fails verification. The run is recorded (`send_started`, `send_ended`).
+
+        `stop`: setting it (from any thread) stops the run as Ctrl-C does: the messages in
+        flight are finished and recorded, the rest stay owed (`SendSummary.stopped`).
         """
         campaign = self.campaign(campaign_id)
         target_for(spec.smtp_url, self.settings.smtp_url)  # a mistyped URL: before anything
         led = self.ledger()
         cid = campaign.campaign_id
-        require_followed_sent(led, campaign)
-        if self.settings.require_approval:
-            # Four eyes: exit 1 saying what to run.
-            four_eyes.require_approval(led, campaign, zone=self.settings.time_zone)
+        self._require_sendable(campaign)
         with led.lease(spec.scope.command, cid) as holder:
             # Who it goes to is read under the lease: no import can change them meanwhile.
             request = self._request(led, campaign, spec)
@@ -850,6 +865,7 @@ class Workspace:
                     observer=observer,
                     handle_signals=handle_signals,
                     plan=plan,
+                    stop=stop,
                 )
             except BaseException as exc:
                 _record_end(led, cid, started.seq, error=_why_stopped(exc))
@@ -879,6 +895,7 @@ class Workspace:
         observer: SendObserver | None = None,
         handle_signals: bool = True,
         progress: Progress | None = None,
+        stop: threading.Event | None = None,
     ) -> SendSummary:
         """Continue the campaign's last send run: exactly its selection (cohort, states,
         limit) and, unless given here, its options."""
@@ -895,6 +912,7 @@ class Workspace:
             handle_signals=handle_signals,
             progress=progress,
             resumes=run.seq if run else None,
+            stop=stop,
         )
 
     def last_run(self, campaign_id: str) -> SendRun | None:

@@ -50,8 +50,8 @@ def chromium(width: int, height: int) -> Iterator[Any]:
 
 
 def save_screenshot(driver: Any, name: str) -> Path:
-    """Save what the browser shows as `name`.png, an artefact of the test run: in
-    $NOTIFIER_SCREENSHOTS, or build/console-screenshots/ under the repository."""
+    """Save what the browser shows as NAME.png in $NOTIFIER_SCREENSHOTS (by default
+    build/console-screenshots/ in the repository): the console tests' artefacts."""
     folder = Path(
         os.environ.get("NOTIFIER_SCREENSHOTS")
         or Path(__file__).resolve().parent.parent / "build" / "console-screenshots"

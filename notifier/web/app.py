@@ -19,14 +19,23 @@ from starlette.types import Message, Receive, Scope, Send
 from notifier.config import Settings
 from notifier.errors import NotifierError, SendInProgress, UnknownCampaign, VolunteerNotFound
 from notifier.service import Workspace
-from notifier.web import bounces, campaigns, roster, volunteers
+from notifier.web import (
+    bounces,
+    campaigns,
+    checking,
+    followup,
+    ledger_pages,
+    roster,
+    sending,
+    volunteers,
+)
 from notifier.web.forms import posted_form
 from notifier.web.jobs import Jobs
 from notifier.web.pages import error_page, not_found_page
 from notifier.web.rendering import STATIC_DIR, page
 from notifier.web.security import (
-    FRAMED_HEADERS,
-    FRAMED_MARKER,
+    MARKED_HEADERS,
+    POLICY_MARKER,
     SECURITY_HEADERS,
     SESSION_COOKIE,
     TOKEN_PARAMETER,
@@ -80,6 +89,10 @@ def routes() -> list[BaseRoute]:
         *roster.ROUTES,
         *volunteers.ROUTES,
         *bounces.ROUTES,
+        *checking.ROUTES,
+        *sending.ROUTES,
+        *followup.ROUTES,
+        *ledger_pages.ROUTES,
         Route("/signout", sign_out, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]
@@ -164,13 +177,12 @@ class Guard:
 def _with_security_headers(send: Send) -> Send:
     async def secured(message: Message) -> None:
         if message["type"] == "http.response.start":
-            sent = message.get("headers", [])
-            framed = any(name.decode("latin-1").title() == FRAMED_MARKER for name, _ in sent)
-            policy = FRAMED_HEADERS if framed else SECURITY_HEADERS
+            given = message.get("headers", [])
+            policy = _policy_for(given)
             headers = [
                 (name, value)
-                for name, value in sent
-                if name.decode("latin-1").title() not in (*policy, FRAMED_MARKER)
+                for name, value in given
+                if name.decode("latin-1").title() not in (*policy, POLICY_MARKER)
             ]
             headers.extend(
                 (name.lower().encode("latin-1"), value.encode("latin-1"))
@@ -180,6 +192,15 @@ def _with_security_headers(send: Send) -> Send:
         await send(message)
 
     return secured
+
+
+def _policy_for(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The headers a response gets: the strict ones, or a looser set it names by
+    POLICY_MARKER (a notice in a frame, a self-contained document)."""
+    for name, value in headers:
+        if name.decode("latin-1").title() == POLICY_MARKER:
+            return MARKED_HEADERS.get(value.decode("latin-1"), SECURITY_HEADERS)
+    return SECURITY_HEADERS
 
 
 async def _notifier_error(request: Request, exc: Exception) -> Response:

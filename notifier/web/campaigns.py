@@ -11,7 +11,7 @@ from starlette.routing import BaseRoute, Route
 from notifier.errors import UnknownCampaign
 from notifier.message import state_words
 from notifier.report_formats import owed_lines, shown_time
-from notifier.service import Campaign, CampaignStatus, Workspace
+from notifier.service import Campaign, CampaignStatus, CheckReport, Workspace
 from notifier.web.rendering import page
 
 
@@ -50,15 +50,23 @@ def campaign_page(request: Request) -> Response:
     from notifier.web.app import console_of
 
     campaign_id = request.path_params["campaign_id"]
-    with console_of(request).workspace() as ws:
+    console = console_of(request)
+    with console.workspace() as ws:
         campaign = known_campaign(ws, campaign_id)
         status = ws.status(campaign_id)
         zone = ws.settings.time_zone
+    check = console.jobs.latest("check", campaign_id)
+    send = console.jobs.latest("send", campaign_id)
+    report = check.result if check is not None and isinstance(check.result, CheckReport) else None
     return page(
         request,
         "campaign.html",
         campaign=campaign,
         status=status,
+        check=check.snapshot() if check is not None else None,
+        report=report,
+        send=send.snapshot() if send is not None else None,
+        refresh=2 if check is not None and check.running else None,
         owed=owed_lines(status.owed),
         zone=zone,
         shown_time=shown_time,

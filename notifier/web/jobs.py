@@ -112,6 +112,14 @@ class Jobs:
             found = [j for j in self._jobs.values() if j.kind == kind and j.subject == subject]
         return found[-1] if found else None
 
+    def wait(self, job: Job, timeout: float = STOP_WAIT) -> bool:
+        """Wait (bounded) for a job to end, without asking it to stop; whether it ended."""
+        with self._lock:
+            thread = self._threads.get(job.job_id)
+        if thread is not None:
+            thread.join(timeout)
+        return not job.running
+
     def stop_all(self, wait: float = STOP_WAIT) -> None:
         """Ask every job to stop, and wait (bounded) for them to end: the console is
         stopping."""

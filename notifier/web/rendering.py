@@ -9,6 +9,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from notifier.web.security import POLICY_MARKER
+
 STATIC_DIR = Path(__file__).parent / "static"
 
 _environment = Environment(
@@ -26,3 +28,15 @@ def page(request: Request, template: str, status_code: int = 200, **context: Any
     csrf = getattr(request.state, "csrf", None)
     html = _environment.get_template(template).render(request=request, csrf=csrf, **context)
     return HTMLResponse(html, status_code=status_code)
+
+
+def document(html: str) -> HTMLResponse:
+    """A self-contained HTML document (the proof sheet, the report) served as it is: its
+    inline styles allowed, no script, sandboxed (notifier.web.security.DOCUMENT_POLICY)."""
+    return HTMLResponse(html, headers={POLICY_MARKER: "document"})
+
+
+def framed(html: str) -> HTMLResponse:
+    """A notice's HTML part, for a sandboxed frame of our own page: its inline style, no
+    script, framed by our pages only (notifier.web.security.FRAMED_HEADERS)."""
+    return HTMLResponse(html, headers={POLICY_MARKER: "framed"})

@@ -39,6 +39,21 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "base-uri 'none'",
     )
 )
+# A document the console serves as it is (the proof sheet, the report: self-contained HTML
+# with inline CSS): its own styles, no script at all, and sandboxed (no forms, no
+# navigation of the console). The guard keeps this policy, and only this one, when a
+# response names it.
+DOCUMENT_POLICY = "; ".join(
+    (
+        "default-src 'none'",
+        "style-src 'unsafe-inline'",
+        "img-src data:",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "sandbox",
+    )
+)
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Frame-Options": "DENY",
@@ -52,8 +67,7 @@ SECURITY_HEADERS = {
 
 # A notice's HTML part, shown in a sandboxed frame of our own page: its inline style is
 # the notice's own, anything else (script, forms, other sites) is refused, and only our
-# own pages may frame it. A response says it is one with FRAMED_MARKER (never sent).
-FRAMED_MARKER = "X-Notifier-Framed"
+# own pages may frame it.
 FRAMED_HEADERS = {
     **SECURITY_HEADERS,
     "Content-Security-Policy": "; ".join(
@@ -67,6 +81,13 @@ FRAMED_HEADERS = {
     ),
     "X-Frame-Options": "SAMEORIGIN",
 }
+DOCUMENT_HEADERS = {**SECURITY_HEADERS, "Content-Security-Policy": DOCUMENT_POLICY}
+
+# A response asks for one of these looser sets of headers by naming it in POLICY_MARKER
+# (a header the guard removes); no header a response sets itself survives the guard, so
+# a page can only choose among these, never write its own policy.
+POLICY_MARKER = "X-Notifier-Policy"
+MARKED_HEADERS = {"framed": FRAMED_HEADERS, "document": DOCUMENT_HEADERS}
 
 
 class Forbidden(Exception):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from notifier.errors import CampaignError, NotifierError
@@ -20,8 +20,7 @@ from notifier.outputs import visible
 from notifier.report_formats import shown_time
 from notifier.service import Campaign, Preview, VolunteerQuery, Workspace
 from notifier.volunteer import LOCALES, exposure_words
-from notifier.web.rendering import page
-from notifier.web.security import FRAMED_MARKER
+from notifier.web.rendering import framed, page
 
 if TYPE_CHECKING:
     from notifier.web.app import Console
@@ -155,7 +154,7 @@ def notice_html(request: Request) -> Response:
     preview = _campaign_preview(request, request.path_params["locale"])
     part = _parsed(preview).get_body(preferencelist=("html",))
     html = str(part.get_content()) if part is not None else ""
-    return HTMLResponse(html, headers={FRAMED_MARKER: "1"})
+    return framed(html)
 
 
 def notice_eml(request: Request) -> Response:

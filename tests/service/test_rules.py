@@ -10,6 +10,7 @@ import json
 import mailbox
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from email.message import EmailMessage
 from email.utils import parseaddr
@@ -278,6 +279,37 @@ def test_ctrl_c_then_resume_continues_exactly_that_run(ws: Workspace, sink: Sink
     resumed_run = ws.last_run(FIRST)
     assert resumed_run is not None and resumed_run.data["resumes"] == run.seq
     assert resumed_run.finished and resumed_run.data["options"]["rate"] == 50
+
+
+def test_a_stop_requested_from_another_thread_stops_cleanly_and_resume_finishes(
+    ws: Workspace, sink: Sink
+) -> None:
+    """The console's stop button: an event set while the send runs (here by the observer,
+    as a page's request would from another thread) stops it as Ctrl-C does: what was in
+    flight is recorded, the rest stay owed, and nobody is sent the notice twice."""
+    ws.approve(FIRST, "Jane Doe")
+    stop = threading.Event()
+
+    class StopsAfterOne:
+        def started(self, total: int, server: ServerInfo) -> None:
+            pass
+
+        def outcome(self, outcome: DeliveryOutcome) -> None:
+            stop.set()
+
+    stopped = ws.send(FIRST, throttled(sink), observer=StopsAfterOne(), stop=stop)
+    assert stopped.stopped and 0 < stopped.counts["sent"] < len(PEOPLE)
+    states = ws.ledger().state_counts(FIRST)
+    assert states["sent"] == stopped.counts["sent"]
+    assert states.get("pending", 0) == len(PEOPLE) - states["sent"]  # owed, none in flight
+    assert "sending" not in states and "uncertain" not in states
+    run = ws.last_run(FIRST)
+    assert run is not None and run.ended is not None and run.ended["stopped"] is True
+    assert ws.status(FIRST).owed.count == len(PEOPLE) - states["sent"]
+
+    resumed = ws.resume(FIRST)
+    assert not resumed.stopped
+    assert recipients(sink.messages) == {v.email: 1 for v in PEOPLE}
 
 
 def test_a_run_of_at_most_n_resumes_its_own_n(ws: Workspace, sink: Sink) -> None:

@@ -3,6 +3,7 @@ ledger file holding the example roster."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from console_client import Client, signed_in
 
 from notifier.config import Settings, load_settings
 from notifier.service import Workspace
+from notifier.sink import Sink
 from notifier.web.app import Console
 from notifier.web.server import console_in_thread
 
@@ -39,3 +41,22 @@ def console(web_settings: Settings) -> Iterator[Console]:
 def client(console: Console) -> Client:
     """A browser signed in with the console's one-time address."""
     return signed_in(console.origin, console.address())
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    """A real SMTP server (aiosmtpd) on a free 127.0.0.1 port, keeping what it receives."""
+    with Sink() as server:
+        yield server
+
+
+@pytest.fixture
+def sending_console(web_settings: Settings, sink: Sink) -> Iterator[Console]:
+    """A console whose settings send into `sink`."""
+    with console_in_thread(dataclasses.replace(web_settings, smtp_url=sink.url)) as running:
+        yield running
+
+
+@pytest.fixture
+def sending_client(sending_console: Console) -> Client:
+    return signed_in(sending_console.origin, sending_console.address())

@@ -127,3 +127,15 @@ def test_a_taken_port_is_a_clear_error(console: Console) -> None:
     assert port is not None
     with pytest.raises(Exception, match="choose one with --port"):
         bind("127.0.0.1", port)
+
+
+def test_a_response_can_only_choose_among_the_guards_policies() -> None:
+    """A page names a looser set of headers (a framed notice, a document); a policy it
+    writes itself, or a name the guard does not know, gets the strict headers."""
+    from notifier.web.app import _policy_for
+    from notifier.web.security import FRAMED_HEADERS, SECURITY_HEADERS
+
+    assert _policy_for([(b"x-notifier-policy", b"framed")]) == FRAMED_HEADERS
+    assert _policy_for([(b"x-notifier-policy", b"anything")]) == SECURITY_HEADERS
+    own = [(b"content-security-policy", b"script-src *")]
+    assert _policy_for(own) == SECURITY_HEADERS
