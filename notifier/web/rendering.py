@@ -9,6 +9,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from notifier.report_formats import shown_time
 from notifier.web.security import POLICY_MARKER
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -22,10 +23,23 @@ _environment = Environment(
 )
 
 
+# Every time a page shows is in the display zone, as the command line shows it.
+_environment.globals["shown_time"] = shown_time
+
+
+def _display_zone(request: Request) -> str:
+    """The settings' display zone ([display] time_zone); UTC before the application
+    has the request (a refusal by the guard)."""
+    app = request.scope.get("app")
+    console = getattr(getattr(app, "state", None), "console", None)
+    return console.settings.time_zone if console is not None else "UTC"
+
+
 def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     """`template` rendered for this request: with the session's CSRF token for its forms
     (`csrf`) and the request itself (`request`, for its address)."""
     csrf = getattr(request.state, "csrf", None)
+    context.setdefault("zone", _display_zone(request))
     html = _environment.get_template(template).render(request=request, csrf=csrf, **context)
     return HTMLResponse(html, status_code=status_code)
 
