@@ -81,6 +81,8 @@ def test_readme_opens_with_the_two_commands_ci_runs() -> None:
 # README's order, against the demo's ledger (examples copied in, a sink for sending).
 NOT_RUN: dict[str, str] = {
     "notifier sink --port 8025 --maildir sink/": "runs until Ctrl-C (the suite uses a Sink)",
+    "notifier console": "runs until Ctrl-C (tests/web runs it)",
+    "notifier console --port 9000": "runs until Ctrl-C (tests/web runs it)",
     "notifier bounces parse bounce1.eml bounce2.eml --format json": "the reader's own files",
     "notifier bounces ingest ~/Maildir/bounces": "the reader's own Maildir",
     "notifier bounces ingest --imap imaps://user@mail.example.org/INBOX": "a real IMAP server",

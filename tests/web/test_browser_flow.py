@@ -136,6 +136,8 @@ def test_the_whole_flow_from_upload_to_the_follow_up(
     driver.find_element(By.ID, "approve-by").send_keys("Jane Doe")
     press("Approve this content")
     shows("approved by Jane Doe")
+    driver.get(f"{origin}/campaigns/{FIRST}")
+    shows("approved by Jane Doe")
     save_screenshot(driver, "07-campaign")  # the README's picture of the campaign page
 
     # The send: the dry run, then progress to completion; everyone once.
