@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from urllib.parse import urlencode
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -16,9 +14,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
-from notifier.config import Settings
 from notifier.errors import NotifierError, SendInProgress, UnknownCampaign, VolunteerNotFound
-from notifier.service import Workspace
 from notifier.web import (
     bounces,
     campaigns,
@@ -29,8 +25,8 @@ from notifier.web import (
     sending,
     volunteers,
 )
+from notifier.web.console import Console, console_of
 from notifier.web.forms import posted_form
-from notifier.web.jobs import Jobs
 from notifier.web.pages import error_page, not_found_page
 from notifier.web.rendering import STATIC_DIR, page
 from notifier.web.security import (
@@ -40,38 +36,10 @@ from notifier.web.security import (
     SESSION_COOKIE,
     TOKEN_PARAMETER,
     Forbidden,
-    Sessions,
     require_own_origin,
     session_of,
     set_session_cookie,
 )
-from notifier.web.uploads import Uploads
-
-
-@dataclass
-class Console:
-    """What every page shares: the settings of the ledger it serves, its own address
-    (the only `Origin` a form may come from) and the sessions it opened."""
-
-    settings: Settings
-    origin: str
-    sessions: Sessions = field(default_factory=Sessions)
-    jobs: Jobs = field(default_factory=Jobs)
-    uploads: Uploads = field(default_factory=Uploads)
-
-    def workspace(self) -> Workspace:
-        """A workspace for one request or one piece of background work (each opens its
-        own connection to the ledger; close it, or use it as a context manager)."""
-        return Workspace(self.settings)
-
-    def address(self) -> str:
-        """The address to open, with the one-time token."""
-        return f"{self.origin}/?{urlencode({TOKEN_PARAMETER: self.sessions.token})}"
-
-
-def console_of(request: Request) -> Console:
-    console: Console = request.app.state.console
-    return console
 
 
 async def sign_out(request: Request) -> Response:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import tempfile
 from collections.abc import AsyncIterator
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -19,19 +19,16 @@ from notifier.files import BOM
 from notifier.outputs import visible
 from notifier.report_formats import shown_time, unreachable_csv_lines
 from notifier.service import IngestSummary
+from notifier.web.console import Console, console_of
 from notifier.web.forms import posted_form
 from notifier.web.jobs import Job
 from notifier.web.rendering import page
-
-if TYPE_CHECKING:
-    from notifier.web.app import Console
 
 PAGE_SIZE = 50
 SHOWN_REPORTS = 200
 
 
 def _console(request: Request) -> Console:
-    from notifier.web.app import console_of
 
     return console_of(request)
 

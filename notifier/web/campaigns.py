@@ -12,6 +12,7 @@ from notifier.errors import UnknownCampaign
 from notifier.message import state_words
 from notifier.report_formats import owed_lines, shown_time
 from notifier.service import Campaign, CampaignStatus, CheckReport, Workspace
+from notifier.web.console import console_of
 from notifier.web.rendering import page
 
 
@@ -38,7 +39,6 @@ def home(request: Request) -> Response:
 
 
 def campaign_list(request: Request) -> Response:
-    from notifier.web.app import console_of
 
     with console_of(request).workspace() as ws:
         rows = [CampaignRow(c, ws.status(c.campaign_id)) for c in ws.campaigns()]
@@ -47,7 +47,6 @@ def campaign_list(request: Request) -> Response:
 
 
 def campaign_page(request: Request) -> Response:
-    from notifier.web.app import console_of
 
     campaign_id = request.path_params["campaign_id"]
     console = console_of(request)

@@ -10,6 +10,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from notifier.service import Campaign, CheckReport, TestSends
+from notifier.web.campaigns import known_campaign
+from notifier.web.console import console_of
 from notifier.web.forms import posted_form, text_field
 from notifier.web.jobs import Job
 from notifier.web.rendering import document, page
@@ -21,7 +23,6 @@ def campaign_address(campaign_id: str, part: str = "") -> str:
 
 
 def latest_check(request: Request, campaign_id: str) -> Job | None:
-    from notifier.web.app import console_of
 
     return console_of(request).jobs.latest("check", campaign_id)
 
@@ -29,8 +30,6 @@ def latest_check(request: Request, campaign_id: str) -> Job | None:
 async def start_check(request: Request) -> Response:
     """Run the whole-campaign check in the background (it renders every notice); the
     campaign page shows how far it got, then its result."""
-    from notifier.web.app import console_of
-    from notifier.web.campaigns import known_campaign
 
     await posted_form(request)
     campaign_id = request.path_params["campaign_id"]
@@ -60,8 +59,6 @@ async def start_check(request: Request) -> Response:
 def proof(request: Request) -> Response:
     """The proof sheet of the campaign as last checked here (checked now if it was not):
     the self-contained page `notifier check --proof` writes."""
-    from notifier.web.app import console_of
-    from notifier.web.campaigns import known_campaign
 
     campaign_id = request.path_params["campaign_id"]
     job = latest_check(request, campaign_id)
@@ -77,8 +74,6 @@ def proof(request: Request) -> Response:
 async def approve(request: Request) -> Response:
     """Approve the campaign's current content in a name: refused, with the command line's
     words, while its check fails (nothing is recorded then)."""
-    from notifier.web.app import console_of
-    from notifier.web.campaigns import known_campaign
 
     form = await posted_form(request)
     campaign_id = request.path_params["campaign_id"]
@@ -96,8 +91,6 @@ async def approve(request: Request) -> Response:
 async def test_send(request: Request) -> Response:
     """Each version of the notice (or the named volunteers' own), marked as a test, to one
     address only; every message's result listed, refusals included."""
-    from notifier.web.app import console_of
-    from notifier.web.campaigns import known_campaign
 
     form = await posted_form(request)
     campaign_id = request.path_params["campaign_id"]

@@ -12,6 +12,8 @@ from starlette.routing import BaseRoute, Route
 
 from notifier.message import state_words
 from notifier.volunteer import EXPOSURES, LOCALES
+from notifier.web.campaigns import known_campaign
+from notifier.web.console import console_of
 from notifier.web.rendering import page
 from notifier.web.sending import cohort_of, cohort_query
 
@@ -22,8 +24,6 @@ COMMON_STATES = ("sent", "delivered", "expired", "bounced_soft", "deferred", "pe
 
 
 def cohort_page(request: Request) -> Response:
-    from notifier.web.app import console_of
-    from notifier.web.campaigns import known_campaign
 
     campaign_id = request.path_params["campaign_id"]
     cohort = cohort_of(request.query_params)

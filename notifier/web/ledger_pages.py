@@ -9,6 +9,8 @@ from starlette.routing import BaseRoute, Route
 
 from notifier.report_formats import report_html_pieces
 from notifier.service import VerifyResult
+from notifier.web.campaigns import known_campaign
+from notifier.web.console import console_of
 from notifier.web.forms import posted_form
 from notifier.web.jobs import Job
 from notifier.web.rendering import document, page
@@ -18,8 +20,6 @@ def report(request: Request) -> Response:
     """The proof of notification, as `report --format html` writes it. Read in one piece
     on one thread (the ledger's connection belongs to it); its size is bounded by the
     report itself (no list longer than its limit, whatever the campaign's size)."""
-    from notifier.web.app import console_of
-    from notifier.web.campaigns import known_campaign
 
     campaign_id = request.path_params["campaign_id"]
     with console_of(request).workspace() as ws:
@@ -30,7 +30,6 @@ def report(request: Request) -> Response:
 
 
 def ledger_page(request: Request) -> Response:
-    from notifier.web.app import console_of
 
     console = console_of(request)
     with console.workspace() as ws:
@@ -54,7 +53,6 @@ def ledger_page(request: Request) -> Response:
 
 async def verify(request: Request) -> Response:
     """Verify the whole chain in the background; the ledger page shows the verdict."""
-    from notifier.web.app import console_of
 
     await posted_form(request)
     console = console_of(request)

@@ -5,7 +5,6 @@ lease, as `notifier roster import` does, with the same encoding detection and ma
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -24,13 +23,11 @@ from notifier.service import (
     SurnameOutliers,
 )
 from notifier.volunteer import LOCALES
+from notifier.web.console import Console, console_of
 from notifier.web.forms import posted_form, text_field
 from notifier.web.jobs import Job
 from notifier.web.rendering import page
 from notifier.web.uploads import Upload, UploadRefused, received_upload
-
-if TYPE_CHECKING:
-    from notifier.web.app import Console
 
 ROSTER_FIELD = "roster"
 MAPPING_FIELD = "mapping"
@@ -54,7 +51,6 @@ class ImportDone:
 
 
 def _console(request: Request) -> Console:
-    from notifier.web.app import console_of
 
     return console_of(request)
 

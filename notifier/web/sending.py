@@ -28,7 +28,9 @@ from notifier.service import (
     Workspace,
     cohort_filter,
 )
+from notifier.web.campaigns import known_campaign
 from notifier.web.checking import campaign_address
+from notifier.web.console import console_of
 from notifier.web.forms import posted_form
 from notifier.web.jobs import Job
 from notifier.web.rendering import page
@@ -116,8 +118,6 @@ class PagedProgress:
 def send_plan(request: Request) -> Response:
     """The dry run: what a send to this cohort would do now, and why it would be refused,
     before the button that sends."""
-    from notifier.web.app import console_of
-    from notifier.web.campaigns import known_campaign
 
     campaign_id = request.path_params["campaign_id"]
     cohort = cohort_of(request.query_params)
@@ -145,8 +145,6 @@ async def start_send(request: Request) -> Response:
     """Send, confirmed: refused at once (409, saying who holds the ledger) while another
     send runs, from this console or elsewhere; otherwise it runs in the background and
     the progress page opens."""
-    from notifier.web.app import console_of
-    from notifier.web.campaigns import known_campaign
 
     form = await posted_form(request)
     campaign_id = request.path_params["campaign_id"]
@@ -194,8 +192,6 @@ async def start_send(request: Request) -> Response:
 def _progress_of(request: Request) -> dict[str, Any]:
     """The campaign's latest console send as its page shows it, and who else holds the
     ledger (a send from a terminal elsewhere)."""
-    from notifier.web.app import console_of
-    from notifier.web.campaigns import known_campaign
 
     campaign_id = request.path_params["campaign_id"]
     console = console_of(request)
@@ -253,7 +249,6 @@ def progress_json(request: Request) -> Response:
 async def stop_send(request: Request) -> Response:
     """Stop the campaign's send: it finishes what is in flight, records it, and leaves the
     rest owed for the next send."""
-    from notifier.web.app import console_of
 
     await posted_form(request)
     campaign_id = request.path_params["campaign_id"]

@@ -13,7 +13,8 @@ import uvicorn
 
 from notifier.config import Settings
 from notifier.errors import NotifierError
-from notifier.web.app import Console, create_app
+from notifier.web.app import create_app
+from notifier.web.console import Console
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765

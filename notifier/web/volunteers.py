@@ -8,7 +8,6 @@ import email
 import email.policy
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
@@ -20,10 +19,8 @@ from notifier.outputs import visible
 from notifier.report_formats import shown_time
 from notifier.service import Campaign, Preview, VolunteerQuery, Workspace
 from notifier.volunteer import LOCALES, exposure_words
+from notifier.web.console import Console, console_of
 from notifier.web.rendering import framed, page
-
-if TYPE_CHECKING:
-    from notifier.web.app import Console
 
 PAGE_SIZE = 50
 # The headers a reader of a notice sees above its text.
@@ -52,7 +49,6 @@ class CampaignNotices:
 
 
 def _console(request: Request) -> Console:
-    from notifier.web.app import console_of
 
     return console_of(request)
 

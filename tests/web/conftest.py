@@ -14,7 +14,7 @@ from console_client import Client, signed_in
 from notifier.config import Settings, load_settings
 from notifier.service import Workspace
 from notifier.sink import Sink
-from notifier.web.app import Console
+from notifier.web.console import Console
 from notifier.web.server import console_in_thread
 
 EXAMPLE_ROSTER = REPO / "examples" / "volunteers.csv"

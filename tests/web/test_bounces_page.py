@@ -20,7 +20,7 @@ from notifier import verp
 from notifier.cli import cli
 from notifier.config import Settings, load_settings
 from notifier.ledger import Ledger
-from notifier.web.app import Console
+from notifier.web.console import Console
 from notifier.web.server import console_in_thread
 
 WAIT = 30.0

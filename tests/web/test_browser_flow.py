@@ -21,7 +21,7 @@ from smtp_helpers import recipients
 from notifier.config import Settings, load_settings
 from notifier.service import VolunteerQuery, Workspace
 from notifier.sink import Sink
-from notifier.web.app import Console
+from notifier.web.console import Console
 from notifier.web.server import console_in_thread
 
 FIRST = "2020-03-breach"

@@ -23,7 +23,7 @@ from notifier.ledger import Ledger
 from notifier.service import SendSpec, Workspace, cohort_filter
 from notifier.sink import Sink
 from notifier.volunteer import Volunteer
-from notifier.web.app import Console
+from notifier.web.console import Console
 from notifier.web.jobs import Job
 from notifier.web.security import DOCUMENT_POLICY
 from notifier.web.server import console_in_thread

@@ -19,7 +19,7 @@ from console_client import Client, Reply, csrf_of, signed_in
 
 from notifier.config import Settings, load_settings
 from notifier.service import VolunteerQuery, Workspace
-from notifier.web.app import Console
+from notifier.web.console import Console
 from notifier.web.server import console_in_thread
 
 EXAMPLES = REPO / "examples"

@@ -10,7 +10,8 @@ import pytest
 from console_client import Client, csrf_of
 from starlette.routing import Route
 
-from notifier.web.app import Console, routes
+from notifier.web.app import routes
+from notifier.web.console import Console
 from notifier.web.server import bind, is_loopback
 
 PAGES = ("/campaigns", "/campaigns/2020-03-breach", "/static/console.css")
