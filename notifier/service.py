@@ -500,9 +500,12 @@ class Workspace:
         encoding: str = "auto",
         default_locale: str = "en",
         strict: bool = False,
+        recorded_as: str | None = None,
     ) -> Iterator[RosterImport]:
         """Import a roster file under the ledger's lease (no send runs meanwhile); the
-        file stays readable (its warnings) for the block."""
+        file stays readable (its warnings) for the block. `recorded_as`: the name the
+        ledger records and problems show, where `file` is only where it waits (an upload
+        to the console), not a name the person knows."""
         roster_mapping = load_mapping(mapping) if mapping else None
         # What waits while the file is read waits beside the ledger (see notifier.spool).
         folder = self.settings.ledger.resolve().parent
@@ -514,9 +517,11 @@ class Workspace:
             max_bytes=self.settings.roster_max_bytes,
             spool_dir=folder if folder.is_dir() else None,
         ) as stream:
+            if recorded_as is not None:
+                stream.file = Path(recorded_as)
             led = self.ledger(create=True)
             # No send while the people it is sending to change.
-            with led.lease("roster import", file.name):
+            with led.lease("roster import", stream.file.name):
                 summary = led.record_import(
                     stream,
                     mapping_sha256=roster_mapping.sha256 if roster_mapping else "",

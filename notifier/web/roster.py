@@ -198,6 +198,7 @@ async def confirm(request: Request) -> Response:
                     mapping=mapping.path if mapping else None,
                     encoding=encoding,
                     default_locale=locale,
+                    recorded_as=roster.name,
                 ) as imported,
             ):
                 stream = imported.stream

@@ -194,7 +194,13 @@ def test_a_cp932_file_with_its_mapping_keeps_japanese_names(
     japanese = [v for v in people if v.locale == "ja"]
     assert all(re.search("[\u3040-\u30ff\u4e00-\u9fff]", v.family_name) for v in japanese)
     assert latest is not None and latest.encoding == "cp932"
-    assert latest.file_name.endswith("partner-ja.csv")
+    # The name the person knows, never the private folder the upload waited in.
+    assert latest.file_name == "partner-ja.csv"
+    with Workspace(empty_settings) as ws:
+        events = [e for e in ws.ledger().events() if e.kind == "roster_imported"]
+    assert [(e.data["file"], e.data["file_name"]) for e in events] == [
+        ("partner-ja.csv", "partner-ja.csv")
+    ]
 
 
 def test_hostile_cells_are_shown_as_text(fresh: Client) -> None:
