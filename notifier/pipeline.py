@@ -34,7 +34,12 @@ from typing import Any, Protocol
 
 from notifier import verp
 from notifier.approval import templates_sha256
-from notifier.audience import followed_message_states, history_applies, membership
+from notifier.audience import (
+    followed_message_states,
+    history_applies,
+    membership,
+    membership_by,
+)
 from notifier.campaign import Campaign
 from notifier.cohort import CohortFilter, narrow_campaign
 from notifier.cohort import _matches_ids as matches_ids
@@ -257,7 +262,31 @@ def tally_selection(
     chosen: bool = False,
     size: int = CHUNK_SIZE,
 ) -> Tally:
-    """The selection over the whole audience, counted (reading only; a chunk at a time)."""
+    """The selection over the whole audience, counted (reading only). An audience read
+    from the ledger is counted by the database (`count_selection`: no pass over everyone
+    in Python); a given list, walked. With a limit (or `chosen`), whom it chooses is read
+    from the ledger only as far as the limit reaches (`choose`)."""
+    if not isinstance(audience, CohortAudience):
+        return _walked_tally(ledger, campaign, audience, scope, chosen=chosen, size=size)
+    tally = count_selection(ledger, campaign, audience, scope)
+    if scope.limit is not None or chosen:
+        picked = choose(ledger, campaign, audience, scope, size=size)
+        tally.to_send = len(picked)
+        tally.by_group = Counter((v.locale, v.exposure) for v in picked)
+        tally.chosen = [v.volunteer_id for v in picked] if chosen else []
+    return tally
+
+
+def _walked_tally(
+    ledger: Ledger,
+    campaign: Campaign,
+    audience: Audience,
+    scope: SendScope,
+    *,
+    chosen: bool,
+    size: int,
+) -> Tally:
+    """The selection over the audience, a chunk at a time (a given list's way)."""
     tally = Tally()
     suppressed = ledger.suppressed_addresses()
     for chunk in audience_chunks(ledger, campaign, audience, size):
@@ -266,6 +295,65 @@ def tally_selection(
         )
         tally.add(chunk, selection, chosen=chosen)
     return tally
+
+
+def count_selection(
+    ledger: Ledger, campaign: Campaign, audience: CohortAudience, scope: SendScope
+) -> Tally:
+    """What `select_messages` over the whole audience comes to, without its limit and
+    without `chosen`: counted by the database (ledger.count_with_states, the query
+    `cohort` counts with: a few dozen groups however many people), each group decided by
+    the audience rule (`membership_by`), the --ids file and the suppression list as the
+    walk decides them one person at a time."""
+    narrowed = narrow_campaign(campaign, audience.cohort)
+    follows = (campaign.follows,) if campaign.follows and audience.history else ()
+    scan = VolunteerQuery(exposures=narrowed.audience.exposures, locales=narrowed.audience.locales)
+    groups = ledger.count_with_states(
+        scan,
+        (*follows, campaign.campaign_id),
+        suppressed=ledger.suppressed_addresses(),
+        ids=audience.cohort.ids,
+    )
+    wanted = scope.states
+    tally = Tally()
+    for group in groups:
+        followed = group.states[0] if follows else None
+        verdict = membership_by(
+            narrowed, group.exposure, group.locale, followed, history=audience.history
+        )
+        if not (verdict.included and group.named):
+            continue
+        tally.audience += group.count
+        if (group.states[-1] or MessageState.PENDING) not in wanted:
+            continue
+        if group.suppressed:
+            tally.suppressed += group.count
+        else:
+            tally.to_send += group.count
+            tally.by_group[(group.locale, group.exposure)] += group.count
+    return tally
+
+
+def choose(
+    ledger: Ledger, campaign: Campaign, audience: Audience, scope: SendScope, *, size: int
+) -> list[Volunteer]:
+    """Whom the selection sends to, in volunteer_id order, at most `scope.limit`: the
+    audience read a chunk at a time only until the limit is reached (reading only)."""
+    picked: list[Volunteer] = []
+    suppressed = ledger.suppressed_addresses()
+    for chunk in audience_chunks(ledger, campaign, audience, size):
+        room = None if scope.limit is None else scope.limit - len(picked)
+        if room is not None and room <= 0:
+            break
+        selection, _states = select_chunk(
+            ledger,
+            campaign.campaign_id,
+            chunk,
+            suppressed,
+            dataclasses.replace(scope, limit=room),
+        )
+        picked += selection.send
+    return picked
 
 
 def read_selection(
