@@ -35,13 +35,14 @@ from notifier.pipeline import (
 from notifier.volunteer import Volunteer
 
 __all__ = ["history"]  # the module's fixture, shared
+S = MessageState
 
 SCOPES = {
     "send": SendScope(),
-    "resend": SendScope(resend_states=("bounced_soft", "failed_permanent", "blocked")),
+    "resend": SendScope(resend_states=(S.BOUNCED_SOFT, S.FAILED_PERMANENT, S.BLOCKED)),
     "uncertain": SendScope(resend_uncertain=True),
     "limit": SendScope(limit=4),
-    "limit-resend": SendScope(resend_states=("expired", "bounced_soft"), limit=1),
+    "limit-resend": SendScope(resend_states=(S.EXPIRED, S.BOUNCED_SOFT), limit=1),
     "limit-0": SendScope(limit=0),
 }
 
