@@ -1,9 +1,13 @@
 """A send run: audience -> one selection -> messages in the ledger -> composed bytes -> SMTP,
 a chunk of volunteers at a time.
 
-`select_messages` is the one answer to "who gets a message in this run": the dry run
-(`plan_send`), the real send, a resend of chosen states and --resend-uncertain all use
-it, on each chunk of the audience in volunteer_id order (`audience_chunks`, `chosen`).
+`select_messages` is the one answer to "who gets a message in this run": the real send,
+a resend of chosen states and --resend-uncertain all use it, on each chunk of the audience
+in volunteer_id order (`audience_chunks`, `_Run._chosen`). The plan's counts
+(`plan_send`: the dry run, the run's record, its progress bar) are the same rule counted
+by the database (`count_selection`), so a send on a million-person ledger does not walk
+everyone before its first message; a limit's chosen people are read only as far as the
+limit reaches (`choose`).
 A send reads a chunk of volunteers from the ledger, selects from it, queues its new
 messages and records its suppressed ones in one transaction, then composes, checks and
 claims what it chose, and reads the next chunk only as the sending needs it: memory holds
@@ -23,8 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import signal
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -446,6 +452,7 @@ class SendSummary:
     taken_elsewhere: int = 0
     deferred: int = 0  # messages the server deferred at first (each retried, or given up)
     held_by_retries: float = 0.0  # seconds the run waited only for deferred ones' retries
+    audience: int = 0  # volunteers the run considered
 
     @property
     def nothing_to_send(self) -> bool:
@@ -460,7 +467,12 @@ class SendSummary:
 class SendObserver(Protocol):
     """Told what happens, for a progress display."""
 
-    def started(self, total: int, server: ServerInfo) -> None: ...
+    def started(self, total: int | None, server: ServerInfo) -> None:
+        """The first message is about to go; `total`: how many the run will try, or None
+        while that is still being counted (then `counted` says it)."""
+
+    def counted(self, total: int) -> None:
+        """How many the run will try, once counted (after `started` said None)."""
 
     def outcome(self, outcome: DeliveryOutcome) -> None: ...
 
@@ -581,26 +593,34 @@ def send_campaign(
     adds states to send again (as further attempts of the same message) and the messages
     whose outcome a crash left unknown. With `handle_signals`, SIGINT/SIGTERM stop
     gracefully: messages in flight are finished and recorded, the rest stay pending for
-    the next run. `plan`: this send's `plan_send`, when the caller has it already (its
-    counts size the progress bar and the compose workers; counted here otherwise).
+    the next run. The counts (the summary's, the progress bar's total) are made beside
+    the sending (`_Counting`); `plan`: this send's `plan_send`, when the caller has it
+    already (its counts are used instead).
     """
     campaign = request.campaign
     target = request.target(settings)
     dkim = load_dkim_key(settings)  # a half-set or unusable key stops the send here
     newly_uncertain = _set_up_ledger(ledger, campaign)
-    if plan is None:
-        plan = plan_send(ledger, request, settings)
-    workers = compose_workers_for(plan.to_send, request.compose_workers)
+    # The counts (the summary's, the progress bar's total) are made by the database beside
+    # the sending, from one snapshot of the ledger as it stands now: the first message
+    # does not wait for a count of everyone.
+    counting = _Counting.start(ledger, request, plan)
+    workers = compose_workers_for(_size_bound(ledger, request), request.compose_workers)
     composing = start_composing(workers, campaign, dkim)
-    run = _Run(request, target, ledger, composing, observer, planned=plan.to_send)
+    run = _Run(request, target, ledger, composing, observer, counting)
     try:
         stats, server = DeliveryStats(), None
-        if plan.to_send:
+        dues = run.chosen()
+        first = next(dues, None)  # queues the audience up to the first message due
+        if first is not None:
             stats, server = asyncio.run(
-                run.deliver(ledger.secret(), holder, handle_signals=handle_signals)
+                run.deliver(
+                    itertools.chain((first,), dues),
+                    ledger.secret(),
+                    holder,
+                    handle_signals=handle_signals,
+                )
             )
-        else:
-            run.queue_only()
     finally:
         composing.close()
     if run.tampered:
@@ -609,9 +629,10 @@ def send_campaign(
             file=ledger.path,
             hint="run notifier ledger verify; the send stopped before the rows it names",
         )
+    counted = counting.result() or run.walked  # the run's own walk, should the count fail
     return SendSummary(
         campaign_id=campaign.campaign_id,
-        planned=plan.to_send,
+        planned=_planned(counted, request.scope),
         counts=dict(stats.counts),
         states=ledger.state_counts(campaign.campaign_id),
         uncertain=tuple(
@@ -620,15 +641,87 @@ def send_campaign(
             if is_uncertain(m.state, run_is_live=False)
         ),
         newly_uncertain=newly_uncertain,
-        suppressed=plan.suppressed,
-        elapsed=stats.elapsed if plan.to_send else 0.0,
+        suppressed=counted.suppressed,
+        elapsed=stats.elapsed if first is not None else 0.0,
         stopped=stats.stopped,
         target=str(target),
         server=server,
         taken_elsewhere=stats.taken_elsewhere,
         deferred=stats.deferred,
         held_by_retries=stats.held_by_retries,
+        audience=counted.audience,
     )
+
+
+def _planned(tally: Tally, scope: SendScope) -> int:
+    """What a selection counted without its limit sends with it."""
+    return tally.to_send if scope.limit is None else min(scope.limit, tally.to_send)
+
+
+class _Counting:
+    """A send's plan counts (`count_selection`), made by the database on a connection of
+    its own while the send starts and runs. It reads one snapshot of the ledger, taken
+    before the run writes anything, so its counts are those a plan made just before the
+    send gives (notifier.ledger.Ledger.reading)."""
+
+    def __init__(self, tally: Tally | None = None) -> None:
+        self._tally = tally
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def start(cls, ledger: Ledger, request: SendRequest, plan: SendPlan | None) -> _Counting:
+        if plan is not None:  # counted already by the caller
+            return cls(Tally(plan.audience, plan.to_send, plan.suppressed))
+        audience, scope = request.audience, request.scope
+        if not isinstance(audience, CohortAudience):  # a given list: small, walked here
+            return cls(tally_selection(ledger, request.campaign, audience, scope))
+        counting = cls()
+        taken = threading.Event()
+
+        def count() -> None:
+            try:
+                with Ledger(ledger.path, create=False, secret=ledger.secret()) as reader:
+                    with reader.reading():
+                        # The first read takes the snapshot every later read sees.
+                        reader.count("campaigns")
+                        taken.set()
+                        counting._tally = count_selection(reader, request.campaign, audience, scope)
+            except Exception:  # the send goes on; its own walk gives the counts
+                log.exception("counting the send's audience failed")
+            finally:
+                taken.set()
+
+        counting._thread = threading.Thread(target=count, name="send-count", daemon=True)
+        counting._thread.start()
+        taken.wait()  # the snapshot is taken (or the count failed): the run may write
+        return counting
+
+    def ready(self) -> Tally | None:
+        """The counts, once made (None before, or when counting failed)."""
+        if self._thread is not None and self._thread.is_alive():
+            return None
+        return self._tally
+
+    def result(self) -> Tally | None:
+        """The counts, waiting for them (None: counting failed)."""
+        if self._thread is not None:
+            self._thread.join()
+        return self._tally
+
+
+def _size_bound(ledger: Ledger, request: SendRequest) -> int:
+    """At most how many messages the send can try, from counts the database keeps at
+    hand (the roster's size, the campaign's messages by state): enough to choose
+    between composing in this process and in workers, without reading the audience."""
+    audience, scope = request.audience, request.scope
+    if not isinstance(audience, CohortAudience):
+        return len(audience)
+    states = ledger.state_counts(request.campaign.campaign_id)
+    done = sum(n for state, n in states.items() if state not in scope.states)
+    bound = max(0, ledger.count("volunteers") - done)
+    if audience.cohort.ids is not None:
+        bound = min(bound, len(audience.cohort.ids))
+    return bound if scope.limit is None else min(bound, scope.limit)
 
 
 def _set_up_ledger(ledger: Ledger, campaign: Campaign) -> int:
@@ -686,10 +779,12 @@ class _Run:
     ledger: Ledger  # the run's connection: reads the chunks, queues their messages
     composing: Composing
     observer: SendObserver | None
-    planned: int  # what the plan counted to send: the progress bar's total
+    counting: _Counting  # the plan's counts, made beside the sending: the progress total
     tampered: str = ""  # what the check of a chunk found: the run stopped there
+    # The selection as this run's walk met it (what the counting gives, should it fail).
+    walked: Tally = field(default_factory=Tally)
 
-    def _chosen(self) -> Iterator[_Due]:
+    def chosen(self) -> Iterator[_Due]:
         """The messages to send, in volunteer_id order, queued a chunk at a time as the
         sending asks for them; at most the scope's limit. After the limit, the rest of
         the audience is still walked: its new messages queued, its suppressed ones
@@ -698,7 +793,7 @@ class _Run:
         cid = campaign.campaign_id
         key, id_key, domain = ledger.verp_key(), ledger.message_id_key(), sender_domain(campaign)
         suppressed = ledger.suppressed_addresses()
-        tally = Tally()
+        tally = self.walked
         due_states = sorted(scope.states)
         chunks = audience_chunks(ledger, campaign, self.request.audience, self.request.chunk_size)
         for chunk in chunks:
@@ -746,16 +841,10 @@ class _Run:
                 reply_to = earlier.get(vid, "") if campaign.follows else None
                 yield _Due(volunteer, row, reply_to)
 
-    def queue_only(self) -> None:
-        """Nothing to send (or no server to send to): still queue the audience's new
-        messages and record the suppressed ones, as a send does, so the ledger shows who
-        is owed a message."""
-        for _due in self._chosen():
-            pass  # bounded: the audience's chunks run out
-
     async def deliver(
-        self, secret: LedgerSecret, holder: Holder, *, handle_signals: bool
+        self, dues: Iterator[_Due], secret: LedgerSecret, holder: Holder, *, handle_signals: bool
     ) -> tuple[DeliveryStats, ServerInfo]:
+        """Send the messages `dues` gives (`chosen`, the first of them in hand)."""
         journal = ThreadedLedgerJournal(
             self.ledger.path, claimable=self.request.scope.claimable, secret=secret, holder=holder
         )
@@ -783,13 +872,17 @@ class _Run:
             try:
                 server = await delivery.probe()
             except BaseException:
-                self.queue_only()
+                # Still queue the audience's new messages and record the suppressed ones,
+                # as a send does, so the ledger shows who is owed a message.
+                for _due in dues:
+                    pass  # bounded: the audience's chunks run out
                 raise
             if observer is not None:
-                observer.started(self.planned, server)
+                counted = self.counting.ready()
+                observer.started(self._total(counted), server)
             await journal.open()
             try:
-                stats = await delivery.run(self._outgoing(server, delivery))
+                stats = await delivery.run(self._outgoing(dues, server, delivery))
             finally:
                 await journal.close()
         finally:
@@ -798,8 +891,21 @@ class _Run:
                 loop.remove_signal_handler(signal.SIGTERM)
         return stats, server
 
+    def _total(self, counted: Tally | None) -> int | None:
+        return None if counted is None else _planned(counted, self.request.scope)
+
+    def _tell_total(self, told: bool) -> bool:
+        """Give the observer the progress bar's total once it is counted; whether told."""
+        if told or self.observer is None:
+            return True
+        counted = self.counting.ready()
+        if counted is None:
+            return False
+        self.observer.counted(_planned(counted, self.request.scope))
+        return True
+
     async def _outgoing(
-        self, server: ServerInfo, delivery: Delivery
+        self, dues: Iterator[_Due], server: ServerInfo, delivery: Delivery
     ) -> AsyncIterator[list[OutgoingMessage]]:
         """The chosen messages as wire-ready chunks, composed ahead of the sending."""
         domain, key = sender_domain(self.request.campaign), self.ledger.verp_key()
@@ -808,7 +914,7 @@ class _Run:
         held: dict[str, _Due] = {}
 
         def jobs() -> Iterator[ComposeJob]:
-            for due in self._chosen():
+            for due in dues:
                 problem = _address_problem(due.volunteer, server)
                 if problem:
                     delivery.record_unsent(
@@ -820,7 +926,9 @@ class _Run:
                 yield ComposeJob(due.volunteer, utf8, due.row.message_id, due.in_reply_to)
 
         campaign_id = self.request.campaign.campaign_id
+        told = self.observer is None or self.counting.ready() is not None
         async for chunk in self.composing.composed(jobs(), lambda: delivery.stopping):
+            told = self._tell_total(told)
             # The start-up verified the chain only since its last checkpoint: what this
             # chunk is sent from (addresses, states) is held to its own events now.
             problem = self.ledger.rows_differ([d.volunteer_id for d in chunk], campaign_id) or ""

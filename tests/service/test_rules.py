@@ -238,7 +238,10 @@ def interrupt_after(count: int) -> SendObserver:
     class Interrupting:
         seen = 0
 
-        def started(self, total: int, server: ServerInfo) -> None:
+        def started(self, total: int | None, server: ServerInfo) -> None:
+            pass
+
+        def counted(self, total: int) -> None:
             pass
 
         def outcome(self, outcome: DeliveryOutcome) -> None:
