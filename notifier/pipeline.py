@@ -621,6 +621,7 @@ def send_campaign(
                     handle_signals=handle_signals,
                 )
             )
+            run.tell_total(wait=True)  # counted after the last chunk was read: now
     finally:
         composing.close()
     if run.tampered:
@@ -783,6 +784,7 @@ class _Run:
     tampered: str = ""  # what the check of a chunk found: the run stopped there
     # The selection as this run's walk met it (what the counting gives, should it fail).
     walked: Tally = field(default_factory=Tally)
+    told: bool = False  # the observer has the progress bar's total
 
     def chosen(self) -> Iterator[_Due]:
         """The messages to send, in volunteer_id order, queued a chunk at a time as the
@@ -878,8 +880,9 @@ class _Run:
                     pass  # bounded: the audience's chunks run out
                 raise
             if observer is not None:
-                counted = self.counting.ready()
-                observer.started(self._total(counted), server)
+                total = self._total(self.counting.ready())
+                observer.started(total, server)
+                self.told = total is not None
             await journal.open()
             try:
                 stats = await delivery.run(self._outgoing(dues, server, delivery))
@@ -894,15 +897,15 @@ class _Run:
     def _total(self, counted: Tally | None) -> int | None:
         return None if counted is None else _planned(counted, self.request.scope)
 
-    def _tell_total(self, told: bool) -> bool:
-        """Give the observer the progress bar's total once it is counted; whether told."""
-        if told or self.observer is None:
-            return True
-        counted = self.counting.ready()
-        if counted is None:
-            return False
-        self.observer.counted(_planned(counted, self.request.scope))
-        return True
+    def tell_total(self, *, wait: bool = False) -> None:
+        """Give the observer the progress bar's total, once it is counted (with `wait`:
+        waiting for it), unless `started` gave it already."""
+        if self.told or self.observer is None:
+            return
+        counted = self.counting.result() if wait else self.counting.ready()
+        if counted is not None:
+            self.observer.counted(_planned(counted, self.request.scope))
+            self.told = True
 
     async def _outgoing(
         self, dues: Iterator[_Due], server: ServerInfo, delivery: Delivery
@@ -926,9 +929,8 @@ class _Run:
                 yield ComposeJob(due.volunteer, utf8, due.row.message_id, due.in_reply_to)
 
         campaign_id = self.request.campaign.campaign_id
-        told = self.observer is None or self.counting.ready() is not None
         async for chunk in self.composing.composed(jobs(), lambda: delivery.stopping):
-            told = self._tell_total(told)
+            self.tell_total()
             # The start-up verified the chain only since its last checkpoint: what this
             # chunk is sent from (addresses, states) is held to its own events now.
             problem = self.ledger.rows_differ([d.volunteer_id for d in chunk], campaign_id) or ""
