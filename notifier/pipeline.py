@@ -3,11 +3,11 @@ a chunk of volunteers at a time.
 
 `select_messages` is the one answer to "who gets a message in this run": the real send,
 a resend of chosen states and --resend-uncertain all use it, on each chunk of the audience
-in volunteer_id order (`audience_chunks`, `_Run._chosen`). The plan's counts
-(`plan_send`: the dry run, the run's record, its progress bar) are the same rule counted
-by the database (`count_selection`), so a send on a million-person ledger does not walk
-everyone before its first message; a limit's chosen people are read only as far as the
-limit reaches (`choose`).
+in volunteer_id order (`audience_chunks`, `_Run.chosen`). The counts (the dry run's
+`plan_send`; a run's summary, record and progress bar) are the same rule counted by the
+database (`count_selection`), for a run beside its sending, so a send on a million-person
+ledger starts its first message without a pass over everyone; a limit's chosen people are
+read only as far as the limit reaches (`choose`).
 A send reads a chunk of volunteers from the ledger, selects from it, queues its new
 messages and records its suppressed ones in one transaction, then composes, checks and
 claims what it chose, and reads the next chunk only as the sending needs it: memory holds
@@ -630,7 +630,9 @@ def send_campaign(
             file=ledger.path,
             hint="run notifier ledger verify; the send stopped before the rows it names",
         )
-    counted = counting.result() or run.walked  # the run's own walk, should the count fail
+    counted = counting.result()
+    if counted is None:  # counting failed: the run's own walk, as far as it went
+        counted = run.walked
     return SendSummary(
         campaign_id=campaign.campaign_id,
         planned=_planned(counted, request.scope),
@@ -711,9 +713,10 @@ class _Counting:
 
 
 def _size_bound(ledger: Ledger, request: SendRequest) -> int:
-    """At most how many messages the send can try, from counts the database keeps at
-    hand (the roster's size, the campaign's messages by state): enough to choose
-    between composing in this process and in workers, without reading the audience."""
+    """About how many messages the send can try, from counts the database has at hand
+    (the roster's size less the campaign's messages in states it does not send): enough
+    to choose between composing in this process and in workers, without reading the
+    audience (the exact count comes beside the sending)."""
     audience, scope = request.audience, request.scope
     if not isinstance(audience, CohortAudience):
         return len(audience)
