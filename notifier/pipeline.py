@@ -1,9 +1,13 @@
 """A send run: audience -> one selection -> messages in the ledger -> composed bytes -> SMTP,
 a chunk of volunteers at a time.
 
-`select_messages` is the one answer to "who gets a message in this run": the dry run
-(`plan_send`), the real send, a resend of chosen states and --resend-uncertain all use
-it, on each chunk of the audience in volunteer_id order (`audience_chunks`, `chosen`).
+`select_messages` is the one answer to "who gets a message in this run": the real send,
+a resend of chosen states and --resend-uncertain all use it, on each chunk of the audience
+in volunteer_id order (`audience_chunks`, `_Run.chosen`). The counts (the dry run's
+`plan_send`; a run's summary, record and progress bar) are the same rule counted by the
+database (`count_selection`), for a run beside its sending, so a send on a million-person
+ledger starts its first message without a pass over everyone; a limit's chosen people are
+read only as far as the limit reaches (`choose`).
 A send reads a chunk of volunteers from the ledger, selects from it, queues its new
 messages and records its suppressed ones in one transaction, then composes, checks and
 claims what it chose, and reads the next chunk only as the sending needs it: memory holds
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import signal
 import threading
@@ -35,7 +40,12 @@ from typing import Any, Protocol
 
 from notifier import verp
 from notifier.approval import templates_sha256
-from notifier.audience import followed_message_states, history_applies, membership
+from notifier.audience import (
+    followed_message_states,
+    history_applies,
+    membership,
+    membership_by,
+)
 from notifier.campaign import Campaign
 from notifier.cohort import CohortFilter, narrow_campaign
 from notifier.cohort import _matches_ids as matches_ids
@@ -258,7 +268,31 @@ def tally_selection(
     chosen: bool = False,
     size: int = CHUNK_SIZE,
 ) -> Tally:
-    """The selection over the whole audience, counted (reading only; a chunk at a time)."""
+    """The selection over the whole audience, counted (reading only). An audience read
+    from the ledger is counted by the database (`count_selection`: no pass over everyone
+    in Python); a given list, walked. With a limit (or `chosen`), whom it chooses is read
+    from the ledger only as far as the limit reaches (`choose`)."""
+    if not isinstance(audience, CohortAudience):
+        return _walked_tally(ledger, campaign, audience, scope, chosen=chosen, size=size)
+    tally = count_selection(ledger, campaign, audience, scope)
+    if scope.limit is not None or chosen:
+        picked = choose(ledger, campaign, audience, scope, size=size)
+        tally.to_send = len(picked)
+        tally.by_group = Counter((v.locale, v.exposure) for v in picked)
+        tally.chosen = [v.volunteer_id for v in picked] if chosen else []
+    return tally
+
+
+def _walked_tally(
+    ledger: Ledger,
+    campaign: Campaign,
+    audience: Audience,
+    scope: SendScope,
+    *,
+    chosen: bool,
+    size: int,
+) -> Tally:
+    """The selection over the audience, a chunk at a time (a given list's way)."""
     tally = Tally()
     suppressed = ledger.suppressed_addresses()
     for chunk in audience_chunks(ledger, campaign, audience, size):
@@ -267,6 +301,65 @@ def tally_selection(
         )
         tally.add(chunk, selection, chosen=chosen)
     return tally
+
+
+def count_selection(
+    ledger: Ledger, campaign: Campaign, audience: CohortAudience, scope: SendScope
+) -> Tally:
+    """What `select_messages` over the whole audience comes to, without its limit and
+    without `chosen`: counted by the database (ledger.count_with_states, the query
+    `cohort` counts with: a few dozen groups however many people), each group decided by
+    the audience rule (`membership_by`), the --ids file and the suppression list as the
+    walk decides them one person at a time."""
+    narrowed = narrow_campaign(campaign, audience.cohort)
+    follows = (campaign.follows,) if campaign.follows and audience.history else ()
+    scan = VolunteerQuery(exposures=narrowed.audience.exposures, locales=narrowed.audience.locales)
+    groups = ledger.count_with_states(
+        scan,
+        (*follows, campaign.campaign_id),
+        suppressed=ledger.suppressed_addresses(),
+        ids=audience.cohort.ids,
+    )
+    wanted = scope.states
+    tally = Tally()
+    for group in groups:
+        followed = group.states[0] if follows else None
+        verdict = membership_by(
+            narrowed, group.exposure, group.locale, followed, history=audience.history
+        )
+        if not (verdict.included and group.named):
+            continue
+        tally.audience += group.count
+        if (group.states[-1] or MessageState.PENDING) not in wanted:
+            continue
+        if group.suppressed:
+            tally.suppressed += group.count
+        else:
+            tally.to_send += group.count
+            tally.by_group[(group.locale, group.exposure)] += group.count
+    return tally
+
+
+def choose(
+    ledger: Ledger, campaign: Campaign, audience: Audience, scope: SendScope, *, size: int
+) -> list[Volunteer]:
+    """Whom the selection sends to, in volunteer_id order, at most `scope.limit`: the
+    audience read a chunk at a time only until the limit is reached (reading only)."""
+    picked: list[Volunteer] = []
+    suppressed = ledger.suppressed_addresses()
+    for chunk in audience_chunks(ledger, campaign, audience, size):
+        room = None if scope.limit is None else scope.limit - len(picked)
+        if room is not None and room <= 0:
+            break
+        selection, _states = select_chunk(
+            ledger,
+            campaign.campaign_id,
+            chunk,
+            suppressed,
+            dataclasses.replace(scope, limit=room),
+        )
+        picked += selection.send
+    return picked
 
 
 def read_selection(
@@ -359,6 +452,7 @@ class SendSummary:
     taken_elsewhere: int = 0
     deferred: int = 0  # messages the server deferred at first (each retried, or given up)
     held_by_retries: float = 0.0  # seconds the run waited only for deferred ones' retries
+    audience: int = 0  # volunteers the run considered
 
     @property
     def nothing_to_send(self) -> bool:
@@ -373,7 +467,12 @@ class SendSummary:
 class SendObserver(Protocol):
     """Told what happens, for a progress display."""
 
-    def started(self, total: int, server: ServerInfo) -> None: ...
+    def started(self, total: int | None, server: ServerInfo) -> None:
+        """The first message is about to go; `total`: how many the run will try, or None
+        while that is still being counted (then `counted` says it)."""
+
+    def counted(self, total: int) -> None:
+        """How many the run will try, once counted (after `started` said None)."""
 
     def outcome(self, outcome: DeliveryOutcome) -> None: ...
 
@@ -495,28 +594,38 @@ def send_campaign(
     adds states to send again (as further attempts of the same message) and the messages
     whose outcome a crash left unknown. With `handle_signals`, SIGINT/SIGTERM stop
     gracefully: messages in flight are finished and recorded, the rest stay pending for
-    the next run. `plan`: this send's `plan_send`, when the caller has it already (its
-    counts size the progress bar and the compose workers; counted here otherwise).
-    `stop`: set from another thread (the console's stop button, the console stopping), it
-    stops the send the same graceful way a signal does.
+    the next run. The counts (the summary's, the progress bar's total) are made beside
+    the sending (`_Counting`); `plan`: this send's `plan_send`, when the caller has it
+    already (its counts are used instead). `stop`: set from another thread (the
+    console's stop button, the console stopping), it stops the send the same graceful
+    way a signal does.
     """
     campaign = request.campaign
     target = request.target(settings)
     dkim = load_dkim_key(settings)  # a half-set or unusable key stops the send here
     newly_uncertain = _set_up_ledger(ledger, campaign)
-    if plan is None:
-        plan = plan_send(ledger, request, settings)
-    workers = compose_workers_for(plan.to_send, request.compose_workers)
+    # The counts (the summary's, the progress bar's total) are made by the database beside
+    # the sending, from one snapshot of the ledger as it stands now: the first message
+    # does not wait for a count of everyone.
+    counting = _Counting.start(ledger, request, plan)
+    workers = compose_workers_for(_size_bound(ledger, request), request.compose_workers)
     composing = start_composing(workers, campaign, dkim)
-    run = _Run(request, target, ledger, composing, observer, planned=plan.to_send)
+    run = _Run(request, target, ledger, composing, observer, counting)
     try:
         stats, server = DeliveryStats(), None
-        if plan.to_send:
+        dues = run.chosen()
+        first = next(dues, None)  # queues the audience up to the first message due
+        if first is not None:
             stats, server = asyncio.run(
-                run.deliver(ledger.secret(), holder, handle_signals=handle_signals, stop=stop)
+                run.deliver(
+                    itertools.chain((first,), dues),
+                    ledger.secret(),
+                    holder,
+                    handle_signals=handle_signals,
+                    stop=stop,
+                )
             )
-        else:
-            run.queue_only()
+            run.tell_total(wait=True)  # counted after the last chunk was read: now
     finally:
         composing.close()
     if run.tampered:
@@ -525,9 +634,12 @@ def send_campaign(
             file=ledger.path,
             hint="run notifier ledger verify; the send stopped before the rows it names",
         )
+    counted = counting.result()
+    if counted is None:  # counting failed: the run's own walk, as far as it went
+        counted = run.walked
     return SendSummary(
         campaign_id=campaign.campaign_id,
-        planned=plan.to_send,
+        planned=_planned(counted, request.scope),
         counts=dict(stats.counts),
         states=ledger.state_counts(campaign.campaign_id),
         uncertain=tuple(
@@ -536,15 +648,88 @@ def send_campaign(
             if is_uncertain(m.state, run_is_live=False)
         ),
         newly_uncertain=newly_uncertain,
-        suppressed=plan.suppressed,
-        elapsed=stats.elapsed if plan.to_send else 0.0,
+        suppressed=counted.suppressed,
+        elapsed=stats.elapsed if first is not None else 0.0,
         stopped=stats.stopped,
         target=str(target),
         server=server,
         taken_elsewhere=stats.taken_elsewhere,
         deferred=stats.deferred,
         held_by_retries=stats.held_by_retries,
+        audience=counted.audience,
     )
+
+
+def _planned(tally: Tally, scope: SendScope) -> int:
+    """What a selection counted without its limit sends with it."""
+    return tally.to_send if scope.limit is None else min(scope.limit, tally.to_send)
+
+
+class _Counting:
+    """A send's plan counts (`count_selection`), made by the database on a connection of
+    its own while the send starts and runs. It reads one snapshot of the ledger, taken
+    before the run writes anything, so its counts are those a plan made just before the
+    send gives (notifier.ledger.Ledger.reading)."""
+
+    def __init__(self, tally: Tally | None = None) -> None:
+        self._tally = tally
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def start(cls, ledger: Ledger, request: SendRequest, plan: SendPlan | None) -> _Counting:
+        if plan is not None:  # counted already by the caller
+            return cls(Tally(plan.audience, plan.to_send, plan.suppressed))
+        audience, scope = request.audience, request.scope
+        if not isinstance(audience, CohortAudience):  # a given list: small, walked here
+            return cls(tally_selection(ledger, request.campaign, audience, scope))
+        counting = cls()
+        taken = threading.Event()
+
+        def count() -> None:
+            try:
+                with Ledger(ledger.path, create=False, secret=ledger.secret()) as reader:
+                    with reader.reading():
+                        # The first read takes the snapshot every later read sees.
+                        reader.count("campaigns")
+                        taken.set()
+                        counting._tally = count_selection(reader, request.campaign, audience, scope)
+            except Exception:  # the send goes on; its own walk gives the counts
+                log.exception("counting the send's audience failed")
+            finally:
+                taken.set()
+
+        counting._thread = threading.Thread(target=count, name="send-count", daemon=True)
+        counting._thread.start()
+        taken.wait()  # the snapshot is taken (or the count failed): the run may write
+        return counting
+
+    def ready(self) -> Tally | None:
+        """The counts, once made (None before, or when counting failed)."""
+        if self._thread is not None and self._thread.is_alive():
+            return None
+        return self._tally
+
+    def result(self) -> Tally | None:
+        """The counts, waiting for them (None: counting failed)."""
+        if self._thread is not None:
+            self._thread.join()
+        return self._tally
+
+
+def _size_bound(ledger: Ledger, request: SendRequest) -> int:
+    """About how many messages the send can try, from counts the database has at hand
+    (the roster's size less the campaign's messages in states it does not send): enough
+    to choose between composing in this process and in workers, without reading the
+    audience (the exact count comes beside the sending)."""
+    audience, scope = request.audience, request.scope
+    if not isinstance(audience, CohortAudience):
+        return len(audience)
+    states = ledger.state_counts(request.campaign.campaign_id)
+    done = sum(n for state, n in states.items() if state not in scope.states)
+    bound = max(0, ledger.count("volunteers") - done)
+    if audience.cohort.ids is not None:
+        bound = min(bound, len(audience.cohort.ids))
+    return bound if scope.limit is None else min(bound, scope.limit)
 
 
 def _set_up_ledger(ledger: Ledger, campaign: Campaign) -> int:
@@ -602,10 +787,13 @@ class _Run:
     ledger: Ledger  # the run's connection: reads the chunks, queues their messages
     composing: Composing
     observer: SendObserver | None
-    planned: int  # what the plan counted to send: the progress bar's total
+    counting: _Counting  # the plan's counts, made beside the sending: the progress total
     tampered: str = ""  # what the check of a chunk found: the run stopped there
+    # The selection as this run's walk met it (what the counting gives, should it fail).
+    walked: Tally = field(default_factory=Tally)
+    told: bool = False  # the observer has the progress bar's total
 
-    def _chosen(self) -> Iterator[_Due]:
+    def chosen(self) -> Iterator[_Due]:
         """The messages to send, in volunteer_id order, queued a chunk at a time as the
         sending asks for them; at most the scope's limit. After the limit, the rest of
         the audience is still walked: its new messages queued, its suppressed ones
@@ -614,7 +802,7 @@ class _Run:
         cid = campaign.campaign_id
         key, id_key, domain = ledger.verp_key(), ledger.message_id_key(), sender_domain(campaign)
         suppressed = ledger.suppressed_addresses()
-        tally = Tally()
+        tally = self.walked
         due_states = sorted(scope.states)
         chunks = audience_chunks(ledger, campaign, self.request.audience, self.request.chunk_size)
         for chunk in chunks:
@@ -662,21 +850,16 @@ class _Run:
                 reply_to = earlier.get(vid, "") if campaign.follows else None
                 yield _Due(volunteer, row, reply_to)
 
-    def queue_only(self) -> None:
-        """Nothing to send (or no server to send to): still queue the audience's new
-        messages and record the suppressed ones, as a send does, so the ledger shows who
-        is owed a message."""
-        for _due in self._chosen():
-            pass  # bounded: the audience's chunks run out
-
     async def deliver(
         self,
+        dues: Iterator[_Due],
         secret: LedgerSecret,
         holder: Holder,
         *,
         handle_signals: bool,
         stop: threading.Event | None = None,
     ) -> tuple[DeliveryStats, ServerInfo]:
+        """Send the messages `dues` gives (`chosen`, the first of them in hand)."""
         journal = ThreadedLedgerJournal(
             self.ledger.path, claimable=self.request.scope.claimable, secret=secret, holder=holder
         )
@@ -705,13 +888,18 @@ class _Run:
             try:
                 server = await delivery.probe()
             except BaseException:
-                self.queue_only()
+                # Still queue the audience's new messages and record the suppressed ones,
+                # as a send does, so the ledger shows who is owed a message.
+                for _due in dues:
+                    pass  # bounded: the audience's chunks run out
                 raise
             if observer is not None:
-                observer.started(self.planned, server)
+                total = self._total(self.counting.ready())
+                observer.started(total, server)
+                self.told = total is not None
             await journal.open()
             try:
-                stats = await delivery.run(self._outgoing(server, delivery))
+                stats = await delivery.run(self._outgoing(dues, server, delivery))
             finally:
                 await journal.close()
         finally:
@@ -720,8 +908,21 @@ class _Run:
                 loop.remove_signal_handler(signal.SIGTERM)
         return stats, server
 
+    def _total(self, counted: Tally | None) -> int | None:
+        return None if counted is None else _planned(counted, self.request.scope)
+
+    def tell_total(self, *, wait: bool = False) -> None:
+        """Give the observer the progress bar's total, once it is counted (with `wait`:
+        waiting for it), unless `started` gave it already."""
+        if self.told or self.observer is None:
+            return
+        counted = self.counting.result() if wait else self.counting.ready()
+        if counted is not None:
+            self.observer.counted(_planned(counted, self.request.scope))
+            self.told = True
+
     async def _outgoing(
-        self, server: ServerInfo, delivery: Delivery
+        self, dues: Iterator[_Due], server: ServerInfo, delivery: Delivery
     ) -> AsyncIterator[list[OutgoingMessage]]:
         """The chosen messages as wire-ready chunks, composed ahead of the sending."""
         domain, key = sender_domain(self.request.campaign), self.ledger.verp_key()
@@ -730,7 +931,7 @@ class _Run:
         held: dict[str, _Due] = {}
 
         def jobs() -> Iterator[ComposeJob]:
-            for due in self._chosen():
+            for due in dues:
                 problem = _address_problem(due.volunteer, server)
                 if problem:
                     delivery.record_unsent(
@@ -743,6 +944,7 @@ class _Run:
 
         campaign_id = self.request.campaign.campaign_id
         async for chunk in self.composing.composed(jobs(), lambda: delivery.stopping):
+            self.tell_total()
             # The start-up verified the chain only since its last checkpoint: what this
             # chunk is sent from (addresses, states) is held to its own events now.
             problem = self.ledger.rows_differ([d.volunteer_id for d in chunk], campaign_id) or ""

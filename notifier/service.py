@@ -109,6 +109,7 @@ from notifier.pipeline import (
     SendRequest,
     SendScope,
     SendSummary,
+    choose,
     plan_send,
     require_followed_sent,
     resend_states,
@@ -857,9 +858,15 @@ class Workspace:
             # any ledger; each chunk's rows are checked as they are sent (an address
             # edited behind the chain's back is never mailed): notifier.ledger.checkpoint.
             led.require_intact(since_checkpoint=True)
-            # Counted once, a chunk at a time: the run's record, its progress bar.
-            plan = plan_send(led, request, self.settings, chosen=spec.scope.limit is not None)
-            started = self._record_start(led, campaign, spec, request, plan, resumes)
+            # No pass over everyone before the first message: the run counts its audience
+            # beside the sending (pipeline.send_campaign); a run of at most N reads whom
+            # it chooses now, only as far as N reaches, to record them.
+            chosen = (
+                choose(led, campaign, request.audience, spec.scope, size=request.chunk_size)
+                if spec.scope.limit is not None
+                else []
+            )
+            started = self._record_start(led, campaign, spec, request, chosen, resumes)
             led.refresh_lease(holder, run=started.seq)
             try:
                 summary = send_campaign(
@@ -869,7 +876,6 @@ class Workspace:
                     holder=holder,
                     observer=observer,
                     handle_signals=handle_signals,
-                    plan=plan,
                     stop=stop,
                 )
             except BaseException as exc:
@@ -963,20 +969,19 @@ class Workspace:
         campaign: Campaign,
         spec: SendSpec,
         request: SendRequest,
-        plan: SendPlan,
+        chosen: Sequence[Volunteer],
         resumes: int | None,
     ) -> Event:
         selection = spec.selection_json()
         if spec.scope.limit is not None:
             # A run of at most N: the N it chooses now are its selection, so a resume
             # finishes them rather than choosing N more.
-            selection["chosen"] = sorted(plan.chosen)
+            selection["chosen"] = sorted(v.volunteer_id for v in chosen)
         data: dict[str, Any] = {
             "command": spec.scope.command,
             "selection": selection,
             "options": spec.options_json(),
             "smtp_url": str(request.target(self.settings)),
-            "audience": plan.audience,
         }
         if resumes is not None:
             data["resumes"] = resumes
@@ -1312,7 +1317,11 @@ def _record_end(
     data: dict[str, Any] = {"run": run}
     if summary is not None:
         data.update(
+            # The run's counts (its audience, what it set out to send, the suppressed
+            # addresses it skipped) are known once it has counted them: recorded here.
+            audience=summary.audience,
             planned=summary.planned,
+            suppressed=summary.suppressed,
             counts=dict(summary.counts),
             stopped=summary.stopped,
             taken_elsewhere=summary.taken_elsewhere,

@@ -598,7 +598,7 @@ class ProgressDisplay:
             self._checking = err_console.status("checking the campaign before sending ...")
             self._checking.start()
 
-    def started(self, total: int, server: ServerInfo) -> None:
+    def started(self, total: int | None, server: ServerInfo) -> None:
         self._stop_checking()
         self._progress = Progress(
             TextColumn("sending"),
@@ -611,6 +611,10 @@ class ProgressDisplay:
         )
         self._task = self._progress.add_task("send", total=total, detail="")
         self._progress.start()
+
+    def counted(self, total: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, total=total)
 
     def outcome(self, outcome: DeliveryOutcome) -> None:
         if outcome.state == MessageState.DEFERRED:

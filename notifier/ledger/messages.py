@@ -301,8 +301,12 @@ def campaign_messages(
     )
     params: list[Any] = [campaign_id]
     if states is not None:
-        # Only placeholders are joined into the SQL; the states go in as parameters.
-        sql += f" AND m.state IN ({', '.join('?' for _ in states)})"
+        # Only placeholders are joined into the SQL; the states go in as parameters. With
+        # volunteers given, the unary plus keeps SQLite on their (campaign, volunteer)
+        # lookups: by the state index it would read every message in those states, per
+        # chunk of a send (quadratic in the campaign's size).
+        plus = "+" if volunteer_ids is not None else ""
+        sql += f" AND {plus}m.state IN ({', '.join('?' for _ in states)})"
         params.extend(states)
     if volunteer_ids is not None:
         sql += " AND m.volunteer_id IN (SELECT value FROM json_each(?))"
@@ -372,7 +376,9 @@ def message_ids(
     sql = "SELECT volunteer_id, message_id FROM messages WHERE campaign_id = ?"
     params: list[str] = [campaign_id]
     if states is not None:
-        sql += " AND state IN (SELECT value FROM json_each(?))"
+        # With volunteers given, by their lookups, not the state index (campaign_messages).
+        plus = "+" if volunteer_ids is not None else ""
+        sql += f" AND {plus}state IN (SELECT value FROM json_each(?))"  # noqa: S608
         params.append(json.dumps(sorted(map(str, states))))
     if volunteer_ids is not None:
         sql += " AND volunteer_id IN (SELECT value FROM json_each(?))"

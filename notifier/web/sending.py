@@ -84,7 +84,7 @@ class PagedProgress:
     def __init__(self, job: Job) -> None:
         self.job = job
         self.began = time.monotonic()
-        self.total = 0
+        self.total: int | None = None  # None while the run still counts its audience
         self.finals: dict[str, int] = {}
         self.deferred = 0
         self._lock = threading.Lock()
@@ -92,10 +92,18 @@ class PagedProgress:
     def checking(self) -> None:
         self.job.update(phase="checking the campaign before sending")
 
-    def started(self, total: int, server: ServerInfo) -> None:
+    def started(self, total: int | None, server: ServerInfo) -> None:
         self.began = time.monotonic()
-        self.total = total
-        self.job.update(phase="sending", total=total, owed=total)
+        self.job.update(phase="sending")
+        if total is not None:
+            self.counted(total)
+
+    def counted(self, total: int) -> None:
+        """The run's total, once counted (the first message does not wait for it)."""
+        with self._lock:
+            self.total = total
+            done = sum(self.finals.values())
+            self.job.update(total=total, owed=max(total - done, 0))
 
     def outcome(self, outcome: DeliveryOutcome) -> None:
         with self._lock:
@@ -110,7 +118,7 @@ class PagedProgress:
                 deferred=self.deferred,
                 errors=sum(n for s, n in self.finals.items() if s in ERROR_STATES),
                 done=done,
-                owed=max(self.total - done, 0),
+                owed=None if self.total is None else max(self.total - done, 0),
                 rate=round(done / elapsed, 1),
             )
 

@@ -221,3 +221,25 @@ def test_two_connections_claiming_the_same_messages_take_each_once(campaign: Led
         other.close()
     assert campaign.state_counts("c") == {"sending": 3}
     assert campaign.verify().ok
+
+
+def test_a_send_chunks_look_ups_go_by_volunteer_not_by_state(campaign: Ledger) -> None:
+    # A chunk of a send asks for its volunteers' messages in some states: by the state
+    # index SQLite would read every message of the campaign in those states, per chunk
+    # (a follow-up of a million people read a million rows per thousand it sent).
+    traced: list[str] = []
+    campaign.conn.set_trace_callback(traced.append)  # the SQL with its values, as run
+    try:
+        assert campaign.message_ids("c", states=["pending"], volunteer_ids=["HMR-00001"]) == {
+            "HMR-00001": IDS[1]
+        }
+        rows = campaign.campaign_messages("c", states=["pending"], volunteer_ids=["HMR-00001"])
+        assert [m.message_id for m in rows] == [IDS[1]]
+    finally:
+        campaign.conn.set_trace_callback(None)
+    looked_up = [sql for sql in traced if sql.lstrip().startswith("SELECT")]
+    assert len(looked_up) == 2
+    for sql in looked_up:
+        plan = " ".join(str(row[3]) for row in campaign.conn.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "idx_messages_campaign_id_volunteer_id" in plan, plan
+        assert "idx_messages_campaign_id_state" not in plan, plan

@@ -239,7 +239,10 @@ def interrupt_after(count: int) -> SendObserver:
     class Interrupting:
         seen = 0
 
-        def started(self, total: int, server: ServerInfo) -> None:
+        def started(self, total: int | None, server: ServerInfo) -> None:
+            pass
+
+        def counted(self, total: int) -> None:
             pass
 
         def outcome(self, outcome: DeliveryOutcome) -> None:
@@ -291,7 +294,10 @@ def test_a_stop_requested_from_another_thread_stops_cleanly_and_resume_finishes(
     stop = threading.Event()
 
     class StopsAfterOne:
-        def started(self, total: int, server: ServerInfo) -> None:
+        def started(self, total: int | None, server: ServerInfo) -> None:
+            pass
+
+        def counted(self, total: int) -> None:
             pass
 
         def outcome(self, outcome: DeliveryOutcome) -> None:

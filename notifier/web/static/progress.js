@@ -12,7 +12,10 @@
     var cells = document.querySelectorAll("[data-figure]");
     for (var i = 0; i < cells.length; i++) {
       var name = cells[i].getAttribute("data-figure");
-      if (name in figures) { cells[i].textContent = String(figures[name]); }
+      // null: not known yet (a send counts its audience beside the sending).
+      if (name in figures && figures[name] !== null) {
+        cells[i].textContent = String(figures[name]);
+      }
     }
     if (!data.running) { window.location.reload(); return; }
     poll();
