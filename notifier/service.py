@@ -130,7 +130,14 @@ from notifier.report import (
     unreachable_people,
 )
 from notifier.report import volunteer_history as history_of
-from notifier.roster import ENCODING_CHOICES, RosterStream, RowProblem, load_mapping, open_roster
+from notifier.roster import (
+    ENCODING_CHOICES,
+    RosterMapping,
+    RosterStream,
+    RowProblem,
+    load_mapping,
+    open_roster,
+)
 from notifier.secret import key_file_warning
 from notifier.sink import is_running_sink
 from notifier.smtp.session import ServerInfo, SessionOptions
@@ -508,16 +515,7 @@ class Workspace:
         ledger records and problems show, where `file` is only where it waits (an upload
         to the console), not a name the person knows."""
         roster_mapping = load_mapping(mapping) if mapping else None
-        # What waits while the file is read waits beside the ledger (see notifier.spool).
-        folder = self.settings.ledger.resolve().parent
-        with open_roster(
-            file,
-            mapping=roster_mapping,
-            encoding=encoding,
-            default_locale=default_locale,
-            max_bytes=self.settings.roster_max_bytes,
-            spool_dir=folder if folder.is_dir() else None,
-        ) as stream:
+        with self._open_roster(file, roster_mapping, encoding, default_locale) as stream:
             if recorded_as is not None:
                 stream.file = Path(recorded_as)
             led = self.ledger(create=True)
@@ -539,6 +537,25 @@ class Workspace:
                     outliers = _surname_outliers(led)
             yield RosterImport(summary, stream, tuple(moved), moved_count, outliers)
 
+    def _open_roster(
+        self,
+        file: Path,
+        mapping: RosterMapping | None,
+        encoding: str,
+        default_locale: str,
+    ) -> RosterStream:
+        """The roster file opened as an import and its plan read it: within the settings'
+        size limit, what waits while it is read waiting beside the ledger (notifier.spool)."""
+        folder = self.settings.ledger.resolve().parent
+        return open_roster(
+            file,
+            mapping=mapping,
+            encoding=encoding,
+            default_locale=default_locale,
+            max_bytes=self.settings.roster_max_bytes,
+            spool_dir=folder if folder.is_dir() else None,
+        )
+
     def volunteers(self, query: VolunteerQuery | None = None) -> Iterator[Volunteer]:
         return self.ledger().volunteers(query or VolunteerQuery())
 
@@ -555,15 +572,7 @@ class Workspace:
         who updated and how, every problem and warning), read a chunk at a time, writing
         nothing: the file is refused (RosterError) exactly as the import would refuse it."""
         roster_mapping = load_mapping(mapping) if mapping else None
-        folder = self.settings.ledger.resolve().parent
-        with open_roster(
-            file,
-            mapping=roster_mapping,
-            encoding=encoding,
-            default_locale=default_locale,
-            max_bytes=self.settings.roster_max_bytes,
-            spool_dir=folder if folder.is_dir() else None,
-        ) as stream:
+        with self._open_roster(file, roster_mapping, encoding, default_locale) as stream:
             plan = self.ledger(create=True).plan_import(stream, strict=strict)
             return RosterPlan(
                 plan=plan,

@@ -89,31 +89,30 @@ class Client:
             headers["Origin"] = self.origin if origin == "own" else origin
         return self.request("POST", path, urlencode(data).encode(), headers)
 
-    def post_file(
+    def post_files(
         self,
         path: str,
         fields: dict[str, str],
-        file_field: str,
-        filename: str,
-        content: bytes,
+        files: list[tuple[str, str, bytes]],
         *,
         page: str | None = None,
     ) -> Reply:
-        """POST a multipart form with one file, as the upload form does."""
+        """POST a multipart form as an upload form does: its fields, the page's CSRF
+        token (read from `page`), our Origin, and each (field, file name, content)."""
         boundary = uuid.uuid4().hex
-        data = {**fields, "csrf": csrf_of(self.get(page or "/campaigns").text)}
-        chunks = []
-        for name, value in data.items():
+        data = {"csrf": csrf_of(self.get(page or "/campaigns").text), **fields}
+        chunks = [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+            f"{value}\r\n".encode()
+            for name, value in data.items()
+        ]
+        for field_name, filename, content in files:
             chunks.append(
-                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
-                f"{value}\r\n".encode()
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{field_name}"; '
+                f'filename="{filename}"\r\nContent-Type: text/csv\r\n\r\n'.encode()
+                + content
+                + b"\r\n"
             )
-        chunks.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; '
-            f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
-            + content
-            + b"\r\n"
-        )
         chunks.append(f"--{boundary}--\r\n".encode())
         headers = {
             "Content-Type": f"multipart/form-data; boundary={boundary}",

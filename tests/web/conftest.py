@@ -32,6 +32,15 @@ def web_settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
+def empty_settings(tmp_path: Path) -> Settings:
+    """The tests' organisation, and a ledger with nobody in it yet."""
+    config = write_org_config(tmp_path)
+    settings = load_settings(config, ledger=tmp_path / "notifier.db", env={})
+    Workspace(settings).ledger(create=True).close()
+    return settings
+
+
+@pytest.fixture
 def console(web_settings: Settings) -> Iterator[Console]:
     with console_in_thread(web_settings) as running:
         yield running

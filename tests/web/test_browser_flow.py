@@ -10,15 +10,14 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from chromium import chromium, save_screenshot
-from conftest import REPO, write_org_config
+from conftest import REPO
 from smtp_helpers import recipients
 
-from notifier.config import Settings, load_settings
+from notifier.config import Settings
 from notifier.service import VolunteerQuery, Workspace
 from notifier.sink import Sink
 from notifier.web.console import Console
@@ -36,12 +35,9 @@ def driver() -> Iterator[Any]:
 
 
 @pytest.fixture
-def fresh_settings(tmp_path: Path, sink: Sink) -> Settings:
+def fresh_settings(empty_settings: Settings, sink: Sink) -> Settings:
     """The tests' organisation, sending into `sink`, with an empty ledger."""
-    config = write_org_config(tmp_path)
-    found = load_settings(config, ledger=tmp_path / "notifier.db", env={})
-    Workspace(found).ledger(create=True).close()
-    return dataclasses.replace(found, smtp_url=sink.url)
+    return dataclasses.replace(empty_settings, smtp_url=sink.url)
 
 
 @pytest.fixture

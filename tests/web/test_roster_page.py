@@ -35,32 +35,11 @@ def upload(
     encoding: str = "auto",
 ) -> Reply:
     """Post the roster form as the page does (mapping as a second file)."""
-    boundary = uuid.uuid4().hex
-    fields = {
-        "csrf": csrf_of(client.get("/roster").text),
-        "encoding": encoding,
-        "default_locale": "en",
-    }
-    chunks = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-        for k, v in fields.items()
-    ]
     files = [("roster", name, content)]
     if mapping is not None:
         files.append(("mapping", "mapping.toml", mapping))
-    for field, filename, data in files:
-        chunks.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
-            f'filename="{filename}"\r\nContent-Type: text/csv\r\n\r\n'.encode()
-            + data
-            + b"\r\n"
-        )
-    chunks.append(f"--{boundary}--\r\n".encode())
-    headers = {
-        "Content-Type": f"multipart/form-data; boundary={boundary}",
-        "Origin": client.origin,
-    }
-    return client.request("POST", "/roster/preview", b"".join(chunks), headers)
+    fields = {"encoding": encoding, "default_locale": "en"}
+    return client.post_files("/roster/preview", fields, files, page="/roster")
 
 
 def hidden(page: str, name: str) -> str:
@@ -100,15 +79,6 @@ def imports(settings: Settings) -> int:
     with Workspace(settings) as ws:
         latest = ws.latest_import()
         return latest.import_id if latest else 0
-
-
-@pytest.fixture
-def empty_settings(tmp_path: Path) -> Settings:
-    """The tests' organisation, and a ledger with nobody in it yet."""
-    config = write_org_config(tmp_path)
-    settings = load_settings(config, ledger=tmp_path / "notifier.db", env={})
-    Workspace(settings).ledger(create=True).close()
-    return settings
 
 
 @pytest.fixture
