@@ -29,7 +29,6 @@ SHOWN_REPORTS = 200
 
 
 def _console(request: Request) -> Console:
-
     return console_of(request)
 
 

@@ -39,15 +39,15 @@ def home(request: Request) -> Response:
 
 
 def campaign_list(request: Request) -> Response:
-
+    """Every campaign and where it stands; on a ledger not made yet, the first step."""
     with console_of(request).workspace() as ws:
+        if not ws.has_ledger():
+            return page(request, "campaigns.html", rows=None, ledger=ws.ledger_path)
         rows = [CampaignRow(c, ws.status(c.campaign_id)) for c in ws.campaigns()]
-        zone = ws.settings.time_zone
-    return page(request, "campaigns.html", rows=rows, zone=zone, state_words=state_words)
+    return page(request, "campaigns.html", rows=rows, state_words=state_words)
 
 
 def campaign_page(request: Request) -> Response:
-
     campaign_id = request.path_params["campaign_id"]
     console = console_of(request)
     with console.workspace() as ws:

@@ -23,7 +23,6 @@ def campaign_address(campaign_id: str, part: str = "") -> str:
 
 
 def latest_check(request: Request, campaign_id: str) -> Job | None:
-
     return console_of(request).jobs.latest("check", campaign_id)
 
 

@@ -24,7 +24,6 @@ COMMON_STATES = ("sent", "delivered", "expired", "bounced_soft", "deferred", "pe
 
 
 def cohort_page(request: Request) -> Response:
-
     campaign_id = request.path_params["campaign_id"]
     cohort = cohort_of(request.query_params)
     showing = "out" if request.query_params.get("show") == "out" else "in"

@@ -30,7 +30,6 @@ def report(request: Request) -> Response:
 
 
 def ledger_page(request: Request) -> Response:
-
     console = console_of(request)
     with console.workspace() as ws:
         head = ws.head()

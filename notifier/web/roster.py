@@ -51,7 +51,6 @@ class ImportDone:
 
 
 def _console(request: Request) -> Console:
-
     return console_of(request)
 
 

@@ -49,7 +49,6 @@ class CampaignNotices:
 
 
 def _console(request: Request) -> Console:
-
     return console_of(request)
 
 

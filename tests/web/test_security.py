@@ -4,15 +4,18 @@ address it listens on."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from console_client import Client, csrf_of
+from conftest import write_org_config
+from console_client import Client, csrf_of, signed_in
 from starlette.routing import Route
 
+from notifier.config import load_settings
 from notifier.web.app import routes
 from notifier.web.console import Console
-from notifier.web.server import bind, is_loopback
+from notifier.web.server import bind, console_in_thread, is_loopback
 
 PAGES = ("/campaigns", "/campaigns/2020-03-breach", "/static/console.css")
 
@@ -140,3 +143,16 @@ def test_a_response_can_only_choose_among_the_guards_policies() -> None:
     assert _policy_for([(b"x-notifier-policy", b"anything")]) == SECURITY_HEADERS
     own = [(b"content-security-policy", b"script-src *")]
     assert _policy_for(own) == SECURITY_HEADERS
+
+
+def test_a_console_on_a_ledger_not_made_yet_says_to_upload_the_roster(
+    tmp_path: Path,
+) -> None:
+    config = write_org_config(tmp_path)
+    settings = load_settings(config, ledger=tmp_path / "notifier.db", env={})
+    with console_in_thread(settings) as console:
+        browser = signed_in(console.origin, console.address())
+        reply = browser.get("/campaigns")
+    assert reply.status == 200
+    assert "There is no ledger yet" in reply.text and 'href="/roster"' in reply.text
+    assert not settings.ledger.exists()  # looking made nothing
