@@ -19,7 +19,7 @@ from notifier.files import BOM
 from notifier.outputs import visible
 from notifier.report_formats import shown_time, unreachable_csv_lines
 from notifier.service import IngestSummary
-from notifier.web.console import Console, console_of
+from notifier.web.console import console_of
 from notifier.web.forms import posted_form
 from notifier.web.jobs import Job
 from notifier.web.rendering import page
@@ -28,12 +28,8 @@ PAGE_SIZE = 50
 SHOWN_REPORTS = 200
 
 
-def _console(request: Request) -> Console:
-    return console_of(request)
-
-
 def bounces_page(request: Request) -> Response:
-    console = _console(request)
+    console = console_of(request)
     raw = request.query_params.get("start", "0")
     start = int(raw) if raw.isdigit() else 0
     with console.workspace() as ws:
@@ -63,7 +59,7 @@ def bounces_page(request: Request) -> Response:
 async def ingest(request: Request) -> Response:
     """Read the configured folder's reports and record them, in the background."""
     await posted_form(request)
-    console = _console(request)
+    console = console_of(request)
     folder = console.settings.bounce_folder
     if folder is None:
         raise NotifierError(
@@ -89,7 +85,7 @@ async def ingest(request: Request) -> Response:
 
 def ingest_page(request: Request) -> Response:
     raw = request.path_params["job_id"]
-    job = _console(request).jobs.get(int(raw)) if str(raw).isdigit() else None
+    job = console_of(request).jobs.get(int(raw)) if str(raw).isdigit() else None
     if job is None or job.kind != "ingest":
         raise NotifierError("no such ingest in this console", hint="start one on the Bounces page")
     summary = job.result if isinstance(job.result, IngestSummary) else None
@@ -101,7 +97,7 @@ async def unreachable_csv(request: Request) -> Response:
     --format csv --out FILE` (its byte-order mark too). Written as it is read (one read
     of the ledger, on one thread) into a private temporary file beside the ledger, then
     sent from there: memory does not grow with the list."""
-    console = _console(request)
+    console = console_of(request)
     folder = console.settings.ledger.resolve().parent
 
     def written() -> IO[bytes]:
