@@ -469,6 +469,8 @@ class RosterStream:
         self._records = enumerate(csv.reader(text, strict=True), start=1)
         self._done = False
         self.rows_total = 0
+        # Told the rows read so far after each chunk (a progress display: the console).
+        self.on_chunk: Callable[[int], None] | None = None
         self.accepted_total = 0
         self.rejected_total = 0
         # Warnings (contradictions, see _contradiction): the first WARNINGS_KEPT
@@ -512,6 +514,8 @@ class RosterStream:
                 if pending >= rows:
                     yield self._take(checker)
                     pending = 0
+                    if self.on_chunk is not None:
+                        self.on_chunk(self.rows_total)
         except csv.Error as exc:
             raise _damaged(self.file, row + 1, exc) from exc
         except UnicodeDecodeError as exc:

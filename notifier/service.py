@@ -509,15 +509,18 @@ class Workspace:
         default_locale: str = "en",
         strict: bool = False,
         recorded_as: str | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> Iterator[RosterImport]:
         """Import a roster file under the ledger's lease (no send runs meanwhile); the
         file stays readable (its warnings) for the block. `recorded_as`: the name the
         ledger records and problems show, where `file` is only where it waits (an upload
-        to the console), not a name the person knows."""
+        to the console), not a name the person knows. `progress` is told the rows read so
+        far, a chunk at a time."""
         roster_mapping = load_mapping(mapping) if mapping else None
         with self._open_roster(file, roster_mapping, encoding, default_locale) as stream:
             if recorded_as is not None:
                 stream.file = Path(recorded_as)
+            stream.on_chunk = progress
             led = self.ledger(create=True)
             # No send while the people it is sending to change.
             with led.lease("roster import", stream.file.name):

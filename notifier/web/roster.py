@@ -198,6 +198,7 @@ async def confirm(request: Request) -> Response:
                     encoding=encoding,
                     default_locale=locale,
                     recorded_as=roster.name,
+                    progress=lambda rows: job.update(rows=rows),
                 ) as imported,
             ):
                 stream = imported.stream
