@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import time
 from collections import deque
@@ -61,6 +62,7 @@ class ThreadedLedgerJournal:
         self._raised: concurrent.futures.Future[dict[str, int]] | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._ledger: Ledger | None = None  # used on the writer thread only
+        self._tuning = contextlib.ExitStack()  # its connection's settings for a send
 
     async def open(self) -> None:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal")
@@ -78,12 +80,17 @@ class ThreadedLedgerJournal:
             self._executor = None
 
     def _connect(self) -> None:
-        self._ledger = Ledger(self.path, create=False, secret=self.secret)
+        ledger = Ledger(self.path, create=False, secret=self.secret)
+        self._ledger = ledger
+        self._tuning.enter_context(ledger.tuned_for_sending())
 
     def _disconnect(self) -> None:
         if self._ledger is not None:
-            self._ledger.close()
-            self._ledger = None
+            try:
+                self._tuning.close()
+            finally:
+                self._ledger.close()
+                self._ledger = None
 
     @property
     def written(self) -> int:

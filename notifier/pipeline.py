@@ -612,20 +612,21 @@ def send_campaign(
     composing = start_composing(workers, campaign, dkim)
     run = _Run(request, target, ledger, composing, observer, counting)
     try:
-        stats, server = DeliveryStats(), None
-        dues = run.chosen()
-        first = next(dues, None)  # queues the audience up to the first message due
-        if first is not None:
-            stats, server = asyncio.run(
-                run.deliver(
-                    itertools.chain((first,), dues),
-                    ledger.secret(),
-                    holder,
-                    handle_signals=handle_signals,
-                    stop=stop,
+        with ledger.tuned_for_sending():
+            stats, server = DeliveryStats(), None
+            dues = run.chosen()
+            first = next(dues, None)  # queues the audience up to the first message due
+            if first is not None:
+                stats, server = asyncio.run(
+                    run.deliver(
+                        itertools.chain((first,), dues),
+                        ledger.secret(),
+                        holder,
+                        handle_signals=handle_signals,
+                        stop=stop,
+                    )
                 )
-            )
-            run.tell_total(wait=True)  # counted after the last chunk was read: now
+                run.tell_total(wait=True)  # counted after the last chunk was read: now
     finally:
         composing.close()
     if run.tampered:
