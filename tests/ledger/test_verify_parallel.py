@@ -12,29 +12,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from smtp_helpers import add_volunteers, make_volunteers, send, suppress
 
-from notifier.campaign import load_campaign
 from notifier.event import EventKind
 from notifier.ledger import EventDraft, Ledger, parallel
 from notifier.ledger.chain import VerifyResult
-from notifier.sink import Sink
 
 SEGMENT = 7
 IN_PARTS = parallel.Parts(from_events=0, workers=2, segment_events=SEGMENT, table_parts=3)
 HERE_ONLY = parallel.Parts(from_events=10**9)
-
-
-@pytest.fixture(scope="module")
-def sent_ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("sent") / "notifier.db"
-    people = make_volunteers(20)
-    with Ledger(path) as ledger:
-        add_volunteers(ledger, people)
-        suppress(ledger, people[5].email, "hard bounce")
-        with Sink() as sink:
-            send(ledger, load_campaign("2020-03-breach"), people, sink.url)
-    return path
 
 
 @pytest.fixture

@@ -9,11 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from smtp_helpers import add_volunteers, make_volunteers, send, suppress
 
-from notifier.campaign import load_campaign
 from notifier.ledger import Ledger, chain, projections
-from notifier.sink import Sink
 
 Tamper = Callable[[sqlite3.Connection], object]
 
@@ -44,18 +41,6 @@ TAMPERINGS: dict[str, Tamper] = {
     ),
     "suppression deleted": lambda c: c.execute("DELETE FROM suppressions"),
 }
-
-
-@pytest.fixture(scope="module")
-def sent_ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("sent") / "notifier.db"
-    people = make_volunteers(20)
-    with Ledger(path) as ledger:
-        add_volunteers(ledger, people)
-        suppress(ledger, people[5].email, "hard bounce")
-        with Sink() as sink:
-            send(ledger, load_campaign("2020-03-breach"), people, sink.url)
-    return path
 
 
 def in_memory_verdict(ledger: Ledger) -> str | None:
