@@ -29,12 +29,15 @@ def latest_check(request: Request, campaign_id: str) -> Job | None:
 async def start_check(request: Request) -> Response:
     """Run the whole-campaign check in the background (it renders every notice); the
     campaign page shows how far it got, then its result."""
-
     await posted_form(request)
     campaign_id = request.path_params["campaign_id"]
     console = console_of(request)
-    with console.workspace() as ws:
-        known_campaign(ws, campaign_id)
+
+    def require_known() -> None:  # reads the ledger: not on the event loop
+        with console.workspace() as ws:
+            known_campaign(ws, campaign_id)
+
+    await run_in_threadpool(require_known)
     if not console.jobs.running("check", campaign_id):
 
         def check(job: Job) -> CheckReport:
@@ -58,7 +61,6 @@ async def start_check(request: Request) -> Response:
 def proof(request: Request) -> Response:
     """The proof sheet of the campaign as last checked here (checked now if it was not):
     the self-contained page `notifier check --proof` writes."""
-
     campaign_id = request.path_params["campaign_id"]
     job = latest_check(request, campaign_id)
     with console_of(request).workspace() as ws:
@@ -73,7 +75,6 @@ def proof(request: Request) -> Response:
 async def approve(request: Request) -> Response:
     """Approve the campaign's current content in a name: refused, with the command line's
     words, while its check fails (nothing is recorded then)."""
-
     form = await posted_form(request)
     campaign_id = request.path_params["campaign_id"]
     by = text_field(form, "by")
@@ -90,7 +91,6 @@ async def approve(request: Request) -> Response:
 async def test_send(request: Request) -> Response:
     """Each version of the notice (or the named volunteers' own), marked as a test, to one
     address only; every message's result listed, refusals included."""
-
     form = await posted_form(request)
     campaign_id = request.path_params["campaign_id"]
     to = text_field(form, "to").strip()

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 # How long the console waits, when it stops, for a job to finish what is in flight
 # (seconds; a send stops taking new messages at once and finishes the ones in flight).
 STOP_WAIT = 60.0
+# Ended jobs kept for their pages (an import's outcome, a check's result): the oldest go
+# first, so a console left running for weeks does not keep every result it ever had.
+ENDED_KEPT = 50
 
 
 @dataclass
@@ -82,6 +85,7 @@ class Jobs:
         """Run `work(job)` on a thread of its own; what it returns is the job's `result`,
         a NotifierError it raises its `error` (the message and hint a page shows)."""
         with self._lock:
+            self._forget_oldest_ended()
             job = Job(next(self._ids), kind, subject, _now())
             thread = threading.Thread(
                 target=self._run, args=(job, work), name=f"notifier-{kind}-{job.job_id}"
@@ -130,6 +134,13 @@ class Jobs:
             job.stop_requested.set()
         for thread in threads:
             thread.join(wait)
+
+    def _forget_oldest_ended(self) -> None:
+        """Drop the oldest ended jobs beyond ENDED_KEPT (called holding the lock)."""
+        ended = [job_id for job_id, job in self._jobs.items() if not job.running]
+        for job_id in ended[: max(len(ended) - ENDED_KEPT + 1, 0)]:
+            del self._jobs[job_id]
+            self._threads.pop(job_id, None)
 
     def _run(self, job: Job, work: Work) -> None:
         try:

@@ -20,7 +20,6 @@ def report(request: Request) -> Response:
     """The proof of notification, as `report --format html` writes it. Read in one piece
     on one thread (the ledger's connection belongs to it); its size is bounded by the
     report itself (no list longer than its limit, whatever the campaign's size)."""
-
     campaign_id = request.path_params["campaign_id"]
     with console_of(request).workspace() as ws:
         known_campaign(ws, campaign_id)
@@ -52,7 +51,6 @@ def ledger_page(request: Request) -> Response:
 
 async def verify(request: Request) -> Response:
     """Verify the whole chain in the background; the ledger page shows the verdict."""
-
     await posted_form(request)
     console = console_of(request)
     if not console.jobs.running("verify", "ledger"):

@@ -23,7 +23,7 @@ from notifier.service import (
     SurnameOutliers,
 )
 from notifier.volunteer import LOCALES
-from notifier.web.console import Console, console_of
+from notifier.web.console import console_of
 from notifier.web.forms import posted_form, text_field
 from notifier.web.jobs import Job
 from notifier.web.rendering import page
@@ -50,12 +50,8 @@ class ImportDone:
     outliers: tuple[SurnameOutliers, ...]
 
 
-def _console(request: Request) -> Console:
-    return console_of(request)
-
-
 def _form_page(request: Request, status_code: int = 200, **context: object) -> Response:
-    console = _console(request)
+    console = console_of(request)
     with console.workspace() as ws:
         latest = ws.latest_import() if ws.has_ledger() else None
         zone = ws.settings.time_zone
@@ -110,7 +106,7 @@ def _refused(request: Request, text: str, status_code: int = 400) -> Response:
 async def preview(request: Request) -> Response:
     """Read the uploaded file as an import would, write nothing, and show what it would
     do; the file waits (privately, beside the ledger) for the person to confirm."""
-    console = _console(request)
+    console = console_of(request)
     folder = console.settings.ledger.resolve().parent
     limit = console.settings.roster_max_bytes
     try:
@@ -159,7 +155,7 @@ async def preview(request: Request) -> Response:
 
 async def confirm(request: Request) -> Response:
     """Import exactly the file previewed, in the background."""
-    console = _console(request)
+    console = console_of(request)
     form = await posted_form(request)
     upload = console.uploads.get(text_field(form, "upload"))
     if upload is None or ROSTER_FIELD not in upload.files:
@@ -227,13 +223,13 @@ async def confirm(request: Request) -> Response:
 async def discard(request: Request) -> Response:
     """Forget an upload without importing it (its file is deleted)."""
     form = await posted_form(request)
-    _console(request).uploads.discard(text_field(form, "upload"))
+    console_of(request).uploads.discard(text_field(form, "upload"))
     return RedirectResponse("/roster", status_code=303)
 
 
 def import_page(request: Request) -> Response:
     """An import's progress (the page refreshes itself while it runs), then its outcome."""
-    console = _console(request)
+    console = console_of(request)
     job = _job_of(request, "import")
     if job is None:
         return _refused(request, "no such import in this console\nhint: start one here", 404)
@@ -252,7 +248,7 @@ def import_page(request: Request) -> Response:
 
 def _job_of(request: Request, kind: str) -> Job | None:
     raw = request.path_params["job_id"]
-    job = _console(request).jobs.get(int(raw)) if str(raw).isdigit() else None
+    job = console_of(request).jobs.get(int(raw)) if str(raw).isdigit() else None
     return job if job is not None and job.kind == kind else None
 
 

@@ -126,7 +126,6 @@ class PagedProgress:
 def send_plan(request: Request) -> Response:
     """The dry run: what a send to this cohort would do now, and why it would be refused,
     before the button that sends."""
-
     campaign_id = request.path_params["campaign_id"]
     cohort = cohort_of(request.query_params)
     console = console_of(request)
@@ -153,7 +152,6 @@ async def start_send(request: Request) -> Response:
     """Send, confirmed: refused at once (409, saying who holds the ledger) while another
     send runs, from this console or elsewhere; otherwise it runs in the background and
     the progress page opens."""
-
     form = await posted_form(request)
     campaign_id = request.path_params["campaign_id"]
     cohort = cohort_of(form)
@@ -200,7 +198,6 @@ async def start_send(request: Request) -> Response:
 def _progress_of(request: Request) -> dict[str, Any]:
     """The campaign's latest console send as its page shows it, and who else holds the
     ledger (a send from a terminal elsewhere)."""
-
     campaign_id = request.path_params["campaign_id"]
     console = console_of(request)
     with console.workspace() as ws:
@@ -257,7 +254,6 @@ def progress_json(request: Request) -> Response:
 async def stop_send(request: Request) -> Response:
     """Stop the campaign's send: it finishes what is in flight, records it, and leaves the
     rest owed for the next send."""
-
     await posted_form(request)
     campaign_id = request.path_params["campaign_id"]
     for job in console_of(request).jobs.running("send", campaign_id):

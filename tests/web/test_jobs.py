@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 from notifier.errors import CampaignError
-from notifier.web.jobs import Job, Jobs
+from notifier.web.jobs import ENDED_KEPT, Job, Jobs
 
 WAIT = 10.0
 
@@ -52,3 +52,16 @@ def test_stopping_asks_the_work_and_waits_for_it() -> None:
     assert jobs.running() == []
     assert job.snapshot()["progress"] == {"sent": 1}
     assert job.snapshot()["stop_requested"] is True
+
+
+def test_a_long_running_console_keeps_only_the_latest_ended_jobs() -> None:
+    jobs = Jobs()
+    started = []
+    for n in range(ENDED_KEPT + 10):
+        job = jobs.start("check", f"c{n}", lambda j: None)
+        jobs.stop_all(WAIT)
+        started.append(job)
+    kept = [j for j in started if jobs.get(j.job_id) is not None]
+    assert len(kept) == ENDED_KEPT
+    assert kept == started[-ENDED_KEPT:]  # the newest, the last one included
+    assert jobs.latest("check", f"c{ENDED_KEPT + 9}") is started[-1]
