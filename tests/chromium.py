@@ -49,6 +49,20 @@ def chromium(width: int, height: int) -> Iterator[Any]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def waiting(driver: Any, seconds: float) -> Any:
+    """A WebDriverWait that looks again when the page reloads under it: a page that
+    refreshes itself (the progress page at the end of a send) makes an element found a
+    moment ago stale, which is a reason to look again, not a failure."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(
+        driver,
+        seconds,
+        ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+    )
+
+
 def save_screenshot(driver: Any, name: str) -> Path:
     """Save what the browser shows as NAME.png in $NOTIFIER_SCREENSHOTS (by default
     build/console-screenshots/ in the repository): the console tests' artefacts."""

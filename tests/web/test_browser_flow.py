@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from chromium import chromium, save_screenshot
+from chromium import chromium, save_screenshot, waiting
 from conftest import REPO
 from smtp_helpers import recipients
 
@@ -51,9 +51,8 @@ def test_the_whole_flow_from_upload_to_the_follow_up(
 ) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(driver, WAIT)
+    wait = waiting(driver, WAIT)
     origin = fresh_console.origin
 
     def shows(text: str) -> None:

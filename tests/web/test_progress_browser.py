@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from chromium import chromium, save_screenshot
+from chromium import chromium, save_screenshot, waiting
 from smtp_helpers import ScriptedHandler
 
 from notifier.config import Settings
@@ -30,13 +30,12 @@ def test_progress_updates_in_place_and_the_stop_button_stops(
     driver: Any, web_settings: Settings
 ) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     with Workspace(web_settings) as ws:
         everyone = [m.volunteer.email for m in ws.cohort(FIRST) if m.included]
     handler = ScriptedHandler()
     handler.script = {everyone[5].casefold(): ["hold", "ok"]}
-    wait = WebDriverWait(driver, WAIT)
+    wait = waiting(driver, WAIT)
     with Sink(handler=handler) as sink:
         settings = dataclasses.replace(web_settings, smtp_url=sink.url, rate=50.0)
         with console_in_thread(settings) as console:
