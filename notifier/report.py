@@ -18,10 +18,10 @@ and the sha256 of the ledger file it names all describe the same bytes.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import itertools
 import json
-import pickle
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -35,17 +35,18 @@ from notifier.errors import CampaignError, VolunteerNotFound
 from notifier.event import BOOKKEEPING_KINDS, STATE_OF_KIND, state_after_event
 from notifier.ledger import (
     Event,
-    EventStep,
     Holder,
     Ledger,
     LedgerDigest,
+    MessageWithEvents,
     OutcomeEvent,
     Suppression,
     VerifyResult,
     VolunteerQuery,
     address_key,
 )
-from notifier.message import REACHED_STATES, MessageRow, MessageState
+from notifier.message import REACHED_STATES, MessageState
+from notifier.outputs import in_blocks
 from notifier.owed_counts import OWED_REASONS, ordered_reasons, owed_counts
 from notifier.volunteer import EXPOSURES, LOCALES, Volunteer, display_name
 
@@ -356,6 +357,11 @@ def _happened(events: list[Event]) -> list[Event]:
 _LEFT_OUT: tuple[str, ...] = tuple(sorted({*BOOKKEEPING_KINDS, *TEST_SEND_KINDS}))
 
 
+# How a report writes its recipients out as text: (recipients, the ledger head the
+# report is made from) -> the text, a piece at a time (notifier.report_formats).
+RecipientsWriter = Callable[[Iterable[RecipientOutcome], str], Iterable[str]]
+
+
 class Recipients(Collection[RecipientOutcome]):
     """A campaign's recipients, each with their outcome, read from the ledger a chunk of
     messages at a time every time they are iterated (in volunteer order): a million
@@ -366,6 +372,7 @@ class Recipients(Collection[RecipientOutcome]):
         self._ledger = ledger
         self._campaign_id = campaign_id
         self._count = count
+        self._written: _WrittenAhead | None = None
 
     def __len__(self) -> int:
         return self._count
@@ -375,50 +382,62 @@ class Recipients(Collection[RecipientOutcome]):
 
     def __iter__(self) -> Iterator[RecipientOutcome]:
         for item in self._ledger.messages_with_events(self._campaign_id, _LEFT_OUT):
-            yield _outcome(item.message, item.person, item.events)
+            yield _outcome(item)
 
+    @property
+    def written_ahead(self) -> bool:
+        return self._written is not None
 
-class SpooledRecipients(Collection[RecipientOutcome]):
-    """A campaign's recipients read once from the ledger and kept, a chunk at a time, in
-    an unnamed temporary file beside it (removed as it is closed; only this process can
-    read it): read while other processes verify the ledger, then written out from the
-    file (a report's JSON and CSV name the verdict before the recipients). Memory holds
-    one chunk; the file about 200 bytes a recipient."""
+    def written_as(self, writer: RecipientsWriter, head: str) -> Iterator[str]:
+        """The recipients as `writer` writes them: the text written ahead (`write_ahead`)
+        when it was this writer's, else written now."""
+        ahead = self._written
+        if ahead is not None and ahead.writer is writer and ahead.head == head:
+            return ahead.pieces()
+        return iter(writer(self, head))
 
-    def __init__(self, spool: IO[bytes], count: int) -> None:
-        self._spool = spool
-        self._count = count
-
-    @classmethod
-    def read(cls, recipients: Iterable[RecipientOutcome], spool: IO[bytes]) -> SpooledRecipients:
-        """Read `recipients` into `spool` (an empty file open for reading and writing)."""
-        count = 0
-        iterator = iter(recipients)
-        while chunk := list(itertools.islice(iterator, _SPOOL_CHUNK)):
-            pickle.dump([tuple(vars(r).values()) for r in chunk], spool)
-            count += len(chunk)
+    def write_ahead(self, writer: RecipientsWriter, head: str, spool: IO[bytes]) -> None:
+        """Write the recipients out now, as `writer` does, into `spool` (an unnamed
+        temporary file beside the ledger, open for reading and writing): done while
+        other processes verify the ledger, and copied into the report after its verdict
+        (a report's JSON and CSV name the verdict before the recipients). Memory holds
+        a block of text; the file is the size of that part of the report."""
+        for block in in_blocks(writer(self, head)):
+            spool.write(block.encode("utf-8"))
         spool.flush()
-        return cls(spool, count)
-
-    def __len__(self) -> int:
-        return self._count
-
-    def __contains__(self, item: object) -> bool:
-        return any(item == outcome for outcome in self)
-
-    def __iter__(self) -> Iterator[RecipientOutcome]:
-        # Each iteration keeps its own place in the file: two may be read side by side.
-        offset, read = 0, 0
-        while read < self._count:  # bounded: every chunk holds at least one recipient
-            self._spool.seek(offset)
-            rows = pickle.load(self._spool)  # noqa: S301 - written by this process just now
-            offset = self._spool.tell()
-            read += len(rows)
-            for row in rows:
-                yield RecipientOutcome(*row)
+        self._written = _WrittenAhead(writer, head, spool)
 
 
-_SPOOL_CHUNK = 1000
+def recipients_written(report: CampaignReport, writer: RecipientsWriter) -> Iterator[str]:
+    """The report's recipients as `writer` writes them (written ahead, if they were)."""
+    recipients = report.recipients
+    if isinstance(recipients, Recipients):
+        return recipients.written_as(writer, report.ledger_head)
+    return iter(writer(recipients, report.ledger_head))
+
+
+@dataclass(frozen=True)
+class _WrittenAhead:
+    writer: RecipientsWriter
+    head: str
+    spool: IO[bytes]
+
+    def pieces(self) -> Iterator[str]:
+        # Each reading keeps its own place in the file: two may be read side by side.
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        offset = 0
+        while True:  # bounded: each turn reads on, to the end of the file
+            self.spool.seek(offset)
+            data = self.spool.read(_SPOOL_BLOCK)
+            offset += len(data)
+            text = decoder.decode(data, final=not data)
+            if text:
+                yield text
+            if not data:
+                return
+
+
+_SPOOL_BLOCK = 1 << 20
 
 
 class OwedPeople:
@@ -443,7 +462,7 @@ def open_campaign_report(
     *,
     templates_sha256: str | None = None,
     campaign_now: Campaign | None = None,
-    read_ahead: bool = False,
+    read_ahead: RecipientsWriter | None = None,
 ) -> Iterator[CampaignReport]:
     """Everything a regulator may ask about one campaign, from one snapshot of the ledger,
     in bounded memory: the figures are counted by the database, and the recipients and
@@ -455,9 +474,10 @@ def open_campaign_report(
     computed it; it is shown next to the hash recorded at registration. `campaign_now`:
     the campaign as it would be sent now, for its audience (who is still owed the
     notice); without it, the people it has messages for. `read_ahead`: the report will
-    list every recipient (JSON, CSV): while other processes verify a large ledger
-    (Ledger.verify_started), this one reads the recipients into a temporary file
-    (`SpooledRecipients`), so the two halves of the work share the cores.
+    list every recipient with this writer (JSON, CSV): while other processes verify a
+    large ledger (Ledger.verify_started), this one writes the recipients out into a
+    temporary file (`Recipients.write_ahead`), so the two halves of the work share the
+    cores.
     """
     with ledger.snapshot() as digest, contextlib.ExitStack() as spools:
         campaign = ledger.campaign(campaign_id)
@@ -472,14 +492,23 @@ def open_campaign_report(
         groups = ledger.state_counts_by_group(campaign_id)
         states = _ordered_states(state for _l, _e, state, _n in groups)
         total = sum(n for *_, n in groups)
-        recipients: Collection[RecipientOutcome] = Recipients(ledger, campaign_id, total)
-        if read_ahead and verified.apart and total:
+        # Everything but the verdict is read while the other processes verify.
+        timeline = _timeline(ledger.events_per_hour(campaign_id, _LEFT_OUT))
+        mismatches = tuple(ledger.unbacked_messages(campaign_id, STATE_OF_KIND, _LEFT_OUT))
+        owes = owed_figures(ledger, campaign_now, campaign_id)
+        test_sends = tuple(
+            _test_send(e)
+            for e in ledger.campaign_events_of_kinds(campaign_id, sorted(TEST_SEND_KINDS))
+        )
+        rejected = tuple(rejected_rows(ledger))
+        recipients = Recipients(ledger, campaign_id, total)
+        if read_ahead is not None and verified.apart and total:
             try:
                 spool = spools.enter_context(tempfile.TemporaryFile(dir=ledger.path.parent))
-            except OSError:  # a folder this user cannot write: read them as they are written
+            except OSError:  # a folder this user cannot write: written out after the verdict
                 pass
             else:
-                recipients = SpooledRecipients.read(recipients, spool)
+                recipients.write_ahead(read_ahead, head, spool)
         verification = verified()
         yield CampaignReport(
             campaign_id=campaign.campaign_id,
@@ -495,16 +524,13 @@ def open_campaign_report(
             counts={state: sum(n for *_, s, n in groups if s == state) for state in states},
             counts_by_locale=_grouped(_sum_by(groups, lambda g: g[0], states), LOCALES),
             counts_by_exposure=_grouped(_sum_by(groups, lambda g: g[1], states), EXPOSURES),
-            timeline=_timeline(ledger.events_per_hour(campaign_id, _LEFT_OUT)),
+            timeline=timeline,
             recipients=recipients,
-            state_mismatches=tuple(ledger.unbacked_messages(campaign_id, STATE_OF_KIND, _LEFT_OUT)),
-            owed=owed_figures(ledger, campaign_now, campaign_id),
+            state_mismatches=mismatches,
+            owed=owes,
             running=ledger.running(),
-            test_sends=tuple(
-                _test_send(e)
-                for e in ledger.campaign_events_of_kinds(campaign_id, sorted(TEST_SEND_KINDS))
-            ),
-            rejected_rows=tuple(rejected_rows(ledger)),
+            test_sends=test_sends,
+            rejected_rows=rejected,
         )
 
 
@@ -544,16 +570,10 @@ def _test_send(event: Event) -> TestSend:
     )
 
 
-def _outcome(
-    message: MessageRow, person: Volunteer | None, events: Sequence[EventStep]
-) -> RecipientOutcome:
+def _outcome(message: MessageWithEvents) -> RecipientOutcome:
     """One recipient's outcome, from their message and its events (kind, time, data as
-    stored; in chain order).
-
-    `person` is None when the message's volunteer is not on the roster (removed by hand).
-    Whether an event backs the stored state is the database's to say
-    (Ledger.unbacked_messages), for the whole campaign at once.
-    """
+    stored; in chain order). Whether an event backs the stored state is the database's
+    to say (Ledger.unbacked_messages), for the whole campaign at once."""
     state = message.state
     attempts = message.attempts
     reply: str = message.smtp_reply
@@ -562,7 +582,7 @@ def _outcome(
     first_attempt_at = None
     diagnostic = ""
     sending = 0
-    for kind, at, data_json in events:
+    for kind, at, data_json in message.events:
         if state_after_event(kind, data_json) == state:
             final_at = at
         if kind in ATTEMPT_KINDS and first_attempt_at is None:
@@ -583,10 +603,10 @@ def _outcome(
             diagnostic = _text(data.get("diagnostic")) or diagnostic
     return RecipientOutcome(
         volunteer_id=message.volunteer_id,
-        name=person.display_name if person else "",
-        email=person.email if person else "",
-        locale=person.locale if person else "",
-        exposure=person.exposure if person else "",
+        name=message.name,
+        email=message.email,
+        locale=message.locale,
+        exposure=message.exposure,
         message_id=message.message_id,
         state=state,
         first_attempt_at=first_attempt_at,

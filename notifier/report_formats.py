@@ -11,7 +11,7 @@ import itertools
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from typing import Any
 
 import jinja2
@@ -21,7 +21,7 @@ from notifier.errors import UnknownLocale
 from notifier.ledger import Event
 from notifier.locales import locale_spec
 from notifier.message import MessageState, state_words
-from notifier.outputs import csv_lines, json_record_text, json_text
+from notifier.outputs import csv_cell, csv_lines, csv_records, json_record_text, json_text
 from notifier.owed_counts import OwedCounts
 from notifier.report import (
     CampaignReport,
@@ -31,6 +31,7 @@ from notifier.report import (
     RecipientOutcome,
     Timeline,
     UnreachablePerson,
+    recipients_written,
 )
 from notifier.times import shown_time as shown_time
 from notifier.volunteer import exposure_words
@@ -129,25 +130,31 @@ def report_json_pieces(report: CampaignReport) -> Iterator[str]:
     campaign."""
     marker = f"notifier-stream-{uuid.uuid4().hex}"
     owes = report.owed
-    lists: dict[str, Iterable[Mapping[str, Any]]] = {
-        f"{marker}-recipients": (_record(r) for r in report.recipients),
+    lists: dict[str, Iterable[str]] = {
+        f"{marker}-recipients": recipients_written(report, recipients_json_pieces),
         # Nobody owed: the audience is not read again to find nobody.
-        f"{marker}-owed": (_record(p) for p in owes.people) if owes and owes.count else (),
+        f"{marker}-owed": _json_list_pieces(
+            (_record(p) for p in owes.people) if owes and owes.count else (), depth=1
+        ),
     }
     skeleton = json_text(_report_fields(report, *(f"{marker}-{k}" for k in ("recipients", "owed"))))
     # json_text writes the markers as strings at the top level of the document: each
     # becomes its list, an item at a time, indented as json_text indents a nested list.
     for part in re.split(rf'"({re.escape(marker)}-\w+)"', skeleton):
-        if part in lists:
-            yield from _json_list_pieces(lists[part], depth=1)
-        else:
-            yield part
+        yield from lists.get(part, (part,))
     yield "\n"
 
 
+def recipients_json_pieces(recipients: Iterable[RecipientOutcome], _head: str) -> Iterator[str]:
+    """The JSON report's list of recipients, as it stands in the document (a
+    notifier.report.RecipientsWriter)."""
+    return _json_list_pieces((_record(r) for r in recipients), depth=1)
+
+
 def _record(row: RecipientOutcome | OwedPerson) -> dict[str, Any]:
-    """asdict() of a flat record, without its deep copy (a million of them are written)."""
-    return {field.name: getattr(row, field.name) for field in fields(row)}
+    """asdict() of a flat record, without its deep copy (a million of them are written):
+    a dataclass's instance dictionary holds its fields, in their order."""
+    return dict(vars(row))
 
 
 def _json_list_pieces(items: Iterable[Mapping[str, Any]], *, depth: int) -> Iterator[str]:
@@ -167,13 +174,17 @@ def report_as_csv(report: CampaignReport) -> str:
 
 def report_csv_lines(report: CampaignReport) -> Iterator[str]:
     """The report's CSV a line at a time, one per recipient, as they are read."""
-    # Every row carries the ledger's head (SEQ:HASH), so a copy of the sheet is an anchor.
-    return csv_lines(
-        (*REPORT_CSV_COLUMNS, "ledger_head"),
-        (
-            [*(getattr(r, column) for column in REPORT_CSV_COLUMNS), report.ledger_head]
-            for r in report.recipients
-        ),
+    yield from csv_records([(*REPORT_CSV_COLUMNS, "ledger_head")])
+    yield from recipients_written(report, recipients_csv_lines)
+
+
+def recipients_csv_lines(recipients: Iterable[RecipientOutcome], head: str) -> Iterator[str]:
+    """The CSV report's lines but its header (a notifier.report.RecipientsWriter). Every
+    row carries the ledger's head (SEQ:HASH), so a copy of the sheet is an anchor."""
+    head_cell = csv_cell(head)
+    return csv_records(
+        [*(csv_cell(getattr(r, column)) for column in REPORT_CSV_COLUMNS), head_cell]
+        for r in recipients
     )
 
 

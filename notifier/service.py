@@ -123,6 +123,7 @@ from notifier.render import Renderer
 from notifier.report import (
     CampaignReport,
     Owed,
+    RecipientsWriter,
     UnreachablePerson,
     materialised,
     open_campaign_report,
@@ -1156,13 +1157,14 @@ class Workspace:
 
     @contextlib.contextmanager
     def open_report(
-        self, campaign_id: str, *, read_ahead: bool = False
+        self, campaign_id: str, *, read_ahead: RecipientsWriter | None = None
     ) -> Iterator[CampaignReport]:
         """report(), in bounded memory: its figures counted by the ledger, its recipients
         and the people still owed read a chunk at a time as they are iterated. Write it
         out inside the `with` block, which holds the ledger snapshot it describes.
-        `read_ahead`: every recipient will be written (JSON, CSV): they are read while
-        a large ledger is verified (notifier.report.open_campaign_report)."""
+        `read_ahead`: every recipient will be written with this writer
+        (notifier.report_formats.recipients_json_pieces, recipients_csv_lines): they are
+        written out while a large ledger is verified (open_campaign_report)."""
         led = self.ledger()
         registered = led.campaign_ids()
         _require_known(campaign_id, registered)

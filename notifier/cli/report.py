@@ -27,6 +27,8 @@ from notifier.report_formats import (
     NOT_RECORDED,
     history_as_dicts,
     owed_lines,
+    recipients_csv_lines,
+    recipients_json_pieces,
     report_csv_lines,
     report_html_pieces,
     report_json_pieces,
@@ -94,8 +96,8 @@ def report(app: AppContext, campaign_id: str, fmt: str, out: Path | None, no_bom
         require_writable_file(out)
     # The report is written out while it is read from the ledger (one snapshot): a
     # million recipients are never held in memory.
-    lists_all = fmt in ("json", "csv")
-    with app.workspace() as ws, ws.open_report(campaign_id, read_ahead=lists_all) as result:
+    writer = {"json": recipients_json_pieces, "csv": recipients_csv_lines}.get(fmt)
+    with app.workspace() as ws, ws.open_report(campaign_id, read_ahead=writer) as result:
         if fmt == "table":
             if out is None:
                 _print_summary(click.echo, terminal_width(), result, app.settings.time_zone)

@@ -15,18 +15,15 @@ import sqlite3
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from notifier.ledger.chain import EVENT_COLUMNS, Event
 from notifier.ledger.events import _read, event_from_row
-from notifier.ledger.messages import _message_row
 from notifier.ledger.volunteers import volunteer_from_row
-from notifier.message import MessageRow
-from notifier.volunteer import TEXT_FIELDS, Volunteer
+from notifier.volunteer import TEXT_FIELDS, Volunteer, display_name
 
 # People (or messages) read per query: a bounded working set, and few round trips.
 CHUNK = 1000
-
-_VOLUNTEER_COLUMNS = ", ".join(f"v.{c} AS v_{c}" for c in ("volunteer_id", *TEXT_FIELDS))
 
 
 def _marks(values: Collection[object]) -> str:
@@ -116,11 +113,32 @@ def unbacked_messages(
 EventStep = tuple[str, str, str]
 
 
-@dataclass(frozen=True)
-class MessageWithEvents:
-    message: MessageRow
-    person: Volunteer | None  # None: the message's volunteer is not on the roster
+class MessageWithEvents(NamedTuple):
+    """A campaign's message as a report lists it: the message's row, who it is to as the
+    roster has them now, and its events. A tuple of plain values, not a MessageRow and a
+    Volunteer: a million are read for a report, and only these fields are shown."""
+
+    message_id: str
+    volunteer_id: str
+    state: str
+    attempts: int
+    smtp_reply: str
+    queue_id: str
+    updated_at: str | None
+    on_roster: bool  # False: the message's volunteer is not on the roster (removed by hand)
+    name: str  # as the person's locale writes it ("" when not on the roster)
+    email: str
+    locale: str
+    exposure: str
     events: tuple[EventStep, ...]  # the message's events but the left-out kinds, chain order
+
+
+_RECIPIENT_SQL = (
+    "SELECT m.message_id, m.volunteer_id, m.state, m.attempts, m.smtp_reply, m.queue_id,"
+    " m.updated_at, v.volunteer_id, v.family_name, v.given_name, v.email, v.locale,"
+    " v.exposure FROM messages m LEFT JOIN volunteers v ON v.volunteer_id = m.volunteer_id"
+    " WHERE m.campaign_id = ? AND m.volunteer_id > ? ORDER BY m.volunteer_id LIMIT ?"
+)
 
 
 def messages_with_events(
@@ -135,38 +153,36 @@ def messages_with_events(
     indexes), so memory holds one chunk whatever the campaign's size."""
     chunk = chunk or CHUNK
     after = ""
-    person_keys: list[str] = []
-    while True:
-        rows = conn.execute(
-            f"SELECT m.*, {_VOLUNTEER_COLUMNS} FROM messages m"  # noqa: S608
-            " LEFT JOIN volunteers v ON v.volunteer_id = m.volunteer_id"
-            " WHERE m.campaign_id = ? AND m.volunteer_id > ? ORDER BY m.volunteer_id LIMIT ?",
-            (campaign_id, after, chunk),
-        ).fetchall()
-        if not rows:
-            return
-        person_keys = person_keys or [key for key in rows[0].keys() if key.startswith("v_")]
-        ids = [str(row["message_id"]) for row in rows]
+    events_sql = (
+        "SELECT message_id, kind, at, data FROM events WHERE message_id IN"  # noqa: S608
+        f" (SELECT value FROM json_each(?)) AND kind NOT IN ({_marks(leave_out)})"
+        " ORDER BY seq"
+    )
+    cursor = conn.cursor()
+    cursor.row_factory = None  # plain tuples: a chunk's thousands of rows
+    while rows := cursor.execute(_RECIPIENT_SQL, (campaign_id, after, chunk)).fetchall():
         by_message: dict[str, list[EventStep]] = defaultdict(list)
-        sql = (
-            "SELECT message_id, kind, at, data FROM events WHERE message_id IN"  # noqa: S608
-            f" (SELECT value FROM json_each(?)) AND kind NOT IN ({_marks(leave_out)})"
-            " ORDER BY seq"
-        )
-        cursor = conn.cursor()
-        cursor.row_factory = None  # plain tuples: a chunk's thousands of events
-        for message_id, kind, at, data in cursor.execute(sql, (json.dumps(ids), *leave_out)):
+        ids = json.dumps([row[0] for row in rows])
+        for message_id, kind, at, data in cursor.execute(events_sql, (ids, *leave_out)):
             by_message[message_id].append((kind, at, data))
-        for row in rows:
-            person = None
-            if row["v_volunteer_id"] is not None:
-                person = volunteer_from_row({key[2:]: row[key] for key in person_keys})
+        for message_id, vid, state, attempts, reply, queue_id, updated_at, *person in rows:
+            on_roster, family, given, email, locale, exposure = person
             yield MessageWithEvents(
-                _message_row(row, person.email if person else ""),
-                person,
-                tuple(by_message.get(str(row["message_id"]), ())),
+                message_id,
+                vid,
+                state,
+                int(attempts or 0),
+                reply or "",
+                queue_id or "",
+                updated_at,
+                on_roster is not None,
+                display_name(family, given or "", locale) if on_roster is not None else "",
+                email or "",
+                locale or "",
+                exposure or "",
+                tuple(by_message.get(message_id, ())),
             )
-        after = str(rows[-1]["volunteer_id"])
+        after = str(rows[-1][1])
 
 
 @dataclass(frozen=True)
