@@ -30,15 +30,6 @@ def _marks(values: Collection[object]) -> str:
     return ", ".join("?" for _ in values)
 
 
-def _in_campaign(alias: str) -> str:
-    """Events about one campaign: naming it, or naming one of its messages (as
-    `events.campaign_events` reads them). Two parameters: the campaign id, twice."""
-    return (
-        f"({alias}.campaign_id = ? OR {alias}.message_id IN"  # noqa: S608
-        " (SELECT message_id FROM messages WHERE campaign_id = ?))"
-    )
-
-
 def state_counts_by_group(conn: sqlite3.Connection, campaign_id: str) -> Iterator[sqlite3.Row]:
     """(locale, exposure, state, n) of the campaign's messages; locale and exposure ""
     for a message whose volunteer is not on the roster."""
@@ -60,13 +51,22 @@ def events_per_hour(
     the hour in UTC as "2020-04-01T10:00Z" (an event time without a zone is UTC), the
     first and last event time of that kind in that hour; the kinds of an hour in the
     order they first happened in it."""
+    # The campaign's events: those naming it (through the (campaign, kind) index), and
+    # those naming no campaign but one of its messages (a delivery report matched by its
+    # Message-ID; through the same index, at campaign NULL). notifier names a message's
+    # own campaign whenever it names one: an event naming another campaign's message
+    # could only be written with the chain's key.
+    leave = f"kind NOT IN ({_marks(leave_out)})"
     sql = (
-        "SELECT strftime('%Y-%m-%dT%H:00Z', e.at) AS hour, e.kind AS kind, count(*) AS n,"  # noqa: S608
-        " min(e.at) AS first, max(e.at) AS last FROM events e"
-        f" WHERE {_in_campaign('e')} AND e.kind NOT IN ({_marks(leave_out)})"
-        " GROUP BY 1, 2 ORDER BY 1, min(e.seq)"
+        "SELECT strftime('%Y-%m-%dT%H:00Z', at) AS hour, kind, count(*) AS n,"  # noqa: S608
+        " min(at) AS first, max(at) AS last FROM ("
+        f" SELECT seq, at, kind FROM events WHERE campaign_id = ? AND {leave}"
+        " UNION ALL SELECT e.seq, e.at, e.kind FROM events e"
+        " JOIN messages m ON m.message_id = e.message_id"
+        f" WHERE e.campaign_id IS NULL AND m.campaign_id = ? AND e.{leave}"
+        ") GROUP BY 1, 2 ORDER BY 1, min(seq)"
     )
-    return iter(conn.execute(sql, (campaign_id, campaign_id, *leave_out)))
+    return iter(conn.execute(sql, (campaign_id, *leave_out, campaign_id, *leave_out)))
 
 
 def campaign_events_of_kinds(

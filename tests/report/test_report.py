@@ -177,6 +177,22 @@ def test_timeline_buckets_events_by_hour_and_kind(built: Ledger) -> None:
     }
 
 
+def test_the_timeline_counts_an_event_naming_only_a_message_of_the_campaign(
+    built: Ledger,
+) -> None:
+    """A delivery report matched by Message-ID alone names the message, not its campaign:
+    it is still the campaign's, in its hour; another campaign's timeline never has it."""
+    before = campaign_report(built, C2).timeline
+    append(
+        built,
+        [EventDraft(EventKind.DELIVERED, message_id=mid(C1, "v09"), data={"status": "2.0.0"})],
+        at("13:05"),
+    )
+    hours = {b.hour: dict(b.counts) for b in campaign_report(built, C1).timeline.hours}
+    assert hours["2020-04-01T13:00Z"] == {"delivered": 1}
+    assert campaign_report(built, C2).timeline == before
+
+
 def test_integrity_fields(built: Ledger) -> None:
     r = campaign_report(built, C1, templates_sha256=TEMPLATES_SHA)
     assert r.verification.ok and r.verification.events == built.count("events")
