@@ -49,7 +49,7 @@ from notifier.event import (
     state_after_event,
 )
 from notifier.ledger.chain import canonical_json
-from notifier.ledger.schema import IMPORT_FACTS
+from notifier.ledger.schema import IMPORT_FACTS, VOLUNTEER_FACT_KINDS
 from notifier.message import MessageState
 from notifier.volunteer import TEXT_FIELDS
 
@@ -57,7 +57,9 @@ K = EventKind
 _VOLUNTEER_KINDS = frozenset({K.VOLUNTEER_ADDED, K.VOLUNTEER_UPDATED, K.VOLUNTEER_ADOPTED})
 _SUPPRESSION_KINDS = frozenset({K.ADDRESS_SUPPRESSED, K.SUPPRESSION_ADOPTED})
 _REJECTED_KINDS = frozenset({K.ROW_REJECTED, K.REJECTED_ROW_ADOPTED})
-_VOLUNTEER_KIND_LIST = ", ".join(repr(str(k)) for k in sorted(_VOLUNTEER_KINDS))
+# As the index of the events that build volunteers' rows has it: queries naming the kinds
+# in this very text are answered through that index (notifier.ledger.schema).
+_VOLUNTEER_KIND_LIST = VOLUNTEER_FACT_KINDS
 
 # The meta keys notifier writes. `verp_key` and `running_sender` were written by earlier
 # versions (the chain now decides the first; the lease replaced the second).
@@ -440,8 +442,7 @@ Replay._HANDLERS = {
 _CHUNK_IDS = "SELECT value FROM json_each(?)"
 _CHUNK_EVENTS = (
     "SELECT seq, at, kind, campaign_id, volunteer_id, message_id, data FROM events"  # noqa: S608
-    f" WHERE volunteer_id IN ({_CHUNK_IDS}) AND kind IN"
-    f" ({', '.join(repr(str(k)) for k in sorted(_VOLUNTEER_KINDS))})"
+    f" WHERE volunteer_id IN ({_CHUNK_IDS}) AND kind IN ({_VOLUNTEER_KIND_LIST})"
     " UNION ALL"
     " SELECT seq, at, kind, campaign_id, volunteer_id, message_id, data FROM events"
     " WHERE message_id IN (SELECT message_id FROM messages WHERE campaign_id = ?"

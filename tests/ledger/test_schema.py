@@ -121,3 +121,41 @@ def test_reports_kept_without_an_event_are_adopted_as_the_ledger_moves_forward(
     )
     with Ledger(ledger_path) as led:  # at the current schema: nothing is adopted again
         assert "table bounce_reports, row sha256 cd34" in led.verify().reason
+
+
+def test_the_events_that_build_volunteers_rows_are_found_through_their_own_index(
+    ledger_path: Path,
+) -> None:
+    """A send's check of each chunk and `ledger verify` find the events that build a
+    volunteer's row through a partial index of them, not by reading every event of each
+    person: the queries name the kinds as the index does, and the kinds are all of them."""
+    from notifier.ledger import projections
+
+    assert projections._VOLUNTEER_KIND_LIST == ", ".join(
+        repr(str(k)) for k in sorted(projections._VOLUNTEER_KINDS)
+    )
+    with Ledger(ledger_path) as led:
+        ids = '["v1", "v2"]'
+        chunk_plan = led.conn.execute(
+            f"EXPLAIN QUERY PLAN {projections._CHUNK_EVENTS}", (ids, "c", ids)
+        ).fetchall()
+        assert any("idx_events_volunteer_facts" in row["detail"] for row in chunk_plan)
+        whole = (
+            "SELECT volunteer_id, kind, data FROM events WHERE volunteer_id IS NOT NULL"
+            f" AND seq > ? AND kind IN ({projections._VOLUNTEER_KIND_LIST})"
+            " ORDER BY volunteer_id, seq"
+        )
+        (plan,) = led.conn.execute(f"EXPLAIN QUERY PLAN {whole}", (0,)).fetchall()
+        assert "idx_events_volunteer_facts" in plan["detail"]  # and no sort after it
+
+
+def test_a_version_3_ledger_gains_the_index_and_still_verifies(ledger_path: Path) -> None:
+    with Ledger(ledger_path) as led:
+        led.record([fact("test")])
+    tamper(ledger_path, "DROP INDEX idx_events_volunteer_facts")
+    tamper(ledger_path, "UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    with Ledger(ledger_path) as led:
+        assert led.schema_version() == SCHEMA_VERSION == 4
+        names = {r[0] for r in led.conn.execute("SELECT name FROM sqlite_master")}
+        assert "idx_events_volunteer_facts" in names
+        assert led.verify().ok
