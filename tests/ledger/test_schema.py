@@ -141,7 +141,7 @@ def test_the_events_that_build_volunteers_rows_are_found_through_their_own_index
         ).fetchall()
         assert any("idx_events_volunteer_facts" in row["detail"] for row in chunk_plan)
         whole = (
-            "SELECT volunteer_id, kind, data FROM events WHERE volunteer_id IS NOT NULL"
+            "SELECT volunteer_id, kind, data FROM events WHERE volunteer_id IS NOT NULL"  # noqa: S608
             f" AND seq > ? AND kind IN ({projections._VOLUNTEER_KIND_LIST})"
             " ORDER BY volunteer_id, seq"
         )
