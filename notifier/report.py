@@ -508,7 +508,10 @@ def open_campaign_report(
             except OSError:  # a folder this user cannot write: written out after the verdict
                 pass
             else:
-                recipients.write_ahead(read_ahead, head, spool)
+                try:
+                    recipients.write_ahead(read_ahead, head, spool)
+                except OSError:  # a full disk: the same, and the spool's space given back
+                    spool.truncate(0)
         verification = verified()
         yield CampaignReport(
             campaign_id=campaign.campaign_id,

@@ -6,10 +6,14 @@ or deleted); and the head it names is the head its verdict is of."""
 
 from __future__ import annotations
 
+import errno
+import io
 import itertools
 import json
 import re
+import tempfile
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from report_scenario import C1, C2, append, at, build, tamper
@@ -124,3 +128,34 @@ def test_a_later_snapshot_verified_over_there_is_not_what_the_report_says(
     assert result.ok
     assert f"{result.events}:{result.head}" == head
     assert ledger.head() != head  # the append did happen
+
+
+class _FullDisk(io.BytesIO):
+    """A temporary file on a disk that fills after a few bytes."""
+
+    def write(self, data: Any, /) -> int:
+        room = 100 - self.tell()
+        if len(data) > room:
+            super().write(bytes(data[:room]))  # what fits is written, as on a real disk
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(data)
+
+
+def test_a_full_disk_while_writing_ahead_writes_the_recipients_after_the_verdict(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build(ledger)
+    expected = _report(ledger, C1, HERE_ONLY, recipients_json_pieces)
+    spools: list[_FullDisk] = []
+
+    def full_disk(**_: Any) -> _FullDisk:
+        spools.append(_FullDisk())
+        return spools[-1]
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", full_disk)
+    ledger.verify_parts = IN_PARTS
+    with open_campaign_report(ledger, C1, read_ahead=recipients_json_pieces) as r:
+        assert isinstance(r.recipients, Recipients) and not r.recipients.written_ahead
+        assert spools and spools[0].getbuffer().nbytes == 0  # what it held was given back
+        text = "".join(report_json_pieces(r))
+    assert re.sub(r'"generated_at": "[^"]*"', '"generated_at": ""', text, count=1) == expected[0]
