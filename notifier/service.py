@@ -577,7 +577,10 @@ class Workspace:
         nothing: the file is refused (RosterError) exactly as the import would refuse it."""
         roster_mapping = load_mapping(mapping) if mapping else None
         with self._open_roster(file, roster_mapping, encoding, default_locale) as stream:
-            plan = self.ledger(create=True).plan_import(stream, strict=strict)
+            if self.has_ledger():
+                plan = self.ledger().plan_import(stream, strict=strict)
+            else:  # nothing is made for a look: the import makes the ledger
+                plan = Ledger.plan_first_import(stream, strict=strict)
             return RosterPlan(
                 plan=plan,
                 file_name=file.name,

@@ -724,6 +724,12 @@ class Ledger:
                 raise opening.disk_full_error(exc, self.path) from exc
             raise
 
+    @staticmethod
+    def plan_first_import(roster: RosterSource, *, strict: bool = False) -> ImportPlan:
+        """plan_import() where there is no ledger yet: against nobody, creating nothing
+        (a preview must not make a ledger, or its key, in the folder it looked at)."""
+        return volunteers.plan_import(None, roster, strict=strict)
+
     def plan_import(self, roster: RosterSource, *, strict: bool = False) -> ImportPlan:
         """What record_import() would decide for `roster`, from one consistent read of the
         volunteers, writing nothing (the console's preview of an import)."""

@@ -320,7 +320,7 @@ class ImportPlan:
 
 
 def plan_import(
-    conn: sqlite3.Connection,
+    conn: sqlite3.Connection | None,
     source: RosterSource,
     *,
     strict: bool = False,
@@ -329,10 +329,17 @@ def plan_import(
 ) -> ImportPlan:
     """What `import_roster` would decide for `source`, against the volunteers as this
     connection reads them, writing nothing: the file is read a chunk at a time, and only
-    the counts and the first `limit` rows of each kind are kept."""
-    has_volunteers = conn.execute("SELECT 1 FROM volunteers LIMIT 1").fetchone() is not None
-    owner_rows = conn.execute("SELECT volunteer_id, email FROM volunteers")
-    diff = ImportDiff(owners(owner_rows) if has_volunteers else {}, source.headers)
+    the counts and the first `limit` rows of each kind are kept. `conn` None: there is
+    no ledger yet (nobody on the roster), and the plan makes none."""
+    has_volunteers = (
+        conn is not None and conn.execute("SELECT 1 FROM volunteers LIMIT 1").fetchone() is not None
+    )
+    diff = ImportDiff(
+        owners(conn.execute("SELECT volunteer_id, email FROM volunteers"))
+        if conn is not None and has_volunteers
+        else {},
+        source.headers,
+    )
     problems: list[RowProblem] = []
     problem_count = 0
     rejected_rows = 0
@@ -345,7 +352,7 @@ def plan_import(
         problems.extend(chunk.problems[: max(0, limit - len(problems))])
         stored = (
             _stored_texts_of(conn, [a.volunteer.volunteer_id for a in chunk.accepted])
-            if has_volunteers
+            if conn is not None and has_volunteers
             else {}
         )
         to_add, to_update = diff.compare(chunk.accepted, stored)
