@@ -135,3 +135,34 @@ def test_without_a_folder_the_page_says_how_to_name_one(client: Client) -> None:
     reply = client.post("/bounces/ingest", {}, page="/bounces")
     assert reply.status == 400
     assert "[bounces] folder" in html.unescape(reply.text)
+
+
+def test_an_ingest_that_cannot_run_says_why_and_what_to_do(
+    bounce_console: tuple[Console, Settings],
+) -> None:
+    """The ledger's key file gone (moved, lost): the ingest job fails with the service's
+    message and its hint, shown as what to do, and nothing is recorded."""
+    console, settings = bounce_console
+    client = signed_in(console.origin, console.address())
+    key = settings.ledger.with_name(settings.ledger.name + ".key")
+    kept = key.read_bytes()
+    key.unlink()
+    try:
+        location = client.post("/bounces/ingest", {}, page="/bounces").header("Location")
+        page = client.get(location)
+        waiting = threading.Event()
+        for _ in range(int(WAIT / 0.05)):
+            if 'http-equiv="refresh"' not in page.text:
+                break
+            waiting.wait(0.05)
+            page = client.get(location)
+    finally:
+        key.write_bytes(kept)
+        key.chmod(0o600)
+    text = html.unescape(page.text)
+    assert '<div class="problem" role="alert">' in page.text, text
+    alert = text[text.index('role="alert"') :]
+    assert "key" in alert and "What to do: " in alert
+    assert "hint:" not in text  # the hint is shown as what to do, not as raw text
+    with Ledger(settings.ledger) as led:
+        assert led.count("bounce_reports") == 0
