@@ -22,6 +22,7 @@ from notifier import report
 from notifier.campaign import load_campaign
 from notifier.event import EventKind
 from notifier.ledger import EventDraft, Ledger, reports
+from notifier.message import MessageState
 from notifier.outputs import json_record_text, json_text
 from notifier.report import open_campaign_report, unreachable, unreachable_people
 from notifier.report_formats import (
@@ -257,6 +258,7 @@ def test_the_summary_reads_in_a_browser(browser: Any, ledger: Ledger, tmp_path: 
         {"name": "井上 \x1b[31mred\x1b[0m", "dir": "abc\u202edef", "nbsp": "a\u00a0b\u200d"},
         {"n": 3, "x": 2.5, "yes": True, "none": None, "quote": 'say "hi"\\\n\t'},
         {"nested": {"a": [1, "\x9b"]}, "s": "\x7f"},
+        {"state": MessageState.SENT, "kind": EventKind.SENT, "attempts": 2},
     ],
 )
 def test_a_record_is_written_as_json_text_writes_it(record: dict[str, Any]) -> None:
