@@ -189,6 +189,10 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_4,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+# The oldest schema this version reads as it is where it cannot migrate (a read-only
+# copy kept for a regulator, a read-only mount): the migrations after it only add
+# indexes, which change how fast a query is answered, never what it answers.
+READABLE_FROM = 3
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

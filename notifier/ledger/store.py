@@ -176,7 +176,7 @@ class Ledger:
         # The same connection through sqlite_utils: for tests that set up rows by hand.
         self.db = sqlite_utils.Database(conn)
         if self.read_only:
-            if schema.schema_version(conn) != schema.SCHEMA_VERSION:
+            if not schema.READABLE_FROM <= schema.schema_version(conn) <= schema.SCHEMA_VERSION:
                 conn.close()
                 raise opening.read_only_error(self.path, "bring its schema up to date")
             return

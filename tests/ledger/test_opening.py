@@ -136,6 +136,33 @@ def test_a_read_only_mount_can_be_verified_and_reported_on(
     assert run("ledger", "verify").exit_code == 0
 
 
+def test_a_read_only_ledger_of_the_schema_before_is_read_as_it_is(
+    small_fs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger last written by the version before (schema 3: without the index schema 4
+    adds), kept where it cannot be written: it is verified and reported on as it is,
+    and brought up to date the next time it can be written."""
+    monkeypatch.chdir(tmp_path)
+    ledger = small_fs / "notifier.db"
+    run = cli(tmp_path, ledger)
+    assert run("roster", "import", str(ROSTER)).exit_code == 0
+    with sqlite3.connect(ledger) as conn:
+        conn.execute("DROP INDEX idx_events_volunteer_facts")
+        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    conn.close()
+    remount(small_fs, "ro")
+    verified = run("ledger", "verify")
+    assert verified.exit_code == 0, verified.output
+    assert "chain intact, tables match" in verified.stdout
+    assert run("history", "HMR-0001").exit_code == 0
+    remount(small_fs, "rw")
+    assert run("ledger", "verify").exit_code == 0
+    with sqlite3.connect(ledger) as conn:
+        (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    conn.close()
+    assert version == "4"
+
+
 @needs_root
 def test_an_immutable_ledger_can_be_verified_and_is_never_written(
     notifier: Notifier, ledger_path: Path
