@@ -87,7 +87,8 @@ class ReportEvent:
 _SELECT_MESSAGE = (
     "SELECT m.message_id, m.campaign_id, m.volunteer_id, m.state, v.email, v.email_ascii,"
     " (SELECT json_extract(e.data, '$.recipient') FROM events e"
-    "  WHERE e.message_id = m.message_id AND e.kind = 'sending'"
+    "  WHERE e.volunteer_id = m.volunteer_id AND e.message_id = m.message_id"
+    "  AND e.kind = 'sending'"
     "  ORDER BY e.seq DESC LIMIT 1) AS sent_to"
     " FROM messages m LEFT JOIN volunteers v ON v.volunteer_id = m.volunteer_id"
 )

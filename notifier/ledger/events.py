@@ -2,7 +2,10 @@
 
 Events that name only a message (a bounce matched by Message-ID, say) still belong to the
 person and the campaign of that message: `volunteer_events` and `campaign_events` find
-them through the messages table.
+them through the messages table. An event naming a message names its volunteer too
+(whenever notifier writes one), so a message's events are found through the index by
+volunteer; the few naming no volunteer, through an index of their own
+(schema.MESSAGE_ONLY).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from notifier.ledger.chain import EVENT_COLUMNS, Event
+from notifier.ledger.schema import MESSAGE_ONLY
 
 
 def events(
@@ -109,8 +113,9 @@ _CHUNK = 1000
 def volunteer_events(conn: sqlite3.Connection, volunteer_id: str) -> list[Event]:
     """Every event naming the volunteer or one of their messages, in chain order."""
     sql = (
-        f"SELECT {EVENT_COLUMNS} FROM events WHERE volunteer_id = ? OR message_id IN "  # noqa: S608
-        "(SELECT message_id FROM messages WHERE volunteer_id = ?) ORDER BY seq"
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE volunteer_id = ?"  # noqa: S608
+        f" OR ({MESSAGE_ONLY} AND EXISTS (SELECT 1 FROM messages m"
+        " WHERE m.message_id = events.message_id AND m.volunteer_id = ?)) ORDER BY seq"
     )
     return list(_read(conn, sql, (volunteer_id, volunteer_id)))
 
@@ -118,8 +123,9 @@ def volunteer_events(conn: sqlite3.Connection, volunteer_id: str) -> list[Event]
 def campaign_events(conn: sqlite3.Connection, campaign_id: str) -> list[Event]:
     """Every event naming the campaign or one of its messages, in chain order."""
     sql = (
-        f"SELECT {EVENT_COLUMNS} FROM events WHERE campaign_id = ? OR message_id IN "  # noqa: S608
-        "(SELECT message_id FROM messages WHERE campaign_id = ?) ORDER BY seq"
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE campaign_id = ?"  # noqa: S608
+        " OR (campaign_id IS NULL AND message_id IN"
+        " (SELECT message_id FROM messages WHERE campaign_id = ?)) ORDER BY seq"
     )
     return list(_read(conn, sql, (campaign_id, campaign_id)))
 

@@ -49,7 +49,7 @@ from notifier.event import (
     state_after_event,
 )
 from notifier.ledger.chain import canonical_json
-from notifier.ledger.schema import IMPORT_FACTS, VOLUNTEER_FACT_KINDS
+from notifier.ledger.schema import IMPORT_FACTS, MESSAGE_ONLY, VOLUNTEER_FACT_KINDS
 from notifier.message import MessageState
 from notifier.volunteer import TEXT_FIELDS
 
@@ -249,6 +249,7 @@ class Replay:
             if message is not None:
                 message[3] = state
                 message[4] = json.loads(data_json).get("attempt")
+                self._owned_by(message, campaign_id, volunteer_id)
         elif kind == K.QUEUED:
             token = json.loads(data_json).get("verp_token") if data_json != "{}" else None
             self.messages[message_id] = [campaign_id, volunteer_id, token, "pending", 0]
@@ -264,8 +265,21 @@ class Replay:
         else:
             state = state or state_after_event(kind, data_json)
             message = self.messages.get(message_id)
-            if state is not None and message is not None:
-                message[3] = state
+            if message is not None:
+                if state is not None:
+                    message[3] = state
+                self._owned_by(message, campaign_id, volunteer_id)
+
+    @staticmethod
+    def _owned_by(message: list[Any], campaign_id: str | None, volunteer_id: str | None) -> None:
+        """An event about a message names the message's own campaign and volunteer (a few
+        old ones name neither). One naming another person or campaign would be missed by
+        every query that finds a message's events through its volunteer (notifier.ledger
+        .events): the row is held to what that event says, so it differs, and is named."""
+        if volunteer_id is not None and volunteer_id != message[1]:
+            message[1] = volunteer_id
+        if campaign_id is not None and campaign_id != message[0]:
+            message[0] = campaign_id
 
     # -- comparing with the tables
 
@@ -438,15 +452,23 @@ Replay._HANDLERS = {
 
 
 # Events read for a chunk of people: their own (volunteer) events, and their messages' of
-# one campaign. The ids go in as one JSON parameter, so a chunk of any size is one query.
+# one campaign: through the index by volunteer (an event naming a message names its
+# volunteer), and the index of the few naming a message only. The ids go in as one JSON
+# parameter, so a chunk of any size is one query.
 _CHUNK_IDS = "SELECT value FROM json_each(?)"
+_CHUNK_MESSAGES = (
+    "message_id IN (SELECT message_id FROM messages WHERE campaign_id = ?"  # noqa: S608
+    f" AND volunteer_id IN ({_CHUNK_IDS}))"
+)
 _CHUNK_EVENTS = (
     "SELECT seq, at, kind, campaign_id, volunteer_id, message_id, data FROM events"  # noqa: S608
     f" WHERE volunteer_id IN ({_CHUNK_IDS}) AND kind IN ({_VOLUNTEER_KIND_LIST})"
     " UNION ALL"
     " SELECT seq, at, kind, campaign_id, volunteer_id, message_id, data FROM events"
-    " WHERE message_id IN (SELECT message_id FROM messages WHERE campaign_id = ?"
-    f" AND volunteer_id IN ({_CHUNK_IDS}))"
+    f" WHERE volunteer_id IN ({_CHUNK_IDS}) AND {_CHUNK_MESSAGES}"
+    " UNION ALL"
+    " SELECT seq, at, kind, campaign_id, volunteer_id, message_id, data FROM events"
+    f" WHERE {MESSAGE_ONLY} AND {_CHUNK_MESSAGES}"
     " ORDER BY seq"
 )
 
@@ -465,7 +487,7 @@ def rows_differ(
     cursor = conn.cursor()
     cursor.row_factory = None
     for seq, at, kind, cid, vid, mid, data in cursor.execute(
-        _CHUNK_EVENTS, (ids, campaign_id, ids)
+        _CHUNK_EVENTS, (ids, ids, campaign_id, ids, campaign_id, ids)
     ):
         if kind != K.LEDGER_UPGRADED:  # a whole-ledger reset: the adoptions after it decide
             replay.visit(seq, at, kind, cid, vid, mid, data)

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 from notifier.ledger.chain import EVENT_COLUMNS, Event
 from notifier.ledger.events import _read, event_from_row
+from notifier.ledger.schema import MESSAGE_ONLY
 from notifier.ledger.volunteers import volunteer_from_row
 from notifier.volunteer import TEXT_FIELDS, Volunteer, display_name
 
@@ -96,10 +97,15 @@ def unbacked_messages(
     named = [value for pair in state_of_kind.items() for value in pair]
     moved = f"CASE e.kind {cases} ELSE json_extract(e.data, '$.moved_to') END"
     leave = f"e.kind NOT IN ({_marks(leave_out)})"
+    # The message's events: through the index by volunteer, or naming the message only.
+    mine = (
+        "e.message_id = m.message_id AND (e.volunteer_id = m.volunteer_id"
+        " OR (e.volunteer_id IS NULL AND e.message_id IS NOT NULL))"
+    )
     sql = (
         "SELECT m.message_id FROM messages m WHERE m.campaign_id = ? AND m.state != 'pending'"  # noqa: S608
-        f" AND EXISTS (SELECT 1 FROM events e WHERE e.message_id = m.message_id AND {leave})"
-        f" AND NOT EXISTS (SELECT 1 FROM events e WHERE e.message_id = m.message_id"
+        f" AND EXISTS (SELECT 1 FROM events e WHERE {mine} AND {leave})"
+        f" AND NOT EXISTS (SELECT 1 FROM events e WHERE {mine}"
         f" AND {leave} AND {moved} = m.state)"
         " ORDER BY m.volunteer_id"
     )
@@ -153,17 +159,22 @@ def messages_with_events(
     indexes), so memory holds one chunk whatever the campaign's size."""
     chunk = chunk or CHUNK
     after = ""
+    # Through the index by volunteer (a message's events name its volunteer), and the
+    # index of the few naming a message only.
+    kept = f"message_id IN (SELECT value FROM json_each(?)) AND kind NOT IN ({_marks(leave_out)})"  # noqa: S608
     events_sql = (
-        "SELECT message_id, kind, at, data FROM events WHERE message_id IN"  # noqa: S608
-        f" (SELECT value FROM json_each(?)) AND kind NOT IN ({_marks(leave_out)})"
-        " ORDER BY seq"
+        "SELECT seq, message_id, kind, at, data FROM events"  # noqa: S608
+        f" WHERE volunteer_id IN (SELECT value FROM json_each(?)) AND {kept}"
+        f" UNION ALL SELECT seq, message_id, kind, at, data FROM events"
+        f" WHERE {MESSAGE_ONLY} AND {kept} ORDER BY seq"
     )
     cursor = conn.cursor()
     cursor.row_factory = None  # plain tuples: a chunk's thousands of rows
     while rows := cursor.execute(_RECIPIENT_SQL, (campaign_id, after, chunk)).fetchall():
         by_message: dict[str, list[EventStep]] = defaultdict(list)
-        ids = json.dumps([row[0] for row in rows])
-        for message_id, kind, at, data in cursor.execute(events_sql, (ids, *leave_out)):
+        volunteers, messages = json.dumps([r[1] for r in rows]), json.dumps([r[0] for r in rows])
+        params = (volunteers, messages, *leave_out, messages, *leave_out)
+        for _seq, message_id, kind, at, data in cursor.execute(events_sql, params):
             by_message[message_id].append((kind, at, data))
         for message_id, vid, state, attempts, reply, queue_id, updated_at, *person in rows:
             on_roster, family, given, email, locale, exposure = person

@@ -21,7 +21,7 @@ from conftest import REPO, Notifier, write_org_config
 from smtp_helpers import add_volunteers, make_volunteers, recipients
 
 from notifier.errors import LedgerError
-from notifier.ledger import Ledger
+from notifier.ledger import SCHEMA_VERSION, Ledger
 from notifier.sink import ReceivedMessage, Sink, SinkHandler
 
 CAMPAIGN = "2020-03-breach"
@@ -139,15 +139,18 @@ def test_a_read_only_mount_can_be_verified_and_reported_on(
 def test_a_read_only_ledger_of_the_schema_before_is_read_as_it_is(
     small_fs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A ledger last written by the version before (schema 3: without the index schema 4
-    adds), kept where it cannot be written: it is verified and reported on as it is,
-    and brought up to date the next time it can be written."""
+    """A ledger last written by an earlier version (schema 3: with the index of events by
+    Message-ID that schema 5 drops, without the indexes schemas 4 and 5 add), kept where
+    it cannot be written: it is verified and reported on as it is, and brought up to
+    date the next time it can be written."""
     monkeypatch.chdir(tmp_path)
     ledger = small_fs / "notifier.db"
     run = cli(tmp_path, ledger)
     assert run("roster", "import", str(ROSTER)).exit_code == 0
     with sqlite3.connect(ledger) as conn:
         conn.execute("DROP INDEX idx_events_volunteer_facts")
+        conn.execute("DROP INDEX idx_events_message_only")
+        conn.execute("CREATE INDEX idx_events_message_id ON events(message_id)")
         conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     conn.close()
     remount(small_fs, "ro")
@@ -159,8 +162,11 @@ def test_a_read_only_ledger_of_the_schema_before_is_read_as_it_is(
     assert run("ledger", "verify").exit_code == 0
     with sqlite3.connect(ledger) as conn:
         (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        indexes = {row[0] for row in conn.execute("SELECT name FROM pragma_index_list('events')")}
     conn.close()
-    assert version == "4"
+    assert version == str(SCHEMA_VERSION) == "5"
+    assert {"idx_events_volunteer_facts", "idx_events_message_only"} <= indexes
+    assert "idx_events_message_id" not in indexes
 
 
 @needs_root

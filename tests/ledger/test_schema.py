@@ -137,9 +137,10 @@ def test_the_events_that_build_volunteers_rows_are_found_through_their_own_index
     with Ledger(ledger_path) as led:
         ids = '["v1", "v2"]'
         chunk_plan = led.conn.execute(
-            f"EXPLAIN QUERY PLAN {projections._CHUNK_EVENTS}", (ids, "c", ids)
+            f"EXPLAIN QUERY PLAN {projections._CHUNK_EVENTS}", (ids, ids, "c", ids, "c", ids)
         ).fetchall()
         assert any("idx_events_volunteer_facts" in row["detail"] for row in chunk_plan)
+        assert not any(row["detail"].startswith("SCAN events") for row in chunk_plan)
         whole = (
             "SELECT volunteer_id, kind, data FROM events WHERE volunteer_id IS NOT NULL"  # noqa: S608
             f" AND seq > ? AND kind IN ({projections._VOLUNTEER_KIND_LIST})"
@@ -155,7 +156,23 @@ def test_a_version_3_ledger_gains_the_index_and_still_verifies(ledger_path: Path
     tamper(ledger_path, "DROP INDEX idx_events_volunteer_facts")
     tamper(ledger_path, "UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     with Ledger(ledger_path) as led:
-        assert led.schema_version() == SCHEMA_VERSION == 4
+        assert led.schema_version() == SCHEMA_VERSION == 5
         names = {r[0] for r in led.conn.execute("SELECT name FROM sqlite_master")}
         assert "idx_events_volunteer_facts" in names
+        assert led.verify().ok
+
+
+def test_a_version_4_ledger_loses_the_index_by_message_id_and_still_verifies(
+    ledger_path: Path,
+) -> None:
+    with Ledger(ledger_path) as led:
+        led.record([fact("test")])
+    tamper(ledger_path, "DROP INDEX idx_events_message_only")
+    tamper(ledger_path, "CREATE INDEX idx_events_message_id ON events(message_id)")
+    tamper(ledger_path, "UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    with Ledger(ledger_path) as led:
+        assert led.schema_version() == SCHEMA_VERSION == 5
+        names = {r[0] for r in led.conn.execute("SELECT name FROM sqlite_master")}
+        assert "idx_events_message_id" not in names
+        assert "idx_events_message_only" in names
         assert led.verify().ok
