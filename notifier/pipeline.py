@@ -817,20 +817,26 @@ class _Run:
                     fresh.append(NewMessage(message_id, v.volunteer_id, token))
             picked = [v.volunteer_id for v in (*selection.send, *selection.suppressed)]
             with ledger.transaction():
-                ledger.ensure_messages(cid, fresh)
+                queued_now = [m.volunteer_id for m in ledger.ensure_messages(cid, fresh)]
                 rows = {
                     row.volunteer_id: row
                     for row in ledger.campaign_messages(
                         cid, states=due_states, volunteer_ids=picked
                     )
                 }
+                # The start-up verified the chain only since its last checkpoint: the rows
+                # this chunk is sent from (addresses, states) are held to their own events
+                # now, in the transaction that queues its messages.
+                self.tampered = ledger.rows_differ(picked, cid, queued_now=queued_now) or ""
                 outcomes = [
                     _not_sent(rows[v.volunteer_id], MessageState.SUPPRESSED, _SUPPRESSED_REASON)
                     for v in selection.suppressed
-                    if v.volunteer_id in rows
+                    if v.volunteer_id in rows and not self.tampered
                 ]
                 if outcomes:
                     ledger.record_outcomes(outcomes)
+            if self.tampered:
+                return  # what earlier chunks hold (checked) still goes; the run then fails
             earlier = (
                 ledger.message_ids(
                     campaign.follows,
@@ -943,16 +949,8 @@ class _Run:
                 utf8 = _needs_smtputf8(due.volunteer, server)
                 yield ComposeJob(due.volunteer, utf8, due.row.message_id, due.in_reply_to)
 
-        campaign_id = self.request.campaign.campaign_id
         async for chunk in self.composing.composed(jobs(), lambda: delivery.stopping):
             self.tell_total()
-            # The start-up verified the chain only since its last checkpoint: what this
-            # chunk is sent from (addresses, states) is held to its own events now.
-            problem = self.ledger.rows_differ([d.volunteer_id for d in chunk], campaign_id) or ""
-            if problem:
-                self.tampered = problem
-                delivery.request_stop()
-                return
             ready: list[OutgoingMessage] = []
             for done in chunk:
                 due = held.pop(done.volunteer_id)

@@ -142,8 +142,10 @@ def current_state(conn: sqlite3.Connection, message_id: str) -> MessageState:
     return found[2]
 
 
-def ensure(conn: sqlite3.Connection, campaign_id: str, messages: Iterable[NewMessage]) -> int:
-    """Register each message as pending (a `queued` event) unless it exists; count new.
+def ensure(
+    conn: sqlite3.Connection, campaign_id: str, messages: Iterable[NewMessage]
+) -> list[NewMessage]:
+    """Register each message as pending (a `queued` event) unless it exists; the new ones.
 
     Only the given messages are looked up (a chunk of a send), never the campaign's whole
     list: the cost is the chunk's, whatever the campaign's size."""
@@ -151,7 +153,7 @@ def ensure(conn: sqlite3.Connection, campaign_id: str, messages: Iterable[NewMes
     known = _current(conn, [m.message_id for m in given])
     new = [m for m in given if m.message_id not in known]
     if not new:
-        return 0
+        return []
     now = utc_now()
     conn.executemany(
         "INSERT INTO messages(message_id, campaign_id, volunteer_id, verp_token, state,"
@@ -174,7 +176,7 @@ def ensure(conn: sqlite3.Connection, campaign_id: str, messages: Iterable[NewMes
         ],
         now,
     )
-    return len(new)
+    return new
 
 
 def claim(

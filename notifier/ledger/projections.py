@@ -474,20 +474,28 @@ _CHUNK_EVENTS = (
 
 
 def rows_differ(
-    conn: sqlite3.Connection, volunteer_ids: Collection[str], campaign_id: str
+    conn: sqlite3.Connection,
+    volunteer_ids: Collection[str],
+    campaign_id: str,
+    *,
+    queued_now: Collection[str] = (),
 ) -> str | None:
     """`first_difference` for a few rows: these volunteers', and their messages of one
     campaign, replayed from their own events only (an index lookup each). What a send
     checks of each chunk it is about to claim (notifier.ledger.checkpoint); within a read
-    transaction, so the events and the rows are of one moment."""
+    transaction, so the events and the rows are of one moment. The messages of the
+    `queued_now` volunteers are not read: this transaction wrote each one's row and its
+    `queued` event together (a first notice or a follow-up: every message of the send)."""
     if not volunteer_ids:
         return None
     ids = json.dumps(sorted(volunteer_ids))
+    skipped = set(queued_now)
+    owners = json.dumps(sorted(v for v in volunteer_ids if v not in skipped)) if skipped else ids
     replay = Replay()
     cursor = conn.cursor()
     cursor.row_factory = None
     for seq, at, kind, cid, vid, mid, data in cursor.execute(
-        _CHUNK_EVENTS, (ids, ids, campaign_id, ids, campaign_id, ids)
+        _CHUNK_EVENTS, (ids, owners, campaign_id, owners, campaign_id, owners)
     ):
         if kind != K.LEDGER_UPGRADED:  # a whole-ledger reset: the adoptions after it decide
             replay.visit(seq, at, kind, cid, vid, mid, data)
@@ -498,7 +506,7 @@ def rows_differ(
         conn,
         iter(sorted(replay.messages.items())),
         f"{chunk} AND campaign_id = ?",
-        (ids, campaign_id),
+        (owners, campaign_id),
     )
 
 

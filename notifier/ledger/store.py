@@ -625,12 +625,22 @@ class Ledger:
                 checkpoint.record(self.conn, result)
         return result
 
-    def rows_differ(self, volunteer_ids: Collection[str], campaign_id: str) -> str | None:
+    def rows_differ(
+        self,
+        volunteer_ids: Collection[str],
+        campaign_id: str,
+        *,
+        queued_now: Collection[str] = (),
+    ) -> str | None:
         """Whether these volunteers' rows, and their messages of the campaign, are what
         their events say (None), or the first that is not, in words: what a send checks
-        of each chunk before it claims it (notifier.ledger.checkpoint)."""
+        of each chunk before it claims it (notifier.ledger.checkpoint). `queued_now`:
+        volunteers whose message this very transaction registered (row and event written
+        together under its lock), left out of the messages' check."""
         with self.reading():
-            return projections.rows_differ(self.conn, volunteer_ids, campaign_id)
+            return projections.rows_differ(
+                self.conn, volunteer_ids, campaign_id, queued_now=queued_now
+            )
 
     def upgrade(self) -> upgrade.Upgraded | None:
         """Re-key an old unkeyed chain, recorded as an event (None: nothing to do)."""
@@ -803,8 +813,9 @@ class Ledger:
 
     # -- messages and delivery (notifier.ledger.messages explains the write-ahead intent)
 
-    def ensure_messages(self, campaign_id: str, messages: Iterable[NewMessage]) -> int:
-        """Register each message as pending (a `queued` event) unless it exists; count new."""
+    def ensure_messages(self, campaign_id: str, messages: Iterable[NewMessage]) -> list[NewMessage]:
+        """Register each message as pending (a `queued` event) unless it exists; returns
+        the ones it registered."""
         with self.transaction():
             return message_table.ensure(self.conn, campaign_id, messages)
 

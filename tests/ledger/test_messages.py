@@ -22,8 +22,8 @@ def campaign(ledger: Ledger) -> Ledger:
         "c", title="t", follows=None, definition={}, templates_sha256="0" * 64
     )
     new = [NewMessage(IDS[i], f"HMR-{i:05d}", f"t{i}") for i in range(3)]
-    assert ledger.ensure_messages("c", new) == 3
-    assert ledger.ensure_messages("c", new) == 0  # known messages are left as they are
+    assert ledger.ensure_messages("c", new) == new
+    assert ledger.ensure_messages("c", new) == []  # known messages are left as they are
     return ledger
 
 
@@ -243,3 +243,33 @@ def test_a_send_chunks_look_ups_go_by_volunteer_not_by_state(campaign: Ledger) -
         plan = " ".join(str(row[3]) for row in campaign.conn.execute("EXPLAIN QUERY PLAN " + sql))
         assert "idx_messages_campaign_id_volunteer_id" in plan, plan
         assert "idx_messages_campaign_id_state" not in plan, plan
+
+
+def test_a_chunks_check_leaves_out_only_the_messages_its_transaction_queued(
+    campaign: Ledger,
+) -> None:
+    """A send checks each chunk's rows in the transaction that queues its messages; the
+    messages that transaction registered (row and `queued` event written together) are
+    not read again, and nothing else is left out: an edited volunteer of the same person,
+    or a message queued earlier (by another run), is still found."""
+    campaign.conn.execute(
+        "UPDATE messages SET verp_token = 'forged' WHERE message_id = ?", (IDS[1],)
+    )
+    campaign.conn.execute(
+        "UPDATE volunteers SET email = 'attacker@evil.test' WHERE volunteer_id = 'HMR-00002'"
+    )
+    everyone = [f"HMR-{i:05d}" for i in range(3)]
+    assert "verp_token" in (campaign.rows_differ(["HMR-00001"], "c") or "")
+    # Registered earlier, so a new chunk's transaction does not return it: still checked.
+    with campaign.transaction():
+        queued_now = [
+            m.volunteer_id
+            for m in campaign.ensure_messages("c", [NewMessage(IDS[1], "HMR-00001", "t1")])
+        ]
+        assert queued_now == []
+        assert "verp_token" in (
+            campaign.rows_differ(["HMR-00001"], "c", queued_now=queued_now) or ""
+        )
+    # The volunteer's own row is checked whatever their message.
+    found = campaign.rows_differ(everyone, "c", queued_now=everyone) or ""
+    assert "volunteer_id HMR-00002" in found and "volunteers" in found
