@@ -779,9 +779,9 @@ class _Due:
 @dataclass
 class _Run:
     """One send, a chunk of the audience at a time: each chunk selected, its new messages
-    queued and its suppressed ones recorded (one transaction, on the run's own
-    connection), then composed, checked against the chain, claimed and sent (the claims
-    and outcomes on the journal's connection)."""
+    queued, its rows checked against their events and its suppressed ones recorded (one
+    transaction, on the run's own connection), then composed, claimed and sent (the
+    claims and outcomes on the journal's connection)."""
 
     request: SendRequest
     target: SmtpTarget

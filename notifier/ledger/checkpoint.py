@@ -21,11 +21,13 @@ found by `notifier ledger verify`, and by `report`, which verifies the whole cha
 is not found by a send. What a send reads to decide whom to mail and how is checked as it
 is read instead: the small tables it reads whole (the suppression list, the campaigns,
 the meta keys) at the start (projections.small_tables_differ), and each chunk's
-volunteer rows (their addresses) and message rows (the states it claims from) before
-any of them is claimed (projections.rows_differ). A tampered row of those tables is
-caught either way; a tampered old event, and rows the send does not read (another
-campaign's messages, the rejected rows, the imports, the kept reports), only by a full
-verification.
+volunteer rows (their addresses) and message rows (the states it claims from) in the
+transaction that queues the chunk's messages, before any of them is claimed
+(projections.rows_differ; a message that very transaction registered, its row and its
+`queued` event written together under the ledger's lock, is not read back). A tampered
+row of those tables is caught either way; a tampered old event, and rows the send does
+not read (another campaign's messages, the rejected rows, the imports, the kept
+reports), only by a full verification.
 """
 
 from __future__ import annotations
