@@ -24,7 +24,7 @@ import json
 import sqlite3
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from notifier.errors import IllegalTransition, LedgerError
 from notifier.event import REPORT_KINDS, SELF_NAMING_KINDS, EventKind
@@ -69,6 +69,7 @@ def move(
     *,
     claiming: bool = False,
     write_states: bool = True,
+    current: Mapping[str, Current] | None = None,
 ) -> Appended:
     """Append each move's event and move its message, if every move is allowed.
 
@@ -77,9 +78,12 @@ def move(
     IllegalTransition and nothing is written. An event whose state is the message's own
     records a fact without moving it (a second report of the same kind, an unsendable
     message failed again), except `sending`: only `claim` moves a message there
-    (`claiming`), and never one already claimed.
+    (`claiming`), and never one already claimed. `current`: the messages as this
+    transaction has just read them (a claim reads them first), not read again.
     """
-    current = _current(conn, {m.message_id for m in moves})
+    current = (
+        dict(current) if current is not None else _current(conn, {m.message_id for m in moves})
+    )
     drafts: list[EventDraft] = []
     for m in moves:
         if m.kind == EventKind.SENDING and not claiming:
@@ -89,7 +93,7 @@ def move(
         found = current.get(m.message_id)
         if found is None:
             raise LedgerError(f"no such message in the ledger: {m.message_id}")
-        campaign_id, volunteer_id, state = found
+        campaign_id, volunteer_id, state, attempts = found
         to = m.state
         if to is not None and not (to == state and to != MessageState.SENDING):
             if not can_move(state, to):
@@ -98,7 +102,7 @@ def move(
                     hint="nothing was written; the ledger keeps every message's history "
                     "in the order the states allow",
                 )
-            current[m.message_id] = (campaign_id, volunteer_id, to)
+            current[m.message_id] = Current(campaign_id, volunteer_id, to, attempts)
         data = dict(m.data)
         if m.kind not in SELF_NAMING_KINDS and to is not None:
             data["moved_to"] = str(to)  # a report's event says where it moved its message
@@ -112,24 +116,32 @@ def move(
     return appended
 
 
-def _current(
-    conn: sqlite3.Connection, message_ids: Collection[str]
-) -> dict[str, tuple[str, str, MessageState]]:
-    """message_id -> (campaign, volunteer, state), as this transaction reads them."""
-    found: dict[str, tuple[str, str, MessageState]] = {}
+class Current(NamedTuple):
+    """A message as this transaction reads it: what a move or a claim decides by."""
+
+    campaign_id: str
+    volunteer_id: str
+    state: MessageState
+    attempts: int
+
+
+def _current(conn: sqlite3.Connection, message_ids: Collection[str]) -> dict[str, Current]:
+    """message_id -> the message as this transaction reads it."""
+    found: dict[str, Current] = {}
     ids = list(message_ids)
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         rows = conn.execute(
-            "SELECT message_id, campaign_id, volunteer_id, state FROM messages"  # noqa: S608
-            f" WHERE message_id IN ({', '.join('?' for _ in chunk)})",
+            "SELECT message_id, campaign_id, volunteer_id, state, attempts"  # noqa: S608
+            f" FROM messages WHERE message_id IN ({', '.join('?' for _ in chunk)})",
             chunk,
         )
         for row in rows:
-            found[row["message_id"]] = (
+            found[row["message_id"]] = Current(
                 row["campaign_id"],
                 row["volunteer_id"],
                 MessageState(row["state"]),
+                int(row["attempts"] or 0),
             )
     return found
 
@@ -139,7 +151,7 @@ def current_state(conn: sqlite3.Connection, message_id: str) -> MessageState:
     found = _current(conn, [message_id]).get(message_id)
     if found is None:
         raise LedgerError(f"no such message in the ledger: {message_id}")
-    return found[2]
+    return found.state
 
 
 def ensure(
@@ -201,7 +213,8 @@ def claim(
     missing = set(message_ids) - current.keys()
     if missing:
         raise LedgerError(f"no such message in the ledger: {sorted(missing)[0]}")
-    attempts = _attempts(conn, [m for m in message_ids if current[m][2] in allowed])
+    # message_id -> the number its next attempt will have, in the order given.
+    attempts = {m: current[m].attempts + 1 for m in message_ids if current[m].state in allowed}
     moves = []
     for message_id, attempt in attempts.items():
         data: dict[str, Any] = {"attempt": attempt}
@@ -211,27 +224,13 @@ def claim(
         moves.append(Move(message_id, EventKind.SENDING, data))
     if not moves:
         return {}
-    when = move(conn, moves, claiming=True, write_states=False).at
+    when = move(conn, moves, claiming=True, write_states=False, current=current).at
     # The state, the attempt and the time in one statement a message.
     conn.executemany(
         "UPDATE messages SET state = 'sending', attempts = ?, updated_at = ? WHERE message_id = ?",
         [(attempt, when, message_id) for message_id, attempt in attempts.items()],
     )
     return attempts
-
-
-def _attempts(conn: sqlite3.Connection, message_ids: Sequence[str]) -> dict[str, int]:
-    """message_id -> the number its next attempt will have, in the order given."""
-    counted: dict[str, int] = {}
-    for start in range(0, len(message_ids), _CHUNK):
-        chunk = list(message_ids[start : start + _CHUNK])
-        rows = conn.execute(
-            "SELECT message_id, attempts FROM messages"  # noqa: S608
-            f" WHERE message_id IN ({', '.join('?' for _ in chunk)})",
-            chunk,
-        )
-        counted.update({row["message_id"]: int(row["attempts"] or 0) + 1 for row in rows})
-    return {m: counted[m] for m in message_ids}
 
 
 def record_outcomes(conn: sqlite3.Connection, outcomes: Sequence[DeliveryOutcome]) -> int:
