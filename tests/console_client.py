@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import threading
 import uuid
 from dataclasses import dataclass, field
 from email.message import Message
@@ -62,6 +63,17 @@ class Client:
 
     def get(self, path: str) -> Reply:
         return self.request("GET", path)
+
+    def when_done(self, job_page: str, seconds: float = 30.0) -> Reply:
+        """A background job's page once the job has ended (it no longer refreshes
+        itself), asked for every 50 ms for at most `seconds`."""
+        pause = threading.Event()
+        for _ in range(int(seconds / 0.05)):
+            reply = self.get(job_page)
+            if 'http-equiv="refresh"' not in reply.text:
+                return reply
+            pause.wait(0.05)
+        raise AssertionError(f"{job_page} still running after {seconds} s")
 
     def sign_in(self, address: str) -> Reply:
         """Open the printed address (with its token), as the person does first."""

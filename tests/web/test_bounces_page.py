@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,14 +85,7 @@ def test_ingest_records_the_dsn_and_lists_the_forged_report(
     assert "None." in before.text  # no report yet
     reply = client.post("/bounces/ingest", {}, page="/bounces")
     assert reply.status == 303
-    location = reply.header("Location")
-    page = client.get(location)
-    waiting = threading.Event()
-    for _ in range(int(WAIT / 0.05)):
-        if 'http-equiv="refresh"' not in page.text:
-            break
-        waiting.wait(0.05)
-        page = client.get(location)
+    page = client.when_done(reply.header("Location"), WAIT)
     assert "2 reports read (0 already recorded): 1 matched, 0 unmatched, 1 refused as forged" in (
         page.text
     )
@@ -149,13 +141,7 @@ def test_an_ingest_that_cannot_run_says_why_and_what_to_do(
     key.unlink()
     try:
         location = client.post("/bounces/ingest", {}, page="/bounces").header("Location")
-        page = client.get(location)
-        waiting = threading.Event()
-        for _ in range(int(WAIT / 0.05)):
-            if 'http-equiv="refresh"' not in page.text:
-                break
-            waiting.wait(0.05)
-            page = client.get(location)
+        page = client.when_done(location, WAIT)
     finally:
         key.write_bytes(kept)
         key.chmod(0o600)

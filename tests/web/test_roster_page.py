@@ -7,7 +7,6 @@ import html
 import http.client
 import re
 import socket
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,13 +60,7 @@ def confirm(client: Client, preview: Reply) -> Reply:
         return reply
     location = reply.header("Location")
     assert location.startswith("/roster/imports/")
-    done = threading.Event()
-    for _ in range(int(WAIT / 0.05)):
-        reply = client.get(location)
-        if 'http-equiv="refresh"' not in reply.text:
-            return reply
-        done.wait(0.05)
-    raise AssertionError("the import did not end")
+    return client.when_done(location, WAIT)
 
 
 def volunteer_count(settings: Settings) -> int:
@@ -349,11 +342,7 @@ def test_pages_answer_while_a_large_import_runs(
     assert 'http-equiv="refresh"' in progress.text
     assert fresh.get("/roster").status == 200
     assert fresh.get("/volunteers").status == 200
-    waited = threading.Event()
-    for _ in range(int(120 / 0.1)):
-        if 'http-equiv="refresh"' not in fresh.get(reply.header("Location")).text:
-            break
-        waited.wait(0.1)
+    fresh.when_done(reply.header("Location"), 120.0)
     assert volunteer_count(empty_settings) == 100_000
 
 
