@@ -141,19 +141,43 @@ def message_id_for(
 ) -> str:
     """The Message-ID of `campaign_id`'s message to `volunteer_id`, e.g. `<abc...@example.org>`.
 
-    With the ledger's Message-ID key (`Ledger.message_id_key`): a keyed hash, the same for
+    With the ledger's Message-ID key (`Ledger.message_id_key`): keyed hashes, the same for
     one ledger (a re-run produces the same message) and unguessable without the key, so
     nobody can write a bounce naming a real person's notice. The ledger keeps what it
     issued; a follow-up looks the earlier ID up there. Without a key (a preview, never
-    sent): an unkeyed hash. The local part is a hash: no personal data in a header that
+    sent): unkeyed hashes. The local part is hashes: no personal data in a header that
     mail systems log everywhere.
+
+    The local part is two hashes: one of the volunteer's group (`_group`: people whose
+    IDs differ only in their last characters, who are next to one another in the order
+    a send walks), then one of the volunteer. The ledger's index of Message-IDs then
+    takes a send's new messages a group at a time, in a few places, rather than each at
+    a random place of its own (on a ledger of millions, a page written and checkpointed
+    again for nearly every message). All it tells a reader of two IDs is whether the two
+    people's IDs share a group.
     """
-    payload = f"notifier\0{campaign_id}\0{volunteer_id}".encode()
+    group = _id_hash(f"notifier\0{campaign_id}\0group\0{_group(volunteer_id)}", key)
+    person = _id_hash(f"notifier\0{campaign_id}\0{volunteer_id}", key)
+    local = group[:_GROUP_CHARS] + person[: _LOCAL_CHARS - _GROUP_CHARS]
+    return f"<{local}@{_ascii_domain(domain)}>"
+
+
+_LOCAL_CHARS = 26  # 130 bits
+_GROUP_CHARS = 6  # of them the group's: 100 bits left for the person
+_GROUP_SPAN = 2  # a group: the IDs equal but for their last two characters
+
+
+def _group(volunteer_id: str) -> str:
+    """The volunteer's group: a roster numbered HMR-000001, HMR-000002, ... has groups of
+    a hundred; IDs in no order (UUIDs) make groups of one, as if there were none."""
+    return volunteer_id[:-_GROUP_SPAN]
+
+
+def _id_hash(text: str, key: bytes | None) -> str:
+    payload = text.encode()
     if key is None:
-        digest = hashlib.sha256(payload).digest()
-    else:
-        digest = hmac.new(key, payload, hashlib.sha256).digest()
-    return f"<{base32(digest)[:26]}@{_ascii_domain(domain)}>"
+        return base32(hashlib.sha256(payload).digest())
+    return base32(hmac.new(key, payload, hashlib.sha256).digest())
 
 
 def _ascii_domain(domain: str) -> str:

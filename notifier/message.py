@@ -220,11 +220,12 @@ class MessageRow:
 
 @dataclass(frozen=True)
 class NewMessage:
-    """A message to be registered as pending (Message-ID and VERP token are derived)."""
+    """A message to be registered as pending. Without a VERP token, the ledger issues
+    the next numbered one as it registers the message (notifier.verp)."""
 
     message_id: str
     volunteer_id: str
-    verp_token: str
+    verp_token: str = ""
 
 
 @dataclass(frozen=True)

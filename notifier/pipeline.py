@@ -801,7 +801,7 @@ class _Run:
         recorded, as a run without a limit would (one rule for what the ledger holds)."""
         ledger, campaign, scope = self.ledger, self.request.campaign, self.request.scope
         cid = campaign.campaign_id
-        key, id_key, domain = ledger.verp_key(), ledger.message_id_key(), sender_domain(campaign)
+        id_key, domain = ledger.message_id_key(), sender_domain(campaign)
         suppressed = ledger.suppressed_addresses()
         tally = self.walked
         due_states = sorted(scope.states)
@@ -813,8 +813,7 @@ class _Run:
             for v in chunk:
                 if v.volunteer_id not in states:
                     message_id = message_id_for(cid, v.volunteer_id, domain, id_key)
-                    token = verp.make_token(key, message_id)
-                    fresh.append(NewMessage(message_id, v.volunteer_id, token))
+                    fresh.append(NewMessage(message_id, v.volunteer_id))  # token: the ledger's
             picked = [v.volunteer_id for v in (*selection.send, *selection.suppressed)]
             with ledger.transaction():
                 queued_now = [m.volunteer_id for m in ledger.ensure_messages(cid, fresh)]

@@ -2,10 +2,17 @@
 
 A bounce comes back to the envelope sender, so giving every message its own return
 path tells us which message bounced without trusting anything in the bounce body. The
-token is a lookup part (derived from the Message-ID) plus an HMAC of it under the ledger's
-VERP key (`Ledger.verp_key`, derived from the key file kept outside the ledger:
-notifier.secret), so a forged bounce (someone guessing addresses to get people
-suppressed) can be recognised and refused.
+token is a lookup part plus an HMAC of it under the ledger's VERP key (`Ledger.verp_key`,
+derived from the key file kept outside the ledger: notifier.secret), so a forged bounce
+(someone guessing addresses to get people suppressed) can be recognised and refused.
+
+The lookup part is a number the ledger issues in the order it queues messages
+(`numbered_token`): the ledger's index of tokens then grows at one end as a send queues
+its messages, instead of taking each new token at a random place (on a ledger of
+millions that was a page written, and checkpointed again, for nearly every message).
+The numbers start at a keyed offset, so a token does not tell how many notices a ledger
+has sent. Tokens made before were a hash of the Message-ID (`make_token`); they are kept
+and still match, and both kinds share one index.
 
 Tokens use only lowercase letters and digits: some MTAs change the case of local parts.
 """
@@ -19,6 +26,13 @@ import hmac
 VERP_PREFIX = "bounces"
 LOOKUP_CHARS = 16
 MAC_CHARS = 16
+# A numbered token's lookup part: this mark, then the number in NUMBER_DIGITS decimal
+# digits. Base32 has no "1", so no hashed lookup part (make_token) starts with it, and
+# the numbered ones sort together, in number order, between "1" and "2".
+NUMBERED_MARK = "1"
+NUMBER_DIGITS: int = LOOKUP_CHARS - len(NUMBERED_MARK)
+NUMBERED_RANGE = (NUMBERED_MARK, chr(ord(NUMBERED_MARK) + 1))
+_FIRST_NUMBER_SPAN: int = 10 ** (NUMBER_DIGITS - 1)  # a tenth of the room: 9e14 tokens left
 
 
 # Base32 (RFC 4648 alphabet, lowercase, unpadded) without base64.b32encode, which is
@@ -63,9 +77,35 @@ def _mac(key: bytes, lookup: str) -> str:
 
 
 def make_token(key: bytes, message_id: str) -> str:
-    """The token for one message: stable for the same key and Message-ID."""
+    """A token of the earlier kind: a hash of the Message-ID. The ledger still matches
+    these (its messages keep the tokens they were sent with); new messages are given
+    numbered ones (`numbered_token`)."""
     lookup = base32(hashlib.sha256(message_id.encode("utf-8")).digest())[:LOOKUP_CHARS]
     return lookup + _mac(key, lookup)
+
+
+def first_number(key: bytes) -> int:
+    """Where a ledger's token numbers start: a keyed offset, so the number in a token
+    someone receives says nothing about how many were sent before it."""
+    digest = hmac.new(key, b"notifier verp first number", hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big") % _FIRST_NUMBER_SPAN
+
+
+def numbered_token(key: bytes, number: int) -> str:
+    """The token with lookup part number `number` (the ledger issues each number once)."""
+    if not 0 <= number < 10**NUMBER_DIGITS:
+        raise ValueError(f"VERP token number out of range: {number}")
+    lookup = f"{NUMBERED_MARK}{number:0{NUMBER_DIGITS}d}"
+    return lookup + _mac(key, lookup)
+
+
+def token_number(token: str) -> int | None:
+    """The number of a numbered token (authentic or not), None for any other string."""
+    lookup = token[:LOOKUP_CHARS]
+    if len(token) != LOOKUP_CHARS + MAC_CHARS or not lookup.startswith(NUMBERED_MARK):
+        return None
+    digits = lookup[len(NUMBERED_MARK) :]
+    return int(digits) if digits.isascii() and digits.isdigit() else None
 
 
 def token_is_authentic(key: bytes, token: str) -> bool:

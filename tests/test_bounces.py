@@ -753,6 +753,45 @@ def test_forged_token_is_refused_and_recorded(ledger: Ledger) -> None:
     assert listed.recipients == ("alice@example.org",)
 
 
+def test_numbered_tokens_match_their_own_message_and_a_neighbours_number_is_forged(
+    ledger: Ledger,
+) -> None:
+    """The tokens a send issues now (numbered in queue order): a bounce carrying one is
+    tied to its message; the next number with the MAC copied over (a forger who got one
+    notice guessing the person queued after them) is refused, and that person untouched."""
+    seed_ledger(ledger, [2])  # someone with a token of the earlier kind, made from the ID
+    people = [
+        Volunteer(f"v-{n:06d}", PEOPLE[n], PEOPLE[n], f"Family{n}", "", "en", "screened", ())
+        for n in (1, 3)
+    ]
+    add_volunteers(ledger, people)
+    issued = ledger.ensure_messages(CAMPAIGN, [NewMessage(mid(n), f"v-{n:06d}") for n in (1, 3)])
+    alice, next_one = (m.verp_token for m in issued)
+    assert verp.token_number(next_one) == (verp.token_number(alice) or 0) + 1
+    ledger.claim_for_sending([mid(1), mid(3)])
+    ledger.record_outcomes(
+        [DeliveryOutcome(mid(n), CAMPAIGN, f"v-{n:06d}", MessageState.SENT, 1) for n in (1, 3)]
+    )
+    key = ledger.verp_key()
+    bounce = fixture("postfix-hard-511.eml").replace(token(1).encode(), alice.encode())
+    guessed = next_one[: verp.LOOKUP_CHARS] + alice[verp.LOOKUP_CHARS :]
+    forged = bounce.replace(alice.encode(), guessed.encode()).replace(
+        mid(1).encode(), mid(3).encode()
+    )
+    summary = ingest(ledger, [("forged.eml", forged)], key=key)
+    assert (summary.forged, summary.matched) == (1, 0)
+    assert state_of(ledger, 3) == "sent"
+    summary = ingest(ledger, [("alice.eml", bounce)], key=key)
+    assert (summary.matched, summary.hard) == (1, 1)
+    assert correlated_by(ledger, 1) == "verp_token"
+    assert (state_of(ledger, 1), state_of(ledger, 2), state_of(ledger, 3)) == (
+        "bounced_hard",
+        "sent",
+        "sent",
+    )
+    assert ledger.verify().ok
+
+
 def test_unmatched_report_is_kept_and_listed(ledger: Ledger) -> None:
     seed_ledger(ledger, [2])  # not alice: the report matches no message
     summary = ingest(ledger, sources("postfix-hard-511.eml"), key=FIXTURE_KEY)

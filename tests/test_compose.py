@@ -9,6 +9,7 @@ import email.policy
 import re
 import shutil
 import subprocess
+import uuid
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from email.header import decode_header, make_header
@@ -254,6 +255,31 @@ def test_message_id_is_deterministic_hashed_and_on_the_sender_domain() -> None:
     again = compose_message(rendered(v), replace(FIRST), v, date=WHEN)
     assert once == again, "the same inputs give the same bytes"
     assert parse(once)["Message-ID"] == first.replace("@example.org", "@example.org")
+
+
+def test_message_ids_of_a_group_share_their_first_characters_and_nothing_else() -> None:
+    """People whose IDs differ only in their last two characters (next to one another in
+    a send's walk) get Message-IDs that begin alike, so a send's new messages go into the
+    ledger's index of Message-IDs together; the rest of each ID is the person's own."""
+    key = bytes(range(32))
+
+    def local(campaign_id: str, volunteer_id: str, k: bytes | None = key) -> str:
+        return message_id_for(campaign_id, volunteer_id, "example.org", k)[1:].partition("@")[0]
+
+    group = [local("2020-03-breach", f"HMR-0{n:03d}") for n in range(100, 200)]
+    assert len({m[:6] for m in group}) == 1  # HMR-01..: one group
+    assert len({m[6:] for m in group}) == 100  # and a hundred people
+    assert local("2020-03-breach", "HMR-0200")[:6] != group[0][:6]  # the next group
+    assert local("2020-04-29-update", "HMR-0100")[:6] != group[0][:6]  # another campaign
+    assert local("2020-03-breach", "HMR-0100", bytes(32))[:6] != group[0][:6]  # another key
+    assert local("2020-03-breach", "HMR-0100", None)[:6] != group[0][:6]  # a preview's
+    for m in group:
+        assert re.fullmatch(r"[a-z2-7]{26}", m)
+    # IDs in no order (UUIDs) are groups of one: nothing alike beyond chance.
+    uuids = [
+        local("2020-03-breach", str(uuid.uuid5(uuid.NAMESPACE_URL, f"v{n}"))) for n in range(1, 50)
+    ]
+    assert len({m[:6] for m in uuids}) == len(uuids)
 
 
 def test_follow_up_threads_under_the_first_notice() -> None:

@@ -49,6 +49,51 @@ def test_verp_address_round_trip() -> None:
         assert verp.token_from_address(other) is None
 
 
+def test_numbered_tokens_are_authentic_and_sort_in_number_order() -> None:
+    numbers = [0, 7, 10, 99, 100, 123_456_789, 10**verp.NUMBER_DIGITS - 1]
+    tokens = [verp.numbered_token(KEY, n) for n in numbers]
+    assert sorted(tokens) == tokens  # the index of tokens grows at its end
+    for number, token in zip(numbers, tokens, strict=True):
+        assert len(token) == verp.LOOKUP_CHARS + verp.MAC_CHARS
+        assert token.isalnum() and token == token.lower()
+        assert verp.token_is_authentic(KEY, token)
+        assert not verp.token_is_authentic(bytes(32), token)
+        assert verp.token_number(token) == number
+        assert verp.NUMBERED_RANGE[0] <= token < verp.NUMBERED_RANGE[1]
+    for bad in (-1, 10**verp.NUMBER_DIGITS):
+        with pytest.raises(ValueError, match="out of range"):
+            verp.numbered_token(KEY, bad)
+
+
+def test_a_guessed_number_is_not_an_authentic_token() -> None:
+    """Numbers are guessable; the HMAC is not: the next number with a MAC copied from a
+    token someone received, or with any other MAC, is refused."""
+    received = verp.numbered_token(KEY, 1_000)
+    lookup = received[: verp.LOOKUP_CHARS]
+    guessed = lookup[:-1] + "1" + received[verp.LOOKUP_CHARS :]
+    assert verp.token_number(guessed) == 1_001
+    assert not verp.token_is_authentic(KEY, guessed)
+    assert verp.token_is_authentic(KEY, verp.numbered_token(KEY, 1_001))
+
+
+def test_token_numbers_start_at_a_keyed_offset() -> None:
+    starts = {verp.first_number(bytes([n]) * 32) for n in range(20)}
+    assert len(starts) == 20  # not a count from zero that tells how many were sent
+    assert all(0 <= s < 10 ** (verp.NUMBER_DIGITS - 1) for s in starts)
+    assert verp.first_number(KEY) == verp.first_number(KEY)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40))
+def test_hashed_tokens_are_never_mistaken_for_numbered_ones(message_id: str) -> None:
+    """Tokens made before (a hash of the Message-ID) share the ledger's index with the
+    numbered ones: no hashed token falls among them or reads as a number."""
+    token = verp.make_token(KEY, message_id)
+    assert verp.token_number(token) is None
+    assert not verp.NUMBERED_RANGE[0] <= token < verp.NUMBERED_RANGE[1]
+    assert verp.token_is_authentic(KEY, token)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=70))
 def test_verp_base32_matches_the_standard_library(data: bytes) -> None:

@@ -20,12 +20,14 @@ Every function that writes does so within the caller's transaction.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
+from notifier import verp
 from notifier.errors import IllegalTransition, LedgerError
 from notifier.event import REPORT_KINDS, SELF_NAMING_KINDS, EventKind
 from notifier.ledger.chain import Appended, EventDraft, append, utc_now
@@ -155,15 +157,21 @@ def current_state(conn: sqlite3.Connection, message_id: str) -> MessageState:
 
 
 def ensure(
-    conn: sqlite3.Connection, campaign_id: str, messages: Iterable[NewMessage]
+    conn: sqlite3.Connection,
+    campaign_id: str,
+    messages: Iterable[NewMessage],
+    verp_key: bytes,
 ) -> list[NewMessage]:
-    """Register each message as pending (a `queued` event) unless it exists; the new ones.
+    """Register each message as pending (a `queued` event) unless it exists; the new ones,
+    each with its VERP token (the next numbered ones, in the order given, for those that
+    came without: `verp_key` makes them).
 
     Only the given messages are looked up (a chunk of a send), never the campaign's whole
-    list: the cost is the chunk's, whatever the campaign's size."""
+    list: the cost is the chunk's, whatever the campaign's size. Call within a write
+    transaction: the numbers are read and taken in it, so two senders never take one."""
     given = list(messages)
     known = _current(conn, [m.message_id for m in given])
-    new = [m for m in given if m.message_id not in known]
+    new = _with_tokens([m for m in given if m.message_id not in known], conn, verp_key)
     if not new:
         return []
     now = utc_now()
@@ -189,6 +197,31 @@ def ensure(
         now,
     )
     return new
+
+
+def _with_tokens(
+    new: list[NewMessage], conn: sqlite3.Connection, verp_key: bytes
+) -> list[NewMessage]:
+    """The messages, those without a VERP token given the next numbered ones in order."""
+    if all(m.verp_token for m in new):
+        return new
+    numbers = itertools.count(next_token_number(conn, verp_key))
+    return [
+        m if m.verp_token else replace(m, verp_token=verp.numbered_token(verp_key, next(numbers)))
+        for m in new
+    ]
+
+
+def next_token_number(conn: sqlite3.Connection, verp_key: bytes) -> int:
+    """The number the next numbered VERP token takes: one past the highest issued (found
+    through the tokens' index, at its end), or the ledger's keyed first number."""
+    low, high = verp.NUMBERED_RANGE
+    (highest,) = conn.execute(
+        "SELECT max(verp_token) FROM messages WHERE verp_token >= ? AND verp_token < ?",
+        (low, high),
+    ).fetchone()
+    number = verp.token_number(highest) if highest else None
+    return verp.first_number(verp_key) if number is None else number + 1
 
 
 def claim(

@@ -815,9 +815,10 @@ class Ledger:
 
     def ensure_messages(self, campaign_id: str, messages: Iterable[NewMessage]) -> list[NewMessage]:
         """Register each message as pending (a `queued` event) unless it exists; returns
-        the ones it registered."""
+        the ones it registered, with their VERP tokens (numbered ones issued here for
+        those given without)."""
         with self.transaction():
-            return message_table.ensure(self.conn, campaign_id, messages)
+            return message_table.ensure(self.conn, campaign_id, messages, self.verp_key())
 
     def claim_for_sending(
         self,

@@ -3,9 +3,12 @@ that move each message's state in the same statement as they are written."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from smtp_helpers import add_volunteers, make_volunteers
 
+from notifier import verp
 from notifier.errors import IllegalTransition, LedgerError
 from notifier.event import EventKind
 from notifier.ledger import Ledger, Move
@@ -273,3 +276,88 @@ def test_a_chunks_check_leaves_out_only_the_messages_its_transaction_queued(
     # The volunteer's own row is checked whatever their message.
     found = campaign.rows_differ(everyone, "c", queued_now=everyone) or ""
     assert "volunteer_id HMR-00002" in found and "volunteers" in found
+
+
+# --- VERP tokens: numbered by the ledger as it queues (notifier.verp) ---------------------
+
+
+def _queue(ledger: Ledger, campaign_id: str, numbers: range) -> list[NewMessage]:
+    return ledger.ensure_messages(
+        campaign_id,
+        [NewMessage(f"<{campaign_id}.{n}@example.org>", f"HMR-{n:05d}") for n in numbers],
+    )
+
+
+def _registered(ledger: Ledger, campaign_id: str) -> None:
+    ledger.register_campaign(
+        campaign_id, title="t", follows=None, definition={}, templates_sha256="0" * 64
+    )
+
+
+def test_tokens_are_numbered_in_the_order_messages_are_queued(ledger: Ledger) -> None:
+    add_volunteers(ledger, make_volunteers(30))
+    _registered(ledger, "c")
+    _registered(ledger, "d")
+    key = ledger.verp_key()
+    first = _queue(ledger, "c", range(10))
+    again = _queue(ledger, "d", range(10, 20))  # another chunk, another campaign
+    given = NewMessage(
+        "<kept@example.org>", "HMR-00020", verp.make_token(key, "<kept@example.org>")
+    )
+    assert ledger.ensure_messages("c", [given]) == [given]  # a token given is kept
+    last = _queue(ledger, "c", range(21, 30))
+    numbers = [verp.token_number(m.verp_token) for m in (*first, *again, *last)]
+    start = verp.first_number(key)
+    assert numbers == list(range(start, start + 29))
+    tokens = [m.verp_token for m in (*first, *again, *last)]
+    assert all(verp.token_is_authentic(key, t) for t in tokens)
+    # What the ledger keeps (and its queued events vouch for) is what was returned.
+    kept = {row.message_id: row.verp_token for row in ledger.messages()}
+    assert kept == {m.message_id: m.verp_token for m in (*first, *again, given, *last)}
+    queued = {e.message_id: e.data["verp_token"] for e in ledger.events(kinds=["queued"])}
+    assert queued == kept
+    for m in (*first, *last):
+        found = ledger.message_by_verp_token(m.verp_token)
+        assert found is not None and found.message_id == m.message_id
+    assert ledger.verify().ok
+
+
+def test_two_senders_at_once_never_take_one_number(ledger: Ledger) -> None:
+    """Two connections queueing chunks at the same time (two sends, or a send and the
+    console): each reads the next number inside its own write transaction, so none is
+    issued twice and no chunk fails on the tokens' unique index."""
+    add_volunteers(ledger, make_volunteers(400))
+    _registered(ledger, "c")
+    start = threading.Barrier(2)
+    issued: list[list[NewMessage]] = [[], []]
+
+    def sender(which: int) -> None:
+        with Ledger(ledger.path) as own:
+            start.wait(timeout=10)
+            for chunk in range(which * 200, which * 200 + 200, 10):
+                issued[which] += _queue(own, "c", range(chunk, chunk + 10))
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    numbers = sorted(verp.token_number(m.verp_token) or 0 for m in issued[0] + issued[1])
+    start_at = verp.first_number(ledger.verp_key())
+    assert numbers == list(range(start_at, start_at + 400))
+    assert ledger.state_counts("c") == {"pending": 400}
+    # Each chunk's ten numbers are consecutive: one transaction took them together.
+    for mine in issued:
+        for at in range(0, 200, 10):
+            chunk = [verp.token_number(m.verp_token) or 0 for m in mine[at : at + 10]]
+            assert chunk == list(range(chunk[0], chunk[0] + 10))
+
+
+def test_numbers_continue_after_the_highest_issued_in_a_reopened_ledger(ledger: Ledger) -> None:
+    add_volunteers(ledger, make_volunteers(4))
+    _registered(ledger, "c")
+    (before,) = _queue(ledger, "c", range(1))
+    with Ledger(ledger.path) as reopened:
+        (after,) = _queue(reopened, "c", range(1, 2))
+    assert verp.token_number(after.verp_token) == (verp.token_number(before.verp_token) or 0) + 1
