@@ -251,6 +251,9 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
+    if args.work is not None and not args.work.is_dir():
+        print(f"scale: --work {args.work}: no such folder; create it first", file=sys.stderr)
+        return 2
     reference = args.reference_rate or reference_rate(args.concurrency)
 
     with tempfile.TemporaryDirectory(prefix="notifier-scale-", dir=args.work) as tmp:

@@ -221,7 +221,14 @@ def next_token_number(conn: sqlite3.Connection, verp_key: bytes) -> int:
         (low, high),
     ).fetchone()
     number = verp.token_number(highest) if highest else None
-    return verp.first_number(verp_key) if number is None else number + 1
+    if number is None:
+        return verp.first_number(verp_key)
+    if number + 1 >= 10**verp.NUMBER_DIGITS:  # 9e14 after the first: only an edit gets here
+        raise LedgerError(
+            f"the ledger's VERP token numbers are used up (a message holds {highest})",
+            hint="run notifier ledger verify: the messages table was edited outside notifier",
+        )
+    return number + 1
 
 
 def claim(

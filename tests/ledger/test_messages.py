@@ -361,3 +361,19 @@ def test_numbers_continue_after_the_highest_issued_in_a_reopened_ledger(ledger: 
     with Ledger(ledger.path) as reopened:
         (after,) = _queue(reopened, "c", range(1, 2))
     assert verp.token_number(after.verp_token) == (verp.token_number(before.verp_token) or 0) + 1
+
+
+def test_a_ledger_whose_token_numbers_were_pushed_to_the_end_says_so(ledger: Ledger) -> None:
+    """Only an edit gets there (9e14 numbers): the send stops with what to run, instead of
+    issuing a token out of range or one already held."""
+    add_volunteers(ledger, make_volunteers(2))
+    _registered(ledger, "c")
+    (queued,) = _queue(ledger, "c", range(1))
+    last = verp.numbered_token(ledger.verp_key(), 10**verp.NUMBER_DIGITS - 1)
+    ledger.conn.execute(
+        "UPDATE messages SET verp_token = ? WHERE message_id = ?", (last, queued.message_id)
+    )
+    with pytest.raises(LedgerError, match="used up") as raised:
+        _queue(ledger, "c", range(1, 2))
+    assert "ledger verify" in str(raised.value.hint)
+    assert ledger.state_counts("c") == {"pending": 1}  # nothing of that chunk was written
