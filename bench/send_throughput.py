@@ -183,10 +183,12 @@ def main() -> int:
                 print(out)
                 print(f"notifier send failed (exit {proc.returncode})", file=sys.stderr)
                 return 1
+            # The rate as notifier printed it: its time is rounded to a tenth of a second,
+            # a 2.5 % step over the four seconds 20,000 messages take; the rate is not.
             match = re.search(r"in ([\d.]+) s \((\d+) messages/s\)", out)
-            delivery = float(match.group(1)) if match else total
             rate_total = args.volunteers / total
-            rate_delivery = args.volunteers / delivery
+            rate_delivery = float(match.group(2)) if match else rate_total
+            delivery = args.volunteers / rate_delivery
             print(
                 f"notifier:    {total:6.2f} s  {rate_total:8.0f} messages/s  "
                 f"(whole command: start-up, ledger set-up, sending)"

@@ -145,10 +145,10 @@ def message_id_for(
     one ledger (a re-run produces the same message) and unguessable without the key, so
     nobody can write a bounce naming a real person's notice. The ledger keeps what it
     issued; a follow-up looks the earlier ID up there. Without a key (a preview, never
-    sent): unkeyed hashes. The local part is hashes: no personal data in a header that
-    mail systems log everywhere.
+    sent): unkeyed hashes. The local part is made of hashes only: no personal data in a
+    header that mail systems log everywhere.
 
-    The local part is two hashes: one of the volunteer's group (`_group`: people whose
+    It is two hashes: one of the volunteer's group (`_group`: people whose
     IDs differ only in their last characters, who are next to one another in the order
     a send walks), then one of the volunteer. The ledger's index of Message-IDs then
     takes a send's new messages a group at a time, in a few places, rather than each at
