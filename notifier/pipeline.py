@@ -815,25 +815,10 @@ class _Run:
                     message_id = message_id_for(cid, v.volunteer_id, domain, id_key)
                     fresh.append(NewMessage(message_id, v.volunteer_id))  # token: the ledger's
             picked = [v.volunteer_id for v in (*selection.send, *selection.suppressed)]
-            with ledger.transaction():
-                queued_now = [m.volunteer_id for m in ledger.ensure_messages(cid, fresh)]
-                rows = {
-                    row.volunteer_id: row
-                    for row in ledger.campaign_messages(
-                        cid, states=due_states, volunteer_ids=picked
-                    )
-                }
-                # The start-up verified the chain only since its last checkpoint: the rows
-                # this chunk is sent from (addresses, states) are held to their own events
-                # now, in the transaction that queues its messages.
-                self.tampered = ledger.rows_differ(picked, cid, queued_now=queued_now) or ""
-                outcomes = [
-                    _not_sent(rows[v.volunteer_id], MessageState.SUPPRESSED, _SUPPRESSED_REASON)
-                    for v in selection.suppressed
-                    if v.volunteer_id in rows and not self.tampered
-                ]
-                if outcomes:
-                    ledger.record_outcomes(outcomes)
+            try:
+                rows = self._queued(cid, fresh, picked, selection.suppressed, due_states)
+            except LedgerTampered as exc:  # a message's row deleted: nothing of it written
+                self.tampered = exc.message
             if self.tampered:
                 return  # what earlier chunks hold (checked) still goes; the run then fails
             earlier = (
@@ -855,6 +840,35 @@ class _Run:
                 # reached this person; None for a first notice.
                 reply_to = earlier.get(vid, "") if campaign.follows else None
                 yield _Due(volunteer, row, reply_to)
+
+    def _queued(
+        self,
+        cid: str,
+        fresh: list[NewMessage],
+        picked: list[str],
+        suppressed: Sequence[Volunteer],
+        due_states: list[MessageState],
+    ) -> dict[str, MessageRow]:
+        """One chunk's transaction: its new messages queued, its due rows read and held to
+        their own events (the start-up verified the chain only since its last checkpoint),
+        its suppressed people recorded; the due rows by volunteer. What the check finds
+        goes in `tampered`, and the chunk's suppressions are then not recorded."""
+        ledger = self.ledger
+        with ledger.transaction():
+            queued_now = [m.volunteer_id for m in ledger.ensure_messages(cid, fresh)]
+            rows = {
+                row.volunteer_id: row
+                for row in ledger.campaign_messages(cid, states=due_states, volunteer_ids=picked)
+            }
+            self.tampered = ledger.rows_differ(picked, cid, queued_now=queued_now) or ""
+            outcomes = [
+                _not_sent(rows[v.volunteer_id], MessageState.SUPPRESSED, _SUPPRESSED_REASON)
+                for v in suppressed
+                if v.volunteer_id in rows and not self.tampered
+            ]
+            if outcomes:
+                ledger.record_outcomes(outcomes)
+        return rows
 
     async def deliver(
         self,

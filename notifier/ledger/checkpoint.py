@@ -24,7 +24,9 @@ the meta keys) at the start (projections.small_tables_differ), and each chunk's
 volunteer rows (their addresses) and message rows (the states it claims from) in the
 transaction that queues the chunk's messages, before any of them is claimed
 (projections.rows_differ; a message that very transaction registered, its row and its
-`queued` event written together under the ledger's lock, is not read back). A tampered
+`queued` event written together under the ledger's lock, is not read back, and is
+registered only if the chain holds no event of the campaign's message to that person:
+a row deleted to have someone mailed again is found there, messages.ensure). A tampered
 row of those tables is caught either way; a tampered old event, and rows the send does
 not read (another campaign's messages, the rejected rows, the imports, the kept
 reports), only by a full verification.

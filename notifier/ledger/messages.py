@@ -28,9 +28,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from notifier import verp
-from notifier.errors import IllegalTransition, LedgerError
+from notifier.errors import IllegalTransition, LedgerError, LedgerTampered
 from notifier.event import REPORT_KINDS, SELF_NAMING_KINDS, EventKind
 from notifier.ledger.chain import Appended, EventDraft, append, utc_now
+from notifier.ledger.schema import MESSAGE_ONLY
 from notifier.message import (
     CLAIMABLE_STATES,
     DeliveryOutcome,
@@ -168,12 +169,17 @@ def ensure(
 
     Only the given messages are looked up (a chunk of a send), never the campaign's whole
     list: the cost is the chunk's, whatever the campaign's size. Call within a write
-    transaction: the numbers are read and taken in it, so two senders never take one."""
+    transaction: the numbers are read and taken in it, so two senders never take one.
+
+    A message whose row is gone but whose events are in the chain is never registered
+    again (LedgerTampered): its person was queued, and perhaps sent, that notice already."""
     given = list(messages)
     known = _current(conn, [m.message_id for m in given])
-    new = _with_tokens([m for m in given if m.message_id not in known], conn, verp_key)
+    new = [m for m in given if m.message_id not in known]
     if not new:
         return []
+    _refuse_registered_before(conn, campaign_id, new)
+    new = _with_tokens(new, conn, verp_key)
     now = utc_now()
     conn.executemany(
         "INSERT INTO messages(message_id, campaign_id, volunteer_id, verp_token, state,"
@@ -197,6 +203,35 @@ def ensure(
         now,
     )
     return new
+
+
+# Events of one campaign's messages to these people (the ids as one JSON parameter):
+# through the index by volunteer, as every event about a message names its volunteer
+# (`+campaign_id`: not through the index by campaign, which holds the whole campaign's),
+# and through the index of the few from long ago that name the message only.
+_EARLIER_EVENTS = (
+    "SELECT message_id FROM events WHERE volunteer_id IN (SELECT value FROM json_each(?))"  # noqa: S608
+    " AND +campaign_id = ? AND message_id IS NOT NULL"
+    " UNION ALL SELECT message_id FROM events INDEXED BY idx_events_message_only"
+    f" WHERE {MESSAGE_ONLY} AND message_id IN (SELECT value FROM json_each(?)) LIMIT 1"
+)
+
+
+def _refuse_registered_before(
+    conn: sqlite3.Connection, campaign_id: str, new: Sequence[NewMessage]
+) -> None:
+    """LedgerTampered when the chain already holds an event of one of these messages, or
+    of another message of this campaign to one of these people: the messages table lost
+    its row (deleted outside notifier). Registered again, it would be pending, its
+    events would end in a fresh `queued`, and the person would be mailed twice."""
+    people = json.dumps([m.volunteer_id for m in new])
+    ids = json.dumps([m.message_id for m in new])
+    found = conn.execute(_EARLIER_EVENTS, (people, campaign_id, ids)).fetchone()
+    if found is not None:
+        raise LedgerTampered(
+            f"table messages, row message_id {found[0]}: is missing (deleted)",
+            hint="run notifier ledger verify; nothing was sent to the people it names",
+        )
 
 
 def _with_tokens(

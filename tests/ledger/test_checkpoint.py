@@ -178,3 +178,41 @@ def test_a_suppression_deleted_after_the_checkpoint_is_refused_at_the_start(
     assert sent == []
     assert refused is not None
     assert "suppressions" in str(refused)
+
+
+def test_a_sent_message_deleted_from_the_table_is_not_sent_again(half_sent: Path) -> None:
+    """A sent message's row deleted (so the send would queue it as new, and mail that person
+    a second time, under the same Message-ID): its events still say it was sent."""
+    with Ledger(half_sent) as led:
+        newest = led.conn.execute(
+            "SELECT volunteer_id FROM messages WHERE state = 'sent'"
+            " ORDER BY verp_token DESC LIMIT 1"
+        ).fetchone()["volunteer_id"]
+    edit(half_sent, "DELETE FROM messages WHERE volunteer_id = ?", newest)
+    address = next(p.email for p in PEOPLE if p.volunteer_id == newest)
+    for _again in range(2):  # the refused chunk wrote nothing that would hide the edit
+        sent, refused = send_rest(half_sent)
+        assert refused is not None
+        assert "table messages" in str(refused) and "missing (deleted)" in str(refused)
+        assert address not in sent
+    with Ledger(half_sent) as led:
+        queued = [e for e in led.events(kinds=["queued"]) if e.volunteer_id == newest]
+        assert len(queued) == 1
+        assert not led.verify().ok
+
+
+def test_a_pending_message_deleted_from_the_table_keeps_its_token_number(
+    half_sent: Path,
+) -> None:
+    """The newest token's row deleted: its number is not issued again (a bounce for that
+    message must never find another person's), as its message is not registered again."""
+    with Ledger(half_sent) as led:
+        newest, token = led.conn.execute(
+            "SELECT volunteer_id, verp_token FROM messages ORDER BY verp_token DESC LIMIT 1"
+        ).fetchone()
+    edit(half_sent, "DELETE FROM messages WHERE volunteer_id = ?", newest)
+    sent, refused = send_rest(half_sent)
+    assert refused is not None and "missing (deleted)" in str(refused)
+    with Ledger(half_sent) as led:
+        assert led.message_by_verp_token(token) is None
+    assert next(p.email for p in PEOPLE if p.volunteer_id == newest) not in sent

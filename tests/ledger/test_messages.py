@@ -377,3 +377,23 @@ def test_a_ledger_whose_token_numbers_were_pushed_to_the_end_says_so(ledger: Led
         _queue(ledger, "c", range(1, 2))
     assert "ledger verify" in str(raised.value.hint)
     assert ledger.state_counts("c") == {"pending": 1}  # nothing of that chunk was written
+
+
+def test_a_message_whose_row_was_deleted_is_never_registered_again(campaign: Ledger) -> None:
+    """The ledger's own rule, whoever calls it: a message (or another message of the same
+    campaign to the same person) that the chain holds events of is not queued afresh."""
+    campaign.claim_for_sending([IDS[0]])
+    campaign.conn.execute("DELETE FROM messages WHERE message_id = ?", (IDS[0],))
+    before = campaign.head()
+    for again in (
+        NewMessage(IDS[0], "HMR-00000"),  # the same message
+        NewMessage("<another@example.org>", "HMR-00000"),  # another ID for that person
+    ):
+        with pytest.raises(LedgerError, match="missing \\(deleted\\)") as raised:
+            campaign.ensure_messages("c", [NewMessage("<new@example.org>", "HMR-00001"), again])
+        assert IDS[0] in str(raised.value)
+        assert campaign.head() == before  # nothing of the chunk was written
+    # Another campaign's message to that person is a message of its own.
+    _registered(campaign, "d")
+    (queued,) = campaign.ensure_messages("d", [NewMessage("<d0@example.org>", "HMR-00000")])
+    assert queued.verp_token
