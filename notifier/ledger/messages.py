@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import json
 import sqlite3
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -161,11 +161,11 @@ def ensure(
     conn: sqlite3.Connection,
     campaign_id: str,
     messages: Iterable[NewMessage],
-    verp_key: bytes,
+    verp_key: Callable[[], bytes],
 ) -> list[NewMessage]:
     """Register each message as pending (a `queued` event) unless it exists; the new ones,
     each with its VERP token (the next numbered ones, in the order given, for those that
-    came without: `verp_key` makes them).
+    came without: `verp_key()` gives the key that makes them, asked only then).
 
     Only the given messages are looked up (a chunk of a send), never the campaign's whole
     list: the cost is the chunk's, whatever the campaign's size. Call within a write
@@ -235,14 +235,15 @@ def _refuse_registered_before(
 
 
 def _with_tokens(
-    new: list[NewMessage], conn: sqlite3.Connection, verp_key: bytes
+    new: list[NewMessage], conn: sqlite3.Connection, verp_key: Callable[[], bytes]
 ) -> list[NewMessage]:
     """The messages, those without a VERP token given the next numbered ones in order."""
     if all(m.verp_token for m in new):
         return new
-    numbers = itertools.count(next_token_number(conn, verp_key))
+    key = verp_key()
+    numbers = itertools.count(next_token_number(conn, key))
     return [
-        m if m.verp_token else replace(m, verp_token=verp.numbered_token(verp_key, next(numbers)))
+        m if m.verp_token else replace(m, verp_token=verp.numbered_token(key, next(numbers)))
         for m in new
     ]
 

@@ -816,9 +816,13 @@ class Ledger:
     def ensure_messages(self, campaign_id: str, messages: Iterable[NewMessage]) -> list[NewMessage]:
         """Register each message as pending (a `queued` event) unless it exists; returns
         the ones it registered, with their VERP tokens (numbered ones issued here for
-        those given without)."""
-        with self.transaction():
-            return message_table.ensure(self.conn, campaign_id, messages, self.verp_key())
+        those given without). LedgerTampered, and nothing written, for a message whose row
+        was deleted behind the chain's back (its person would be mailed twice)."""
+        try:
+            with self.transaction():
+                return message_table.ensure(self.conn, campaign_id, messages, self.verp_key)
+        except LedgerTampered as exc:
+            raise LedgerTampered(exc.message, file=self.path, hint=exc.hint) from None
 
     def claim_for_sending(
         self,

@@ -391,7 +391,7 @@ def test_a_message_whose_row_was_deleted_is_never_registered_again(campaign: Led
     ):
         with pytest.raises(LedgerError, match="missing \\(deleted\\)") as raised:
             campaign.ensure_messages("c", [NewMessage("<new@example.org>", "HMR-00001"), again])
-        assert IDS[0] in str(raised.value)
+        assert IDS[0] in str(raised.value) and raised.value.file == str(campaign.path)
         assert campaign.head() == before  # nothing of the chunk was written
     # Another campaign's message to that person is a message of its own.
     _registered(campaign, "d")
